@@ -1,0 +1,191 @@
+//! `backup-cli`: the thin command-line layer over the Larder engine.
+//!
+//! Parses flags, loads the configuration, opens the repository and the database settings,
+//! calls one engine operation and prints its result for people (tables) or machines (`--json`).
+//! Exit codes: 0 success, 1 failure, 2 usage error or refusal.
+
+mod cli;
+mod output;
+
+use clap::Parser;
+use cli::{BackupCommand, Cli, Command};
+use larder::config::Loaded;
+use larder::engine::{self, Progress};
+use larder::pg::ConnectionSettings;
+use larder::repository::Repository;
+use larder::targets::fs::FsTarget;
+use larder::{Error, Result};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let json = cli.global.json;
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = run(cli) => result,
+            _ = tokio::signal::ctrl_c() => Err(Error::Refused(
+                "interrupted: nothing was recorded for the running operation; \
+                 any chunks it wrote are reclaimed by the next garbage collection".into(),
+            )),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if json {
+                output::json(&serde_json::json!({ "status": "error", "error": e.to_string() }));
+            }
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_usage() { 2 } else { 1 })
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// What every command needs, resolved once from flags, environment and config.
+struct Context {
+    loaded: Loaded,
+    repo_path: std::path::PathBuf,
+    json: bool,
+    progress: Progress,
+    database_url: Option<String>,
+}
+
+impl Context {
+    fn database(&self) -> Result<ConnectionSettings> {
+        ConnectionSettings::resolve(self.database_url.as_deref(), &self.loaded.config.database)
+    }
+
+    fn target(&self) -> Result<Arc<FsTarget>> {
+        FsTarget::open("local", &self.repo_path)
+            .map(Arc::new)
+            .map_err(|e| {
+                Error::from_target(e, "(repository root)", "opening the repository folder")
+            })
+    }
+
+    async fn repository(&self) -> Result<Repository> {
+        Repository::open(self.target()?).await
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let loaded = Loaded::discover(cli.global.config.as_deref())?;
+    let repo_path = loaded.repository_path(cli.global.repo.as_deref());
+    let interactive = std::io::stderr().is_terminal() && !cli.global.json && !cli.global.quiet;
+    let ctx = Context {
+        database_url: loaded.database_url(cli.global.database_url.as_deref()),
+        loaded,
+        repo_path,
+        json: cli.global.json,
+        progress: Progress::new(interactive),
+    };
+    match cli.command {
+        Command::Init(args) => init(&ctx, cli.global.config.as_deref(), args.force).await,
+        Command::Backup(BackupCommand::Create(args)) => {
+            let settings = ctx.database()?;
+            let repo = Repository::open_or_init(ctx.target()?).await?;
+            let config = &ctx.loaded.config.backup;
+            let opts = engine::backup::BackupOptions {
+                name: args.name,
+                backup_type: args.backup_type,
+                jobs: args
+                    .jobs
+                    .or(config.jobs)
+                    .unwrap_or_else(engine::default_jobs)
+                    .max(1),
+                compression_level: args.compression_level.unwrap_or(config.compression_level),
+                pg_dump: config.pg_dump.clone(),
+                split_bytes: None,
+            };
+            let manifest = engine::backup::create(&settings, &repo, &opts, &ctx.progress).await?;
+            output::backup_created(&manifest, &ctx.repo_path, ctx.json);
+            Ok(())
+        }
+        Command::Backup(BackupCommand::List(args)) => {
+            let repo = ctx.repository().await?;
+            let backups = engine::list::list(&repo, args.limit, args.backup_type).await?;
+            output::backup_list(&backups, &ctx.repo_path, ctx.json);
+            Ok(())
+        }
+        Command::Backup(BackupCommand::Validate(args)) => {
+            let repo = ctx.repository().await?;
+            let manifest = repo.resolve(&args.backup_id).await?;
+            let jobs = args.jobs.unwrap_or_else(engine::default_jobs);
+            let report = engine::validate::validate(
+                &repo,
+                &manifest,
+                &ctx.loaded.config.objectives,
+                jobs,
+                &ctx.progress,
+            )
+            .await?;
+            output::validation(&report, ctx.json);
+            match report.first_error() {
+                None => Ok(()),
+                Some(first) => Err(Error::ValidationFailed {
+                    backup_id: report.backup_id.clone(),
+                    first,
+                    problems: report.items.iter().map(|i| i.problems.len()).sum(),
+                }),
+            }
+        }
+        Command::Backup(BackupCommand::Delete(args)) => {
+            let repo = ctx.repository().await?;
+            let report = engine::delete::delete(&repo, &args.backup_id, args.force).await?;
+            output::deleted(&report, ctx.json);
+            Ok(())
+        }
+    }
+}
+
+async fn init(ctx: &Context, config_flag: Option<&std::path::Path>, force: bool) -> Result<()> {
+    let path = config_flag
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| "backup-cli.toml".into());
+    if path.exists() && !force {
+        return Err(Error::Refused(format!(
+            "{} already exists; use --force to overwrite it",
+            path.display()
+        )));
+    }
+    std::fs::write(&path, larder::config::TEMPLATE)
+        .map_err(Error::io(format!("writing {}", path.display())))?;
+    let loaded = Loaded::discover(Some(&path))?;
+    let repo_path = loaded.repository_path(None);
+    let target = FsTarget::open("local", &repo_path)
+        .map(Arc::new)
+        .map_err(|e| {
+            Error::from_target(e, "(repository root)", "creating the repository folder")
+        })?;
+    Repository::open_or_init(target).await?;
+    output::initialised(&path, &repo_path, ctx.json);
+    Ok(())
+}

@@ -1,0 +1,431 @@
+//! `backup create`: a consistent full or schema-only backup into the repository.
+//!
+//! Steps, in the order an operator would describe them: export a snapshot; read the catalog
+//! and lock the tables; check the target has room; DDL through pg_dump (pre-data, post-data)
+//! while N workers COPY the tables (largest first, big ones split into block ranges); read the
+//! sequence values; write the manifest last. Any failure leaves no visible backup.
+
+use crate::engine::Progress;
+use crate::engine::progress::human_bytes;
+use crate::error::{Error, Result};
+use crate::pg::catalog::{self, DataTable};
+use crate::pg::snapshot::{self, SnapshotLeader};
+use crate::pg::{ConnectionSettings, pg_dump};
+use crate::repository::Repository;
+use crate::repository::chunker::RowChecksum;
+use crate::repository::gc::collect_garbage;
+use crate::repository::id::new_backup_id;
+use crate::repository::lock::RepoLock;
+use crate::repository::manifest::{BackupType, Manifest, SourceInfo, Stream, TableEntry};
+use crate::repository::stream::{BATCH_BYTES, Stored, StreamWriter, store_bytes};
+use bytes::BytesMut;
+use chrono::Utc;
+use futures_util::StreamExt;
+use indicatif::ProgressBar;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub name: Option<String>,
+    pub backup_type: BackupType,
+    pub jobs: usize,
+    pub compression_level: i32,
+    pub pg_dump: Option<PathBuf>,
+    /// Tables larger than about this are split into block ranges copied in parallel;
+    /// default: total size / (4 × jobs), at least 64 MiB.
+    pub split_bytes: Option<u64>,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            name: None,
+            backup_type: BackupType::Full,
+            jobs: super::default_jobs(),
+            compression_level: 3,
+            pg_dump: None,
+            split_bytes: None,
+        }
+    }
+}
+
+/// Compression ratio assumed for the space estimate when the repository has no history.
+const DEFAULT_RATIO: f64 = 0.5;
+
+/// One unit of COPY work: a whole table or a block range of it.
+struct PartJob {
+    table: usize,
+    part: usize,
+    sql: String,
+    label: String,
+    estimate: u64,
+}
+
+pub async fn create(
+    settings: &ConnectionSettings,
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &Progress,
+) -> Result<Manifest> {
+    let created_at = Utc::now();
+    let id = new_backup_id(created_at);
+    let leader = SnapshotLeader::begin(settings).await?;
+    let server = catalog::server_info(leader.client()).await?;
+    let pg_dump = pg_dump::find(opts.pg_dump.as_deref(), server.major()).await?;
+    let full = opts.backup_type == BackupType::Full;
+    let tables = if full {
+        let objects = catalog::large_object_count(leader.client()).await?;
+        if objects > 0 {
+            return Err(Error::Unsupported(format!(
+                "database {} holds {objects} large objects (pg_largeobject); this version of backup-cli does not back them up \
+                 and will not drop them silently. Back them up with `pg_dump --large-objects` or move them into bytea columns",
+                server.database
+            )));
+        }
+        let tables = catalog::data_tables(leader.client(), server.block_size).await?;
+        let names: Vec<String> = tables.iter().map(DataTable::qualified).collect();
+        leader.lock_tables(&names).await?;
+        tables
+    } else {
+        Vec::new()
+    };
+    let sequences = catalog::sequences(leader.client()).await?;
+    preflight_space(repo, &tables).await?;
+
+    let lock = RepoLock::shared(repo, &id).await?;
+    let written = write_streams(
+        settings,
+        repo,
+        opts,
+        progress,
+        &leader.snapshot_id,
+        &pg_dump,
+        &tables,
+    )
+    .await;
+    let outcome = match written {
+        Ok(streams) => {
+            let manifest = Manifest {
+                format: crate::repository::FORMAT_VERSION,
+                id: id.clone(),
+                name: opts.name.clone().unwrap_or_else(|| {
+                    format!(
+                        "{}-{}",
+                        opts.backup_type,
+                        created_at.format("%Y%m%d-%H%M%S")
+                    )
+                }),
+                backup_type: opts.backup_type,
+                created_at,
+                completed_at: Utc::now(),
+                tool_version: crate::TOOL_VERSION.to_string(),
+                source: SourceInfo {
+                    server_version: server.version.clone(),
+                    server_version_num: server.version_num,
+                    database: server.database.clone(),
+                    encoding: server.encoding.clone(),
+                    snapshot_id: leader.snapshot_id.clone(),
+                    snapshot_lsn: leader.lsn.clone(),
+                    snapshot_xmin: leader.xmin.clone(),
+                    pg_dump_version: pg_dump.version.clone(),
+                },
+                new_bytes: streams.new_bytes,
+                pre_data: streams.pre_data,
+                post_data: streams.post_data,
+                sequences,
+                tables: streams.tables,
+                compression_level: opts.compression_level,
+            };
+            match leader.finish().await {
+                Ok(()) => repo.write_manifest(&manifest).await.map(|()| manifest),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let released = lock.release().await;
+    match outcome {
+        Ok(manifest) => {
+            released?;
+            Ok(manifest)
+        }
+        Err(e) => {
+            reclaim_after_failure(repo, &id).await;
+            Err(e)
+        }
+    }
+}
+
+/// After a failed backup, removes the chunks it wrote if no other backup is running.
+async fn reclaim_after_failure(repo: &Repository, id: &str) {
+    let Ok(lock) = RepoLock::exclusive(repo, &format!("clean-up after failed backup {id}")).await
+    else {
+        tracing::info!(
+            "backup {id} failed; its chunks will be reclaimed by the next garbage collection"
+        );
+        return;
+    };
+    match collect_garbage(repo, &lock).await {
+        Ok(report) => tracing::warn!(
+            "backup {id} failed; removed {} chunks ({} bytes) it had written",
+            report.chunks_deleted,
+            report.bytes_freed
+        ),
+        Err(e) => tracing::warn!("backup {id} failed and its chunks could not be removed yet: {e}"),
+    }
+    let _ = lock.release().await;
+}
+
+/// Stops before writing when the target clearly lacks room.
+async fn preflight_space(repo: &Repository, tables: &[DataTable]) -> Result<()> {
+    let heap: u64 = tables.iter().map(|t| t.bytes.max(0) as u64).sum();
+    let (ratio, basis) = match repo.backup_ids().await?.last() {
+        Some(last) => {
+            let m = repo.read_manifest(last).await?;
+            match m.logical_bytes() {
+                0 => (DEFAULT_RATIO, "default".to_string()),
+                logical => (
+                    m.stored_bytes() as f64 / logical as f64,
+                    format!("ratio of backup {last}"),
+                ),
+            }
+        }
+        None => (DEFAULT_RATIO, "default".to_string()),
+    };
+    let needed = (heap as f64 * ratio) as u64;
+    let target = repo.target();
+    let available = target
+        .available_space()
+        .await
+        .map_err(|e| Error::from_target(e, "(free space)", "checking free space"))?;
+    if let Some(available) = available {
+        if available < needed {
+            return Err(Error::InsufficientSpace(format!(
+                "need about {} (table data {} x compression {ratio:.2}, {basis}), but target '{}' at {} has {} free. \
+                 Free space there, delete old backups (`backup-cli backup delete <id> --force`) or use --repo elsewhere",
+                human_bytes(needed),
+                human_bytes(heap),
+                target.name(),
+                target.location(),
+                human_bytes(available)
+            )));
+        }
+    }
+    Ok(())
+}
+
+struct Streams {
+    pre_data: Stream,
+    post_data: Stream,
+    tables: Vec<TableEntry>,
+    new_bytes: u64,
+}
+
+async fn write_streams(
+    settings: &ConnectionSettings,
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &Progress,
+    snapshot_id: &str,
+    pg_dump: &pg_dump::PgDump,
+    tables: &[DataTable],
+) -> Result<Streams> {
+    let level = opts.compression_level;
+    let ddl = |section: &'static str| async move {
+        let sql = pg_dump.section(settings, snapshot_id, section).await?;
+        store_bytes(repo, level, sql).await
+    };
+    let (pre, post, parts) = tokio::try_join!(
+        ddl("pre-data"),
+        ddl("post-data"),
+        copy_tables(settings, repo, opts, progress, snapshot_id, tables)
+    )?;
+
+    let mut entries: Vec<TableEntry> = tables
+        .iter()
+        .map(|t| TableEntry {
+            schema: t.schema.clone(),
+            name: t.name.clone(),
+            columns: t.columns.clone(),
+            partition_of: t.partition_of.clone(),
+            rows: 0,
+            logical_bytes: 0,
+            checksum: String::new(),
+            parts: Vec::new(),
+        })
+        .collect();
+    let mut checksums = vec![RowChecksum::default(); tables.len()];
+    let mut new_bytes = pre.new_bytes + post.new_bytes;
+    let mut parts = parts;
+    parts.sort_by_key(|(table, part, _)| (*table, *part));
+    for (table, _, stored) in parts {
+        let entry = &mut entries[table];
+        entry.rows += stored.stream.rows;
+        entry.logical_bytes += stored.stream.bytes;
+        checksums[table].combine(stored.checksum);
+        new_bytes += stored.new_bytes;
+        entry.parts.push(stored.stream);
+    }
+    for (entry, checksum) in entries.iter_mut().zip(checksums) {
+        entry.checksum = checksum.encode();
+    }
+    Ok(Streams {
+        pre_data: pre.stream,
+        post_data: post.stream,
+        tables: entries,
+        new_bytes,
+    })
+}
+
+/// Splits the tables into COPY jobs, largest first.
+fn plan_parts(tables: &[DataTable], jobs: usize, split_bytes: Option<u64>) -> Vec<PartJob> {
+    let total: u64 = tables.iter().map(|t| t.bytes.max(0) as u64).sum();
+    let split = split_bytes
+        .unwrap_or_else(|| (total / (4 * jobs.max(1) as u64)).max(64 << 20))
+        .max(1);
+    let mut out = Vec::new();
+    for (i, t) in tables.iter().enumerate() {
+        let bytes = t.bytes.max(0) as u64;
+        let cols = t.columns.join(", ");
+        let ranges = if bytes > split + split / 2 && t.pages > 1 {
+            bytes.div_ceil(split).min(t.pages as u64)
+        } else {
+            1
+        };
+        if ranges == 1 {
+            let sql = if t.columns.is_empty() {
+                format!("COPY {} TO STDOUT", t.qualified())
+            } else {
+                format!("COPY {} ({cols}) TO STDOUT", t.qualified())
+            };
+            out.push(PartJob {
+                table: i,
+                part: 0,
+                sql,
+                label: t.qualified(),
+                estimate: bytes,
+            });
+            continue;
+        }
+        let pages_per = (t.pages as u64).div_ceil(ranges);
+        for part in 0..ranges {
+            let lo = part * pages_per;
+            let filter = if part + 1 == ranges {
+                format!("ctid >= '({lo},0)'::tid") // open-ended: nothing beyond the estimate is missed
+            } else {
+                format!(
+                    "ctid >= '({lo},0)'::tid AND ctid < '({},0)'::tid",
+                    lo + pages_per
+                )
+            };
+            out.push(PartJob {
+                table: i,
+                part: part as usize,
+                sql: format!(
+                    "COPY (SELECT {cols} FROM ONLY {} WHERE {filter}) TO STDOUT",
+                    t.qualified()
+                ),
+                label: format!("{} [{}/{ranges}]", t.qualified(), part + 1),
+                estimate: bytes / ranges,
+            });
+        }
+    }
+    out.sort_by(|a, b| b.estimate.cmp(&a.estimate));
+    out
+}
+
+async fn copy_tables(
+    settings: &ConnectionSettings,
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &Progress,
+    snapshot_id: &str,
+    tables: &[DataTable],
+) -> Result<Vec<(usize, usize, Stored)>> {
+    let jobs = plan_parts(tables, opts.jobs, opts.split_bytes);
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let total: u64 = jobs.iter().map(|j| j.estimate).sum();
+    let overall = progress.overall("backup", total);
+    let workers = opts.jobs.clamp(1, jobs.len());
+    let queue = Arc::new(Mutex::new(VecDeque::from(jobs)));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (settings, repo, queue, progress, overall) = (
+            settings.clone(),
+            repo.clone(),
+            queue.clone(),
+            progress.clone(),
+            overall.clone(),
+        );
+        let snapshot_id = snapshot_id.to_string();
+        let level = opts.compression_level;
+        set.spawn(async move {
+            let client = snapshot::worker(&settings, &snapshot_id).await?;
+            let mut done = Vec::new();
+            loop {
+                let next = queue
+                    .lock()
+                    .map_err(|_| Error::Repository("work queue poisoned".into()))?
+                    .pop_front();
+                let Some(job) = next else { break };
+                let bar = progress.item(&job.label, job.estimate);
+                let stored = copy_part(&client, &repo, level, &job, &bar, &overall).await?;
+                bar.finish_and_clear();
+                done.push((job.table, job.part, stored));
+            }
+            Ok::<_, Error>(done)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        let done =
+            joined.map_err(|e| Error::Repository(format!("backup worker failed: {e}")))??;
+        results.extend(done);
+    }
+    overall.finish_and_clear();
+    Ok(results)
+}
+
+async fn copy_part(
+    client: &tokio_postgres::Client,
+    repo: &Repository,
+    level: i32,
+    job: &PartJob,
+    bar: &ProgressBar,
+    overall: &ProgressBar,
+) -> Result<Stored> {
+    let context = || format!("copying {}", job.label);
+    let rows = Arc::new(AtomicU64::new(0));
+    let observer = {
+        let (bar, overall, rows) = (bar.clone(), overall.clone(), rows.clone());
+        Box::new(move |chunk_rows: u64, bytes: u64| {
+            let total = rows.fetch_add(chunk_rows, Ordering::Relaxed) + chunk_rows;
+            bar.set_message(format!("{total} rows"));
+            Progress::advance(&bar, bytes);
+            Progress::advance(&overall, bytes);
+        })
+    };
+    let stream = client
+        .copy_out(job.sql.as_str())
+        .await
+        .map_err(Error::db(context()))?;
+    let mut stream = std::pin::pin!(stream);
+    let writer = StreamWriter::start(repo.clone(), level, observer);
+    let mut batch = BytesMut::with_capacity(BATCH_BYTES + 64 * 1024);
+    while let Some(piece) = stream.next().await {
+        let piece = piece.map_err(Error::db(context()))?;
+        batch.extend_from_slice(&piece);
+        if batch.len() >= BATCH_BYTES && writer.send(batch.split().freeze()).await.is_err() {
+            return Err(writer.abort().await);
+        }
+    }
+    if !batch.is_empty() && writer.send(batch.freeze()).await.is_err() {
+        return Err(writer.abort().await);
+    }
+    writer.finish().await
+}

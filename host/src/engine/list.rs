@@ -1,0 +1,67 @@
+//! `backup list`: the backups in the repository, newest first, as people and scripts see them.
+
+use crate::error::Result;
+use crate::repository::Repository;
+use crate::repository::manifest::{BackupType, Manifest};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// One backup as `backup list` shows it (the JSON field names are a stable interface).
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupSummary {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub backup_type: BackupType,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: DateTime<Utc>,
+    pub duration_seconds: f64,
+    /// Every visible backup is complete: an unfinished one has no manifest.
+    pub status: &'static str,
+    /// Compressed bytes of all chunks the backup references.
+    pub stored_bytes: u64,
+    /// Compressed bytes the backup added (the rest was shared with earlier backups).
+    pub new_bytes: u64,
+    pub logical_bytes: u64,
+    pub tables: usize,
+    pub rows: u64,
+    pub database: String,
+    pub server_version: String,
+}
+
+impl From<&Manifest> for BackupSummary {
+    fn from(m: &Manifest) -> Self {
+        BackupSummary {
+            id: m.id.clone(),
+            name: m.name.clone(),
+            backup_type: m.backup_type,
+            created_at: m.created_at,
+            completed_at: m.completed_at,
+            duration_seconds: m.duration_seconds(),
+            status: "complete",
+            stored_bytes: m.stored_bytes(),
+            new_bytes: m.new_bytes,
+            logical_bytes: m.logical_bytes(),
+            tables: m.tables.len(),
+            rows: m.rows(),
+            database: m.source.database.clone(),
+            server_version: m.source.server_version.clone(),
+        }
+    }
+}
+
+/// Newest first, optionally of one type and at most `limit` entries.
+pub async fn list(
+    repo: &Repository,
+    limit: Option<usize>,
+    backup_type: Option<BackupType>,
+) -> Result<Vec<BackupSummary>> {
+    let mut manifests = repo.manifests().await?;
+    manifests.reverse();
+    Ok(manifests
+        .iter()
+        .filter(|m| backup_type.is_none_or(|t| m.backup_type == t))
+        .take(limit.unwrap_or(usize::MAX))
+        .map(BackupSummary::from)
+        .collect())
+}

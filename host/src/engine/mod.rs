@@ -1,0 +1,17 @@
+//! Engine operations, one per file, named after the runbook's verbs.
+
+pub mod backup;
+pub mod delete;
+pub mod list;
+pub mod progress;
+pub mod validate;
+
+pub use progress::Progress;
+
+/// Default parallelism: the CPU count, at most 8.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(8)
+}

@@ -1,0 +1,121 @@
+//! The library's error type: every variant names what failed, on what, and what to try next.
+//!
+//! The first words of several messages are fixed by the operators' runbook (Appendix A):
+//! "Backup file not found", "Checksum verification failed", "Database connection failed",
+//! "Insufficient disk space". Scripts grep for them; keep them stable.
+
+use crate::targets::TargetError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database could not be reached; `target` names host, port, database and user.
+    #[error(
+        "Database connection failed: {target}: {reason}\n  hint: check that PostgreSQL is running and that --database-url / PG* variables are right"
+    )]
+    ConnectionFailed { target: String, reason: String },
+
+    #[error("database error while {context}: {source}")]
+    Database {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error("Backup file not found: {object} ({detail})")]
+    ObjectNotFound { object: String, detail: String },
+
+    #[error("Checksum verification failed: {object} ({detail})")]
+    ChecksumMismatch { object: String, detail: String },
+
+    /// `backup validate` found problems; `first` is the first, in the runbook's words.
+    #[error(
+        "{first}\n  backup {backup_id} has {problems} problem(s); use a previous backup (`backup-cli backup list`) or a copy from another target"
+    )]
+    ValidationFailed {
+        backup_id: String,
+        first: String,
+        problems: usize,
+    },
+
+    #[error("Insufficient disk space: {0}")]
+    InsufficientSpace(String),
+
+    #[error(
+        "backup '{0}' not found in the repository; run `backup-cli backup list` to see the available backups"
+    )]
+    BackupNotFound(String),
+
+    /// Storage failed for a reason other than a missing object.
+    #[error("storage target '{target}' failed on {object}: {reason}")]
+    Storage {
+        target: String,
+        object: String,
+        reason: String,
+    },
+
+    #[error("{0}")]
+    PgDump(String),
+
+    #[error("configuration error: {0}")]
+    Config(String),
+
+    /// The repository is missing, of an unknown format, or its data is inconsistent.
+    #[error("repository error: {0}")]
+    Repository(String),
+
+    #[error("repository is locked: {0}")]
+    Locked(String),
+
+    /// The operation was refused to protect data; the message says how to proceed.
+    #[error("{0}")]
+    Refused(String),
+
+    /// The database holds something this version cannot back up faithfully.
+    #[error("{0}")]
+    Unsupported(String),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Maps a target error on `object` into the runbook's vocabulary.
+    pub fn from_target(err: TargetError, object: &str, detail: impl Into<String>) -> Error {
+        let detail = detail.into();
+        match err {
+            TargetError::NotFound { target } => Error::ObjectNotFound {
+                object: object.to_string(),
+                detail: format!("{detail}, target {target}"),
+            },
+            TargetError::NoSpace { target, reason } => Error::InsufficientSpace(format!(
+                "target '{target}' ran out of space writing {object}: {reason}; free space or add storage, then retry"
+            )),
+            TargetError::Failed { target, reason } => Error::Storage {
+                target,
+                object: object.to_string(),
+                reason: format!("{reason} ({detail})"),
+            },
+        }
+    }
+
+    pub fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Database { context, source }
+    }
+
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+
+    /// Whether the error is a usage problem (exit code 2) rather than a failure (exit code 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Error::Refused(_) | Error::Config(_))
+    }
+}

@@ -1,0 +1,436 @@
+//! Connection settings and connecting, with TLS.
+//!
+//! Settings come from a URL or key/value string (`--database-url`, `$DATABASE_URL`, the config
+//! file), filled in from the libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE,
+//! PGSSLMODE) and libpq's defaults. The same resolved settings are handed to pg_dump through
+//! its environment, so both always talk to the same server.
+
+use crate::config::DatabaseConfig;
+use crate::error::{Error, Result};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio_postgres::Client;
+use tokio_postgres::config::Host;
+
+/// libpq's sslmode values that Larder supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    /// TLS when the server offers it, without certificate checks (libpq's default).
+    Prefer,
+    /// TLS always, without certificate checks.
+    Require,
+    /// TLS always, certificate chain and host name verified.
+    VerifyFull,
+}
+
+impl FromStr for SslMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<SslMode> {
+        match s {
+            "disable" => Ok(SslMode::Disable),
+            "prefer" | "allow" => Ok(SslMode::Prefer),
+            "require" => Ok(SslMode::Require),
+            "verify-full" => Ok(SslMode::VerifyFull),
+            other => Err(Error::Config(format!(
+                "sslmode '{other}' is not supported; use disable, prefer, require or verify-full"
+            ))),
+        }
+    }
+}
+
+impl SslMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// Fully resolved connection settings for one database.
+#[derive(Clone)]
+pub struct ConnectionSettings {
+    /// A host name, an IP address, or a Unix-socket folder (starts with `/`).
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub dbname: String,
+    pub password: Option<String>,
+    pub sslmode: SslMode,
+    /// CA bundle for verify-full; the webpki roots when unset.
+    pub sslrootcert: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ConnectionSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl ConnectionSettings {
+    /// Resolves settings from an optional URL / key-value string plus the libpq environment.
+    pub fn resolve(url: Option<&str>, config: &DatabaseConfig) -> Result<ConnectionSettings> {
+        let mut settings = ConnectionSettings {
+            host: String::new(),
+            port: 0,
+            user: String::new(),
+            dbname: String::new(),
+            password: None,
+            sslmode: SslMode::Prefer,
+            sslrootcert: config
+                .sslrootcert
+                .clone()
+                .or_else(|| env("PGSSLROOTCERT").map(PathBuf::from)),
+        };
+        let mut sslmode_text = config.sslmode.clone().or_else(|| env("PGSSLMODE"));
+        if let Some(url) = url {
+            // tokio-postgres does not know verify-full: take sslmode out before parsing.
+            let (clean, mode) = extract_sslmode(url);
+            if mode.is_some() {
+                sslmode_text = mode;
+            }
+            let parsed = tokio_postgres::Config::from_str(&clean).map_err(|e| {
+                Error::Config(format!(
+                    "the database URL is not valid: {e} (expected postgres://user@host:port/dbname)"
+                ))
+            })?;
+            if let Some(host) = parsed.get_hosts().first() {
+                settings.host = match host {
+                    Host::Tcp(h) => h.clone(),
+                    Host::Unix(p) => p.display().to_string(),
+                };
+            }
+            if let Some(port) = parsed.get_ports().first() {
+                settings.port = *port;
+            }
+            settings.user = parsed.get_user().unwrap_or_default().to_string();
+            settings.dbname = parsed.get_dbname().unwrap_or_default().to_string();
+            settings.password = parsed
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned());
+        }
+        if settings.host.is_empty() {
+            settings.host = env("PGHOST").unwrap_or_else(|| {
+                if std::path::Path::new("/var/run/postgresql").is_dir() {
+                    "/var/run/postgresql".into()
+                } else {
+                    "localhost".into()
+                }
+            });
+        }
+        if settings.port == 0 {
+            settings.port = match env("PGPORT") {
+                Some(p) => p
+                    .parse()
+                    .map_err(|_| Error::Config(format!("PGPORT '{p}' is not a port number")))?,
+                None => 5432,
+            };
+        }
+        if settings.user.is_empty() {
+            settings.user = env("PGUSER")
+                .or_else(|| env("USER"))
+                .unwrap_or_else(|| "postgres".into());
+        }
+        if settings.dbname.is_empty() {
+            settings.dbname = env("PGDATABASE").unwrap_or_else(|| settings.user.clone());
+        }
+        if settings.password.is_none() {
+            if let Some(file) = &config.password_file {
+                let text = std::fs::read_to_string(file).map_err(|e| {
+                    Error::Config(format!("cannot read password_file {}: {e}", file.display()))
+                })?;
+                settings.password = Some(text.trim_end_matches(['\n', '\r']).to_string());
+            } else {
+                settings.password = env("PGPASSWORD");
+            }
+        }
+        if let Some(mode) = sslmode_text {
+            settings.sslmode = mode.parse()?;
+        }
+        if settings.host.starts_with('/') && settings.sslmode != SslMode::VerifyFull {
+            settings.sslmode = SslMode::Disable; // no TLS over Unix sockets
+        }
+        Ok(settings)
+    }
+
+    /// The same server, another database.
+    pub fn with_dbname(&self, dbname: &str) -> ConnectionSettings {
+        ConnectionSettings {
+            dbname: dbname.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// `host=… port=… database=… user=…` — never the password.
+    pub fn describe(&self) -> String {
+        format!(
+            "host={} port={} database={} user={}",
+            self.host, self.port, self.dbname, self.user
+        )
+    }
+
+    /// The libpq environment that makes pg_dump/psql connect to the same database.
+    pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
+        let mut vars = vec![
+            ("PGHOST", self.host.clone()),
+            ("PGPORT", self.port.to_string()),
+            ("PGUSER", self.user.clone()),
+            ("PGDATABASE", self.dbname.clone()),
+            ("PGSSLMODE", self.sslmode.as_str().to_string()),
+            ("PGAPPNAME", "larder".to_string()),
+        ];
+        if let Some(password) = &self.password {
+            vars.push(("PGPASSWORD", password.clone()));
+        }
+        if let Some(root) = &self.sslrootcert {
+            vars.push(("PGSSLROOTCERT", root.display().to_string()));
+        }
+        vars
+    }
+
+    fn pg_config(&self) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        if self.host.starts_with('/') {
+            config.host_path(&self.host);
+        } else {
+            config.host(&self.host);
+        }
+        config
+            .port(self.port)
+            .user(&self.user)
+            .dbname(&self.dbname)
+            .application_name("larder")
+            .connect_timeout(Duration::from_secs(15))
+            .keepalives_idle(Duration::from_secs(30));
+        if let Some(password) = &self.password {
+            config.password(password);
+        }
+        config.ssl_mode(match self.sslmode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
+        });
+        config
+    }
+
+    /// Connects; a failure becomes `Database connection failed: host=… port=… …`.
+    pub async fn connect(&self) -> Result<Client> {
+        let config = self.pg_config();
+        let failed = |reason: String| Error::ConnectionFailed {
+            target: self.describe(),
+            reason,
+        };
+        let client = if self.sslmode == SslMode::Disable {
+            let (client, connection) = config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| failed(error_chain(&e)))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("connection closed: {e}");
+                }
+            });
+            client
+        } else {
+            let tls = tls::connector(self.sslmode, self.sslrootcert.as_deref()).map_err(failed)?;
+            let (client, connection) = config
+                .connect(tls)
+                .await
+                .map_err(|e| failed(error_chain(&e)))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("connection closed: {e}");
+                }
+            });
+            client
+        };
+        Ok(client)
+    }
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Removes `sslmode=…` from a URL or key/value string, returning the cleaned string and mode.
+fn extract_sslmode(url: &str) -> (String, Option<String>) {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let Some((base, query)) = url.split_once('?') else {
+            return (url.to_string(), None);
+        };
+        let mut mode = None;
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|pair| match pair.strip_prefix("sslmode=") {
+                Some(m) => {
+                    mode = Some(m.to_string());
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        let clean = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        (clean, mode)
+    } else {
+        let mut mode = None;
+        let kept: Vec<&str> = url
+            .split_whitespace()
+            .filter(|pair| match pair.strip_prefix("sslmode=") {
+                Some(m) => {
+                    mode = Some(m.to_string());
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        (kept.join(" "), mode)
+    }
+}
+
+mod tls {
+    //! rustls set-up for the sslmodes: verify-full checks the chain and name; prefer/require
+    //! encrypt without checking the certificate, exactly as libpq does.
+    use super::SslMode;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use std::path::Path;
+    use std::sync::Arc;
+    use tokio_postgres_rustls::MakeRustlsConnect;
+
+    pub fn connector(mode: SslMode, root_cert: Option<&Path>) -> Result<MakeRustlsConnect, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS set-up: {e}"))?;
+        let config = if mode == SslMode::VerifyFull {
+            let mut roots = rustls::RootCertStore::empty();
+            match root_cert {
+                Some(path) => {
+                    for cert in CertificateDer::pem_file_iter(path)
+                        .map_err(|e| format!("reading sslrootcert {}: {e}", path.display()))?
+                    {
+                        let cert = cert
+                            .map_err(|e| format!("reading sslrootcert {}: {e}", path.display()))?;
+                        roots
+                            .add(cert)
+                            .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+                    }
+                }
+                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        } else {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+                .with_no_client_auth()
+        };
+        Ok(MakeRustlsConnect::new(config))
+    }
+
+    #[derive(Debug)]
+    struct NoVerification(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for NoVerification {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_is_taken_out_of_urls_and_key_value_strings() {
+        let (clean, mode) =
+            extract_sslmode("postgres://u@h:5/db?sslmode=verify-full&application_name=x");
+        assert_eq!(clean, "postgres://u@h:5/db?application_name=x");
+        assert_eq!(mode.as_deref(), Some("verify-full"));
+        let (clean, mode) = extract_sslmode("host=h sslmode=require dbname=d");
+        assert_eq!(clean, "host=h dbname=d");
+        assert_eq!(mode.as_deref(), Some("require"));
+    }
+
+    #[test]
+    fn describe_never_shows_the_password() {
+        let s = ConnectionSettings::resolve(
+            Some("postgres://alice:s3cret@db.example:6543/crm?sslmode=require"),
+            &DatabaseConfig::default(),
+        )
+        .expect("resolve");
+        assert_eq!(
+            s.describe(),
+            "host=db.example port=6543 database=crm user=alice"
+        );
+        assert_eq!(s.sslmode, SslMode::Require);
+        assert!(!format!("{s:?}").contains("s3cret"));
+    }
+}

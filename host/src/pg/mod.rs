@@ -1,0 +1,10 @@
+//! The database side: connections, the exported snapshot, the catalog, COPY streams, pg_dump
+//! for DDL sections, and throwaway clusters for demos, drills and tests.
+
+pub mod catalog;
+pub mod connect;
+pub mod ephemeral;
+pub mod pg_dump;
+pub mod snapshot;
+
+pub use connect::{ConnectionSettings, SslMode};

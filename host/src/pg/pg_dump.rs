@@ -1,0 +1,132 @@
+//! DDL through pg_dump: `--section=pre-data` and `--section=post-data` inside the backup's
+//! snapshot give full fidelity for every object type without re-implementing pg_dump.
+
+use super::ConnectionSettings;
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+use tokio::process::Command;
+
+#[derive(Debug, Clone)]
+pub struct PgDump {
+    pub path: PathBuf,
+    /// e.g. "15.18"
+    pub version: String,
+    pub major: u32,
+}
+
+/// Finds a pg_dump at least as new as the server: the configured path, else the one installed
+/// for the server's major version, else `pg_config --bindir`, else `$PATH`.
+pub async fn find(configured: Option<&Path>, server_major: u32) -> Result<PgDump> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(path) = configured {
+        candidates.push(path.to_path_buf());
+    } else {
+        candidates.push(PathBuf::from(format!(
+            "/usr/lib/postgresql/{server_major}/bin/pg_dump"
+        )));
+        if let Ok(out) = Command::new("pg_config").arg("--bindir").output().await {
+            let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if !dir.is_empty() {
+                candidates.push(Path::new(&dir).join("pg_dump"));
+            }
+        }
+        candidates.push(PathBuf::from("pg_dump"));
+    }
+    let mut found = None;
+    for path in candidates {
+        if let Ok(out) = Command::new(&path).arg("--version").output().await {
+            if out.status.success() {
+                found = Some((path, String::from_utf8_lossy(&out.stdout).into_owned()));
+                break;
+            }
+        }
+    }
+    let (path, text) = found.ok_or_else(|| {
+        Error::PgDump(format!(
+            "pg_dump not found: install the PostgreSQL {server_major} client (e.g. postgresql-client-{server_major}) or set `pg_dump` under [backup] in the config"
+        ))
+    })?;
+    let version = parse_version(&text).ok_or_else(|| {
+        Error::PgDump(format!(
+            "cannot read the version of {}: '{}'",
+            path.display(),
+            text.trim()
+        ))
+    })?;
+    let major = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < server_major {
+        return Err(Error::PgDump(format!(
+            "{} is version {version}, older than the server (major {server_major}); pg_dump cannot dump a newer server. \
+             Install postgresql-client-{server_major} or point `pg_dump` under [backup] at a newer one",
+            path.display()
+        )));
+    }
+    Ok(PgDump {
+        path,
+        version,
+        major,
+    })
+}
+
+/// "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" → "15.18"
+fn parse_version(text: &str) -> Option<String> {
+    let after = text.split(')').nth(1)?.trim();
+    let version: String = after
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    (!version.is_empty()).then_some(version)
+}
+
+impl PgDump {
+    /// Runs pg_dump for one section inside the exported snapshot and returns its SQL.
+    pub async fn section(
+        &self,
+        settings: &ConnectionSettings,
+        snapshot_id: &str,
+        section: &str,
+    ) -> Result<Vec<u8>> {
+        let output = Command::new(&self.path)
+            .env_clear()
+            .envs(settings.libpq_env())
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .arg(format!("--section={section}"))
+            .arg(format!("--snapshot={snapshot_id}"))
+            .arg("--no-password")
+            .arg("--format=plain")
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(Error::io(format!("running {}", self.path.display())))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(Error::PgDump(format!(
+                "pg_dump --section={section} failed ({}): {}",
+                output.status,
+                stderr.trim()
+            )));
+        }
+        Ok(output.stdout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions_are_read_from_pg_dump_banners() {
+        assert_eq!(
+            super::parse_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n")
+                .as_deref(),
+            Some("15.18")
+        );
+        assert_eq!(
+            super::parse_version("pg_dump (PostgreSQL) 17.2\n").as_deref(),
+            Some("17.2")
+        );
+        assert_eq!(super::parse_version("garbage"), None);
+    }
+}

@@ -1,0 +1,196 @@
+//! The backup manifest: the one JSON document that makes a backup exist.
+//!
+//! It lists every table with its columns, row count, logical bytes, an order-independent data
+//! checksum and the chunks holding its COPY text, plus the DDL sections, sequence values and the
+//! snapshot it was taken from. It is written last and atomically; no manifest, no backup.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// What a backup contains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackupType {
+    /// DDL, sequences and all table data.
+    Full,
+    /// DDL and sequence values only (the runbook's "before each migration" backup).
+    SchemaOnly,
+}
+
+impl fmt::Display for BackupType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackupType::Full => "full",
+            BackupType::SchemaOnly => "schema-only",
+        })
+    }
+}
+
+impl FromStr for BackupType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(BackupType::Full),
+            "schema-only" => Ok(BackupType::SchemaOnly),
+            other => Err(format!(
+                "unknown backup type '{other}' (expected full or schema-only)"
+            )),
+        }
+    }
+}
+
+/// One stored chunk: its content address and sizes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    /// SHA-256 of the uncompressed bytes, hex.
+    pub id: String,
+    /// Uncompressed length.
+    pub len: u64,
+    /// Stored (compressed) length.
+    pub stored: u64,
+}
+
+/// A stream of bytes stored as consecutive chunks (a table range's COPY text or a DDL section).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stream {
+    /// Lines in the stream; for table data, one line per row.
+    pub rows: u64,
+    pub bytes: u64,
+    /// Order-independent checksum of the lines (see [`crate::repository::chunker::RowChecksum`]).
+    pub checksum: String,
+    pub chunks: Vec<ChunkRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableEntry {
+    pub schema: String,
+    pub name: String,
+    /// Columns in COPY order, already quoted as identifiers.
+    pub columns: Vec<String>,
+    /// The partitioned table this leaf belongs to, if any (qualified and quoted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_of: Option<String>,
+    pub rows: u64,
+    /// Bytes of COPY text.
+    pub logical_bytes: u64,
+    /// Order-independent checksum over all rows of the table.
+    pub checksum: String,
+    /// Ranges of the table's data, each restorable on its own.
+    pub parts: Vec<Stream>,
+}
+
+impl TableEntry {
+    /// `schema.name`, quoted where needed.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    /// `schema.name` as people type it.
+    pub fn display_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SequenceValue {
+    pub schema: String,
+    pub name: String,
+    pub last_value: i64,
+    pub is_called: bool,
+}
+
+/// Facts about the source database at the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub server_version: String,
+    pub server_version_num: i32,
+    pub database: String,
+    pub encoding: String,
+    pub snapshot_id: String,
+    /// WAL position when the snapshot was taken.
+    pub snapshot_lsn: Option<String>,
+    /// Oldest transaction id still running at the snapshot (`pg_snapshot_xmin`).
+    pub snapshot_xmin: String,
+    pub pg_dump_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub backup_type: BackupType,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: DateTime<Utc>,
+    pub tool_version: String,
+    pub source: SourceInfo,
+    /// `pg_dump --section=pre-data` output.
+    pub pre_data: Stream,
+    /// `pg_dump --section=post-data` output.
+    pub post_data: Stream,
+    pub sequences: Vec<SequenceValue>,
+    pub tables: Vec<TableEntry>,
+    /// Compressed bytes this backup added to the repository (chunks not already present).
+    pub new_bytes: u64,
+    pub compression_level: i32,
+}
+
+impl Manifest {
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().map(|t| t.rows).sum()
+    }
+
+    pub fn logical_bytes(&self) -> u64 {
+        self.tables.iter().map(|t| t.logical_bytes).sum::<u64>()
+            + self.pre_data.bytes
+            + self.post_data.bytes
+    }
+
+    /// Every chunk the backup references, data and DDL alike.
+    pub fn chunks(&self) -> impl Iterator<Item = &ChunkRef> {
+        self.tables
+            .iter()
+            .flat_map(|t| t.parts.iter())
+            .chain([&self.pre_data, &self.post_data])
+            .flat_map(|s| s.chunks.iter())
+    }
+
+    /// Compressed bytes of the distinct chunks the backup references: what it costs on its own.
+    pub fn stored_bytes(&self) -> u64 {
+        let mut seen = std::collections::HashSet::new();
+        self.chunks()
+            .filter(|c| seen.insert(c.id.as_str()))
+            .map(|c| c.stored)
+            .sum()
+    }
+
+    pub fn duration_seconds(&self) -> f64 {
+        (self.completed_at - self.created_at).num_milliseconds() as f64 / 1000.0
+    }
+
+    pub fn find_table(&self, name: &str) -> Option<&TableEntry> {
+        self.tables
+            .iter()
+            .find(|t| t.display_name() == name || (t.schema == "public" && t.name == name))
+    }
+}
+
+/// Quotes an identifier the way PostgreSQL's `quote_ident` does.
+pub fn quote_ident(ident: &str) -> String {
+    let plain = !ident.is_empty()
+        && ident
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && ident
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        ident.to_string()
+    } else {
+        format!("\"{}\"", ident.replace('"', "\"\""))
+    }
+}

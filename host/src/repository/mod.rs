@@ -1,0 +1,259 @@
+//! The repository format, the same on every target.
+//!
+//! ```text
+//! larder-repository.json        format version (written once, by init)
+//! chunks/<2 hex>/<sha256>       zstd-compressed content, addressed by the SHA-256 of the plain bytes
+//! backups/<backup-id>.json      one manifest per backup, written last and atomically
+//! locks/<name>.json             running backups (shared) and garbage collection (exclusive)
+//! restores/<timestamp>.json     measured restore durations, for estimates (recovery)
+//! ```
+//! Chunks are shared by all backups; a chunk already present is never written again.
+
+pub mod chunker;
+pub mod gc;
+pub mod id;
+pub mod lock;
+pub mod manifest;
+pub mod stream;
+
+use crate::error::{Error, Result};
+use crate::targets::{Target, TargetError};
+use bytes::Bytes;
+use manifest::{ChunkRef, Manifest};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+pub const FORMAT_KEY: &str = "larder-repository.json";
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FormatFile {
+    format: u32,
+    created_at: chrono::DateTime<chrono::Utc>,
+    created_by: String,
+}
+
+/// A repository on one target. Cheap to clone.
+#[derive(Clone)]
+pub struct Repository {
+    target: Arc<dyn Target>,
+}
+
+pub fn chunk_key(id: &str) -> String {
+    format!("chunks/{}/{}", &id[..2.min(id.len())], id)
+}
+
+pub fn manifest_key(backup_id: &str) -> String {
+    format!("backups/{backup_id}.json")
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+impl Repository {
+    /// Opens an existing repository; fails with a hint when there is none.
+    pub async fn open(target: Arc<dyn Target>) -> Result<Repository> {
+        let repo = Repository { target };
+        match repo.target.get(FORMAT_KEY).await {
+            Ok(bytes) => {
+                let format: FormatFile = serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::Repository(format!(
+                        "{FORMAT_KEY} on {} is unreadable ({e}); is this a Larder repository?",
+                        repo.target.location()
+                    ))
+                })?;
+                if format.format != FORMAT_VERSION {
+                    return Err(Error::Repository(format!(
+                        "repository at {} has format {}, this backup-cli reads format {FORMAT_VERSION}; use a matching backup-cli version",
+                        repo.target.location(),
+                        format.format
+                    )));
+                }
+                Ok(repo)
+            }
+            Err(TargetError::NotFound { .. }) => Err(Error::Repository(format!(
+                "no repository at {}: run `backup-cli init` or `backup-cli backup create` to start one, or point --repo at an existing one",
+                repo.target.location()
+            ))),
+            Err(e) => Err(Error::from_target(e, FORMAT_KEY, "opening the repository")),
+        }
+    }
+
+    /// Opens the repository, creating the format file first if the target is empty.
+    pub async fn open_or_init(target: Arc<dyn Target>) -> Result<Repository> {
+        match target.stat(FORMAT_KEY).await {
+            Ok(Some(_)) => Repository::open(target).await,
+            Ok(None) => {
+                let format = FormatFile {
+                    format: FORMAT_VERSION,
+                    created_at: chrono::Utc::now(),
+                    created_by: format!("backup-cli {}", crate::TOOL_VERSION),
+                };
+                let body = serde_json::to_vec_pretty(&format)
+                    .map_err(|e| Error::Repository(format!("encoding {FORMAT_KEY}: {e}")))?;
+                target
+                    .put(FORMAT_KEY, Bytes::from(body))
+                    .await
+                    .map_err(|e| {
+                        Error::from_target(e, FORMAT_KEY, "initialising the repository")
+                    })?;
+                Ok(Repository { target })
+            }
+            Err(e) => Err(Error::from_target(e, FORMAT_KEY, "opening the repository")),
+        }
+    }
+
+    pub fn target(&self) -> &Arc<dyn Target> {
+        &self.target
+    }
+
+    /// The stored size of a chunk, or `None` when absent.
+    pub async fn chunk_stored_size(&self, id: &str) -> Result<Option<u64>> {
+        let key = chunk_key(id);
+        self.target
+            .stat(&key)
+            .await
+            .map_err(|e| Error::from_target(e, &key, "checking chunk"))
+    }
+
+    pub async fn put_chunk(&self, id: &str, compressed: Bytes) -> Result<()> {
+        let key = chunk_key(id);
+        self.target
+            .put(&key, compressed)
+            .await
+            .map_err(|e| Error::from_target(e, &key, "writing chunk"))
+    }
+
+    /// Reads a chunk, decompresses it and checks its SHA-256. `context` names the table and
+    /// backup for the error message.
+    pub async fn read_chunk(&self, chunk: &ChunkRef, context: &str) -> Result<Vec<u8>> {
+        self.read_chunk_with(chunk, context, |plain| plain).await
+    }
+
+    /// Like [`Repository::read_chunk`], then runs `inspect` on the verified bytes off the
+    /// async threads (for row counting and checksums).
+    pub async fn read_chunk_with<T: Send + 'static>(
+        &self,
+        chunk: &ChunkRef,
+        context: &str,
+        inspect: impl FnOnce(Vec<u8>) -> T + Send + 'static,
+    ) -> Result<T> {
+        let key = chunk_key(&chunk.id);
+        let stored = self
+            .target
+            .get(&key)
+            .await
+            .map_err(|e| Error::from_target(e, &key, context))?;
+        let chunk = chunk.clone();
+        let context = context.to_string();
+        tokio::task::spawn_blocking(move || {
+            verify_chunk(&key, &chunk, &stored, &context).map(inspect)
+        })
+        .await
+        .map_err(|e| Error::Repository(format!("chunk verification worker failed: {e}")))?
+    }
+
+    pub async fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let key = manifest_key(&manifest.id);
+        let body = serde_json::to_vec_pretty(manifest)
+            .map_err(|e| Error::Repository(format!("encoding manifest {}: {e}", manifest.id)))?;
+        self.target.put(&key, Bytes::from(body)).await.map_err(|e| {
+            Error::from_target(
+                e,
+                &key,
+                format!("writing manifest of backup {}", manifest.id),
+            )
+        })
+    }
+
+    pub async fn read_manifest(&self, backup_id: &str) -> Result<Manifest> {
+        if !id::is_valid_backup_id(backup_id) {
+            return Err(Error::BackupNotFound(backup_id.to_string()));
+        }
+        let key = manifest_key(backup_id);
+        let bytes = match self.target.get(&key).await {
+            Ok(bytes) => bytes,
+            Err(TargetError::NotFound { .. }) => {
+                return Err(Error::BackupNotFound(backup_id.to_string()));
+            }
+            Err(e) => return Err(Error::from_target(e, &key, format!("backup {backup_id}"))),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| Error::ChecksumMismatch {
+            object: key.clone(),
+            detail: format!("manifest of backup {backup_id} is not valid JSON: {e}"),
+        })
+    }
+
+    /// Resolves `latest` or an id to a manifest.
+    pub async fn resolve(&self, id_or_latest: &str) -> Result<Manifest> {
+        if id_or_latest == "latest" {
+            let ids = self.backup_ids().await?;
+            match ids.last() {
+                Some(id) => self.read_manifest(id).await,
+                None => Err(Error::Refused(format!(
+                    "the repository at {} holds no backups yet; run `backup-cli backup create` first",
+                    self.target.location()
+                ))),
+            }
+        } else {
+            self.read_manifest(id_or_latest).await
+        }
+    }
+
+    /// Ids of all visible backups, oldest first.
+    pub async fn backup_ids(&self) -> Result<Vec<String>> {
+        let objects = self
+            .target
+            .list("backups/")
+            .await
+            .map_err(|e| Error::from_target(e, "backups/", "listing backups"))?;
+        let mut ids: Vec<String> = objects
+            .iter()
+            .filter_map(|o| o.key.strip_prefix("backups/")?.strip_suffix(".json"))
+            .map(str::to_string)
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// All visible backups, oldest first.
+    pub async fn manifests(&self) -> Result<Vec<Manifest>> {
+        let mut out = Vec::new();
+        for id in self.backup_ids().await? {
+            out.push(self.read_manifest(&id).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn delete_manifest(&self, backup_id: &str) -> Result<()> {
+        let key = manifest_key(backup_id);
+        self.target
+            .delete(&key)
+            .await
+            .map_err(|e| Error::from_target(e, &key, format!("deleting backup {backup_id}")))
+    }
+}
+
+/// Decompresses a stored chunk and checks it against its reference.
+pub fn verify_chunk(key: &str, chunk: &ChunkRef, stored: &[u8], context: &str) -> Result<Vec<u8>> {
+    let mismatch = |why: String| Error::ChecksumMismatch {
+        object: key.to_string(),
+        detail: format!("{context}: {why}"),
+    };
+    let plain = zstd::bulk::decompress(stored, chunk.len as usize)
+        .map_err(|e| mismatch(format!("cannot decompress: {e}")))?;
+    if plain.len() as u64 != chunk.len {
+        return Err(mismatch(format!(
+            "expected {} bytes, found {}",
+            chunk.len,
+            plain.len()
+        )));
+    }
+    let actual = sha256_hex(&plain);
+    if actual != chunk.id {
+        return Err(mismatch(format!("SHA-256 is {actual}")));
+    }
+    Ok(plain)
+}

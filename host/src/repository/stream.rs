@@ -1,0 +1,130 @@
+//! Writing one byte stream (a table range's COPY text, a DDL section) into the repository.
+//!
+//! The async side hands over batches of bytes through a small bounded channel; a blocking
+//! thread chunks them, counts rows, hashes, compresses and stores each chunk. Memory per stream
+//! is bounded by the channel (two batches) plus one chunk in flight, whatever the table size.
+
+use super::Repository;
+use super::chunker::{RowChecksum, RowChunker};
+use super::manifest::{ChunkRef, Stream};
+use crate::error::{Error, Result};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Bytes per batch handed from the COPY reader to the chunking thread.
+pub const BATCH_BYTES: usize = 1024 * 1024;
+
+/// Called after each chunk with (rows, bytes) it held.
+pub type ChunkObserver = Box<dyn Fn(u64, u64) + Send>;
+
+/// What writing a stream produced.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub stream: Stream,
+    pub checksum: RowChecksum,
+    /// Compressed bytes of chunks that were not in the repository before.
+    pub new_bytes: u64,
+}
+
+/// A stream being written: send batches, then `finish`.
+pub struct StreamWriter {
+    tx: mpsc::Sender<Bytes>,
+    worker: JoinHandle<Result<Stored>>,
+}
+
+impl StreamWriter {
+    pub fn start(repo: Repository, level: i32, observer: ChunkObserver) -> StreamWriter {
+        let (tx, rx) = mpsc::channel::<Bytes>(2);
+        let handle = tokio::runtime::Handle::current();
+        let worker = tokio::task::spawn_blocking(move || store(repo, level, observer, rx, handle));
+        StreamWriter { tx, worker }
+    }
+
+    /// Queues a batch; waits when the chunking thread is behind (back-pressure).
+    pub async fn send(&self, batch: Bytes) -> Result<()> {
+        if self.tx.send(batch).await.is_err() {
+            // The worker stopped early; its error is reported by `finish`.
+            return Err(Error::Repository("stream writer stopped".into()));
+        }
+        Ok(())
+    }
+
+    /// Closes the stream and returns what was stored.
+    pub async fn finish(self) -> Result<Stored> {
+        drop(self.tx);
+        self.worker
+            .await
+            .map_err(|e| Error::Repository(format!("chunking worker failed: {e}")))?
+    }
+
+    /// Waits for the worker after a failed `send`, to surface its real error.
+    pub async fn abort(self) -> Error {
+        match self.finish().await {
+            Err(e) => e,
+            Ok(_) => Error::Repository("stream ended early".into()),
+        }
+    }
+}
+
+fn store(
+    repo: Repository,
+    level: i32,
+    observer: ChunkObserver,
+    mut rx: mpsc::Receiver<Bytes>,
+    handle: tokio::runtime::Handle,
+) -> Result<Stored> {
+    let mut chunker = RowChunker::default();
+    let mut summary = Stream::default();
+    let mut checksum = RowChecksum::default();
+    let mut new_bytes = 0u64;
+    let mut compressor = zstd::bulk::Compressor::new(level)
+        .map_err(|e| Error::Repository(format!("zstd level {level}: {e}")))?;
+    let mut emit = |data: &[u8]| -> Result<()> {
+        let lines = RowChecksum::of_lines(data);
+        checksum.combine(lines);
+        let id = super::sha256_hex(data);
+        let stored = match handle.block_on(repo.chunk_stored_size(&id))? {
+            Some(size) => size,
+            None => {
+                let compressed = compressor
+                    .compress(data)
+                    .map_err(|e| Error::Repository(format!("compressing chunk {id}: {e}")))?;
+                let size = compressed.len() as u64;
+                handle.block_on(repo.put_chunk(&id, Bytes::from(compressed)))?;
+                new_bytes += size;
+                size
+            }
+        };
+        summary.bytes += data.len() as u64;
+        summary.chunks.push(ChunkRef {
+            id,
+            len: data.len() as u64,
+            stored,
+        });
+        observer(lines.rows, data.len() as u64);
+        Ok(())
+    };
+    while let Some(batch) = rx.blocking_recv() {
+        chunker.push(&batch, &mut emit)?;
+    }
+    chunker.finish(&mut emit)?;
+    summary.rows = checksum.rows;
+    summary.checksum = checksum.encode();
+    Ok(Stored {
+        stream: summary,
+        checksum,
+        new_bytes,
+    })
+}
+
+/// Writes a whole in-memory buffer as one stream (used for DDL sections).
+pub async fn store_bytes(repo: &Repository, level: i32, data: Vec<u8>) -> Result<Stored> {
+    let writer = StreamWriter::start(repo.clone(), level, Box::new(|_, _| {}));
+    for piece in data.chunks(BATCH_BYTES) {
+        if writer.send(Bytes::copy_from_slice(piece)).await.is_err() {
+            return Err(writer.abort().await);
+        }
+    }
+    writer.finish().await
+}

@@ -1,0 +1,51 @@
+//! Storage targets: where repository objects live.
+//!
+//! The engine and the repository see one small abstraction, [`Target`]: whole-object put, get,
+//! stat, list and delete. Objects are bounded in size (chunks of a few MiB, JSON manifests), so
+//! they move as whole buffers. Built-in: [`fs::FsTarget`], the local filesystem confined with
+//! cap-std. Object stores and WebAssembly plugins implement the same trait.
+
+pub mod fs;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// Why a target operation failed. `NotFound` is "the object is missing"; `Failed` is "the
+/// target itself is in trouble"; `NoSpace` lets callers speak the runbook's words.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TargetError {
+    #[error("object not found on target '{target}'")]
+    NotFound { target: String },
+    #[error("no space left on target '{target}': {reason}")]
+    NoSpace { target: String, reason: String },
+    #[error("target '{target}' failed: {reason}")]
+    Failed { target: String, reason: String },
+}
+
+/// One object as listed by a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+/// A place that stores repository objects under `/`-separated keys.
+///
+/// `put` must be atomic: a reader sees the whole object or none of it.
+#[async_trait]
+pub trait Target: Send + Sync {
+    /// The target's configured name (used in messages).
+    fn name(&self) -> &str;
+    /// Where the target points, for humans (a path or URL without secrets).
+    fn location(&self) -> String;
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), TargetError>;
+    async fn get(&self, key: &str) -> Result<Bytes, TargetError>;
+    /// The object's size, or `None` when it does not exist.
+    async fn stat(&self, key: &str) -> Result<Option<u64>, TargetError>;
+    /// All objects whose key starts with `prefix` (a folder such as `chunks/`).
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, TargetError>;
+    /// Deletes an object; deleting a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<(), TargetError>;
+    /// Bytes available for new objects, when the target can tell.
+    async fn available_space(&self) -> Result<Option<u64>, TargetError>;
+}
