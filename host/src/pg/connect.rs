@@ -222,6 +222,11 @@ impl ConnectionSettings {
         config
     }
 
+    /// Connects to another database on the same server.
+    pub async fn connect_to(&self, dbname: &str) -> Result<Client> {
+        self.with_dbname(dbname).connect().await
+    }
+
     /// Connects; a failure becomes `Database connection failed: host=… port=… …`.
     pub async fn connect(&self) -> Result<Client> {
         let config = self.pg_config();

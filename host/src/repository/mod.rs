@@ -155,6 +155,15 @@ impl Repository {
         .map_err(|e| Error::Repository(format!("chunk verification worker failed: {e}")))?
     }
 
+    /// Reads a whole stream (a DDL section, or a table range in tests) into memory.
+    pub async fn read_stream(&self, stream: &manifest::Stream, context: &str) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(stream.bytes as usize);
+        for chunk in &stream.chunks {
+            out.extend_from_slice(&self.read_chunk(chunk, context).await?);
+        }
+        Ok(out)
+    }
+
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
         let key = manifest_key(&manifest.id);
         let body = serde_json::to_vec_pretty(manifest)
@@ -189,9 +198,8 @@ impl Repository {
     /// Resolves `latest` or an id to a manifest.
     pub async fn resolve(&self, id_or_latest: &str) -> Result<Manifest> {
         if id_or_latest == "latest" {
-            let ids = self.backup_ids().await?;
-            match ids.last() {
-                Some(id) => self.read_manifest(id).await,
+            match self.manifests().await?.pop() {
+                Some(manifest) => Ok(manifest),
                 None => Err(Error::Refused(format!(
                     "the repository at {} holds no backups yet; run `backup-cli backup create` first",
                     self.target.location()
@@ -202,7 +210,8 @@ impl Repository {
         }
     }
 
-    /// Ids of all visible backups, oldest first.
+    /// Ids of all visible backups (ids sort by creation second; use [`Repository::manifests`]
+    /// for exact order).
     pub async fn backup_ids(&self) -> Result<Vec<String>> {
         let objects = self
             .target
@@ -224,6 +233,7 @@ impl Repository {
         for id in self.backup_ids().await? {
             out.push(self.read_manifest(&id).await?);
         }
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(out)
     }
 

@@ -89,12 +89,8 @@ fn write_atomically(dir: &Dir, key: &str, data: &[u8]) -> std::io::Result<()> {
         file.sync_all()?;
         drop(file);
         dir.rename(&tmp, dir, key)?;
-        // Persist the rename itself.
-        let folder = match parent {
-            Some(p) => dir.open_dir(p)?,
-            None => dir.try_clone()?,
-        };
-        folder.into_std_file().sync_all()
+        // Persist the rename itself (a directory opened for reading can be fsynced).
+        dir.open(parent.unwrap_or(Path::new(".")))?.sync_all()
     })();
     if result.is_err() {
         let _ = dir.remove_file(&tmp);
