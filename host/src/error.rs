@@ -16,12 +16,8 @@ pub enum Error {
     )]
     ConnectionFailed { target: String, reason: String },
 
-    #[error("database error while {context}: {source}")]
-    Database {
-        context: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
+    #[error("database error while {context}: {reason}")]
+    Database { context: String, reason: String },
 
     #[error("Backup file not found: {object} ({detail})")]
     ObjectNotFound { object: String, detail: String },
@@ -104,9 +100,13 @@ impl Error {
         }
     }
 
+    /// Wraps a PostgreSQL error with what we were doing; the server's own message is kept.
     pub fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
         let context = context.into();
-        move |source| Error::Database { context, source }
+        move |source| Error::Database {
+            context,
+            reason: crate::pg::connect::error_chain(&source),
+        }
     }
 
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {

@@ -1,1 +1,12 @@
-fn main() {}
+//! Integration tests against real PostgreSQL clusters the tests start themselves.
+//!
+//! Every test owns its cluster (initdb into a temporary folder, a free loopback port), so the
+//! tests run in parallel without sharing state. A missing PostgreSQL installation fails the
+//! test with a message saying what to install; nothing is skipped silently.
+
+mod support;
+
+mod backup_consistency;
+mod backup_failures;
+mod backup_fidelity;
+mod repository_lifecycle;

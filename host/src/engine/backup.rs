@@ -201,18 +201,18 @@ async fn preflight_space(repo: &Repository, tables: &[DataTable]) -> Result<()> 
         .available_space()
         .await
         .map_err(|e| Error::from_target(e, "(free space)", "checking free space"))?;
-    if let Some(available) = available {
-        if available < needed {
-            return Err(Error::InsufficientSpace(format!(
-                "need about {} (table data {} x compression {ratio:.2}, {basis}), but target '{}' at {} has {} free. \
-                 Free space there, delete old backups (`backup-cli backup delete <id> --force`) or use --repo elsewhere",
-                human_bytes(needed),
-                human_bytes(heap),
-                target.name(),
-                target.location(),
-                human_bytes(available)
-            )));
-        }
+    if let Some(available) = available
+        && available < needed
+    {
+        return Err(Error::InsufficientSpace(format!(
+            "need about {} (table data {} x compression {ratio:.2}, {basis}), but target '{}' at {} has {} free. \
+             Free space there, delete old backups (`backup-cli backup delete <id> --force`) or use --repo elsewhere",
+            human_bytes(needed),
+            human_bytes(heap),
+            target.name(),
+            target.location(),
+            human_bytes(available)
+        )));
     }
     Ok(())
 }
@@ -333,7 +333,7 @@ fn plan_parts(tables: &[DataTable], jobs: usize, split_bytes: Option<u64>) -> Ve
             });
         }
     }
-    out.sort_by(|a, b| b.estimate.cmp(&a.estimate));
+    out.sort_by_key(|job| std::cmp::Reverse(job.estimate));
     out
 }
 

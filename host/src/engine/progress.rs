@@ -58,10 +58,10 @@ impl Progress {
     /// Grows a bar's length when the estimate was too low.
     pub fn advance(bar: &ProgressBar, bytes: u64) {
         bar.inc(bytes);
-        if let Some(len) = bar.length() {
-            if bar.position() > len {
-                bar.set_length(bar.position());
-            }
+        if let Some(len) = bar.length()
+            && bar.position() > len
+        {
+            bar.set_length(bar.position());
         }
     }
 }

@@ -163,13 +163,13 @@ pub async fn validate(
             total.combine(sum);
         }
         report.found_rows = total.rows;
-        if let Some(expected) = item.expected_checksum {
-            if total.encode() != expected {
-                report.problems.push(format!(
-                    "Checksum verification failed: rows of table {} do not match the manifest checksum (backup {})",
-                    item.name, manifest.id
-                ));
-            }
+        if let Some(expected) = item.expected_checksum
+            && total.encode() != expected
+        {
+            report.problems.push(format!(
+                "Checksum verification failed: rows of table {} do not match the manifest checksum (backup {})",
+                item.name, manifest.id
+            ));
         }
         report.ok = report.problems.is_empty();
     }

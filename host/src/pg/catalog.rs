@@ -35,8 +35,9 @@ pub struct DataTable {
     /// Quoted column names in COPY order (generated columns excluded; they are recomputed).
     pub columns: Vec<String>,
     pub partition_of: Option<String>,
-    /// Size of the main fork in bytes.
+    /// On-disk size including TOAST: the basis of space and time estimates.
     pub bytes: i64,
+    /// Blocks of the main fork: the unit of block-range splitting.
     pub pages: i64,
 }
 
@@ -75,7 +76,7 @@ pub async fn data_tables(client: &Client, block_size: i64) -> Result<Vec<DataTab
            (SELECT quote_ident(pn.nspname) || '.' || quote_ident(pc.relname) FROM pg_inherits i \
               JOIN pg_class pc ON pc.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
              WHERE i.inhrelid = c.oid AND c.relispartition), \
-           pg_relation_size(c.oid)::int8 \
+           pg_table_size(c.oid)::int8, pg_relation_size(c.oid)::int8 \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind = 'r' AND {USER_RELATION} ORDER BY 1, 2"
     );
@@ -86,14 +87,14 @@ pub async fn data_tables(client: &Client, block_size: i64) -> Result<Vec<DataTab
     Ok(rows
         .iter()
         .map(|r| {
-            let bytes: i64 = r.get(4);
+            let main_fork: i64 = r.get(5);
             DataTable {
                 schema: r.get(0),
                 name: r.get(1),
                 columns: r.get(2),
                 partition_of: r.get(3),
-                bytes,
-                pages: bytes / block_size.max(1),
+                bytes: r.get(4),
+                pages: main_fork / block_size.max(1),
             }
         })
         .collect())

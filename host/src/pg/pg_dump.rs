@@ -34,11 +34,11 @@ pub async fn find(configured: Option<&Path>, server_major: u32) -> Result<PgDump
     }
     let mut found = None;
     for path in candidates {
-        if let Ok(out) = Command::new(&path).arg("--version").output().await {
-            if out.status.success() {
-                found = Some((path, String::from_utf8_lossy(&out.stdout).into_owned()));
-                break;
-            }
+        if let Ok(out) = Command::new(&path).arg("--version").output().await
+            && out.status.success()
+        {
+            found = Some((path, String::from_utf8_lossy(&out.stdout).into_owned()));
+            break;
         }
     }
     let (path, text) = found.ok_or_else(|| {

@@ -107,10 +107,9 @@ fn list_recursive(dir: &Dir, prefix: &str, out: &mut Vec<ObjectInfo>) -> std::io
     };
     for entry in entries {
         let entry = entry?;
+        // Temporary files of interrupted writes are listed too, so garbage collection
+        // (which runs when no writer is active) removes them.
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.contains(".tmp-") {
-            continue;
-        }
         let key = if folder.is_empty() {
             name
         } else {

@@ -45,7 +45,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if json {
+            // A failed validation has already printed its JSON report.
+            if json && !matches!(e, Error::ValidationFailed { .. }) {
                 output::json(&serde_json::json!({ "status": "error", "error": e.to_string() }));
             }
             eprintln!("error: {e}");
@@ -97,6 +98,18 @@ impl Context {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    let backup = match cli.command {
+        Command::Init(args) => {
+            return init(
+                cli.global.config.as_deref(),
+                cli.global.repo.as_deref(),
+                args.force,
+                cli.global.json,
+            )
+            .await;
+        }
+        Command::Backup(command) => command,
+    };
     let loaded = Loaded::discover(cli.global.config.as_deref())?;
     let repo_path = loaded.repository_path(cli.global.repo.as_deref());
     let interactive = std::io::stderr().is_terminal() && !cli.global.json && !cli.global.quiet;
@@ -107,9 +120,8 @@ async fn run(cli: Cli) -> Result<()> {
         json: cli.global.json,
         progress: Progress::new(interactive),
     };
-    match cli.command {
-        Command::Init(args) => init(&ctx, cli.global.config.as_deref(), args.force).await,
-        Command::Backup(BackupCommand::Create(args)) => {
+    match backup {
+        BackupCommand::Create(args) => {
             let settings = ctx.database()?;
             let repo = Repository::open_or_init(ctx.target()?).await?;
             let config = &ctx.loaded.config.backup;
@@ -129,13 +141,13 @@ async fn run(cli: Cli) -> Result<()> {
             output::backup_created(&manifest, &ctx.repo_path, ctx.json);
             Ok(())
         }
-        Command::Backup(BackupCommand::List(args)) => {
+        BackupCommand::List(args) => {
             let repo = ctx.repository().await?;
             let backups = engine::list::list(&repo, args.limit, args.backup_type).await?;
             output::backup_list(&backups, &ctx.repo_path, ctx.json);
             Ok(())
         }
-        Command::Backup(BackupCommand::Validate(args)) => {
+        BackupCommand::Validate(args) => {
             let repo = ctx.repository().await?;
             let manifest = repo.resolve(&args.backup_id).await?;
             let jobs = args.jobs.unwrap_or_else(engine::default_jobs);
@@ -157,7 +169,7 @@ async fn run(cli: Cli) -> Result<()> {
                 }),
             }
         }
-        Command::Backup(BackupCommand::Delete(args)) => {
+        BackupCommand::Delete(args) => {
             let repo = ctx.repository().await?;
             let report = engine::delete::delete(&repo, &args.backup_id, args.force).await?;
             output::deleted(&report, ctx.json);
@@ -166,7 +178,13 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-async fn init(ctx: &Context, config_flag: Option<&std::path::Path>, force: bool) -> Result<()> {
+/// Writes the commented template and initialises the repository it names.
+async fn init(
+    config_flag: Option<&std::path::Path>,
+    repo_flag: Option<&std::path::Path>,
+    force: bool,
+    json: bool,
+) -> Result<()> {
     let path = config_flag
         .map(std::path::Path::to_path_buf)
         .unwrap_or_else(|| "backup-cli.toml".into());
@@ -179,13 +197,13 @@ async fn init(ctx: &Context, config_flag: Option<&std::path::Path>, force: bool)
     std::fs::write(&path, larder::config::TEMPLATE)
         .map_err(Error::io(format!("writing {}", path.display())))?;
     let loaded = Loaded::discover(Some(&path))?;
-    let repo_path = loaded.repository_path(None);
+    let repo_path = loaded.repository_path(repo_flag);
     let target = FsTarget::open("local", &repo_path)
         .map(Arc::new)
         .map_err(|e| {
             Error::from_target(e, "(repository root)", "creating the repository folder")
         })?;
     Repository::open_or_init(target).await?;
-    output::initialised(&path, &repo_path, ctx.json);
+    output::initialised(&path, &repo_path, json);
     Ok(())
 }

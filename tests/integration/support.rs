@@ -1,0 +1,226 @@
+//! Shared harness: a throwaway cluster with a database, a repository folder, and helpers to
+//! run the real `backup-cli` binary against them.
+
+use larder::config::DatabaseConfig;
+use larder::pg::ConnectionSettings;
+use larder::pg::ephemeral::EphemeralCluster;
+use larder::repository::Repository;
+use larder::repository::manifest::Manifest;
+use larder::targets::fs::FsTarget;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+pub const SCHEMA: &str = include_str!("../../examples/kitchen-pantry/schema.sql");
+pub const GENERATE: &str = include_str!("../../examples/kitchen-pantry/generate.sql");
+
+/// One test's world: its own PostgreSQL cluster, database and repository folder.
+pub struct TestEnv {
+    pub cluster: EphemeralCluster,
+    pub dbname: String,
+    pub work: tempfile::TempDir,
+}
+
+impl TestEnv {
+    /// Starts a cluster and creates database `dbname` in it.
+    pub async fn start(dbname: &str) -> TestEnv {
+        let cluster = tokio::task::spawn_blocking(EphemeralCluster::start)
+            .await
+            .expect("cluster start task")
+            .unwrap_or_else(|e| panic!("cannot start a throwaway PostgreSQL for this test: {e}"));
+        let env = TestEnv {
+            cluster,
+            dbname: dbname.to_string(),
+            work: tempfile::tempdir().expect("temporary folder"),
+        };
+        env.admin()
+            .await
+            .batch_execute(&format!("CREATE DATABASE \"{dbname}\""))
+            .await
+            .expect("create database");
+        env
+    }
+
+    pub fn url(&self) -> String {
+        self.cluster.url(&self.dbname)
+    }
+
+    pub fn settings(&self) -> ConnectionSettings {
+        ConnectionSettings::resolve(Some(&self.url()), &DatabaseConfig::default())
+            .expect("settings")
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        self.settings()
+            .connect()
+            .await
+            .expect("connect to the test database")
+    }
+
+    pub async fn admin(&self) -> tokio_postgres::Client {
+        self.settings()
+            .connect_to("postgres")
+            .await
+            .expect("connect to postgres")
+    }
+
+    pub fn repo_dir(&self) -> PathBuf {
+        self.work.path().join("repo")
+    }
+
+    pub async fn repo(&self) -> Repository {
+        let target = FsTarget::open("local", &self.repo_dir()).expect("open repository folder");
+        Repository::open(Arc::new(target))
+            .await
+            .expect("open repository")
+    }
+
+    /// Loads the Kitchen Pantry sample at `scale`.
+    pub async fn load_kitchen_pantry(&self, scale: f64) {
+        let db = self.client().await;
+        db.batch_execute(SCHEMA)
+            .await
+            .expect("kitchen pantry schema");
+        db.batch_execute(&format!("SET larder.scale = '{scale}';\n{GENERATE}"))
+            .await
+            .expect("kitchen pantry data");
+    }
+
+    /// `backup-cli` with this test's database and repository, and no stray configuration.
+    pub fn cli(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_backup-cli"));
+        cmd.env("DATABASE_URL", self.url())
+            .env("BACKUP_CLI_REPO", self.repo_dir())
+            .env_remove("BACKUP_CLI_CONFIG")
+            .current_dir(self.work.path());
+        cmd
+    }
+
+    /// Runs `backup-cli args` and returns its output (whatever the exit code).
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cli().args(args).output().expect("run backup-cli")
+    }
+
+    /// Runs `backup-cli args`, asserting success.
+    pub fn run_ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "backup-cli {} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs `backup-cli --json args`, asserting success, and parses stdout.
+    pub fn run_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.run_ok(&all);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "backup-cli {} printed invalid JSON ({e}): {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Creates a full backup through the CLI and returns its manifest.
+    pub async fn backup(&self, name: &str) -> Manifest {
+        let out = self.run_json(&["backup", "create", "-n", name]);
+        let id = out["backup"]["id"]
+            .as_str()
+            .expect("backup id in JSON")
+            .to_string();
+        self.repo()
+            .await
+            .read_manifest(&id)
+            .await
+            .expect("manifest of the new backup")
+    }
+}
+
+/// stdout and stderr together, for message assertions.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The rows of `table` as stored in the backup, sorted.
+pub async fn backup_rows(repo: &Repository, manifest: &Manifest, table: &str) -> Vec<String> {
+    let entry = manifest
+        .find_table(table)
+        .unwrap_or_else(|| panic!("table {table} not in backup {}", manifest.id));
+    let mut rows = Vec::new();
+    for part in &entry.parts {
+        let data = repo
+            .read_stream(part, table)
+            .await
+            .expect("read table data");
+        rows.extend(
+            String::from_utf8(data)
+                .expect("utf-8 COPY text")
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    rows.sort();
+    rows
+}
+
+/// The rows of `table` as the database has them now (same COPY settings as backups), sorted.
+pub async fn live_rows(
+    client: &tokio_postgres::Client,
+    table: &str,
+    columns: &[String],
+) -> Vec<String> {
+    use futures_util::StreamExt;
+    client
+        .batch_execute(larder::pg::snapshot::SESSION_SETTINGS)
+        .await
+        .expect("session settings");
+    let sql = if columns.is_empty() {
+        format!("COPY {table} TO STDOUT")
+    } else {
+        format!("COPY {table} ({}) TO STDOUT", columns.join(", "))
+    };
+    let stream = client.copy_out(sql.as_str()).await.expect("copy out");
+    let mut stream = std::pin::pin!(stream);
+    let mut data = Vec::new();
+    while let Some(piece) = stream.next().await {
+        data.extend_from_slice(&piece.expect("copy data"));
+    }
+    let mut rows: Vec<String> = String::from_utf8(data)
+        .expect("utf-8")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Every chunk file in a repository folder.
+pub fn chunk_files(repo_dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(repo_dir.join("chunks")) else {
+        return out;
+    };
+    for dir in dirs.flatten() {
+        for file in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push(file.path());
+        }
+    }
+    out.sort();
+    out
+}
