@@ -204,9 +204,8 @@ async fn init_writes_a_commented_config_that_backup_cli_then_uses() {
         .output()
         .expect("create");
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(
-        chunk_files(&env.work.path().join("backups")).is_empty(),
-        false,
+    assert!(
+        !chunk_files(&env.work.path().join("backups")).is_empty(),
         "backup went to the configured repository"
     );
 }
