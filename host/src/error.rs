@@ -72,6 +72,10 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
 
+    /// A restore failed; the message says what state the target was left in.
+    #[error("recovery failed: {0}")]
+    Recovery(String),
+
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -93,6 +93,10 @@ pub async fn create(
         Vec::new()
     };
     let sequences = catalog::sequences(leader.client()).await?;
+    let schemas = catalog::schemas(leader.client()).await?;
+    let extensions = catalog::extensions(leader.client()).await?;
+    let roles = catalog::roles(leader.client()).await?;
+    let foreign_keys = catalog::foreign_keys(leader.client()).await?;
     preflight_space(repo, &tables).await?;
 
     let lock = RepoLock::shared(repo, &id).await?;
@@ -137,6 +141,10 @@ pub async fn create(
                 post_data: streams.post_data,
                 sequences,
                 tables: streams.tables,
+                schemas,
+                extensions,
+                roles,
+                foreign_keys,
                 compression_level: opts.compression_level,
             };
             match leader.finish().await {

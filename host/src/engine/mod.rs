@@ -2,8 +2,11 @@
 
 pub mod backup;
 pub mod delete;
+pub mod export;
 pub mod list;
+pub mod plan;
 pub mod progress;
+pub mod restore;
 pub mod validate;
 
 pub use progress::Progress;

@@ -2,7 +2,7 @@
 //! sequences and large objects.
 
 use crate::error::{Error, Result};
-use crate::repository::manifest::{SequenceValue, quote_ident};
+use crate::repository::manifest::{Extension, ForeignKey, SequenceValue, quote_ident};
 use tokio_postgres::Client;
 
 /// Filters out system schemas and objects that belong to extensions (their DDL recreates them).
@@ -149,4 +149,229 @@ pub async fn large_object_count(client: &Client) -> Result<i64> {
         .await
         .map_err(Error::db("counting large objects"))?
         .get(0))
+}
+
+/// Schemas that hold user objects (not system or extension-owned ones).
+pub async fn schemas(client: &Client) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text FROM pg_namespace n \
+             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%' \
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass \
+                               AND d.objid = n.oid AND d.deptype = 'e') \
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(Error::db("listing schemas"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+pub async fn extensions(client: &Client) -> Result<Vec<Extension>> {
+    let rows = client
+        .query("SELECT extname::text, extversion FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1", &[])
+        .await
+        .map_err(Error::db("listing extensions"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Extension {
+            name: r.get(0),
+            version: r.get(1),
+        })
+        .collect())
+}
+
+/// Roles that own user objects or are granted privileges on them.
+pub async fn roles(client: &Client) -> Result<Vec<String>> {
+    let sql = format!(
+        "WITH rel AS (SELECT c.relowner AS owner, c.relacl AS acl FROM pg_class c \
+                      JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {USER_RELATION}), \
+              ids AS (SELECT owner AS id FROM rel \
+                      UNION SELECT (aclexplode(acl)).grantee FROM rel WHERE acl IS NOT NULL \
+                      UNION SELECT nspowner FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema') \
+                        AND nspname NOT LIKE 'pg\\_%' \
+                      UNION SELECT p.proowner FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass \
+                                        AND d.objid = p.oid AND d.deptype = 'e')) \
+         SELECT DISTINCT rolname::text FROM ids JOIN pg_roles r ON r.oid = ids.id ORDER BY 1"
+    );
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .map_err(Error::db("listing roles"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+pub async fn foreign_keys(client: &Client) -> Result<Vec<ForeignKey>> {
+    let rows = client
+        .query(
+            "SELECT con.conname::text, \
+                    cn.nspname || '.' || c.relname, fn.nspname || '.' || f.relname \
+             FROM pg_constraint con \
+             JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace \
+             JOIN pg_class f ON f.oid = con.confrelid JOIN pg_namespace fn ON fn.oid = f.relnamespace \
+             WHERE con.contype = 'f' AND con.conparentid = 0 ORDER BY 2, 1",
+            &[],
+        )
+        .await
+        .map_err(Error::db("listing foreign keys"))?;
+    Ok(rows
+        .iter()
+        .map(|r| ForeignKey {
+            name: r.get(0),
+            table: r.get(1),
+            references: r.get(2),
+        })
+        .collect())
+}
+
+/// What a restore needs to know about the server it writes to.
+#[derive(Debug, Clone)]
+pub struct TargetFacts {
+    pub version: String,
+    pub version_num: i32,
+    pub superuser: bool,
+    pub createdb: bool,
+    pub user: String,
+}
+
+pub async fn target_facts(client: &Client) -> Result<TargetFacts> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::int4, \
+                    r.rolsuper, r.rolcreatedb, current_user::text \
+             FROM pg_roles r WHERE r.rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading the target server's facts"))?;
+    Ok(TargetFacts {
+        version: row.get(0),
+        version_num: row.get(1),
+        superuser: row.get(2),
+        createdb: row.get(3),
+        user: row.get(4),
+    })
+}
+
+pub async fn database_exists(client: &Client, name: &str) -> Result<bool> {
+    Ok(client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .map_err(Error::db("looking up databases"))?
+        .is_some())
+}
+
+pub async fn available_extensions(client: &Client) -> Result<Vec<String>> {
+    let rows = client
+        .query("SELECT name::text FROM pg_available_extensions", &[])
+        .await
+        .map_err(Error::db("listing available extensions"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+pub async fn existing_roles(client: &Client) -> Result<Vec<String>> {
+    let rows = client
+        .query("SELECT rolname::text FROM pg_roles", &[])
+        .await
+        .map_err(Error::db("listing roles"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Current row count of a table, or `None` when it does not exist.
+pub async fn row_count(client: &Client, qualified: &str) -> Result<Option<i64>> {
+    let exists = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
+        .await
+        .map_err(Error::db(format!("looking up {qualified}")))?
+        .get::<_, bool>(0);
+    if !exists {
+        return Ok(None);
+    }
+    let count = client
+        .query_one(&format!("SELECT count(*) FROM {qualified}"), &[])
+        .await
+        .map_err(Error::db(format!("counting rows of {qualified}")))?
+        .get(0);
+    Ok(Some(count))
+}
+
+/// Primary-key columns (quoted) of a table; empty when it has none or does not exist.
+pub async fn primary_key(client: &Client, qualified: &str) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT quote_ident(a.attname) FROM pg_index i \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+             WHERE i.indrelid = to_regclass($1) AND i.indisprimary \
+             ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            &[&qualified],
+        )
+        .await
+        .map_err(Error::db(format!("reading the primary key of {qualified}")))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// A query per foreign key touching `tables` that returns a row when some referencing row has
+/// no referenced row (constraints whose triggers were off during a load are checked this way).
+pub async fn foreign_key_checks(
+    client: &Client,
+    tables: &[String],
+) -> Result<Vec<(String, String)>> {
+    let rows = client
+        .query(
+            "SELECT con.conname::text, con.conrelid::regclass::text, con.confrelid::regclass::text, \
+                    array(SELECT quote_ident(attname) FROM unnest(con.conkey) WITH ORDINALITY k(n, o) \
+                          JOIN pg_attribute ON attrelid = con.conrelid AND attnum = k.n ORDER BY o), \
+                    array(SELECT quote_ident(attname) FROM unnest(con.confkey) WITH ORDINALITY k(n, o) \
+                          JOIN pg_attribute ON attrelid = con.confrelid AND attnum = k.n ORDER BY o) \
+             FROM pg_constraint con \
+             WHERE con.contype = 'f' AND (con.conrelid = ANY (($1::text[])::regclass[]) OR con.confrelid = ANY (($1::text[])::regclass[]))",
+            &[&tables],
+        )
+        .await
+        .map_err(Error::db("reading foreign keys of the restored tables"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (name, child, parent): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+            let (cols, refs): (Vec<String>, Vec<String>) = (r.get(3), r.get(4));
+            let not_null = cols.iter().map(|c| format!("c.{c} IS NOT NULL")).collect::<Vec<_>>().join(" AND ");
+            let join = cols.iter().zip(&refs).map(|(c, p)| format!("p.{p} = c.{c}")).collect::<Vec<_>>().join(" AND ");
+            let sql = format!(
+                "SELECT 1 FROM {child} c WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {join}) LIMIT 1"
+            );
+            (format!("{name} ({child} → {parent})"), sql)
+        })
+        .collect())
+}
+
+/// Sequences owned by (serial/identity columns of) the given tables, as `schema.name` pairs.
+pub async fn owned_sequences(client: &Client, tables: &[String]) -> Result<Vec<(String, String)>> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, s.relname::text FROM pg_depend d \
+             JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+             JOIN pg_namespace n ON n.oid = s.relnamespace \
+             WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass \
+               AND d.deptype IN ('a', 'i') AND d.refobjid = ANY (($1::text[])::regclass[])",
+            &[&tables],
+        )
+        .await
+        .map_err(Error::db("reading sequences owned by the restored tables"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Constraints left NOT VALID on the given tables (all tables when empty).
+pub async fn unvalidated_constraints(client: &Client, tables: &[String]) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT conrelid::regclass::text || '.' || conname FROM pg_constraint \
+             WHERE NOT convalidated AND (cardinality($1::text[]) = 0 OR conrelid = ANY (($1::text[])::regclass[]))",
+            &[&tables],
+        )
+        .await
+        .map_err(Error::db("checking for NOT VALID constraints"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }

@@ -101,6 +101,22 @@ pub struct SequenceValue {
     pub is_called: bool,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extension {
+    pub name: String,
+    pub version: String,
+}
+
+/// A foreign key between two tables, by display name (`schema.table`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForeignKey {
+    pub name: String,
+    /// The referencing table.
+    pub table: String,
+    /// The referenced table.
+    pub references: String,
+}
+
 /// Facts about the source database at the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceInfo {
@@ -133,6 +149,16 @@ pub struct Manifest {
     pub post_data: Stream,
     pub sequences: Vec<SequenceValue>,
     pub tables: Vec<TableEntry>,
+    /// Schemas holding the backed-up objects (the scope of a whole-database `replace`).
+    #[serde(default)]
+    pub schemas: Vec<String>,
+    #[serde(default)]
+    pub extensions: Vec<Extension>,
+    /// Roles that own objects or hold privileges on them: a restore target needs them.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub foreign_keys: Vec<ForeignKey>,
     /// Compressed bytes this backup added to the repository (chunks not already present).
     pub new_bytes: u64,
     pub compression_level: i32,

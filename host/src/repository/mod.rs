@@ -11,6 +11,7 @@
 
 pub mod chunker;
 pub mod gc;
+pub mod history;
 pub mod id;
 pub mod lock;
 pub mod manifest;

@@ -1,6 +1,7 @@
 //! Every command-line flag, with its help text, in one place.
 
 use clap::{Args, Parser, Subcommand};
+use larder::engine::plan::Strategy;
 use larder::repository::manifest::BackupType;
 use std::path::PathBuf;
 
@@ -53,9 +54,61 @@ pub struct Global {
 pub enum Command {
     /// Write a commented configuration file and initialise the repository
     Init(InitArgs),
-    /// Create, list, validate and delete backups
+    /// Create, list, validate, export and delete backups
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Plan and execute recoveries from a backup
+    #[command(subcommand)]
+    Recovery(RecoveryCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecoveryCommand {
+    /// Show what a recovery would do, without changing anything
+    Plan(RecoveryArgs),
+    /// Carry out a recovery, then verify row counts, checksums and constraints
+    Execute(ExecuteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecoveryArgs {
+    /// Backup id, or `latest`
+    pub backup_id: String,
+    /// replace: the target becomes exactly the backup (for the chosen tables);
+    /// new-database: restore beside the live database; missing-rows: re-insert deleted rows
+    #[arg(short = 's', long, value_enum, default_value_t = Strategy::NewDatabase)]
+    pub strategy: Strategy,
+    /// Only these tables, comma-separated, e.g. "organizations,users,contacts"
+    #[arg(short = 't', long, value_delimiter = ',', value_name = "TABLES")]
+    pub tables: Option<Vec<String>>,
+    /// Database to restore into on the configured server [new-database default: the backup's
+    /// database if it no longer exists, else <db>_restored_<backup-id>; others: the configured database]
+    #[arg(long, value_name = "NAME", conflicts_with = "target_url")]
+    pub target_db: Option<String>,
+    /// Connection URL of the database to restore into (another server)
+    #[arg(long, value_name = "URL")]
+    pub target_url: Option<String>,
+    /// Widen a table subset along foreign keys instead of refusing
+    #[arg(long)]
+    pub cascade: bool,
+    /// Do not restore object ownership (when the target lacks the source's roles)
+    #[arg(long)]
+    pub no_owner: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecuteArgs {
+    #[command(flatten)]
+    pub recovery: RecoveryArgs,
+    /// Parallel connections [default: CPU count up to 8]
+    #[arg(short, long)]
+    pub jobs: Option<usize>,
+    /// Verify every object and check the target, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation before replacing data
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +128,25 @@ pub enum BackupCommand {
     Validate(ValidateArgs),
     /// Delete a backup and reclaim chunks no other backup uses
     Delete(DeleteArgs),
+    /// Write a backup as a plain SQL script that psql alone can restore
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// pre-data, COPY blocks, sequence values, post-data
+    Sql,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Backup id, or `latest`
+    pub backup_id: String,
+    #[arg(long, value_enum, default_value = "sql")]
+    pub format: ExportFormat,
+    /// Output file (`-` for stdout); zstd-compressed when it ends in .zst
+    #[arg(short, long, default_value = "-")]
+    pub output: String,
 }
 
 #[derive(Debug, Args)]

@@ -8,7 +8,7 @@ mod cli;
 mod output;
 
 use clap::Parser;
-use cli::{BackupCommand, Cli, Command};
+use cli::{BackupCommand, Cli, Command, RecoveryArgs, RecoveryCommand};
 use larder::config::Loaded;
 use larder::engine::{self, Progress};
 use larder::pg::ConnectionSettings;
@@ -95,10 +95,70 @@ impl Context {
     async fn repository(&self) -> Result<Repository> {
         Repository::open(self.target()?).await
     }
+
+    /// The recovery target: `--target-url`, else the configured database (renamed by `--target-db`).
+    fn plan_request(&self, args: &RecoveryArgs) -> Result<engine::plan::PlanRequest> {
+        let target = match &args.target_url {
+            Some(url) => ConnectionSettings::resolve(Some(url), &self.loaded.config.database)?,
+            None => {
+                let configured = self.database()?;
+                match &args.target_db {
+                    Some(name) => configured.with_dbname(name),
+                    None => configured,
+                }
+            }
+        };
+        Ok(engine::plan::PlanRequest {
+            strategy: args.strategy,
+            tables: args.tables.clone(),
+            cascade: args.cascade,
+            no_owner: args.no_owner,
+            target,
+            target_named: args.target_db.is_some() || args.target_url.is_some(),
+        })
+    }
+}
+
+/// Asks before a recovery that overwrites data; refuses when there is nobody to ask.
+fn confirm(plan: &engine::plan::RecoveryPlan, yes: bool, json: bool) -> Result<()> {
+    if yes || plan.strategy != engine::plan::Strategy::Replace {
+        return Ok(());
+    }
+    let what = format!(
+        "-s replace overwrites {} in database {}",
+        if plan.subset {
+            plan.tables
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            "every object of the backup's schemas".into()
+        },
+        plan.target.database
+    );
+    if json || !std::io::stdin().is_terminal() {
+        return Err(Error::Refused(format!(
+            "{what}; there is no terminal to confirm on, so re-run with --yes to proceed"
+        )));
+    }
+    eprint!(
+        "{what}.\nType the database name ({}) to proceed: ",
+        plan.target.database
+    );
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(Error::io("reading the confirmation"))?;
+    if answer.trim() != plan.target.database {
+        return Err(Error::Refused("not confirmed; nothing was changed".into()));
+    }
+    Ok(())
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let backup = match cli.command {
+    // init runs before any configuration exists, so it is handled before reading one.
+    let command = match cli.command {
         Command::Init(args) => {
             return init(
                 cli.global.config.as_deref(),
@@ -108,7 +168,7 @@ async fn run(cli: Cli) -> Result<()> {
             )
             .await;
         }
-        Command::Backup(command) => command,
+        other => other,
     };
     let loaded = Loaded::discover(cli.global.config.as_deref())?;
     let repo_path = loaded.repository_path(cli.global.repo.as_deref());
@@ -120,8 +180,63 @@ async fn run(cli: Cli) -> Result<()> {
         json: cli.global.json,
         progress: Progress::new(interactive),
     };
-    match backup {
-        BackupCommand::Create(args) => {
+    match command {
+        Command::Init(_) => Ok(()), // handled above
+        Command::Recovery(RecoveryCommand::Plan(args)) => {
+            let repo = ctx.repository().await?;
+            let manifest = repo.resolve(&args.backup_id).await?;
+            let plan = engine::plan::plan(&repo, &manifest, &ctx.plan_request(&args)?).await?;
+            output::plan(&plan, ctx.json);
+            Ok(())
+        }
+        Command::Recovery(RecoveryCommand::Execute(args)) => {
+            let repo = ctx.repository().await?;
+            let manifest = repo.resolve(&args.recovery.backup_id).await?;
+            let plan =
+                engine::plan::plan(&repo, &manifest, &ctx.plan_request(&args.recovery)?).await?;
+            let jobs = args.jobs.unwrap_or_else(engine::default_jobs);
+            if !ctx.json {
+                output::plan(&plan, false);
+            }
+            if args.dry_run {
+                let verified =
+                    engine::restore::preflight(&repo, &manifest, &plan, jobs, &ctx.progress)
+                        .await?;
+                output::dry_run(&plan, verified, ctx.json);
+                return Ok(());
+            }
+            if !plan.ready() {
+                return Err(Error::Refused(format!(
+                    "recovery refused: {}",
+                    plan.blockers.join("; ")
+                )));
+            }
+            confirm(&plan, args.yes, ctx.json)?;
+            let report =
+                engine::restore::execute(&repo, &manifest, &plan, jobs, &ctx.progress).await?;
+            output::restored(&report, ctx.json);
+            Ok(())
+        }
+        Command::Backup(BackupCommand::Export(args)) => {
+            let repo = ctx.repository().await?;
+            let manifest = repo.resolve(&args.backup_id).await?;
+            let (out, compress): (Box<dyn std::io::Write + Send>, bool) = if args.output == "-" {
+                (Box::new(std::io::stdout()), false)
+            } else {
+                let file = std::fs::File::create(&args.output)
+                    .map_err(Error::io(format!("creating {}", args.output)))?;
+                (
+                    Box::new(std::io::BufWriter::with_capacity(1 << 20, file)),
+                    args.output.ends_with(".zst"),
+                )
+            };
+            let report = engine::export::export(&repo, &manifest, out, compress).await?;
+            if args.output != "-" {
+                output::exported(&report, &args.output, ctx.json);
+            }
+            Ok(())
+        }
+        Command::Backup(BackupCommand::Create(args)) => {
             let settings = ctx.database()?;
             let repo = Repository::open_or_init(ctx.target()?).await?;
             let config = &ctx.loaded.config.backup;
@@ -141,13 +256,13 @@ async fn run(cli: Cli) -> Result<()> {
             output::backup_created(&manifest, &ctx.repo_path, ctx.json);
             Ok(())
         }
-        BackupCommand::List(args) => {
+        Command::Backup(BackupCommand::List(args)) => {
             let repo = ctx.repository().await?;
             let backups = engine::list::list(&repo, args.limit, args.backup_type).await?;
             output::backup_list(&backups, &ctx.repo_path, ctx.json);
             Ok(())
         }
-        BackupCommand::Validate(args) => {
+        Command::Backup(BackupCommand::Validate(args)) => {
             let repo = ctx.repository().await?;
             let manifest = repo.resolve(&args.backup_id).await?;
             let jobs = args.jobs.unwrap_or_else(engine::default_jobs);
@@ -169,7 +284,7 @@ async fn run(cli: Cli) -> Result<()> {
                 }),
             }
         }
-        BackupCommand::Delete(args) => {
+        Command::Backup(BackupCommand::Delete(args)) => {
             let repo = ctx.repository().await?;
             let report = engine::delete::delete(&repo, &args.backup_id, args.force).await?;
             output::deleted(&report, ctx.json);

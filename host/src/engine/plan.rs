@@ -1,0 +1,597 @@
+//! `recovery plan`: what a recovery would do, read from the manifest and the target database,
+//! without changing anything.
+//!
+//! The plan names the tables and rows, what will be overwritten, the foreign keys that cross
+//! a table subset's boundary, the requirements (server version, extensions, roles, privileges,
+//! space), an estimated duration from this repository's restore history, the risks in plain
+//! words, and the blockers that make `recovery execute` refuse.
+
+use crate::engine::progress::human_bytes;
+use crate::error::{Error, Result};
+use crate::pg::{ConnectionSettings, catalog};
+use crate::repository::Repository;
+use crate::repository::history::DEFAULT_RESTORE_BYTES_PER_SECOND;
+use crate::repository::manifest::{BackupType, Manifest, TableEntry};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// How a recovery treats the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// The target ends up exactly as the backup for the chosen scope (existing data is replaced).
+    Replace,
+    /// Restore into a database that does not exist yet (safe: nothing existing is touched).
+    NewDatabase,
+    /// Re-insert rows present in the backup but missing from the target (matched by primary key).
+    MissingRows,
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Strategy::Replace => "replace",
+            Strategy::NewDatabase => "new-database",
+            Strategy::MissingRows => "missing-rows",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    pub strategy: Strategy,
+    /// `-t`: table names (`contacts`, `public.contacts`, or a partitioned table); None = all.
+    pub tables: Option<Vec<String>>,
+    /// Widen a subset along foreign keys instead of refusing.
+    pub cascade: bool,
+    /// Skip ownership statements (for targets without the source's roles).
+    pub no_owner: bool,
+    /// The database to restore into (its name is a proposal for new-database unless named).
+    pub target: ConnectionSettings,
+    pub target_named: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanTable {
+    pub name: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Rows in the target now; null when the table does not exist there.
+    pub target_rows: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Crossing {
+    pub constraint: String,
+    pub table: String,
+    pub references: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Requirement {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanTarget {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub exists: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoveryPlan {
+    pub backup_id: String,
+    pub backup_name: String,
+    pub backup_created_at: chrono::DateTime<chrono::Utc>,
+    pub strategy: Strategy,
+    pub target: PlanTarget,
+    pub subset: bool,
+    pub tables: Vec<PlanTable>,
+    /// Tables added to the subset by `--cascade`.
+    pub cascade_added: Vec<String>,
+    pub foreign_keys_crossing: Vec<Crossing>,
+    pub estimated_seconds: f64,
+    pub estimate_basis: String,
+    pub requirements: Vec<Requirement>,
+    pub risks: Vec<String>,
+    /// Reasons `recovery execute` will refuse; empty when the plan can run.
+    pub blockers: Vec<String>,
+    pub steps: Vec<String>,
+    /// Triggers stay off for restored rows (needs a superuser on existing tables).
+    pub triggers_suppressed: bool,
+    #[serde(skip)]
+    pub selected: Vec<usize>,
+    #[serde(skip)]
+    pub target_settings: ConnectionSettings,
+    #[serde(skip)]
+    pub no_owner: bool,
+}
+
+impl RecoveryPlan {
+    pub fn ready(&self) -> bool {
+        self.blockers.is_empty()
+    }
+
+    pub fn selected_tables<'a>(&self, manifest: &'a Manifest) -> Vec<&'a TableEntry> {
+        self.selected.iter().map(|&i| &manifest.tables[i]).collect()
+    }
+}
+
+/// Display names of a partitioned table's leaves, or the table itself.
+fn leaves(manifest: &Manifest, name: &str) -> Vec<usize> {
+    manifest
+        .tables
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| {
+            t.display_name() == name
+                || t.partition_of.as_deref().map(|p| p.replace('"', "")) == Some(name.to_string())
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn resolve_names(manifest: &Manifest, names: &[String]) -> Result<BTreeSet<usize>> {
+    let mut out = BTreeSet::new();
+    for raw in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        let qualified = if raw.contains('.') {
+            raw.to_string()
+        } else {
+            format!("public.{raw}")
+        };
+        let found = leaves(manifest, &qualified);
+        if found.is_empty() {
+            let known: Vec<String> = manifest
+                .tables
+                .iter()
+                .map(TableEntry::display_name)
+                .collect();
+            return Err(Error::Refused(format!(
+                "table '{raw}' is not in backup {}; it holds: {}",
+                manifest.id,
+                known.join(", ")
+            )));
+        }
+        out.extend(found);
+    }
+    if out.is_empty() {
+        return Err(Error::Refused("-t names no tables".into()));
+    }
+    Ok(out)
+}
+
+/// Foreign keys as (constraint, referencing leaf, referenced leaf) index triples.
+fn edges(manifest: &Manifest) -> Vec<(String, usize, usize)> {
+    let mut out = Vec::new();
+    for fk in &manifest.foreign_keys {
+        for child in leaves(manifest, &fk.table) {
+            for parent in leaves(manifest, &fk.references) {
+                out.push((fk.name.clone(), child, parent));
+            }
+        }
+    }
+    out
+}
+
+/// A connection to the target server for catalog work and CREATE/DROP DATABASE.
+pub(crate) async fn admin_connection(
+    target: &ConnectionSettings,
+    source_db: &str,
+) -> Result<tokio_postgres::Client> {
+    let mut last = None;
+    for db in [target.dbname.as_str(), source_db, "postgres", "template1"] {
+        match target.connect_to(db).await {
+            Ok(client) => return Ok(client),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Refused("no database to connect to".into())))
+}
+
+pub async fn plan(
+    repo: &Repository,
+    manifest: &Manifest,
+    req: &PlanRequest,
+) -> Result<RecoveryPlan> {
+    if manifest.backup_type == BackupType::SchemaOnly
+        && req.strategy != Strategy::NewDatabase
+        && req.tables.is_some()
+    {
+        return Err(Error::Refused(format!(
+            "backup {} is schema-only: it holds no table data to restore",
+            manifest.id
+        )));
+    }
+    let subset = req.tables.is_some();
+    let mut chosen: BTreeSet<usize> = match &req.tables {
+        Some(names) => resolve_names(manifest, names)?,
+        None => (0..manifest.tables.len()).collect(),
+    };
+    let name_of = |i: usize| manifest.tables[i].display_name();
+
+    // Foreign keys across the subset boundary.
+    let mut blockers = Vec::new();
+    let mut risks = Vec::new();
+    let mut crossing = Vec::new();
+    let mut cascade_added = Vec::new();
+    if subset {
+        let all_edges = edges(manifest);
+        loop {
+            let mut added = false;
+            for (fk, child, parent) in &all_edges {
+                let (c_in, p_in) = (chosen.contains(child), chosen.contains(parent));
+                // Which side must be inside the subset for the restore to be sound.
+                let missing = match req.strategy {
+                    Strategy::Replace if p_in && !c_in => Some(*child),
+                    Strategy::NewDatabase if c_in && !p_in => Some(*parent),
+                    _ => None,
+                };
+                if let Some(missing) = missing {
+                    if req.cascade {
+                        chosen.insert(missing);
+                        cascade_added.push(name_of(missing));
+                        added = true;
+                    } else if !crossing
+                        .iter()
+                        .any(|c: &Crossing| c.constraint == *fk && c.table == name_of(*child))
+                    {
+                        crossing.push(Crossing {
+                            constraint: fk.clone(),
+                            table: name_of(*child),
+                            references: name_of(*parent),
+                        });
+                    }
+                }
+            }
+            if !added {
+                break;
+            }
+        }
+        if !crossing.is_empty() {
+            let needed: BTreeSet<String> = crossing
+                .iter()
+                .map(|c| {
+                    if req.strategy == Strategy::Replace {
+                        c.table.clone()
+                    } else {
+                        c.references.clone()
+                    }
+                })
+                .collect();
+            let why = crossing
+                .iter()
+                .map(|c| format!("{} references {} ({})", c.table, c.references, c.constraint))
+                .collect::<Vec<_>>()
+                .join("; ");
+            blockers.push(format!(
+                "foreign keys cross the subset: {why}. Add {} to -t, or pass --cascade to include them",
+                needed.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        for (fk, child, parent) in edges(manifest) {
+            let outward = chosen.contains(&child) && !chosen.contains(&parent);
+            if outward && req.strategy != Strategy::NewDatabase {
+                risks.push(format!(
+                    "{} references {} ({fk}), which is not restored: restored rows must find their match in its current rows (checked after loading; the restore is rolled back otherwise)",
+                    name_of(child),
+                    name_of(parent)
+                ));
+            }
+        }
+    }
+    let selected: Vec<usize> = chosen.into_iter().collect();
+
+    // The target.
+    let mut target_settings = req.target.clone();
+    let admin = admin_connection(&req.target, &manifest.source.database).await?;
+    if req.strategy == Strategy::NewDatabase && !req.target_named {
+        let original = &manifest.source.database;
+        target_settings.dbname = if catalog::database_exists(&admin, original).await? {
+            format!("{original}_restored_{}", manifest.id.replace('-', "_"))
+        } else {
+            original.clone()
+        };
+    }
+    let target_exists = catalog::database_exists(&admin, &target_settings.dbname).await?;
+    let facts = catalog::target_facts(&admin).await?;
+    let target_client = if req.strategy != Strategy::NewDatabase {
+        if !target_exists {
+            return Err(Error::Refused(format!(
+                "database {} does not exist on {}:{}; use -s new-database to recreate it",
+                target_settings.dbname, target_settings.host, target_settings.port
+            )));
+        }
+        Some(target_settings.connect().await?)
+    } else {
+        None
+    };
+
+    let mut tables = Vec::new();
+    for &i in &selected {
+        let t = &manifest.tables[i];
+        let target_rows = match &target_client {
+            Some(client) => catalog::row_count(client, &t.qualified()).await?,
+            None => None,
+        };
+        tables.push(PlanTable {
+            name: t.display_name(),
+            rows: t.rows,
+            bytes: t.logical_bytes,
+            target_rows,
+        });
+    }
+
+    // Requirements.
+    let mut requirements = Vec::new();
+    let backup_major = manifest.source.server_version_num / 10000;
+    let target_major = facts.version_num / 10000;
+    let version_ok = target_major >= backup_major;
+    requirements.push(Requirement {
+        name: "server version".into(),
+        ok: version_ok,
+        detail: format!(
+            "target runs PostgreSQL {}, backup is from {}",
+            facts.version, manifest.source.server_version
+        ),
+    });
+    if !version_ok {
+        blockers.push(format!("the target server (major {target_major}) is older than the backup's (major {backup_major})"));
+    }
+    let available = catalog::available_extensions(&admin).await?;
+    for ext in &manifest.extensions {
+        let ok = available.contains(&ext.name);
+        requirements.push(Requirement {
+            name: format!("extension {}", ext.name),
+            ok,
+            detail: if ok {
+                format!("available (backup has {})", ext.version)
+            } else {
+                "not installed on the target server".into()
+            },
+        });
+        let existing_tables_only = subset && req.strategy != Strategy::NewDatabase;
+        if !ok && !existing_tables_only {
+            blockers.push(format!(
+                "extension {} is not available on the target server: install its package",
+                ext.name
+            ));
+        }
+    }
+    let existing_roles = catalog::existing_roles(&admin).await?;
+    let missing_roles: Vec<&String> = manifest
+        .roles
+        .iter()
+        .filter(|r| !existing_roles.contains(r))
+        .collect();
+    requirements.push(Requirement {
+        name: "roles".into(),
+        ok: missing_roles.is_empty() || req.no_owner,
+        detail: if missing_roles.is_empty() {
+            format!(
+                "all {} roles that own or hold privileges exist",
+                manifest.roles.len()
+            )
+        } else {
+            format!(
+                "missing: {}",
+                missing_roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+    });
+    let rewrites_schema = !subset && req.strategy != Strategy::MissingRows;
+    if !missing_roles.is_empty() && !req.no_owner && rewrites_schema {
+        blockers.push(format!(
+            "roles {} do not exist on the target: create them, or pass --no-owner to restore objects owned by {}",
+            missing_roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+            facts.user
+        ));
+    }
+    let privilege_ok = match req.strategy {
+        Strategy::NewDatabase => facts.superuser || facts.createdb,
+        _ => facts.superuser || tables.iter().all(|t| t.target_rows.is_some()),
+    };
+    requirements.push(Requirement {
+        name: "privileges".into(),
+        ok: privilege_ok,
+        detail: match req.strategy {
+            Strategy::NewDatabase => format!(
+                "{} needs CREATEDB (superuser: {}, createdb: {})",
+                facts.user, facts.superuser, facts.createdb
+            ),
+            _ => format!(
+                "{} writes the tables (superuser: {})",
+                facts.user, facts.superuser
+            ),
+        },
+    });
+    if req.strategy == Strategy::NewDatabase && !privilege_ok {
+        blockers.push(format!(
+            "{} may not create databases: grant CREATEDB or connect as another role",
+            facts.user
+        ));
+    }
+    let bytes: u64 = tables.iter().map(|t| t.bytes).sum();
+    requirements.push(Requirement {
+        name: "space".into(),
+        ok: true,
+        detail: format!(
+            "about {} on the database server for table data, plus its indexes",
+            human_bytes(bytes)
+        ),
+    });
+    if req.strategy == Strategy::NewDatabase && target_exists {
+        blockers.push(format!(
+            "database {} already exists; choose another --target-db, or use -s replace to overwrite it",
+            target_settings.dbname
+        ));
+    }
+    if req.strategy == Strategy::MissingRows
+        && let Some(client) = &target_client
+    {
+        let mut without_pk = Vec::new();
+        for &i in &selected {
+            let t = &manifest.tables[i];
+            if catalog::primary_key(client, &t.qualified())
+                .await?
+                .is_empty()
+            {
+                without_pk.push(t.display_name());
+            }
+        }
+        if !without_pk.is_empty() {
+            blockers.push(format!(
+                "missing-rows matches rows by primary key, and {} have none (or do not exist in the target): \
+                 leave them out with -t, or restore them with -s replace",
+                without_pk.join(", ")
+            ));
+        }
+    }
+
+    let triggers_suppressed = req.strategy == Strategy::NewDatabase
+        || !subset && req.strategy == Strategy::Replace
+        || facts.superuser;
+    if !triggers_suppressed {
+        risks.push(format!(
+            "{} is not a superuser, so user triggers on the restored tables fire for restored rows",
+            facts.user
+        ));
+    }
+
+    // Estimate.
+    let (rate, estimate_basis) = match repo.restore_throughput().await? {
+        Some((rate, n)) => (
+            rate,
+            format!(
+                "median of {n} measured restore(s) in this repository: {}/s",
+                human_bytes(rate as u64)
+            ),
+        ),
+        None => (
+            DEFAULT_RESTORE_BYTES_PER_SECOND,
+            format!(
+                "no restore measured in this repository yet; assuming {}/s",
+                human_bytes(DEFAULT_RESTORE_BYTES_PER_SECOND as u64)
+            ),
+        ),
+    };
+    let estimated_seconds = (bytes as f64 / rate).max(1.0);
+
+    // Risks and steps, in plain words.
+    let mut steps = vec![format!(
+        "verify the {} chunks the restore reads (checksums, decompression)",
+        count_chunks(manifest, &selected)
+    )];
+    match req.strategy {
+        Strategy::NewDatabase => {
+            steps.push(format!("create database {}", target_settings.dbname));
+            steps.push("create the schema (pg_dump pre-data)".into());
+            steps.push(format!(
+                "load {} table(s) in parallel with COPY",
+                selected.len()
+            ));
+            steps.push("build indexes and constraints (independent ones in parallel), then triggers and the rest".into());
+            steps.push(
+                "set sequence values, ANALYZE, verify row counts, checksums and constraints".into(),
+            );
+            risks.push(format!(
+                "none for existing data: {} is a new database; on failure it is dropped again",
+                target_settings.dbname
+            ));
+        }
+        Strategy::Replace if !subset => {
+            steps.push(format!(
+                "in one transaction: drop schemas {} and recreate them from the backup",
+                manifest.schemas.join(", ")
+            ));
+            steps.push("load every table, build post-data, set sequences, verify; commit only if all checks pass".into());
+            risks.push(format!(
+                "replace drops every object in schemas {} of {}: anything created or changed since the backup ({}) is lost",
+                manifest.schemas.join(", "),
+                target_settings.dbname,
+                manifest.created_at.format("%Y-%m-%d %H:%M UTC")
+            ));
+        }
+        Strategy::Replace => {
+            steps.push(format!(
+                "in one transaction: empty {} and reload them from the backup",
+                tables
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            steps.push(
+                "check foreign keys, set owned sequences, verify; commit only if all checks pass"
+                    .into(),
+            );
+            for t in &tables {
+                risks.push(format!(
+                    "replace empties {} ({} rows now, {} in the backup): rows written since the backup are lost",
+                    t.name,
+                    t.target_rows.map_or("missing".into(), |r| r.to_string()),
+                    t.rows
+                ));
+            }
+        }
+        Strategy::MissingRows => {
+            steps.push(
+                "in one transaction: load each table's backup rows into a temporary table".into(),
+            );
+            steps.push("insert the rows whose primary key is missing from the target; check foreign keys; commit".into());
+            risks.push(
+                "rows that still exist keep their current values; only missing rows come back"
+                    .into(),
+            );
+        }
+    }
+
+    Ok(RecoveryPlan {
+        backup_id: manifest.id.clone(),
+        backup_name: manifest.name.clone(),
+        backup_created_at: manifest.created_at,
+        strategy: req.strategy,
+        target: PlanTarget {
+            host: target_settings.host.clone(),
+            port: target_settings.port,
+            database: target_settings.dbname.clone(),
+            exists: target_exists,
+        },
+        subset,
+        tables,
+        cascade_added,
+        foreign_keys_crossing: crossing,
+        estimated_seconds,
+        estimate_basis,
+        requirements,
+        risks,
+        blockers,
+        steps,
+        triggers_suppressed,
+        selected,
+        target_settings,
+        no_owner: req.no_owner,
+    })
+}
+
+fn count_chunks(manifest: &Manifest, selected: &[usize]) -> usize {
+    selected
+        .iter()
+        .map(|&i| {
+            manifest.tables[i]
+                .parts
+                .iter()
+                .map(|p| p.chunks.len())
+                .sum::<usize>()
+        })
+        .sum::<usize>()
+        + manifest.pre_data.chunks.len()
+        + manifest.post_data.chunks.len()
+}

@@ -1,0 +1,780 @@
+//! `recovery execute`: carry out a recovery plan, then prove the result.
+//!
+//! Steps: verify every chunk the restore reads (before touching the target); create or open
+//! the target; schema (pg_dump pre-data); data with `COPY … FROM STDIN`; indexes and
+//! constraints (independent ones in parallel), triggers and the rest; sequence values;
+//! ANALYZE; verification of row counts, per-table checksums and NOT VALID constraints.
+//!
+//! Failure leaves nothing half-done: `new-database` drops the database it created; `replace`
+//! and `missing-rows` run in one transaction that is rolled back.
+
+use crate::engine::Progress;
+use crate::engine::plan::{RecoveryPlan, Strategy, admin_connection};
+use crate::engine::validate::verify;
+use crate::error::{Error, Result};
+use crate::pg::ddl::{Script, builds_in_parallel};
+use crate::pg::snapshot::SESSION_SETTINGS;
+use crate::pg::{ConnectionSettings, catalog};
+use crate::repository::Repository;
+use crate::repository::chunker::RowChecksum;
+use crate::repository::history::RestoreRecord;
+use crate::repository::manifest::{Manifest, SequenceValue, Stream, TableEntry, quote_ident};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use indicatif::ProgressBar;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio_postgres::Client;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TableResult {
+    pub name: String,
+    /// Rows in the backup.
+    pub backup_rows: u64,
+    /// Rows in the target after the restore.
+    pub target_rows: i64,
+    /// Rows inserted by `missing-rows`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inserted_rows: Option<u64>,
+    /// Whether the table's data checksum equals the one recorded at backup time
+    /// (null for `missing-rows`, where the target keeps rows of its own).
+    pub checksum_ok: Option<bool>,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub backup_id: String,
+    pub strategy: Strategy,
+    pub target_database: String,
+    /// The measured recovery time (the real RTO of this restore).
+    pub duration_seconds: f64,
+    pub chunks_verified: usize,
+    pub tables: Vec<TableResult>,
+    pub rows: u64,
+    pub bytes: u64,
+    pub unvalidated_constraints: Vec<String>,
+    pub ok: bool,
+}
+
+/// Checks every chunk the plan reads; the dry run stops here.
+pub async fn preflight(
+    repo: &Repository,
+    manifest: &Manifest,
+    plan: &RecoveryPlan,
+    jobs: usize,
+    progress: &Progress,
+) -> Result<usize> {
+    if !plan.ready() {
+        return Err(Error::Refused(format!(
+            "recovery refused: {}",
+            plan.blockers.join("; ")
+        )));
+    }
+    let check = verify(repo, manifest, Some(&plan.selected), jobs, progress).await?;
+    if let Some(first) = check.first_error() {
+        return Err(Error::ValidationFailed {
+            backup_id: manifest.id.clone(),
+            first: format!("{first}\n  nothing was changed on the target"),
+            problems: check.items.iter().map(|i| i.problems.len()).sum(),
+        });
+    }
+    Ok(check.chunks_checked)
+}
+
+pub async fn execute(
+    repo: &Repository,
+    manifest: &Manifest,
+    plan: &RecoveryPlan,
+    jobs: usize,
+    progress: &Progress,
+) -> Result<RestoreReport> {
+    let chunks_verified = preflight(repo, manifest, plan, jobs, progress).await?;
+    let started = Instant::now();
+    let manifest = Arc::new(manifest.clone());
+    let job = Job {
+        repo: repo.clone(),
+        manifest: manifest.clone(),
+        plan: plan.clone(),
+        jobs: jobs.max(1),
+        progress: progress.clone(),
+    };
+    let (tables, unvalidated) = match plan.strategy {
+        Strategy::NewDatabase => job.new_database().await?,
+        Strategy::Replace | Strategy::MissingRows => job.in_transaction().await?,
+    };
+    let duration = started.elapsed().as_secs_f64();
+    let selected = plan.selected_tables(&manifest);
+    let report = RestoreReport {
+        backup_id: manifest.id.clone(),
+        strategy: plan.strategy,
+        target_database: plan.target_settings.dbname.clone(),
+        duration_seconds: duration,
+        chunks_verified,
+        rows: selected.iter().map(|t| t.rows).sum(),
+        bytes: selected.iter().map(|t| t.logical_bytes).sum(),
+        ok: tables.iter().all(|t| t.ok) && unvalidated.is_empty(),
+        tables,
+        unvalidated_constraints: unvalidated,
+    };
+    repo.record_restore(&RestoreRecord {
+        backup_id: report.backup_id.clone(),
+        strategy: report.strategy.to_string(),
+        target_database: report.target_database.clone(),
+        finished_at: chrono::Utc::now(),
+        tables: report.tables.len(),
+        rows: report.rows,
+        bytes: report.bytes,
+        seconds: duration,
+    })
+    .await?;
+    Ok(report)
+}
+
+/// Everything one restore needs, cheap to clone into workers.
+#[derive(Clone)]
+struct Job {
+    repo: Repository,
+    manifest: Arc<Manifest>,
+    plan: RecoveryPlan,
+    jobs: usize,
+    progress: Progress,
+}
+
+type Outcome = (Vec<TableResult>, Vec<String>);
+
+async fn session(settings: &ConnectionSettings) -> Result<Client> {
+    let client = settings.connect().await?;
+    client
+        .batch_execute(&format!(
+            "{SESSION_SETTINGS}; SET synchronous_commit = off; SET client_min_messages = warning"
+        ))
+        .await
+        .map_err(Error::db("preparing a restore session"))?;
+    Ok(client)
+}
+
+fn copy_in_sql(into: &str, columns: &[String]) -> String {
+    if columns.is_empty() {
+        format!("COPY {into} FROM STDIN")
+    } else {
+        format!("COPY {into} ({}) FROM STDIN", columns.join(", "))
+    }
+}
+
+/// Streams one stored range of a table into `into` with COPY, reading a chunk ahead.
+async fn load_part(
+    client: &Client,
+    repo: &Repository,
+    backup_id: &str,
+    table: &TableEntry,
+    part: &Stream,
+    into: &str,
+    bar: &ProgressBar,
+) -> Result<u64> {
+    let context = format!("table {}, backup {backup_id}", table.display_name());
+    let loading = format!("loading {}", table.display_name());
+    let sink = client
+        .copy_in::<_, Bytes>(copy_in_sql(into, &table.columns).as_str())
+        .await
+        .map_err(Error::db(loading.clone()))?;
+    let mut sink = std::pin::pin!(sink);
+    let mut chunks = futures_util::stream::iter(part.chunks.clone())
+        .map(|chunk| {
+            let (repo, context) = (repo.clone(), context.clone());
+            async move { repo.read_chunk(&chunk, &context).await }
+        })
+        .buffered(2);
+    while let Some(data) = chunks.next().await {
+        let data = data?;
+        let len = data.len() as u64;
+        sink.send(Bytes::from(data))
+            .await
+            .map_err(Error::db(loading.clone()))?;
+        Progress::advance(bar, len);
+    }
+    sink.as_mut().finish().await.map_err(Error::db(loading))
+}
+
+/// Runs `work` over `items` on `jobs` connections; the first error stops the rest.
+async fn pool<T, R, F, Fut>(
+    settings: &ConnectionSettings,
+    jobs: usize,
+    items: Vec<T>,
+    work: F,
+) -> Result<Vec<R>>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(Arc<Client>, T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R>> + Send,
+{
+    let workers = jobs.clamp(1, items.len().max(1));
+    let queue = Arc::new(Mutex::new(VecDeque::from(items)));
+    let work = Arc::new(work);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (settings, queue, work) = (settings.clone(), queue.clone(), work.clone());
+        set.spawn(async move {
+            let client = Arc::new(session(&settings).await?);
+            let mut out = Vec::new();
+            loop {
+                let next = queue
+                    .lock()
+                    .map_err(|_| Error::Recovery("work queue poisoned".into()))?
+                    .pop_front();
+                let Some(item) = next else { break };
+                out.push(work(client.clone(), item).await?);
+            }
+            Ok::<_, Error>(out)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        results
+            .extend(joined.map_err(|e| Error::Recovery(format!("restore worker failed: {e}")))??);
+    }
+    Ok(results)
+}
+
+/// Row count and order-independent checksum of a table as it is now.
+async fn table_state(client: &Client, table: &TableEntry) -> Result<(i64, RowChecksum)> {
+    let sql = if table.columns.is_empty() {
+        format!("COPY {} TO STDOUT", table.qualified())
+    } else {
+        format!(
+            "COPY {} ({}) TO STDOUT",
+            table.qualified(),
+            table.columns.join(", ")
+        )
+    };
+    let context = format!("verifying {}", table.display_name());
+    let stream = client
+        .copy_out(sql.as_str())
+        .await
+        .map_err(Error::db(context.clone()))?;
+    let mut stream = std::pin::pin!(stream);
+    let mut sum = RowChecksum::default();
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(piece) = stream.next().await {
+        pending.extend_from_slice(&piece.map_err(Error::db(context.clone()))?);
+        if let Some(end) = memchr::memrchr(b'\n', &pending) {
+            sum.add_lines(&pending[..=end]);
+            pending.drain(..=end);
+        }
+    }
+    sum.add_lines(&pending);
+    Ok((sum.rows as i64, sum))
+}
+
+fn verdict(table: &TableEntry, rows: i64, sum: RowChecksum) -> TableResult {
+    let checksum_ok = sum.encode() == table.checksum;
+    TableResult {
+        name: table.display_name(),
+        backup_rows: table.rows,
+        target_rows: rows,
+        inserted_rows: None,
+        checksum_ok: Some(checksum_ok),
+        ok: checksum_ok && rows as u64 == table.rows,
+    }
+}
+
+async fn set_sequences(client: &Client, sequences: &[&SequenceValue]) -> Result<()> {
+    for seq in sequences {
+        let name = format!("{}.{}", quote_ident(&seq.schema), quote_ident(&seq.name));
+        client
+            .execute(
+                "SELECT pg_catalog.setval($1::text::regclass, $2, $3)",
+                &[&name, &seq.last_value, &seq.is_called],
+            )
+            .await
+            .map_err(Error::db(format!("setting sequence {name}")))?;
+    }
+    Ok(())
+}
+
+/// Turns failed verification into an error, so the caller undoes the restore.
+fn checked((tables, unvalidated): Outcome) -> Result<Outcome> {
+    let failed: Vec<String> = tables
+        .iter()
+        .filter(|t| !t.ok)
+        .map(|t| {
+            format!(
+                "{} ({} rows in the backup, {} restored, checksum {})",
+                t.name,
+                t.backup_rows,
+                t.target_rows,
+                match t.checksum_ok {
+                    Some(true) => "ok",
+                    Some(false) => "MISMATCH",
+                    None => "n/a",
+                }
+            )
+        })
+        .collect();
+    if !failed.is_empty() {
+        return Err(Error::Recovery(format!(
+            "verification failed for {}",
+            failed.join(", ")
+        )));
+    }
+    if !unvalidated.is_empty() {
+        return Err(Error::Recovery(format!(
+            "constraints left NOT VALID: {}",
+            unvalidated.join(", ")
+        )));
+    }
+    Ok((tables, unvalidated))
+}
+
+/// Tables ordered so that referenced tables come before the tables referencing them.
+fn parents_first(manifest: &Manifest, selected: &[usize]) -> Vec<usize> {
+    let chosen: HashSet<usize> = selected.iter().copied().collect();
+    let index: HashMap<String, usize> = selected
+        .iter()
+        .map(|&i| (manifest.tables[i].display_name(), i))
+        .collect();
+    let deps: Vec<(usize, usize)> = manifest
+        .foreign_keys
+        .iter()
+        .filter_map(|fk| Some((*index.get(&fk.table)?, *index.get(&fk.references)?)))
+        .filter(|(c, p)| c != p)
+        .collect();
+    let mut order = Vec::new();
+    let mut placed = HashSet::new();
+    while placed.len() < chosen.len() {
+        let before = placed.len();
+        for &i in selected {
+            if !placed.contains(&i) && deps.iter().all(|&(c, p)| c != i || placed.contains(&p)) {
+                placed.insert(i);
+                order.push(i);
+            }
+        }
+        if placed.len() == before {
+            // A cycle: place the rest as they come (triggers are off or checked afterwards).
+            for &i in selected {
+                if placed.insert(i) {
+                    order.push(i);
+                }
+            }
+        }
+    }
+    order
+}
+
+impl Job {
+    fn selected(&self) -> Vec<&TableEntry> {
+        self.plan.selected_tables(&self.manifest)
+    }
+
+    async fn section(&self, stream: &Stream, name: &str) -> Result<Script> {
+        let sql = self
+            .repo
+            .read_stream(
+                stream,
+                &format!("{name} section, backup {}", self.manifest.id),
+            )
+            .await?;
+        let script = Script::parse(&String::from_utf8_lossy(&sql));
+        Ok(if self.plan.no_owner {
+            script.without_ownership()
+        } else {
+            script
+        })
+    }
+
+    fn overall(&self) -> ProgressBar {
+        self.progress.overall(
+            "restore",
+            self.selected().iter().map(|t| t.logical_bytes).sum(),
+        )
+    }
+
+    /// Restore into a database created for it; dropped again if anything fails.
+    async fn new_database(&self) -> Result<Outcome> {
+        let target = &self.plan.target_settings;
+        let admin = admin_connection(target, &self.manifest.source.database).await?;
+        let db = quote_ident(&target.dbname);
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE {db} TEMPLATE template0 ENCODING '{}'",
+                self.manifest.source.encoding.replace('\'', "")
+            ))
+            .await
+            .map_err(Error::db(format!("creating database {}", target.dbname)))?;
+        match self.build_new_database().await.and_then(checked) {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => {
+                let dropped = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                    .await;
+                let state = match dropped {
+                    Ok(()) => format!(
+                        "the half-built database {} was dropped; nothing else was changed",
+                        target.dbname
+                    ),
+                    Err(d) => format!(
+                        "the half-built database {} could not be dropped ({d}); drop it by hand",
+                        target.dbname
+                    ),
+                };
+                Err(Error::Recovery(format!("{e}\n  {state}")))
+            }
+        }
+    }
+
+    async fn build_new_database(&self) -> Result<Outcome> {
+        let target = self.plan.target_settings.clone();
+        let pre = self.section(&self.manifest.pre_data, "pre-data").await?;
+        let post = self.section(&self.manifest.post_data, "post-data").await?;
+        let main = session(&target).await?;
+        main.batch_execute(&pre.to_sql())
+            .await
+            .map_err(Error::db("creating the schema (pre-data)"))?;
+
+        // Data: every stored range, largest first, over N connections.
+        let mut parts: Vec<(usize, usize, u64)> = self
+            .plan
+            .selected
+            .iter()
+            .flat_map(|&t| {
+                self.manifest.tables[t]
+                    .parts
+                    .iter()
+                    .enumerate()
+                    .map(move |(p, s)| (t, p, s.bytes))
+            })
+            .collect();
+        parts.sort_by_key(|&(_, _, bytes)| std::cmp::Reverse(bytes));
+        let overall = self.overall();
+        let job = self.clone();
+        let bar = overall.clone();
+        pool(&target, self.jobs, parts, move |client, (t, p, _)| {
+            let (job, overall) = (job.clone(), bar.clone());
+            async move {
+                let table = &job.manifest.tables[t];
+                let item = job.progress.item(&table.qualified(), table.parts[p].bytes);
+                load_part(
+                    &client,
+                    &job.repo,
+                    &job.manifest.id,
+                    table,
+                    &table.parts[p],
+                    &table.qualified(),
+                    &item,
+                )
+                .await?;
+                Progress::advance(&overall, table.parts[p].bytes);
+                item.finish_and_clear();
+                Ok(())
+            }
+        })
+        .await?;
+        overall.finish_and_clear();
+
+        // Post-data: indexes and plain constraints in parallel, then the rest in order.
+        let (parallel, ordered): (Vec<_>, Vec<_>) = post
+            .entries
+            .iter()
+            .cloned()
+            .partition(|e| builds_in_parallel(&e.kind));
+        let preamble = post.preamble.clone();
+        pool(&target, self.jobs, parallel, move |client, entry| {
+            let preamble = preamble.clone();
+            async move {
+                client
+                    .batch_execute(&format!("{preamble}{}", entry.sql))
+                    .await
+                    .map_err(Error::db(format!(
+                        "building {} {}",
+                        entry.kind.to_lowercase(),
+                        entry.name
+                    )))
+            }
+        })
+        .await?;
+        let rest: String = ordered.iter().map(|e| e.sql.as_str()).collect();
+        main.batch_execute(&format!("{}{rest}", post.preamble))
+            .await
+            .map_err(Error::db(
+                "creating triggers, foreign keys and the rest (post-data)",
+            ))?;
+
+        let sequences: Vec<&SequenceValue> = self.manifest.sequences.iter().collect();
+        set_sequences(&main, &sequences).await?;
+        main.batch_execute("ANALYZE")
+            .await
+            .map_err(Error::db("ANALYZE"))?;
+
+        let job = self.clone();
+        let mut results = pool(
+            &target,
+            self.jobs,
+            self.plan.selected.clone(),
+            move |client, t| {
+                let job = job.clone();
+                async move {
+                    let table = &job.manifest.tables[t];
+                    let (rows, sum) = table_state(&client, table).await?;
+                    Ok(verdict(table, rows, sum))
+                }
+            },
+        )
+        .await?;
+        results.sort_by(|a, b| a.name.cmp(&b.name));
+        let unvalidated = catalog::unvalidated_constraints(&main, &[]).await?;
+        Ok((results, unvalidated))
+    }
+
+    /// Runs the strategy inside one transaction on the target, committing only if it
+    /// succeeds and verification passes.
+    async fn in_transaction(&self) -> Result<Outcome> {
+        let session = session(&self.plan.target_settings).await?;
+        let client = &session;
+        let begin = if self.plan.triggers_suppressed {
+            "BEGIN; SET LOCAL lock_timeout = '60s'; SET LOCAL session_replication_role = replica"
+        } else {
+            "BEGIN; SET LOCAL lock_timeout = '60s'"
+        };
+        client
+            .batch_execute(begin)
+            .await
+            .map_err(Error::db("starting the recovery transaction"))?;
+        let body = match (self.plan.strategy, self.plan.subset) {
+            (Strategy::Replace, false) => self.replace_all(client).await,
+            (Strategy::Replace, true) => self.replace_tables(client).await,
+            _ => self.missing_rows(client).await,
+        };
+        let outcome = body.and_then(checked);
+        match outcome {
+            Ok(outcome) => {
+                client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(Error::db("committing the recovery"))?;
+                let names: Vec<String> = self.selected().iter().map(|t| t.qualified()).collect();
+                if !names.is_empty() {
+                    client
+                        .batch_execute(&format!("ANALYZE {}", names.join(", ")))
+                        .await
+                        .map_err(Error::db("ANALYZE"))?;
+                }
+                Ok(outcome)
+            }
+            Err(e) => {
+                let rolled_back = client.batch_execute("ROLLBACK").await;
+                let state = match rolled_back {
+                    Ok(()) => format!(
+                        "the transaction was rolled back: {} is exactly as it was",
+                        self.plan.target_settings.dbname
+                    ),
+                    Err(_) => format!(
+                        "the connection was lost before commit, so PostgreSQL discarded the changes: {} is as it was",
+                        self.plan.target_settings.dbname
+                    ),
+                };
+                Err(Error::Recovery(format!("{e}\n  {state}")))
+            }
+        }
+    }
+
+    async fn load_in_order(
+        &self,
+        client: &Client,
+        order: &[usize],
+        into: impl Fn(usize) -> String,
+    ) -> Result<()> {
+        let overall = self.overall();
+        for &t in order {
+            let table = &self.manifest.tables[t];
+            let item = self.progress.item(&table.qualified(), table.logical_bytes);
+            for part in &table.parts {
+                load_part(
+                    client,
+                    &self.repo,
+                    &self.manifest.id,
+                    table,
+                    part,
+                    &into(t),
+                    &item,
+                )
+                .await?;
+            }
+            Progress::advance(&overall, table.logical_bytes);
+            item.finish_and_clear();
+        }
+        overall.finish_and_clear();
+        Ok(())
+    }
+
+    async fn verify_in(&self, client: &Client) -> Result<Vec<TableResult>> {
+        let mut results = Vec::new();
+        for table in self.selected() {
+            let (rows, sum) = table_state(client, table).await?;
+            results.push(verdict(table, rows, sum));
+        }
+        Ok(results)
+    }
+
+    async fn check_foreign_keys(&self, client: &Client) -> Result<()> {
+        let names: Vec<String> = self.selected().iter().map(|t| t.qualified()).collect();
+        for (constraint, sql) in catalog::foreign_key_checks(client, &names).await? {
+            let broken = client
+                .query_opt(&sql, &[])
+                .await
+                .map_err(Error::db(format!("checking {constraint}")))?;
+            if broken.is_some() {
+                return Err(Error::Recovery(format!(
+                    "foreign key {constraint} would be violated: some restored rows have no matching row (or rows elsewhere lost theirs); \
+                     include the related tables with -t or --cascade"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whole-database replace: drop the backup's schemas and rebuild them.
+    async fn replace_all(&self, client: &Client) -> Result<Outcome> {
+        for schema in &self.manifest.schemas {
+            client
+                .batch_execute(&format!(
+                    "DROP SCHEMA IF EXISTS {} CASCADE",
+                    quote_ident(schema)
+                ))
+                .await
+                .map_err(Error::db(format!("dropping schema {schema}")))?;
+        }
+        if self.manifest.schemas.iter().any(|s| s == "public") {
+            client
+                .batch_execute(
+                    "CREATE SCHEMA public AUTHORIZATION pg_database_owner; GRANT USAGE ON SCHEMA public TO PUBLIC; \
+                     COMMENT ON SCHEMA public IS 'standard public schema'",
+                )
+                .await
+                .map_err(Error::db("recreating schema public"))?;
+        }
+        let pre = self.section(&self.manifest.pre_data, "pre-data").await?;
+        client
+            .batch_execute(&pre.to_sql())
+            .await
+            .map_err(Error::db("creating the schema (pre-data)"))?;
+        let order: Vec<usize> = self.plan.selected.clone();
+        self.load_in_order(client, &order, |t| self.manifest.tables[t].qualified())
+            .await?;
+        let post = self.section(&self.manifest.post_data, "post-data").await?;
+        client
+            .batch_execute(&post.to_sql())
+            .await
+            .map_err(Error::db("post-data (indexes, constraints, triggers)"))?;
+        let sequences: Vec<&SequenceValue> = self.manifest.sequences.iter().collect();
+        set_sequences(client, &sequences).await?;
+        let tables = self.verify_in(client).await?;
+        let unvalidated = catalog::unvalidated_constraints(client, &[]).await?;
+        Ok((tables, unvalidated))
+    }
+
+    /// Subset replace: empty the chosen tables and reload them.
+    async fn replace_tables(&self, client: &Client) -> Result<Outcome> {
+        let names: Vec<String> = self.selected().iter().map(|t| t.qualified()).collect();
+        client
+            .batch_execute(&format!("TRUNCATE ONLY {}", names.join(", ")))
+            .await
+            .map_err(Error::db(format!("emptying {}", names.join(", "))))?;
+        let order = parents_first(&self.manifest, &self.plan.selected);
+        self.load_in_order(client, &order, |t| self.manifest.tables[t].qualified())
+            .await?;
+        self.check_foreign_keys(client).await?;
+        let owned = catalog::owned_sequences(client, &names).await?;
+        let sequences: Vec<&SequenceValue> = self
+            .manifest
+            .sequences
+            .iter()
+            .filter(|s| owned.contains(&(s.schema.clone(), s.name.clone())))
+            .collect();
+        set_sequences(client, &sequences).await?;
+        let tables = self.verify_in(client).await?;
+        let unvalidated = catalog::unvalidated_constraints(client, &names).await?;
+        Ok((tables, unvalidated))
+    }
+
+    /// Re-insert rows whose primary key is missing from the target.
+    async fn missing_rows(&self, client: &Client) -> Result<Outcome> {
+        let order = parents_first(&self.manifest, &self.plan.selected);
+        let overall = self.overall();
+        let mut results = Vec::new();
+        for &t in &order {
+            let table = &self.manifest.tables[t];
+            let key = catalog::primary_key(client, &table.qualified()).await?;
+            let scratch = format!("larder_missing_{t}");
+            client
+                .batch_execute(&format!(
+                    "CREATE TEMP TABLE {scratch} (LIKE {}) ON COMMIT DROP",
+                    table.qualified()
+                ))
+                .await
+                .map_err(Error::db(format!("preparing {}", table.display_name())))?;
+            let item = self.progress.item(&table.qualified(), table.logical_bytes);
+            for part in &table.parts {
+                load_part(
+                    client,
+                    &self.repo,
+                    &self.manifest.id,
+                    table,
+                    part,
+                    &scratch,
+                    &item,
+                )
+                .await?;
+            }
+            item.finish_and_clear();
+            Progress::advance(&overall, table.logical_bytes);
+            let matches = key
+                .iter()
+                .map(|k| format!("x.{k} = m.{k}"))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let cols = table.columns.join(", ");
+            let inserted = client
+                .execute(
+                    &format!(
+                        "INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {scratch} m \
+                         WHERE NOT EXISTS (SELECT 1 FROM {target} x WHERE {matches})",
+                        target = table.qualified()
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(Error::db(format!("re-inserting missing rows of {}", table.display_name())))?;
+            let still_missing: i64 = client
+                .query_one(
+                    &format!("SELECT count(*) FROM {scratch} m WHERE NOT EXISTS (SELECT 1 FROM {} x WHERE {matches})", table.qualified()),
+                    &[],
+                )
+                .await
+                .map_err(Error::db(format!("verifying {}", table.display_name())))?
+                .get(0);
+            let rows: i64 = client
+                .query_one(&format!("SELECT count(*) FROM {}", table.qualified()), &[])
+                .await
+                .map_err(Error::db(format!("counting {}", table.display_name())))?
+                .get(0);
+            results.push(TableResult {
+                name: table.display_name(),
+                backup_rows: table.rows,
+                target_rows: rows,
+                inserted_rows: Some(inserted),
+                checksum_ok: None,
+                ok: still_missing == 0,
+            });
+        }
+        overall.finish_and_clear();
+        self.check_foreign_keys(client).await?;
+        let names: Vec<String> = self.selected().iter().map(|t| t.qualified()).collect();
+        let unvalidated = catalog::unvalidated_constraints(client, &names).await?;
+        results.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok((results, unvalidated))
+    }
+}
