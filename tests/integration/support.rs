@@ -224,3 +224,66 @@ pub fn chunk_files(repo_dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+impl TestEnv {
+    /// A client on another database of this test's cluster.
+    pub async fn client_for(&self, dbname: &str) -> tokio_postgres::Client {
+        self.settings()
+            .connect_to(dbname)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {dbname}: {e}"))
+    }
+
+    /// `pg_dump` of a database of this cluster (`extra` adds flags), without psql's
+    /// `\restrict` lines, whose keys are random per run.
+    pub fn pg_dump(&self, dbname: &str, extra: &[&str]) -> String {
+        let out = Command::new(self.cluster.bindir().join("pg_dump"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.cluster.port().to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                dbname,
+            ])
+            .args(extra)
+            .output()
+            .expect("run pg_dump");
+        assert!(
+            out.status.success(),
+            "pg_dump {dbname} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8 dump")
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    pub async fn databases(&self) -> Vec<String> {
+        let rows = self
+            .admin()
+            .await
+            .query("SELECT datname::text FROM pg_database ORDER BY 1", &[])
+            .await
+            .expect("databases");
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
+    /// Sorted rows of every table in `manifest`, as database `dbname` has them now.
+    pub async fn all_rows(&self, dbname: &str, manifest: &Manifest) -> Vec<(String, Vec<String>)> {
+        let client = self.client_for(dbname).await;
+        let mut out = Vec::new();
+        for table in &manifest.tables {
+            out.push((
+                table.display_name(),
+                live_rows(&client, &table.qualified(), &table.columns).await,
+            ));
+        }
+        out
+    }
+}

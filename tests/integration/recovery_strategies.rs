@@ -1,0 +1,256 @@
+//! Each recovery strategy does what the runbook promises, on real data.
+
+use crate::support::{TestEnv, backup_rows, live_rows, text};
+
+async fn kitchen(name: &str) -> (TestEnv, larder::repository::manifest::Manifest) {
+    let env = TestEnv::start(name).await;
+    env.load_kitchen_pantry(0.002).await;
+    let manifest = env.backup("baseline").await;
+    (env, manifest)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replacing_contacts_alone_is_refused_while_interactions_references_it() {
+    let (env, manifest) = kitchen("subsetreplace").await;
+    let db = env.client().await;
+    db.batch_execute(
+        "UPDATE contacts SET notes = 'changed after the backup' WHERE id <= 20;
+         UPDATE users SET full_name = 'Renamed After Backup' WHERE id = 1;",
+    )
+    .await
+    .expect("changes");
+
+    let plan = env.run_json(&[
+        "recovery", "plan", "latest", "-s", "replace", "-t", "contacts",
+    ]);
+    let blockers = plan["blockers"].to_string();
+    assert!(
+        blockers.contains("public.interactions") && blockers.contains("public.orders"),
+        "{plan}"
+    );
+    assert_eq!(plan["tables"][0]["name"], "public.contacts");
+    assert!(
+        plan["tables"][0]["target_rows"].as_i64().is_some(),
+        "the plan shows the rows the target has now"
+    );
+    for field in [
+        "backup_id",
+        "strategy",
+        "target",
+        "tables",
+        "estimated_seconds",
+        "requirements",
+        "risks",
+    ] {
+        assert!(
+            plan.get(field).is_some(),
+            "recovery plan --json lacks {field}"
+        );
+    }
+    let refused = env.run(&[
+        "recovery", "execute", "latest", "-s", "replace", "-t", "contacts", "--yes",
+    ]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("public.interactions"),
+        "the refusal names the table to add: {}",
+        text(&refused)
+    );
+
+    let cascade = env.run_json(&[
+        "recovery",
+        "plan",
+        "latest",
+        "-s",
+        "replace",
+        "-t",
+        "contacts",
+        "--cascade",
+    ]);
+    let added = cascade["cascade_added"].to_string();
+    assert!(
+        added.contains("public.interactions") && added.contains("public.order_items"),
+        "{cascade}"
+    );
+
+    env.run_ok(&[
+        "recovery",
+        "execute",
+        "latest",
+        "-s",
+        "replace",
+        "-t",
+        "contacts,interactions,orders,order_items",
+        "--yes",
+    ]);
+    let repo = env.repo().await;
+    let contacts = manifest.find_table("contacts").expect("contacts");
+    assert_eq!(
+        backup_rows(&repo, &manifest, "contacts").await,
+        live_rows(&db, "contacts", &contacts.columns).await
+    );
+    let user: String = db
+        .query_one("SELECT full_name FROM users WHERE id = 1", &[])
+        .await
+        .expect("user")
+        .get(0);
+    assert_eq!(
+        user, "Renamed After Backup",
+        "tables outside the subset are untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_rows_restores_exactly_the_deleted_rows_and_keeps_newer_work() {
+    let (env, manifest) = kitchen("missingrows").await;
+    let db = env.client().await;
+    let deleted = db
+        .execute("DELETE FROM interactions WHERE id % 10 = 3", &[])
+        .await
+        .expect("accidental delete");
+    db.batch_execute(
+        "INSERT INTO interactions (contact_id, kind, occurred_at, summary) VALUES (1, 'call', now(), 'written after the backup');
+         UPDATE interactions SET summary = 'edited after the backup' WHERE id = 1;",
+    )
+    .await
+    .expect("newer work");
+    let out = env.run_json(&[
+        "recovery",
+        "execute",
+        "latest",
+        "-s",
+        "missing-rows",
+        "-t",
+        "interactions",
+    ]);
+    let table = &out["recovery"]["tables"][0];
+    assert_eq!(
+        table["inserted_rows"].as_u64(),
+        Some(deleted),
+        "exactly the deleted rows come back"
+    );
+    let interactions = manifest.find_table("interactions").expect("interactions");
+    assert_eq!(
+        table["target_rows"].as_i64(),
+        Some(interactions.rows as i64 + 1)
+    );
+    let kept: i64 = db
+        .query_one(
+            "SELECT count(*) FROM interactions WHERE summary = 'written after the backup'",
+            &[],
+        )
+        .await
+        .expect("q")
+        .get(0);
+    assert_eq!(kept, 1, "rows added after the backup stay");
+    let edited: String = db
+        .query_one("SELECT summary FROM interactions WHERE id = 1", &[])
+        .await
+        .expect("q")
+        .get(0);
+    assert_eq!(
+        edited, "edited after the backup",
+        "existing rows keep their current values"
+    );
+
+    db.batch_execute("CREATE TABLE audit_log (at timestamptz, line text); INSERT INTO audit_log VALUES (now(), 'x');").await.expect("table");
+    env.backup("with-audit").await;
+    let refused = env.run(&[
+        "recovery",
+        "execute",
+        "latest",
+        "-s",
+        "missing-rows",
+        "-t",
+        "audit_log",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(text(&refused).contains("primary key"), "{}", text(&refused));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replacing_the_whole_database_returns_it_to_the_backup() {
+    let (env, manifest) = kitchen("wholereplace").await;
+    let before_schema = env.pg_dump("wholereplace", &["--schema-only"]);
+    let before_rows = env.all_rows("wholereplace", &manifest).await;
+    env.client()
+        .await
+        .batch_execute(
+            "DROP TABLE order_items; DELETE FROM interactions WHERE id > 100; UPDATE organizations SET name = 'ransomed';
+             CREATE TABLE ransom_note (msg text); ALTER TABLE contacts ADD COLUMN junk int;",
+        )
+        .await
+        .expect("damage");
+    let refused = env.run(&["recovery", "execute", "latest", "-s", "replace"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "replace without --yes and without a terminal is refused"
+    );
+    assert!(text(&refused).contains("--yes"));
+    env.run_ok(&["recovery", "execute", "latest", "-s", "replace", "--yes"]);
+    assert_eq!(
+        env.pg_dump("wholereplace", &["--schema-only"]),
+        before_schema
+    );
+    assert_eq!(env.all_rows("wholereplace", &manifest).await, before_rows);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runbooks_partial_recovery_restores_three_tables_beside_the_live_database() {
+    let (env, manifest) = kitchen("partial").await;
+    let out = env.run_json(&[
+        "recovery",
+        "execute",
+        manifest.id.as_str(),
+        "-t",
+        "organizations,users,contacts",
+    ]);
+    let target = out["recovery"]["target_database"]
+        .as_str()
+        .expect("target")
+        .to_string();
+    assert!(
+        target.starts_with("partial_restored_"),
+        "the live database is left alone: {target}"
+    );
+    let restored = env.client_for(&target).await;
+    for (table, expected) in [("organizations", 4i64), ("users", 40), ("contacts", 800)] {
+        let n: i64 = restored
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(n, expected, "{table}");
+    }
+    let interactions: i64 = restored
+        .query_one("SELECT count(*) FROM interactions", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(
+        interactions, 0,
+        "tables outside the subset are created empty"
+    );
+    let again = env.run(&[
+        "recovery",
+        "execute",
+        manifest.id.as_str(),
+        "-s",
+        "new-database",
+        "--target-db",
+        &target,
+    ]);
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "new-database refuses an existing database"
+    );
+    assert!(text(&again).contains("already exists"), "{}", text(&again));
+    let outward = env.run(&["recovery", "execute", "latest", "-t", "contacts"]);
+    assert_eq!(
+        outward.status.code(),
+        Some(2),
+        "contacts alone would lose its organizations and users"
+    );
+}
