@@ -46,7 +46,7 @@ impl Default for BackupConfig {
     fn default() -> Self {
         BackupConfig {
             jobs: None,
-            compression_level: 3,
+            compression_level: 2,
             pg_dump: None,
         }
     }
@@ -191,7 +191,7 @@ mod tests {
     #[test]
     fn the_template_parses_and_matches_the_defaults() {
         let config: Config = toml::from_str(TEMPLATE).expect("template parses");
-        assert_eq!(config.backup.compression_level, 3);
+        assert_eq!(config.backup.compression_level, 2);
         assert_eq!(config.objectives.rpo(), Duration::from_secs(4 * 3600));
         assert_eq!(config.objectives.rpo.critical, Duration::from_secs(3600));
     }

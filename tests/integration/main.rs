@@ -13,3 +13,4 @@ mod recovery_fidelity;
 mod recovery_safety;
 mod recovery_strategies;
 mod repository_lifecycle;
+mod tls;

@@ -3,7 +3,7 @@
 
 use larder::config::DatabaseConfig;
 use larder::pg::ConnectionSettings;
-use larder::pg::ephemeral::EphemeralCluster;
+use larder::pg::ephemeral::{ClusterSetup, EphemeralCluster};
 use larder::repository::Repository;
 use larder::repository::manifest::Manifest;
 use larder::targets::fs::FsTarget;
@@ -19,12 +19,19 @@ pub struct TestEnv {
     pub cluster: EphemeralCluster,
     pub dbname: String,
     pub work: tempfile::TempDir,
+    /// The sslmode of every connection the test makes.
+    pub sslmode: &'static str,
 }
 
 impl TestEnv {
     /// Starts a cluster and creates database `dbname` in it.
     pub async fn start(dbname: &str) -> TestEnv {
-        let cluster = tokio::task::spawn_blocking(EphemeralCluster::start)
+        TestEnv::start_with(dbname, ClusterSetup::default(), "disable").await
+    }
+
+    /// Starts a cluster with extra files/settings, connecting with `sslmode`.
+    pub async fn start_with(dbname: &str, setup: ClusterSetup, sslmode: &'static str) -> TestEnv {
+        let cluster = tokio::task::spawn_blocking(move || EphemeralCluster::start_with(setup))
             .await
             .expect("cluster start task")
             .unwrap_or_else(|e| panic!("cannot start a throwaway PostgreSQL for this test: {e}"));
@@ -32,6 +39,7 @@ impl TestEnv {
             cluster,
             dbname: dbname.to_string(),
             work: tempfile::tempdir().expect("temporary folder"),
+            sslmode,
         };
         env.admin()
             .await
@@ -42,7 +50,12 @@ impl TestEnv {
     }
 
     pub fn url(&self) -> String {
-        self.cluster.url(&self.dbname)
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{}?sslmode={}",
+            self.cluster.port(),
+            self.dbname,
+            self.sslmode
+        )
     }
 
     pub fn settings(&self) -> ConnectionSettings {

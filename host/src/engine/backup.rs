@@ -11,13 +11,13 @@ use crate::error::{Error, Result};
 use crate::pg::catalog::{self, DataTable};
 use crate::pg::snapshot::{self, SnapshotLeader};
 use crate::pg::{ConnectionSettings, pg_dump};
-use crate::repository::Repository;
 use crate::repository::chunker::RowChecksum;
 use crate::repository::gc::collect_garbage;
 use crate::repository::id::new_backup_id;
 use crate::repository::lock::RepoLock;
 use crate::repository::manifest::{BackupType, Manifest, SourceInfo, Stream, TableEntry};
 use crate::repository::stream::{BATCH_BYTES, Stored, StreamWriter, store_bytes};
+use crate::repository::{ChunkIndex, Repository};
 use bytes::BytesMut;
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -45,7 +45,7 @@ impl Default for BackupOptions {
             name: None,
             backup_type: BackupType::Full,
             jobs: super::default_jobs(),
-            compression_level: 3,
+            compression_level: 2,
             pg_dump: None,
             split_bytes: None,
         }
@@ -100,16 +100,20 @@ pub async fn create(
     preflight_space(repo, &tables).await?;
 
     let lock = RepoLock::shared(repo, &id).await?;
-    let written = write_streams(
-        settings,
-        repo,
-        opts,
-        progress,
-        &leader.snapshot_id,
-        &pg_dump,
-        &tables,
-    )
-    .await;
+    let written = match repo.chunk_index().await {
+        Ok(index) => {
+            let run = Run {
+                settings,
+                repo,
+                index: Arc::new(index),
+                opts,
+                progress,
+                snapshot_id: &leader.snapshot_id,
+            };
+            run.write_streams(&pg_dump, &tables).await
+        }
+        Err(e) => Err(e),
+    };
     let outcome = match written {
         Ok(streams) => {
             let manifest = Manifest {
@@ -232,60 +236,117 @@ struct Streams {
     new_bytes: u64,
 }
 
-async fn write_streams(
-    settings: &ConnectionSettings,
-    repo: &Repository,
-    opts: &BackupOptions,
-    progress: &Progress,
-    snapshot_id: &str,
-    pg_dump: &pg_dump::PgDump,
-    tables: &[DataTable],
-) -> Result<Streams> {
-    let level = opts.compression_level;
-    let ddl = |section: &'static str| async move {
-        let sql = pg_dump.section(settings, snapshot_id, section).await?;
-        store_bytes(repo, level, sql).await
-    };
-    let (pre, post, parts) = tokio::try_join!(
-        ddl("pre-data"),
-        ddl("post-data"),
-        copy_tables(settings, repo, opts, progress, snapshot_id, tables)
-    )?;
+/// One backup run's shared state.
+struct Run<'a> {
+    settings: &'a ConnectionSettings,
+    repo: &'a Repository,
+    index: Arc<ChunkIndex>,
+    opts: &'a BackupOptions,
+    progress: &'a Progress,
+    snapshot_id: &'a str,
+}
 
-    let mut entries: Vec<TableEntry> = tables
-        .iter()
-        .map(|t| TableEntry {
-            schema: t.schema.clone(),
-            name: t.name.clone(),
-            columns: t.columns.clone(),
-            partition_of: t.partition_of.clone(),
-            rows: 0,
-            logical_bytes: 0,
-            checksum: String::new(),
-            parts: Vec::new(),
+impl Run<'_> {
+    async fn write_streams(
+        &self,
+        pg_dump: &pg_dump::PgDump,
+        tables: &[DataTable],
+    ) -> Result<Streams> {
+        let level = self.opts.compression_level;
+        let ddl = |section: &'static str| async move {
+            let sql = pg_dump
+                .section(self.settings, self.snapshot_id, section)
+                .await?;
+            store_bytes(self.repo, self.index.clone(), level, sql).await
+        };
+        let (pre, post, parts) =
+            tokio::try_join!(ddl("pre-data"), ddl("post-data"), self.copy_tables(tables))?;
+
+        let mut entries: Vec<TableEntry> = tables
+            .iter()
+            .map(|t| TableEntry {
+                schema: t.schema.clone(),
+                name: t.name.clone(),
+                columns: t.columns.clone(),
+                partition_of: t.partition_of.clone(),
+                rows: 0,
+                logical_bytes: 0,
+                checksum: String::new(),
+                parts: Vec::new(),
+            })
+            .collect();
+        let mut checksums = vec![RowChecksum::default(); tables.len()];
+        let mut new_bytes = pre.new_bytes + post.new_bytes;
+        let mut parts = parts;
+        parts.sort_by_key(|(table, part, _)| (*table, *part));
+        for (table, _, stored) in parts {
+            let entry = &mut entries[table];
+            entry.rows += stored.stream.rows;
+            entry.logical_bytes += stored.stream.bytes;
+            checksums[table].combine(stored.checksum);
+            new_bytes += stored.new_bytes;
+            entry.parts.push(stored.stream);
+        }
+        for (entry, checksum) in entries.iter_mut().zip(checksums) {
+            entry.checksum = checksum.encode();
+        }
+        Ok(Streams {
+            pre_data: pre.stream,
+            post_data: post.stream,
+            tables: entries,
+            new_bytes,
         })
-        .collect();
-    let mut checksums = vec![RowChecksum::default(); tables.len()];
-    let mut new_bytes = pre.new_bytes + post.new_bytes;
-    let mut parts = parts;
-    parts.sort_by_key(|(table, part, _)| (*table, *part));
-    for (table, _, stored) in parts {
-        let entry = &mut entries[table];
-        entry.rows += stored.stream.rows;
-        entry.logical_bytes += stored.stream.bytes;
-        checksums[table].combine(stored.checksum);
-        new_bytes += stored.new_bytes;
-        entry.parts.push(stored.stream);
     }
-    for (entry, checksum) in entries.iter_mut().zip(checksums) {
-        entry.checksum = checksum.encode();
+
+    async fn copy_tables(&self, tables: &[DataTable]) -> Result<Vec<(usize, usize, Stored)>> {
+        let opts = self.opts;
+        let jobs = plan_parts(tables, opts.jobs, opts.split_bytes);
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let total: u64 = jobs.iter().map(|j| j.estimate).sum();
+        let overall = self.progress.overall("backup", total);
+        let workers = opts.jobs.clamp(1, jobs.len());
+        let queue = Arc::new(Mutex::new(VecDeque::from(jobs)));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let (settings, repo, index, queue, progress, overall) = (
+                self.settings.clone(),
+                self.repo.clone(),
+                self.index.clone(),
+                queue.clone(),
+                self.progress.clone(),
+                overall.clone(),
+            );
+            let snapshot_id = self.snapshot_id.to_string();
+            let level = opts.compression_level;
+            set.spawn(async move {
+                let client = snapshot::worker(&settings, &snapshot_id).await?;
+                let mut done = Vec::new();
+                loop {
+                    let next = queue
+                        .lock()
+                        .map_err(|_| Error::Repository("work queue poisoned".into()))?
+                        .pop_front();
+                    let Some(job) = next else { break };
+                    let bar = progress.item(&job.label, job.estimate);
+                    let stored =
+                        copy_part(&client, &repo, &index, level, &job, &bar, &overall).await?;
+                    bar.finish_and_clear();
+                    done.push((job.table, job.part, stored));
+                }
+                Ok::<_, Error>(done)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            let done =
+                joined.map_err(|e| Error::Repository(format!("backup worker failed: {e}")))??;
+            results.extend(done);
+        }
+        overall.finish_and_clear();
+        Ok(results)
     }
-    Ok(Streams {
-        pre_data: pre.stream,
-        post_data: post.stream,
-        tables: entries,
-        new_bytes,
-    })
 }
 
 /// Splits the tables into COPY jobs, largest first.
@@ -345,63 +406,10 @@ fn plan_parts(tables: &[DataTable], jobs: usize, split_bytes: Option<u64>) -> Ve
     out
 }
 
-async fn copy_tables(
-    settings: &ConnectionSettings,
-    repo: &Repository,
-    opts: &BackupOptions,
-    progress: &Progress,
-    snapshot_id: &str,
-    tables: &[DataTable],
-) -> Result<Vec<(usize, usize, Stored)>> {
-    let jobs = plan_parts(tables, opts.jobs, opts.split_bytes);
-    if jobs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let total: u64 = jobs.iter().map(|j| j.estimate).sum();
-    let overall = progress.overall("backup", total);
-    let workers = opts.jobs.clamp(1, jobs.len());
-    let queue = Arc::new(Mutex::new(VecDeque::from(jobs)));
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..workers {
-        let (settings, repo, queue, progress, overall) = (
-            settings.clone(),
-            repo.clone(),
-            queue.clone(),
-            progress.clone(),
-            overall.clone(),
-        );
-        let snapshot_id = snapshot_id.to_string();
-        let level = opts.compression_level;
-        set.spawn(async move {
-            let client = snapshot::worker(&settings, &snapshot_id).await?;
-            let mut done = Vec::new();
-            loop {
-                let next = queue
-                    .lock()
-                    .map_err(|_| Error::Repository("work queue poisoned".into()))?
-                    .pop_front();
-                let Some(job) = next else { break };
-                let bar = progress.item(&job.label, job.estimate);
-                let stored = copy_part(&client, &repo, level, &job, &bar, &overall).await?;
-                bar.finish_and_clear();
-                done.push((job.table, job.part, stored));
-            }
-            Ok::<_, Error>(done)
-        });
-    }
-    let mut results = Vec::new();
-    while let Some(joined) = set.join_next().await {
-        let done =
-            joined.map_err(|e| Error::Repository(format!("backup worker failed: {e}")))??;
-        results.extend(done);
-    }
-    overall.finish_and_clear();
-    Ok(results)
-}
-
 async fn copy_part(
     client: &tokio_postgres::Client,
     repo: &Repository,
+    index: &Arc<ChunkIndex>,
     level: i32,
     job: &PartJob,
     bar: &ProgressBar,
@@ -423,7 +431,7 @@ async fn copy_part(
         .await
         .map_err(Error::db(context()))?;
     let mut stream = std::pin::pin!(stream);
-    let writer = StreamWriter::start(repo.clone(), level, observer);
+    let writer = StreamWriter::start(repo.clone(), index.clone(), level, observer);
     let mut batch = BytesMut::with_capacity(BATCH_BYTES + 64 * 1024);
     while let Some(piece) = stream.next().await {
         let piece = piece.map_err(Error::db(context()))?;

@@ -12,7 +12,7 @@ use crate::engine::Progress;
 use crate::engine::plan::{RecoveryPlan, Strategy, admin_connection};
 use crate::engine::validate::verify;
 use crate::error::{Error, Result};
-use crate::pg::ddl::{Script, builds_in_parallel};
+use crate::pg::ddl::{Entry, Script, builds_in_parallel};
 use crate::pg::snapshot::SESSION_SETTINGS;
 use crate::pg::{ConnectionSettings, catalog};
 use crate::repository::Repository;
@@ -150,7 +150,8 @@ async fn session(settings: &ConnectionSettings) -> Result<Client> {
     let client = settings.connect().await?;
     client
         .batch_execute(&format!(
-            "{SESSION_SETTINGS}; SET synchronous_commit = off; SET client_min_messages = warning"
+            "{SESSION_SETTINGS}; SET synchronous_commit = off; SET client_min_messages = warning; \
+             SET maintenance_work_mem = '256MB'"
         ))
         .await
         .map_err(Error::db("preparing a restore session"))?;
@@ -296,6 +297,32 @@ async fn set_sequences(client: &Client, sequences: &[&SequenceValue]) -> Result<
     Ok(())
 }
 
+/// Runs one post-data entry; retries when PostgreSQL picked it as a deadlock victim (two
+/// foreign keys locking the same pair of tables in opposite order).
+async fn run_entry(client: &Client, preamble: &str, entry: &Entry) -> Result<()> {
+    let sql = format!("{preamble}{}", entry.sql);
+    let mut attempt = 0;
+    loop {
+        match client.batch_execute(&sql).await {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if attempt < 3
+                    && e.code()
+                        == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+            {
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(Error::db(format!(
+                    "building {} {}",
+                    entry.kind.to_lowercase(),
+                    entry.name
+                ))(e));
+            }
+        }
+    }
+}
+
 /// Turns failed verification into an error, so the caller undoes the restore.
 fn checked((tables, unvalidated): Outcome) -> Result<Outcome> {
     let failed: Vec<String> = tables
@@ -427,6 +454,7 @@ impl Job {
     }
 
     async fn build_new_database(&self) -> Result<Outcome> {
+        let started = Instant::now();
         let target = self.plan.target_settings.clone();
         let pre = self.section(&self.manifest.pre_data, "pre-data").await?;
         let post = self.section(&self.manifest.post_data, "post-data").await?;
@@ -474,41 +502,77 @@ impl Job {
         })
         .await?;
         overall.finish_and_clear();
+        tracing::info!(
+            "schema and data loaded in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
 
-        // Post-data: indexes and plain constraints in parallel, then the rest in order.
+        // Post-data, in pg_dump's dependency order but with the expensive parts in parallel:
+        // indexes and plain constraints; index attachments; foreign keys grouped by the table
+        // they are on (each validates with a scan); then triggers, rules and the rest.
         let (parallel, ordered): (Vec<_>, Vec<_>) = post
             .entries
             .iter()
             .cloned()
             .partition(|e| builds_in_parallel(&e.kind));
-        let preamble = post.preamble.clone();
-        pool(&target, self.jobs, parallel, move |client, entry| {
-            let preamble = preamble.clone();
-            async move {
-                client
-                    .batch_execute(&format!("{preamble}{}", entry.sql))
-                    .await
-                    .map_err(Error::db(format!(
-                        "building {} {}",
-                        entry.kind.to_lowercase(),
-                        entry.name
-                    )))
+        pool(&target, self.jobs, parallel, {
+            let preamble = post.preamble.clone();
+            move |client, entry| {
+                let preamble = preamble.clone();
+                async move { run_entry(&client, &preamble, &entry).await }
             }
         })
         .await?;
-        let rest: String = ordered.iter().map(|e| e.sql.as_str()).collect();
+        tracing::info!(
+            "indexes and constraints built in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let (attach, ordered): (Vec<_>, Vec<_>) =
+            ordered.into_iter().partition(|e| e.kind == "INDEX ATTACH");
+        let (foreign, rest): (Vec<_>, Vec<_>) =
+            ordered.into_iter().partition(|e| e.kind == "FK CONSTRAINT");
+        for entry in &attach {
+            run_entry(&main, &post.preamble, entry).await?;
+        }
+        let mut by_table: Vec<Vec<Entry>> = Vec::new();
+        for entry in foreign {
+            let table = entry.name.split(' ').next().unwrap_or_default().to_string();
+            match by_table
+                .iter_mut()
+                .find(|g| g[0].name.split(' ').next() == Some(table.as_str()))
+            {
+                Some(group) => group.push(entry),
+                None => by_table.push(vec![entry]),
+            }
+        }
+        pool(&target, self.jobs, by_table, {
+            let preamble = post.preamble.clone();
+            move |client, group| {
+                let preamble = preamble.clone();
+                async move {
+                    for entry in &group {
+                        run_entry(&client, &preamble, entry).await?;
+                    }
+                    Ok(())
+                }
+            }
+        })
+        .await?;
+        tracing::info!(
+            "foreign keys validated in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let rest: String = rest.iter().map(|e| e.sql.as_str()).collect();
         main.batch_execute(&format!("{}{rest}", post.preamble))
             .await
             .map_err(Error::db(
-                "creating triggers, foreign keys and the rest (post-data)",
+                "creating triggers, rules and the rest (post-data)",
             ))?;
 
         let sequences: Vec<&SequenceValue> = self.manifest.sequences.iter().collect();
         set_sequences(&main, &sequences).await?;
-        main.batch_execute("ANALYZE")
-            .await
-            .map_err(Error::db("ANALYZE"))?;
 
+        // ANALYZE and verification, table by table over N connections.
         let job = self.clone();
         let mut results = pool(
             &target,
@@ -518,6 +582,10 @@ impl Job {
                 let job = job.clone();
                 async move {
                     let table = &job.manifest.tables[t];
+                    client
+                        .batch_execute(&format!("ANALYZE {}", table.qualified()))
+                        .await
+                        .map_err(Error::db(format!("ANALYZE {}", table.display_name())))?;
                     let (rows, sum) = table_state(&client, table).await?;
                     Ok(verdict(table, rows, sum))
                 }
@@ -525,6 +593,10 @@ impl Job {
         )
         .await?;
         results.sort_by(|a, b| a.name.cmp(&b.name));
+        tracing::info!(
+            "analyzed and verified in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         let unvalidated = catalog::unvalidated_constraints(&main, &[]).await?;
         Ok((results, unvalidated))
     }

@@ -18,6 +18,7 @@ pub struct EphemeralCluster {
     port: u16,
     child: Option<Child>,
     run_as: Option<(u32, u32)>,
+    settings: Vec<(String, String)>,
 }
 
 /// Finds the PostgreSQL server binaries: `$LARDER_PG_BINDIR`, `pg_config --bindir`, or the
@@ -80,9 +81,22 @@ fn free_port() -> Result<u16> {
     Ok(port)
 }
 
+/// Extra set-up for a throwaway cluster: files written into the data folder after initdb
+/// (owned by the server, mode 0600: certificates, pg_hba.conf) and `-c name=value` settings.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSetup {
+    pub files: Vec<(String, Vec<u8>)>,
+    pub settings: Vec<(String, String)>,
+}
+
 impl EphemeralCluster {
     /// Creates and starts a cluster; waits until it accepts connections.
     pub fn start() -> Result<EphemeralCluster> {
+        EphemeralCluster::start_with(ClusterSetup::default())
+    }
+
+    /// Like [`EphemeralCluster::start`], with extra files and settings.
+    pub fn start_with(setup: ClusterSetup) -> Result<EphemeralCluster> {
         let bindir = server_bindir()?;
         let run_as = if rustix::process::geteuid().is_root() {
             Some(account_ids("postgres").ok_or_else(|| {
@@ -109,6 +123,7 @@ impl EphemeralCluster {
             port: 0,
             child: None,
             run_as,
+            settings: setup.settings,
         };
         let data = cluster.data_dir();
         let output = cluster
@@ -133,6 +148,20 @@ impl EphemeralCluster {
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             )));
+        }
+        for (name, contents) in &setup.files {
+            let path = data.join(name);
+            fs::write(&path, contents)
+                .map_err(Error::io(format!("writing {name} into the cluster")))?;
+            let mut perms = fs::metadata(&path)
+                .map_err(Error::io("reading file permissions"))?
+                .permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+            fs::set_permissions(&path, perms).map_err(Error::io(format!("restricting {name}")))?;
+            if let Some((uid, gid)) = cluster.run_as {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .map_err(Error::io(format!("handing {name} to postgres")))?;
+            }
         }
         let mut last_error = String::new();
         for _ in 0..5 {
@@ -198,6 +227,11 @@ impl EphemeralCluster {
                 "-c",
                 "max_replication_slots=10",
             ])
+            .args(
+                self.settings
+                    .iter()
+                    .flat_map(|(k, v)| ["-c".to_string(), format!("{k}={v}")]),
+            )
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)

@@ -23,7 +23,8 @@ use bytes::Bytes;
 use manifest::{ChunkRef, Manifest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 pub const FORMAT_KEY: &str = "larder-repository.json";
 pub const FORMAT_VERSION: u32 = 1;
@@ -33,6 +34,30 @@ struct FormatFile {
     format: u32,
     created_at: chrono::DateTime<chrono::Utc>,
     created_by: String,
+}
+
+/// Which chunks a backup can reuse, and the ones it has written itself.
+pub struct ChunkIndex {
+    known: HashMap<String, u64>,
+    fresh: Mutex<HashMap<String, u64>>,
+}
+
+impl ChunkIndex {
+    /// The stored size of a chunk already in the repository.
+    pub fn stored_size(&self, id: &str) -> Option<u64> {
+        self.known.get(id).copied().or_else(|| {
+            self.fresh
+                .lock()
+                .ok()
+                .and_then(|fresh| fresh.get(id).copied())
+        })
+    }
+
+    pub fn record(&self, id: &str, stored: u64) {
+        if let Ok(mut fresh) = self.fresh.lock() {
+            fresh.insert(id.to_string(), stored);
+        }
+    }
 }
 
 /// A repository on one target. Cheap to clone.
@@ -100,7 +125,9 @@ impl Repository {
                     .map_err(|e| {
                         Error::from_target(e, FORMAT_KEY, "initialising the repository")
                     })?;
-                Ok(Repository { target })
+                let repo = Repository { target };
+                repo.flush().await?;
+                Ok(repo)
             }
             Err(e) => Err(Error::from_target(e, FORMAT_KEY, "opening the repository")),
         }
@@ -110,13 +137,28 @@ impl Repository {
         &self.target
     }
 
-    /// The stored size of a chunk, or `None` when absent.
-    pub async fn chunk_stored_size(&self, id: &str) -> Result<Option<u64>> {
-        let key = chunk_key(id);
+    /// The chunks that backups reference, with their stored sizes: a new backup reuses these
+    /// instead of writing them again. Orphans of interrupted backups are not in it (they may
+    /// never have been made durable), so they are rewritten.
+    pub async fn chunk_index(&self) -> Result<ChunkIndex> {
+        let mut known = HashMap::new();
+        for manifest in self.manifests().await? {
+            for chunk in manifest.chunks() {
+                known.insert(chunk.id.clone(), chunk.stored);
+            }
+        }
+        Ok(ChunkIndex {
+            known,
+            fresh: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Makes all objects written so far durable.
+    pub async fn flush(&self) -> Result<()> {
         self.target
-            .stat(&key)
+            .flush()
             .await
-            .map_err(|e| Error::from_target(e, &key, "checking chunk"))
+            .map_err(|e| Error::from_target(e, "(flush)", "making written chunks durable"))
     }
 
     pub async fn put_chunk(&self, id: &str, compressed: Bytes) -> Result<()> {
@@ -169,13 +211,19 @@ impl Repository {
         let key = manifest_key(&manifest.id);
         let body = serde_json::to_vec_pretty(manifest)
             .map_err(|e| Error::Repository(format!("encoding manifest {}: {e}", manifest.id)))?;
-        self.target.put(&key, Bytes::from(body)).await.map_err(|e| {
-            Error::from_target(
-                e,
-                &key,
-                format!("writing manifest of backup {}", manifest.id),
-            )
-        })
+        // Chunks first, then the manifest: a visible manifest never refers to a lost chunk.
+        self.flush().await?;
+        self.target
+            .put(&key, Bytes::from(body))
+            .await
+            .map_err(|e| {
+                Error::from_target(
+                    e,
+                    &key,
+                    format!("writing manifest of backup {}", manifest.id),
+                )
+            })?;
+        self.flush().await
     }
 
     pub async fn read_manifest(&self, backup_id: &str) -> Result<Manifest> {

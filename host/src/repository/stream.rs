@@ -4,11 +4,12 @@
 //! thread chunks them, counts rows, hashes, compresses and stores each chunk. Memory per stream
 //! is bounded by the channel (two batches) plus one chunk in flight, whatever the table size.
 
-use super::Repository;
 use super::chunker::{RowChecksum, RowChunker};
 use super::manifest::{ChunkRef, Stream};
+use super::{ChunkIndex, Repository};
 use crate::error::{Error, Result};
 use bytes::Bytes;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -34,10 +35,16 @@ pub struct StreamWriter {
 }
 
 impl StreamWriter {
-    pub fn start(repo: Repository, level: i32, observer: ChunkObserver) -> StreamWriter {
+    pub fn start(
+        repo: Repository,
+        index: Arc<ChunkIndex>,
+        level: i32,
+        observer: ChunkObserver,
+    ) -> StreamWriter {
         let (tx, rx) = mpsc::channel::<Bytes>(2);
         let handle = tokio::runtime::Handle::current();
-        let worker = tokio::task::spawn_blocking(move || store(repo, level, observer, rx, handle));
+        let worker =
+            tokio::task::spawn_blocking(move || store(repo, index, level, observer, rx, handle));
         StreamWriter { tx, worker }
     }
 
@@ -69,6 +76,7 @@ impl StreamWriter {
 
 fn store(
     repo: Repository,
+    index: Arc<ChunkIndex>,
     level: i32,
     observer: ChunkObserver,
     mut rx: mpsc::Receiver<Bytes>,
@@ -84,7 +92,7 @@ fn store(
         let lines = RowChecksum::of_lines(data);
         checksum.combine(lines);
         let id = super::sha256_hex(data);
-        let stored = match handle.block_on(repo.chunk_stored_size(&id))? {
+        let stored = match index.stored_size(&id) {
             Some(size) => size,
             None => {
                 let compressed = compressor
@@ -92,6 +100,7 @@ fn store(
                     .map_err(|e| Error::Repository(format!("compressing chunk {id}: {e}")))?;
                 let size = compressed.len() as u64;
                 handle.block_on(repo.put_chunk(&id, Bytes::from(compressed)))?;
+                index.record(&id, size);
                 new_bytes += size;
                 size
             }
@@ -119,8 +128,13 @@ fn store(
 }
 
 /// Writes a whole in-memory buffer as one stream (used for DDL sections).
-pub async fn store_bytes(repo: &Repository, level: i32, data: Vec<u8>) -> Result<Stored> {
-    let writer = StreamWriter::start(repo.clone(), level, Box::new(|_, _| {}));
+pub async fn store_bytes(
+    repo: &Repository,
+    index: Arc<ChunkIndex>,
+    level: i32,
+    data: Vec<u8>,
+) -> Result<Stored> {
+    let writer = StreamWriter::start(repo.clone(), index, level, Box::new(|_, _| {}));
     for piece in data.chunks(BATCH_BYTES) {
         if writer.send(Bytes::copy_from_slice(piece)).await.is_err() {
             return Err(writer.abort().await);

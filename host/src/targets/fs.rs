@@ -2,8 +2,9 @@
 //!
 //! All access goes through a cap-std [`Dir`] opened on the repository root, so no key can reach
 //! outside it (`..`, absolute paths and symlinks out are rejected by the OS-level sandbox).
-//! Writes go to a temporary file, are fsynced, renamed into place and the folder is fsynced:
-//! a crash leaves either the old state or the whole new object.
+//! Writes go to a temporary file that is renamed into place, so readers never see a partial
+//! object. Durability is batched: `flush` syncs the filesystem once (syncfs) instead of one
+//! fsync per chunk, and the repository flushes before any manifest refers to new chunks.
 
 use super::{ObjectInfo, Target, TargetError};
 use async_trait::async_trait;
@@ -86,11 +87,8 @@ fn write_atomically(dir: &Dir, key: &str, data: &[u8]) -> std::io::Result<()> {
     let result = (|| {
         let mut file = dir.create(&tmp)?;
         file.write_all(data)?;
-        file.sync_all()?;
         drop(file);
-        dir.rename(&tmp, dir, key)?;
-        // Persist the rename itself (a directory opened for reading can be fsynced).
-        dir.open(parent.unwrap_or(Path::new(".")))?.sync_all()
+        dir.rename(&tmp, dir, key)
     })();
     if result.is_err() {
         let _ = dir.remove_file(&tmp);
@@ -176,6 +174,14 @@ impl Target for FsTarget {
         self.blocking(key, move |dir| match dir.remove_file(&key_owned) {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             other => other,
+        })
+        .await
+    }
+
+    async fn flush(&self) -> Result<(), TargetError> {
+        self.blocking("(flush)", |dir| {
+            let root = dir.open(".")?;
+            rustix::fs::syncfs(&root).map_err(std::io::Error::from)
         })
         .await
     }

@@ -31,7 +31,9 @@ pub struct ObjectInfo {
 
 /// A place that stores repository objects under `/`-separated keys.
 ///
-/// `put` must be atomic: a reader sees the whole object or none of it.
+/// `put` must be atomic: a reader sees the whole object or none of it. It need not be durable
+/// on its own: [`Target::flush`] makes every earlier `put` durable, and the repository calls it
+/// before a manifest makes a backup's chunks reachable.
 #[async_trait]
 pub trait Target: Send + Sync {
     /// The target's configured name (used in messages).
@@ -48,4 +50,6 @@ pub trait Target: Send + Sync {
     async fn delete(&self, key: &str) -> Result<(), TargetError>;
     /// Bytes available for new objects, when the target can tell.
     async fn available_space(&self) -> Result<Option<u64>, TargetError>;
+    /// Makes every earlier `put` durable.
+    async fn flush(&self) -> Result<(), TargetError>;
 }

@@ -160,7 +160,7 @@ pub struct CreateArgs {
     /// Parallel COPY connections [default: config backup.jobs, else CPU count up to 8]
     #[arg(short, long)]
     pub jobs: Option<usize>,
-    /// zstd level, 1 (fast) to 19 (small) [default: config backup.compression_level, else 3]
+    /// zstd level, 1 (fast) to 19 (small) [default: config backup.compression_level, else 2]
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub compression_level: Option<i32>,
 }

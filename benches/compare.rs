@@ -1,0 +1,422 @@
+//! Side-by-side benchmark of backup-cli against pg_dump / pg_restore on the Kitchen Pantry
+//! dataset, on a throwaway PostgreSQL.
+//!
+//! `cargo bench --bench compare -- [--scale S] [--rounds N] [--jobs N] [--out FILE | --no-out]`
+//!
+//! Every round runs each contender once, in the same order, so machine noise spreads evenly;
+//! the report gives medians with min–max and ratios against the peers, and is written with
+//! the machine's description into BENCHMARKS.md. Wall time, CPU time and peak RSS come from
+//! GNU time; bytes stored from the files each tool wrote.
+
+use larder::pg::ConnectionSettings;
+use larder::pg::ephemeral::EphemeralCluster;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+const SCHEMA: &str = include_str!("../examples/kitchen-pantry/schema.sql");
+const GENERATE: &str = include_str!("../examples/kitchen-pantry/generate.sql");
+const BACKUP_CLI: &str = env!("CARGO_BIN_EXE_backup-cli");
+
+type Failure = Box<dyn std::error::Error>;
+
+struct Options {
+    scale: f64,
+    rounds: usize,
+    out: Option<PathBuf>,
+    jobs: usize,
+}
+
+/// One measured run.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    wall: f64,
+    cpu: f64,
+    rss_kib: u64,
+    bytes: u64,
+}
+
+fn parse() -> Result<Options, Failure> {
+    let mut o = Options {
+        scale: 1.0,
+        rounds: 3,
+        out: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md")),
+        jobs: 2,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--scale" => o.scale = value()?.parse()?,
+            "--rounds" => o.rounds = value()?.parse()?,
+            "--jobs" => o.jobs = value()?.parse()?,
+            "--out" => o.out = Some(PathBuf::from(value()?)),
+            "--no-out" => o.out = None,
+            "--bench" => {}
+            other => return Err(format!("unknown option {other}").into()),
+        }
+    }
+    Ok(o)
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!(
+            "benchmark failed: {}",
+            larder::pg::connect::error_chain(e.as_ref())
+        );
+        std::process::exit(1);
+    }
+}
+
+/// Runs `sh -c script` under GNU time; returns wall, user+sys CPU and peak RSS.
+fn timed(script: &str, env: &[(&str, String)]) -> Result<Sample, Failure> {
+    let report = tempfile::NamedTempFile::new()?;
+    let started = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%U %S %M", "-o"])
+        .arg(report.path())
+        .args(["sh", "-c", script])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()?;
+    let wall = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(format!(
+            "`{script}` failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let text = std::fs::read_to_string(report.path())?;
+    let fields: Vec<f64> = text
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let [user, sys, rss] = fields[..] else {
+        return Err(format!("unexpected GNU time output: {text}").into());
+    };
+    Ok(Sample {
+        wall,
+        cpu: user + sys,
+        rss_kib: rss as u64,
+        bytes: 0,
+    })
+}
+
+fn size_of(path: &Path) -> u64 {
+    if path.is_file() {
+        return std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    }
+    std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| size_of(&e.path()))
+        .sum()
+}
+
+fn median(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = samples.iter().map(f).collect();
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn run() -> Result<(), Failure> {
+    let opts = parse()?;
+    let work = tempfile::Builder::new().prefix("larder-bench-").tempdir()?;
+    println!("==> throwaway PostgreSQL");
+    let cluster = EphemeralCluster::start()?;
+    let bindir = cluster.bindir().to_path_buf();
+    let bin = |name: &str| bindir.join(name).display().to_string();
+    let port = cluster.port().to_string();
+    let url = cluster.url("kitchen_pantry");
+    let rt = tokio::runtime::Runtime::new()?;
+    println!("==> generating Kitchen Pantry at scale {}", opts.scale);
+    let started = Instant::now();
+    let (db_bytes, halves) = rt.block_on(async {
+        let admin = ConnectionSettings::resolve(Some(&cluster.url("postgres")), &Default::default())?;
+        admin.connect().await?.batch_execute("CREATE DATABASE kitchen_pantry").await?;
+        let db = admin.connect_to("kitchen_pantry").await?;
+        db.batch_execute(SCHEMA).await?;
+        db.batch_execute(&format!("SET larder.scale = '{}';\n{GENERATE}", opts.scale)).await?;
+        db.batch_execute("VACUUM ANALYZE").await?;
+        let size: i64 = db.query_one("SELECT pg_database_size('kitchen_pantry')", &[]).await?.get(0);
+        // The COPY floor splits every table in two block ranges, one per connection.
+        let rows = db
+            .query("SELECT c.oid::regclass::text, pg_relation_size(c.oid) / 8192 FROM pg_class c WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace", &[])
+            .await?;
+        let mut halves = [String::new(), String::new()];
+        for r in rows {
+            let (table, pages): (String, i64) = (r.get(0), r.get(1));
+            let mid = pages / 2;
+            writeln!(halves[0], "COPY (SELECT * FROM {table} WHERE ctid < '({mid},0)'::tid) TO STDOUT;")?;
+            writeln!(halves[1], "COPY (SELECT * FROM {table} WHERE ctid >= '({mid},0)'::tid) TO STDOUT;")?;
+        }
+        Ok::<_, Failure>((size as u64, halves))
+    })?;
+    println!(
+        "    {:.1} GB on disk, generated in {:.0} s",
+        db_bytes as f64 / 1e9,
+        started.elapsed().as_secs_f64()
+    );
+    for (i, h) in halves.iter().enumerate() {
+        std::fs::write(work.path().join(format!("floor{i}.sql")), h)?;
+    }
+
+    let w = work.path().display().to_string();
+    let psql = format!("{} -X -q -h 127.0.0.1 -p {port} -U postgres", bin("psql"));
+    let conn = format!("-h 127.0.0.1 -p {port} -U postgres");
+    let env: Vec<(&str, String)> = vec![
+        ("DATABASE_URL", url.clone()),
+        ("BACKUP_CLI_REPO", format!("{w}/repo")),
+    ];
+    let cli = format!("{BACKUP_CLI} -q");
+    let jobs = opts.jobs;
+    let mut results: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
+    for round in 1..=opts.rounds {
+        println!("==> round {round}/{}", opts.rounds);
+        let steps: Vec<(&str, String, Option<String>)> = vec![
+            (
+                "copy floor (2 connections)",
+                format!(
+                    "{psql} -d kitchen_pantry -f {w}/floor0.sql > /dev/null & {psql} -d kitchen_pantry -f {w}/floor1.sql > /dev/null & wait"
+                ),
+                None,
+            ),
+            (
+                "pg_dump -Fc",
+                format!(
+                    "{} {conn} -Fc -f {w}/dump.fc kitchen_pantry",
+                    bin("pg_dump")
+                ),
+                Some(format!("{w}/dump.fc")),
+            ),
+            (
+                "pg_dump -Fd -j 2",
+                format!(
+                    "rm -rf {w}/dump.d && {} {conn} -Fd -j 2 -f {w}/dump.d kitchen_pantry",
+                    bin("pg_dump")
+                ),
+                Some(format!("{w}/dump.d")),
+            ),
+            (
+                "pg_dump -Fc -Z0 | zstd -3 -T2",
+                format!(
+                    "{} {conn} -Fc -Z0 kitchen_pantry | zstd -q -3 -T2 -o {w}/dump.zst -f",
+                    bin("pg_dump")
+                ),
+                Some(format!("{w}/dump.zst")),
+            ),
+            (
+                "backup-cli backup create",
+                format!("rm -rf {w}/repo && {cli} backup create --jobs {jobs}"),
+                Some(format!("{w}/repo")),
+            ),
+            (
+                "backup-cli second full (unchanged)",
+                format!("{cli} backup create --jobs {jobs}"),
+                Some(format!("{w}/repo")),
+            ),
+            (
+                "backup-cli backup validate",
+                format!("{cli} backup validate latest --jobs {jobs}"),
+                None,
+            ),
+            (
+                "pg_restore -j 2 (new database)",
+                format!(
+                    "{psql} -d postgres -c 'DROP DATABASE IF EXISTS r1' -c 'CREATE DATABASE r1' && {} {conn} -j 2 -d r1 {w}/dump.d",
+                    bin("pg_restore")
+                ),
+                None,
+            ),
+            (
+                "backup-cli recovery execute -s new-database",
+                format!(
+                    "{psql} -d postgres -c 'DROP DATABASE IF EXISTS r2' && {cli} recovery execute latest -s new-database --target-db r2 --jobs {jobs} --yes"
+                ),
+                None,
+            ),
+        ];
+        let mut repo_before = 0;
+        for (name, script, output) in steps {
+            let mut sample = timed(&script, &env)?;
+            if let Some(path) = output {
+                let total = size_of(Path::new(&path));
+                // The second backup's cost is what it added to the repository.
+                sample.bytes = if name.starts_with("backup-cli second") {
+                    total - repo_before
+                } else {
+                    total
+                };
+                repo_before = total;
+            }
+            println!(
+                "    {name:45} {:7.2} s  cpu {:7.2} s  rss {:7} MiB  {:>10}",
+                sample.wall,
+                sample.cpu,
+                sample.rss_kib / 1024,
+                if sample.bytes > 0 {
+                    format!("{:.1} MB", sample.bytes as f64 / 1e6)
+                } else {
+                    String::new()
+                }
+            );
+            results.entry(name).or_default().push(sample);
+        }
+    }
+    drop(cluster);
+    report(&opts, db_bytes, &results)
+}
+
+fn report(
+    opts: &Options,
+    db_bytes: u64,
+    results: &BTreeMap<&str, Vec<Sample>>,
+) -> Result<(), Failure> {
+    let med = |name: &str| {
+        results
+            .get(name)
+            .map(|s| median(s, |x| x.wall).0)
+            .unwrap_or(f64::NAN)
+    };
+    let bytes = |name: &str| {
+        results
+            .get(name)
+            .map(|s| median(s, |x| x.bytes as f64).0)
+            .unwrap_or(f64::NAN)
+    };
+    let mut table = String::from(
+        "| contender | wall s (median, min–max) | CPU s | peak RSS MiB | stored MB |\n|---|---|---|---|---|\n",
+    );
+    for (name, samples) in results {
+        let (w, lo, hi) = median(samples, |x| x.wall);
+        let (cpu, _, _) = median(samples, |x| x.cpu);
+        let rss = samples.iter().map(|x| x.rss_kib).max().unwrap_or(0) / 1024;
+        let stored = median(samples, |x| x.bytes as f64).0;
+        let name = name.replace('|', "\\|");
+        writeln!(
+            table,
+            "| {name} | {w:.2} ({lo:.2}–{hi:.2}) | {cpu:.2} | {rss} | {} |",
+            if stored > 0.0 {
+                format!("{:.1}", stored / 1e6)
+            } else {
+                "".into()
+            }
+        )?;
+    }
+    let backup = med("backup-cli backup create");
+    let checks = [
+        (
+            "full backup wall ≤ 0.6 × pg_dump -Fc -Z0 | zstd -3 -T2",
+            backup / med("pg_dump -Fc -Z0 | zstd -3 -T2"),
+            0.6,
+        ),
+        (
+            "stored bytes ≤ 1.0 × pg_dump -Fc -Z0 | zstd -3 -T2",
+            bytes("backup-cli backup create") / bytes("pg_dump -Fc -Z0 | zstd -3 -T2"),
+            1.0,
+        ),
+        (
+            "full backup wall ≤ 2.0 × COPY floor",
+            backup / med("copy floor (2 connections)"),
+            2.0,
+        ),
+        (
+            "second full: new bytes ≤ 1 % of the first",
+            bytes("backup-cli second full (unchanged)") / bytes("backup-cli backup create"),
+            0.01,
+        ),
+        (
+            "restore new-database ≤ 0.8 × pg_restore -j 2",
+            med("backup-cli recovery execute -s new-database")
+                / med("pg_restore -j 2 (new database)"),
+            0.8,
+        ),
+        (
+            "validate ≤ 0.3 × backup wall",
+            med("backup-cli backup validate") / backup,
+            0.3,
+        ),
+    ];
+    let mut ratios = String::from("| target | ratio | limit | met |\n|---|---|---|---|\n");
+    for (what, ratio, limit) in checks {
+        let what = what.replace('|', "\\|");
+        writeln!(
+            ratios,
+            "| {what} | {ratio:.3} | {limit} | {} |",
+            if ratio <= limit { "yes" } else { "**no**" }
+        )?;
+    }
+    let peak = [
+        "backup-cli backup create",
+        "backup-cli backup validate",
+        "backup-cli recovery execute -s new-database",
+    ]
+    .iter()
+    .filter_map(|n| results.get(n))
+    .flat_map(|s| s.iter().map(|x| x.rss_kib))
+    .max()
+    .unwrap_or(0)
+        / 1024;
+    writeln!(
+        ratios,
+        "| peak RSS of backup, validate, restore ≤ 256 MiB | {peak} MiB | 256 | {} |",
+        if peak <= 256 { "yes" } else { "**no**" }
+    )?;
+    let machine = machine()?;
+    let text = format!(
+        "## Run of {} — scale {}, {:.2} GB database, {} rounds, --jobs {}\n\n{machine}\n\n{table}\n{ratios}",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        opts.scale,
+        db_bytes as f64 / 1e9,
+        opts.rounds,
+        opts.jobs
+    );
+    println!("\n{text}");
+    if let Some(out) = &opts.out {
+        let mut existing = std::fs::read_to_string(out).unwrap_or_else(|_| {
+            "# Benchmarks\n\nProduced by `cargo bench --bench compare`; newest run first.\n\n"
+                .into()
+        });
+        let at = existing.find("## ").unwrap_or(existing.len());
+        existing.insert_str(at, &format!("{text}\n"));
+        std::fs::write(out, existing)?;
+        println!("written to {}", out.display());
+    }
+    Ok(())
+}
+
+fn machine() -> Result<String, Failure> {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")?
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let pg = Command::new("pg_config")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    Ok(format!(
+        "Machine: {cores} cores, {cpu}; {}; {pg}; backup-cli {}",
+        mem.split_whitespace().skip(1).collect::<Vec<_>>().join(" "),
+        larder::TOOL_VERSION
+    ))
+}

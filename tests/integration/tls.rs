@@ -1,0 +1,172 @@
+//! Connections use TLS as the sslmode asks: `require` encrypts, `verify-full` also checks the
+//! server's certificate against the CA, and a server that only accepts TLS refuses `disable`.
+
+use crate::support::{TestEnv, text};
+use larder::config::DatabaseConfig;
+use larder::pg::ConnectionSettings;
+use larder::pg::ephemeral::ClusterSetup;
+use std::path::Path;
+use std::process::Command;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the TLS test needs the openssl command");
+    assert!(
+        out.status.success(),
+        "openssl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it.
+fn certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=larder-test-ca",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_modes_encrypt_and_verify_the_server() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    certificates(certs.path());
+    let read = |name: &str| std::fs::read(certs.path().join(name)).expect("certificate file");
+    let setup = ClusterSetup {
+        files: vec![
+            ("server.crt".into(), read("server.crt")),
+            ("server.key".into(), read("server.key")),
+            (
+                "pg_hba.conf".into(),
+                b"local all all trust\nhostssl all all 127.0.0.1/32 trust\n".to_vec(),
+            ),
+        ],
+        settings: vec![("ssl".into(), "on".into())],
+    };
+    let env = TestEnv::start_with("tlsdb", setup, "require").await;
+    env.load_kitchen_pantry(0.001).await;
+
+    let ssl: bool = env
+        .client()
+        .await
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("pg_stat_ssl")
+        .get(0);
+    assert!(ssl, "sslmode=require must encrypt the connection");
+    env.run_ok(&["backup", "create", "-n", "over-tls"]);
+    env.run_ok(&["backup", "validate", "latest"]);
+
+    let base = format!("postgres://postgres@127.0.0.1:{}/tlsdb", env.cluster.port());
+    let disabled = env
+        .cli()
+        .env("DATABASE_URL", format!("{base}?sslmode=disable"))
+        .args(["backup", "create"])
+        .output()
+        .expect("run");
+    assert_eq!(disabled.status.code(), Some(1));
+    assert!(
+        text(&disabled).contains("Database connection failed: host=127.0.0.1"),
+        "{}",
+        text(&disabled)
+    );
+
+    let ca = certs.path().join("ca.crt");
+    let verified = env
+        .cli()
+        .env("DATABASE_URL", format!("{base}?sslmode=verify-full"))
+        .env("PGSSLROOTCERT", &ca)
+        .args(["backup", "create", "-n", "verified"])
+        .output()
+        .expect("run");
+    assert!(
+        verified.status.success(),
+        "verify-full against the right CA: {}",
+        text(&verified)
+    );
+
+    let settings = ConnectionSettings::resolve(
+        Some(&format!("{base}?sslmode=verify-full")),
+        &DatabaseConfig {
+            sslrootcert: None,
+            ..DatabaseConfig::default()
+        },
+    )
+    .expect("settings");
+    let settings = ConnectionSettings {
+        sslrootcert: None,
+        ..settings
+    };
+    let refused = match settings.connect().await {
+        Ok(_) => panic!("a server signed by an unknown CA must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        refused.starts_with("Database connection failed: host=127.0.0.1"),
+        "{refused}"
+    );
+    assert!(
+        refused.to_lowercase().contains("certificate"),
+        "the reason names the certificate: {refused}"
+    );
+}
