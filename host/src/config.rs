@@ -3,6 +3,7 @@
 //! `backup-cli init` writes is `examples/backup-cli.toml`, so docs and defaults cannot drift.
 
 use crate::error::{Error, Result};
+use crate::repository::manifest::BackupType;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +18,89 @@ pub struct Config {
     pub repository: RepositoryConfig,
     pub backup: BackupConfig,
     pub objectives: Objectives,
+    pub monitor: MonitorConfig,
+    pub schedules: Vec<Schedule>,
+}
+
+/// `monitor health` thresholds and the alert channel.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    /// Warn when the repository's disk has less free space than this (runbook: 10 GB).
+    #[serde(deserialize_with = "bytes_from_text")]
+    pub min_free_space: u64,
+    /// Shell command that receives each alert as JSON on stdin (mail, a chat webhook, …).
+    pub alert_command: Option<String>,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            min_free_space: 10_000_000_000,
+            alert_command: None,
+        }
+    }
+}
+
+/// A backup that should happen on a timetable; `schedule list` and `monitor health` check
+/// that it did.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub backup_type: BackupType,
+    /// Five-field cron expression in UTC, e.g. "0 7 * * *" (02:00 EST).
+    pub cron: String,
+    /// How long its backups are kept, e.g. "30d".
+    #[serde(default, with = "optional_duration")]
+    pub retention: Option<Duration>,
+    /// How late a run may be before it counts as missed.
+    #[serde(default = "default_grace", with = "humantime_serde_compat")]
+    pub grace: Duration,
+}
+
+fn default_grace() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// Sizes such as "10GB", "500MiB" or a plain number of bytes.
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((number * factor) as u64)
+}
+
+fn bytes_from_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_bytes(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!("'{text}' is not a size like 10GB or 512MiB"))
+    })
+}
+
+mod optional_duration {
+    use serde::Deserializer;
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::humantime_serde_compat::deserialize(d).map(Some)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -194,6 +278,22 @@ mod tests {
         assert_eq!(config.backup.compression_level, 2);
         assert_eq!(config.objectives.rpo(), Duration::from_secs(4 * 3600));
         assert_eq!(config.objectives.rpo.critical, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn sizes_and_schedules_parse() {
+        assert_eq!(parse_bytes("10GB"), Some(10_000_000_000));
+        assert_eq!(parse_bytes("512 MiB"), Some(512 * 1024 * 1024));
+        assert_eq!(parse_bytes("lots"), None);
+        let config: Config = toml::from_str(
+            "[[schedules]]\nname = \"daily\"\ntype = \"full\"\ncron = \"0 7 * * *\"\nretention = \"30d\"\n",
+        )
+        .expect("schedule parses");
+        assert_eq!(config.schedules[0].grace, Duration::from_secs(3600));
+        assert_eq!(
+            config.schedules[0].retention,
+            Some(Duration::from_secs(30 * 86400))
+        );
     }
 
     #[test]

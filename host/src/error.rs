@@ -72,6 +72,13 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
 
+    #[error("alert delivery failed: {0}")]
+    Alert(String),
+
+    /// `monitor health` found failing checks (already printed).
+    #[error("health check failed: {0}")]
+    HealthFailed(String),
+
     /// A restore failed; the message says what state the target was left in.
     #[error("recovery failed: {0}")]
     Recovery(String),

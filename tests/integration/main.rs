@@ -9,6 +9,7 @@ mod support;
 mod backup_consistency;
 mod backup_failures;
 mod backup_fidelity;
+mod monitoring;
 mod recovery_fidelity;
 mod recovery_safety;
 mod recovery_strategies;

@@ -13,6 +13,7 @@ use crate::pg::snapshot::{self, SnapshotLeader};
 use crate::pg::{ConnectionSettings, pg_dump};
 use crate::repository::chunker::RowChecksum;
 use crate::repository::gc::collect_garbage;
+use crate::repository::history::Event;
 use crate::repository::id::new_backup_id;
 use crate::repository::lock::RepoLock;
 use crate::repository::manifest::{BackupType, Manifest, SourceInfo, Stream, TableEntry};
@@ -64,7 +65,28 @@ struct PartJob {
     estimate: u64,
 }
 
+/// Takes a backup; a failure is also recorded as an event for `monitor health` and alerts.
 pub async fn create(
+    settings: &ConnectionSettings,
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &Progress,
+) -> Result<Manifest> {
+    let result = take(settings, repo, opts, progress).await;
+    if let Err(e) = &result {
+        let event = Event {
+            at: Utc::now(),
+            kind: "backup-failed".into(),
+            detail: e.to_string(),
+        };
+        if let Err(record) = repo.record_event(&event).await {
+            tracing::warn!("could not record the failure: {record}");
+        }
+    }
+    result
+}
+
+async fn take(
     settings: &ConnectionSettings,
     repo: &Repository,
     opts: &BackupOptions,

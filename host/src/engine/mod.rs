@@ -4,9 +4,11 @@ pub mod backup;
 pub mod delete;
 pub mod export;
 pub mod list;
+pub mod monitor;
 pub mod plan;
 pub mod progress;
 pub mod restore;
+pub mod schedule;
 pub mod validate;
 
 pub use progress::Progress;

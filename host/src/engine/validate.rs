@@ -10,6 +10,7 @@ use crate::engine::Progress;
 use crate::error::Result;
 use crate::repository::Repository;
 use crate::repository::chunker::RowChecksum;
+use crate::repository::history::ValidationRecord;
 use crate::repository::manifest::{BackupType, ChunkRef, Manifest, Stream};
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -65,6 +66,16 @@ pub async fn validate(
     progress: &Progress,
 ) -> Result<ValidationReport> {
     let mut report = verify(repo, manifest, None, jobs, progress).await?;
+    let record = ValidationRecord {
+        backup_id: manifest.id.clone(),
+        at: chrono::Utc::now(),
+        ok: report.ok,
+        problems: report.items.iter().map(|i| i.problems.len()).sum(),
+        first_problem: report.first_error(),
+    };
+    if let Err(e) = repo.record_validation(&record).await {
+        tracing::warn!("could not record the validation result: {e}");
+    }
     let rpo = objectives.rpo();
     report.rpo_seconds = rpo.as_secs();
     if manifest.backup_type != BackupType::SchemaOnly && report.age_seconds > rpo.as_secs() as i64 {

@@ -1,5 +1,6 @@
-//! Measured restores, kept in the repository (`restores/`) so recovery plans can estimate
-//! durations from this site's own history instead of a guess.
+//! What happened to the repository, kept in it: measured restores (`restores/`, so recovery
+//! plans estimate from this site's own history), the last validation of each backup
+//! (`validations/`) and failed backup attempts (`events/`), which `monitor health` reads.
 
 use super::Repository;
 use crate::error::{Error, Result};
@@ -30,12 +31,7 @@ impl Repository {
             record.finished_at.format("%Y%m%d-%H%M%S%.3f"),
             record.backup_id
         );
-        let body = serde_json::to_vec_pretty(record)
-            .map_err(|e| Error::Repository(format!("encoding {key}: {e}")))?;
-        self.target()
-            .put(&key, Bytes::from(body))
-            .await
-            .map_err(|e| Error::from_target(e, &key, "recording the restore duration"))
+        self.put_json(&key, record).await
     }
 
     /// Median bytes per second of the last ten measured restores, if any.
@@ -62,5 +58,78 @@ impl Repository {
         }
         rates.sort_by(f64::total_cmp);
         Ok(Some((rates[rates.len() / 2], rates.len())))
+    }
+}
+
+/// The outcome of the last `backup validate` of one backup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidationRecord {
+    pub backup_id: String,
+    pub at: DateTime<Utc>,
+    pub ok: bool,
+    pub problems: usize,
+    pub first_problem: Option<String>,
+}
+
+/// Something an operator must hear about, such as a failed backup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub at: DateTime<Utc>,
+    /// `backup-failed`
+    pub kind: String,
+    pub detail: String,
+}
+
+impl Repository {
+    pub async fn record_validation(&self, record: &ValidationRecord) -> Result<()> {
+        self.put_json(&format!("validations/{}.json", record.backup_id), record)
+            .await
+    }
+
+    pub async fn last_validation(&self, backup_id: &str) -> Result<Option<ValidationRecord>> {
+        self.get_json(&format!("validations/{backup_id}.json"))
+            .await
+    }
+
+    pub async fn record_event(&self, event: &Event) -> Result<()> {
+        self.put_json(
+            &format!(
+                "events/{}-{}.json",
+                event.at.format("%Y%m%d-%H%M%S%.3f"),
+                event.kind
+            ),
+            event,
+        )
+        .await
+    }
+
+    /// The most recent event, if any.
+    pub async fn last_event(&self) -> Result<Option<Event>> {
+        let objects = self
+            .target()
+            .list("events/")
+            .await
+            .map_err(|e| Error::from_target(e, "events/", "reading events"))?;
+        match objects.last() {
+            Some(object) => self.get_json(&object.key).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn put_json(&self, key: &str, value: &impl Serialize) -> Result<()> {
+        let body = serde_json::to_vec_pretty(value)
+            .map_err(|e| Error::Repository(format!("encoding {key}: {e}")))?;
+        self.target()
+            .put(key, Bytes::from(body))
+            .await
+            .map_err(|e| Error::from_target(e, key, "recording history"))
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.target().get(key).await {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+            Err(crate::targets::TargetError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::from_target(e, key, "reading history")),
+        }
     }
 }

@@ -60,6 +60,34 @@ pub enum Command {
     /// Plan and execute recoveries from a backup
     #[command(subcommand)]
     Recovery(RecoveryCommand),
+    /// Health checks and alerts
+    #[command(subcommand)]
+    Monitor(MonitorCommand),
+    /// Backup timetables
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MonitorCommand {
+    /// Check the database, the repository, the newest backup and its validation, free space
+    /// and schedules; exits 1 when a check fails
+    Health(HealthArgs),
+    /// List the active alerts with the runbook's action and escalation
+    Alerts,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Send failing checks to the alert channel ([monitor] alert_command)
+    #[arg(long)]
+    pub alert_on_failure: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Configured schedules, their last backup and whether a run was missed
+    List,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,7 +8,9 @@ mod cli;
 mod output;
 
 use clap::Parser;
-use cli::{BackupCommand, Cli, Command, RecoveryArgs, RecoveryCommand};
+use cli::{
+    BackupCommand, Cli, Command, MonitorCommand, RecoveryArgs, RecoveryCommand, ScheduleCommand,
+};
 use larder::config::Loaded;
 use larder::engine::{self, Progress};
 use larder::pg::ConnectionSettings;
@@ -46,7 +48,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // A failed validation has already printed its JSON report.
-            if json && !matches!(e, Error::ValidationFailed { .. }) {
+            if json && !matches!(e, Error::ValidationFailed { .. } | Error::HealthFailed(_)) {
                 output::json(&serde_json::json!({ "status": "error", "error": e.to_string() }));
             }
             eprintln!("error: {e}");
@@ -182,6 +184,53 @@ async fn run(cli: Cli) -> Result<()> {
     };
     match command {
         Command::Init(_) => Ok(()), // handled above
+        Command::Monitor(MonitorCommand::Health(args)) => {
+            let health =
+                engine::monitor::health(&ctx.database()?, ctx.target()?, &ctx.loaded.config).await;
+            output::health(&health, ctx.json);
+            if args.alert_on_failure && health.alerts().next().is_some() {
+                match &ctx.loaded.config.monitor.alert_command {
+                    Some(command) => {
+                        let sent = engine::monitor::deliver(&health, command).await?;
+                        eprintln!("{sent} alert(s) sent through `{command}`");
+                    }
+                    None => eprintln!(
+                        "warning: no alert channel is configured ([monitor] alert_command in the config); \
+                         the failing checks are only reported here and in the exit code"
+                    ),
+                }
+            }
+            match health.status {
+                engine::monitor::Status::Fail => Err(Error::HealthFailed(
+                    health
+                        .alerts()
+                        .map(|c| c.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )),
+                _ => Ok(()),
+            }
+        }
+        Command::Monitor(MonitorCommand::Alerts) => {
+            let health =
+                engine::monitor::health(&ctx.database()?, ctx.target()?, &ctx.loaded.config).await;
+            output::alerts(&health, ctx.json);
+            Ok(())
+        }
+        Command::Schedule(ScheduleCommand::List) => {
+            let manifests = match ctx.repository().await {
+                Ok(repo) => repo.manifests().await?,
+                Err(Error::Repository(_)) => Vec::new(), // no repository yet: nothing ran
+                Err(e) => return Err(e),
+            };
+            let statuses = engine::schedule::status(
+                &ctx.loaded.config.schedules,
+                &manifests,
+                chrono::Utc::now(),
+            )?;
+            output::schedules(&statuses, ctx.json);
+            Ok(())
+        }
         Command::Recovery(RecoveryCommand::Plan(args)) => {
             let repo = ctx.repository().await?;
             let manifest = repo.resolve(&args.backup_id).await?;

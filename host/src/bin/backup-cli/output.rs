@@ -317,3 +317,102 @@ pub fn exported(report: &ExportReport, path: &str, as_json: bool) {
         }
     );
 }
+
+fn status_word(status: larder::engine::monitor::Status) -> &'static str {
+    match status {
+        larder::engine::monitor::Status::Ok => "ok",
+        larder::engine::monitor::Status::Warn => "WARN",
+        larder::engine::monitor::Status::Fail => "FAIL",
+    }
+}
+
+pub fn health(health: &larder::engine::monitor::Health, as_json: bool) {
+    if as_json {
+        json(health);
+        return;
+    }
+    let mut t = table(&["CHECK", "STATUS", "DETAIL"]);
+    for c in &health.checks {
+        t.add_row(vec![
+            Cell::new(&c.name),
+            Cell::new(status_word(c.status)),
+            Cell::new(&c.detail),
+        ]);
+    }
+    println!("{t}");
+    for c in health
+        .checks
+        .iter()
+        .filter(|c| c.status != larder::engine::monitor::Status::Ok)
+    {
+        if let Some(action) = &c.action {
+            println!("  {}: {action}", c.name);
+        }
+    }
+    println!(
+        "Health: {} (checked {})",
+        status_word(health.status),
+        health.checked_at.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+}
+
+pub fn alerts(health: &larder::engine::monitor::Health, as_json: bool) {
+    let active: Vec<_> = health.alerts().collect();
+    if as_json {
+        json(&active);
+        return;
+    }
+    if active.is_empty() {
+        println!("No active alerts.");
+        return;
+    }
+    let mut t = table(&["ALERT", "CHECK", "DETAIL", "ACTION"]);
+    for c in active {
+        t.add_row(vec![
+            Cell::new(c.alert.as_deref().unwrap_or("-")),
+            Cell::new(&c.name),
+            Cell::new(&c.detail),
+            Cell::new(c.action.as_deref().unwrap_or("-")),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub fn schedules(statuses: &[larder::engine::schedule::ScheduleStatus], as_json: bool) {
+    if as_json {
+        json(&statuses);
+        return;
+    }
+    if statuses.is_empty() {
+        println!(
+            "No schedules configured. Add [[schedules]] entries to the configuration (see examples/backup-cli.toml)."
+        );
+        return;
+    }
+    let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map_or("-".to_string(), |t| t.format("%Y-%m-%d %H:%M").to_string())
+    };
+    let mut t = table(&[
+        "NAME",
+        "TYPE",
+        "CRON (UTC)",
+        "RETENTION",
+        "LAST BACKUP",
+        "NEXT DUE",
+        "STATUS",
+    ]);
+    for s in statuses {
+        t.add_row(vec![
+            Cell::new(&s.name),
+            Cell::new(s.backup_type),
+            Cell::new(&s.cron),
+            Cell::new(s.retention_seconds.map_or("-".into(), |r| {
+                humantime::format_duration(std::time::Duration::from_secs(r)).to_string()
+            })),
+            Cell::new(when(s.last_backup_at)),
+            Cell::new(when(s.next_due)),
+            Cell::new(s.status),
+        ]);
+    }
+    println!("{t}");
+}
