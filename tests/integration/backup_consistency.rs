@@ -1,9 +1,8 @@
 //! A backup is one instant of the database: a transaction that commits while the backup runs
 //! is wholly in it or wholly absent, across all tables.
 
-use crate::support::{TestEnv, backup_rows};
+use crate::support::{TestEnv, backup_rows, wait_for_lock_waiter};
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 
 fn batches(rows: &[String], column: usize) -> BTreeSet<i64> {
     rows.iter()
@@ -74,25 +73,7 @@ async fn a_write_committed_during_the_backup_is_wholly_in_or_wholly_absent() {
         .expect("start backup");
 
     // Wait until the backup is blocked on the gate, i.e. its snapshot exists.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let waiting: i64 = db
-            .query_one(
-                "SELECT count(*) FROM pg_locks WHERE relation = 'gate'::regclass AND NOT granted",
-                &[],
-            )
-            .await
-            .expect("pg_locks")
-            .get(0);
-        if waiting > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the backup never reached the gate lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_lock_waiter(&db, "gate").await;
     // These commit strictly after the snapshot: none may appear in the backup.
     for batch in 1000..1050 {
         db.batch_execute(&format!(

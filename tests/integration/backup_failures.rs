@@ -1,7 +1,7 @@
 //! Bad things happen; nothing is lost and the message says what and where: a corrupted or
 //! missing chunk, a database that is down or goes away, a killed backup, a full disk.
 
-use crate::support::{TestEnv, chunk_files, text};
+use crate::support::{TestEnv, chunk_files, text, wait_for_lock_waiter};
 use larder::repository::chunk_key;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -138,20 +138,7 @@ async fn a_database_that_goes_away_mid_backup_leaves_no_visible_backup() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while db
-        .query_one(
-            "SELECT count(*) FROM pg_locks WHERE relation = 'gate'::regclass AND NOT granted",
-            &[],
-        )
-        .await
-        .expect("pg_locks")
-        .get::<_, i64>(0)
-        == 0
-    {
-        assert!(Instant::now() < deadline, "backup never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_lock_waiter(&db, "gate").await;
     drop((db, holder));
     env.cluster.stop(); // the server goes away while the backup is inside its snapshot
     let out = tokio::task::spawn_blocking(move || backup.wait_with_output())

@@ -300,3 +300,27 @@ impl TestEnv {
         out
     }
 }
+
+/// Waits until some session waits for a lock on `table` (a backup blocked behind a test's
+/// exclusive lock, i.e. past the point the test wants to observe).
+pub async fn wait_for_lock_waiter(client: &tokio_postgres::Client, table: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE relation = $1::text::regclass AND NOT granted",
+                &[&table],
+            )
+            .await
+            .expect("pg_locks")
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing ever waited for a lock on {table}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -234,32 +234,34 @@ impl ConnectionSettings {
             target: self.describe(),
             reason,
         };
-        let client = if self.sslmode == SslMode::Disable {
-            let (client, connection) = config
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(|e| failed(error_chain(&e)))?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!("connection closed: {e}");
-                }
-            });
-            client
+        let opened = if self.sslmode == SslMode::Disable {
+            open(&config, tokio_postgres::NoTls).await
         } else {
-            let tls = tls::connector(self.sslmode, self.sslrootcert.as_deref()).map_err(failed)?;
-            let (client, connection) = config
-                .connect(tls)
-                .await
-                .map_err(|e| failed(error_chain(&e)))?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!("connection closed: {e}");
-                }
-            });
-            client
+            open(
+                &config,
+                tls::connector(self.sslmode, self.sslrootcert.as_deref()).map_err(failed)?,
+            )
+            .await
         };
-        Ok(client)
+        opened.map_err(|e| failed(error_chain(&e)))
     }
+}
+
+/// Connects and drives the connection in the background.
+async fn open<T>(config: &tokio_postgres::Config, tls: T) -> Result<Client, tokio_postgres::Error>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as tokio_postgres::tls::TlsConnect<tokio_postgres::Socket>>::Future: Send,
+{
+    let (client, connection) = config.connect(tls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("connection closed: {e}");
+        }
+    });
+    Ok(client)
 }
 
 /// An error and its causes on one line.
