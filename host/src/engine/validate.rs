@@ -52,6 +52,8 @@ impl ValidationReport {
 
 struct Item<'a> {
     name: String,
+    /// How errors name it: "table public.contacts" or "pre-data section".
+    what: String,
     streams: Vec<&'a Stream>,
     expected_rows: u64,
     expected_checksum: Option<&'a str>,
@@ -108,12 +110,14 @@ pub async fn verify(
     let mut items = vec![
         Item {
             name: "pre-data".into(),
+            what: "pre-data section".into(),
             streams: vec![&manifest.pre_data],
             expected_rows: manifest.pre_data.rows,
             expected_checksum: None,
         },
         Item {
             name: "post-data".into(),
+            what: "post-data section".into(),
             streams: vec![&manifest.post_data],
             expected_rows: manifest.post_data.rows,
             expected_checksum: None,
@@ -121,6 +125,7 @@ pub async fn verify(
     ];
     items.extend(selected.into_iter().map(|t| Item {
         name: t.display_name(),
+        what: format!("table {}", t.display_name()),
         streams: t.parts.iter().collect(),
         expected_rows: t.rows,
         expected_checksum: Some(t.checksum.as_str()),
@@ -142,12 +147,7 @@ pub async fn verify(
     let results: Vec<(usize, usize, u64, Result<RowChecksum>)> =
         futures_util::stream::iter(work.iter())
             .map(|&(i, p, chunk)| {
-                let context = format!("table {}, backup {}", items[i].name, manifest.id);
-                let context = if i < 2 {
-                    format!("{} section, backup {}", items[i].name, manifest.id)
-                } else {
-                    context
-                };
+                let context = format!("{}, backup {}", items[i].what, manifest.id);
                 let bar = bar.clone();
                 async move {
                     let result = repo

@@ -1,5 +1,5 @@
 //! Throwaway PostgreSQL clusters: initdb into a temporary folder, start on a free loopback port,
-//! remove everything on drop. Used by the quick-start demo, restore drills and the tests.
+//! remove everything on drop. Used by the quick-start demo, the benchmarks and the tests.
 //!
 //! As root, initdb and postgres refuse to run, so the cluster is created and run as the
 //! unprivileged `postgres` account (via `setpriv`), which then owns the temporary folder.
