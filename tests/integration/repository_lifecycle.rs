@@ -209,3 +209,36 @@ async fn init_writes_a_commented_config_that_backup_cli_then_uses() {
         "backup went to the configured repository"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_warns_when_the_newest_backup_is_older_than_the_rpo() {
+    let env = TestEnv::start("rpo").await;
+    env.load_kitchen_pantry(0.001).await;
+    let manifest = env.backup("soon-stale").await;
+    let config = env.work.path().join("critical.toml");
+    std::fs::write(
+        &config,
+        "[objectives]\nclass = \"critical\"\n\n[objectives.rpo]\ncritical = \"1s\"\n",
+    )
+    .expect("config");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let out = env.run_ok(&[
+        "--config",
+        config.to_str().expect("path"),
+        "backup",
+        "validate",
+        &manifest.id,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("older than the recovery-point objective of 1s (critical data)"),
+        "{stdout}"
+    );
+    let report = env.run_json(&["backup", "validate", &manifest.id]);
+    assert_eq!(
+        report["warnings"],
+        serde_json::json!([]),
+        "the default (standard, 4 h) RPO is not exceeded"
+    );
+    assert_eq!(report["rpo_seconds"], 4 * 3600);
+}

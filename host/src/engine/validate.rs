@@ -80,11 +80,14 @@ pub async fn validate(
     }
     let rpo = objectives.rpo();
     report.rpo_seconds = rpo.as_secs();
-    if manifest.backup_type != BackupType::SchemaOnly && report.age_seconds > rpo.as_secs() as i64 {
+    let age = (chrono::Utc::now() - manifest.completed_at)
+        .to_std()
+        .unwrap_or_default();
+    if manifest.backup_type != BackupType::SchemaOnly && age > rpo {
         report.warnings.push(format!(
             "backup {} is {} old, older than the recovery-point objective of {} ({} data): take a new backup",
             manifest.id,
-            humantime::format_duration(std::time::Duration::from_secs(report.age_seconds.max(0) as u64)),
+            humantime::format_duration(std::time::Duration::from_secs(age.as_secs())),
             humantime::format_duration(rpo),
             serde_json::to_value(objectives.class).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
         ));
