@@ -62,6 +62,13 @@ fn parse() -> Result<Options, Failure> {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs bench targets too, without `--bench`: build-check only.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "compare: run it with `cargo bench --bench compare`; nothing to do under cargo test"
+        );
+        return;
+    }
     if let Err(e) = run() {
         eprintln!(
             "benchmark failed: {}",
