@@ -323,6 +323,36 @@ async fn run_entry(client: &Client, preamble: &str, entry: &Entry) -> Result<()>
     }
 }
 
+/// Orders COPY work so concurrent workers load different tables: one range of each table in
+/// turn, biggest tables first. Two sessions appending to the same heap queue on its
+/// relation-extension lock, so spreading the ranges keeps both busy.
+fn interleave_by_table(mut parts: Vec<(usize, usize, u64)>) -> Vec<(usize, usize, u64)> {
+    let mut sizes: HashMap<usize, u64> = HashMap::new();
+    for &(t, _, bytes) in &parts {
+        *sizes.entry(t).or_default() += bytes;
+    }
+    parts.sort_by_key(|&(t, p, _)| (std::cmp::Reverse(sizes[&t]), t, p));
+    let mut queues: Vec<VecDeque<(usize, usize, u64)>> = Vec::new();
+    for part in parts {
+        match queues
+            .iter_mut()
+            .find(|q| q.front().is_some_and(|f| f.0 == part.0))
+        {
+            Some(queue) => queue.push_back(part),
+            None => queues.push(VecDeque::from([part])),
+        }
+    }
+    let mut out = Vec::new();
+    while queues.iter().any(|q| !q.is_empty()) {
+        for queue in &mut queues {
+            if let Some(part) = queue.pop_front() {
+                out.push(part);
+            }
+        }
+    }
+    out
+}
+
 /// Turns failed verification into an error, so the caller undoes the restore.
 fn checked((tables, unvalidated): Outcome) -> Result<Outcome> {
     let failed: Vec<String> = tables
@@ -464,7 +494,7 @@ impl Job {
             .map_err(Error::db("creating the schema (pre-data)"))?;
 
         // Data: every stored range, largest first, over N connections.
-        let mut parts: Vec<(usize, usize, u64)> = self
+        let parts: Vec<(usize, usize, u64)> = self
             .plan
             .selected
             .iter()
@@ -476,7 +506,7 @@ impl Job {
                     .map(move |(p, s)| (t, p, s.bytes))
             })
             .collect();
-        parts.sort_by_key(|&(_, _, bytes)| std::cmp::Reverse(bytes));
+        let parts = interleave_by_table(parts);
         let overall = self.overall();
         let job = self.clone();
         let bar = overall.clone();
