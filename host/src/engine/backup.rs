@@ -19,7 +19,6 @@ use crate::repository::lock::RepoLock;
 use crate::repository::manifest::{BackupType, Manifest, SourceInfo, Stream, TableEntry};
 use crate::repository::stream::{BATCH_BYTES, Stored, StreamWriter, store_bytes};
 use crate::repository::{ChunkIndex, Repository};
-use bytes::BytesMut;
 use chrono::Utc;
 use futures_util::StreamExt;
 use indicatif::ProgressBar;
@@ -454,15 +453,22 @@ async fn copy_part(
         .map_err(Error::db(context()))?;
     let mut stream = std::pin::pin!(stream);
     let writer = StreamWriter::start(repo.clone(), index.clone(), level, observer);
-    let mut batch = BytesMut::with_capacity(BATCH_BYTES + 64 * 1024);
+    // COPY rows arrive as shared slices of the connection's read buffer: batch them without
+    // copying; the chunking thread copies each byte once, into its window.
+    let mut batch = Vec::new();
+    let mut batched = 0;
     while let Some(piece) = stream.next().await {
         let piece = piece.map_err(Error::db(context()))?;
-        batch.extend_from_slice(&piece);
-        if batch.len() >= BATCH_BYTES && writer.send(batch.split().freeze()).await.is_err() {
-            return Err(writer.abort().await);
+        batched += piece.len();
+        batch.push(piece);
+        if batched >= BATCH_BYTES {
+            batched = 0;
+            if writer.send(std::mem::take(&mut batch)).await.is_err() {
+                return Err(writer.abort().await);
+            }
         }
     }
-    if !batch.is_empty() && writer.send(batch.freeze()).await.is_err() {
+    if !batch.is_empty() && writer.send(batch).await.is_err() {
         return Err(writer.abort().await);
     }
     writer.finish().await

@@ -52,6 +52,9 @@ impl RowChecksum {
 /// Splits a byte stream into row-aligned, content-defined chunks.
 pub struct RowChunker {
     buf: Vec<u8>,
+    /// Where unconsumed bytes begin; the consumed prefix is dropped only when room is needed,
+    /// so the tail is not moved after every chunk.
+    start: usize,
     min: usize,
     avg: usize,
     max: usize,
@@ -66,7 +69,8 @@ impl Default for RowChunker {
 impl RowChunker {
     pub fn with_sizes(min: usize, avg: usize, max: usize) -> RowChunker {
         RowChunker {
-            buf: Vec::with_capacity(max + AVG_CHUNK),
+            buf: Vec::with_capacity(2 * max + AVG_CHUNK),
+            start: 0,
             min,
             avg,
             max,
@@ -79,6 +83,10 @@ impl RowChunker {
         data: &[u8],
         emit: &mut impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
+        if self.start > 0 && self.buf.len() + data.len() > self.buf.capacity() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(data);
         self.drain(false, emit)
     }
@@ -93,7 +101,7 @@ impl RowChunker {
         eof: bool,
         emit: &mut impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut start = 0;
+        let mut start = self.start;
         while start < self.buf.len() {
             let avail = &self.buf[start..];
             // The content-defined cut depends on at most `max` bytes: wait until we have them.
@@ -124,7 +132,7 @@ impl RowChunker {
             emit(&avail[..end])?;
             start += end;
         }
-        self.buf.drain(..start);
+        self.start = start;
         Ok(())
     }
 }

@@ -30,7 +30,7 @@ pub struct Stored {
 
 /// A stream being written: send batches, then `finish`.
 pub struct StreamWriter {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Vec<Bytes>>,
     worker: JoinHandle<Result<Stored>>,
 }
 
@@ -41,15 +41,16 @@ impl StreamWriter {
         level: i32,
         observer: ChunkObserver,
     ) -> StreamWriter {
-        let (tx, rx) = mpsc::channel::<Bytes>(2);
+        let (tx, rx) = mpsc::channel::<Vec<Bytes>>(2);
         let handle = tokio::runtime::Handle::current();
         let worker =
             tokio::task::spawn_blocking(move || store(repo, index, level, observer, rx, handle));
         StreamWriter { tx, worker }
     }
 
-    /// Queues a batch; waits when the chunking thread is behind (back-pressure).
-    pub async fn send(&self, batch: Bytes) -> Result<()> {
+    /// Queues a batch of pieces (shared, not copied); waits when the chunking thread is
+    /// behind (back-pressure).
+    pub async fn send(&self, batch: Vec<Bytes>) -> Result<()> {
         if self.tx.send(batch).await.is_err() {
             // The worker stopped early; its error is reported by `finish`.
             return Err(Error::Repository("stream writer stopped".into()));
@@ -79,7 +80,7 @@ fn store(
     index: Arc<ChunkIndex>,
     level: i32,
     observer: ChunkObserver,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<Vec<Bytes>>,
     handle: tokio::runtime::Handle,
 ) -> Result<Stored> {
     let mut chunker = RowChunker::default();
@@ -115,7 +116,9 @@ fn store(
         Ok(())
     };
     while let Some(batch) = rx.blocking_recv() {
-        chunker.push(&batch, &mut emit)?;
+        for piece in &batch {
+            chunker.push(piece, &mut emit)?;
+        }
     }
     chunker.finish(&mut emit)?;
     summary.rows = checksum.rows;
@@ -136,7 +139,11 @@ pub async fn store_bytes(
 ) -> Result<Stored> {
     let writer = StreamWriter::start(repo.clone(), index, level, Box::new(|_, _| {}));
     for piece in data.chunks(BATCH_BYTES) {
-        if writer.send(Bytes::copy_from_slice(piece)).await.is_err() {
+        if writer
+            .send(vec![Bytes::copy_from_slice(piece)])
+            .await
+            .is_err()
+        {
             return Err(writer.abort().await);
         }
     }
