@@ -52,9 +52,6 @@ impl RowChecksum {
 /// Splits a byte stream into row-aligned, content-defined chunks.
 pub struct RowChunker {
     buf: Vec<u8>,
-    /// Where unconsumed bytes begin; the consumed prefix is dropped only when room is needed,
-    /// so the tail is not moved after every chunk.
-    start: usize,
     min: usize,
     avg: usize,
     max: usize,
@@ -69,8 +66,7 @@ impl Default for RowChunker {
 impl RowChunker {
     pub fn with_sizes(min: usize, avg: usize, max: usize) -> RowChunker {
         RowChunker {
-            buf: Vec::with_capacity(2 * max + AVG_CHUNK),
-            start: 0,
+            buf: Vec::with_capacity(max + AVG_CHUNK),
             min,
             avg,
             max,
@@ -83,10 +79,6 @@ impl RowChunker {
         data: &[u8],
         emit: &mut impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        if self.start > 0 && self.buf.len() + data.len() > self.buf.capacity() {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
         self.buf.extend_from_slice(data);
         self.drain(false, emit)
     }
@@ -101,7 +93,7 @@ impl RowChunker {
         eof: bool,
         emit: &mut impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut start = self.start;
+        let mut start = 0;
         while start < self.buf.len() {
             let avail = &self.buf[start..];
             // The content-defined cut depends on at most `max` bytes: wait until we have them.
@@ -132,7 +124,7 @@ impl RowChunker {
             emit(&avail[..end])?;
             start += end;
         }
-        self.start = start;
+        self.buf.drain(..start);
         Ok(())
     }
 }

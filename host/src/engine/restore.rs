@@ -13,8 +13,6 @@ use crate::engine::plan::{RecoveryPlan, Strategy, admin_connection};
 use crate::engine::validate::verify;
 use crate::error::{Error, Result};
 use crate::pg::ddl::{Entry, Script, builds_in_parallel};
-
-mod pipeline;
 use crate::pg::snapshot::SESSION_SETTINGS;
 use crate::pg::{ConnectionSettings, catalog};
 use crate::repository::Repository;
@@ -495,99 +493,59 @@ impl Job {
             .await
             .map_err(Error::db("creating the schema (pre-data)"))?;
 
-        // Data, index builds and per-table checks as one dependency-aware queue.
-        let loads: Vec<(usize, usize)> = interleave_by_table(
-            self.plan
-                .selected
-                .iter()
-                .flat_map(|&t| {
-                    self.manifest.tables[t]
-                        .parts
-                        .iter()
-                        .enumerate()
-                        .map(move |(p, s)| (t, p, s.bytes))
-                })
-                .collect(),
-        )
-        .into_iter()
-        .map(|(t, p, _)| (t, p))
-        .collect();
+        // Data: every stored range, largest first, over N connections.
+        let parts: Vec<(usize, usize, u64)> = self
+            .plan
+            .selected
+            .iter()
+            .flat_map(|&t| {
+                self.manifest.tables[t]
+                    .parts
+                    .iter()
+                    .enumerate()
+                    .map(move |(p, s)| (t, p, s.bytes))
+            })
+            .collect();
+        let parts = interleave_by_table(parts);
+        let overall = self.overall();
+        let job = self.clone();
+        let bar = overall.clone();
+        pool(&target, self.jobs, parts, move |client, (t, p, _)| {
+            let (job, overall) = (job.clone(), bar.clone());
+            async move {
+                let table = &job.manifest.tables[t];
+                let item = job.progress.item(&table.qualified(), table.parts[p].bytes);
+                load_part(
+                    &client,
+                    &job.repo,
+                    &job.manifest.id,
+                    table,
+                    &table.parts[p],
+                    &table.qualified(),
+                    &item,
+                )
+                .await?;
+                Progress::advance(&overall, table.parts[p].bytes);
+                item.finish_and_clear();
+                Ok(())
+            }
+        })
+        .await?;
+        overall.finish_and_clear();
+        tracing::info!(
+            "schema and data loaded in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+
+        // Post-data, in pg_dump's dependency order but with the expensive parts in parallel:
+        // indexes and plain constraints; index attachments; foreign keys grouped by the table
+        // they are on (each validates with a scan); then triggers, rules and the rest.
         let (parallel, ordered): (Vec<_>, Vec<_>) = post
             .entries
             .iter()
             .cloned()
             .partition(|e| builds_in_parallel(&e.kind));
-        let by_name: HashMap<String, usize> = self
-            .plan
-            .selected
-            .iter()
-            .map(|&t| (self.manifest.tables[t].qualified(), t))
-            .collect();
-        let mut builds: HashMap<usize, Vec<Entry>> = HashMap::new();
-        let mut unmatched = Vec::new();
-        for entry in parallel {
-            match pipeline::table_of(&entry).and_then(|name| by_name.get(&name).copied()) {
-                Some(t) => builds.entry(t).or_default().push(entry),
-                None => unmatched.push(entry),
-            }
-        }
-        let overall = self.overall();
-        let job = self.clone();
-        let bar = overall.clone();
-        let preamble = post.preamble.clone();
-        let mut results = pipeline::run(
-            &target,
-            self.jobs,
-            pipeline::Pipeline::new(loads, builds, &self.plan.selected),
-            move |client, task| {
-                let (job, overall, preamble) = (job.clone(), bar.clone(), preamble.clone());
-                async move {
-                    match task {
-                        pipeline::Task::Load { table: t, part: p } => {
-                            let table = &job.manifest.tables[t];
-                            let item = job.progress.item(&table.qualified(), table.parts[p].bytes);
-                            load_part(
-                                &client,
-                                &job.repo,
-                                &job.manifest.id,
-                                table,
-                                &table.parts[p],
-                                &table.qualified(),
-                                &item,
-                            )
-                            .await?;
-                            Progress::advance(&overall, table.parts[p].bytes);
-                            item.finish_and_clear();
-                            Ok(None)
-                        }
-                        pipeline::Task::Build { entry, .. } => {
-                            run_entry(&client, &preamble, &entry).await.map(|()| None)
-                        }
-                        pipeline::Task::Check { table: t } => {
-                            let table = &job.manifest.tables[t];
-                            client
-                                .batch_execute(&format!("ANALYZE {}", table.qualified()))
-                                .await
-                                .map_err(Error::db(format!("ANALYZE {}", table.display_name())))?;
-                            let (rows, sum) = table_state(&client, table).await?;
-                            Ok(Some(verdict(table, rows, sum)))
-                        }
-                    }
-                }
-            },
-        )
-        .await?;
-        overall.finish_and_clear();
-        results.sort_by(|a, b| a.name.cmp(&b.name));
-        tracing::info!(
-            "data loaded, indexes built, tables analyzed and verified in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-
-        // The rest of post-data in pg_dump's dependency order: statements on tables outside the
-        // load (partitioned parents), index attachments, foreign keys grouped by the table they
-        // are on (each validates with a scan, in parallel), then triggers, rules and the rest.
-        pool(&target, self.jobs, unmatched, {
+        pool(&target, self.jobs, parallel, {
             let preamble = post.preamble.clone();
             move |client, entry| {
                 let preamble = preamble.clone();
@@ -595,6 +553,10 @@ impl Job {
             }
         })
         .await?;
+        tracing::info!(
+            "indexes and constraints built in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         let (attach, ordered): (Vec<_>, Vec<_>) =
             ordered.into_iter().partition(|e| e.kind == "INDEX ATTACH");
         let (foreign, rest): (Vec<_>, Vec<_>) =
@@ -640,6 +602,31 @@ impl Job {
         let sequences: Vec<&SequenceValue> = self.manifest.sequences.iter().collect();
         set_sequences(&main, &sequences).await?;
 
+        // ANALYZE and verification, table by table over N connections.
+        let job = self.clone();
+        let mut results = pool(
+            &target,
+            self.jobs,
+            self.plan.selected.clone(),
+            move |client, t| {
+                let job = job.clone();
+                async move {
+                    let table = &job.manifest.tables[t];
+                    client
+                        .batch_execute(&format!("ANALYZE {}", table.qualified()))
+                        .await
+                        .map_err(Error::db(format!("ANALYZE {}", table.display_name())))?;
+                    let (rows, sum) = table_state(&client, table).await?;
+                    Ok(verdict(table, rows, sum))
+                }
+            },
+        )
+        .await?;
+        results.sort_by(|a, b| a.name.cmp(&b.name));
+        tracing::info!(
+            "analyzed and verified in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         let unvalidated = catalog::unvalidated_constraints(&main, &[]).await?;
         Ok((results, unvalidated))
     }
