@@ -1,6 +1,6 @@
 //! A restore gives back the same database: every object type pg_dump knows, every row.
 
-use crate::support::{TestEnv, text};
+use crate::support::{TestEnv, scalar, text};
 
 pub const RICH_SCHEMA: &str = r#"
 CREATE EXTENSION pgcrypto;
@@ -104,35 +104,21 @@ async fn a_database_rich_in_object_types_restores_identically_into_a_new_databas
         "restored rows differ"
     );
     let restored = env.client_for("rich_restored").await;
-    let touched: i64 = restored
-        .query_one(
-            "SELECT count(*) FROM crm.notes WHERE body LIKE '%(touched) (touched)'",
-            &[],
-        )
-        .await
-        .expect("query")
-        .get(0);
+    let touched: i64 = scalar(
+        &restored,
+        "SELECT count(*) FROM crm.notes WHERE body LIKE '%(touched) (touched)'",
+    )
+    .await;
     assert_eq!(touched, 0, "triggers must not fire for restored rows");
-    let seq: i64 = restored
-        .query_one("SELECT last_value FROM crm.ticket_seq", &[])
-        .await
-        .expect("seq")
-        .get(0);
+    let seq: i64 = scalar(&restored, "SELECT last_value FROM crm.ticket_seq").await;
     assert_eq!(seq, 505, "sequence values are restored");
-    let counts: i64 = restored
-        .query_one("SELECT sum(n)::int8 FROM crm.account_counts", &[])
-        .await
-        .expect("matview")
-        .get(0);
+    let counts: i64 = scalar(&restored, "SELECT sum(n)::int8 FROM crm.account_counts").await;
     assert_eq!(counts, 300, "materialized views are refreshed");
-    let invalid: i64 = restored
-        .query_one(
-            "SELECT count(*) FROM pg_constraint WHERE NOT convalidated",
-            &[],
-        )
-        .await
-        .expect("constraints")
-        .get(0);
+    let invalid: i64 = scalar(
+        &restored,
+        "SELECT count(*) FROM pg_constraint WHERE NOT convalidated",
+    )
+    .await;
     assert_eq!(
         invalid, 0,
         "no constraint left NOT VALID (the runbook's check)"

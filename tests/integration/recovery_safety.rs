@@ -1,7 +1,7 @@
 //! Recovery never leaves a target half-done: dry runs write nothing, corrupted backups are
 //! caught before the target is touched, failures roll back or remove what was built.
 
-use crate::support::{TestEnv, text};
+use crate::support::{TestEnv, scalar, text};
 use larder::repository::chunk_key;
 use std::time::{Duration, Instant};
 
@@ -139,14 +139,7 @@ async fn a_new_database_restore_that_fails_midway_is_dropped() {
     let admin = env.admin().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let killed: i64 = admin
-            .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'halfway' AND query LIKE 'COPY%FROM STDIN'",
-                &[],
-            )
-            .await
-            .expect("terminate")
-            .get(0);
+        let killed: i64 = scalar(&admin, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'halfway' AND query LIKE 'COPY%FROM STDIN'").await;
         if killed > 0 {
             break;
         }

@@ -1,6 +1,6 @@
 //! Each recovery strategy does what the runbook promises, on real data.
 
-use crate::support::{TestEnv, backup_rows, live_rows, text};
+use crate::support::{TestEnv, backup_rows, live_rows, scalar, text};
 
 async fn kitchen(name: &str) -> (TestEnv, larder::repository::manifest::Manifest) {
     let env = TestEnv::start(name).await;
@@ -134,14 +134,11 @@ async fn missing_rows_restores_exactly_the_deleted_rows_and_keeps_newer_work() {
         table["target_rows"].as_i64(),
         Some(interactions.rows as i64 + 1)
     );
-    let kept: i64 = db
-        .query_one(
-            "SELECT count(*) FROM interactions WHERE summary = 'written after the backup'",
-            &[],
-        )
-        .await
-        .expect("q")
-        .get(0);
+    let kept: i64 = scalar(
+        &db,
+        "SELECT count(*) FROM interactions WHERE summary = 'written after the backup'",
+    )
+    .await;
     assert_eq!(kept, 1, "rows added after the backup stay");
     let edited: String = db
         .query_one("SELECT summary FROM interactions WHERE id = 1", &[])
@@ -216,18 +213,10 @@ async fn the_runbooks_partial_recovery_restores_three_tables_beside_the_live_dat
     );
     let restored = env.client_for(&target).await;
     for (table, expected) in [("organizations", 4i64), ("users", 40), ("contacts", 800)] {
-        let n: i64 = restored
-            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-            .await
-            .expect("count")
-            .get(0);
+        let n: i64 = scalar(&restored, &format!("SELECT count(*) FROM {table}")).await;
         assert_eq!(n, expected, "{table}");
     }
-    let interactions: i64 = restored
-        .query_one("SELECT count(*) FROM interactions", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let interactions: i64 = scalar(&restored, "SELECT count(*) FROM interactions").await;
     assert_eq!(
         interactions, 0,
         "tables outside the subset are created empty"

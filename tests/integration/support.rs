@@ -324,3 +324,12 @@ pub async fn wait_for_lock_waiter(client: &tokio_postgres::Client, table: &str) 
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The single integer a query returns (counts, sequence values).
+pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
