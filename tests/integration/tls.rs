@@ -1,5 +1,6 @@
-//! Connections use TLS as the sslmode asks: `require` encrypts, `verify-full` also checks the
-//! server's certificate against the CA, and a server that only accepts TLS refuses `disable`.
+//! Connecting securely: TLS as the sslmode asks (`require` encrypts, `verify-full` also checks
+//! the server's certificate against the CA, a TLS-only server refuses `disable`), and
+//! passwords from the libpq password file for both backup-cli and pg_dump.
 
 use crate::support::{TestEnv, text};
 use larder::config::DatabaseConfig;
@@ -168,5 +169,72 @@ async fn tls_modes_encrypt_and_verify_the_server() {
     assert!(
         refused.to_lowercase().contains("certificate"),
         "the reason names the certificate: {refused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_from_pgpass_serves_backup_cli_and_pg_dump_alike() {
+    let setup = ClusterSetup {
+        files: vec![(
+            "pg_hba.conf".into(),
+            b"local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all app 127.0.0.1/32 scram-sha-256\n".to_vec(),
+        )],
+        settings: vec![],
+    };
+    let env = TestEnv::start_with("secured", setup, "disable").await;
+    env.client()
+        .await
+        .batch_execute(
+            "CREATE ROLE app LOGIN PASSWORD 'pantry-secret'; ALTER DATABASE secured OWNER TO app;
+             SET ROLE app; CREATE TABLE pantry (id int PRIMARY KEY, item text);
+             INSERT INTO pantry SELECT g, 'item ' || g FROM generate_series(1, 100) g;",
+        )
+        .await
+        .expect("app role and data");
+    let url = format!(
+        "postgres://app@127.0.0.1:{}/secured?sslmode=disable",
+        env.cluster.port()
+    );
+    let denied = env
+        .cli()
+        .env("DATABASE_URL", &url)
+        .env("PGPASSFILE", "/nonexistent")
+        .args(["backup", "create"])
+        .output()
+        .expect("run");
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(
+        text(&denied).contains("Database connection failed: host=127.0.0.1"),
+        "{}",
+        text(&denied)
+    );
+
+    let pgpass = env.work.path().join("pgpass");
+    std::fs::write(
+        &pgpass,
+        format!(
+            "# libpq password file\n127.0.0.1:{}:*:app:pantry-secret\n",
+            env.cluster.port()
+        ),
+    )
+    .expect("pgpass");
+    let mut perms = std::fs::metadata(&pgpass).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    std::fs::set_permissions(&pgpass, perms).expect("chmod");
+    let out = env
+        .cli()
+        .env("DATABASE_URL", &url)
+        .env("PGPASSFILE", &pgpass)
+        .args(["--json", "backup", "create"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "backup with the password from PGPASSFILE: {}",
+        text(&out)
+    );
+    assert!(
+        !text(&out).contains("pantry-secret"),
+        "the password is never printed"
     );
 }

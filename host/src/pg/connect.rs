@@ -150,7 +150,7 @@ impl ConnectionSettings {
                 })?;
                 settings.password = Some(text.trim_end_matches(['\n', '\r']).to_string());
             } else {
-                settings.password = env("PGPASSWORD");
+                settings.password = env("PGPASSWORD").or_else(|| settings.from_pgpass());
             }
         }
         if let Some(mode) = sslmode_text {
@@ -160,6 +160,38 @@ impl ConnectionSettings {
             settings.sslmode = SslMode::Disable; // no TLS over Unix sockets
         }
         Ok(settings)
+    }
+
+    /// The password for these settings from the libpq password file (`$PGPASSFILE`, else
+    /// `~/.pgpass`), as libpq (and so pg_dump) would find it: first matching line wins,
+    /// `*` matches anything, and a file readable by group or others is ignored.
+    fn from_pgpass(&self) -> Option<String> {
+        let path = env("PGPASSFILE")
+            .map(PathBuf::from)
+            .or_else(|| env("HOME").map(|home| PathBuf::from(home).join(".pgpass")))?;
+        let meta = std::fs::metadata(&path).ok()?;
+        if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0 {
+            tracing::warn!(
+                "ignoring {}: it is readable by others (chmod 0600 it)",
+                path.display()
+            );
+            return None;
+        }
+        let host = if self.host.starts_with('/') {
+            "localhost".to_string()
+        } else {
+            self.host.clone()
+        };
+        let wanted = [
+            host,
+            self.port.to_string(),
+            self.dbname.clone(),
+            self.user.clone(),
+        ];
+        std::fs::read_to_string(&path)
+            .ok()?
+            .lines()
+            .find_map(|line| pgpass_match(line, &wanted))
     }
 
     /// The same server, another database.
@@ -262,6 +294,32 @@ where
         }
     });
     Ok(client)
+}
+
+/// The password of a `.pgpass` line if its host, port, database and user match `wanted`.
+fn pgpass_match(line: &str, wanted: &[String; 4]) -> Option<String> {
+    if line.starts_with('#') || line.trim().is_empty() {
+        return None;
+    }
+    let mut fields = Vec::new();
+    let mut current = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.extend(chars.next()),
+            ':' if fields.len() < 4 => fields.push(std::mem::take(&mut current)),
+            c => current.push(c),
+        }
+    }
+    fields.push(current);
+    if fields.len() != 5 {
+        return None;
+    }
+    let matches = fields
+        .iter()
+        .zip(wanted)
+        .all(|(field, want)| field == "*" || field == want);
+    matches.then(|| fields[4].clone())
 }
 
 /// An error and its causes on one line.
@@ -424,6 +482,31 @@ mod tests {
         let (clean, mode) = extract_sslmode("host=h sslmode=require dbname=d");
         assert_eq!(clean, "host=h dbname=d");
         assert_eq!(mode.as_deref(), Some("require"));
+    }
+
+    #[test]
+    fn pgpass_lines_match_like_libpq() {
+        let wanted = [
+            "db.example".to_string(),
+            "5432".into(),
+            "crm".into(),
+            "alice".into(),
+        ];
+        assert_eq!(
+            pgpass_match("db.example:5432:crm:alice:s3cret", &wanted).as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(
+            pgpass_match("*:*:*:alice:any", &wanted).as_deref(),
+            Some("any")
+        );
+        assert_eq!(pgpass_match("db.example:5433:crm:alice:no", &wanted), None);
+        assert_eq!(pgpass_match("# comment", &wanted), None);
+        assert_eq!(
+            pgpass_match(r"*:*:*:*:pa\:ss", &wanted).as_deref(),
+            Some("pa:ss"),
+            "escaped colon"
+        );
     }
 
     #[test]
