@@ -150,7 +150,7 @@ impl ConnectionSettings {
                 })?;
                 settings.password = Some(text.trim_end_matches(['\n', '\r']).to_string());
             } else {
-                settings.password = env("PGPASSWORD").or_else(|| settings.from_pgpass());
+                settings.password = env("PGPASSWORD").or_else(|| settings.pgpass_password());
             }
         }
         if let Some(mode) = sslmode_text {
@@ -165,7 +165,7 @@ impl ConnectionSettings {
     /// The password for these settings from the libpq password file (`$PGPASSFILE`, else
     /// `~/.pgpass`), as libpq (and so pg_dump) would find it: first matching line wins,
     /// `*` matches anything, and a file readable by group or others is ignored.
-    fn from_pgpass(&self) -> Option<String> {
+    fn pgpass_password(&self) -> Option<String> {
         let path = env("PGPASSFILE")
             .map(PathBuf::from)
             .or_else(|| env("HOME").map(|home| PathBuf::from(home).join(".pgpass")))?;
