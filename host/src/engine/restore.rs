@@ -683,30 +683,39 @@ impl Job {
         }
     }
 
-    async fn load_in_order(
+    /// Loads every stored range of table `t` into `into` on one connection.
+    async fn load_table(
         &self,
         client: &Client,
-        order: &[usize],
-        into: impl Fn(usize) -> String,
+        t: usize,
+        into: &str,
+        overall: &ProgressBar,
     ) -> Result<()> {
+        let table = &self.manifest.tables[t];
+        let item = self.progress.item(&table.qualified(), table.logical_bytes);
+        for part in &table.parts {
+            load_part(
+                client,
+                &self.repo,
+                &self.manifest.id,
+                table,
+                part,
+                into,
+                &item,
+            )
+            .await?;
+        }
+        Progress::advance(overall, table.logical_bytes);
+        item.finish_and_clear();
+        Ok(())
+    }
+
+    /// Loads the tables, in `order`, into themselves.
+    async fn load_in_order(&self, client: &Client, order: &[usize]) -> Result<()> {
         let overall = self.overall();
         for &t in order {
-            let table = &self.manifest.tables[t];
-            let item = self.progress.item(&table.qualified(), table.logical_bytes);
-            for part in &table.parts {
-                load_part(
-                    client,
-                    &self.repo,
-                    &self.manifest.id,
-                    table,
-                    part,
-                    &into(t),
-                    &item,
-                )
+            self.load_table(client, t, &self.manifest.tables[t].qualified(), &overall)
                 .await?;
-            }
-            Progress::advance(&overall, table.logical_bytes);
-            item.finish_and_clear();
         }
         overall.finish_and_clear();
         Ok(())
@@ -764,8 +773,7 @@ impl Job {
             .await
             .map_err(Error::db("creating the schema (pre-data)"))?;
         let order: Vec<usize> = self.plan.selected.clone();
-        self.load_in_order(client, &order, |t| self.manifest.tables[t].qualified())
-            .await?;
+        self.load_in_order(client, &order).await?;
         let post = self.section(&self.manifest.post_data, "post-data").await?;
         client
             .batch_execute(&post.to_sql())
@@ -786,8 +794,7 @@ impl Job {
             .await
             .map_err(Error::db(format!("emptying {}", names.join(", "))))?;
         let order = parents_first(&self.manifest, &self.plan.selected);
-        self.load_in_order(client, &order, |t| self.manifest.tables[t].qualified())
-            .await?;
+        self.load_in_order(client, &order).await?;
         self.check_foreign_keys(client).await?;
         let owned = catalog::owned_sequences(client, &names).await?;
         let sequences: Vec<&SequenceValue> = self
@@ -818,21 +825,7 @@ impl Job {
                 ))
                 .await
                 .map_err(Error::db(format!("preparing {}", table.display_name())))?;
-            let item = self.progress.item(&table.qualified(), table.logical_bytes);
-            for part in &table.parts {
-                load_part(
-                    client,
-                    &self.repo,
-                    &self.manifest.id,
-                    table,
-                    part,
-                    &scratch,
-                    &item,
-                )
-                .await?;
-            }
-            item.finish_and_clear();
-            Progress::advance(&overall, table.logical_bytes);
+            self.load_table(client, t, &scratch, &overall).await?;
             let matches = key
                 .iter()
                 .map(|k| format!("x.{k} = m.{k}"))
