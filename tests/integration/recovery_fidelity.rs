@@ -1,6 +1,7 @@
 //! A restore gives back the same database: every object type pg_dump knows, every row.
 
 use crate::support::{TestEnv, scalar, text};
+use larder::repository::manifest::Manifest;
 
 pub const RICH_SCHEMA: &str = r#"
 CREATE EXTENSION pgcrypto;
@@ -62,16 +63,22 @@ SELECT nextval('crm.ticket_seq'), nextval('crm.ticket_seq');
 REFRESH MATERIALIZED VIEW crm.account_counts;
 "#;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_database_rich_in_object_types_restores_identically_into_a_new_database() {
-    let env = TestEnv::start("rich").await;
+/// A cluster whose database holds the rich schema plus Kitchen Pantry, backed up once.
+async fn rich_backup(dbname: &str) -> (TestEnv, Manifest) {
+    let env = TestEnv::start(dbname).await;
     env.client()
         .await
         .batch_execute(RICH_SCHEMA)
         .await
         .expect("rich schema");
     env.load_kitchen_pantry(0.002).await;
-    let manifest = env.backup("rich").await;
+    let manifest = env.backup(dbname).await;
+    (env, manifest)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_rich_in_object_types_restores_identically_into_a_new_database() {
+    let (env, manifest) = rich_backup("rich").await;
     let out = env.run(&[
         "--json",
         "recovery",
@@ -137,14 +144,7 @@ async fn a_database_rich_in_object_types_restores_identically_into_a_new_databas
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_exported_sql_script_restores_through_psql_alone() {
-    let env = TestEnv::start("exported").await;
-    env.client()
-        .await
-        .batch_execute(RICH_SCHEMA)
-        .await
-        .expect("rich schema");
-    env.load_kitchen_pantry(0.002).await;
-    let manifest = env.backup("to-export").await;
+    let (env, manifest) = rich_backup("exported").await;
     let file = env.work.path().join("export.sql.zst");
     env.run_ok(&[
         "backup",
