@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::repository::manifest::BackupType;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,6 +21,137 @@ pub struct Config {
     pub objectives: Objectives,
     pub monitor: MonitorConfig,
     pub schedules: Vec<Schedule>,
+    /// Where the repository is kept. Empty: one `fs` target named `local` at `[repository] path`.
+    pub targets: Vec<TargetConfig>,
+    pub plugins: PluginsConfig,
+}
+
+/// One storage target. The first of a backup's targets is its primary: the backup is written
+/// there, then copied to the others.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum TargetConfig {
+    /// A local or mounted directory (built in).
+    Fs(FsTargetConfig),
+    /// An S3-compatible object store (built in, through opendal).
+    S3(S3TargetConfig),
+    /// A WebAssembly storage-target plugin.
+    Plugin(PluginTargetConfig),
+}
+
+impl TargetConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            TargetConfig::Fs(t) => &t.name,
+            TargetConfig::S3(t) => &t.name,
+            TargetConfig::Plugin(t) => &t.name,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsTargetConfig {
+    pub name: String,
+    /// Relative paths are relative to the configuration file.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3TargetConfig {
+    pub name: String,
+    pub bucket: String,
+    /// e.g. `https://s3.eu-west-1.amazonaws.com` or `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Key prefix inside the bucket.
+    #[serde(default)]
+    pub root: String,
+    /// `access_key_id`, `secret_access_key` (and optionally `session_token`) as secret
+    /// references (`env:VAR` or `file:/path`). Default: the AWS_* environment variables.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_string()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginTargetConfig {
+    pub name: String,
+    /// The component file (.wasm); relative paths are relative to the configuration file.
+    pub path: PathBuf,
+    /// The file's SHA-256 (`backup-cli plugin hash FILE`); loading refuses a mismatch.
+    pub sha256: Option<String>,
+    /// Values the plugin reads through `host.config`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Secrets the plugin reads through `host.secret`: name = "env:VAR" or "file:/path".
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Hosts the plugin may send HTTP requests to (`host`, `host:port` or `*.domain`).
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    /// Directories the plugin may see.
+    #[serde(default)]
+    pub dirs: Vec<DirConfig>,
+    /// Memory cap per instance (default 256MiB).
+    pub memory: Option<String>,
+    /// Deadline per call (default 30s).
+    #[serde(default, with = "optional_duration")]
+    pub timeout: Option<Duration>,
+    /// Instances that may run calls at once (default 4).
+    pub instances: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirConfig {
+    /// The directory on this machine (relative paths: relative to the configuration file).
+    pub host: PathBuf,
+    /// Where the plugin sees it, e.g. `/offsite`.
+    pub guest: String,
+    #[serde(default)]
+    pub mode: DirMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirMode {
+    #[default]
+    ReadOnly,
+    ReadWrite,
+}
+
+/// Plugin-wide settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Refuse to load any plugin entry without a `sha256` pin (regulated deployments).
+    pub require_pinned_plugins: bool,
+    /// Compiled plugins are cached here (default: $XDG_CACHE_HOME/larder/plugins).
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Resolves a secret reference: `env:VAR` reads an environment variable, `file:/path` a file
+/// (trailing newline removed). Secrets are never written in the configuration itself.
+pub fn resolve_secret(owner: &str, name: &str, reference: &str) -> Result<String> {
+    let fail = |why: String| Error::Config(format!("secret '{name}' of {owner}: {why}"));
+    if let Some(var) = reference.strip_prefix("env:") {
+        std::env::var(var).map_err(|_| fail(format!("environment variable {var} is not set")))
+    } else if let Some(path) = reference.strip_prefix("file:") {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+            .map_err(|e| fail(format!("cannot read {path}: {e}")))
+    } else {
+        Err(fail(format!(
+            "'{reference}' is not a secret reference; use env:VARIABLE or file:/path (secret values never go in the configuration file)"
+        )))
+    }
 }
 
 /// `monitor health` thresholds and the alert channel.
@@ -122,6 +254,9 @@ pub struct RepositoryConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct BackupConfig {
     pub jobs: Option<usize>,
+    /// The targets `backup create` writes to when no `--target` is given (default: all, in
+    /// the order of `[[targets]]`); the first is the primary.
+    pub targets: Vec<String>,
     pub compression_level: i32,
     pub pg_dump: Option<PathBuf>,
 }
@@ -130,6 +265,7 @@ impl Default for BackupConfig {
     fn default() -> Self {
         BackupConfig {
             jobs: None,
+            targets: Vec::new(),
             compression_level: 2,
             pg_dump: None,
         }
@@ -259,6 +395,24 @@ impl Loaded {
             (Some(path), _) => path.clone(),
             (None, _) => PathBuf::from("backups"),
         }
+    }
+
+    /// Resolves a path from the configuration: relative paths are relative to its file.
+    pub fn config_relative(&self, path: &Path) -> PathBuf {
+        match &self.path {
+            Some(file) if path.is_relative() => file.parent().unwrap_or(Path::new(".")).join(path),
+            _ => path.to_path_buf(),
+        }
+    }
+
+    /// Where compiled plugins are cached: `[plugins] cache_dir`, else the user's cache folder.
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        self.config
+            .plugins
+            .cache_dir
+            .as_deref()
+            .map(|d| self.config_relative(d))
+            .unwrap_or_else(crate::plugin::default_cache_dir)
     }
 
     /// The database URL: `--database-url`/`$DATABASE_URL`, else the config's.

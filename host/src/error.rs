@@ -54,6 +54,20 @@ pub enum Error {
     #[error("{0}")]
     PgDump(String),
 
+    /// A WebAssembly plugin could not be loaded or misbehaved; the message names it and the call.
+    #[error("{0}")]
+    Plugin(String),
+
+    /// A plugin file does not match the SHA-256 its entry pins.
+    #[error(
+        "plugin {path} does not match its pin: expected sha256 {expected}, the file has {actual}; refusing to load it (if the new file is trusted, update `sha256` after `backup-cli plugin hash {path}`)"
+    )]
+    PluginPin {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+
     #[error("configuration error: {0}")]
     Config(String),
 
@@ -103,7 +117,8 @@ impl Error {
             TargetError::NoSpace { target, reason } => Error::InsufficientSpace(format!(
                 "target '{target}' ran out of space writing {object}: {reason}; free space or add storage, then retry"
             )),
-            TargetError::Failed { target, reason } => Error::Storage {
+            TargetError::Failed { target, reason }
+            | TargetError::Unavailable { target, reason } => Error::Storage {
                 target,
                 object: object.to_string(),
                 reason: format!("{reason} ({detail})"),
@@ -127,6 +142,9 @@ impl Error {
 
     /// Whether the error is a usage problem (exit code 2) rather than a failure (exit code 1).
     pub fn is_usage(&self) -> bool {
-        matches!(self, Error::Refused(_) | Error::Config(_))
+        matches!(
+            self,
+            Error::Refused(_) | Error::Config(_) | Error::PluginPin { .. }
+        )
     }
 }

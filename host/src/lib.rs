@@ -10,6 +10,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod pg;
+pub mod plugin;
 pub mod repository;
 pub mod targets;
 

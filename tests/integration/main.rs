@@ -10,6 +10,7 @@ mod backup_consistency;
 mod backup_failures;
 mod backup_fidelity;
 mod monitoring;
+mod plugins;
 mod progress;
 mod recovery_fidelity;
 mod recovery_safety;

@@ -100,13 +100,30 @@ impl TestEnv {
     }
 
     /// `backup-cli` with this test's database and repository, and no stray configuration.
+    /// With a configuration written by [`TestEnv::write_config`], that file is used instead
+    /// of the repository folder.
     pub fn cli(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_backup-cli"));
         cmd.env("DATABASE_URL", self.url())
-            .env("BACKUP_CLI_REPO", self.repo_dir())
             .env_remove("BACKUP_CLI_CONFIG")
+            .env_remove("BACKUP_CLI_REPO")
             .current_dir(self.work.path());
+        let config = self.config_path();
+        if config.exists() {
+            cmd.env("BACKUP_CLI_CONFIG", config);
+        } else {
+            cmd.env("BACKUP_CLI_REPO", self.repo_dir());
+        }
         cmd
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.work.path().join("larder-test.toml")
+    }
+
+    /// Writes the configuration every later `backup-cli` run of this test uses.
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.config_path(), text).expect("write test configuration");
     }
 
     /// Runs `backup-cli args` and returns its output (whatever the exit code).
@@ -332,4 +349,118 @@ pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .get(0)
+}
+
+/// A plugin built by `scripts/test` (cargo build --release --target wasm32-wasip2 in plugins/).
+pub fn plugin_path(file: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release")
+        .join(file);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the plugins first (scripts/test does, or: cargo build --release \
+         --target wasm32-wasip2 --manifest-path plugins/Cargo.toml)",
+        path.display()
+    );
+    path
+}
+
+/// An S3-compatible server (moto) on a free loopback port, with one bucket; stopped on drop.
+pub struct S3Server {
+    child: std::process::Child,
+    pub port: u16,
+    pub bucket: String,
+}
+
+impl S3Server {
+    pub fn start(bucket: &str) -> S3Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start the S3 test server (python3 -m moto.server): {e}; install it with: pip install 'moto[server]' (scripts/ensure-prerequisites does)")
+            });
+        let mut server = S3Server {
+            child,
+            port,
+            bucket: bucket.to_string(),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(status) = server.child.try_wait().expect("moto status") {
+                panic!(
+                    "the S3 test server (moto) exited at start ({status}); is `pip install 'moto[server]'` complete?"
+                );
+            }
+            if server
+                .request("PUT", &format!("/{bucket}"), b"")
+                .starts_with("HTTP/1.1 200")
+            {
+                return server;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the S3 test server did not answer on port {port} within 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// One raw HTTP/1.1 request (moto does not check signatures); returns the whole response.
+    pub fn request(&self, method: &str, path: &str, body: &[u8]) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return String::new();
+        };
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.port,
+            body.len()
+        );
+        if stream
+            .write_all(head.as_bytes())
+            .and_then(|_| stream.write_all(body))
+            .is_err()
+        {
+            return String::new();
+        }
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
+    /// Object keys in the bucket under `prefix`.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let listing = self.request(
+            "GET",
+            &format!(
+                "/{}?list-type=2&prefix={prefix}&max-keys=100000",
+                self.bucket
+            ),
+            b"",
+        );
+        listing
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|part| part.split("</Key>").next())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,10 +1,14 @@
 //! `backup list`: the backups in the repository, newest first, as people and scripts see them.
 
+use super::sync::{Presence, presence};
 use crate::error::Result;
 use crate::repository::Repository;
 use crate::repository::manifest::{BackupType, Manifest};
+use crate::targets::Target;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// One backup as `backup list` shows it (the JSON field names are a stable interface).
 #[derive(Debug, Clone, Serialize)]
@@ -27,6 +31,8 @@ pub struct BackupSummary {
     pub rows: u64,
     pub database: String,
     pub server_version: String,
+    /// On which storage targets the backup is kept, and whether each copy is complete.
+    pub targets: BTreeMap<String, Presence>,
 }
 
 impl From<&Manifest> for BackupSummary {
@@ -46,22 +52,32 @@ impl From<&Manifest> for BackupSummary {
             rows: m.rows(),
             database: m.source.database.clone(),
             server_version: m.source.server_version.clone(),
+            targets: BTreeMap::new(),
         }
     }
 }
 
-/// Newest first, optionally of one type and at most `limit` entries.
+/// Newest first, optionally of one type and at most `limit` entries, with where each is kept.
+/// `repo` should fall back to all of `targets`, so a backup kept only on a secondary shows.
 pub async fn list(
     repo: &Repository,
+    targets: &[Arc<dyn Target>],
     limit: Option<usize>,
     backup_type: Option<BackupType>,
 ) -> Result<Vec<BackupSummary>> {
     let mut manifests = repo.manifests().await?;
     manifests.reverse();
+    let (mut presence, unreachable) = presence(targets).await?;
+    for target in unreachable {
+        tracing::warn!("cannot tell which backups are on {target}");
+    }
     Ok(manifests
         .iter()
         .filter(|m| backup_type.is_none_or(|t| m.backup_type == t))
         .take(limit.unwrap_or(usize::MAX))
-        .map(BackupSummary::from)
+        .map(|m| BackupSummary {
+            targets: presence.remove(&m.id).unwrap_or_default(),
+            ..BackupSummary::from(m)
+        })
         .collect())
 }

@@ -9,6 +9,7 @@ pub mod plan;
 pub mod progress;
 pub mod restore;
 pub mod schedule;
+pub mod sync;
 pub mod validate;
 
 pub use progress::Progress;

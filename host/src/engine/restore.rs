@@ -57,6 +57,8 @@ pub struct RestoreReport {
     pub rows: u64,
     pub bytes: u64,
     pub unvalidated_constraints: Vec<String>,
+    /// Objects missing or corrupt on the first target that were read from another.
+    pub fallbacks: Vec<String>,
     pub ok: bool,
 }
 
@@ -119,6 +121,7 @@ pub async fn execute(
         ok: tables.iter().all(|t| t.ok) && unvalidated.is_empty(),
         tables,
         unvalidated_constraints: unvalidated,
+        fallbacks: repo.notices(),
     };
     repo.record_restore(&RestoreRecord {
         backup_id: report.backup_id.clone(),

@@ -92,6 +92,8 @@ pub async fn validate(
             serde_json::to_value(objectives.class).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
         ));
     }
+    // Objects that were missing or corrupt on the first target and read from another.
+    report.warnings.extend(repo.notices());
     Ok(report)
 }
 

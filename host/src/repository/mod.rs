@@ -60,10 +60,13 @@ impl ChunkIndex {
     }
 }
 
-/// A repository on one target. Cheap to clone.
+/// A repository on one target, optionally with copies on others to read from when an object
+/// is missing or corrupt here. Cheap to clone.
 #[derive(Clone)]
 pub struct Repository {
     target: Arc<dyn Target>,
+    fallbacks: Vec<Arc<dyn Target>>,
+    notices: Arc<Mutex<Vec<String>>>,
 }
 
 pub fn chunk_key(id: &str) -> String {
@@ -81,7 +84,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 impl Repository {
     /// Opens an existing repository; fails with a hint when there is none.
     pub async fn open(target: Arc<dyn Target>) -> Result<Repository> {
-        let repo = Repository { target };
+        let repo = Repository::on(target);
         match repo.target.get(FORMAT_KEY).await {
             Ok(bytes) => {
                 let format: FormatFile = serde_json::from_slice(&bytes).map_err(|e| {
@@ -125,7 +128,7 @@ impl Repository {
                     .map_err(|e| {
                         Error::from_target(e, FORMAT_KEY, "initialising the repository")
                     })?;
-                let repo = Repository { target };
+                let repo = Repository::on(target);
                 repo.flush().await?;
                 Ok(repo)
             }
@@ -133,8 +136,38 @@ impl Repository {
         }
     }
 
+    fn on(target: Arc<dyn Target>) -> Repository {
+        Repository {
+            target,
+            fallbacks: Vec::new(),
+            notices: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
     pub fn target(&self) -> &Arc<dyn Target> {
         &self.target
+    }
+
+    /// Reads fall back to these targets, in order, when an object is missing or corrupt on
+    /// this one (restore, validate, export). Writers never use fallbacks.
+    pub fn with_fallbacks(mut self, fallbacks: Vec<Arc<dyn Target>>) -> Repository {
+        self.fallbacks = fallbacks
+            .into_iter()
+            .filter(|t| t.name() != self.target.name())
+            .collect();
+        self
+    }
+
+    /// What had to be read from a fallback target, one line each, for the report.
+    pub fn notices(&self) -> Vec<String> {
+        self.notices.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    fn notice(&self, text: String) {
+        tracing::warn!("{text}");
+        if let Ok(mut notices) = self.notices.lock() {
+            notices.push(text);
+        }
     }
 
     /// The chunks that backups reference, with their stored sizes: a new backup reuses these
@@ -184,18 +217,97 @@ impl Repository {
         inspect: impl FnOnce(Vec<u8>) -> T + Send + 'static,
     ) -> Result<T> {
         let key = chunk_key(&chunk.id);
-        let stored = self
-            .target
-            .get(&key)
+        let first = self.fetch_chunk(&self.target, &key, chunk, context).await;
+        let plain = match first {
+            Ok(plain) => plain,
+            Err(e @ (Error::ObjectNotFound { .. } | Error::ChecksumMismatch { .. })) => {
+                let mut found = None;
+                for fallback in &self.fallbacks {
+                    if let Ok(plain) = self.fetch_chunk(fallback, &key, chunk, context).await {
+                        self.notice(format!(
+                            "{key} on target '{}': {e}; read the good copy from target '{}'",
+                            self.target.name(),
+                            fallback.name()
+                        ));
+                        found = Some(plain);
+                        break;
+                    }
+                }
+                found.ok_or(e)?
+            }
+            Err(e) => return Err(e),
+        };
+        tokio::task::spawn_blocking(move || inspect(plain))
             .await
-            .map_err(|e| Error::from_target(e, &key, context))?;
-        let chunk = chunk.clone();
-        let context = context.to_string();
-        tokio::task::spawn_blocking(move || {
-            verify_chunk(&key, &chunk, &stored, &context).map(inspect)
-        })
-        .await
-        .map_err(|e| Error::Repository(format!("chunk verification worker failed: {e}")))?
+            .map_err(|e| Error::Repository(format!("chunk worker failed: {e}")))
+    }
+
+    async fn fetch_chunk(
+        &self,
+        target: &Arc<dyn Target>,
+        key: &str,
+        chunk: &ChunkRef,
+        context: &str,
+    ) -> Result<Vec<u8>> {
+        let stored = target
+            .get(key)
+            .await
+            .map_err(|e| Error::from_target(e, key, context))?;
+        let (key, chunk, context) = (key.to_string(), chunk.clone(), context.to_string());
+        tokio::task::spawn_blocking(move || verify_chunk(&key, &chunk, &stored, &context))
+            .await
+            .map_err(|e| Error::Repository(format!("chunk verification worker failed: {e}")))?
+    }
+
+    /// Copies a stored chunk to `dest` as it is, after checking it (nothing corrupt is
+    /// copied). Returns the stored size.
+    pub async fn copy_chunk(
+        &self,
+        chunk: &ChunkRef,
+        dest: &Repository,
+        context: &str,
+    ) -> Result<u64> {
+        let key = chunk_key(&chunk.id);
+        let mut sources = vec![self.target.clone()];
+        sources.extend(self.fallbacks.iter().cloned());
+        let mut last = None;
+        for source in sources {
+            let stored = match source.get(&key).await {
+                Ok(stored) => stored,
+                Err(e) => {
+                    last = Some(Error::from_target(e, &key, context));
+                    continue;
+                }
+            };
+            let checked = {
+                let (key, chunk, context, stored) = (
+                    key.clone(),
+                    chunk.clone(),
+                    context.to_string(),
+                    stored.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    verify_chunk(&key, &chunk, &stored, &context).map(|_| ())
+                })
+                .await
+                .map_err(|e| Error::Repository(format!("chunk verification worker failed: {e}")))?
+            };
+            match checked {
+                Ok(()) => {
+                    let size = stored.len() as u64;
+                    dest.target.put(&key, stored).await.map_err(|e| {
+                        Error::from_target(
+                            e,
+                            &key,
+                            format!("copying to target '{}'", dest.target.name()),
+                        )
+                    })?;
+                    return Ok(size);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Repository(format!("{key}: no target to read it from"))))
     }
 
     /// Reads a whole stream (a DDL section, or a table range in tests) into memory.
@@ -230,8 +342,31 @@ impl Repository {
         if !id::is_valid_backup_id(backup_id) {
             return Err(Error::BackupNotFound(backup_id.to_string()));
         }
+        let first = Self::manifest_from(&self.target, backup_id).await;
+        match first {
+            Err(e @ (Error::BackupNotFound(_) | Error::ChecksumMismatch { .. })) => {
+                for fallback in &self.fallbacks {
+                    if let Ok(manifest) = Self::manifest_from(fallback, backup_id).await {
+                        if !matches!(e, Error::BackupNotFound(_)) {
+                            self.notice(format!(
+                                "{} on target '{}': {e}; read it from target '{}'",
+                                manifest_key(backup_id),
+                                self.target.name(),
+                                fallback.name()
+                            ));
+                        }
+                        return Ok(manifest);
+                    }
+                }
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    async fn manifest_from(target: &Arc<dyn Target>, backup_id: &str) -> Result<Manifest> {
         let key = manifest_key(backup_id);
-        let bytes = match self.target.get(&key).await {
+        let bytes = match target.get(&key).await {
             Ok(bytes) => bytes,
             Err(TargetError::NotFound { .. }) => {
                 return Err(Error::BackupNotFound(backup_id.to_string()));
@@ -240,7 +375,10 @@ impl Repository {
         };
         serde_json::from_slice(&bytes).map_err(|e| Error::ChecksumMismatch {
             object: key.clone(),
-            detail: format!("manifest of backup {backup_id} is not valid JSON: {e}"),
+            detail: format!(
+                "manifest of backup {backup_id} on target '{}' is not valid JSON: {e}",
+                target.name()
+            ),
         })
     }
 
@@ -260,19 +398,20 @@ impl Repository {
     }
 
     /// Ids of all visible backups (ids sort by creation second; use [`Repository::manifests`]
-    /// for exact order).
+    /// for exact order). With fallbacks, backups found only on a fallback count too (the
+    /// primary copy may be lost); a fallback that cannot be listed is skipped with a warning.
     pub async fn backup_ids(&self) -> Result<Vec<String>> {
-        let objects = self
-            .target
-            .list("backups/")
-            .await
-            .map_err(|e| Error::from_target(e, "backups/", "listing backups"))?;
-        let mut ids: Vec<String> = objects
-            .iter()
-            .filter_map(|o| o.key.strip_prefix("backups/")?.strip_suffix(".json"))
-            .map(str::to_string)
-            .collect();
+        let mut ids = backup_ids_on(&self.target).await?;
+        for fallback in &self.fallbacks {
+            match backup_ids_on(fallback).await {
+                Ok(more) => ids.extend(more),
+                Err(e) => {
+                    tracing::warn!("cannot list backups on target '{}': {e}", fallback.name())
+                }
+            }
+        }
         ids.sort();
+        ids.dedup();
         Ok(ids)
     }
 
@@ -293,6 +432,22 @@ impl Repository {
             .await
             .map_err(|e| Error::from_target(e, &key, format!("deleting backup {backup_id}")))
     }
+}
+
+/// Ids of the backups whose manifests are on `target`.
+pub async fn backup_ids_on(target: &Arc<dyn Target>) -> Result<Vec<String>> {
+    let objects = target
+        .list("backups/")
+        .await
+        .map_err(|e| Error::from_target(e, "backups/", "listing backups"))?;
+    let mut ids: Vec<String> = objects
+        .iter()
+        .filter_map(|o| o.key.strip_prefix("backups/")?.strip_suffix(".json"))
+        .filter(|id| id::is_valid_backup_id(id))
+        .map(str::to_string)
+        .collect();
+    ids.sort();
+    Ok(ids)
 }
 
 /// Decompresses a stored chunk and checks it against its reference.

@@ -5,7 +5,10 @@
 //! they move as whole buffers. Built-in: [`fs::FsTarget`], the local filesystem confined with
 //! cap-std. Object stores and WebAssembly plugins implement the same trait.
 
+pub mod configured;
 pub mod fs;
+pub mod retry;
+pub mod s3;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,8 +21,26 @@ pub enum TargetError {
     NotFound { target: String },
     #[error("no space left on target '{target}': {reason}")]
     NoSpace { target: String, reason: String },
+    /// The target is down or overloaded for now: worth retrying.
+    #[error("target '{target}' is unavailable: {reason}")]
+    Unavailable { target: String, reason: String },
     #[error("target '{target}' failed: {reason}")]
     Failed { target: String, reason: String },
+}
+
+/// Whether `key` is a repository object key: `/`-separated segments of `[A-Za-z0-9._-]`, none
+/// of them `.` or `..`. Every target checks keys against this, so no key can name a path or
+/// object outside the repository.
+pub fn is_valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
 }
 
 /// One object as listed by a target.

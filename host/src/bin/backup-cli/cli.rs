@@ -66,6 +66,25 @@ pub enum Command {
     /// Backup timetables
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// WebAssembly plugins: the configured ones, and what a plugin file is
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// The configured plugins: world, version, pin status, granted capabilities
+    List,
+    /// What a plugin file is: world, exports, the imports it asks for, SHA-256
+    Inspect(PluginFileArgs),
+    /// The SHA-256 of a plugin file, for its `sha256 = "…"` pin
+    Hash(PluginFileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PluginFileArgs {
+    /// The component file (.wasm)
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +141,9 @@ pub struct RecoveryArgs {
     /// Do not restore object ownership (when the target lacks the source's roles)
     #[arg(long)]
     pub no_owner: bool,
+    /// Read the backup from this storage target first (the others remain fallbacks)
+    #[arg(long, value_name = "TARGET")]
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +180,18 @@ pub enum BackupCommand {
     Delete(DeleteArgs),
     /// Write a backup as a plain SQL script that psql alone can restore
     Export(ExportArgs),
+    /// Copy backups to every target that lacks a complete copy
+    Sync(SyncArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Only these targets (repeatable) [default: every configured target]
+    #[arg(long = "target", value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// Parallel copies [default: CPU count up to 8]
+    #[arg(short, long)]
+    pub jobs: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -191,6 +225,10 @@ pub struct CreateArgs {
     /// zstd level, 1 (fast) to 19 (small) [default: config backup.compression_level, else 2]
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub compression_level: Option<i32>,
+    /// Storage target to keep the backup on (repeatable; the first is written, the others get
+    /// copies) [default: config backup.targets, else every configured target]
+    #[arg(long = "target", value_name = "NAME")]
+    pub targets: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +248,9 @@ pub struct ValidateArgs {
     /// Parallel readers [default: CPU count up to 8]
     #[arg(short, long)]
     pub jobs: Option<usize>,
+    /// Check only the copy on this storage target (no fallback to the others)
+    #[arg(long = "target", value_name = "NAME")]
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -9,12 +9,15 @@ mod output;
 
 use clap::Parser;
 use cli::{
-    BackupCommand, Cli, Command, MonitorCommand, RecoveryArgs, RecoveryCommand, ScheduleCommand,
+    BackupCommand, Cli, Command, MonitorCommand, PluginCommand, RecoveryArgs, RecoveryCommand,
+    ScheduleCommand,
 };
 use larder::config::Loaded;
 use larder::engine::{self, Progress};
 use larder::pg::ConnectionSettings;
 use larder::repository::Repository;
+use larder::targets::Target;
+use larder::targets::configured::{self, TargetSet};
 use larder::targets::fs::FsTarget;
 use larder::{Error, Result};
 use std::io::IsTerminal;
@@ -68,6 +71,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }
@@ -75,7 +79,7 @@ fn init_logging(verbose: u8) {
 /// What every command needs, resolved once from flags, environment and config.
 struct Context {
     loaded: Loaded,
-    repo_path: std::path::PathBuf,
+    repo_flag: Option<std::path::PathBuf>,
     json: bool,
     progress: Progress,
     database_url: Option<String>,
@@ -86,16 +90,36 @@ impl Context {
         ConnectionSettings::resolve(self.database_url.as_deref(), &self.loaded.config.database)
     }
 
-    fn target(&self) -> Result<Arc<FsTarget>> {
-        FsTarget::open("local", &self.repo_path)
-            .map(Arc::new)
-            .map_err(|e| {
-                Error::from_target(e, "(repository root)", "opening the repository folder")
-            })
+    /// Every configured storage target (plugins are loaded here).
+    async fn targets(&self) -> Result<TargetSet> {
+        configured::open(&self.loaded, self.repo_flag.as_deref()).await
+    }
+
+    /// The primary target: where backups are written first, locks and history live.
+    async fn primary(&self) -> Result<Arc<dyn Target>> {
+        let set = self.targets().await?;
+        let names = &self.loaded.config.backup.targets;
+        set.select(if self.repo_flag.is_some() { &[] } else { names })?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Config("no storage target is configured".into()))
+    }
+
+    /// The repository for reading: `first` (or the first configured target), falling back to
+    /// the other targets for objects that are missing or corrupt there.
+    async fn repository_from(&self, first: Option<&str>) -> Result<Repository> {
+        let set = self.targets().await?;
+        let primary = match first {
+            Some(name) => set.get(name)?,
+            None => set.targets[0].clone(),
+        };
+        Ok(Repository::open(primary)
+            .await?
+            .with_fallbacks(set.targets.clone()))
     }
 
     async fn repository(&self) -> Result<Repository> {
-        Repository::open(self.target()?).await
+        self.repository_from(None).await
     }
 
     /// The recovery target: `--target-url`, else the configured database (renamed by `--target-db`).
@@ -173,12 +197,11 @@ async fn run(cli: Cli) -> Result<()> {
         other => other,
     };
     let loaded = Loaded::discover(cli.global.config.as_deref())?;
-    let repo_path = loaded.repository_path(cli.global.repo.as_deref());
     let interactive = std::io::stderr().is_terminal() && !cli.global.json && !cli.global.quiet;
     let ctx = Context {
         database_url: loaded.database_url(cli.global.database_url.as_deref()),
         loaded,
-        repo_path,
+        repo_flag: cli.global.repo.clone(),
         json: cli.global.json,
         progress: Progress::new(interactive),
     };
@@ -186,7 +209,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Init(_) => Ok(()), // handled above
         Command::Monitor(MonitorCommand::Health(args)) => {
             let health =
-                engine::monitor::health(&ctx.database()?, ctx.target()?, &ctx.loaded.config).await;
+                engine::monitor::health(&ctx.database()?, ctx.primary().await?, &ctx.loaded.config)
+                    .await;
             output::health(&health, ctx.json);
             if args.alert_on_failure && health.alerts().next().is_some() {
                 match &ctx.loaded.config.monitor.alert_command {
@@ -213,7 +237,8 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Monitor(MonitorCommand::Alerts) => {
             let health =
-                engine::monitor::health(&ctx.database()?, ctx.target()?, &ctx.loaded.config).await;
+                engine::monitor::health(&ctx.database()?, ctx.primary().await?, &ctx.loaded.config)
+                    .await;
             output::alerts(&health, ctx.json);
             Ok(())
         }
@@ -232,14 +257,14 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Recovery(RecoveryCommand::Plan(args)) => {
-            let repo = ctx.repository().await?;
+            let repo = ctx.repository_from(args.from.as_deref()).await?;
             let manifest = repo.resolve(&args.backup_id).await?;
             let plan = engine::plan::plan(&repo, &manifest, &ctx.plan_request(&args)?).await?;
             output::plan(&plan, ctx.json);
             Ok(())
         }
         Command::Recovery(RecoveryCommand::Execute(args)) => {
-            let repo = ctx.repository().await?;
+            let repo = ctx.repository_from(args.recovery.from.as_deref()).await?;
             let manifest = repo.resolve(&args.recovery.backup_id).await?;
             let plan =
                 engine::plan::plan(&repo, &manifest, &ctx.plan_request(&args.recovery)?).await?;
@@ -287,8 +312,15 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Backup(BackupCommand::Create(args)) => {
             let settings = ctx.database()?;
-            let repo = Repository::open_or_init(ctx.target()?).await?;
             let config = &ctx.loaded.config.backup;
+            let set = ctx.targets().await?;
+            let names = if args.targets.is_empty() && ctx.repo_flag.is_none() {
+                config.targets.clone()
+            } else {
+                args.targets.clone()
+            };
+            let selected = set.select(&names)?;
+            let repo = Repository::open_or_init(selected[0].clone()).await?;
             let opts = engine::backup::BackupOptions {
                 name: args.name,
                 backup_type: args.backup_type,
@@ -302,17 +334,58 @@ async fn run(cli: Cli) -> Result<()> {
                 split_bytes: None,
             };
             let manifest = engine::backup::create(&settings, &repo, &opts, &ctx.progress).await?;
-            output::backup_created(&manifest, &ctx.repo_path, ctx.json);
-            Ok(())
+            // Then a copy on every other selected target; a failed copy leaves the backup safe
+            // on the primary and says how to finish the job.
+            let mut copies = Vec::new();
+            let mut failures = Vec::new();
+            for target in &selected[1..] {
+                let copied = async {
+                    let dest = Repository::open_or_init(target.clone()).await?;
+                    engine::sync::copy_backup(&repo, &dest, &manifest, opts.jobs, &ctx.progress)
+                        .await
+                }
+                .await;
+                match copied {
+                    Ok(report) => copies.push(report),
+                    Err(e) => failures.push(format!("target '{}': {e}", target.name())),
+                }
+            }
+            output::backup_created(
+                &manifest,
+                &repo.target().location(),
+                &copies,
+                &failures,
+                ctx.json,
+            );
+            match failures.first() {
+                None => Ok(()),
+                Some(first) => Err(Error::Storage {
+                    target: selected[0].name().to_string(),
+                    object: format!("backup {}", manifest.id),
+                    reason: format!(
+                        "the backup is complete on '{}' but copying it failed on {} target(s), first {first}; run `backup-cli backup sync` when the target is back",
+                        selected[0].name(),
+                        failures.len()
+                    ),
+                }),
+            }
         }
         Command::Backup(BackupCommand::List(args)) => {
-            let repo = ctx.repository().await?;
-            let backups = engine::list::list(&repo, args.limit, args.backup_type).await?;
-            output::backup_list(&backups, &ctx.repo_path, ctx.json);
+            let set = ctx.targets().await?;
+            let repo = Repository::open(set.targets[0].clone())
+                .await?
+                .with_fallbacks(set.targets.clone());
+            let backups =
+                engine::list::list(&repo, &set.targets, args.limit, args.backup_type).await?;
+            output::backup_list(&backups, &repo.target().location(), ctx.json);
             Ok(())
         }
         Command::Backup(BackupCommand::Validate(args)) => {
-            let repo = ctx.repository().await?;
+            let repo = match &args.target {
+                // One copy only: no fallback, so a bad object on it is reported.
+                Some(name) => Repository::open(ctx.targets().await?.get(name)?).await?,
+                None => ctx.repository().await?,
+            };
             let manifest = repo.resolve(&args.backup_id).await?;
             let jobs = args.jobs.unwrap_or_else(engine::default_jobs);
             let report = engine::validate::validate(
@@ -334,9 +407,33 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Backup(BackupCommand::Delete(args)) => {
-            let repo = ctx.repository().await?;
-            let report = engine::delete::delete(&repo, &args.backup_id, args.force).await?;
+            let set = ctx.targets().await?;
+            let report = engine::delete::delete(&set.targets, &args.backup_id, args.force).await?;
             output::deleted(&report, ctx.json);
+            Ok(())
+        }
+        Command::Backup(BackupCommand::Sync(args)) => {
+            let set = ctx.targets().await?;
+            let targets = set.select(&args.targets)?;
+            let jobs = args.jobs.unwrap_or_else(engine::default_jobs);
+            let reports = engine::sync::sync(&targets, jobs, &ctx.progress).await?;
+            output::synced(&reports, ctx.json);
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::List) => {
+            let set = ctx.targets().await?;
+            output::plugins(&set.plugins, ctx.json);
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Inspect(args)) => {
+            let runtime = larder::plugin::Runtime::new(ctx.loaded.plugin_cache_dir())?;
+            let inspection = larder::plugin::inspect::inspect(&runtime, &args.file)?;
+            output::inspection(&inspection, ctx.json);
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Hash(args)) => {
+            let sha256 = larder::plugin::inspect::hash(&args.file)?;
+            output::plugin_hash(&args.file, &sha256, ctx.json);
             Ok(())
         }
     }

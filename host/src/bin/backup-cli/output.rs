@@ -9,14 +9,21 @@ use larder::engine::list::BackupSummary;
 use larder::engine::plan::RecoveryPlan;
 use larder::engine::progress::human_bytes;
 use larder::engine::restore::RestoreReport;
+use larder::engine::sync::{CopyReport, Presence};
 use larder::engine::validate::ValidationReport;
+use larder::plugin::inspect::Inspection;
 use larder::repository::manifest::Manifest;
+use larder::targets::configured::PluginSummary;
 use serde::Serialize;
 use std::path::Path;
 
 pub fn json(value: &impl Serialize) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => {
+            use std::io::Write;
+            // A closed pipe (`| head`) is the reader's choice, not an error worth a panic.
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
+        }
         Err(e) => eprintln!("error: cannot encode JSON output: {e}"),
     }
 }
@@ -40,10 +47,22 @@ fn seconds(s: f64) -> String {
     }
 }
 
-pub fn backup_created(m: &Manifest, repo: &Path, as_json: bool) {
+pub fn backup_created(
+    m: &Manifest,
+    repo: &str,
+    copies: &[CopyReport],
+    failures: &[String],
+    as_json: bool,
+) {
     let summary = BackupSummary::from(m);
     if as_json {
-        json(&serde_json::json!({ "status": "ok", "backup": summary, "repository": repo }));
+        json(&serde_json::json!({
+            "status": if failures.is_empty() { "ok" } else { "partial" },
+            "backup": summary,
+            "repository": repo,
+            "copies": copies,
+            "copy_failures": failures,
+        }));
         return;
     }
     println!("Backup {} created ('{}')", m.id, m.name);
@@ -63,20 +82,29 @@ pub fn backup_created(m: &Manifest, repo: &Path, as_json: bool) {
         human_bytes(summary.new_bytes),
         seconds(summary.duration_seconds)
     );
-    println!("  repository: {}", repo.display());
+    println!("  repository: {repo}");
+    for copy in copies {
+        println!(
+            "  copied to target '{}': {} new chunks ({}), {} already there",
+            copy.to,
+            copy.chunks_copied,
+            human_bytes(copy.bytes_copied),
+            copy.chunks_present
+        );
+    }
+    for failure in failures {
+        println!("  NOT copied to {failure}");
+    }
     println!("  next: backup-cli backup validate {}", m.id);
 }
 
-pub fn backup_list(backups: &[BackupSummary], repo: &Path, as_json: bool) {
+pub fn backup_list(backups: &[BackupSummary], repo: &str, as_json: bool) {
     if as_json {
         json(&backups);
         return;
     }
     if backups.is_empty() {
-        println!(
-            "No backups in {} yet. Create one with: backup-cli backup create",
-            repo.display()
-        );
+        println!("No backups in {repo} yet. Create one with: backup-cli backup create");
         return;
     }
     let mut t = table(&[
@@ -90,6 +118,7 @@ pub fn backup_list(backups: &[BackupSummary], repo: &Path, as_json: bool) {
         "TABLES",
         "ROWS",
         "STATUS",
+        "TARGETS",
     ]);
     for b in backups {
         t.add_row(vec![
@@ -103,6 +132,16 @@ pub fn backup_list(backups: &[BackupSummary], repo: &Path, as_json: bool) {
             right(b.tables),
             right(b.rows),
             Cell::new(b.status),
+            Cell::new(
+                b.targets
+                    .iter()
+                    .map(|(name, presence)| match presence {
+                        Presence::Complete => name.clone(),
+                        Presence::Incomplete => format!("{name} (INCOMPLETE)"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
         ]);
     }
     println!("{t}");
@@ -164,6 +203,95 @@ pub fn deleted(report: &DeleteReport, as_json: bool) {
         human_bytes(report.bytes_freed),
         report.chunks_kept
     );
+    println!("  deleted from: {}", report.targets.join(", "));
+}
+
+pub fn synced(reports: &[CopyReport], as_json: bool) {
+    if as_json {
+        json(&serde_json::json!({ "status": "ok", "copies": reports }));
+        return;
+    }
+    if reports.is_empty() {
+        println!("Every backup is complete on every target; nothing to copy.");
+        return;
+    }
+    let mut t = table(&[
+        "BACKUP",
+        "FROM",
+        "TO",
+        "CHUNKS COPIED",
+        "BYTES",
+        "ALREADY THERE",
+    ]);
+    for r in reports {
+        t.add_row(vec![
+            Cell::new(&r.backup_id),
+            Cell::new(&r.from),
+            Cell::new(&r.to),
+            right(r.chunks_copied),
+            right(human_bytes(r.bytes_copied)),
+            right(r.chunks_present),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub fn plugins(plugins: &[PluginSummary], as_json: bool) {
+    if as_json {
+        json(&plugins);
+        return;
+    }
+    if plugins.is_empty() {
+        println!("No plugins are configured (add a [[targets]] entry with type = \"plugin\").");
+        return;
+    }
+    for p in plugins {
+        println!("{} — {} {} ({})", p.target, p.name, p.version, p.world);
+        println!("  file:     {}", p.path);
+        println!(
+            "  sha256:   {} ({})",
+            p.sha256,
+            if p.pinned { "pinned" } else { "NOT pinned" }
+        );
+        println!("  declares: {}", p.capabilities.join(", "));
+        if p.granted.is_empty() {
+            println!("  granted:  nothing");
+        }
+        for grant in &p.granted {
+            println!("  granted:  {grant}");
+        }
+    }
+}
+
+pub fn inspection(i: &Inspection, as_json: bool) {
+    if as_json {
+        json(i);
+        return;
+    }
+    println!("{}", i.path);
+    println!("  sha256:  {}", i.sha256);
+    println!("  size:    {}", human_bytes(i.size));
+    println!(
+        "  world:   {}",
+        i.world.as_deref().unwrap_or("none (not a Larder plugin)")
+    );
+    for export in &i.exports {
+        println!("  exports: {export}");
+    }
+    for import in &i.imports {
+        println!("  imports: {import}");
+    }
+    for ask in &i.asks_for {
+        println!("  can use: {ask}");
+    }
+}
+
+pub fn plugin_hash(file: &Path, sha256: &str, as_json: bool) {
+    if as_json {
+        json(&serde_json::json!({ "file": file, "sha256": sha256 }));
+    } else {
+        println!("{sha256}  {}", file.display());
+    }
 }
 
 pub fn initialised(config: &Path, repo: &Path, as_json: bool) {
@@ -283,6 +411,9 @@ pub fn restored(report: &RestoreReport, as_json: bool) {
         ]);
     }
     println!("{t}");
+    for fallback in &report.fallbacks {
+        println!("  fallback: {fallback}");
+    }
     println!(
         "Recovered backup {} into {} ({}) in {}: {} tables, {} rows verified; no constraint left NOT VALID.",
         report.backup_id,

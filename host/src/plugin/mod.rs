@@ -1,0 +1,214 @@
+//! The WebAssembly plugin runtime (wasmtime, component model).
+//!
+//! ```text
+//! [[targets]] type = "plugin"  ──load──> Runtime::load: read .wasm, check the SHA-256 pin,
+//!                                         compile (or reuse the on-disk cache) ──> Loaded
+//! Loaded + Grants ──> PluginTarget (targets::Target): a pool of sandboxed instances;
+//!                     every call runs under the memory cap, the epoch deadline and a timeout
+//! ```
+//!
+//! The contract is the WIT package in `wit/v1` (`larder:plugin@1.0.0`); the sandbox limits live
+//! in [`policy`]. Compiled components are cached under the cache directory, keyed by the
+//! plugin's SHA-256 and the engine's compatibility hash, and only files this host wrote there
+//! are ever deserialized.
+
+pub mod bindings;
+pub mod http;
+pub mod inspect;
+pub mod policy;
+pub mod state;
+pub mod target;
+
+use crate::error::{Error, Result};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+
+/// How a component came to be ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheStatus {
+    /// Loaded from the compiled-component cache.
+    Hit,
+    /// Compiled now (and stored in the cache).
+    Compiled,
+}
+
+/// A plugin file read, verified and compiled.
+pub struct Loaded {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub component: Component,
+    pub cache: CacheStatus,
+}
+
+/// The engine, the linker with everything a plugin may import, and the compiled-code cache.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<state::PluginState>,
+    cache_dir: PathBuf,
+}
+
+/// One engine per process: its epoch ticker thread runs for the life of the process.
+fn engine() -> Result<Engine> {
+    static ENGINE: OnceLock<std::result::Result<Engine, String>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let mut config = Config::new();
+            config.wasm_component_model(true);
+            config.epoch_interruption(true);
+            let engine = Engine::new(&config).map_err(|e| format!("{e:#}"))?;
+            let ticker = engine.clone();
+            std::thread::Builder::new()
+                .name("plugin-epoch".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(policy::EPOCH_TICK);
+                        ticker.increment_epoch();
+                    }
+                })
+                .map_err(|e| format!("starting the plugin deadline timer: {e}"))?;
+            Ok(engine)
+        })
+        .clone()
+        .map_err(|e| Error::Plugin(format!("cannot start the WebAssembly engine: {e}")))
+}
+
+impl Runtime {
+    pub fn new(cache_dir: PathBuf) -> Result<Runtime> {
+        let engine = engine()?;
+        let mut linker = Linker::new(&engine);
+        let link = |what: &str, r: wasmtime::Result<()>| {
+            r.map_err(|e| Error::Plugin(format!("linking {what}: {e:#}")))
+        };
+        link("WASI", wasmtime_wasi::p2::add_to_linker_async(&mut linker))?;
+        link(
+            "wasi:http",
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker),
+        )?;
+        link(
+            "larder:plugin/host",
+            bindings::larder::plugin::host::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+                &mut linker,
+                |s| s,
+            ),
+        )?;
+        link(
+            "larder:plugin/types",
+            bindings::larder::plugin::types::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+                &mut linker,
+                |s| s,
+            ),
+        )?;
+        Ok(Runtime {
+            engine,
+            linker,
+            cache_dir,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn linker(&self) -> &Linker<state::PluginState> {
+        &self.linker
+    }
+
+    /// Reads a plugin, checks its pin, and compiles it or takes it from the cache.
+    pub fn load(&self, path: &Path, pin: Option<&str>) -> Result<Loaded> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::Plugin(format!("cannot read plugin {}: {e}", path.display())))?;
+        let sha256 = crate::repository::sha256_hex(&bytes);
+        if let Some(expected) = pin {
+            let expected = expected.trim().to_ascii_lowercase();
+            if expected != sha256 {
+                return Err(Error::PluginPin {
+                    path: path.display().to_string(),
+                    expected,
+                    actual: sha256,
+                });
+            }
+        }
+        let cached = self.cache_path(&sha256);
+        if let Ok(artifact) = std::fs::read(&cached) {
+            // SAFETY: the file was written by `store_in_cache` below, in a directory only this
+            // user can write, under a name that binds the plugin's hash and this engine's
+            // compatibility hash; wasmtime also checks the artifact's header.
+            match unsafe { Component::deserialize(&self.engine, &artifact) } {
+                Ok(component) => {
+                    return Ok(Loaded {
+                        path: path.to_path_buf(),
+                        sha256,
+                        component,
+                        cache: CacheStatus::Hit,
+                    });
+                }
+                Err(e) => tracing::warn!(
+                    "ignoring unusable compiled plugin {}: {e:#}",
+                    cached.display()
+                ),
+            }
+        }
+        let artifact = self.engine.precompile_component(&bytes).map_err(|e| {
+            Error::Plugin(format!(
+                "{} is not a valid WebAssembly component: {e:#}",
+                path.display()
+            ))
+        })?;
+        self.store_in_cache(&cached, &artifact);
+        // SAFETY: `artifact` was produced by this engine a moment ago.
+        let component = unsafe { Component::deserialize(&self.engine, &artifact) }
+            .map_err(|e| Error::Plugin(format!("loading {}: {e:#}", path.display())))?;
+        Ok(Loaded {
+            path: path.to_path_buf(),
+            sha256,
+            component,
+            cache: CacheStatus::Compiled,
+        })
+    }
+
+    fn cache_path(&self, sha256: &str) -> PathBuf {
+        let mut hasher = DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        self.cache_dir
+            .join(format!("{sha256}-{:016x}.cwasm", hasher.finish()))
+    }
+
+    /// Best effort: a cache that cannot be written only costs a compile next time.
+    fn store_in_cache(&self, path: &Path, artifact: &[u8]) {
+        let result = (|| -> std::io::Result<()> {
+            std::fs::create_dir_all(&self.cache_dir)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&self.cache_dir, std::fs::Permissions::from_mode(0o700))?;
+            }
+            let mut temp = tempfile::NamedTempFile::new_in(&self.cache_dir)?;
+            std::io::Write::write_all(&mut temp, artifact)?;
+            temp.persist(path).map_err(|e| e.error)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(
+                "cannot cache the compiled plugin in {}: {e}",
+                self.cache_dir.display()
+            );
+        }
+    }
+}
+
+/// Where compiled plugins are cached unless `[plugins] cache_dir` says otherwise.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("larder/plugins");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".cache/larder/plugins");
+    }
+    std::env::temp_dir().join("larder-plugin-cache")
+}

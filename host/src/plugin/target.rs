@@ -1,0 +1,485 @@
+//! A storage target served by a WebAssembly plugin.
+//!
+//! Each call takes an instance from a small pool (instances are single-threaded; the pool lets
+//! the repository's parallel writers proceed), runs under the epoch deadline and a host-side
+//! timeout, and checks the answer. An instance that trapped, ran out of time or memory is
+//! thrown away; the next call gets a fresh one. Because an instance may batch durability until
+//! `flush`, throwing away one that wrote since its last flush makes the next `flush` fail: its
+//! writes can no longer be made durable, so no manifest may refer to them.
+
+use super::bindings::StorageTargetPre;
+use super::bindings::exports::larder::plugin::storage::ListPage;
+use super::bindings::larder::plugin::types::{Error as PluginError, PluginInfo};
+use super::policy::{self, Grants};
+use super::state::PluginState;
+use super::{Loaded, Runtime};
+use crate::error::{Error, Result};
+use crate::targets::{ObjectInfo, Target, TargetError};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::{Mutex, Semaphore};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+struct Instance {
+    store: Store<PluginState>,
+    bindings: super::bindings::StorageTarget,
+    /// Wrote since its last flush.
+    dirty: bool,
+}
+
+pub struct PluginTarget {
+    name: String,
+    plugin: Arc<str>,
+    location: String,
+    pre: StorageTargetPre<PluginState>,
+    grants: Arc<Grants>,
+    idle: Mutex<Vec<Instance>>,
+    slots: Semaphore,
+    /// An instance with unflushed writes was discarded since the last flush.
+    lost_writes: AtomicBool,
+    info: PluginInfo,
+}
+
+impl PluginTarget {
+    /// Instantiates the plugin once (to check it links and to call `describe`).
+    pub async fn new(
+        runtime: &Runtime,
+        name: &str,
+        loaded: &Loaded,
+        grants: Grants,
+    ) -> Result<PluginTarget> {
+        let file = loaded
+            .path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let plugin: Arc<str> = Arc::from(format!("{name} ({file})"));
+        let instance_pre = runtime
+            .linker()
+            .instantiate_pre(&loaded.component)
+            .map_err(|e| {
+                Error::Plugin(format!(
+                    "plugin {plugin} asks for something the host does not provide: {e:#}"
+                ))
+            })?;
+        let pre = StorageTargetPre::new(instance_pre).map_err(|e| {
+            Error::Plugin(format!(
+                "plugin {plugin} is not a storage-target plugin (larder:plugin/storage@1.x): {e:#}"
+            ))
+        })?;
+        let grants = Arc::new(grants);
+        let instances = grants.instances.max(1);
+        let mut target = PluginTarget {
+            name: name.to_string(),
+            plugin,
+            location: format!(
+                "plugin {} (sha256 {})",
+                loaded.path.display(),
+                &loaded.sha256[..12]
+            ),
+            pre,
+            grants,
+            idle: Mutex::new(Vec::new()),
+            slots: Semaphore::new(instances),
+            lost_writes: AtomicBool::new(false),
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                capabilities: Vec::new(),
+            },
+        };
+        let mut instance = target.instantiate().await?;
+        instance
+            .store
+            .set_epoch_deadline(target.grants.deadline_ticks());
+        let info = tokio::time::timeout(
+            target.grants.call_timeout,
+            instance
+                .bindings
+                .larder_plugin_storage()
+                .call_describe(&mut instance.store),
+        )
+        .await
+        .map_err(|_| target.deadline_error("describe"))?
+        .map_err(|e| target.trap_error("describe", e))?;
+        target.info = info;
+        target.idle.get_mut().push(instance);
+        Ok(target)
+    }
+
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    pub fn grants(&self) -> &Grants {
+        &self.grants
+    }
+
+    async fn instantiate(&self) -> Result<Instance> {
+        let grants = &self.grants;
+        let mut wasi = WasiCtxBuilder::new();
+        for dir in &grants.dirs {
+            let perms = if dir.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            wasi.preopened_dir(&dir.host, &dir.guest, perms)
+                .map_err(|e| {
+                    Error::Plugin(format!(
+                        "plugin {}: cannot open granted directory {}: {e:#}",
+                        self.plugin,
+                        dir.host.display()
+                    ))
+                })?;
+        }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(policy::MAX_RESOURCES);
+        let state = PluginState {
+            plugin: self.plugin.clone(),
+            grants: grants.clone(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(grants.memory as usize)
+                .instances(policy::MAX_CORE_INSTANCES)
+                .tables(policy::MAX_TABLES)
+                .memories(policy::MAX_MEMORIES)
+                .trap_on_grow_failure(true)
+                .build(),
+            wasi: wasi.build(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            table,
+            hooks: super::http::AllowListHooks {
+                plugin: self.plugin.clone(),
+                grants: grants.clone(),
+            },
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(grants.deadline_ticks());
+        let bindings = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| self.trap_error("instantiate", e))?;
+        Ok(Instance {
+            store,
+            bindings,
+            dirty: false,
+        })
+    }
+
+    fn deadline_error(&self, call: &str) -> Error {
+        Error::Plugin(format!(
+            "plugin {} did not answer `{call}` within its {} deadline",
+            self.plugin,
+            humantime::format_duration(self.grants.call_timeout)
+        ))
+    }
+
+    fn trap_error(&self, call: &str, e: wasmtime::Error) -> Error {
+        let why = match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => format!(
+                "ran past its {} deadline",
+                humantime::format_duration(self.grants.call_timeout)
+            ),
+            Some(Trap::UnreachableCodeReached) => "trapped (the plugin panicked)".to_string(),
+            Some(Trap::MemoryOutOfBounds) | Some(Trap::TableOutOfBounds) => {
+                format!("trapped ({})", Trap::MemoryOutOfBounds)
+            }
+            Some(trap) => format!("trapped ({trap})"),
+            None if format!("{e:#}").contains("grow") => format!(
+                "exceeded its memory limit of {} MiB",
+                self.grants.memory / (1024 * 1024)
+            ),
+            None => format!("failed: {e:#}"),
+        };
+        Error::Plugin(format!("plugin {} {why} during `{call}`", self.plugin))
+    }
+
+    /// Runs one call on an instance from the pool, under the deadline.
+    async fn call<T, F>(
+        &self,
+        call: &str,
+        writes: bool,
+        f: F,
+    ) -> std::result::Result<T, TargetError>
+    where
+        F: for<'a> FnOnce(
+            &'a mut Instance,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<
+                        Output = wasmtime::Result<std::result::Result<T, PluginError>>,
+                    > + Send
+                    + 'a,
+            >,
+        >,
+    {
+        let failed = |e: Error| TargetError::Failed {
+            target: self.name.clone(),
+            reason: e.to_string(),
+        };
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| TargetError::Failed {
+                target: self.name.clone(),
+                reason: "plugin is shutting down".into(),
+            })?;
+        let pooled = self.idle.lock().await.pop();
+        let mut instance = match pooled {
+            Some(instance) => instance,
+            None => self.instantiate().await.map_err(failed)?,
+        };
+        instance
+            .store
+            .set_epoch_deadline(self.grants.deadline_ticks());
+        // The host-side timeout catches a guest blocked inside a host call (an HTTP request
+        // that never answers), which epoch interruption cannot reach.
+        let grace = policy::EPOCH_TICK * 4;
+        let outcome =
+            tokio::time::timeout(self.grants.call_timeout + grace, f(&mut instance)).await;
+        let answer = match outcome {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(trap)) => {
+                self.discard(&instance);
+                return Err(failed(self.trap_error(call, trap)));
+            }
+            Err(_) => {
+                self.discard(&instance);
+                return Err(failed(self.deadline_error(call)));
+            }
+        };
+        if writes {
+            instance.dirty = true;
+        }
+        self.idle.lock().await.push(instance);
+        answer.map_err(|e| self.plugin_error(call, e))
+    }
+
+    fn discard(&self, instance: &Instance) {
+        if instance.dirty {
+            self.lost_writes.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn plugin_error(&self, call: &str, e: PluginError) -> TargetError {
+        let target = self.name.clone();
+        let said = |kind: &str, m: String| {
+            format!("plugin {} refused `{call}` ({kind}): {m}", self.plugin)
+        };
+        match e {
+            PluginError::NotFound => TargetError::NotFound { target },
+            PluginError::Unavailable(m) => TargetError::Unavailable {
+                target,
+                reason: said("unavailable", m),
+            },
+            PluginError::Denied(m) => TargetError::Failed {
+                target,
+                reason: said("denied", m),
+            },
+            PluginError::Invalid(m) => TargetError::Failed {
+                target,
+                reason: said("invalid", m),
+            },
+            PluginError::Other(m) if m.to_ascii_lowercase().contains("no space") => {
+                TargetError::NoSpace {
+                    target,
+                    reason: said("error", m),
+                }
+            }
+            PluginError::Other(m) => TargetError::Failed {
+                target,
+                reason: said("error", m),
+            },
+        }
+    }
+
+    fn garbage(&self, call: &str, why: String) -> TargetError {
+        TargetError::Failed {
+            target: self.name.clone(),
+            reason: format!(
+                "plugin {} returned an invalid answer to `{call}`: {why}",
+                self.plugin
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl Target for PluginTarget {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> std::result::Result<(), TargetError> {
+        let key = key.to_string();
+        self.call("put", true, move |i| {
+            Box::pin(async move {
+                i.bindings
+                    .larder_plugin_storage()
+                    .call_put(&mut i.store, &key, &data)
+                    .await
+            })
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> std::result::Result<Bytes, TargetError> {
+        let key = key.to_string();
+        self.call("get", false, move |i| {
+            Box::pin(async move {
+                i.bindings
+                    .larder_plugin_storage()
+                    .call_get(&mut i.store, &key)
+                    .await
+            })
+        })
+        .await
+        .map(Bytes::from)
+    }
+
+    async fn stat(&self, key: &str) -> std::result::Result<Option<u64>, TargetError> {
+        let key = key.to_string();
+        self.call("stat", false, move |i| {
+            Box::pin(async move {
+                i.bindings
+                    .larder_plugin_storage()
+                    .call_stat(&mut i.store, &key)
+                    .await
+            })
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> std::result::Result<Vec<ObjectInfo>, TargetError> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page: ListPage = self
+                .call("list", false, |i| {
+                    let cursor = cursor.clone();
+                    let prefix = prefix.to_string();
+                    Box::pin(async move {
+                        i.bindings
+                            .larder_plugin_storage()
+                            .call_list(&mut i.store, &prefix, cursor.as_deref())
+                            .await
+                    })
+                })
+                .await?;
+            for object in page.objects {
+                if !object.key.starts_with(prefix) || !crate::targets::is_valid_key(&object.key) {
+                    return Err(self.garbage(
+                        "list",
+                        format!("key {:?} is not an object key under {prefix:?}", object.key),
+                    ));
+                }
+                out.push(ObjectInfo {
+                    key: object.key,
+                    size: object.size,
+                });
+            }
+            match page.next {
+                Some(next) if Some(&next) == cursor.as_ref() => {
+                    return Err(self.garbage("list", "the next-page cursor did not advance".into()));
+                }
+                Some(next) => cursor = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    async fn delete(&self, key: &str) -> std::result::Result<(), TargetError> {
+        let key = key.to_string();
+        self.call("delete", true, move |i| {
+            Box::pin(async move {
+                i.bindings
+                    .larder_plugin_storage()
+                    .call_delete(&mut i.store, &key)
+                    .await
+            })
+        })
+        .await
+    }
+
+    async fn available_space(&self) -> std::result::Result<Option<u64>, TargetError> {
+        Ok(None)
+    }
+
+    async fn flush(&self) -> std::result::Result<(), TargetError> {
+        // Every instance batches its own writes: flush them all, with no call in flight.
+        let slots = self.grants.instances.max(1) as u32;
+        let _all = self
+            .slots
+            .acquire_many(slots)
+            .await
+            .map_err(|_| TargetError::Failed {
+                target: self.name.clone(),
+                reason: "plugin is shutting down".into(),
+            })?;
+        if self.lost_writes.swap(false, Ordering::SeqCst) {
+            return Err(TargetError::Failed {
+                target: self.name.clone(),
+                reason: format!(
+                    "plugin {}: an instance that failed had unflushed writes; they cannot be made durable",
+                    self.plugin
+                ),
+            });
+        }
+        let mut idle = std::mem::take(&mut *self.idle.lock().await);
+        let mut result = Ok(());
+        let mut kept = Vec::new();
+        for mut instance in idle.drain(..) {
+            if !instance.dirty || result.is_err() {
+                kept.push(instance);
+                continue;
+            }
+            instance
+                .store
+                .set_epoch_deadline(self.grants.deadline_ticks());
+            let outcome = tokio::time::timeout(
+                self.grants.call_timeout + policy::EPOCH_TICK * 4,
+                instance
+                    .bindings
+                    .larder_plugin_storage()
+                    .call_flush(&mut instance.store),
+            )
+            .await;
+            match outcome {
+                Ok(Ok(Ok(()))) => {
+                    instance.dirty = false;
+                    kept.push(instance);
+                }
+                Ok(Ok(Err(e))) => {
+                    result = Err(self.plugin_error("flush", e));
+                    kept.push(instance);
+                }
+                Ok(Err(trap)) => {
+                    result = Err(TargetError::Failed {
+                        target: self.name.clone(),
+                        reason: self.trap_error("flush", trap).to_string(),
+                    })
+                }
+                Err(_) => {
+                    result = Err(TargetError::Failed {
+                        target: self.name.clone(),
+                        reason: self.deadline_error("flush").to_string(),
+                    })
+                }
+            }
+        }
+        *self.idle.lock().await = kept;
+        result
+    }
+}

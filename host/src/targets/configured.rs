@@ -1,0 +1,220 @@
+//! Opens the targets the configuration names (`[[targets]]`, or the single `fs` target at
+//! `[repository] path` / `--repo`), each wrapped in retries and timeouts.
+
+use super::Target;
+use super::fs::FsTarget;
+use super::retry::Retrying;
+use super::s3::{S3Settings, S3Target};
+use crate::config::{
+    DirMode, Loaded, PluginTargetConfig, TargetConfig, parse_bytes, resolve_secret,
+};
+use crate::error::{Error, Result};
+use crate::plugin::policy::{self, DirGrant, Grants};
+use crate::plugin::target::PluginTarget;
+use crate::plugin::{CacheStatus, Runtime};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The name of the target a repository path alone makes.
+pub const DEFAULT_TARGET: &str = "local";
+
+/// A configured plugin target, as `plugin list` reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginSummary {
+    pub target: String,
+    pub path: String,
+    pub sha256: String,
+    pub pinned: bool,
+    pub world: &'static str,
+    pub name: String,
+    pub version: String,
+    pub capabilities: Vec<String>,
+    pub granted: Vec<String>,
+    pub cache: CacheStatus,
+}
+
+/// All configured targets, in configuration order (the first is the default primary).
+pub struct TargetSet {
+    pub targets: Vec<Arc<dyn Target>>,
+    pub plugins: Vec<PluginSummary>,
+}
+
+impl TargetSet {
+    pub fn names(&self) -> Vec<String> {
+        self.targets.iter().map(|t| t.name().to_string()).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<Arc<dyn Target>> {
+        self.targets
+            .iter()
+            .find(|t| t.name() == name)
+            .cloned()
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "no target named '{name}'; the configured targets are: {}",
+                    self.names().join(", ")
+                ))
+            })
+    }
+
+    /// The targets named (in that order), or all of them when `names` is empty.
+    pub fn select(&self, names: &[String]) -> Result<Vec<Arc<dyn Target>>> {
+        if names.is_empty() {
+            return Ok(self.targets.clone());
+        }
+        let mut out: Vec<Arc<dyn Target>> = Vec::new();
+        for name in names {
+            let target = self.get(name)?;
+            if !out.iter().any(|t| t.name() == target.name()) {
+                out.push(target);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Opens every configured target. `repo_flag` (`--repo`) replaces them with one `fs` target.
+pub async fn open(loaded: &Loaded, repo_flag: Option<&Path>) -> Result<TargetSet> {
+    let config = &loaded.config;
+    if repo_flag.is_some() || config.targets.is_empty() {
+        let path = loaded.repository_path(repo_flag);
+        return Ok(TargetSet {
+            targets: vec![Retrying::wrap(Arc::new(open_fs(DEFAULT_TARGET, &path)?))],
+            plugins: Vec::new(),
+        });
+    }
+    if config.repository.path.is_some() {
+        return Err(Error::Config(
+            "both [repository] path and [[targets]] are set; with [[targets]], add the local folder as a target of type \"fs\" instead".into(),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for target in &config.targets {
+        let name = target.name();
+        if !crate::targets::is_valid_key(name) || name.contains('/') {
+            return Err(Error::Config(format!(
+                "target name {name:?} must be a plain word like \"s3\" or \"offsite\""
+            )));
+        }
+        if !seen.insert(name) {
+            return Err(Error::Config(format!("two targets are named '{name}'")));
+        }
+    }
+    let mut runtime: Option<Runtime> = None;
+    let mut targets = Vec::new();
+    let mut plugins = Vec::new();
+    for target in &config.targets {
+        let opened: Arc<dyn Target> = match target {
+            TargetConfig::Fs(fs) => Arc::new(open_fs(&fs.name, &loaded.config_relative(&fs.path))?),
+            TargetConfig::S3(s3) => {
+                let owner = format!("target '{}'", s3.name);
+                let secret = |name: &str, default_env: &str| -> Result<Option<String>> {
+                    match s3.secrets.get(name) {
+                        Some(reference) => resolve_secret(&owner, name, reference).map(Some),
+                        None => Ok(std::env::var(default_env).ok()),
+                    }
+                };
+                let missing = |name: &str, env: &str| {
+                    Error::Config(format!(
+                        "{owner} needs credentials: set secrets.{name} (env:VAR or file:/path) or {env}"
+                    ))
+                };
+                let access = secret("access_key_id", "AWS_ACCESS_KEY_ID")?
+                    .ok_or_else(|| missing("access_key_id", "AWS_ACCESS_KEY_ID"))?;
+                let secret_key = secret("secret_access_key", "AWS_SECRET_ACCESS_KEY")?
+                    .ok_or_else(|| missing("secret_access_key", "AWS_SECRET_ACCESS_KEY"))?;
+                let token = secret("session_token", "AWS_SESSION_TOKEN")?;
+                let settings = S3Settings {
+                    bucket: &s3.bucket,
+                    endpoint: s3.endpoint.as_deref(),
+                    region: &s3.region,
+                    root: &s3.root,
+                    access_key_id: &access,
+                    secret_access_key: &secret_key,
+                    session_token: token.as_deref(),
+                };
+                Arc::new(
+                    S3Target::new(&s3.name, &settings).map_err(|e| Error::Config(e.to_string()))?,
+                )
+            }
+            TargetConfig::Plugin(entry) => {
+                if runtime.is_none() {
+                    runtime = Some(Runtime::new(loaded.plugin_cache_dir())?);
+                }
+                let Some(runtime) = runtime.as_ref() else {
+                    return Err(Error::Plugin("the plugin runtime did not start".into()));
+                };
+                let (target, summary) = open_plugin(runtime, loaded, entry).await?;
+                plugins.push(summary);
+                Arc::new(target)
+            }
+        };
+        targets.push(Retrying::wrap(opened));
+    }
+    Ok(TargetSet { targets, plugins })
+}
+
+fn open_fs(name: &str, path: &Path) -> Result<FsTarget> {
+    FsTarget::open(name, path)
+        .map_err(|e| Error::from_target(e, "(repository root)", "opening the repository folder"))
+}
+
+async fn open_plugin(
+    runtime: &Runtime,
+    loaded: &Loaded,
+    entry: &PluginTargetConfig,
+) -> Result<(PluginTarget, PluginSummary)> {
+    let owner = format!("plugin target '{}'", entry.name);
+    if entry.sha256.is_none() && loaded.config.plugins.require_pinned_plugins {
+        return Err(Error::Refused(format!(
+            "{owner} has no sha256 pin and [plugins] require_pinned_plugins is on; add sha256 = \"…\" (from `backup-cli plugin hash {}`)",
+            entry.path.display()
+        )));
+    }
+    let path = loaded.config_relative(&entry.path);
+    let loaded_plugin = runtime.load(&path, entry.sha256.as_deref())?;
+    let mut secrets = std::collections::BTreeMap::new();
+    for (name, reference) in &entry.secrets {
+        secrets.insert(name.clone(), resolve_secret(&owner, name, reference)?);
+    }
+    let memory = match &entry.memory {
+        Some(text) => parse_bytes(text).ok_or_else(|| {
+            Error::Config(format!(
+                "{owner}: memory '{text}' is not a size like 256MiB"
+            ))
+        })?,
+        None => policy::DEFAULT_MEMORY,
+    };
+    let grants = Grants {
+        config: entry.config.clone(),
+        secrets,
+        allow_hosts: entry.allow_hosts.clone(),
+        dirs: entry
+            .dirs
+            .iter()
+            .map(|d| DirGrant {
+                host: loaded.config_relative(&d.host),
+                guest: d.guest.clone(),
+                writable: d.mode == DirMode::ReadWrite,
+            })
+            .collect(),
+        memory,
+        call_timeout: entry.timeout.unwrap_or(policy::DEFAULT_CALL_TIMEOUT),
+        instances: entry.instances.unwrap_or(policy::DEFAULT_INSTANCES).max(1),
+    };
+    let target = PluginTarget::new(runtime, &entry.name, &loaded_plugin, grants).await?;
+    let info = target.info().clone();
+    let summary = PluginSummary {
+        target: entry.name.clone(),
+        path: path.display().to_string(),
+        sha256: loaded_plugin.sha256.clone(),
+        pinned: entry.sha256.is_some(),
+        world: "larder:plugin/storage-target@1.0.0",
+        name: info.name,
+        version: info.version,
+        capabilities: info.capabilities,
+        granted: target.grants().describe(),
+        cache: loaded_plugin.cache,
+    };
+    Ok((target, summary))
+}

@@ -1,0 +1,102 @@
+//! Retries with exponential backoff and a timeout per operation, for every target (built-in or
+//! plugin). Only `Unavailable` is retried: a missing object, a full disk or a refusal will not
+//! change by asking again.
+
+use super::{ObjectInfo, Target, TargetError};
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Attempts after the first.
+pub const RETRIES: usize = 4;
+/// Longest any single attempt may take.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub struct Retrying {
+    inner: Arc<dyn Target>,
+}
+
+impl Retrying {
+    pub fn wrap(inner: Arc<dyn Target>) -> Arc<dyn Target> {
+        Arc::new(Retrying { inner })
+    }
+
+    async fn run<T, F, Fut>(&self, what: &str, key: &str, op: F) -> Result<T, TargetError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, TargetError>>,
+    {
+        let attempt = || async {
+            match tokio::time::timeout(OPERATION_TIMEOUT, op()).await {
+                Ok(result) => result,
+                Err(_) => Err(TargetError::Unavailable {
+                    target: self.inner.name().to_string(),
+                    reason: format!(
+                        "{what} {key} took longer than {}",
+                        humantime::format_duration(OPERATION_TIMEOUT)
+                    ),
+                }),
+            }
+        };
+        attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_max_times(RETRIES)
+                    .with_jitter(),
+            )
+            .when(|e| matches!(e, TargetError::Unavailable { .. }))
+            .notify(|e, delay| {
+                tracing::warn!(
+                    "{e}; retrying {what} {key} in {}",
+                    humantime::format_duration(delay)
+                );
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Target for Retrying {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), TargetError> {
+        self.run("put", key, || self.inner.put(key, data.clone()))
+            .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, TargetError> {
+        self.run("get", key, || self.inner.get(key)).await
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<u64>, TargetError> {
+        self.run("stat", key, || self.inner.stat(key)).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, TargetError> {
+        self.run("list", prefix, || self.inner.list(prefix)).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), TargetError> {
+        self.run("delete", key, || self.inner.delete(key)).await
+    }
+
+    async fn available_space(&self) -> Result<Option<u64>, TargetError> {
+        self.run("space check", "", || self.inner.available_space())
+            .await
+    }
+
+    async fn flush(&self) -> Result<(), TargetError> {
+        self.run("flush", "", || self.inner.flush()).await
+    }
+}

@@ -1,0 +1,200 @@
+//! Whole-object storage in a directory, shared by the guest plugins that keep objects in a
+//! preopened directory (`offsite-dir-target`, and the test plugins that misbehave on purpose).
+//!
+//! `put` writes a temporary file beside the object and renames it into place, so readers see the
+//! whole object or none of it. Durability is batched: `flush` fsyncs every file renamed since the
+//! last flush and the directories that received them, which is when the host needs it (before a
+//! manifest makes chunks reachable). Keys are checked here as well as by the host: a key can never
+//! name a path outside the store's root.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+/// Why an operation failed, in the terms of the plugin contract.
+#[derive(Debug)]
+pub enum StoreError {
+    NotFound,
+    Denied(String),
+    Invalid(String),
+    Other(String),
+}
+
+impl StoreError {
+    fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+        let msg = format!("{what} {}: {e}", path.display());
+        match e.kind() {
+            ErrorKind::NotFound => StoreError::NotFound,
+            ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => StoreError::Denied(msg),
+            _ => StoreError::Other(msg),
+        }
+    }
+}
+
+/// A directory holding objects under `/`-separated keys.
+pub struct DirStore {
+    root: PathBuf,
+    unsynced_files: BTreeSet<PathBuf>,
+    unsynced_dirs: BTreeSet<PathBuf>,
+}
+
+const TEMP_MARK: &str = ".tmp-";
+
+impl DirStore {
+    /// A store rooted at `root`, which must exist (a directory the host preopened).
+    pub fn open(root: &str) -> Result<DirStore, StoreError> {
+        let root = PathBuf::from(root);
+        match fs::metadata(&root) {
+            Ok(meta) if meta.is_dir() => Ok(DirStore {
+                root,
+                unsynced_files: BTreeSet::new(),
+                unsynced_dirs: BTreeSet::new(),
+            }),
+            Ok(_) => Err(StoreError::Invalid(format!(
+                "{} is not a directory",
+                root.display()
+            ))),
+            Err(e) => Err(StoreError::Invalid(format!(
+                "cannot open {}: {e} (is it one of the directories the host preopened for this plugin?)",
+                root.display()
+            ))),
+        }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        let valid = !key.is_empty()
+            && !key.starts_with('/')
+            && key.split('/').all(|seg| {
+                !seg.is_empty() && seg != "." && seg != ".." && !seg.contains(TEMP_MARK)
+            });
+        if valid {
+            Ok(self.root.join(key))
+        } else {
+            Err(StoreError::Invalid(format!("invalid object key {key:?}")))
+        }
+    }
+
+    pub fn put(&mut self, key: &str, data: &[u8]) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io("creating", &dir, e))?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object");
+        let temp = dir.join(format!(
+            "{name}{TEMP_MARK}{:016x}",
+            wasip2::random::random::get_random_u64()
+        ));
+        let written = fs::File::create(&temp).and_then(|mut file| file.write_all(data));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&temp);
+            return Err(StoreError::io("writing", &temp, e));
+        }
+        if let Err(e) = fs::rename(&temp, &path) {
+            let _ = fs::remove_file(&temp);
+            return Err(StoreError::io("renaming into", &path, e));
+        }
+        self.unsynced_files.insert(path);
+        self.unsynced_dirs.insert(dir);
+        Ok(())
+    }
+
+    pub fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.path(key)?;
+        fs::read(&path).map_err(|e| StoreError::io("reading", &path, e))
+    }
+
+    pub fn stat(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let path = self.path(key)?;
+        match fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("inspecting", &path, e)),
+        }
+    }
+
+    /// Every object whose key starts with `prefix`, sorted by key.
+    pub fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let base = match prefix.rfind('/') {
+            Some(slash) => &prefix[..slash],
+            None => "",
+        };
+        let start = if base.is_empty() {
+            self.root.clone()
+        } else {
+            self.path(base)?
+        };
+        let mut out = Vec::new();
+        let mut pending = vec![(start, base.to_string())];
+        while let Some((dir, key_prefix)) = pending.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io("listing", &dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| StoreError::io("listing", &dir, e))?;
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                if name.contains(TEMP_MARK) {
+                    continue;
+                }
+                let key = if key_prefix.is_empty() {
+                    name
+                } else {
+                    format!("{key_prefix}/{name}")
+                };
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| StoreError::io("listing", &entry.path(), e))?;
+                if meta.is_dir() {
+                    if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) {
+                        pending.push((entry.path(), key));
+                    }
+                } else if key.starts_with(prefix) {
+                    out.push((key, meta.len()));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    pub fn delete(&mut self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                self.unsynced_files.remove(&path);
+                if let Some(dir) = path.parent() {
+                    self.unsynced_dirs.insert(dir.to_path_buf());
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io("deleting", &path, e)),
+        }
+    }
+
+    /// Makes every earlier `put` and `delete` durable: fsync of each new file, then of each
+    /// directory that changed.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        for path in std::mem::take(&mut self.unsynced_files) {
+            match fs::File::open(&path).and_then(|file| file.sync_all()) {
+                Ok(()) => {}
+                // Deleted again since (by another instance): nothing to make durable.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("syncing", &path, e)),
+            }
+        }
+        for dir in std::mem::take(&mut self.unsynced_dirs) {
+            fs::File::open(&dir)
+                .and_then(|file| file.sync_all())
+                .map_err(|e| StoreError::io("syncing directory", &dir, e))?;
+        }
+        Ok(())
+    }
+}

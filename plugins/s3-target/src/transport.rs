@@ -1,0 +1,167 @@
+//! One HTTP exchange over `wasi:http/outgoing-handler`: whole request body out, whole response
+//! body in (objects are bounded in size).
+
+use std::io::{Read, Write};
+
+use crate::larder::plugin::types::Error;
+use wasip2::http::outgoing_handler;
+use wasip2::http::types::{
+    ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
+};
+
+/// Where requests go: scheme and `host[:port]`.
+pub struct Endpoint {
+    pub https: bool,
+    pub authority: String,
+}
+
+impl Endpoint {
+    pub fn parse(url: &str) -> Result<Endpoint, Error> {
+        let (https, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(Error::Invalid(format!(
+                "endpoint {url:?} must start with http:// or https://"
+            )));
+        };
+        let authority = rest.trim_end_matches('/');
+        if authority.is_empty() || authority.contains('/') {
+            return Err(Error::Invalid(format!(
+                "endpoint {url:?} must be scheme://host[:port] only"
+            )));
+        }
+        Ok(Endpoint {
+            https,
+            authority: authority.to_string(),
+        })
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+fn transport_error(what: &str, e: ErrorCode) -> Error {
+    match e {
+        ErrorCode::HttpRequestDenied => Error::Denied(format!(
+            "{what}: the host denied the request (is the endpoint in allow_hosts?)"
+        )),
+        ErrorCode::DnsError(_)
+        | ErrorCode::ConnectionRefused
+        | ErrorCode::ConnectionTimeout
+        | ErrorCode::ConnectionReadTimeout
+        | ErrorCode::ConnectionWriteTimeout
+        | ErrorCode::ConnectionTerminated
+        | ErrorCode::DestinationUnavailable
+        | ErrorCode::DestinationNotFound
+        | ErrorCode::DestinationIpUnroutable => Error::Unavailable(format!("{what}: {e:?}")),
+        other => Error::Other(format!("{what}: {other:?}")),
+    }
+}
+
+fn io_error(what: &str, e: std::io::Error) -> Error {
+    Error::Unavailable(format!("{what}: {e}"))
+}
+
+pub fn send(
+    endpoint: &Endpoint,
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: Vec<(String, String)>,
+    body: &[u8],
+) -> Result<Response, Error> {
+    let what = format!("{method} {path}");
+    let mut fields: Vec<(String, Vec<u8>)> = headers
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    if method == "PUT" {
+        fields.push((
+            "content-length".to_string(),
+            body.len().to_string().into_bytes(),
+        ));
+    }
+    let fields = Fields::from_list(&fields)
+        .map_err(|e| Error::Invalid(format!("{what}: bad header: {e:?}")))?;
+    let request = OutgoingRequest::new(fields);
+    let method = match method {
+        "GET" => Method::Get,
+        "PUT" => Method::Put,
+        "HEAD" => Method::Head,
+        "DELETE" => Method::Delete,
+        other => Method::Other(other.to_string()),
+    };
+    let scheme = if endpoint.https {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    let path_with_query = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
+    let set = request
+        .set_method(&method)
+        .and(request.set_scheme(Some(&scheme)))
+        .and(request.set_authority(Some(&endpoint.authority)))
+        .and(request.set_path_with_query(Some(&path_with_query)));
+    if set.is_err() {
+        return Err(Error::Invalid(format!(
+            "{what}: the request line was rejected"
+        )));
+    }
+    let outgoing = request
+        .body()
+        .map_err(|()| Error::Other(format!("{what}: no request body")))?;
+    let future = outgoing_handler::handle(request, None).map_err(|e| transport_error(&what, e))?;
+    {
+        let mut stream = outgoing
+            .write()
+            .map_err(|()| Error::Other(format!("{what}: no body stream")))?;
+        stream.write_all(body).map_err(|e| io_error(&what, e))?;
+        std::io::Write::flush(&mut stream).map_err(|e| io_error(&what, e))?;
+    }
+    OutgoingBody::finish(outgoing, None).map_err(|e| transport_error(&what, e))?;
+
+    future.subscribe().block();
+    let response = match future.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(e))) => return Err(transport_error(&what, e)),
+        Some(Err(())) | None => return Err(Error::Other(format!("{what}: the response was lost"))),
+    };
+    let status = response.status();
+    let headers = response.headers().entries();
+    let incoming = response
+        .consume()
+        .map_err(|()| Error::Other(format!("{what}: no response body")))?;
+    let mut data = Vec::new();
+    {
+        let mut stream = incoming
+            .stream()
+            .map_err(|()| Error::Other(format!("{what}: no response stream")))?;
+        stream
+            .read_to_end(&mut data)
+            .map_err(|e| io_error(&what, e))?;
+    }
+    drop(IncomingBody::finish(incoming));
+    Ok(Response {
+        status,
+        headers,
+        body: data,
+    })
+}

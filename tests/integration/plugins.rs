@@ -1,0 +1,578 @@
+//! Storage targets beyond the local folder: WebAssembly plugins (offsite directory, S3 over
+//! wasi:http), the built-in S3 target, the sandbox around plugins, and backups kept on several
+//! targets at once.
+
+use crate::support::{S3Server, TestEnv, plugin_path, text};
+use larder::repository::Repository;
+use larder::repository::manifest::Manifest;
+use larder::targets::fs::FsTarget;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A `[[targets]]` entry for the offsite-directory plugin writing into `dir`.
+fn offsite_entry(name: &str, dir: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[[targets]]
+name = "{name}"
+type = "plugin"
+path = "{plugin}"
+config = {{ dir = "/offsite" }}
+dirs = [{{ host = "{dir}", guest = "/offsite", mode = "read-write" }}]
+{extra}
+"#,
+        plugin = plugin_path("offsite_dir_target.wasm").display(),
+        dir = dir.display()
+    )
+}
+
+fn s3_plugin_entry(name: &str, s3: &S3Server, allow: &str) -> String {
+    format!(
+        r#"
+[[targets]]
+name = "{name}"
+type = "plugin"
+path = "{plugin}"
+config = {{ endpoint = "{endpoint}", bucket = "{bucket}", region = "us-east-1", prefix = "larder" }}
+secrets = {{ access_key_id = "env:TEST_S3_KEY", secret_access_key = "env:TEST_S3_SECRET" }}
+allow_hosts = ["{allow}"]
+"#,
+        plugin = plugin_path("s3_target.wasm").display(),
+        endpoint = s3.endpoint(),
+        bucket = s3.bucket,
+    )
+}
+
+fn s3_builtin_entry(name: &str, s3: &S3Server) -> String {
+    format!(
+        r#"
+[[targets]]
+name = "{name}"
+type = "s3"
+endpoint = "{endpoint}"
+bucket = "{bucket}"
+root = "builtin"
+secrets = {{ access_key_id = "env:TEST_S3_KEY", secret_access_key = "env:TEST_S3_SECRET" }}
+"#,
+        endpoint = s3.endpoint(),
+        bucket = s3.bucket,
+    )
+}
+
+fn fs_entry(name: &str, dir: &Path) -> String {
+    format!(
+        "\n[[targets]]\nname = \"{name}\"\ntype = \"fs\"\npath = \"{}\"\n",
+        dir.display()
+    )
+}
+
+fn plugin_cache(env: &TestEnv) -> String {
+    format!(
+        "[plugins]\ncache_dir = \"{}\"\n",
+        env.work.path().join("plugin-cache").display()
+    )
+}
+
+/// Runs `backup-cli` with the S3 test credentials in the environment.
+fn run(env: &TestEnv, args: &[&str]) -> std::process::Output {
+    env.cli()
+        .env("TEST_S3_KEY", "testing")
+        .env("TEST_S3_SECRET", "testing")
+        .args(args)
+        .output()
+        .expect("run backup-cli")
+}
+
+fn run_ok(env: &TestEnv, args: &[&str]) -> std::process::Output {
+    let out = run(env, args);
+    assert!(
+        out.status.success(),
+        "backup-cli {} failed:\n{}",
+        args.join(" "),
+        text(&out)
+    );
+    out
+}
+
+fn run_json(env: &TestEnv, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = run_ok(env, &all);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("invalid JSON ({e}): {}", text(&out)))
+}
+
+/// The manifest of a backup kept in a directory with the repository layout.
+async fn manifest_in(dir: &Path, id: &str) -> Manifest {
+    let target = FsTarget::open("check", dir).expect("open directory");
+    Repository::open(Arc::new(target))
+        .await
+        .expect("a Larder repository in the directory")
+        .read_manifest(id)
+        .await
+        .expect("manifest")
+}
+
+/// Backs up, validates, restores into `restored` and checks every row came back.
+async fn round_trip(
+    env: &TestEnv,
+    restored: &str,
+    manifest_of: impl AsyncFnOnce(&str) -> Manifest,
+) -> String {
+    let created = run_json(env, &["backup", "create", "-n", "plugin round trip"]);
+    let id = created["backup"]["id"]
+        .as_str()
+        .expect("backup id")
+        .to_string();
+    run_ok(env, &["backup", "validate", &id]);
+    run_ok(
+        env,
+        &["recovery", "execute", &id, "--target-db", restored, "--yes"],
+    );
+    let manifest = manifest_of(&id).await;
+    assert!(manifest.rows() > 0, "the sample has rows");
+    assert_eq!(
+        env.all_rows(restored, &manifest).await,
+        env.all_rows(&env.dbname, &manifest).await
+    );
+    id
+}
+
+#[tokio::test]
+async fn a_backup_through_the_offsite_plugin_validates_restores_and_reuses_the_compiled_plugin() {
+    let env = TestEnv::start("pantry").await;
+    env.load_kitchen_pantry(0.002).await;
+    let offsite = env.work.path().join("offsite-mount");
+    std::fs::create_dir_all(&offsite).expect("offsite folder");
+    let sha = larder::plugin::inspect::hash(&plugin_path("offsite_dir_target.wasm")).expect("hash");
+    env.write_config(&format!(
+        "{}{}",
+        plugin_cache(&env),
+        offsite_entry("offsite", &offsite, &format!("sha256 = \"{sha}\""))
+    ));
+
+    let listed = run_json(&env, &["plugin", "list"]);
+    assert_eq!(listed[0]["target"], "offsite");
+    assert_eq!(listed[0]["name"], "offsite-dir-target");
+    assert_eq!(listed[0]["world"], "larder:plugin/storage-target@1.0.0");
+    assert_eq!(listed[0]["pinned"], true);
+    assert_eq!(listed[0]["sha256"], sha.as_str());
+    assert_eq!(listed[0]["cache"], "compiled", "first use compiles");
+    let granted = listed[0]["granted"].to_string();
+    assert!(
+        granted.contains("/offsite (rw)") && granted.contains("config dir"),
+        "{granted}"
+    );
+    let again = run_json(&env, &["plugin", "list"]);
+    assert_eq!(
+        again[0]["cache"], "hit",
+        "the second run reuses the compiled component"
+    );
+
+    let id = round_trip(&env, "pantry_from_offsite", async |id| {
+        manifest_in(&offsite, id).await
+    })
+    .await;
+    // The plugin wrote the same layout as the built-in target, with no temporary files left.
+    let manifest = manifest_in(&offsite, &id).await;
+    for chunk in manifest.chunks() {
+        assert!(
+            offsite
+                .join(larder::repository::chunk_key(&chunk.id))
+                .is_file()
+        );
+    }
+    let leftovers: Vec<_> = walk(&offsite)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_backup_to_s3_through_the_plugin_validates_and_restores() {
+    let env = TestEnv::start("pantry").await;
+    env.load_kitchen_pantry(0.002).await;
+    let s3 = S3Server::start("pantry-backups");
+    env.write_config(&format!(
+        "{}{}",
+        plugin_cache(&env),
+        s3_plugin_entry("s3", &s3, &format!("127.0.0.1:{}", s3.port))
+    ));
+    let id = round_trip(&env, "pantry_from_s3", async |id| {
+        // Read the manifest back through the built-in S3 target: same bucket, same layout.
+        let target = larder::targets::s3::S3Target::new(
+            "check",
+            &larder::targets::s3::S3Settings {
+                bucket: &s3.bucket,
+                endpoint: Some(&s3.endpoint()),
+                region: "us-east-1",
+                root: "larder",
+                access_key_id: "testing",
+                secret_access_key: "testing",
+                session_token: None,
+            },
+        )
+        .expect("s3 settings");
+        Repository::open(Arc::new(target))
+            .await
+            .expect("repository")
+            .read_manifest(id)
+            .await
+            .expect("manifest")
+    })
+    .await;
+    let keys = s3.keys("larder/backups/");
+    assert_eq!(keys, vec![format!("larder/backups/{id}.json")]);
+    assert!(
+        s3.keys("larder/chunks/").len() >= 2,
+        "chunks are in the bucket"
+    );
+}
+
+#[tokio::test]
+async fn a_backup_to_s3_through_the_builtin_target_validates_and_restores() {
+    let env = TestEnv::start("pantry").await;
+    env.load_kitchen_pantry(0.002).await;
+    let s3 = S3Server::start("pantry-builtin");
+    env.write_config(&s3_builtin_entry("s3", &s3));
+    let id = round_trip(&env, "pantry_from_builtin_s3", async |id| {
+        let target = larder::targets::s3::S3Target::new(
+            "check",
+            &larder::targets::s3::S3Settings {
+                bucket: &s3.bucket,
+                endpoint: Some(&s3.endpoint()),
+                region: "us-east-1",
+                root: "builtin",
+                access_key_id: "testing",
+                secret_access_key: "testing",
+                session_token: None,
+            },
+        )
+        .expect("s3 settings");
+        Repository::open(Arc::new(target))
+            .await
+            .expect("repository")
+            .read_manifest(id)
+            .await
+            .expect("manifest")
+    })
+    .await;
+    assert_eq!(
+        s3.keys("builtin/backups/"),
+        vec![format!("builtin/backups/{id}.json")]
+    );
+}
+
+#[tokio::test]
+async fn a_request_to_a_host_not_on_the_allow_list_is_denied_and_logged() {
+    let env = TestEnv::start("pantry").await;
+    env.load_kitchen_pantry(0.001).await;
+    let s3 = S3Server::start("pantry-denied");
+    env.write_config(&format!(
+        "{}{}",
+        plugin_cache(&env),
+        s3_plugin_entry("s3", &s3, "s3.example.com")
+    ));
+    let out = run(&env, &["backup", "create"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("denied"), "{all}");
+    assert!(
+        all.contains("s3 (s3_target.wasm)") && all.contains(&format!("127.0.0.1:{}", s3.port)),
+        "the denial names the plugin and the host: {all}"
+    );
+    assert!(s3.keys("larder/").is_empty(), "nothing reached the server");
+}
+
+#[tokio::test]
+async fn a_plugin_cannot_reach_outside_its_preopened_directory() {
+    let env = TestEnv::start("pantry").await;
+    env.load_kitchen_pantry(0.001).await;
+    let granted = env.work.path().join("granted");
+    std::fs::create_dir_all(&granted).expect("folder");
+    env.write_config(&format!(
+        r#"{cache}
+[[targets]]
+name = "evil"
+type = "plugin"
+path = "{plugin}"
+config = {{ dir = "/data", mode = "escape" }}
+dirs = [{{ host = "{dir}", guest = "/data", mode = "read-write" }}]
+"#,
+        cache = plugin_cache(&env),
+        plugin = plugin_path("test_misbehaving.wasm").display(),
+        dir = granted.display()
+    ));
+    let out = run(&env, &["backup", "create"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("sandbox held"),
+        "the plugin's own report of what failed: {all}"
+    );
+    assert!(
+        !env.work.path().join("escaped").exists(),
+        "nothing was written beside the granted folder"
+    );
+
+    // The real offsite plugin pointed at a folder it was not granted cannot store anything.
+    env.write_config(&format!(
+        r#"{cache}
+[[targets]]
+name = "offsite"
+type = "plugin"
+path = "{plugin}"
+config = {{ dir = "/elsewhere" }}
+dirs = [{{ host = "{dir}", guest = "/offsite", mode = "read-write" }}]
+"#,
+        cache = plugin_cache(&env),
+        plugin = plugin_path("offsite_dir_target.wasm").display(),
+        dir = granted.display()
+    ));
+    let out = run(&env, &["backup", "create"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("/elsewhere"), "{}", text(&out));
+
+    // A read-only grant cannot be written to.
+    let read_only = env.work.path().join("read-only");
+    std::fs::create_dir_all(&read_only).expect("folder");
+    env.write_config(&offsite_entry("offsite", &read_only, "").replace("read-write", "read-only"));
+    let out = run(&env, &["backup", "create"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        walk(&read_only).is_empty(),
+        "nothing was written through a read-only grant"
+    );
+}
+
+#[tokio::test]
+async fn a_plugin_that_does_not_match_its_pin_is_refused_and_pins_can_be_required() {
+    let env = TestEnv::start("pantry").await;
+    let dir = env.work.path().join("offsite");
+    std::fs::create_dir_all(&dir).expect("folder");
+    let wrong = "0".repeat(64);
+    env.write_config(&format!(
+        "{}{}",
+        plugin_cache(&env),
+        offsite_entry("offsite", &dir, &format!("sha256 = \"{wrong}\""))
+    ));
+    let out = run(&env, &["plugin", "list"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    let actual =
+        larder::plugin::inspect::hash(&plugin_path("offsite_dir_target.wasm")).expect("hash");
+    assert!(
+        all.contains(&wrong) && all.contains(&actual),
+        "expected and actual digests shown: {all}"
+    );
+
+    env.write_config(&format!(
+        "[plugins]\nrequire_pinned_plugins = true\ncache_dir = \"{}\"\n{}",
+        env.work.path().join("plugin-cache").display(),
+        offsite_entry("offsite", &dir, "")
+    ));
+    let out = run(&env, &["plugin", "list"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("require_pinned_plugins"),
+        "{}",
+        text(&out)
+    );
+
+    let hashed = run_json(
+        &env,
+        &[
+            "plugin",
+            "hash",
+            &plugin_path("offsite_dir_target.wasm").display().to_string(),
+        ],
+    );
+    assert_eq!(hashed["sha256"], actual.as_str());
+    let inspected = run_json(
+        &env,
+        &[
+            "plugin",
+            "inspect",
+            &plugin_path("s3_target.wasm").display().to_string(),
+        ],
+    );
+    assert_eq!(inspected["world"], "larder:plugin/storage-target");
+    let imports = inspected["imports"].to_string();
+    assert!(
+        imports.contains("wasi:http/outgoing-handler") && imports.contains("larder:plugin/host"),
+        "{imports}"
+    );
+}
+
+#[tokio::test]
+async fn misbehaving_plugins_fail_the_backup_naming_the_plugin_and_the_call() {
+    let env = TestEnv::start("pantry").await;
+    env.load_kitchen_pantry(0.001).await;
+    for (mode, limits, expected) in [
+        ("trap", "", "trapped (the plugin panicked) during `put`"),
+        ("loop", "timeout = \"2s\"", "deadline"),
+        ("oom", "memory = \"64MiB\"", "memory limit of 64 MiB"),
+        ("garbage", "", "invalid answer to `list`"),
+    ] {
+        let dir = env.work.path().join(format!("store-{mode}"));
+        std::fs::create_dir_all(&dir).expect("folder");
+        env.write_config(&format!(
+            r#"{cache}
+[[targets]]
+name = "evil"
+type = "plugin"
+path = "{plugin}"
+config = {{ dir = "/data", mode = "{mode}" }}
+dirs = [{{ host = "{dir}", guest = "/data", mode = "read-write" }}]
+{limits}
+"#,
+            cache = plugin_cache(&env),
+            plugin = plugin_path("test_misbehaving.wasm").display(),
+            dir = dir.display()
+        ));
+        let started = std::time::Instant::now();
+        let out = run(&env, &["backup", "create"]);
+        let all = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{mode}: the host exits with a failure, not a crash: {all}"
+        );
+        assert!(
+            all.contains("evil (test_misbehaving.wasm)"),
+            "{mode}: names the plugin: {all}"
+        );
+        assert!(
+            all.contains(expected),
+            "{mode}: says what happened ({expected}): {all}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{mode}: stopped in time"
+        );
+        let manifests: Vec<_> = walk(&dir)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains("/backups/"))
+            .collect();
+        assert!(
+            manifests.is_empty(),
+            "{mode}: no backup became visible: {manifests:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn three_targets_keep_copies_and_a_corrupt_copy_is_restored_from_another() {
+    let env = TestEnv::start("pantry").await;
+    env.load_kitchen_pantry(0.002).await;
+    let s3 = S3Server::start("pantry-three");
+    let local = env.work.path().join("primary");
+    let offsite = env.work.path().join("offsite");
+    std::fs::create_dir_all(&offsite).expect("folder");
+    env.write_config(&format!(
+        "{}{}{}{}",
+        plugin_cache(&env),
+        fs_entry("local", &local),
+        s3_builtin_entry("s3", &s3),
+        offsite_entry("offsite", &offsite, "")
+    ));
+    let created = run_json(&env, &["backup", "create", "-n", "three copies"]);
+    let id = created["backup"]["id"].as_str().expect("id").to_string();
+    let copies: Vec<&str> = created["copies"]
+        .as_array()
+        .expect("copies")
+        .iter()
+        .map(|c| c["to"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(copies, ["s3", "offsite"]);
+
+    let listed = run_json(&env, &["backup", "list"]);
+    for target in ["local", "s3", "offsite"] {
+        assert_eq!(listed[0]["targets"][target], "complete", "{listed}");
+    }
+
+    // Corrupt one chunk of the primary copy.
+    let manifest = manifest_in(&local, &id).await;
+    let chunk = manifest
+        .tables
+        .iter()
+        .flat_map(|t| t.parts.iter())
+        .flat_map(|p| p.chunks.iter())
+        .next()
+        .expect("a data chunk");
+    let path = local.join(larder::repository::chunk_key(&chunk.id));
+    let mut bytes = std::fs::read(&path).expect("chunk");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&path, &bytes).expect("corrupt chunk");
+
+    // That copy alone fails validation, naming the chunk...
+    let out = run(&env, &["backup", "validate", &id, "--target", "local"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("Checksum verification failed"),
+        "{}",
+        text(&out)
+    );
+    // ...while the default validation and the restore read the good copy and say so.
+    let validated = run_json(&env, &["backup", "validate", &id]);
+    assert_eq!(validated["ok"], true);
+    assert!(
+        validated["warnings"]
+            .to_string()
+            .contains("read the good copy from target 's3'"),
+        "{validated}"
+    );
+    let restored = run_json(
+        &env,
+        &[
+            "recovery",
+            "execute",
+            &id,
+            "--target-db",
+            "pantry_fallback",
+            "--yes",
+        ],
+    );
+    assert!(
+        restored["recovery"]["fallbacks"]
+            .to_string()
+            .contains(&chunk.id),
+        "{restored}"
+    );
+    assert_eq!(
+        env.all_rows("pantry_fallback", &manifest).await,
+        env.all_rows(&env.dbname, &manifest).await
+    );
+
+    // A chunk lost on the offsite copy shows as incomplete until `backup sync` repairs it.
+    std::fs::remove_file(offsite.join(larder::repository::chunk_key(&chunk.id)))
+        .expect("remove offsite chunk");
+    let listed = run_json(&env, &["backup", "list"]);
+    assert_eq!(listed[0]["targets"]["offsite"], "incomplete", "{listed}");
+    let synced = run_json(&env, &["backup", "sync"]);
+    let to: Vec<&str> = synced["copies"]
+        .as_array()
+        .expect("copies")
+        .iter()
+        .map(|c| c["to"].as_str().unwrap_or(""))
+        .collect();
+    assert!(to.contains(&"offsite"), "{synced}");
+    let listed = run_json(&env, &["backup", "list"]);
+    assert_eq!(listed[0]["targets"]["offsite"], "complete", "{listed}");
+    run_ok(&env, &["backup", "validate", &id, "--target", "offsite"]);
+}
