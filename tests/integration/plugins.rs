@@ -575,4 +575,28 @@ async fn three_targets_keep_copies_and_a_corrupt_copy_is_restored_from_another()
     let listed = run_json(&env, &["backup", "list"]);
     assert_eq!(listed[0]["targets"]["offsite"], "complete", "{listed}");
     run_ok(&env, &["backup", "validate", &id, "--target", "offsite"]);
+
+    // Complete loss of the primary storage: the copies still list and restore.
+    std::fs::remove_dir_all(&local).expect("lose the primary");
+    let listed = run_json(&env, &["backup", "list"]);
+    assert_eq!(listed[0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed[0]["targets"]["s3"], "complete", "{listed}");
+    assert!(listed[0]["targets"].get("local").is_none(), "{listed}");
+    run_ok(
+        &env,
+        &[
+            "recovery",
+            "execute",
+            "latest",
+            "--from",
+            "offsite",
+            "--target-db",
+            "pantry_offsite",
+            "--yes",
+        ],
+    );
+    assert_eq!(
+        env.all_rows("pantry_offsite", &manifest).await,
+        env.all_rows(&env.dbname, &manifest).await
+    );
 }

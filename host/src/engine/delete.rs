@@ -27,12 +27,7 @@ pub async fn delete(
     id_or_latest: &str,
     force: bool,
 ) -> Result<DeleteReport> {
-    let Some(first) = targets.first() else {
-        return Err(Error::Config("no storage target is configured".into()));
-    };
-    let repo = Repository::open(first.clone())
-        .await?
-        .with_fallbacks(targets.to_vec());
+    let repo = Repository::open_for_reading(targets).await?;
     let manifest = repo.resolve(id_or_latest).await?;
     if !force {
         return Err(Error::Refused(format!(

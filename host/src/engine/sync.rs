@@ -7,6 +7,7 @@
 
 use super::Progress;
 use crate::error::{Error, Result};
+use crate::repository::lock::RepoLock;
 use crate::repository::manifest::Manifest;
 use crate::repository::{Repository, backup_ids_on, chunk_key};
 use crate::targets::Target;
@@ -43,8 +44,24 @@ pub async fn chunk_keys(target: &Arc<dyn Target>) -> Result<HashSet<String>> {
         .collect())
 }
 
-/// Copies one backup from `source` to `dest` (which must be open for writing).
+/// Copies one backup from `source` to `dest` (which must be open for writing), under a shared
+/// lock on `dest` so its garbage collection cannot remove chunks the copy has just written.
 pub async fn copy_backup(
+    source: &Repository,
+    dest: &Repository,
+    manifest: &Manifest,
+    jobs: usize,
+    progress: &Progress,
+) -> Result<CopyReport> {
+    let lock = RepoLock::shared(dest, &manifest.id).await?;
+    let result = copy_locked(source, dest, manifest, jobs, progress).await;
+    let released = lock.release().await;
+    let report = result?;
+    released?;
+    Ok(report)
+}
+
+async fn copy_locked(
     source: &Repository,
     dest: &Repository,
     manifest: &Manifest,

@@ -121,7 +121,12 @@ impl PluginTarget {
 
     async fn instantiate(&self) -> Result<Instance> {
         let grants = &self.grants;
+        // Starts empty (no environment, arguments, stdio or preopens); sockets are refused
+        // explicitly too: the only network path is the allow-listed wasi:http hook.
         let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         for dir in &grants.dirs {
             let perms = if dir.writable {
                 FsPerms::ReadWrite

@@ -110,6 +110,30 @@ impl Repository {
         }
     }
 
+    /// Opens the repository for reading on the first of `targets` that holds one, with the
+    /// others as fallbacks: after losing the primary storage, its copies still serve.
+    pub async fn open_for_reading(targets: &[Arc<dyn Target>]) -> Result<Repository> {
+        let mut first_error = None;
+        for target in targets {
+            match Repository::open(target.clone()).await {
+                Ok(repo) => {
+                    let repo = repo.with_fallbacks(targets.to_vec());
+                    if let Some(e) = &first_error {
+                        repo.notice(format!(
+                            "{e}; reading from target '{}' instead",
+                            target.name()
+                        ));
+                    }
+                    return Ok(repo);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or_else(|| Error::Config("no storage target is configured".into())))
+    }
+
     /// Opens the repository, creating the format file first if the target is empty.
     pub async fn open_or_init(target: Arc<dyn Target>) -> Result<Repository> {
         match target.stat(FORMAT_KEY).await {

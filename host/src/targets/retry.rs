@@ -100,3 +100,89 @@ impl Target for Retrying {
         self.run("flush", "", || self.inner.flush()).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A target that is unavailable for its first `outages` calls, then has no objects.
+    struct Flaky {
+        outages: usize,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Target for Flaky {
+        fn name(&self) -> &str {
+            "flaky"
+        }
+        fn location(&self) -> String {
+            "nowhere".into()
+        }
+        async fn put(&self, _: &str, _: Bytes) -> Result<(), TargetError> {
+            Ok(())
+        }
+        async fn get(&self, _: &str) -> Result<Bytes, TargetError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) < self.outages {
+                Err(TargetError::Unavailable {
+                    target: "flaky".into(),
+                    reason: "503".into(),
+                })
+            } else {
+                Err(TargetError::NotFound {
+                    target: "flaky".into(),
+                })
+            }
+        }
+        async fn stat(&self, _: &str) -> Result<Option<u64>, TargetError> {
+            Ok(None)
+        }
+        async fn list(&self, _: &str) -> Result<Vec<ObjectInfo>, TargetError> {
+            Ok(Vec::new())
+        }
+        async fn delete(&self, _: &str) -> Result<(), TargetError> {
+            Ok(())
+        }
+        async fn available_space(&self) -> Result<Option<u64>, TargetError> {
+            Ok(None)
+        }
+        async fn flush(&self) -> Result<(), TargetError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn unavailable_is_retried_and_other_answers_are_not() {
+        let flaky = Arc::new(Flaky {
+            outages: 2,
+            calls: AtomicUsize::new(0),
+        });
+        let target = Retrying::wrap(flaky.clone());
+        let answer = target.get("chunks/aa/aa").await;
+        assert!(
+            matches!(answer, Err(TargetError::NotFound { .. })),
+            "{answer:?}"
+        );
+        assert_eq!(
+            flaky.calls.load(Ordering::SeqCst),
+            3,
+            "two outages retried, then the answer"
+        );
+
+        let down = Arc::new(Flaky {
+            outages: usize::MAX,
+            calls: AtomicUsize::new(0),
+        });
+        let answer = Retrying::wrap(down.clone()).get("chunks/aa/aa").await;
+        assert!(
+            matches!(answer, Err(TargetError::Unavailable { .. })),
+            "{answer:?}"
+        );
+        assert_eq!(
+            down.calls.load(Ordering::SeqCst),
+            RETRIES + 1,
+            "gives up after the retries"
+        );
+    }
+}

@@ -7,6 +7,7 @@
 //! manifest makes chunks reachable). Keys are checked here as well as by the host: a key can never
 //! name a path outside the store's root.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{ErrorKind, Write};
@@ -40,6 +41,31 @@ pub struct DirStore {
 }
 
 const TEMP_MARK: &str = ".tmp-";
+
+thread_local! {
+    /// The store of this plugin instance (each instance has its own memory).
+    static STORE: RefCell<Option<DirStore>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on this instance's store, opening it at `dir()` (the plugin's `dir` setting) on
+/// first use.
+pub fn with_store<T>(
+    dir: impl FnOnce() -> Option<String>,
+    f: impl FnOnce(&mut DirStore) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    STORE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let store = match slot.as_mut() {
+            Some(store) => store,
+            None => {
+                let dir = dir()
+                    .ok_or_else(|| StoreError::Invalid("config value `dir` is required".into()))?;
+                slot.insert(DirStore::open(&dir)?)
+            }
+        };
+        f(store)
+    })
+}
 
 impl DirStore {
     /// A store rooted at `root`, which must exist (a directory the host preopened).

@@ -7,8 +7,6 @@
 //! Objects are written to a temporary file and renamed into place (atomic); `flush` fsyncs the
 //! new files and their directories before the host writes a manifest.
 
-use std::cell::RefCell;
-
 use dir_store::{DirStore, StoreError};
 use exports::larder::plugin::storage::{Guest, ListPage, ObjectInfo};
 use larder::plugin::host::{self, Level};
@@ -21,10 +19,6 @@ wit_bindgen::generate!({
 
 struct OffsiteDir;
 
-thread_local! {
-    static STORE: RefCell<Option<DirStore>> = const { RefCell::new(None) };
-}
-
 fn to_error(e: StoreError) -> Error {
     match e {
         StoreError::NotFound => Error::NotFound,
@@ -34,21 +28,14 @@ fn to_error(e: StoreError) -> Error {
     }
 }
 
-/// Runs `f` on the store, opening it on first use.
+/// Runs `f` on this instance's store, opened at the configured `dir` on first use.
 fn with_store<T>(f: impl FnOnce(&mut DirStore) -> Result<T, StoreError>) -> Result<T, Error> {
-    STORE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            let dir = host::config("dir")
-                .ok_or_else(|| Error::Invalid("config value `dir` is required".into()))?;
-            host::log(Level::Debug, &format!("storing objects in {dir}"));
-            *slot = Some(DirStore::open(&dir).map_err(to_error)?);
-        }
-        match slot.as_mut() {
-            Some(store) => f(store).map_err(to_error),
-            None => Err(Error::Other("store not open".into())),
-        }
-    })
+    let dir = || {
+        let dir = host::config("dir")?;
+        host::log(Level::Debug, &format!("storing objects in {dir}"));
+        Some(dir)
+    };
+    dir_store::with_store(dir, f).map_err(to_error)
 }
 
 impl Guest for OffsiteDir {

@@ -11,8 +11,6 @@
 //!   the sandbox let through;
 //! - anything else: behaves.
 
-use std::cell::RefCell;
-
 use dir_store::{DirStore, StoreError};
 use exports::larder::plugin::storage::{Guest, ListPage, ObjectInfo};
 use larder::plugin::host::{self, Level};
@@ -25,10 +23,6 @@ wit_bindgen::generate!({
 
 struct Misbehaving;
 
-thread_local! {
-    static STORE: RefCell<Option<DirStore>> = const { RefCell::new(None) };
-}
-
 fn to_error(e: StoreError) -> Error {
     match e {
         StoreError::NotFound => Error::NotFound,
@@ -39,18 +33,7 @@ fn to_error(e: StoreError) -> Error {
 }
 
 fn with_store<T>(f: impl FnOnce(&mut DirStore) -> Result<T, StoreError>) -> Result<T, Error> {
-    STORE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            let dir = host::config("dir")
-                .ok_or_else(|| Error::Invalid("config `dir` is required".into()))?;
-            *slot = Some(DirStore::open(&dir).map_err(to_error)?);
-        }
-        match slot.as_mut() {
-            Some(store) => f(store).map_err(to_error),
-            None => Err(Error::Other("store not open".into())),
-        }
-    })
+    dir_store::with_store(|| host::config("dir"), f).map_err(to_error)
 }
 
 fn mode() -> String {

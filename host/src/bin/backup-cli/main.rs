@@ -109,13 +109,13 @@ impl Context {
     /// the other targets for objects that are missing or corrupt there.
     async fn repository_from(&self, first: Option<&str>) -> Result<Repository> {
         let set = self.targets().await?;
-        let primary = match first {
-            Some(name) => set.get(name)?,
-            None => set.targets[0].clone(),
-        };
-        Ok(Repository::open(primary)
-            .await?
-            .with_fallbacks(set.targets.clone()))
+        let mut order = set.targets.clone();
+        if let Some(name) = first {
+            let chosen = set.get(name)?;
+            order.retain(|t| t.name() != chosen.name());
+            order.insert(0, chosen);
+        }
+        Repository::open_for_reading(&order).await
     }
 
     async fn repository(&self) -> Result<Repository> {
@@ -372,9 +372,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Backup(BackupCommand::List(args)) => {
             let set = ctx.targets().await?;
-            let repo = Repository::open(set.targets[0].clone())
-                .await?
-                .with_fallbacks(set.targets.clone());
+            let repo = Repository::open_for_reading(&set.targets).await?;
             let backups =
                 engine::list::list(&repo, &set.targets, args.limit, args.backup_type).await?;
             output::backup_list(&backups, &repo.target().location(), ctx.json);
