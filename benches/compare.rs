@@ -1,7 +1,9 @@
 //! Side-by-side benchmark of backup-cli against pg_dump / pg_restore on the Kitchen Pantry
 //! dataset, on a throwaway PostgreSQL.
 //!
-//! `cargo bench --bench compare -- [--scale S] [--rounds N] [--jobs N] [--out FILE | --no-out]`
+//! `cargo bench --bench compare -- [--scale S] [--rounds N] [--jobs N] [--out FILE | --no-out]
+//! [--only TEXT]` (`--only` runs just the contenders whose name contains TEXT, for quick
+//! comparisons while optimising; such runs are never written to the report file).
 //!
 //! Every round runs each contender once, in the same order, so machine noise spreads evenly;
 //! the report gives medians with min–max and ratios against the peers, and is written with
@@ -27,6 +29,7 @@ struct Options {
     rounds: usize,
     out: Option<PathBuf>,
     jobs: usize,
+    only: Option<String>,
 }
 
 /// One measured run.
@@ -44,6 +47,7 @@ fn parse() -> Result<Options, Failure> {
         rounds: 3,
         out: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md")),
         jobs: 2,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -54,9 +58,13 @@ fn parse() -> Result<Options, Failure> {
             "--jobs" => o.jobs = value()?.parse()?,
             "--out" => o.out = Some(PathBuf::from(value()?)),
             "--no-out" => o.out = None,
+            "--only" => o.only = Some(value()?),
             "--bench" => {}
             other => return Err(format!("unknown option {other}").into()),
         }
+    }
+    if o.only.is_some() {
+        o.out = None;
     }
     Ok(o)
 }
@@ -283,7 +291,8 @@ fn run() -> Result<(), Failure> {
             ),
         ];
         let mut repo_before = 0;
-        for (name, script, output) in steps {
+        let wanted = |name: &str| opts.only.as_deref().is_none_or(|only| name.contains(only));
+        for (name, script, output) in steps.into_iter().filter(|(name, _, _)| wanted(name)) {
             let mut sample = timed(&script, &env)?;
             if let Some(path) = output {
                 let total = size_of(Path::new(&path));

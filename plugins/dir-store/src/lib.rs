@@ -6,12 +6,17 @@
 //! last flush and the directories that received them, which is when the host needs it (before a
 //! manifest makes chunks reachable). Keys are checked here as well as by the host: a key can never
 //! name a path outside the store's root.
+//!
+//! Object bodies move with one `wasi:filesystem` `write` / `read` call each on the preopened
+//! directory's descriptor: the standard library's file I/O goes through WASI output streams,
+//! which carry at most 4 KiB per host call (256 calls per 1 MiB chunk).
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use wasip2::filesystem::types::{Descriptor, DescriptorFlags, ErrorCode, OpenFlags, PathFlags};
 
 /// Why an operation failed, in the terms of the plugin contract.
 #[derive(Debug)]
@@ -23,6 +28,20 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    fn wasi(what: &str, path: &str, e: ErrorCode) -> StoreError {
+        let msg = format!("{what} {path}: {e:?}");
+        match e {
+            ErrorCode::NoEntry => StoreError::NotFound,
+            ErrorCode::Access | ErrorCode::NotPermitted | ErrorCode::ReadOnly => {
+                StoreError::Denied(msg)
+            }
+            ErrorCode::InsufficientSpace | ErrorCode::Quota => {
+                StoreError::Other(format!("no space left: {msg}"))
+            }
+            _ => StoreError::Other(msg),
+        }
+    }
+
     fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
         let msg = format!("{what} {}: {e}", path.display());
         match e.kind() {
@@ -36,6 +55,9 @@ impl StoreError {
 /// A directory holding objects under `/`-separated keys.
 pub struct DirStore {
     root: PathBuf,
+    /// The preopened directory holding `root`, and `root` relative to it.
+    base: Descriptor,
+    base_relative: String,
     unsynced_files: BTreeSet<PathBuf>,
     unsynced_dirs: BTreeSet<PathBuf>,
 }
@@ -72,11 +94,16 @@ impl DirStore {
     pub fn open(root: &str) -> Result<DirStore, StoreError> {
         let root = PathBuf::from(root);
         match fs::metadata(&root) {
-            Ok(meta) if meta.is_dir() => Ok(DirStore {
-                root,
-                unsynced_files: BTreeSet::new(),
-                unsynced_dirs: BTreeSet::new(),
-            }),
+            Ok(meta) if meta.is_dir() => {
+                let (base, base_relative) = preopen_of(&root)?;
+                Ok(DirStore {
+                    root,
+                    base,
+                    base_relative,
+                    unsynced_files: BTreeSet::new(),
+                    unsynced_dirs: BTreeSet::new(),
+                })
+            }
             Ok(_) => Err(StoreError::Invalid(format!(
                 "{} is not a directory",
                 root.display()
@@ -109,14 +136,18 @@ impl DirStore {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("object");
-        let temp = dir.join(format!(
+        let temp_name = format!(
             "{name}{TEMP_MARK}{:016x}",
             wasip2::random::random::get_random_u64()
-        ));
-        let written = fs::File::create(&temp).and_then(|mut file| file.write_all(data));
-        if let Err(e) = written {
+        );
+        let temp = dir.join(&temp_name);
+        let temp_key = match key.rsplit_once('/') {
+            Some((folder, _)) => format!("{folder}/{temp_name}"),
+            None => temp_name,
+        };
+        if let Err(e) = self.write_whole(&temp_key, data) {
             let _ = fs::remove_file(&temp);
-            return Err(StoreError::io("writing", &temp, e));
+            return Err(e);
         }
         if let Err(e) = fs::rename(&temp, &path) {
             let _ = fs::remove_file(&temp);
@@ -128,8 +159,66 @@ impl DirStore {
     }
 
     pub fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        let path = self.path(key)?;
-        fs::read(&path).map_err(|e| StoreError::io("reading", &path, e))
+        self.path(key)?;
+        let rel = self.relative(key);
+        let file = self
+            .base
+            .open_at(
+                PathFlags::empty(),
+                &rel,
+                OpenFlags::empty(),
+                DescriptorFlags::READ,
+            )
+            .map_err(|e| StoreError::wasi("opening", key, e))?;
+        let size = file
+            .stat()
+            .map_err(|e| StoreError::wasi("inspecting", key, e))?
+            .size;
+        let mut out = Vec::with_capacity(size as usize);
+        loop {
+            let want = size.saturating_sub(out.len() as u64).max(1 << 16);
+            let (piece, end) = file
+                .read(want, out.len() as u64)
+                .map_err(|e| StoreError::wasi("reading", key, e))?;
+            out.extend_from_slice(&piece);
+            if end || piece.is_empty() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The key's path relative to the preopened directory.
+    fn relative(&self, key: &str) -> String {
+        if self.base_relative.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.base_relative)
+        }
+    }
+
+    /// Writes a new file in one call (plus more only if the host writes partially).
+    fn write_whole(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
+        let rel = self.relative(key);
+        let file = self
+            .base
+            .open_at(
+                PathFlags::empty(),
+                &rel,
+                OpenFlags::CREATE | OpenFlags::TRUNCATE,
+                DescriptorFlags::WRITE,
+            )
+            .map_err(|e| StoreError::wasi("creating", key, e))?;
+        let mut done = 0usize;
+        while done < data.len() {
+            let n = file
+                .write(&data[done..], done as u64)
+                .map_err(|e| StoreError::wasi("writing", key, e))?;
+            if n == 0 {
+                return Err(StoreError::Other(format!("writing {key}: no progress")));
+            }
+            done += n as usize;
+        }
+        Ok(())
     }
 
     pub fn stat(&self, key: &str) -> Result<Option<u64>, StoreError> {
@@ -223,4 +312,31 @@ impl DirStore {
         }
         Ok(())
     }
+}
+
+/// The preopened directory that contains `root`, and `root` relative to it.
+fn preopen_of(root: &Path) -> Result<(Descriptor, String), StoreError> {
+    let root_text = root.to_string_lossy().trim_end_matches('/').to_string();
+    let mut best: Option<(Descriptor, String)> = None;
+    for (descriptor, guest) in wasip2::filesystem::preopens::get_directories() {
+        let guest = guest.trim_end_matches('/').to_string();
+        let relative = if root_text == guest {
+            Some(String::new())
+        } else {
+            root_text
+                .strip_prefix(&format!("{guest}/"))
+                .map(str::to_string)
+        };
+        if let Some(relative) = relative
+            && best.as_ref().is_none_or(|(_, r)| relative.len() < r.len())
+        {
+            best = Some((descriptor, relative));
+        }
+    }
+    best.ok_or_else(|| {
+        StoreError::Invalid(format!(
+            "{} is not inside a directory the host preopened for this plugin",
+            root.display()
+        ))
+    })
 }
