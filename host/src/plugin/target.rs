@@ -442,13 +442,11 @@ impl Target for PluginTarget {
                 ),
             });
         }
-        let mut idle = std::mem::take(&mut *self.idle.lock().await);
-        let mut result = Ok(());
-        let mut kept = Vec::new();
-        for mut instance in idle.drain(..) {
-            if !instance.dirty || result.is_err() {
-                kept.push(instance);
-                continue;
+        // Instances are independent stores: flush them concurrently, so their fsyncs overlap.
+        let idle = std::mem::take(&mut *self.idle.lock().await);
+        let flushes = idle.into_iter().map(|mut instance| async move {
+            if !instance.dirty {
+                return (Some(instance), Ok(()));
             }
             instance
                 .store
@@ -461,27 +459,35 @@ impl Target for PluginTarget {
                     .call_flush(&mut instance.store),
             )
             .await;
+            let failed = |reason: String| TargetError::Failed {
+                target: self.name.clone(),
+                reason,
+            };
             match outcome {
                 Ok(Ok(Ok(()))) => {
                     instance.dirty = false;
-                    kept.push(instance);
+                    (Some(instance), Ok(()))
                 }
-                Ok(Ok(Err(e))) => {
-                    result = Err(self.plugin_error("flush", e));
-                    kept.push(instance);
-                }
+                Ok(Ok(Err(e))) => (Some(instance), Err(self.plugin_error("flush", e))),
                 Ok(Err(trap)) => {
-                    result = Err(TargetError::Failed {
-                        target: self.name.clone(),
-                        reason: self.trap_error("flush", trap).to_string(),
-                    })
+                    self.discard(&instance);
+                    (
+                        None,
+                        Err(failed(self.trap_error("flush", trap).to_string())),
+                    )
                 }
                 Err(_) => {
-                    result = Err(TargetError::Failed {
-                        target: self.name.clone(),
-                        reason: self.deadline_error("flush").to_string(),
-                    })
+                    self.discard(&instance);
+                    (None, Err(failed(self.deadline_error("flush").to_string())))
                 }
+            }
+        });
+        let mut kept = Vec::new();
+        let mut result = Ok(());
+        for (instance, outcome) in futures_util::future::join_all(flushes).await {
+            kept.extend(instance);
+            if result.is_ok() {
+                result = outcome;
             }
         }
         *self.idle.lock().await = kept;
