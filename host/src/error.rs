@@ -54,6 +54,11 @@ pub enum Error {
     #[error("{0}")]
     PgDump(String),
 
+    /// A backup was written to its primary target but not copied to every other one (the
+    /// report with the details has already been printed).
+    #[error("{0}")]
+    CopiesIncomplete(String),
+
     /// A WebAssembly plugin could not be loaded or misbehaved; the message names it and the call.
     #[error("{0}")]
     Plugin(String),

@@ -600,3 +600,68 @@ async fn three_targets_keep_copies_and_a_corrupt_copy_is_restored_from_another()
         env.all_rows(&env.dbname, &manifest).await
     );
 }
+
+#[tokio::test]
+async fn a_failed_copy_keeps_the_backup_on_the_primary_and_sync_finishes_it() {
+    let env = TestEnv::start("pantry").await;
+    env.load_kitchen_pantry(0.001).await;
+    let local = env.work.path().join("primary");
+    let second = env.work.path().join("second");
+    std::fs::create_dir_all(&second).expect("folder");
+    let secondary = |mode: &str| {
+        format!(
+            r#"
+[[targets]]
+name = "second"
+type = "plugin"
+path = "{plugin}"
+config = {{ dir = "/data", mode = "{mode}" }}
+dirs = [{{ host = "{dir}", guest = "/data", mode = "read-write" }}]
+"#,
+            plugin = plugin_path("test_misbehaving.wasm").display(),
+            dir = second.display()
+        )
+    };
+    env.write_config(&format!(
+        "{}{}{}",
+        plugin_cache(&env),
+        fs_entry("local", &local),
+        secondary("trap")
+    ));
+    let out = run(&env, &["--json", "backup", "create", "-n", "half copied"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let reported: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(reported["status"], "partial", "{reported}");
+    let id = reported["backup"]["id"].as_str().expect("id").to_string();
+    assert!(
+        text(&out).contains("backup-cli backup sync"),
+        "says how to finish: {}",
+        text(&out)
+    );
+
+    let listed = run_json(&env, &["backup", "list"]);
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["targets"]["local"], "complete", "{listed}");
+    assert!(
+        listed[0]["targets"].get("second").is_none(),
+        "no copy is visible on the failed target: {listed}"
+    );
+
+    // The target recovers: sync copies the backup from the primary.
+    env.write_config(&format!(
+        "{}{}{}",
+        plugin_cache(&env),
+        fs_entry("local", &local),
+        secondary("behave")
+    ));
+    let synced = run_json(&env, &["backup", "sync"]);
+    assert_eq!(synced["copies"][0]["to"], "second", "{synced}");
+    assert_eq!(synced["copies"][0]["from"], "local", "{synced}");
+    run_ok(&env, &["backup", "validate", &id, "--target", "second"]);
+    let again = run_json(&env, &["backup", "sync"]);
+    assert_eq!(
+        again["copies"].as_array().map(Vec::len),
+        Some(0),
+        "nothing left to copy: {again}"
+    );
+}

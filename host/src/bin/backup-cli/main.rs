@@ -50,8 +50,15 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // A failed validation has already printed its JSON report.
-            if json && !matches!(e, Error::ValidationFailed { .. } | Error::HealthFailed(_)) {
+            // A failed validation, health check or copy has already printed its JSON report.
+            if json
+                && !matches!(
+                    e,
+                    Error::ValidationFailed { .. }
+                        | Error::HealthFailed(_)
+                        | Error::CopiesIncomplete(_)
+                )
+            {
                 output::json(&serde_json::json!({ "status": "error", "error": e.to_string() }));
             }
             eprintln!("error: {e}");
@@ -359,15 +366,12 @@ async fn run(cli: Cli) -> Result<()> {
             );
             match failures.first() {
                 None => Ok(()),
-                Some(first) => Err(Error::Storage {
-                    target: selected[0].name().to_string(),
-                    object: format!("backup {}", manifest.id),
-                    reason: format!(
-                        "the backup is complete on '{}' but copying it failed on {} target(s), first {first}; run `backup-cli backup sync` when the target is back",
-                        selected[0].name(),
-                        failures.len()
-                    ),
-                }),
+                Some(first) => Err(Error::CopiesIncomplete(format!(
+                    "backup {} is complete on '{}' but copying it failed on {} target(s), first {first}; run `backup-cli backup sync` when the target is back",
+                    manifest.id,
+                    selected[0].name(),
+                    failures.len()
+                ))),
             }
         }
         Command::Backup(BackupCommand::List(args)) => {
