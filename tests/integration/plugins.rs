@@ -168,6 +168,20 @@ async fn a_backup_through_the_offsite_plugin_validates_restores_and_reuses_the_c
         again[0]["cache"], "hit",
         "the second run reuses the compiled component"
     );
+    // A cached artifact others could have written is never loaded: it is compiled afresh.
+    for entry in std::fs::read_dir(env.work.path().join("plugin-cache")).expect("cache folder") {
+        let path = entry.expect("entry").path();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .expect("chmod");
+    }
+    let tampered = run(&env, &["--json", "plugin", "list"]);
+    let listed: serde_json::Value = serde_json::from_slice(&tampered.stdout).expect("JSON");
+    assert_eq!(listed[0]["cache"], "compiled", "{}", text(&tampered));
+    assert!(
+        text(&tampered).contains("writable by others"),
+        "{}",
+        text(&tampered)
+    );
 
     let id = round_trip(&env, "pantry_from_offsite", async |id| {
         manifest_in(&offsite, id).await

@@ -133,10 +133,11 @@ impl Runtime {
             }
         }
         let cached = self.cache_path(&sha256);
-        if let Ok(artifact) = std::fs::read(&cached) {
-            // SAFETY: the file was written by `store_in_cache` below, in a directory only this
-            // user can write, under a name that binds the plugin's hash and this engine's
-            // compatibility hash; wasmtime also checks the artifact's header.
+        if let Some(artifact) = self.read_own_artifact(&cached) {
+            // SAFETY: the file was written by `store_in_cache` below (it is ours and only we
+            // can write it and its folder: `read_own_artifact` checks), under a name that binds
+            // the plugin's hash and this engine's compatibility hash; wasmtime also checks the
+            // artifact's header.
             match unsafe { Component::deserialize(&self.engine, &artifact) } {
                 Ok(component) => {
                     return Ok(Loaded {
@@ -177,6 +178,28 @@ impl Runtime {
             .hash(&mut hasher);
         self.cache_dir
             .join(format!("{sha256}-{:016x}.cwasm", hasher.finish()))
+    }
+
+    /// A cached artifact, only if it and its folder belong to this user and nobody else can
+    /// write them (anything else could have been planted: it is recompiled instead).
+    fn read_own_artifact(&self, path: &Path) -> Option<Vec<u8>> {
+        use std::os::unix::fs::MetadataExt;
+        let me = rustix::process::geteuid().as_raw();
+        let trusted = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| m.uid() == me && m.mode() & 0o022 == 0)
+                .unwrap_or(false)
+        };
+        if !trusted(&self.cache_dir) || !trusted(path) {
+            if path.exists() {
+                tracing::warn!(
+                    "not loading {}: it or its folder is not owned by this user or is writable by others; recompiling",
+                    path.display()
+                );
+            }
+            return None;
+        }
+        std::fs::read(path).ok()
     }
 
     /// Best effort: a cache that cannot be written only costs a compile next time.
