@@ -679,3 +679,37 @@ dirs = [{{ host = "{dir}", guest = "/data", mode = "read-write" }}]
         "nothing left to copy: {again}"
     );
 }
+
+#[tokio::test]
+async fn the_s3_plugin_pages_through_long_listings_when_garbage_collecting() {
+    let env = TestEnv::start("pantry").await;
+    env.load_kitchen_pantry(0.001).await;
+    let s3 = S3Server::start("pantry-pages");
+    env.write_config(&format!(
+        "{}{}",
+        plugin_cache(&env),
+        s3_plugin_entry("s3", &s3, &format!("127.0.0.1:{}", s3.port))
+    ));
+    let created = run_json(&env, &["backup", "create"]);
+    let id = created["backup"]["id"].as_str().expect("id").to_string();
+    // 1,100 unreferenced chunks: more than one ListObjectsV2 page (1,000 keys).
+    for n in 0..1100 {
+        let key = format!("{n:064x}");
+        let put = s3.request(
+            "PUT",
+            &format!("/{}/larder/chunks/{}/{key}", s3.bucket, &key[..2]),
+            b"junk",
+        );
+        assert!(put.starts_with("HTTP/1.1 200"), "{put}");
+    }
+    assert!(s3.keys("larder/chunks/").len() > 1100);
+    let deleted = run_json(&env, &["backup", "delete", &id, "--force"]);
+    assert!(
+        deleted["deleted"]["chunks_deleted"].as_u64().unwrap_or(0) > 1100,
+        "{deleted}"
+    );
+    assert!(
+        s3.keys("larder/chunks/").is_empty(),
+        "every page was listed and collected"
+    );
+}

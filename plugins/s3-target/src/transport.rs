@@ -8,6 +8,7 @@ use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
     ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
 };
+use wasip2::io::streams::StreamError;
 
 /// Where requests go: scheme and `host[:port]`.
 pub struct Endpoint {
@@ -129,14 +130,27 @@ pub fn send(
         .body()
         .map_err(|()| Error::Other(format!("{what}: no request body")))?;
     let future = outgoing_handler::handle(request, None).map_err(|e| transport_error(&what, e))?;
-    {
+    // If the body cannot be sent, the response future says why (refused, reset, an early
+    // answer from the server); report that rather than the closed stream.
+    let sent = (|| {
         let mut stream = outgoing
             .write()
             .map_err(|()| Error::Other(format!("{what}: no body stream")))?;
         stream.write_all(body).map_err(|e| io_error(&what, e))?;
-        std::io::Write::flush(&mut stream).map_err(|e| io_error(&what, e))?;
-    }
-    OutgoingBody::finish(outgoing, None).map_err(|e| transport_error(&what, e))?;
+        // Every byte was accepted; the HTTP client may already have taken the whole body
+        // (Content-Length reached) and closed the stream, which is success, not an error.
+        match stream.blocking_flush() {
+            Ok(()) | Err(StreamError::Closed) => {}
+            Err(StreamError::LastOperationFailed(e)) => {
+                return Err(Error::Unavailable(format!(
+                    "{what}: {}",
+                    e.to_debug_string()
+                )));
+            }
+        }
+        drop(stream);
+        OutgoingBody::finish(outgoing, None).map_err(|e| transport_error(&what, e))
+    })();
 
     future.subscribe().block();
     let response = match future.get() {
@@ -144,6 +158,14 @@ pub fn send(
         Some(Ok(Err(e))) => return Err(transport_error(&what, e)),
         Some(Err(())) | None => return Err(Error::Other(format!("{what}: the response was lost"))),
     };
+    if let Err(e) = sent {
+        return Err(match response.status() {
+            status if status >= 400 => Error::Unavailable(format!(
+                "{what}: HTTP {status} before the body was sent ({e:?})"
+            )),
+            _ => e,
+        });
+    }
     let status = response.status();
     let headers = response.headers().entries();
     let incoming = response
