@@ -11,30 +11,9 @@
 //!   the sandbox let through;
 //! - anything else: behaves.
 
-use dir_store::{DirStore, StoreError};
-use exports::larder::plugin::storage::{Guest, ListPage, ObjectInfo};
-use larder::plugin::host::{self, Level};
-use larder::plugin::types::{Error, PluginInfo};
-
-wit_bindgen::generate!({
-    path: "../../wit/v1",
-    world: "larder:plugin/storage-target@1.0.0",
-});
+use dir_store::{DirTarget, Error, Guest, Level, ListPage, ObjectInfo, PluginInfo, host};
 
 struct Misbehaving;
-
-fn to_error(e: StoreError) -> Error {
-    match e {
-        StoreError::NotFound => Error::NotFound,
-        StoreError::Denied(m) => Error::Denied(m),
-        StoreError::Invalid(m) => Error::Invalid(m),
-        StoreError::Other(m) => Error::Other(m),
-    }
-}
-
-fn with_store<T>(f: impl FnOnce(&mut DirStore) -> Result<T, StoreError>) -> Result<T, Error> {
-    dir_store::with_store(|| host::config("dir"), f).map_err(to_error)
-}
 
 fn mode() -> String {
     host::config("mode").unwrap_or_default()
@@ -88,41 +67,35 @@ impl Guest for Misbehaving {
         if key.starts_with("chunks/") {
             misbehave_on_chunk()?;
         }
-        with_store(|s| s.put(&key, &data))
+        DirTarget::put(key, data)
     }
 
     fn get(key: String) -> Result<Vec<u8>, Error> {
-        with_store(|s| s.get(&key))
+        DirTarget::get(key)
     }
 
     fn stat(key: String) -> Result<Option<u64>, Error> {
-        with_store(|s| s.stat(&key))
+        DirTarget::stat(key)
     }
 
-    fn list(prefix: String, _cursor: Option<String>) -> Result<ListPage, Error> {
-        let mut objects: Vec<ObjectInfo> = with_store(|s| s.list(&prefix))?
-            .into_iter()
-            .map(|(key, size)| ObjectInfo { key, size })
-            .collect();
+    fn list(prefix: String, cursor: Option<String>) -> Result<ListPage, Error> {
+        let mut page = DirTarget::list(prefix, cursor)?;
         if mode() == "garbage" {
-            objects.push(ObjectInfo {
+            page.objects.push(ObjectInfo {
                 key: "../../etc/shadow".into(),
                 size: u64::MAX,
             });
         }
-        Ok(ListPage {
-            objects,
-            next: None,
-        })
+        Ok(page)
     }
 
     fn delete(key: String) -> Result<(), Error> {
-        with_store(|s| s.delete(&key))
+        DirTarget::delete(key)
     }
 
     fn flush() -> Result<(), Error> {
-        with_store(|s| s.flush())
+        DirTarget::flush()
     }
 }
 
-export!(Misbehaving);
+dir_store::export!(Misbehaving);
