@@ -26,6 +26,24 @@ dirs = [{{ host = "{dir}", guest = "/offsite", mode = "read-write" }}]
     )
 }
 
+/// A `[[targets]]` entry for the test plugin that misbehaves (config `mode`) once a chunk is
+/// written, storing objects in `dir` until then.
+fn misbehaving_entry(name: &str, dir: &Path, mode: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[targets]]
+name = "{name}"
+type = "plugin"
+path = "{plugin}"
+config = {{ dir = "/data", mode = "{mode}" }}
+dirs = [{{ host = "{dir}", guest = "/data", mode = "read-write" }}]
+{extra}
+"#,
+        plugin = plugin_path("test_misbehaving.wasm").display(),
+        dir = dir.display()
+    )
+}
+
 fn s3_plugin_entry(name: &str, s3: &S3Server, allow: &str) -> String {
     format!(
         r#"
@@ -105,9 +123,31 @@ fn run_json(env: &TestEnv, args: &[&str]) -> serde_json::Value {
 /// The manifest of a backup kept in a directory with the repository layout.
 async fn manifest_in(dir: &Path, id: &str) -> Manifest {
     let target = FsTarget::open("check", dir).expect("open directory");
-    Repository::open(Arc::new(target))
+    manifest_on(Arc::new(target), id).await
+}
+
+/// The manifest of a backup kept in the S3 bucket under `root`, read with the built-in target.
+async fn manifest_on_s3(s3: &S3Server, root: &str, id: &str) -> Manifest {
+    let target = larder::targets::s3::S3Target::new(
+        "check",
+        &larder::targets::s3::S3Settings {
+            bucket: &s3.bucket,
+            endpoint: Some(&s3.endpoint()),
+            region: "us-east-1",
+            root,
+            access_key_id: "testing",
+            secret_access_key: "testing",
+            session_token: None,
+        },
+    )
+    .expect("s3 settings");
+    manifest_on(Arc::new(target), id).await
+}
+
+async fn manifest_on(target: Arc<dyn larder::targets::Target>, id: &str) -> Manifest {
+    Repository::open(target)
         .await
-        .expect("a Larder repository in the directory")
+        .expect("a Larder repository on the target")
         .read_manifest(id)
         .await
         .expect("manifest")
@@ -227,26 +267,8 @@ async fn a_backup_to_s3_through_the_plugin_validates_and_restores() {
         s3_plugin_entry("s3", &s3, &format!("127.0.0.1:{}", s3.port))
     ));
     let id = round_trip(&env, "pantry_from_s3", async |id| {
-        // Read the manifest back through the built-in S3 target: same bucket, same layout.
-        let target = larder::targets::s3::S3Target::new(
-            "check",
-            &larder::targets::s3::S3Settings {
-                bucket: &s3.bucket,
-                endpoint: Some(&s3.endpoint()),
-                region: "us-east-1",
-                root: "larder",
-                access_key_id: "testing",
-                secret_access_key: "testing",
-                session_token: None,
-            },
-        )
-        .expect("s3 settings");
-        Repository::open(Arc::new(target))
-            .await
-            .expect("repository")
-            .read_manifest(id)
-            .await
-            .expect("manifest")
+        // Read back through the built-in S3 target: same bucket, same layout.
+        manifest_on_s3(&s3, "larder", id).await
     })
     .await;
     let keys = s3.keys("larder/backups/");
@@ -264,25 +286,7 @@ async fn a_backup_to_s3_through_the_builtin_target_validates_and_restores() {
     let s3 = S3Server::start("pantry-builtin");
     env.write_config(&s3_builtin_entry("s3", &s3));
     let id = round_trip(&env, "pantry_from_builtin_s3", async |id| {
-        let target = larder::targets::s3::S3Target::new(
-            "check",
-            &larder::targets::s3::S3Settings {
-                bucket: &s3.bucket,
-                endpoint: Some(&s3.endpoint()),
-                region: "us-east-1",
-                root: "builtin",
-                access_key_id: "testing",
-                secret_access_key: "testing",
-                session_token: None,
-            },
-        )
-        .expect("s3 settings");
-        Repository::open(Arc::new(target))
-            .await
-            .expect("repository")
-            .read_manifest(id)
-            .await
-            .expect("manifest")
+        manifest_on_s3(&s3, "builtin", id).await
     })
     .await;
     assert_eq!(
@@ -319,17 +323,9 @@ async fn a_plugin_cannot_reach_outside_its_preopened_directory() {
     let granted = env.work.path().join("granted");
     std::fs::create_dir_all(&granted).expect("folder");
     env.write_config(&format!(
-        r#"{cache}
-[[targets]]
-name = "evil"
-type = "plugin"
-path = "{plugin}"
-config = {{ dir = "/data", mode = "escape" }}
-dirs = [{{ host = "{dir}", guest = "/data", mode = "read-write" }}]
-"#,
-        cache = plugin_cache(&env),
-        plugin = plugin_path("test_misbehaving.wasm").display(),
-        dir = granted.display()
+        "{}{}",
+        plugin_cache(&env),
+        misbehaving_entry("evil", &granted, "escape", "")
     ));
     let out = run(&env, &["backup", "create"]);
     let all = text(&out);
@@ -445,18 +441,9 @@ async fn misbehaving_plugins_fail_the_backup_naming_the_plugin_and_the_call() {
         let dir = env.work.path().join(format!("store-{mode}"));
         std::fs::create_dir_all(&dir).expect("folder");
         env.write_config(&format!(
-            r#"{cache}
-[[targets]]
-name = "evil"
-type = "plugin"
-path = "{plugin}"
-config = {{ dir = "/data", mode = "{mode}" }}
-dirs = [{{ host = "{dir}", guest = "/data", mode = "read-write" }}]
-{limits}
-"#,
-            cache = plugin_cache(&env),
-            plugin = plugin_path("test_misbehaving.wasm").display(),
-            dir = dir.display()
+            "{}{}",
+            plugin_cache(&env),
+            misbehaving_entry("evil", &dir, mode, limits)
         ));
         let started = std::time::Instant::now();
         let out = run(&env, &["backup", "create"]);
@@ -622,20 +609,7 @@ async fn a_failed_copy_keeps_the_backup_on_the_primary_and_sync_finishes_it() {
     let local = env.work.path().join("primary");
     let second = env.work.path().join("second");
     std::fs::create_dir_all(&second).expect("folder");
-    let secondary = |mode: &str| {
-        format!(
-            r#"
-[[targets]]
-name = "second"
-type = "plugin"
-path = "{plugin}"
-config = {{ dir = "/data", mode = "{mode}" }}
-dirs = [{{ host = "{dir}", guest = "/data", mode = "read-write" }}]
-"#,
-            plugin = plugin_path("test_misbehaving.wasm").display(),
-            dir = second.display()
-        )
-    };
+    let secondary = |mode: &str| misbehaving_entry("second", &second, mode, "");
     env.write_config(&format!(
         "{}{}{}",
         plugin_cache(&env),
