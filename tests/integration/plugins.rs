@@ -153,6 +153,15 @@ async fn manifest_on(target: Arc<dyn larder::targets::Target>, id: &str) -> Mani
         .expect("manifest")
 }
 
+/// Every table of the backup has the same rows in `restored` as in the source database.
+async fn assert_same_rows(env: &TestEnv, restored: &str, manifest: &Manifest) {
+    assert_eq!(
+        env.all_rows(restored, manifest).await,
+        env.all_rows(&env.dbname, manifest).await,
+        "rows restored into {restored}"
+    );
+}
+
 /// Backs up, validates, restores into `restored` and checks every row came back.
 async fn round_trip(
     env: &TestEnv,
@@ -171,10 +180,7 @@ async fn round_trip(
     );
     let manifest = manifest_of(&id).await;
     assert!(manifest.rows() > 0, "the sample has rows");
-    assert_eq!(
-        env.all_rows(restored, &manifest).await,
-        env.all_rows(&env.dbname, &manifest).await
-    );
+    assert_same_rows(env, restored, &manifest).await;
     id
 }
 
@@ -555,10 +561,7 @@ async fn three_targets_keep_copies_and_a_corrupt_copy_is_restored_from_another()
             .contains(&chunk.id),
         "{restored}"
     );
-    assert_eq!(
-        env.all_rows("pantry_fallback", &manifest).await,
-        env.all_rows(&env.dbname, &manifest).await
-    );
+    assert_same_rows(&env, "pantry_fallback", &manifest).await;
 
     // A chunk lost on the offsite copy shows as incomplete until `backup sync` repairs it.
     std::fs::remove_file(offsite.join(larder::repository::chunk_key(&chunk.id)))
@@ -596,10 +599,7 @@ async fn three_targets_keep_copies_and_a_corrupt_copy_is_restored_from_another()
             "--yes",
         ],
     );
-    assert_eq!(
-        env.all_rows("pantry_offsite", &manifest).await,
-        env.all_rows(&env.dbname, &manifest).await
-    );
+    assert_same_rows(&env, "pantry_offsite", &manifest).await;
 }
 
 #[tokio::test]

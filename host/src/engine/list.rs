@@ -1,8 +1,6 @@
 //! `backup list`: the backups in the repository, newest first, as people and scripts see them.
 
-use super::sync::{Presence, presence};
-use crate::error::Result;
-use crate::repository::Repository;
+use super::sync::{Holdings, Presence, holdings};
 use crate::repository::manifest::{BackupType, Manifest};
 use crate::targets::Target;
 use chrono::{DateTime, Utc};
@@ -57,27 +55,30 @@ impl From<&Manifest> for BackupSummary {
     }
 }
 
-/// Newest first, optionally of one type and at most `limit` entries, with where each is kept.
-/// `repo` should fall back to all of `targets`, so a backup kept only on a secondary shows.
+/// Newest first, optionally of one type and at most `limit` entries, with the targets holding
+/// each: every backup found on any of `targets` (one kept only on a secondary shows too).
 pub async fn list(
-    repo: &Repository,
     targets: &[Arc<dyn Target>],
     limit: Option<usize>,
     backup_type: Option<BackupType>,
-) -> Result<Vec<BackupSummary>> {
-    let mut manifests = repo.manifests().await?;
-    manifests.reverse();
-    let (mut presence, unreachable) = presence(targets).await?;
+) -> Vec<BackupSummary> {
+    let Holdings {
+        mut copies,
+        manifests,
+        unreachable,
+    } = holdings(targets).await;
     for target in unreachable {
         tracing::warn!("cannot tell which backups are on {target}");
     }
-    Ok(manifests
+    let mut manifests: Vec<Manifest> = manifests.into_values().collect();
+    manifests.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+    manifests
         .iter()
         .filter(|m| backup_type.is_none_or(|t| m.backup_type == t))
         .take(limit.unwrap_or(usize::MAX))
         .map(|m| BackupSummary {
-            targets: presence.remove(&m.id).unwrap_or_default(),
+            targets: copies.remove(&m.id).unwrap_or_default(),
             ..BackupSummary::from(m)
         })
-        .collect())
+        .collect()
 }

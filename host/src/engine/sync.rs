@@ -117,13 +117,18 @@ pub enum Presence {
     Incomplete,
 }
 
-/// For each backup id, on which targets it is and whether each copy is complete. Targets that
-/// cannot be listed are reported in the second value instead of failing the whole listing.
-pub async fn presence(
-    targets: &[Arc<dyn Target>],
-) -> Result<(BTreeMap<String, BTreeMap<String, Presence>>, Vec<String>)> {
-    let mut out: BTreeMap<String, BTreeMap<String, Presence>> = BTreeMap::new();
-    let mut unreachable = Vec::new();
+/// What the targets hold: for each backup id, the targets with a copy and whether each copy is
+/// complete, and the backup's manifest (read once per target, kept once).
+#[derive(Default)]
+pub struct Holdings {
+    pub copies: BTreeMap<String, BTreeMap<String, Presence>>,
+    pub manifests: BTreeMap<String, Manifest>,
+    /// Targets that could not be listed, with why; the others are still reported.
+    pub unreachable: Vec<String>,
+}
+
+pub async fn holdings(targets: &[Arc<dyn Target>]) -> Holdings {
+    let mut out = Holdings::default();
     for target in targets {
         let listed = async {
             let ids = backup_ids_on(target).await?;
@@ -135,30 +140,32 @@ pub async fn presence(
                 let complete = manifest
                     .chunks()
                     .all(|c| chunks.contains(&chunk_key(&c.id)));
-                found.push((
-                    id,
-                    if complete {
-                        Presence::Complete
-                    } else {
-                        Presence::Incomplete
-                    },
-                ));
+                let presence = if complete {
+                    Presence::Complete
+                } else {
+                    Presence::Incomplete
+                };
+                found.push((manifest, presence));
             }
             Ok::<_, Error>(found)
         }
         .await;
         match listed {
             Ok(found) => {
-                for (id, presence) in found {
-                    out.entry(id)
+                for (manifest, presence) in found {
+                    out.copies
+                        .entry(manifest.id.clone())
                         .or_default()
                         .insert(target.name().to_string(), presence);
+                    out.manifests.entry(manifest.id.clone()).or_insert(manifest);
                 }
             }
-            Err(e) => unreachable.push(format!("target '{}': {e}", target.name())),
+            Err(e) => out
+                .unreachable
+                .push(format!("target '{}': {e}", target.name())),
         }
     }
-    Ok((out, unreachable))
+    out
 }
 
 /// Copies every backup to every target in `targets` that lacks a complete copy, reading each
@@ -168,14 +175,14 @@ pub async fn sync(
     jobs: usize,
     progress: &Progress,
 ) -> Result<Vec<CopyReport>> {
-    let (presence, unreachable) = presence(targets).await?;
-    if let Some(first) = unreachable.first() {
+    let held = holdings(targets).await;
+    if let Some(first) = held.unreachable.first() {
         return Err(Error::Repository(format!(
             "cannot sync while a target is unreachable: {first}"
         )));
     }
     let mut reports = Vec::new();
-    for (id, copies) in &presence {
+    for (id, copies) in &held.copies {
         let Some(source_target) = targets
             .iter()
             .find(|t| copies.get(t.name()) == Some(&Presence::Complete))
@@ -191,13 +198,15 @@ pub async fn sync(
         let source = Repository::open(source_target.clone())
             .await?
             .with_fallbacks(others);
-        let manifest = source.read_manifest(id).await?;
+        let Some(manifest) = held.manifests.get(id) else {
+            continue;
+        };
         for target in targets {
             if copies.get(target.name()) == Some(&Presence::Complete) {
                 continue;
             }
             let dest = Repository::open_or_init(target.clone()).await?;
-            reports.push(copy_backup(&source, &dest, &manifest, jobs, progress).await?);
+            reports.push(copy_backup(&source, &dest, manifest, jobs, progress).await?);
         }
     }
     Ok(reports)

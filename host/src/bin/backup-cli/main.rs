@@ -376,9 +376,9 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Backup(BackupCommand::List(args)) => {
             let set = ctx.targets().await?;
+            // Fails with a hint when no target holds a repository at all.
             let repo = Repository::open_for_reading(&set.targets).await?;
-            let backups =
-                engine::list::list(&repo, &set.targets, args.limit, args.backup_type).await?;
+            let backups = engine::list::list(&set.targets, args.limit, args.backup_type).await;
             output::backup_list(&backups, &repo.target().location(), ctx.json);
             Ok(())
         }
