@@ -289,6 +289,14 @@ fn run() -> Result<(), Failure> {
                 ),
                 None,
             ),
+            (
+                // The optional deeper check: every restored table re-read and checksummed.
+                "backup-cli recovery execute -s new-database --verify checksums",
+                format!(
+                    "{psql} -d postgres -c 'DROP DATABASE IF EXISTS r2' && {cli} recovery execute latest -s new-database --target-db r2 --jobs {jobs} --yes --verify checksums"
+                ),
+                None,
+            ),
         ];
         let mut repo_before = 0;
         let wanted = |name: &str| opts.only.as_deref().is_none_or(|only| name.contains(only));
@@ -413,6 +421,7 @@ fn report(
         "backup-cli backup create (offsite plugin)",
         "backup-cli backup validate",
         "backup-cli recovery execute -s new-database",
+        "backup-cli recovery execute -s new-database --verify checksums",
     ]
     .iter()
     .filter_map(|n| results.get(n))

@@ -34,7 +34,8 @@ CREATE TABLE crm.notes (
     during tstzrange,
     EXCLUDE USING gist (during WITH &&)
 );
-CREATE TABLE crm.events (id int, happened date NOT NULL, v int) PARTITION BY RANGE (happened);
+ALTER TABLE crm.notes SET (autovacuum_enabled = off, fillfactor = 90);
+CREATE TABLE crm.events (id int, happened date NOT NULL, v int, account_id bigint REFERENCES crm.accounts (id)) PARTITION BY RANGE (happened);
 CREATE TABLE crm.events_2025 PARTITION OF crm.events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
 CREATE TABLE crm.events_2026 PARTITION OF crm.events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 CREATE INDEX events_happened_idx ON crm.events (happened);
@@ -58,7 +59,7 @@ FROM generate_series(1, 300) g;
 INSERT INTO crm.notes (account_id, body, during)
 SELECT 1 + g % 300, E'note\t' || g || E'\nsecond line', tstzrange(timestamptz '2026-01-01' + g * interval '1 hour', timestamptz '2026-01-01' + (g + 1) * interval '1 hour')
 FROM generate_series(1, 500) g;
-INSERT INTO crm.events SELECT g, date '2025-06-01' + g, g * 7 FROM generate_series(1, 400) g;
+INSERT INTO crm.events SELECT g, date '2025-06-01' + g, g * 7, 1 + g % 300 FROM generate_series(1, 400) g;
 SELECT nextval('crm.ticket_seq'), nextval('crm.ticket_seq');
 REFRESH MATERIALIZED VIEW crm.account_counts;
 "#;
@@ -88,10 +89,21 @@ async fn a_database_rich_in_object_types_restores_identically_into_a_new_databas
         "new-database",
         "--target-db",
         "rich_restored",
+        "--verify",
+        "checksums",
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(report["recovery"]["ok"], true);
+    assert_eq!(report["recovery"]["verification"], "checksums");
+    let tables = report["recovery"]["tables"].as_array().expect("tables");
+    assert!(tables.len() > 5, "{report}");
+    for table in tables {
+        assert_eq!(
+            table["checksum_ok"], true,
+            "every table re-read and compared: {table}"
+        );
+    }
     assert!(
         report["recovery"]["duration_seconds"]
             .as_f64()
@@ -130,6 +142,19 @@ async fn a_database_rich_in_object_types_restores_identically_into_a_new_databas
         invalid, 0,
         "no constraint left NOT VALID (the runbook's check)"
     );
+    // Autovacuum, paused on the new tables during the restore, is back to what the source had:
+    // off where the source turned it off, the server's default everywhere else.
+    let paused: Vec<String> = restored
+        .query(
+            "SELECT c.oid::regclass::text FROM pg_class c WHERE array_to_string(c.reloptions, ',') LIKE '%autovacuum_enabled=%' ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("reloptions")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(paused, vec!["crm.notes".to_string()]);
 
     // A second restore learns from the first: the plan's estimate is based on measured history.
     let plan = env.run_json(&["recovery", "plan", "latest", "--target-db", "rich_again"]);

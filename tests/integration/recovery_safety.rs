@@ -73,6 +73,57 @@ async fn a_corrupted_chunk_makes_execute_fail_before_touching_the_target() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_corrupted_chunk_fails_a_new_database_restore_and_the_database_is_dropped() {
+    let env = TestEnv::start("corruptnew").await;
+    env.load_kitchen_pantry(0.002).await;
+    let manifest = env.backup("baseline").await;
+    // The last chunk of the biggest table: the restore is well under way when it gets there.
+    let chunk = manifest
+        .find_table("interactions")
+        .expect("interactions")
+        .parts
+        .iter()
+        .flat_map(|p| &p.chunks)
+        .last()
+        .expect("a chunk")
+        .clone();
+    let path = env.repo_dir().join(chunk_key(&chunk.id));
+    let mut bytes = std::fs::read(&path).expect("chunk");
+    bytes[0] ^= 0x01;
+    std::fs::write(&path, bytes).expect("write");
+    let out = env.run(&[
+        "recovery",
+        "execute",
+        "latest",
+        "-s",
+        "new-database",
+        "--target-db",
+        "corrupt_copy",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains(&format!(
+            "Checksum verification failed: {}",
+            chunk_key(&chunk.id)
+        )),
+        "{all}"
+    );
+    assert!(
+        all.contains("half-built database corrupt_copy was dropped"),
+        "{all}"
+    );
+    assert!(
+        !env.databases().await.contains(&"corrupt_copy".to_string()),
+        "no half-restored database is left behind"
+    );
+    assert!(
+        !env.repo_dir().join("restores").exists(),
+        "a failed restore records no recovery time"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_restore_that_would_break_a_foreign_key_is_rolled_back() {
     let env = TestEnv::start("rollback").await;
     env.load_kitchen_pantry(0.002).await;

@@ -211,6 +211,15 @@ async fn the_runbooks_partial_recovery_restores_three_tables_beside_the_live_dat
         target.starts_with("partial_restored_"),
         "the live database is left alone: {target}"
     );
+    // By default every restored table's rows are counted in the target against the backup.
+    assert_eq!(out["recovery"]["verification"], "rows");
+    let tables = out["recovery"]["tables"].as_array().expect("tables");
+    assert_eq!(tables.len(), 3, "{out}");
+    for table in tables {
+        assert_eq!(table["ok"], true, "{table}");
+        assert_eq!(table["target_rows"], table["backup_rows"], "{table}");
+        assert!(table["checksum_ok"].is_null(), "not re-read: {table}");
+    }
     let restored = env.client_for(&target).await;
     for (table, expected) in [("organizations", 4i64), ("users", 40), ("contacts", 800)] {
         let n: i64 = scalar(&restored, &format!("SELECT count(*) FROM {table}")).await;

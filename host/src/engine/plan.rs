@@ -37,6 +37,28 @@ impl std::fmt::Display for Strategy {
     }
 }
 
+/// How `recovery execute` proves the restored tables. Every chunk is checked against its
+/// SHA-256 before its rows are sent, whichever is chosen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verification {
+    /// Count each restored table's rows in the target and compare with the backup.
+    #[default]
+    Rows,
+    /// Also re-read every restored table and compare a checksum of its rows with the one
+    /// recorded at backup time (reads all restored data once more).
+    Checksums,
+}
+
+impl std::fmt::Display for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verification::Rows => "rows",
+            Verification::Checksums => "checksums",
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PlanRequest {
     pub strategy: Strategy,
@@ -46,6 +68,7 @@ pub struct PlanRequest {
     pub cascade: bool,
     /// Skip ownership statements (for targets without the source's roles).
     pub no_owner: bool,
+    pub verification: Verification,
     /// The database to restore into (its name is a proposal for new-database unless named).
     pub target: ConnectionSettings,
     pub target_named: bool,
@@ -103,6 +126,7 @@ pub struct RecoveryPlan {
     pub steps: Vec<String>,
     /// Triggers stay off for restored rows (needs a superuser on existing tables).
     pub triggers_suppressed: bool,
+    pub verification: Verification,
     #[serde(skip)]
     pub selected: Vec<usize>,
     #[serde(skip)]
@@ -485,33 +509,38 @@ pub async fn plan(
     let estimated_seconds = (bytes as f64 / rate).max(1.0);
 
     // Risks and steps, in plain words.
-    let mut steps = vec![format!(
-        "verify the {} chunks the restore reads (checksums, decompression)",
-        count_chunks(manifest, &selected)
-    )];
+    let chunks = count_chunks(manifest, &selected);
+    let verify = match req.verification {
+        Verification::Rows => "count every table's rows",
+        Verification::Checksums => "count every table's rows and re-read it to compare checksums",
+    };
+    let mut steps = Vec::new();
     match req.strategy {
         Strategy::NewDatabase => {
+            // A failure drops the new database, so chunks are checked as they are loaded
+            // rather than all beforehand (`--dry-run` checks them all without loading).
             steps.push(format!("create database {}", target_settings.dbname));
             steps.push("create the schema (pg_dump pre-data)".into());
             steps.push(format!(
-                "load {} table(s) in parallel with COPY",
+                "load {} table(s) in parallel with COPY, checking each of the {chunks} chunks (SHA-256, decompression) before its rows are sent",
                 selected.len()
             ));
-            steps.push("build indexes and constraints (independent ones in parallel), then triggers and the rest".into());
-            steps.push(
-                "set sequence values, ANALYZE, verify row counts, checksums and constraints".into(),
-            );
+            steps.push("build indexes and constraints (independent ones in parallel), then foreign keys (validated in parallel), triggers and the rest".into());
+            steps.push(format!(
+                "set sequence values, ANALYZE, {verify}, check no constraint is left NOT VALID"
+            ));
             risks.push(format!(
                 "none for existing data: {} is a new database; on failure it is dropped again",
                 target_settings.dbname
             ));
         }
         Strategy::Replace if !subset => {
+            steps.push(verify_chunks_first(chunks));
             steps.push(format!(
                 "in one transaction: drop schemas {} and recreate them from the backup",
                 manifest.schemas.join(", ")
             ));
-            steps.push("load every table, build post-data, set sequences, verify; commit only if all checks pass".into());
+            steps.push(format!("load every table, build post-data, set sequences, {verify}; commit only if all checks pass"));
             risks.push(format!(
                 "replace drops every object in schemas {} of {}: anything created or changed since the backup ({}) is lost",
                 manifest.schemas.join(", "),
@@ -520,6 +549,7 @@ pub async fn plan(
             ));
         }
         Strategy::Replace => {
+            steps.push(verify_chunks_first(chunks));
             steps.push(format!(
                 "in one transaction: empty {} and reload them from the backup",
                 tables
@@ -528,10 +558,9 @@ pub async fn plan(
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
-            steps.push(
-                "check foreign keys, set owned sequences, verify; commit only if all checks pass"
-                    .into(),
-            );
+            steps.push(format!(
+                "check foreign keys, set owned sequences, {verify}; commit only if all checks pass"
+            ));
             for t in &tables {
                 risks.push(format!(
                     "replace empties {} ({} rows now, {} in the backup): rows written since the backup are lost",
@@ -542,6 +571,7 @@ pub async fn plan(
             }
         }
         Strategy::MissingRows => {
+            steps.push(verify_chunks_first(chunks));
             steps.push(
                 "in one transaction: load each table's backup rows into a temporary table".into(),
             );
@@ -575,10 +605,17 @@ pub async fn plan(
         blockers,
         steps,
         triggers_suppressed,
+        verification: req.verification,
         selected,
         target_settings,
         no_owner: req.no_owner,
     })
+}
+
+fn verify_chunks_first(chunks: usize) -> String {
+    format!(
+        "verify the {chunks} chunks the restore reads (SHA-256, decompression) before touching the target"
+    )
 }
 
 fn count_chunks(manifest: &Manifest, selected: &[usize]) -> usize {

@@ -1,15 +1,17 @@
 //! `recovery execute`: carry out a recovery plan, then prove the result.
 //!
-//! Steps: verify every chunk the restore reads (before touching the target); create or open
-//! the target; schema (pg_dump pre-data); data with `COPY … FROM STDIN`; indexes and
-//! constraints (independent ones in parallel), triggers and the rest; sequence values;
-//! ANALYZE; verification of row counts, per-table checksums and NOT VALID constraints.
+//! Steps: verify every chunk the restore reads (before touching an existing database; a new
+//! database instead checks each chunk just before its rows are sent); create or open the
+//! target; schema (pg_dump pre-data); data with `COPY … FROM STDIN`; indexes and constraints
+//! (independent ones in parallel), foreign keys (added NOT VALID, validated in parallel),
+//! triggers and the rest; sequence values; ANALYZE; verification of row counts (and, with
+//! `--verify checksums`, per-table checksums) and of NOT VALID constraints.
 //!
 //! Failure leaves nothing half-done: `new-database` drops the database it created; `replace`
 //! and `missing-rows` run in one transaction that is rolled back.
 
 use crate::engine::Progress;
-use crate::engine::plan::{RecoveryPlan, Strategy, admin_connection};
+use crate::engine::plan::{RecoveryPlan, Strategy, Verification, admin_connection};
 use crate::engine::validate::verify;
 use crate::error::{Error, Result};
 use crate::pg::ddl::{Entry, Script, builds_in_parallel};
@@ -50,6 +52,8 @@ pub struct RestoreReport {
     pub backup_id: String,
     pub strategy: Strategy,
     pub target_database: String,
+    /// What the per-table check compared (`rows`, or `checksums` too).
+    pub verification: Verification,
     /// The measured recovery time (the real RTO of this restore).
     pub duration_seconds: f64,
     pub chunks_verified: usize,
@@ -94,7 +98,26 @@ pub async fn execute(
     jobs: usize,
     progress: &Progress,
 ) -> Result<RestoreReport> {
-    let chunks_verified = preflight(repo, manifest, plan, jobs, progress).await?;
+    let chunks_verified = match plan.strategy {
+        // The load checks each chunk before sending its rows, and a failure drops the new
+        // database, so a separate pass over every chunk would only cost time.
+        Strategy::NewDatabase => {
+            if !plan.ready() {
+                return Err(Error::Refused(format!(
+                    "recovery refused: {}",
+                    plan.blockers.join("; ")
+                )));
+            }
+            plan.selected_tables(manifest)
+                .iter()
+                .flat_map(|t| &t.parts)
+                .map(|p| p.chunks.len())
+                .sum()
+        }
+        Strategy::Replace | Strategy::MissingRows => {
+            preflight(repo, manifest, plan, jobs, progress).await?
+        }
+    };
     let started = Instant::now();
     let manifest = Arc::new(manifest.clone());
     let job = Job {
@@ -114,6 +137,7 @@ pub async fn execute(
         backup_id: manifest.id.clone(),
         strategy: plan.strategy,
         target_database: plan.target_settings.dbname.clone(),
+        verification: plan.verification,
         duration_seconds: duration,
         chunks_verified,
         rows: selected.iter().map(|t| t.rows).sum(),
@@ -244,6 +268,37 @@ where
     Ok(results)
 }
 
+/// Checks a restored table as `verification` asks: its row count, and with `checksums` an
+/// order-independent checksum of its rows, against the backup's.
+async fn verify_table(
+    client: &Client,
+    table: &TableEntry,
+    verification: Verification,
+) -> Result<TableResult> {
+    let (rows, checksum_ok) = match verification {
+        Verification::Rows => {
+            let rows: i64 = client
+                .query_one(&format!("SELECT count(*) FROM {}", table.qualified()), &[])
+                .await
+                .map_err(Error::db(format!("counting {}", table.display_name())))?
+                .get(0);
+            (rows, None)
+        }
+        Verification::Checksums => {
+            let (rows, sum) = table_state(client, table).await?;
+            (rows, Some(sum.encode() == table.checksum))
+        }
+    };
+    Ok(TableResult {
+        name: table.display_name(),
+        backup_rows: table.rows,
+        target_rows: rows,
+        inserted_rows: None,
+        checksum_ok,
+        ok: checksum_ok != Some(false) && rows as u64 == table.rows,
+    })
+}
+
 /// Row count and order-independent checksum of a table as it is now.
 async fn table_state(client: &Client, table: &TableEntry) -> Result<(i64, RowChecksum)> {
     let sql = if table.columns.is_empty() {
@@ -274,16 +329,25 @@ async fn table_state(client: &Client, table: &TableEntry) -> Result<(i64, RowChe
     Ok((sum.rows as i64, sum))
 }
 
-fn verdict(table: &TableEntry, rows: i64, sum: RowChecksum) -> TableResult {
-    let checksum_ok = sum.encode() == table.checksum;
-    TableResult {
-        name: table.display_name(),
-        backup_rows: table.rows,
-        target_rows: rows,
-        inserted_rows: None,
-        checksum_ok: Some(checksum_ok),
-        ok: checksum_ok && rows as u64 == table.rows,
-    }
+/// Pauses autovacuum on `tables` (and their TOAST tables), or resets it to the default.
+async fn set_autovacuum(client: &Client, tables: &[String], enabled: bool) -> Result<()> {
+    let change = if enabled {
+        "RESET (autovacuum_enabled, toast.autovacuum_enabled)"
+    } else {
+        "SET (autovacuum_enabled = off, toast.autovacuum_enabled = off)"
+    };
+    let sql: String = tables
+        .iter()
+        .map(|t| format!("ALTER TABLE {t} {change};\n"))
+        .collect();
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(Error::db(if enabled {
+            "resetting autovacuum on the restored tables"
+        } else {
+            "pausing autovacuum on the new tables"
+        }))
 }
 
 async fn set_sequences(client: &Client, sequences: &[&SequenceValue]) -> Result<()> {
@@ -324,6 +388,15 @@ async fn run_entry(client: &Client, preamble: &str, entry: &Entry) -> Result<()>
             }
         }
     }
+}
+
+/// One table's share of the last phase of a new-database restore.
+struct TableWork {
+    /// The restored table (None: foreign keys of a table outside the selection).
+    table: Option<usize>,
+    bytes: u64,
+    /// `VALIDATE CONSTRAINT` statements of the foreign keys on this table.
+    validations: Vec<Entry>,
 }
 
 /// Orders COPY work so concurrent workers load different tables: one range of each table in
@@ -495,6 +568,12 @@ impl Job {
         main.batch_execute(&pre.to_sql())
             .await
             .map_err(Error::db("creating the schema (pre-data)"))?;
+        // Autovacuum would start on the new tables mid-restore, competing for CPU and taking
+        // locks that index builds and foreign keys then wait for. It is paused on the tables
+        // that leave it at the server's default and reset once they are built and analyzed.
+        let names: Vec<String> = self.selected().iter().map(|t| t.qualified()).collect();
+        let paused = catalog::autovacuum_at_default(&main, &names).await?;
+        set_autovacuum(&main, &paused, false).await?;
 
         // Data: every stored range, largest first, over N connections.
         let parts: Vec<(usize, usize, u64)> = self
@@ -567,69 +646,89 @@ impl Job {
         for entry in &attach {
             run_entry(&main, &post.preamble, entry).await?;
         }
-        let mut by_table: Vec<Vec<Entry>> = Vec::new();
+        // Foreign keys are added NOT VALID one after the other (catalog changes, no scan); the
+        // scans that validate them run below, in parallel. A validation locks only its own table
+        // against schema changes, so keys on different tables referencing the same table do not
+        // wait for each other the way `ADD … FOREIGN KEY` does.
+        let mut work: Vec<TableWork> = self
+            .plan
+            .selected
+            .iter()
+            .map(|&t| TableWork {
+                table: Some(t),
+                bytes: self.manifest.tables[t].logical_bytes,
+                validations: Vec::new(),
+            })
+            .collect();
         for entry in foreign {
-            let table = entry.name.split(' ').next().unwrap_or_default().to_string();
-            match by_table
-                .iter_mut()
-                .find(|g| g[0].name.split(' ').next() == Some(table.as_str()))
-            {
-                Some(group) => group.push(entry),
-                None => by_table.push(vec![entry]),
+            let Some(fk) = entry.foreign_key() else {
+                run_entry(&main, &post.preamble, &entry).await?;
+                continue;
+            };
+            let add = Entry {
+                sql: fk.add_not_valid,
+                ..entry.clone()
+            };
+            run_entry(&main, &post.preamble, &add).await?;
+            let validate = Entry {
+                sql: fk.validate,
+                ..entry
+            };
+            let manifest = &self.manifest;
+            match work.iter_mut().find(|w| {
+                w.table
+                    .is_some_and(|t| manifest.tables[t].qualified() == fk.table)
+            }) {
+                Some(w) => w.validations.push(validate),
+                None => work.push(TableWork {
+                    table: None,
+                    bytes: 0,
+                    validations: vec![validate],
+                }),
             }
         }
-        pool(&target, self.jobs, by_table, {
-            let preamble = post.preamble.clone();
-            move |client, group| {
-                let preamble = preamble.clone();
-                async move {
-                    for entry in &group {
-                        run_entry(&client, &preamble, entry).await?;
-                    }
-                    Ok(())
-                }
-            }
-        })
-        .await?;
-        tracing::info!(
-            "foreign keys validated in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
         let rest: String = rest.iter().map(|e| e.sql.as_str()).collect();
         main.batch_execute(&format!("{}{rest}", post.preamble))
             .await
             .map_err(Error::db(
                 "creating triggers, rules and the rest (post-data)",
             ))?;
-
         let sequences: Vec<&SequenceValue> = self.manifest.sequences.iter().collect();
         set_sequences(&main, &sequences).await?;
 
-        // ANALYZE and verification, table by table over N connections.
+        // Per table over N connections, biggest first: validate its foreign keys, ANALYZE,
+        // verify. A table's ANALYZE and its own validations never overlap (same connection);
+        // neither blocks work on other tables.
+        work.sort_by_key(|w| std::cmp::Reverse(w.bytes));
         let job = self.clone();
-        let mut results = pool(
-            &target,
-            self.jobs,
-            self.plan.selected.clone(),
-            move |client, t| {
-                let job = job.clone();
-                async move {
-                    let table = &job.manifest.tables[t];
-                    client
-                        .batch_execute(&format!("ANALYZE {}", table.qualified()))
-                        .await
-                        .map_err(Error::db(format!("ANALYZE {}", table.display_name())))?;
-                    let (rows, sum) = table_state(&client, table).await?;
-                    Ok(verdict(table, rows, sum))
+        let preamble = post.preamble.clone();
+        let results = pool(&target, self.jobs, work, move |client, work| {
+            let (job, preamble) = (job.clone(), preamble.clone());
+            async move {
+                for entry in &work.validations {
+                    run_entry(&client, &preamble, entry).await?;
                 }
-            },
-        )
+                let Some(t) = work.table else {
+                    return Ok(None);
+                };
+                let table = &job.manifest.tables[t];
+                client
+                    .batch_execute(&format!("ANALYZE {}", table.qualified()))
+                    .await
+                    .map_err(Error::db(format!("ANALYZE {}", table.display_name())))?;
+                verify_table(&client, table, job.plan.verification)
+                    .await
+                    .map(Some)
+            }
+        })
         .await?;
+        let mut results: Vec<TableResult> = results.into_iter().flatten().collect();
         results.sort_by(|a, b| a.name.cmp(&b.name));
         tracing::info!(
-            "analyzed and verified in {:.1} s",
+            "foreign keys validated, tables analyzed and verified in {:.1} s",
             started.elapsed().as_secs_f64()
         );
+        set_autovacuum(&main, &paused, true).await?;
         let unvalidated = catalog::unvalidated_constraints(&main, &[]).await?;
         Ok((results, unvalidated))
     }
@@ -727,8 +826,7 @@ impl Job {
     async fn verify_in(&self, client: &Client) -> Result<Vec<TableResult>> {
         let mut results = Vec::new();
         for table in self.selected() {
-            let (rows, sum) = table_state(client, table).await?;
-            results.push(verdict(table, rows, sum));
+            results.push(verify_table(client, table, self.plan.verification).await?);
         }
         Ok(results)
     }

@@ -143,6 +143,23 @@ pub async fn sequences(client: &Client) -> Result<Vec<SequenceValue>> {
     Ok(out)
 }
 
+/// Of `tables` (qualified names), those whose own options and TOAST options leave autovacuum
+/// at the server's default: restore may pause autovacuum on these and reset it afterwards
+/// without changing what the source defined.
+pub async fn autovacuum_at_default(client: &Client, tables: &[String]) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT n FROM unnest($1::text[]) n JOIN pg_class c ON c.oid = n::regclass \
+             LEFT JOIN pg_class t ON t.oid = c.reltoastrelid \
+             WHERE NOT EXISTS (SELECT 1 FROM unnest(COALESCE(c.reloptions, '{}') || COALESCE(t.reloptions, '{}')) o \
+                               WHERE o LIKE 'autovacuum_enabled=%')",
+            &[&tables],
+        )
+        .await
+        .map_err(Error::db("reading the restored tables' autovacuum settings"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 pub async fn large_object_count(client: &Client) -> Result<i64> {
     Ok(client
         .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])

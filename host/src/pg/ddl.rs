@@ -87,6 +87,50 @@ impl Script {
     }
 }
 
+/// A foreign key split in two steps: adding it `NOT VALID` (a catalog change that briefly locks
+/// both tables) and validating it (a scan that locks only the referencing table against other
+/// schema changes, and the referenced table hardly at all). Validations of different tables can
+/// then run in parallel even when they reference the same table; `ADD … FOREIGN KEY` cannot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKey {
+    /// The referencing table as the statement names it (`public.orders`).
+    pub table: String,
+    pub add_not_valid: String,
+    pub validate: String,
+}
+
+impl Entry {
+    /// The two steps of a foreign key pg_dump adds with one `ALTER TABLE ONLY … ADD CONSTRAINT`.
+    /// None for anything else, for keys the source already had `NOT VALID` (they stay so), and
+    /// for keys on partitioned tables (written without `ONLY`; PostgreSQL before 18 cannot add
+    /// those `NOT VALID`).
+    pub fn foreign_key(&self) -> Option<ForeignKey> {
+        if self.kind != "FK CONSTRAINT" {
+            return None;
+        }
+        // The statement without pg_dump's comment lines around it.
+        let sql: Vec<&str> = self
+            .sql
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("--"))
+            .collect();
+        let sql = sql.join("\n");
+        let statement = sql.trim().strip_suffix(';')?;
+        if statement.contains(';') || statement.contains("NOT VALID") {
+            return None;
+        }
+        let rest = statement.strip_prefix("ALTER TABLE ONLY ")?;
+        let (table, rest) = rest.split_once("ADD CONSTRAINT ")?;
+        let (name, _) = rest.split_once(" FOREIGN KEY ")?;
+        let table = table.trim();
+        Some(ForeignKey {
+            table: table.to_string(),
+            add_not_valid: format!("{statement} NOT VALID;\n"),
+            validate: format!("ALTER TABLE ONLY {table} VALIDATE CONSTRAINT {name};\n"),
+        })
+    }
+}
+
 /// Whether restore may build this object in parallel with others of the same phase.
 pub fn builds_in_parallel(kind: &str) -> bool {
     matches!(kind, "INDEX" | "CONSTRAINT")
@@ -107,6 +151,35 @@ mod tests {
         assert_eq!(script.entries[1].name, "t_idx");
         assert!(!script.to_sql().contains("restrict"));
         assert!(script.to_sql().contains("CREATE INDEX t_idx"));
+    }
+
+    #[test]
+    fn foreign_keys_split_into_not_valid_and_validate_unless_they_cannot() {
+        let entry = |sql: &str| Entry {
+            kind: "FK CONSTRAINT".into(),
+            name: "orders orders_contact_fkey".into(),
+            sql: sql.into(),
+        };
+        let fk = entry(
+            "--\n\nALTER TABLE ONLY public.orders\n    ADD CONSTRAINT orders_contact_fkey FOREIGN KEY (contact_id) REFERENCES public.contacts(id);\n\n\n--\n",
+        )
+        .foreign_key()
+        .expect("a plain foreign key splits");
+        assert_eq!(fk.table, "public.orders");
+        assert_eq!(
+            fk.add_not_valid,
+            "ALTER TABLE ONLY public.orders\n    ADD CONSTRAINT orders_contact_fkey FOREIGN KEY (contact_id) REFERENCES public.contacts(id) NOT VALID;\n"
+        );
+        assert_eq!(
+            fk.validate,
+            "ALTER TABLE ONLY public.orders VALIDATE CONSTRAINT orders_contact_fkey;\n"
+        );
+        // Already NOT VALID at the source, on a partitioned table, or not a foreign key.
+        assert!(entry("ALTER TABLE ONLY public.orders\n    ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES public.c(id) NOT VALID;\n").foreign_key().is_none());
+        assert!(entry("ALTER TABLE public.parted\n    ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES public.c(id);\n").foreign_key().is_none());
+        let mut index = entry("CREATE INDEX i ON public.orders USING btree (a);\n");
+        index.kind = "INDEX".into();
+        assert!(index.foreign_key().is_none());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Every command-line flag, with its help text, in one place.
 
 use clap::{Args, Parser, Subcommand};
-use larder::engine::plan::Strategy;
+use larder::engine::plan::{Strategy, Verification};
 use larder::repository::manifest::BackupType;
 use std::path::PathBuf;
 
@@ -144,6 +144,10 @@ pub struct RecoveryArgs {
     /// Read the backup from this storage target first (the others remain fallbacks)
     #[arg(long, value_name = "TARGET")]
     pub from: Option<String>,
+    /// How to prove the restored tables: rows = count each table's rows; checksums = also
+    /// re-read every table and compare its rows' checksum with the backup's (slower)
+    #[arg(long, value_enum, default_value_t = Verification::Rows)]
+    pub verify: Verification,
 }
 
 #[derive(Debug, Args)]

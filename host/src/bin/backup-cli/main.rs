@@ -146,6 +146,7 @@ impl Context {
             tables: args.tables.clone(),
             cascade: args.cascade,
             no_owner: args.no_owner,
+            verification: args.verify,
             target,
             target_named: args.target_db.is_some() || args.target_url.is_some(),
         })
