@@ -1,7 +1,7 @@
 //! Bad things happen; nothing is lost and the message says what and where: a corrupted or
 //! missing chunk, a database that is down or goes away, a killed backup, a full disk.
 
-use crate::support::{TestEnv, chunk_files, text, wait_for_lock_waiter};
+use crate::support::{TestEnv, chunk_files, flip_a_bit, text, wait_for_lock_waiter};
 use larder::repository::chunk_key;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,11 +25,7 @@ async fn a_flipped_byte_in_one_chunk_is_named_by_validate() {
         .expect("interactions")
         .parts[0]
         .chunks[0];
-    let path = chunk_path(&env, &chunk.id);
-    let mut bytes = std::fs::read(&path).expect("read chunk");
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x01;
-    std::fs::write(&path, bytes).expect("write chunk");
+    flip_a_bit(&chunk_path(&env, &chunk.id));
 
     let out = env.run(&["backup", "validate", &manifest.id]);
     assert_eq!(

@@ -2,7 +2,7 @@
 //! wasi:http), the built-in S3 target, the sandbox around plugins, and backups kept on several
 //! targets at once.
 
-use crate::support::{S3Server, TestEnv, plugin_path, text};
+use crate::support::{S3Server, TestEnv, flip_a_bit, plugin_path, text};
 use larder::repository::Repository;
 use larder::repository::manifest::Manifest;
 use larder::targets::fs::FsTarget;
@@ -521,11 +521,7 @@ async fn three_targets_keep_copies_and_a_corrupt_copy_is_restored_from_another()
         .flat_map(|p| p.chunks.iter())
         .next()
         .expect("a data chunk");
-    let path = local.join(larder::repository::chunk_key(&chunk.id));
-    let mut bytes = std::fs::read(&path).expect("chunk");
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    std::fs::write(&path, &bytes).expect("corrupt chunk");
+    flip_a_bit(&local.join(larder::repository::chunk_key(&chunk.id)));
 
     // That copy alone fails validation, naming the chunk...
     let out = run(&env, &["backup", "validate", &id, "--target", "local"]);

@@ -145,6 +145,19 @@ impl TestEnv {
         out
     }
 
+    /// Runs `backup-cli args`, asserting it fails with exit code 1; returns stdout and stderr.
+    pub fn run_failing(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let all = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "backup-cli {} should fail with exit code 1:\n{all}",
+            args.join(" ")
+        );
+        all
+    }
+
     /// Runs `backup-cli --json args`, asserting success, and parses stdout.
     pub fn run_json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];
@@ -175,6 +188,14 @@ impl TestEnv {
 }
 
 /// stdout and stderr together, for message assertions.
+/// Flips one bit in the middle of a stored object, as silent disk corruption would.
+pub fn flip_a_bit(path: &Path) {
+    let mut bytes = std::fs::read(path).expect("read the object to corrupt");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(path, bytes).expect("write the corrupted object");
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "{}{}",
