@@ -527,7 +527,7 @@ pub async fn plan(
             ));
             steps.push("build indexes and constraints (independent ones in parallel), then foreign keys (validated in parallel), triggers and the rest".into());
             steps.push(format!(
-                "set sequence values, ANALYZE, {verify}, check no constraint is left NOT VALID"
+                "set sequence values, ANALYZE, {verify}, check no constraint is left NOT VALID (those NOT VALID in the backup stay so)"
             ));
             risks.push(format!(
                 "none for existing data: {} is a new database; on failure it is dropped again",

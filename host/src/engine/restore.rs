@@ -60,7 +60,11 @@ pub struct RestoreReport {
     pub tables: Vec<TableResult>,
     pub rows: u64,
     pub bytes: u64,
+    /// Constraints the restore left NOT VALID (a failure; empty in a finished restore).
     pub unvalidated_constraints: Vec<String>,
+    /// Constraints that were NOT VALID in the backup (or, for `replace -t` and `missing-rows`,
+    /// in the target beforehand) and stay so, as `pg_dump`/`pg_restore` would leave them.
+    pub not_valid_as_before: Vec<String>,
     /// Objects missing or corrupt on the first target that were read from another.
     pub fallbacks: Vec<String>,
     pub ok: bool,
@@ -127,7 +131,11 @@ pub async fn execute(
         jobs: jobs.max(1),
         progress: progress.clone(),
     };
-    let (tables, unvalidated) = match plan.strategy {
+    let Outcome {
+        tables,
+        unvalidated,
+        not_valid_as_before,
+    } = match plan.strategy {
         Strategy::NewDatabase => job.new_database().await?,
         Strategy::Replace | Strategy::MissingRows => job.in_transaction().await?,
     };
@@ -145,6 +153,7 @@ pub async fn execute(
         ok: tables.iter().all(|t| t.ok) && unvalidated.is_empty(),
         tables,
         unvalidated_constraints: unvalidated,
+        not_valid_as_before,
         fallbacks: repo.notices(),
     };
     repo.record_restore(&RestoreRecord {
@@ -171,7 +180,42 @@ struct Job {
     progress: Progress,
 }
 
-type Outcome = (Vec<TableResult>, Vec<String>);
+struct Outcome {
+    tables: Vec<TableResult>,
+    /// NOT VALID constraints that were not so before the restore.
+    unvalidated: Vec<String>,
+    /// NOT VALID constraints that were so before (in the backup, or in the target).
+    not_valid_as_before: Vec<String>,
+}
+
+/// Completes an outcome with the NOT VALID constraints on `tables` (all when empty), split by
+/// whether `before` (pg_dump tags, `table constraint`) lists them as NOT VALID already.
+async fn outcome(
+    client: &Client,
+    results: Vec<TableResult>,
+    tables: &[String],
+    before: &HashSet<String>,
+) -> Result<Outcome> {
+    let (as_before, unvalidated): (Vec<_>, Vec<_>) =
+        catalog::unvalidated_constraints(client, tables)
+            .await?
+            .into_iter()
+            .partition(|c| before.contains(&c.tag));
+    Ok(Outcome {
+        tables: results,
+        unvalidated: unvalidated.into_iter().map(|c| c.name).collect(),
+        not_valid_as_before: as_before.into_iter().map(|c| c.name).collect(),
+    })
+}
+
+/// Tags of the constraints a backup's DDL adds NOT VALID.
+fn not_valid_in(sections: &[&Script]) -> HashSet<String> {
+    sections
+        .iter()
+        .flat_map(|s| s.not_valid_tags())
+        .map(str::to_string)
+        .collect()
+}
 
 async fn session(settings: &ConnectionSettings) -> Result<Client> {
     let client = settings.connect().await?;
@@ -429,9 +473,18 @@ fn interleave_by_table(mut parts: Vec<(usize, usize, u64)>) -> Vec<(usize, usize
     out
 }
 
+/// What went wrong, without the "recovery failed" its message would repeat when wrapped.
+fn reason(e: Error) -> String {
+    match e {
+        Error::Recovery(why) => why,
+        other => other.to_string(),
+    }
+}
+
 /// Turns failed verification into an error, so the caller undoes the restore.
-fn checked((tables, unvalidated): Outcome) -> Result<Outcome> {
-    let failed: Vec<String> = tables
+fn checked(outcome: Outcome) -> Result<Outcome> {
+    let failed: Vec<String> = outcome
+        .tables
         .iter()
         .filter(|t| !t.ok)
         .map(|t| {
@@ -454,13 +507,13 @@ fn checked((tables, unvalidated): Outcome) -> Result<Outcome> {
             failed.join(", ")
         )));
     }
-    if !unvalidated.is_empty() {
+    if !outcome.unvalidated.is_empty() {
         return Err(Error::Recovery(format!(
             "constraints left NOT VALID: {}",
-            unvalidated.join(", ")
+            outcome.unvalidated.join(", ")
         )));
     }
-    Ok((tables, unvalidated))
+    Ok(outcome)
 }
 
 /// Tables ordered so that referenced tables come before the tables referencing them.
@@ -554,7 +607,7 @@ impl Job {
                         target.dbname
                     ),
                 };
-                Err(Error::Recovery(format!("{e}\n  {state}")))
+                Err(Error::Recovery(format!("{}\n  {state}", reason(e))))
             }
         }
     }
@@ -729,8 +782,7 @@ impl Job {
             started.elapsed().as_secs_f64()
         );
         set_autovacuum(&main, &paused, true).await?;
-        let unvalidated = catalog::unvalidated_constraints(&main, &[]).await?;
-        Ok((results, unvalidated))
+        outcome(&main, results, &[], &not_valid_in(&[&pre, &post])).await
     }
 
     /// Runs the strategy inside one transaction on the target, committing only if it
@@ -780,7 +832,7 @@ impl Job {
                         self.plan.target_settings.dbname
                     ),
                 };
-                Err(Error::Recovery(format!("{e}\n  {state}")))
+                Err(Error::Recovery(format!("{}\n  {state}", reason(e))))
             }
         }
     }
@@ -883,13 +935,13 @@ impl Job {
         let sequences: Vec<&SequenceValue> = self.manifest.sequences.iter().collect();
         set_sequences(client, &sequences).await?;
         let tables = self.verify_in(client).await?;
-        let unvalidated = catalog::unvalidated_constraints(client, &[]).await?;
-        Ok((tables, unvalidated))
+        outcome(client, tables, &[], &not_valid_in(&[&pre, &post])).await
     }
 
     /// Subset replace: empty the chosen tables and reload them.
     async fn replace_tables(&self, client: &Client) -> Result<Outcome> {
         let names: Vec<String> = self.selected().iter().map(|t| t.qualified()).collect();
+        let before = self.not_valid_now(client, &names).await?;
         client
             .batch_execute(&format!("TRUNCATE ONLY {}", names.join(", ")))
             .await
@@ -906,12 +958,13 @@ impl Job {
             .collect();
         set_sequences(client, &sequences).await?;
         let tables = self.verify_in(client).await?;
-        let unvalidated = catalog::unvalidated_constraints(client, &names).await?;
-        Ok((tables, unvalidated))
+        outcome(client, tables, &names, &before).await
     }
 
     /// Re-insert rows whose primary key is missing from the target.
     async fn missing_rows(&self, client: &Client) -> Result<Outcome> {
+        let names: Vec<String> = self.selected().iter().map(|t| t.qualified()).collect();
+        let before = self.not_valid_now(client, &names).await?;
         let order = parents_first(&self.manifest, &self.plan.selected);
         let overall = self.overall();
         let mut results = Vec::new();
@@ -968,9 +1021,17 @@ impl Job {
         }
         overall.finish_and_clear();
         self.check_foreign_keys(client).await?;
-        let names: Vec<String> = self.selected().iter().map(|t| t.qualified()).collect();
-        let unvalidated = catalog::unvalidated_constraints(client, &names).await?;
         results.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok((results, unvalidated))
+        outcome(client, results, &names, &before).await
+    }
+
+    /// Tags of the constraints on `tables` that are NOT VALID in the target before the restore
+    /// touches it (`replace -t` and `missing-rows` keep the target's constraints).
+    async fn not_valid_now(&self, client: &Client, tables: &[String]) -> Result<HashSet<String>> {
+        Ok(catalog::unvalidated_constraints(client, tables)
+            .await?
+            .into_iter()
+            .map(|c| c.tag)
+            .collect())
     }
 }

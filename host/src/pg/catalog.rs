@@ -381,14 +381,33 @@ pub async fn owned_sequences(client: &Client, tables: &[String]) -> Result<Vec<(
 }
 
 /// Constraints left NOT VALID on the given tables (all tables when empty).
-pub async fn unvalidated_constraints(client: &Client, tables: &[String]) -> Result<Vec<String>> {
+/// A constraint marked NOT VALID.
+#[derive(Debug, Clone)]
+pub struct NotValid {
+    /// `schema.table.constraint` (or `domain.constraint`).
+    pub name: String,
+    /// pg_dump's tag for it: `table constraint`.
+    pub tag: String,
+}
+
+pub async fn unvalidated_constraints(client: &Client, tables: &[String]) -> Result<Vec<NotValid>> {
     let rows = client
         .query(
-            "SELECT conrelid::regclass::text || '.' || conname FROM pg_constraint \
-             WHERE NOT convalidated AND (cardinality($1::text[]) = 0 OR conrelid = ANY (($1::text[])::regclass[]))",
+            "SELECT CASE WHEN con.conrelid <> 0 THEN con.conrelid::regclass::text ELSE con.contypid::regtype::text END \
+                    || '.' || con.conname, \
+                    COALESCE(c.relname, t.typname)::text || ' ' || con.conname \
+             FROM pg_constraint con LEFT JOIN pg_class c ON c.oid = con.conrelid \
+             LEFT JOIN pg_type t ON t.oid = con.contypid \
+             WHERE NOT con.convalidated AND (cardinality($1::text[]) = 0 OR con.conrelid = ANY (($1::text[])::regclass[]))",
             &[&tables],
         )
         .await
         .map_err(Error::db("checking for NOT VALID constraints"))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(rows
+        .iter()
+        .map(|r| NotValid {
+            name: r.get(0),
+            tag: r.get(1),
+        })
+        .collect())
 }

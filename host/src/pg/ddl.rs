@@ -71,6 +71,15 @@ impl Script {
         out
     }
 
+    /// pg_dump's tags (`table constraint`) of the constraints this section adds NOT VALID:
+    /// they were NOT VALID at the source and a faithful restore keeps them so.
+    pub fn not_valid_tags(&self) -> impl Iterator<Item = &str> {
+        self.entries
+            .iter()
+            .filter(|e| e.kind.ends_with("CONSTRAINT") && e.sql.contains(" NOT VALID"))
+            .map(|e| e.name.as_str())
+    }
+
     /// Drops ownership and privilege statements (`--no-owner`): for targets that lack the
     /// source's roles. Objects then belong to the restoring user.
     pub fn without_ownership(mut self) -> Script {
@@ -180,6 +189,19 @@ mod tests {
         let mut index = entry("CREATE INDEX i ON public.orders USING btree (a);\n");
         index.kind = "INDEX".into();
         assert!(index.foreign_key().is_none());
+        // What the source had NOT VALID is known by pg_dump's tag.
+        let mut check =
+            entry("ALTER TABLE public.orders\n    ADD CONSTRAINT c CHECK ((a > 0)) NOT VALID;\n");
+        check.kind = "CHECK CONSTRAINT".into();
+        check.name = "orders c".into();
+        let script = Script {
+            preamble: String::new(),
+            entries: vec![check, index],
+        };
+        assert_eq!(
+            script.not_valid_tags().collect::<Vec<_>>(),
+            vec!["orders c"]
+        );
     }
 
     #[test]

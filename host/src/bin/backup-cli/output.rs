@@ -415,13 +415,21 @@ pub fn restored(report: &RestoreReport, as_json: bool) {
         println!("  fallback: {fallback}");
     }
     println!(
-        "Recovered backup {} into {} ({}) in {}: {} tables, {} rows verified; no constraint left NOT VALID.",
+        "Recovered backup {} into {} ({}) in {}: {} tables, {} rows verified; no constraint left NOT VALID{}.",
         report.backup_id,
         report.target_database,
         report.strategy,
         seconds(report.duration_seconds),
         report.tables.len(),
-        report.rows
+        report.rows,
+        if report.not_valid_as_before.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (already NOT VALID before the restore, kept so: {})",
+                report.not_valid_as_before.join(", ")
+            )
+        }
     );
     println!("Measured recovery time recorded in the repository for future plans.");
 }
