@@ -140,6 +140,17 @@ impl RecoveryPlan {
         self.blockers.is_empty()
     }
 
+    /// The refusal `recovery execute` gives when the plan has blockers.
+    pub fn check_ready(&self) -> crate::error::Result<()> {
+        if self.ready() {
+            return Ok(());
+        }
+        Err(crate::error::Error::Refused(format!(
+            "recovery refused: {}",
+            self.blockers.join("; ")
+        )))
+    }
+
     pub fn selected_tables<'a>(&self, manifest: &'a Manifest) -> Vec<&'a TableEntry> {
         self.selected.iter().map(|&i| &manifest.tables[i]).collect()
     }

@@ -78,12 +78,7 @@ pub async fn preflight(
     jobs: usize,
     progress: &Progress,
 ) -> Result<usize> {
-    if !plan.ready() {
-        return Err(Error::Refused(format!(
-            "recovery refused: {}",
-            plan.blockers.join("; ")
-        )));
-    }
+    plan.check_ready()?;
     let check = verify(repo, manifest, Some(&plan.selected), jobs, progress).await?;
     if let Some(first) = check.first_error() {
         return Err(Error::ValidationFailed {
@@ -106,12 +101,7 @@ pub async fn execute(
         // The load checks each chunk before sending its rows, and a failure drops the new
         // database, so a separate pass over every chunk would only cost time.
         Strategy::NewDatabase => {
-            if !plan.ready() {
-                return Err(Error::Refused(format!(
-                    "recovery refused: {}",
-                    plan.blockers.join("; ")
-                )));
-            }
+            plan.check_ready()?;
             plan.selected_tables(manifest)
                 .iter()
                 .flat_map(|t| &t.parts)

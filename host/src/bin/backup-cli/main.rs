@@ -287,12 +287,7 @@ async fn run(cli: Cli) -> Result<()> {
                 output::dry_run(&plan, verified, ctx.json);
                 return Ok(());
             }
-            if !plan.ready() {
-                return Err(Error::Refused(format!(
-                    "recovery refused: {}",
-                    plan.blockers.join("; ")
-                )));
-            }
+            plan.check_ready()?;
             confirm(&plan, args.yes, ctx.json)?;
             let report =
                 engine::restore::execute(&repo, &manifest, &plan, jobs, &ctx.progress).await?;
