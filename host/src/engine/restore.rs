@@ -303,14 +303,18 @@ where
 }
 
 /// Checks a restored table as `verification` asks: its row count, and with `checksums` an
-/// order-independent checksum of its rows, against the backup's.
+/// order-independent checksum of its rows, against the backup's. `loaded`: the rows the
+/// server reported storing with COPY when the table was created empty by this restore (then
+/// they are its row count, and counting again would only re-read the table).
 async fn verify_table(
     client: &Client,
     table: &TableEntry,
     verification: Verification,
+    loaded: Option<u64>,
 ) -> Result<TableResult> {
-    let (rows, checksum_ok) = match verification {
-        Verification::Rows => {
+    let (rows, checksum_ok) = match (verification, loaded) {
+        (Verification::Rows, Some(rows)) => (rows as i64, None),
+        (Verification::Rows, None) => {
             let rows: i64 = client
                 .query_one(&format!("SELECT count(*) FROM {}", table.qualified()), &[])
                 .await
@@ -318,7 +322,7 @@ async fn verify_table(
                 .get(0);
             (rows, None)
         }
-        Verification::Checksums => {
+        (Verification::Checksums, _) => {
             let (rows, sum) = table_state(client, table).await?;
             (rows, Some(sum.encode() == table.checksum))
         }
@@ -635,12 +639,12 @@ impl Job {
         let overall = self.overall();
         let job = self.clone();
         let bar = overall.clone();
-        pool(&target, self.jobs, parts, move |client, (t, p, _)| {
+        let loaded = pool(&target, self.jobs, parts, move |client, (t, p, _)| {
             let (job, overall) = (job.clone(), bar.clone());
             async move {
                 let table = &job.manifest.tables[t];
                 let item = job.progress.item(&table.qualified(), table.parts[p].bytes);
-                load_part(
+                let rows = load_part(
                     &client,
                     &job.repo,
                     &job.manifest.id,
@@ -652,10 +656,14 @@ impl Job {
                 .await?;
                 Progress::advance(&overall, table.parts[p].bytes);
                 item.finish_and_clear();
-                Ok(())
+                Ok((t, rows))
             }
         })
         .await?;
+        let mut rows_loaded: HashMap<usize, u64> = HashMap::new();
+        for (t, rows) in loaded {
+            *rows_loaded.entry(t).or_default() += rows;
+        }
         overall.finish_and_clear();
         tracing::info!(
             "schema and data loaded in {:.1} s",
@@ -745,8 +753,9 @@ impl Job {
         work.sort_by_key(|w| std::cmp::Reverse(w.bytes));
         let job = self.clone();
         let preamble = post.preamble.clone();
+        let rows_loaded = Arc::new(rows_loaded);
         let results = pool(&target, self.jobs, work, move |client, work| {
-            let (job, preamble) = (job.clone(), preamble.clone());
+            let (job, preamble, rows_loaded) = (job.clone(), preamble.clone(), rows_loaded.clone());
             async move {
                 for entry in &work.validations {
                     run_entry(&client, &preamble, entry).await?;
@@ -759,7 +768,8 @@ impl Job {
                     .batch_execute(&format!("ANALYZE {}", table.qualified()))
                     .await
                     .map_err(Error::db(format!("ANALYZE {}", table.display_name())))?;
-                verify_table(&client, table, job.plan.verification)
+                let loaded = rows_loaded.get(&t).copied().unwrap_or(0);
+                verify_table(&client, table, job.plan.verification, Some(loaded))
                     .await
                     .map(Some)
             }
@@ -868,7 +878,7 @@ impl Job {
     async fn verify_in(&self, client: &Client) -> Result<Vec<TableResult>> {
         let mut results = Vec::new();
         for table in self.selected() {
-            results.push(verify_table(client, table, self.plan.verification).await?);
+            results.push(verify_table(client, table, self.plan.verification, None).await?);
         }
         Ok(results)
     }

@@ -50,8 +50,18 @@ impl RowChecksum {
 }
 
 /// Splits a byte stream into row-aligned, content-defined chunks.
+///
+/// Bytes wait in `buf` from `start` on. A cut is taken as soon as FastCDC finds one in what is
+/// held (it is the same cut it would find with more bytes: the scan stops at the first match
+/// and the mask at each position depends only on its distance from the chunk's start); only
+/// when none is found yet does the chunker wait, up to `max` bytes. The consumed front of the
+/// buffer is dropped when the next batch would not fit, so each byte moves about once.
 pub struct RowChunker {
     buf: Vec<u8>,
+    start: usize,
+    /// Bytes to hold before the next scan: twice the average, or `max` after a scan found
+    /// no cut (the one after that is certain), so no stretch is scanned more than twice.
+    wait_for: usize,
     min: usize,
     avg: usize,
     max: usize,
@@ -66,7 +76,9 @@ impl Default for RowChunker {
 impl RowChunker {
     pub fn with_sizes(min: usize, avg: usize, max: usize) -> RowChunker {
         RowChunker {
-            buf: Vec::with_capacity(max + AVG_CHUNK),
+            buf: Vec::with_capacity(max + 2 * avg),
+            start: 0,
+            wait_for: (2 * avg).min(max),
             min,
             avg,
             max,
@@ -79,6 +91,10 @@ impl RowChunker {
         data: &[u8],
         emit: &mut impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
+        if self.start > 0 && self.buf.len() + data.len() > self.buf.capacity() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(data);
         self.drain(false, emit)
     }
@@ -93,11 +109,9 @@ impl RowChunker {
         eof: bool,
         emit: &mut impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut start = 0;
-        while start < self.buf.len() {
-            let avail = &self.buf[start..];
-            // The content-defined cut depends on at most `max` bytes: wait until we have them.
-            if !eof && avail.len() < self.max {
+        while self.start < self.buf.len() {
+            let avail = &self.buf[self.start..];
+            if !eof && avail.len() < self.wait_for {
                 break;
             }
             let cut = if avail.len() <= self.min {
@@ -112,6 +126,11 @@ impl RowChunker {
                 .cut(0, avail.len())
                 .1
             };
+            // No content-defined cut in what is held: a later byte may still make one.
+            if !eof && cut == avail.len() && avail.len() < self.max {
+                self.wait_for = self.max;
+                break;
+            }
             let end = if cut >= avail.len() || avail[cut - 1] == b'\n' {
                 cut
             } else {
@@ -122,9 +141,13 @@ impl RowChunker {
                 }
             };
             emit(&avail[..end])?;
-            start += end;
+            self.start += end;
+            self.wait_for = (2 * self.avg).min(self.max);
         }
-        self.buf.drain(..start);
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
         Ok(())
     }
 }
@@ -174,7 +197,9 @@ mod tests {
     #[test]
     fn cuts_do_not_depend_on_how_the_stream_was_fed() {
         let data = rows(20_000, 9);
-        assert_eq!(chunk_all(&data, 1000), chunk_all(&data, 77_777));
+        let whole = chunk_all(&data, data.len());
+        assert_eq!(chunk_all(&data, 1000), whole);
+        assert_eq!(chunk_all(&data, 77_777), whole);
     }
 
     #[test]
