@@ -42,7 +42,8 @@ impl std::fmt::Display for Strategy {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verification {
-    /// Count each restored table's rows in the target and compare with the backup.
+    /// Compare each restored table's row count in the target with the backup's (for a new
+    /// database, the rows the server reported storing with COPY into the empty table).
     #[default]
     Rows,
     /// Also re-read every restored table and compare a checksum of its rows with the one

@@ -4,7 +4,8 @@
 //! database instead checks each chunk just before its rows are sent); create or open the
 //! target; schema (pg_dump pre-data); data with `COPY … FROM STDIN`; indexes and constraints
 //! (independent ones in parallel), foreign keys (added NOT VALID, validated in parallel),
-//! triggers and the rest; sequence values; ANALYZE; verification of row counts (and, with
+//! triggers and the rest; sequence values; VACUUM (ANALYZE) of a new database's tables, ANALYZE
+//! of tables restored into an existing one; verification of row counts (and, with
 //! `--verify checksums`, per-table checksums) and of NOT VALID constraints.
 //!
 //! Failure leaves nothing half-done: `new-database` drops the database it created; `replace`
@@ -747,9 +748,13 @@ impl Job {
         let sequences: Vec<&SequenceValue> = self.manifest.sequences.iter().collect();
         set_sequences(&main, &sequences).await?;
 
-        // Per table over N connections, biggest first: validate its foreign keys, ANALYZE,
-        // verify. A table's ANALYZE and its own validations never overlap (same connection);
-        // neither blocks work on other tables.
+        // Per table over N connections, biggest first: VACUUM (ANALYZE), validate its foreign
+        // keys, verify. The vacuum marks the freshly loaded pages all-visible, so validating a
+        // key whose column is indexed reads that index alone instead of the whole table (the
+        // sample's biggest key: 1.3 s → 0.5 s after a 0.4 s vacuum), and the new database
+        // starts vacuumed: index-only scans work and autovacuum has nothing to catch up on.
+        // A table's vacuum and its own validations never overlap (same connection); neither
+        // blocks work on other tables.
         work.sort_by_key(|w| std::cmp::Reverse(w.bytes));
         let job = self.clone();
         let preamble = post.preamble.clone();
@@ -757,17 +762,22 @@ impl Job {
         let results = pool(&target, self.jobs, work, move |client, work| {
             let (job, preamble, rows_loaded) = (job.clone(), preamble.clone(), rows_loaded.clone());
             async move {
+                let table = work.table.map(|t| (t, &job.manifest.tables[t]));
+                if let Some((_, table)) = table {
+                    client
+                        .batch_execute(&format!("VACUUM (ANALYZE) {}", table.qualified()))
+                        .await
+                        .map_err(Error::db(format!(
+                            "VACUUM (ANALYZE) {}",
+                            table.display_name()
+                        )))?;
+                }
                 for entry in &work.validations {
                     run_entry(&client, &preamble, entry).await?;
                 }
-                let Some(t) = work.table else {
+                let Some((t, table)) = table else {
                     return Ok(None);
                 };
-                let table = &job.manifest.tables[t];
-                client
-                    .batch_execute(&format!("ANALYZE {}", table.qualified()))
-                    .await
-                    .map_err(Error::db(format!("ANALYZE {}", table.display_name())))?;
                 let loaded = rows_loaded.get(&t).copied().unwrap_or(0);
                 verify_table(&client, table, job.plan.verification, Some(loaded))
                     .await
@@ -778,7 +788,7 @@ impl Job {
         let mut results: Vec<TableResult> = results.into_iter().flatten().collect();
         results.sort_by(|a, b| a.name.cmp(&b.name));
         tracing::info!(
-            "foreign keys validated, tables analyzed and verified in {:.1} s",
+            "tables vacuumed and analyzed, foreign keys validated, rows verified in {:.1} s",
             started.elapsed().as_secs_f64()
         );
         set_autovacuum(&main, &paused, true).await?;
