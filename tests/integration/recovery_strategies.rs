@@ -225,6 +225,22 @@ async fn the_runbooks_partial_recovery_restores_three_tables_beside_the_live_dat
         let n: i64 = scalar(&restored, &format!("SELECT count(*) FROM {table}")).await;
         assert_eq!(n, expected, "{table}");
     }
+    // Each restored table was vacuumed and analyzed by the restore (autovacuum was paused on
+    // it until the end), and the planner has statistics for it.
+    for table in ["organizations", "users", "contacts"] {
+        let maintained = scalar(
+            &restored,
+            &format!("SELECT count(*) FROM pg_stat_user_tables WHERE relname = '{table}' AND last_vacuum IS NOT NULL AND last_analyze IS NOT NULL"),
+        )
+        .await;
+        assert_eq!(maintained, 1, "{table} was not vacuumed and analyzed");
+        let columns_with_stats = scalar(
+            &restored,
+            &format!("SELECT count(*) FROM pg_stats WHERE schemaname = 'public' AND tablename = '{table}'"),
+        )
+        .await;
+        assert!(columns_with_stats > 0, "{table} has no planner statistics");
+    }
     let interactions: i64 = scalar(&restored, "SELECT count(*) FROM interactions").await;
     assert_eq!(
         interactions, 0,

@@ -752,7 +752,8 @@ impl Job {
         // keys, verify. The vacuum marks the freshly loaded pages all-visible, so validating a
         // key whose column is indexed reads that index alone instead of the whole table (the
         // sample's biggest key: 1.3 s → 0.5 s after a 0.4 s vacuum), and the new database
-        // starts vacuumed: index-only scans work and autovacuum has nothing to catch up on.
+        // starts vacuumed: index-only scans work and autovacuum has little to catch up on (a
+        // vacuum leaves pages another session holds at that moment for the next one).
         // A table's vacuum and its own validations never overlap (same connection); neither
         // blocks work on other tables.
         work.sort_by_key(|w| std::cmp::Reverse(w.bytes));
