@@ -75,14 +75,22 @@ impl Default for RowChunker {
 
 impl RowChunker {
     pub fn with_sizes(min: usize, avg: usize, max: usize) -> RowChunker {
-        RowChunker {
+        let mut chunker = RowChunker {
             buf: Vec::with_capacity(max + 2 * avg),
             start: 0,
-            wait_for: (2 * avg).min(max),
+            wait_for: 0,
             min,
             avg,
             max,
-        }
+        };
+        chunker.wait_for_next_chunk();
+        chunker
+    }
+
+    /// Below twice the average size a cut is often not there yet: scanning then would mostly
+    /// mean scanning the same bytes again.
+    fn wait_for_next_chunk(&mut self) {
+        self.wait_for = (2 * self.avg).min(self.max);
     }
 
     /// Feeds bytes; `emit` receives each chunk that is now complete.
@@ -142,7 +150,7 @@ impl RowChunker {
             };
             emit(&avail[..end])?;
             self.start += end;
-            self.wait_for = (2 * self.avg).min(self.max);
+            self.wait_for_next_chunk();
         }
         if self.start == self.buf.len() {
             self.buf.clear();
