@@ -96,14 +96,7 @@ async fn a_corrupted_chunk_fails_a_new_database_restore_and_the_database_is_drop
         )),
         "{all}"
     );
-    assert!(
-        all.contains("half-built database corrupt_copy was dropped"),
-        "{all}"
-    );
-    assert!(
-        !env.databases().await.contains(&"corrupt_copy".to_string()),
-        "no half-restored database is left behind"
-    );
+    env.assert_half_built_dropped(&all, "corrupt_copy").await;
     assert!(
         !env.repo_dir().join("restores").exists(),
         "a failed restore records no recovery time"
@@ -191,12 +184,5 @@ async fn a_new_database_restore_that_fails_midway_is_dropped() {
         .expect("wait");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("half-built database halfway was dropped"),
-        "{stderr}"
-    );
-    assert!(
-        !env.databases().await.contains(&"halfway".to_string()),
-        "the half-built database is gone"
-    );
+    env.assert_half_built_dropped(&stderr, "halfway").await;
 }

@@ -315,6 +315,18 @@ impl TestEnv {
             .collect()
     }
 
+    /// A failed new-database restore said it dropped `dbname`, and it is gone.
+    pub async fn assert_half_built_dropped(&self, said: &str, dbname: &str) {
+        assert!(
+            said.contains(&format!("half-built database {dbname} was dropped")),
+            "{said}"
+        );
+        assert!(
+            !self.databases().await.iter().any(|d| d == dbname),
+            "the half-built database {dbname} is left behind"
+        );
+    }
+
     pub async fn databases(&self) -> Vec<String> {
         let rows = self
             .admin()
