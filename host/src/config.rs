@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::repository::manifest::BackupType;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -343,57 +343,252 @@ mod humantime_serde_compat {
     }
 }
 
+/// Where an effective setting came from. One precedence everywhere: a flag beats the
+/// environment, the environment beats the configuration file, and that beats the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "kebab-case")]
+pub enum Origin {
+    /// A command-line flag, e.g. `--repo`.
+    Flag(String),
+    /// An environment variable, e.g. `BACKUP_CLI_REPO`.
+    Env(String),
+    /// The configuration file at this path.
+    ConfigFile(PathBuf),
+    /// Built in.
+    Default,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Flag(flag) => write!(f, "flag {flag}"),
+            Origin::Env(var) => write!(f, "environment variable {var}"),
+            Origin::ConfigFile(path) => write!(f, "config file {}", path.display()),
+            Origin::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// One effective setting, as `config show` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Setting {
+    pub setting: String,
+    pub value: String,
+    pub origin: Origin,
+}
+
+/// Where `discover` looks for a configuration file when neither `--config` nor
+/// `$BACKUP_CLI_CONFIG` names one (the first relative to the working directory).
+pub const SEARCHED: [&str; 2] = ["backup-cli.toml", "/etc/backup-cli/config.toml"];
+
 /// A loaded configuration and the file it came from (None: embedded defaults).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Loaded {
     pub config: Config,
     pub path: Option<PathBuf>,
+    /// How the file was chosen (`--config`, `$BACKUP_CLI_CONFIG`, or found by searching);
+    /// `Default` when none was found and the embedded defaults apply.
+    pub origin: Origin,
+    /// The file as written, to tell a value set there from a default (`config show`).
+    pub raw: toml::Table,
+}
+
+impl Default for Loaded {
+    fn default() -> Self {
+        Loaded {
+            config: Config::default(),
+            path: None,
+            origin: Origin::Default,
+            raw: toml::Table::new(),
+        }
+    }
+}
+
+/// An environment variable, ignored when empty (as libpq does).
+pub fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 impl Loaded {
     /// Finds and parses the configuration file.
     pub fn discover(explicit: Option<&Path>) -> Result<Loaded> {
         if let Some(path) = explicit {
-            return Loaded::read(path);
+            return Loaded::read(path, Origin::Flag("--config".into()));
         }
-        if let Some(path) = std::env::var_os("BACKUP_CLI_CONFIG").filter(|p| !p.is_empty()) {
-            return Loaded::read(Path::new(&path));
+        if let Some(path) = env_var("BACKUP_CLI_CONFIG") {
+            return Loaded::read(Path::new(&path), Origin::Env("BACKUP_CLI_CONFIG".into()));
         }
-        for candidate in ["backup-cli.toml", "/etc/backup-cli/config.toml"] {
+        for candidate in SEARCHED {
             if Path::new(candidate).is_file() {
-                return Loaded::read(Path::new(candidate));
+                let path = std::path::absolute(candidate).unwrap_or_else(|_| candidate.into());
+                return Loaded::read(&path, Origin::Default);
             }
         }
         Ok(Loaded::default())
     }
 
-    fn read(path: &Path) -> Result<Loaded> {
+    fn read(path: &Path, origin: Origin) -> Result<Loaded> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::Config(format!(
-                "cannot read {}: {e} (run `backup-cli init` to write one)",
+                "cannot read {} (named by {origin}): {e} (run `backup-cli init` to write one)",
                 path.display()
             ))
         })?;
-        let config: Config =
-            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let parse_error = |e: toml::de::Error| Error::Config(format!("{}: {e}", path.display()));
+        let config: Config = toml::from_str(&text).map_err(parse_error)?;
+        let raw: toml::Table = toml::from_str(&text).map_err(parse_error)?;
         Ok(Loaded {
             config,
             path: Some(path.to_path_buf()),
+            origin,
+            raw,
         })
     }
 
-    /// The repository folder: `--repo`/`$BACKUP_CLI_REPO`, else the config's (relative to the
-    /// config file), else `./backups`.
-    pub fn repository_path(&self, flag: Option<&Path>) -> PathBuf {
-        if let Some(path) = flag {
-            return path.to_path_buf();
+    /// The one-line note a command prints when no configuration file was found, naming
+    /// where it looked; `None` when a file is in use.
+    pub fn defaults_note(&self) -> Option<String> {
+        if self.path.is_some() {
+            return None;
         }
-        match (&self.config.repository.path, &self.path) {
-            (Some(path), Some(file)) if path.is_relative() => {
-                file.parent().unwrap_or(Path::new(".")).join(path)
-            }
-            (Some(path), _) => path.clone(),
-            (None, _) => PathBuf::from("backups"),
+        let cwd = std::env::current_dir()
+            .map(|d| d.join(SEARCHED[0]).display().to_string())
+            .unwrap_or_else(|_| SEARCHED[0].to_string());
+        Some(format!(
+            "note: no configuration file found (no --config, no $BACKUP_CLI_CONFIG, no {cwd}, no {}); using the built-in defaults (`backup-cli config show` lists them)",
+            SEARCHED[1]
+        ))
+    }
+
+    /// Where `[section] key` comes from: the file when it sets it, else the default.
+    pub fn origin_of(&self, section: &str, key: &str) -> Origin {
+        let set = self
+            .raw
+            .get(section)
+            .and_then(|s| s.as_table())
+            .is_some_and(|s| s.contains_key(key));
+        if set {
+            self.file_origin()
+        } else {
+            Origin::Default
+        }
+    }
+
+    /// Every effective setting the configuration file governs, with where it came from
+    /// (`config show`; the database and the targets are added by the caller, which resolves
+    /// them). Nothing secret is in it: secrets are references (`env:`, `file:`).
+    pub fn settings(&self) -> Vec<Setting> {
+        let c = &self.config;
+        let mut out = Vec::new();
+        let mut add = |setting: &str, value: String, origin: Origin| {
+            out.push(Setting {
+                setting: setting.to_string(),
+                value,
+                origin,
+            })
+        };
+        let or = |value: Option<String>, default: &str| value.unwrap_or_else(|| default.into());
+        add(
+            "backup.jobs",
+            or(c.backup.jobs.map(|j| j.to_string()), "CPU count, at most 8"),
+            self.origin_of("backup", "jobs"),
+        );
+        add(
+            "backup.targets",
+            if c.backup.targets.is_empty() {
+                "every target, in order".into()
+            } else {
+                c.backup.targets.join(", ")
+            },
+            self.origin_of("backup", "targets"),
+        );
+        add(
+            "backup.compression_level",
+            c.backup.compression_level.to_string(),
+            self.origin_of("backup", "compression_level"),
+        );
+        add(
+            "backup.pg_dump",
+            or(
+                c.backup.pg_dump.as_ref().map(|p| p.display().to_string()),
+                "the one installed for the server's major version",
+            ),
+            self.origin_of("backup", "pg_dump"),
+        );
+        let class = serde_json::to_value(c.objectives.class)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        add(
+            "objectives.class",
+            class,
+            self.origin_of("objectives", "class"),
+        );
+        add(
+            "objectives.rpo (this class)",
+            humantime::format_duration(c.objectives.rpo()).to_string(),
+            self.origin_of("objectives", "rpo"),
+        );
+        add(
+            "monitor.min_free_space",
+            c.monitor.min_free_space.to_string() + " bytes",
+            self.origin_of("monitor", "min_free_space"),
+        );
+        add(
+            "monitor.alert_command",
+            or(c.monitor.alert_command.clone(), "none"),
+            self.origin_of("monitor", "alert_command"),
+        );
+        add(
+            "schedules",
+            if c.schedules.is_empty() {
+                "none".into()
+            } else {
+                c.schedules
+                    .iter()
+                    .map(|s| format!("{} ({})", s.name, s.cron))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            if self.raw.contains_key("schedules") {
+                self.file_origin()
+            } else {
+                Origin::Default
+            },
+        );
+        add(
+            "plugins.require_pinned_plugins",
+            c.plugins.require_pinned_plugins.to_string(),
+            self.origin_of("plugins", "require_pinned_plugins"),
+        );
+        add(
+            "plugins.cache_dir",
+            self.plugin_cache_dir().display().to_string(),
+            self.origin_of("plugins", "cache_dir"),
+        );
+        out
+    }
+
+    /// The origin of a value set in the configuration file.
+    fn file_origin(&self) -> Origin {
+        self.path
+            .clone()
+            .map(Origin::ConfigFile)
+            .unwrap_or(Origin::Default)
+    }
+
+    /// The repository folder and where it was chosen: `--repo`, else `$BACKUP_CLI_REPO`, else
+    /// the config's (relative to the config file), else `./backups`.
+    pub fn repository_path(&self, flag: Option<&Path>) -> (PathBuf, Origin) {
+        if let Some(path) = flag {
+            return (path.to_path_buf(), Origin::Flag("--repo".into()));
+        }
+        if let Some(path) = env_var("BACKUP_CLI_REPO") {
+            return (path.into(), Origin::Env("BACKUP_CLI_REPO".into()));
+        }
+        match &self.config.repository.path {
+            Some(path) => (self.config_relative(path), self.file_origin()),
+            None => (PathBuf::from("backups"), Origin::Default),
         }
     }
 
@@ -415,10 +610,20 @@ impl Loaded {
             .unwrap_or_else(crate::plugin::default_cache_dir)
     }
 
-    /// The database URL: `--database-url`/`$DATABASE_URL`, else the config's.
-    pub fn database_url(&self, flag: Option<&str>) -> Option<String> {
-        flag.map(str::to_string)
-            .or_else(|| self.config.database.url.clone())
+    /// The database URL and where it was chosen: `--database-url`, else `$DATABASE_URL`,
+    /// else the config's; `None`: the libpq variables and defaults apply.
+    pub fn database_url(&self, flag: Option<&str>) -> Option<(String, Origin)> {
+        if let Some(url) = flag {
+            return Some((url.to_string(), Origin::Flag("--database-url".into())));
+        }
+        if let Some(url) = env_var("DATABASE_URL") {
+            return Some((url, Origin::Env("DATABASE_URL".into())));
+        }
+        self.config
+            .database
+            .url
+            .clone()
+            .map(|url| (url, self.file_origin()))
     }
 }
 

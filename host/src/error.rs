@@ -10,11 +10,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The database could not be reached; `target` names host, port, database and user.
-    #[error(
-        "Database connection failed: {target}: {reason}\n  hint: check that PostgreSQL is running and that --database-url / PG* variables are right"
-    )]
-    ConnectionFailed { target: String, reason: String },
+    /// The database could not be reached; `target` names host, port, database and user, and
+    /// `hint` what to do about this kind of failure.
+    #[error("Database connection failed: {target}: {reason}\n  hint: {hint}")]
+    ConnectionFailed {
+        target: String,
+        reason: String,
+        hint: String,
+    },
 
     #[error("database error while {context}: {reason}")]
     Database { context: String, reason: String },
@@ -34,6 +37,11 @@ pub enum Error {
         first: String,
         problems: usize,
     },
+
+    /// `backup validate` found the backup intact somewhere but a target's copy damaged or
+    /// missing (the per-target report has already been printed).
+    #[error("Backup Corruption: {0}")]
+    CopiesDamaged(String),
 
     #[error("Insufficient disk space: {0}")]
     InsufficientSpace(String),
@@ -79,6 +87,17 @@ pub enum Error {
     /// The repository is missing, of an unknown format, or its data is inconsistent.
     #[error("repository error: {0}")]
     Repository(String),
+
+    /// No repository where one was expected; `chosen` says how that place was chosen
+    /// (filled in at the CLI edge, which knows the flags, environment and config file).
+    #[error(
+        "no repository at {location}{chosen}: run `backup-cli init` to create one, or point --repo, $BACKUP_CLI_REPO or the configuration at an existing one"
+    )]
+    NoRepository {
+        target: String,
+        location: String,
+        chosen: String,
+    },
 
     #[error("repository is locked: {0}")]
     Locked(String),

@@ -2,7 +2,9 @@
 //! wasi:http), the built-in S3 target, the sandbox around plugins, and backups kept on several
 //! targets at once.
 
-use crate::support::{S3Server, TestEnv, flip_a_bit, plugin_path, text};
+use crate::support::{
+    S3Server, TestEnv, flip_a_bit, fs_entry, plugin_path, s3_builtin_entry, text,
+};
 use larder::repository::Repository;
 use larder::repository::manifest::Manifest;
 use larder::targets::fs::FsTarget;
@@ -58,29 +60,6 @@ allow_hosts = ["{allow}"]
         plugin = plugin_path("s3_target.wasm").display(),
         endpoint = s3.endpoint(),
         bucket = s3.bucket,
-    )
-}
-
-fn s3_builtin_entry(name: &str, s3: &S3Server) -> String {
-    format!(
-        r#"
-[[targets]]
-name = "{name}"
-type = "s3"
-endpoint = "{endpoint}"
-bucket = "{bucket}"
-root = "builtin"
-secrets = {{ access_key_id = "env:TEST_S3_KEY", secret_access_key = "env:TEST_S3_SECRET" }}
-"#,
-        endpoint = s3.endpoint(),
-        bucket = s3.bucket,
-    )
-}
-
-fn fs_entry(name: &str, dir: &Path) -> String {
-    format!(
-        "\n[[targets]]\nname = \"{name}\"\ntype = \"fs\"\npath = \"{}\"\n",
-        dir.display()
     )
 }
 
@@ -531,13 +510,35 @@ async fn three_targets_keep_copies_and_a_corrupt_copy_is_restored_from_another()
         "{}",
         text(&out)
     );
-    // ...while the default validation and the restore read the good copy and say so.
-    let validated = run_json(&env, &["backup", "validate", &id]);
-    assert_eq!(validated["ok"], true);
+    // ...the default validation checks every copy and names the damaged one, accepting
+    // one intact copy only with --any-copy; the restore reads the good copy and says so.
+    let out = run(&env, &["--json", "backup", "validate", &id]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        validated["warnings"]
-            .to_string()
-            .contains("read the good copy from target 's3'"),
+        text(&out).contains("Backup Corruption") && text(&out).contains("target 'local'"),
+        "{}",
+        text(&out)
+    );
+    let validated = run_json(&env, &["backup", "validate", &id, "--any-copy"]);
+    assert_eq!(validated["ok"], true);
+    let statuses: Vec<(&str, &str)> = validated["copies"]
+        .as_array()
+        .expect("copies")
+        .iter()
+        .map(|c| {
+            (
+                c["target"].as_str().unwrap_or(""),
+                c["status"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("local", "damaged"),
+            ("s3", "intact"),
+            ("offsite", "intact")
+        ],
         "{validated}"
     );
     let restored = run_json(

@@ -105,6 +105,9 @@ impl TestEnv {
     pub fn cli(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_backup-cli"));
         cmd.env("DATABASE_URL", self.url())
+            // The S3 test server's credentials, for configurations with S3 targets.
+            .env("TEST_S3_KEY", "testing")
+            .env("TEST_S3_SECRET", "testing")
             .env_remove("BACKUP_CLI_CONFIG")
             .env_remove("BACKUP_CLI_REPO")
             .current_dir(self.work.path());
@@ -489,6 +492,32 @@ impl S3Server {
             .map(str::to_string)
             .collect()
     }
+}
+
+/// A `[[targets]]` entry for the built-in S3 target on `s3` (keys under `builtin/`), with the
+/// credentials [`TestEnv::cli`] puts in the environment.
+pub fn s3_builtin_entry(name: &str, s3: &S3Server) -> String {
+    format!(
+        r#"
+[[targets]]
+name = "{name}"
+type = "s3"
+endpoint = "{endpoint}"
+bucket = "{bucket}"
+root = "builtin"
+secrets = {{ access_key_id = "env:TEST_S3_KEY", secret_access_key = "env:TEST_S3_SECRET" }}
+"#,
+        endpoint = s3.endpoint(),
+        bucket = s3.bucket,
+    )
+}
+
+/// A `[[targets]]` entry for a folder.
+pub fn fs_entry(name: &str, dir: &Path) -> String {
+    format!(
+        "\n[[targets]]\nname = \"{name}\"\ntype = \"fs\"\npath = \"{}\"\n",
+        dir.display()
+    )
 }
 
 impl Drop for S3Server {

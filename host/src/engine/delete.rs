@@ -1,5 +1,6 @@
-//! `backup delete`: remove a backup's manifest from every target that holds it, then
-//! garbage-collect the chunks no other backup uses there.
+//! `backup delete`: remove a backup's manifest from the targets chosen (every target that
+//! holds it, or `--target` ones), then garbage-collect the chunks no other backup uses there.
+//! Removing the last copies everywhere, with more than one target, takes `--all-targets`.
 
 use crate::error::{Error, Result};
 use crate::repository::gc::{GcReport, collect_garbage};
@@ -19,13 +20,28 @@ pub struct DeleteReport {
     pub chunks_kept: u64,
     /// The targets it was deleted from.
     pub targets: Vec<String>,
+    /// The targets that still hold a copy.
+    #[serde(default)]
+    pub kept_on: Vec<String>,
 }
 
-/// Deletes a backup. Without `force` it refuses and says how to proceed.
+/// Which copies a deletion removes.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Only the copies on these targets (`--target`); empty: on every target holding one.
+    pub only: Vec<String>,
+    /// Consent to removing the last copies on every target (`--all-targets`).
+    pub all_targets: bool,
+}
+
+/// Deletes a backup. Without `force` it refuses and says how to proceed; so it does when it
+/// would remove the backup's last copies from more than one configured target without
+/// `scope.all_targets`.
 pub async fn delete(
     targets: &[Arc<dyn Target>],
     id_or_latest: &str,
     force: bool,
+    scope: &Scope,
 ) -> Result<DeleteReport> {
     let repo = Repository::open_for_reading(targets).await?;
     let manifest = repo.resolve(id_or_latest).await?;
@@ -42,6 +58,52 @@ pub async fn delete(
             manifest.id
         )));
     }
+    let mut holders = Vec::new();
+    for target in targets {
+        if backup_ids_on(target).await?.contains(&manifest.id) {
+            holders.push(target.clone());
+        }
+    }
+    let names = |list: &[Arc<dyn Target>]| {
+        list.iter()
+            .map(|t| t.name().to_string())
+            .collect::<Vec<_>>()
+    };
+    for name in &scope.only {
+        if !targets.iter().any(|t| t.name() == name) {
+            return Err(Error::Config(format!(
+                "no target named '{name}'; the configured targets are: {}",
+                names(targets).join(", ")
+            )));
+        }
+        if !holders.iter().any(|t| t.name() == name) {
+            return Err(Error::Refused(format!(
+                "backup {} has no copy on target '{name}' (it is on: {}); nothing was deleted",
+                manifest.id,
+                names(&holders).join(", ")
+            )));
+        }
+    }
+    let chosen: Vec<Arc<dyn Target>> = holders
+        .iter()
+        .filter(|t| scope.only.is_empty() || scope.only.iter().any(|n| n == t.name()))
+        .cloned()
+        .collect();
+    if targets.len() > 1 && chosen.len() == holders.len() && !scope.all_targets {
+        return Err(Error::Refused(format!(
+            "backup {} is kept on {}: deleting {} would leave no copy on any target. \
+             To delete one target's copy: backup-cli backup delete {} --force --target NAME; \
+             to delete every copy: add --all-targets",
+            manifest.id,
+            names(&holders).join(", "),
+            if chosen.len() == 1 {
+                "it there"
+            } else {
+                "all of them"
+            },
+            manifest.id
+        )));
+    }
     let mut report = DeleteReport {
         backup_id: manifest.id.clone(),
         name: manifest.name.clone(),
@@ -49,11 +111,13 @@ pub async fn delete(
         bytes_freed: 0,
         chunks_kept: 0,
         targets: Vec::new(),
+        kept_on: holders
+            .iter()
+            .filter(|h| !chosen.iter().any(|c| c.name() == h.name()))
+            .map(|t| t.name().to_string())
+            .collect(),
     };
-    for target in targets {
-        if !backup_ids_on(target).await?.contains(&manifest.id) {
-            continue;
-        }
+    for target in &chosen {
         let repo = Repository::open(target.clone()).await?;
         let lock = RepoLock::exclusive(&repo, &format!("delete of backup {}", manifest.id)).await?;
         let result = async {

@@ -1,6 +1,6 @@
 //! `backup list`: the backups in the repository, newest first, as people and scripts see them.
 
-use super::sync::{Holdings, Presence, holdings};
+use super::sync::{Holdings, Presence, Scrutiny, holdings};
 use crate::repository::manifest::{BackupType, Manifest};
 use crate::targets::Target;
 use chrono::{DateTime, Utc};
@@ -57,16 +57,25 @@ impl From<&Manifest> for BackupSummary {
 
 /// Newest first, optionally of one type and at most `limit` entries, with the targets holding
 /// each: every backup found on any of `targets` (one kept only on a secondary shows too).
+/// Copies are judged by their listing (every chunk there with its recorded size); `verify`
+/// reads and hashes every chunk of every copy.
 pub async fn list(
     targets: &[Arc<dyn Target>],
     limit: Option<usize>,
     backup_type: Option<BackupType>,
+    verify: bool,
 ) -> Vec<BackupSummary> {
+    let scrutiny = if verify {
+        Scrutiny::Full
+    } else {
+        Scrutiny::Listing
+    };
     let Holdings {
         mut copies,
         manifests,
         unreachable,
-    } = holdings(targets).await;
+        ..
+    } = holdings(targets, |_| scrutiny).await;
     for target in unreachable {
         tracing::warn!("cannot tell which backups are on {target}");
     }

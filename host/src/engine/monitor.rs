@@ -8,12 +8,14 @@
 use crate::config::Config;
 use crate::engine::progress::human_bytes;
 use crate::engine::schedule;
+use crate::engine::sync::{Holdings, Presence, Scrutiny, holdings};
 use crate::pg::ConnectionSettings;
 use crate::repository::Repository;
-use crate::repository::manifest::BackupType;
+use crate::repository::manifest::{BackupType, Manifest};
 use crate::targets::Target;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -70,9 +72,24 @@ fn alert(name: &str, detail: impl Into<String>, alert: &str, action: &str) -> Ch
     }
 }
 
+/// Chunks of each backup read and hashed per target on every health check: an overwritten
+/// repository fails at once, and a check stays cheap enough for cron every 30 minutes.
+pub const SAMPLE_CHUNKS: usize = 4;
+
+/// The storage targets health looks at.
+pub struct Targets<'a> {
+    /// Every configured target.
+    pub targets: &'a [Arc<dyn Target>],
+    /// The targets every backup should be on (`[backup] targets`, else all); the first is
+    /// the primary.
+    pub expected: Vec<String>,
+    /// How each target was chosen, for "no repository" messages.
+    pub chosen: &'a BTreeMap<String, String>,
+}
+
 pub async fn health(
     settings: &ConnectionSettings,
-    target: Arc<dyn Target>,
+    stores: &Targets<'_>,
     config: &Config,
 ) -> Health {
     let now = Utc::now();
@@ -118,50 +135,90 @@ pub async fn health(
         )),
     }
 
-    let repo = match Repository::open(target.clone()).await {
-        Ok(repo) => {
-            checks.push(check("repository", Status::Ok, target.location()));
-            repo
-        }
-        Err(e) => {
-            checks.push(alert(
-                "repository",
-                e.to_string(),
-                "Backup file not found",
-                "Check backup location and permissions",
-            ));
-            return finish(now, checks);
-        }
-    };
-    let manifests = match repo.manifests().await {
-        Ok(m) => m,
-        Err(e) => {
-            checks.push(alert(
-                "repository",
-                e.to_string(),
-                "Backup Corruption",
-                "Check the repository; restore from another copy",
-            ));
-            return finish(now, checks);
-        }
-    };
-
-    let latest = manifests
+    let held = holdings(stores.targets, |_| Scrutiny::Sample(SAMPLE_CHUNKS)).await;
+    let unreachable: BTreeMap<&str, &str> = stores
+        .targets
         .iter()
-        .filter(|m| m.backup_type == BackupType::Full)
-        .max_by_key(|m| m.completed_at);
+        .filter_map(|t| {
+            let prefix = format!("target '{}': ", t.name());
+            held.unreachable
+                .iter()
+                .find_map(|u| u.strip_prefix(&prefix))
+                .map(|why| (t.name(), why))
+        })
+        .collect();
+    let manifests: Vec<Manifest> = held.manifests.values().cloned().collect();
+    let intact_on = |id: &str| held.complete_on(id, stores.targets);
+    // The newest backup with an intact copy somewhere, and the newest of all.
+    let newest = manifests
+        .iter()
+        .max_by_key(|m| (m.completed_at, m.id.clone()));
+    let latest_full = manifests
+        .iter()
+        .filter(|m| m.backup_type == BackupType::Full && !intact_on(&m.id).is_empty())
+        .max_by_key(|m| (m.completed_at, m.id.clone()));
+
+    for target in stores.targets {
+        let name = target.name();
+        let expected = stores.expected.iter().any(|e| e == name);
+        checks.push(target_check(
+            target,
+            expected,
+            newest,
+            &held,
+            &unreachable,
+            stores.chosen,
+        ));
+        if unreachable.contains_key(name) || held.empty.iter().any(|e| e == name) {
+            continue;
+        }
+        match target.available_space().await {
+            Ok(Some(free)) if free < config.monitor.min_free_space => checks.push(alert(
+                &format!("disk space {name}"),
+                format!("{} free at {}, below {}", human_bytes(free), target.location(), human_bytes(config.monitor.min_free_space)),
+                "Disk Space Low",
+                "Clean up old backups (`backup-cli backup delete <id> --force`) or add storage (escalate within 1 hour)",
+            )),
+            Ok(Some(free)) => checks.push(check(&format!("disk space {name}"), Status::Ok, format!("{} free at {}", human_bytes(free), target.location()))),
+            Ok(None) => checks.push(check(&format!("disk space {name}"), Status::Ok, "the target does not report free space")),
+            Err(e) => checks.push(check(&format!("disk space {name}"), Status::Warn, e.to_string())),
+        }
+    }
+
     let rpo = config.objectives.rpo();
-    match latest {
+    let any_full = manifests.iter().any(|m| m.backup_type == BackupType::Full);
+    match latest_full {
+        None if any_full => checks.push(alert(
+            "latest backup",
+            "no full backup has an intact copy on any target",
+            "Backup Corruption",
+            "Create a new backup immediately (`backup-cli backup create`; escalate within 30 minutes)",
+        )),
         None => checks.push(alert(
             "latest backup",
-            "no full backup in the repository",
+            "no full backup on any target",
             "Backup Failure",
             "Run `backup-cli backup create` now (escalate within 15 minutes)",
         )),
         Some(m) => {
             let age = (now - m.completed_at).to_std().unwrap_or_default();
+            let on = intact_on(&m.id);
+            let primary = stores.expected.first().map(String::as_str).unwrap_or_default();
+            let whereabouts = if on.contains(&primary) || primary.is_empty() {
+                format!("intact on {}", on.join(", "))
+            } else {
+                let count = manifests
+                    .iter()
+                    .filter(|b| intact_on(&b.id).iter().any(|t| *t != primary))
+                    .count();
+                format!(
+                    "primary '{primary}' lost, {count} backup(s) intact on {}; restore with `--from {}`",
+                    on.join(", "),
+                    on[0]
+                )
+            };
             let detail = format!(
-                "{} ('{}') finished {} ago; RPO {}",
+                "{} ('{}') finished {} ago; RPO {}; {whereabouts}",
                 m.id,
                 m.name,
                 humantime::format_duration(std::time::Duration::from_secs(age.as_secs())),
@@ -172,36 +229,18 @@ pub async fn health(
             } else {
                 check("latest backup", Status::Ok, detail)
             });
-            match repo.last_validation(&m.id).await {
-                Ok(Some(v)) if v.ok => checks.push(check(
-                    "validation",
-                    Status::Ok,
-                    format!("{} validated {}", m.id, v.at.format("%Y-%m-%d %H:%M UTC")),
-                )),
-                Ok(Some(v)) => checks.push(alert(
-                    "validation",
-                    format!(
-                        "{} failed validation: {}",
-                        m.id,
-                        v.first_problem.unwrap_or_default()
-                    ),
-                    "Backup Corruption",
-                    "Create a new backup immediately (escalate within 30 minutes)",
-                )),
-                Ok(None) => checks.push(Check {
-                    action: Some(format!("Run `backup-cli backup validate {}`", m.id)),
-                    ..check(
-                        "validation",
-                        Status::Warn,
-                        format!("{} has never been validated", m.id),
-                    )
-                }),
-                Err(e) => checks.push(check("validation", Status::Warn, e.to_string())),
-            }
+            checks.push(validation_check(m, stores.targets, &held).await);
         }
     }
 
-    if let Ok(Some(event)) = repo.last_event().await {
+    let primary = stores
+        .targets
+        .iter()
+        .find(|t| stores.expected.first().is_some_and(|p| p == t.name()));
+    if let Some(primary) = primary
+        && let Ok(repo) = Repository::open(primary.clone()).await
+        && let Ok(Some(event)) = repo.last_event().await
+    {
         let newer_success = manifests.iter().any(|m| m.completed_at > event.at);
         if event.kind == "backup-failed" && !newer_success {
             checks.push(alert(
@@ -215,18 +254,6 @@ pub async fn health(
                 "Immediate investigation (escalate within 15 minutes)",
             ));
         }
-    }
-
-    match target.available_space().await {
-        Ok(Some(free)) if free < config.monitor.min_free_space => checks.push(alert(
-            "disk space",
-            format!("{} free at {}, below {}", human_bytes(free), target.location(), human_bytes(config.monitor.min_free_space)),
-            "Disk Space Low",
-            "Clean up old backups (`backup-cli backup delete <id> --force`) or add storage (escalate within 1 hour)",
-        )),
-        Ok(Some(free)) => checks.push(check("disk space", Status::Ok, format!("{} free at {}", human_bytes(free), target.location()))),
-        Ok(None) => checks.push(check("disk space", Status::Ok, "the target does not report free space")),
-        Err(e) => checks.push(check("disk space", Status::Warn, e.to_string())),
     }
 
     match schedule::status(&config.schedules, &manifests, now) {
@@ -251,6 +278,190 @@ pub async fn health(
         Err(e) => checks.push(check("schedules", Status::Warn, e.to_string())),
     }
     finish(now, checks)
+}
+
+/// One target: reachable, holding a repository, holding the newest backup completely (when
+/// every backup should be on it), and no damaged copy.
+fn target_check(
+    target: &Arc<dyn Target>,
+    expected: bool,
+    newest: Option<&Manifest>,
+    held: &Holdings,
+    unreachable: &BTreeMap<&str, &str>,
+    chosen: &BTreeMap<String, String>,
+) -> Check {
+    let name = target.name();
+    let label = format!("target {name}");
+    let elsewhere = |what: &str| {
+        let intact: Vec<String> = held
+            .copies
+            .iter()
+            .filter(|(_, c)| c.iter().any(|(t, p)| t != name && *p == Presence::Complete))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if intact.is_empty() {
+            what.to_string()
+        } else {
+            let mut on: Vec<&str> = held
+                .copies
+                .values()
+                .flat_map(|c| c.iter())
+                .filter(|(t, p)| t.as_str() != name && **p == Presence::Complete)
+                .map(|(t, _)| t.as_str())
+                .collect();
+            on.sort();
+            on.dedup();
+            format!(
+                "{what}; {} backup(s) intact on {}: restore with `--from {}`, rebuild this target with `backup-cli backup sync`",
+                intact.len(),
+                on.join(", "),
+                on[0]
+            )
+        }
+    };
+    if let Some(why) = unreachable.get(name) {
+        return alert(
+            &label,
+            elsewhere(&format!("unreachable: {why}")),
+            "Backup file not found",
+            "Check backup location and permissions",
+        );
+    }
+    if held.empty.iter().any(|e| e == name) {
+        let how = chosen
+            .get(name)
+            .map(|h| format!(" ({h})"))
+            .unwrap_or_default();
+        return alert(
+            &label,
+            elsewhere(&format!("no repository at {}{how}", target.location())),
+            "Backup file not found",
+            "Check backup location and permissions; `backup-cli init` creates a repository",
+        );
+    }
+    let here = |p: Presence| {
+        held.copies
+            .values()
+            .filter(|c| c.get(name) == Some(&p))
+            .count()
+    };
+    let (complete, damaged, incomplete) = (
+        here(Presence::Complete),
+        here(Presence::Damaged),
+        here(Presence::Incomplete),
+    );
+    let missing = held
+        .copies
+        .values()
+        .filter(|c| !c.contains_key(name))
+        .count();
+    let summary = format!(
+        "{complete} of {} backup(s) intact at {}{}{}{}",
+        held.copies.len(),
+        target.location(),
+        if damaged > 0 {
+            format!(", {damaged} damaged")
+        } else {
+            String::new()
+        },
+        if incomplete > 0 {
+            format!(", {incomplete} incomplete")
+        } else {
+            String::new()
+        },
+        if missing > 0 {
+            format!(", {missing} missing")
+        } else {
+            String::new()
+        },
+    );
+    if damaged + incomplete > 0 {
+        let first = held
+            .problems
+            .values()
+            .find_map(|p| p.get(name))
+            .cloned()
+            .unwrap_or_default();
+        return alert(
+            &label,
+            elsewhere(&format!("{summary} (first: {first})")),
+            "Backup Corruption",
+            "Restore from an intact copy (`--from TARGET`) and repair this one with `backup-cli backup sync` (escalate within 30 minutes)",
+        );
+    }
+    if let Some(newest) = newest
+        && expected
+        && held.copies.get(&newest.id).and_then(|c| c.get(name)) != Some(&Presence::Complete)
+    {
+        return alert(
+            &label,
+            elsewhere(&format!(
+                "{summary}; behind: lacks the newest backup {} (finished {})",
+                newest.id,
+                newest.completed_at.format("%Y-%m-%d %H:%M UTC")
+            )),
+            "Backup Failure",
+            "Copy the missing backups with `backup-cli backup sync` (escalate within 15 minutes)",
+        );
+    }
+    check(&label, Status::Ok, summary)
+}
+
+/// The newest full backup's last `backup validate` on each target holding it.
+async fn validation_check(m: &Manifest, targets: &[Arc<dyn Target>], held: &Holdings) -> Check {
+    let mut seen = Vec::new();
+    for target in targets {
+        if !held
+            .copies
+            .get(&m.id)
+            .is_some_and(|c| c.contains_key(target.name()))
+        {
+            continue;
+        }
+        let Ok(repo) = Repository::open(target.clone()).await else {
+            continue;
+        };
+        match repo.last_validation(&m.id).await {
+            Ok(Some(v)) if !v.ok => {
+                return alert(
+                    "validation",
+                    format!(
+                        "{} failed validation on target '{}': {}",
+                        m.id,
+                        target.name(),
+                        v.first_problem.unwrap_or_default()
+                    ),
+                    "Backup Corruption",
+                    "Create a new backup immediately (escalate within 30 minutes)",
+                );
+            }
+            Ok(Some(v)) => seen.push((target.name().to_string(), v.at)),
+            Ok(None) | Err(_) => {}
+        }
+    }
+    match seen.iter().max_by_key(|(_, at)| *at) {
+        Some((_, at)) => check(
+            "validation",
+            Status::Ok,
+            format!(
+                "{} validated {} on {}",
+                m.id,
+                at.format("%Y-%m-%d %H:%M UTC"),
+                seen.iter()
+                    .map(|(t, _)| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        None => Check {
+            action: Some(format!("Run `backup-cli backup validate {}`", m.id)),
+            ..check(
+                "validation",
+                Status::Warn,
+                format!("{} has never been validated", m.id),
+            )
+        },
+    }
 }
 
 fn finish(checked_at: DateTime<Utc>, checks: Vec<Check>) -> Health {

@@ -234,3 +234,105 @@ pub async fn verify(
         warnings: Vec::new(),
     })
 }
+
+/// What `backup validate` found of one target's copy of a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CopyStatus {
+    /// Every object there, every checksum and row count right.
+    Intact,
+    /// The manifest or an object is there but wrong, or an object is missing.
+    Damaged,
+    /// The target holds no copy of the backup (or no repository).
+    Missing,
+    /// The target could not be read.
+    Unreachable,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyValidation {
+    pub target: String,
+    pub status: CopyStatus,
+    pub chunks_checked: usize,
+    pub bytes_checked: u64,
+    pub problems: usize,
+    pub first_problem: Option<String>,
+}
+
+/// Validates the copy of `manifest` on each of `targets` on its own (no fallback between
+/// them), recording each result on its target. Returns the report of the first intact copy
+/// (else of the first copy that could be read, else `None`) and one line per target.
+pub async fn validate_copies(
+    targets: &[std::sync::Arc<dyn crate::targets::Target>],
+    manifest: &Manifest,
+    objectives: &Objectives,
+    jobs: usize,
+    progress: &Progress,
+) -> Result<(Option<ValidationReport>, Vec<CopyValidation>)> {
+    use crate::error::Error;
+    let mut copies = Vec::new();
+    let mut shown: Option<ValidationReport> = None;
+    for target in targets {
+        let line = |status, first_problem: Option<String>| CopyValidation {
+            target: target.name().to_string(),
+            status,
+            chunks_checked: 0,
+            bytes_checked: 0,
+            problems: usize::from(first_problem.is_some()),
+            first_problem,
+        };
+        let repo = match Repository::open(target.clone()).await {
+            Ok(repo) => repo,
+            Err(e @ Error::NoRepository { .. }) => {
+                copies.push(line(CopyStatus::Missing, Some(e.to_string())));
+                continue;
+            }
+            Err(e) => {
+                copies.push(line(CopyStatus::Unreachable, Some(e.to_string())));
+                continue;
+            }
+        };
+        let copy = match repo.read_manifest(&manifest.id).await {
+            Ok(copy) => copy,
+            Err(Error::BackupNotFound(_)) => {
+                copies.push(line(
+                    CopyStatus::Missing,
+                    Some(format!(
+                        "Backup file not found: {} (backup {}, target '{}')",
+                        crate::repository::manifest_key(&manifest.id),
+                        manifest.id,
+                        target.name()
+                    )),
+                ));
+                continue;
+            }
+            Err(e @ Error::ChecksumMismatch { .. }) => {
+                copies.push(line(CopyStatus::Damaged, Some(e.to_string())));
+                continue;
+            }
+            Err(e) => {
+                copies.push(line(CopyStatus::Unreachable, Some(e.to_string())));
+                continue;
+            }
+        };
+        let report = validate(&repo, &copy, objectives, jobs, progress).await?;
+        copies.push(CopyValidation {
+            target: target.name().to_string(),
+            status: if report.ok {
+                CopyStatus::Intact
+            } else {
+                CopyStatus::Damaged
+            },
+            chunks_checked: report.chunks_checked,
+            bytes_checked: report.bytes_checked,
+            problems: report.items.iter().map(|i| i.problems.len()).sum(),
+            first_problem: report
+                .first_error()
+                .map(|p| format!("{p} (target '{}')", target.name())),
+        });
+        if shown.as_ref().is_none_or(|s| !s.ok && report.ok) {
+            shown = Some(report);
+        }
+    }
+    Ok((shown, copies))
+}

@@ -42,7 +42,7 @@ impl FromStr for SslMode {
 }
 
 impl SslMode {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
             SslMode::Prefer => "prefer",
@@ -61,6 +61,8 @@ pub struct ConnectionSettings {
     pub user: String,
     pub dbname: String,
     pub password: Option<String>,
+    /// Where the password came from (`config show`), never the password itself.
+    pub password_source: Option<&'static str>,
     pub sslmode: SslMode,
     /// CA bundle for verify-full; the webpki roots when unset.
     pub sslrootcert: Option<PathBuf>,
@@ -85,6 +87,7 @@ impl ConnectionSettings {
             user: String::new(),
             dbname: String::new(),
             password: None,
+            password_source: None,
             sslmode: SslMode::Prefer,
             sslrootcert: config
                 .sslrootcert
@@ -143,15 +146,27 @@ impl ConnectionSettings {
         if settings.dbname.is_empty() {
             settings.dbname = env("PGDATABASE").unwrap_or_else(|| settings.user.clone());
         }
-        if settings.password.is_none() {
-            if let Some(file) = &config.password_file {
-                let text = std::fs::read_to_string(file).map_err(|e| {
-                    Error::Config(format!("cannot read password_file {}: {e}", file.display()))
-                })?;
-                settings.password = Some(text.trim_end_matches(['\n', '\r']).to_string());
-            } else {
-                settings.password = env("PGPASSWORD").or_else(|| settings.pgpass_password());
-            }
+        // One precedence: the URL's own password, then PGPASSWORD (environment), then the
+        // config's password_file, then the libpq password file. password_file belongs to the
+        // configured database: a URL from the flag or environment replaces it.
+        if settings.password.is_some() {
+            settings.password_source = Some("the database URL");
+        } else if let Some(password) = env("PGPASSWORD") {
+            settings.password = Some(password);
+            settings.password_source = Some("PGPASSWORD");
+        } else if let Some(file) = config
+            .password_file
+            .as_ref()
+            .filter(|_| url == config.url.as_deref())
+        {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                Error::Config(format!("cannot read password_file {}: {e}", file.display()))
+            })?;
+            settings.password = Some(text.trim_end_matches(['\n', '\r']).to_string());
+            settings.password_source = Some("password_file");
+        } else if let Some(password) = settings.pgpass_password() {
+            settings.password = Some(password);
+            settings.password_source = Some("the libpq password file");
         }
         if let Some(mode) = sslmode_text {
             settings.sslmode = mode.parse()?;
@@ -254,6 +269,40 @@ impl ConnectionSettings {
         config
     }
 
+    /// What to do about a connection failure, by its kind: wrong password, password missing,
+    /// role or database does not exist, server not running.
+    fn hint_for(&self, reason: &str) -> String {
+        let (user, db) = (&self.user, &self.dbname);
+        if reason.contains("password authentication failed") {
+            format!(
+                "wrong password for role {user} (the password came from {}); fix it there, or set the right one in PGPASSWORD",
+                self.password_source.unwrap_or("nowhere")
+            )
+        } else if reason.contains("password missing") {
+            format!(
+                "the server asks role {user} for a password and none is set: use PGPASSWORD, [database] password_file or ~/.pgpass (`backup-cli config show` says which apply)"
+            )
+        } else if reason.contains("role") && reason.contains("does not exist") {
+            format!(
+                "role {user} does not exist on the server: check the user in --database-url / DATABASE_URL / PGUSER, or create the role"
+            )
+        } else if reason.contains("database") && reason.contains("does not exist") {
+            format!(
+                "database {db} does not exist on the server: check the database in --database-url / DATABASE_URL / PGDATABASE (`psql -l` lists them)"
+            )
+        } else if reason.contains("Connection refused")
+            || reason.contains("No such file or directory")
+            || reason.contains("timed out")
+        {
+            format!(
+                "no server answers at {}:{}: start PostgreSQL (e.g. `systemctl start postgresql`) or check the host and port",
+                self.host, self.port
+            )
+        } else {
+            "check that PostgreSQL is running and that --database-url / DATABASE_URL / PG* variables are right (`backup-cli config show`)".into()
+        }
+    }
+
     /// Connects to another database on the same server.
     pub async fn connect_to(&self, dbname: &str) -> Result<Client> {
         self.with_dbname(dbname).connect().await
@@ -264,6 +313,7 @@ impl ConnectionSettings {
         let config = self.pg_config();
         let failed = |reason: String| Error::ConnectionFailed {
             target: self.describe(),
+            hint: self.hint_for(&reason),
             reason,
         };
         let opened = if self.sslmode == SslMode::Disable {
@@ -335,6 +385,26 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// A URL or key/value string with its password replaced by `***`, for display.
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        if let Some((userinfo, host)) = authority.rsplit_once('@')
+            && let Some((user, _)) = userinfo.split_once(':')
+        {
+            return format!("{scheme}://{user}:***@{host}{tail}");
+        }
+        return url.to_string();
+    }
+    url.split_whitespace()
+        .map(|pair| match pair.split_once('=') {
+            Some(("password", _)) => "password=***".to_string(),
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Removes `sslmode=…` from a URL or key/value string, returning the cleaned string and mode.

@@ -102,10 +102,11 @@ impl Repository {
                 }
                 Ok(repo)
             }
-            Err(TargetError::NotFound { .. }) => Err(Error::Repository(format!(
-                "no repository at {}: run `backup-cli init` or `backup-cli backup create` to start one, or point --repo at an existing one",
-                repo.target.location()
-            ))),
+            Err(TargetError::NotFound { .. }) => Err(Error::NoRepository {
+                target: repo.target.name().to_string(),
+                location: repo.target.location(),
+                chosen: String::new(),
+            }),
             Err(e) => Err(Error::from_target(e, FORMAT_KEY, "opening the repository")),
         }
     }

@@ -6,7 +6,7 @@ use super::fs::FsTarget;
 use super::retry::Retrying;
 use super::s3::{S3Settings, S3Target};
 use crate::config::{
-    DirMode, Loaded, PluginTargetConfig, TargetConfig, parse_bytes, resolve_secret,
+    DirMode, Loaded, Origin, PluginTargetConfig, TargetConfig, parse_bytes, resolve_secret,
 };
 use crate::error::{Error, Result};
 use crate::plugin::policy::{self, DirGrant, Grants};
@@ -37,9 +37,25 @@ pub struct PluginSummary {
 pub struct TargetSet {
     pub targets: Vec<Arc<dyn Target>>,
     pub plugins: Vec<PluginSummary>,
+    /// Per target name, how it was chosen ("flag --repo", "config file … [[targets]]"), for
+    /// messages about a missing repository.
+    pub chosen: std::collections::BTreeMap<String, String>,
 }
 
 impl TargetSet {
+    /// Adds how the target was chosen to a "no repository" error.
+    pub fn explain(&self, err: Error) -> Error {
+        explain(&self.chosen, err)
+    }
+
+    /// Whether the only target is the one a repository path made by default (no flag, no
+    /// environment, no configuration): the place nobody chose, where nothing is created.
+    pub fn is_default_location(&self) -> bool {
+        self.chosen
+            .get(DEFAULT_TARGET)
+            .is_some_and(|how| how.starts_with("the default"))
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.targets.iter().map(|t| t.name().to_string()).collect()
     }
@@ -76,11 +92,13 @@ impl TargetSet {
 /// Opens every configured target. `repo_flag` (`--repo`) replaces them with one `fs` target.
 pub async fn open(loaded: &Loaded, repo_flag: Option<&Path>) -> Result<TargetSet> {
     let config = &loaded.config;
-    if repo_flag.is_some() || config.targets.is_empty() {
-        let path = loaded.repository_path(repo_flag);
+    let chosen = how_chosen(loaded, repo_flag);
+    let (path, origin) = loaded.repository_path(repo_flag);
+    if is_overridden(&origin) || config.targets.is_empty() {
         return Ok(TargetSet {
             targets: vec![Retrying::wrap(Arc::new(open_fs(DEFAULT_TARGET, &path)?))],
             plugins: Vec::new(),
+            chosen,
         });
     }
     if config.repository.path.is_some() {
@@ -151,7 +169,80 @@ pub async fn open(loaded: &Loaded, repo_flag: Option<&Path>) -> Result<TargetSet
         };
         targets.push(Retrying::wrap(opened));
     }
-    Ok(TargetSet { targets, plugins })
+    Ok(TargetSet {
+        targets,
+        plugins,
+        chosen,
+    })
+}
+
+/// Adds how the target was chosen (from [`how_chosen`]) to a "no repository" error.
+pub fn explain(chosen_by: &std::collections::BTreeMap<String, String>, err: Error) -> Error {
+    match err {
+        Error::NoRepository {
+            target,
+            location,
+            chosen,
+        } if chosen.is_empty() => {
+            let chosen = chosen_by
+                .get(&target)
+                .map(|how| format!(" (target '{target}', {how})"))
+                .unwrap_or_default();
+            Error::NoRepository {
+                target,
+                location,
+                chosen,
+            }
+        }
+        other => other,
+    }
+}
+
+/// `--repo` or `$BACKUP_CLI_REPO` replace the configured targets with one folder.
+fn is_overridden(origin: &Origin) -> bool {
+    matches!(origin, Origin::Flag(_) | Origin::Env(_))
+}
+
+/// Per target name, how it came to be chosen, in words for error messages.
+pub fn how_chosen(
+    loaded: &Loaded,
+    repo_flag: Option<&Path>,
+) -> std::collections::BTreeMap<String, String> {
+    let (path, origin) = loaded.repository_path(repo_flag);
+    if !is_overridden(&origin) && !loaded.config.targets.is_empty() {
+        let file = loaded
+            .path
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        return loaded
+            .config
+            .targets
+            .iter()
+            .map(|t| {
+                (
+                    t.name().to_string(),
+                    format!("[[targets]] entry in config file {file}"),
+                )
+            })
+            .collect();
+    }
+    let how = match (&origin, &loaded.path) {
+        (Origin::Default, None) => format!(
+            "the default ./{} in the working directory: no configuration file was found",
+            path.display()
+        ),
+        (Origin::Default, Some(file)) => format!(
+            "the default ./{}: {} sets no [repository] path",
+            path.display(),
+            file.display()
+        ),
+        (Origin::ConfigFile(file), _) => {
+            format!("[repository] path in config file {}", file.display())
+        }
+        (other, _) => other.to_string(),
+    };
+    [(DEFAULT_TARGET.to_string(), how)].into()
 }
 
 fn open_fs(name: &str, path: &Path) -> Result<FsTarget> {

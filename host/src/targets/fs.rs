@@ -15,42 +15,93 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub struct FsTarget {
     name: String,
     root: PathBuf,
-    dir: Arc<Dir>,
+    /// Opened on first use. Reading never creates the folder: a missing repository folder is
+    /// reported as missing, not silently made (a typo'd path or cron's working directory).
+    /// The first `put` creates it, but only its last component, so a typo in a parent
+    /// folder fails instead of building a tree.
+    dir: OnceLock<Arc<Dir>>,
 }
 
 impl FsTarget {
-    /// Opens (creating if needed) the folder `root` as a target.
+    /// The folder `root` as a target, without creating anything.
     pub fn open(name: &str, root: &Path) -> Result<FsTarget, TargetError> {
-        let fail = |e: std::io::Error| TargetError::Failed {
-            target: name.to_string(),
-            reason: format!("cannot open {}: {e}", root.display()),
-        };
-        std::fs::create_dir_all(root).map_err(fail)?;
-        let dir = Dir::open_ambient_dir(root, ambient_authority()).map_err(fail)?;
-        let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-        Ok(FsTarget {
+        let target = FsTarget {
             name: name.to_string(),
-            root,
-            dir: Arc::new(dir),
-        })
+            root: root.to_path_buf(),
+            dir: OnceLock::new(),
+        };
+        match target.dir(false) {
+            Ok(_) | Err(TargetError::NotFound { .. }) => Ok(target),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The folder `root` as a target, creating it and its parents (`backup-cli init`).
+    pub fn create(name: &str, root: &Path) -> Result<FsTarget, TargetError> {
+        std::fs::create_dir_all(root).map_err(|e| TargetError::Failed {
+            target: name.to_string(),
+            reason: format!("cannot create {}: {e}", root.display()),
+        })?;
+        FsTarget::open(name, root)
+    }
+
+    /// The opened root folder; `create` makes its last component when it is missing.
+    fn dir(&self, create: bool) -> Result<Arc<Dir>, TargetError> {
+        if let Some(dir) = self.dir.get() {
+            return Ok(dir.clone());
+        }
+        let fail = |e: std::io::Error| TargetError::Failed {
+            target: self.name.clone(),
+            reason: format!("cannot open {}: {e}", self.root.display()),
+        };
+        let opened = match Dir::open_ambient_dir(&self.root, ambient_authority()) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == ErrorKind::NotFound && create => {
+                std::fs::create_dir(&self.root).map_err(|e| TargetError::Failed {
+                    target: self.name.clone(),
+                    reason: if e.kind() == ErrorKind::NotFound {
+                        format!(
+                            "cannot create {}: its parent folder does not exist (is the path right? `backup-cli init` creates the whole path)",
+                            self.root.display()
+                        )
+                    } else {
+                        format!("cannot create {}: {e}", self.root.display())
+                    },
+                })?;
+                Dir::open_ambient_dir(&self.root, ambient_authority()).map_err(fail)?
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(TargetError::NotFound {
+                    target: self.name.clone(),
+                });
+            }
+            Err(e) => return Err(fail(e)),
+        };
+        Ok(self.dir.get_or_init(|| Arc::new(opened)).clone())
     }
 
     fn err(&self, key: &str, e: std::io::Error) -> TargetError {
         io_error(&self.name, key, e)
     }
 
-    /// Runs blocking filesystem work off the async threads.
+    /// Runs blocking filesystem work off the async threads. `None`: the root folder does not
+    /// exist (and `create` was false).
     async fn blocking<T: Send + 'static>(
         &self,
         key: &str,
+        create: bool,
         f: impl FnOnce(&Dir) -> std::io::Result<T> + Send + 'static,
-    ) -> Result<T, TargetError> {
-        let dir = self.dir.clone();
+    ) -> Result<Option<T>, TargetError> {
+        let dir = match self.dir(create) {
+            Ok(dir) => dir,
+            Err(TargetError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         let name = self.name.clone();
         let key_owned = key.to_string();
         tokio::task::spawn_blocking(move || f(&dir))
@@ -59,7 +110,14 @@ impl FsTarget {
                 target: name,
                 reason: format!("worker failed: {e}"),
             })?
+            .map(Some)
             .map_err(|e| self.err(&key_owned, e))
+    }
+
+    fn not_found(&self) -> TargetError {
+        TargetError::NotFound {
+            target: self.name.clone(),
+        }
     }
 }
 
@@ -135,66 +193,79 @@ impl Target for FsTarget {
     }
 
     fn location(&self) -> String {
-        self.root.display().to_string()
+        std::fs::canonicalize(&self.root)
+            .unwrap_or_else(|_| std::path::absolute(&self.root).unwrap_or(self.root.clone()))
+            .display()
+            .to_string()
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<(), TargetError> {
         let key_owned = key.to_string();
-        self.blocking(key, move |dir| write_atomically(dir, &key_owned, &data))
-            .await
+        self.blocking(key, true, move |dir| {
+            write_atomically(dir, &key_owned, &data)
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, TargetError> {
         let key_owned = key.to_string();
-        self.blocking(key, move |dir| dir.read(&key_owned).map(Bytes::from))
-            .await
+        self.blocking(key, false, move |dir| dir.read(&key_owned).map(Bytes::from))
+            .await?
+            .ok_or_else(|| self.not_found())
     }
 
     async fn stat(&self, key: &str) -> Result<Option<u64>, TargetError> {
         let key_owned = key.to_string();
-        self.blocking(key, move |dir| match dir.metadata(&key_owned) {
+        self.blocking(key, false, move |dir| match dir.metadata(&key_owned) {
             Ok(meta) => Ok(Some(meta.len())),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         })
         .await
+        .map(Option::flatten)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, TargetError> {
         let prefix_owned = prefix.to_string();
-        self.blocking(prefix, move |dir| {
+        self.blocking(prefix, false, move |dir| {
             let mut out = Vec::new();
             list_recursive(dir, &prefix_owned, &mut out)?;
             out.sort_by(|a, b| a.key.cmp(&b.key));
             Ok(out)
         })
         .await
+        .map(Option::unwrap_or_default)
     }
 
     async fn delete(&self, key: &str) -> Result<(), TargetError> {
         let key_owned = key.to_string();
-        self.blocking(key, move |dir| match dir.remove_file(&key_owned) {
+        self.blocking(key, false, move |dir| match dir.remove_file(&key_owned) {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             other => other,
         })
         .await
+        .map(|_| ())
     }
 
     async fn flush(&self) -> Result<(), TargetError> {
-        self.blocking("(flush)", |dir| {
+        self.blocking("(flush)", false, |dir| {
             let root = dir.open(".")?;
             rustix::fs::syncfs(&root).map_err(std::io::Error::from)
         })
         .await
+        .map(|_| ())
     }
 
     async fn available_space(&self) -> Result<Option<u64>, TargetError> {
-        let root = self.root.clone();
-        self.blocking("", move |_| {
-            let stat = rustix::fs::statvfs(&root).map_err(std::io::Error::from)?;
-            Ok(Some(stat.f_bavail.saturating_mul(stat.f_frsize)))
+        self.blocking("", false, move |dir| {
+            let root = dir.open(".")?;
+            let stat = rustix::fs::fstatvfs(&root).map_err(std::io::Error::from)?;
+            Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
         })
-        .await
+        .await?
+        .map(Some)
+        .ok_or_else(|| self.not_found())
     }
 }
 

@@ -27,24 +27,23 @@ pub struct Global {
     /// Configuration file [default: $BACKUP_CLI_CONFIG, ./backup-cli.toml, /etc/backup-cli/config.toml]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Database to back up, e.g. postgres://user@host:5432/db?sslmode=require [default: the libpq PG* variables]
-    #[arg(
-        long,
-        global = true,
-        env = "DATABASE_URL",
-        value_name = "URL",
-        hide_env_values = true
-    )]
+    /// Database to back up, e.g. postgres://user@host:5432/db?sslmode=require [default:
+    /// $DATABASE_URL, else the config's database.url, else the libpq PG* variables]
+    #[arg(long, global = true, value_name = "URL")]
     pub database_url: Option<String>,
-    /// Repository folder [default: the config's repository.path, else ./backups]
-    #[arg(long, global = true, env = "BACKUP_CLI_REPO", value_name = "PATH")]
+    /// Repository folder, replacing the configured targets [default: $BACKUP_CLI_REPO, else
+    /// the config's [[targets]] or repository.path, else ./backups]
+    #[arg(long, global = true, value_name = "PATH")]
     pub repo: Option<PathBuf>,
     /// Machine-readable JSON on stdout (no progress bars)
     #[arg(long, global = true)]
     pub json: bool,
-    /// No progress bars and no informational output
+    /// No progress bars and no informational output (summaries, notes)
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Human tables with every column and no wrapping [default: fit 120 columns]
+    #[arg(long, global = true)]
+    pub wide: bool,
     /// More logging (-v info, -vv debug); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -69,6 +68,16 @@ pub enum Command {
     /// WebAssembly plugins: the configured ones, and what a plugin file is
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// The effective configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Every effective setting and where it came from (flag, environment, config file,
+    /// default); passwords are never shown
+    Show,
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +205,10 @@ pub struct SyncArgs {
     /// Parallel copies [default: CPU count up to 8]
     #[arg(short, long)]
     pub jobs: Option<usize>,
+    /// Read back and hash every chunk on every target before relying on it, rewriting damaged
+    /// ones [default: by listed size; full reads only on targets found wanting]
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -243,6 +256,10 @@ pub struct ListArgs {
     /// Only backups of this type
     #[arg(long = "type", value_enum)]
     pub backup_type: Option<BackupType>,
+    /// Judge each copy by reading and hashing every chunk [default: every chunk listed with
+    /// the size its manifest records]
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Args)]
@@ -252,9 +269,13 @@ pub struct ValidateArgs {
     /// Parallel readers [default: CPU count up to 8]
     #[arg(short, long)]
     pub jobs: Option<usize>,
-    /// Check only the copy on this storage target (no fallback to the others)
+    /// Check only the copy on this storage target [default: each copy on every target
+    /// backups are kept on, each on its own]
     #[arg(long = "target", value_name = "NAME")]
     pub target: Option<String>,
+    /// Succeed when one copy is intact, even if another target's copy is damaged or missing
+    #[arg(long)]
+    pub any_copy: bool,
 }
 
 #[derive(Debug, Args)]
@@ -264,4 +285,11 @@ pub struct DeleteArgs {
     /// Really delete (deletion is permanent)
     #[arg(long)]
     pub force: bool,
+    /// Delete only the copy on this target (repeatable) [default: every copy]
+    #[arg(long = "target", value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// Allow deleting the backup's last copies on every target (needed when more than one
+    /// target is configured and no copy would be left)
+    #[arg(long)]
+    pub all_targets: bool,
 }

@@ -9,14 +9,13 @@ mod output;
 
 use clap::Parser;
 use cli::{
-    BackupCommand, Cli, Command, MonitorCommand, PluginCommand, RecoveryArgs, RecoveryCommand,
-    ScheduleCommand,
+    BackupCommand, Cli, Command, ConfigCommand, MonitorCommand, PluginCommand, RecoveryArgs,
+    RecoveryCommand, ScheduleCommand,
 };
-use larder::config::Loaded;
+use larder::config::{Loaded, Origin, Setting};
 use larder::engine::{self, Progress};
 use larder::pg::ConnectionSettings;
 use larder::repository::Repository;
-use larder::targets::Target;
 use larder::targets::configured::{self, TargetSet};
 use larder::targets::fs::FsTarget;
 use larder::{Error, Result};
@@ -33,11 +32,12 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            output::note!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
     let json = cli.global.json;
+    output::set_wide(cli.global.wide);
     let result = runtime.block_on(async {
         tokio::select! {
             result = run(cli) => result,
@@ -55,13 +55,14 @@ fn main() -> ExitCode {
                 && !matches!(
                     e,
                     Error::ValidationFailed { .. }
+                        | Error::CopiesDamaged(_)
                         | Error::HealthFailed(_)
                         | Error::CopiesIncomplete(_)
                 )
             {
                 output::json(&serde_json::json!({ "status": "error", "error": e.to_string() }));
             }
-            eprintln!("error: {e}");
+            output::note!("error: {e}");
             ExitCode::from(if e.is_usage() { 2 } else { 1 })
         }
     }
@@ -87,12 +88,22 @@ fn init_logging(verbose: u8) {
 struct Context {
     loaded: Loaded,
     repo_flag: Option<std::path::PathBuf>,
+    database_flag: Option<String>,
     json: bool,
+    quiet: bool,
     progress: Progress,
     database_url: Option<String>,
 }
 
 impl Context {
+    /// Whether `--repo` or `$BACKUP_CLI_REPO` replaces the configured targets.
+    fn repo_override(&self) -> bool {
+        matches!(
+            self.loaded.repository_path(self.repo_flag.as_deref()).1,
+            Origin::Flag(_) | Origin::Env(_)
+        )
+    }
+
     fn database(&self) -> Result<ConnectionSettings> {
         ConnectionSettings::resolve(self.database_url.as_deref(), &self.loaded.config.database)
     }
@@ -102,14 +113,140 @@ impl Context {
         configured::open(&self.loaded, self.repo_flag.as_deref()).await
     }
 
-    /// The primary target: where backups are written first, locks and history live.
-    async fn primary(&self) -> Result<Arc<dyn Target>> {
+    /// The targets every backup should be on: `[backup] targets`, else all of them (names;
+    /// empty means all).
+    fn expected_targets(&self) -> Vec<String> {
+        if self.repo_override() {
+            Vec::new()
+        } else {
+            self.loaded.config.backup.targets.clone()
+        }
+    }
+
+    /// `config show`: every effective setting and its origin, without opening anything.
+    fn effective_settings(&self) -> Vec<Setting> {
+        let loaded = &self.loaded;
+        let mut out = vec![Setting {
+            setting: "config file".into(),
+            value: match &loaded.path {
+                Some(path) if loaded.origin == Origin::Default => {
+                    format!("{} (found by searching)", path.display())
+                }
+                Some(path) => path.display().to_string(),
+                None => format!(
+                    "none found ({}, {}): built-in defaults",
+                    larder::config::SEARCHED[0],
+                    larder::config::SEARCHED[1]
+                ),
+            },
+            origin: loaded.origin.clone(),
+        }];
+        let url = loaded.database_url(self.database_flag.as_deref());
+        let url_origin = url
+            .as_ref()
+            .map(|(_, o)| o.clone())
+            .unwrap_or(Origin::Default);
+        out.push(Setting {
+            setting: "database.url".into(),
+            value: url
+                .as_ref()
+                .map(|(u, _)| larder::pg::connect::redact(u))
+                .unwrap_or_else(|| "unset: the libpq PG* variables and defaults".into()),
+            origin: url_origin.clone(),
+        });
+        match ConnectionSettings::resolve(
+            url.as_ref().map(|(u, _)| u.as_str()),
+            &loaded.config.database,
+        ) {
+            Ok(settings) => {
+                out.push(Setting {
+                    setting: "database (resolved)".into(),
+                    value: format!(
+                        "{} sslmode={}",
+                        settings.describe(),
+                        settings.sslmode.as_str()
+                    ),
+                    origin: url_origin.clone(),
+                });
+                out.push(Setting {
+                    setting: "database.password".into(),
+                    value: match settings.password_source {
+                        Some(source) => format!("set, from {source} (not shown)"),
+                        None => "none".into(),
+                    },
+                    origin: match settings.password_source {
+                        Some("PGPASSWORD") => Origin::Env("PGPASSWORD".into()),
+                        Some("password_file") => loaded.origin_of("database", "password_file"),
+                        Some("the database URL") => url_origin,
+                        _ => Origin::Default,
+                    },
+                });
+            }
+            Err(e) => out.push(Setting {
+                setting: "database (resolved)".into(),
+                value: format!("error: {e}"),
+                origin: url_origin,
+            }),
+        }
+        let (_, repo_origin) = loaded.repository_path(self.repo_flag.as_deref());
+        for (name, how) in configured::how_chosen(loaded, self.repo_flag.as_deref()) {
+            let location = if self.repo_override() || loaded.config.targets.is_empty() {
+                loaded
+                    .repository_path(self.repo_flag.as_deref())
+                    .0
+                    .display()
+                    .to_string()
+            } else {
+                loaded
+                    .config
+                    .targets
+                    .iter()
+                    .find(|t| t.name() == name)
+                    .map(|t| match t {
+                        larder::config::TargetConfig::Fs(fs) => {
+                            format!("fs {}", loaded.config_relative(&fs.path).display())
+                        }
+                        larder::config::TargetConfig::S3(s3) => {
+                            format!(
+                                "s3 bucket {} {}",
+                                s3.bucket,
+                                s3.endpoint.as_deref().unwrap_or("")
+                            )
+                        }
+                        larder::config::TargetConfig::Plugin(p) => {
+                            format!("plugin {}", loaded.config_relative(&p.path).display())
+                        }
+                    })
+                    .unwrap_or_default()
+            };
+            out.push(Setting {
+                setting: format!("target {name}"),
+                value: format!("{location} ({how})"),
+                origin: if self.repo_override() || loaded.config.targets.is_empty() {
+                    repo_origin.clone()
+                } else {
+                    Origin::ConfigFile(loaded.path.clone().unwrap_or_default())
+                },
+            });
+        }
+        out.extend(loaded.settings());
+        out
+    }
+
+    /// `monitor health` over every configured target.
+    async fn health(&self) -> Result<engine::monitor::Health> {
         let set = self.targets().await?;
-        let names = &self.loaded.config.backup.targets;
-        set.select(if self.repo_flag.is_some() { &[] } else { names })?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::Config("no storage target is configured".into()))
+        let expected = set
+            .select(&self.expected_targets())?
+            .iter()
+            .map(|t| t.name().to_string())
+            .collect();
+        let targets = engine::monitor::Targets {
+            targets: &set.targets,
+            expected,
+            chosen: &set.chosen,
+        };
+        Ok(engine::monitor::health(&self.database()?, &targets, &self.loaded.config).await)
     }
 
     /// The repository for reading: `first` (or the first configured target), falling back to
@@ -176,10 +313,10 @@ fn confirm(plan: &engine::plan::RecoveryPlan, yes: bool, json: bool) -> Result<(
             "{what}; there is no terminal to confirm on, so re-run with --yes to proceed"
         )));
     }
-    eprint!(
+    output::err(format_args!(
         "{what}.\nType the database name ({}) to proceed: ",
         plan.target.database
-    );
+    ));
     let mut answer = String::new();
     std::io::stdin()
         .read_line(&mut answer)
@@ -205,28 +342,42 @@ async fn run(cli: Cli) -> Result<()> {
         other => other,
     };
     let loaded = Loaded::discover(cli.global.config.as_deref())?;
+    if !cli.global.quiet
+        && let Some(note) = loaded.defaults_note()
+    {
+        output::note!("{note}");
+    }
     let interactive = std::io::stderr().is_terminal() && !cli.global.json && !cli.global.quiet;
     let ctx = Context {
-        database_url: loaded.database_url(cli.global.database_url.as_deref()),
+        database_url: loaded
+            .database_url(cli.global.database_url.as_deref())
+            .map(|(url, _)| url),
         loaded,
         repo_flag: cli.global.repo.clone(),
+        database_flag: cli.global.database_url.clone(),
         json: cli.global.json,
+        quiet: cli.global.quiet,
         progress: Progress::new(interactive),
     };
+    let chosen = configured::how_chosen(&ctx.loaded, ctx.repo_flag.as_deref());
+    dispatch(&ctx, command)
+        .await
+        .map_err(|e| configured::explain(&chosen, e))
+}
+
+async fn dispatch(ctx: &Context, command: Command) -> Result<()> {
     match command {
         Command::Init(_) => Ok(()), // handled above
         Command::Monitor(MonitorCommand::Health(args)) => {
-            let health =
-                engine::monitor::health(&ctx.database()?, ctx.primary().await?, &ctx.loaded.config)
-                    .await;
+            let health = ctx.health().await?;
             output::health(&health, ctx.json);
             if args.alert_on_failure && health.alerts().next().is_some() {
                 match &ctx.loaded.config.monitor.alert_command {
                     Some(command) => {
                         let sent = engine::monitor::deliver(&health, command).await?;
-                        eprintln!("{sent} alert(s) sent through `{command}`");
+                        output::note!("{sent} alert(s) sent through `{command}`");
                     }
-                    None => eprintln!(
+                    None => output::note!(
                         "warning: no alert channel is configured ([monitor] alert_command in the config); \
                          the failing checks are only reported here and in the exit code"
                     ),
@@ -244,16 +395,14 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Monitor(MonitorCommand::Alerts) => {
-            let health =
-                engine::monitor::health(&ctx.database()?, ctx.primary().await?, &ctx.loaded.config)
-                    .await;
+            let health = ctx.health().await?;
             output::alerts(&health, ctx.json);
             Ok(())
         }
         Command::Schedule(ScheduleCommand::List) => {
             let manifests = match ctx.repository().await {
                 Ok(repo) => repo.manifests().await?,
-                Err(Error::Repository(_)) => Vec::new(), // no repository yet: nothing ran
+                Err(Error::NoRepository { .. }) => Vec::new(), // no repository yet: nothing ran
                 Err(e) => return Err(e),
             };
             let statuses = engine::schedule::status(
@@ -317,13 +466,19 @@ async fn run(cli: Cli) -> Result<()> {
             let settings = ctx.database()?;
             let config = &ctx.loaded.config.backup;
             let set = ctx.targets().await?;
-            let names = if args.targets.is_empty() && ctx.repo_flag.is_none() {
+            let names = if args.targets.is_empty() && !ctx.repo_override() {
                 config.targets.clone()
             } else {
                 args.targets.clone()
             };
             let selected = set.select(&names)?;
-            let repo = Repository::open_or_init(selected[0].clone()).await?;
+            // A repository is started where someone chose one (flag, environment, config),
+            // never at the default path nobody chose (cron's working directory).
+            let repo = if set.is_default_location() {
+                Repository::open(selected[0].clone()).await?
+            } else {
+                Repository::open_or_init(selected[0].clone()).await?
+            };
             let opts = engine::backup::BackupOptions {
                 name: args.name,
                 backup_type: args.backup_type,
@@ -344,8 +499,15 @@ async fn run(cli: Cli) -> Result<()> {
             for target in &selected[1..] {
                 let copied = async {
                     let dest = Repository::open_or_init(target.clone()).await?;
-                    engine::sync::copy_backup(&repo, &dest, &manifest, opts.jobs, &ctx.progress)
-                        .await
+                    engine::sync::copy_backup(
+                        &repo,
+                        &dest,
+                        &manifest,
+                        opts.jobs,
+                        false,
+                        &ctx.progress,
+                    )
+                    .await
                 }
                 .await;
                 match copied {
@@ -353,13 +515,15 @@ async fn run(cli: Cli) -> Result<()> {
                     Err(e) => failures.push(format!("target '{}': {e}", target.name())),
                 }
             }
-            output::backup_created(
-                &manifest,
-                &repo.target().location(),
-                &copies,
-                &failures,
-                ctx.json,
-            );
+            if ctx.json || !ctx.quiet {
+                output::backup_created(
+                    &manifest,
+                    &repo.target().location(),
+                    &copies,
+                    &failures,
+                    ctx.json,
+                );
+            }
             match failures.first() {
                 None => Ok(()),
                 Some(first) => Err(Error::CopiesIncomplete(format!(
@@ -374,39 +538,83 @@ async fn run(cli: Cli) -> Result<()> {
             let set = ctx.targets().await?;
             // Fails with a hint when no target holds a repository at all.
             let repo = Repository::open_for_reading(&set.targets).await?;
-            let backups = engine::list::list(&set.targets, args.limit, args.backup_type).await;
+            let backups =
+                engine::list::list(&set.targets, args.limit, args.backup_type, args.verify).await;
             output::backup_list(&backups, &repo.target().location(), ctx.json);
             Ok(())
         }
         Command::Backup(BackupCommand::Validate(args)) => {
-            let repo = match &args.target {
-                // One copy only: no fallback, so a bad object on it is reported.
-                Some(name) => Repository::open(ctx.targets().await?.get(name)?).await?,
-                None => ctx.repository().await?,
+            let set = ctx.targets().await?;
+            // Each copy on its own, without fallback, so a bad object on one is reported.
+            let targets = match &args.target {
+                Some(name) => vec![set.get(name)?],
+                None => set.select(&ctx.expected_targets())?,
             };
-            let manifest = repo.resolve(&args.backup_id).await?;
+            let manifest = Repository::open_for_reading(&set.targets)
+                .await?
+                .resolve(&args.backup_id)
+                .await?;
             let jobs = args.jobs.unwrap_or_else(engine::default_jobs);
-            let report = engine::validate::validate(
-                &repo,
+            let (report, copies) = engine::validate::validate_copies(
+                &targets,
                 &manifest,
                 &ctx.loaded.config.objectives,
                 jobs,
                 &ctx.progress,
             )
             .await?;
-            output::validation(&report, ctx.json);
-            match report.first_error() {
-                None => Ok(()),
-                Some(first) => Err(Error::ValidationFailed {
-                    backup_id: report.backup_id.clone(),
-                    first,
-                    problems: report.items.iter().map(|i| i.problems.len()).sum(),
+            output::validation(report.as_ref(), &copies, ctx.json);
+            let intact: Vec<&str> = copies
+                .iter()
+                .filter(|c| c.status == engine::validate::CopyStatus::Intact)
+                .map(|c| c.target.as_str())
+                .collect();
+            let bad: Vec<String> = copies
+                .iter()
+                .filter(|c| c.status != engine::validate::CopyStatus::Intact)
+                .map(|c| {
+                    format!(
+                        "the copy on target '{}' is {} ({})",
+                        c.target,
+                        serde_json::to_value(c.status)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        c.first_problem.as_deref().unwrap_or("no detail")
+                    )
+                })
+                .collect();
+            match (intact.first(), bad.first()) {
+                (_, None) => Ok(()),
+                (Some(_), Some(_)) if args.any_copy => Ok(()),
+                (Some(first_intact), Some(_)) => Err(Error::CopiesDamaged(format!(
+                    "backup {}: {}; intact on {}: restore with `--from {first_intact}`, repair the others with `backup-cli backup sync` (or accept one intact copy with --any-copy)",
+                    manifest.id,
+                    bad.join("; "),
+                    intact.join(", ")
+                ))),
+                (None, Some(first)) => Err(match report {
+                    Some(report) => Error::ValidationFailed {
+                        backup_id: report.backup_id.clone(),
+                        first: report.first_error().unwrap_or_else(|| first.clone()),
+                        problems: report.items.iter().map(|i| i.problems.len()).sum(),
+                    },
+                    None => Error::CopiesDamaged(format!(
+                        "backup {}: no intact copy: {}",
+                        manifest.id,
+                        bad.join("; ")
+                    )),
                 }),
             }
         }
         Command::Backup(BackupCommand::Delete(args)) => {
             let set = ctx.targets().await?;
-            let report = engine::delete::delete(&set.targets, &args.backup_id, args.force).await?;
+            let scope = engine::delete::Scope {
+                only: args.targets.clone(),
+                all_targets: args.all_targets,
+            };
+            let report =
+                engine::delete::delete(&set.targets, &args.backup_id, args.force, &scope).await?;
             output::deleted(&report, ctx.json);
             Ok(())
         }
@@ -414,8 +622,12 @@ async fn run(cli: Cli) -> Result<()> {
             let set = ctx.targets().await?;
             let targets = set.select(&args.targets)?;
             let jobs = args.jobs.unwrap_or_else(engine::default_jobs);
-            let reports = engine::sync::sync(&targets, jobs, &ctx.progress).await?;
+            let reports = engine::sync::sync(&targets, jobs, args.verify, &ctx.progress).await?;
             output::synced(&reports, ctx.json);
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Show) => {
+            output::settings(&ctx.effective_settings(), ctx.json);
             Ok(())
         }
         Command::Plugin(PluginCommand::List) => {
@@ -456,8 +668,8 @@ async fn init(
     std::fs::write(&path, larder::config::TEMPLATE)
         .map_err(Error::io(format!("writing {}", path.display())))?;
     let loaded = Loaded::discover(Some(&path))?;
-    let repo_path = loaded.repository_path(repo_flag);
-    let target = FsTarget::open("local", &repo_path)
+    let (repo_path, _) = loaded.repository_path(repo_flag);
+    let target = FsTarget::create("local", &repo_path)
         .map(Arc::new)
         .map_err(|e| {
             Error::from_target(e, "(repository root)", "creating the repository folder")

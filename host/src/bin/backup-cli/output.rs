@@ -2,7 +2,7 @@
 //! the serde names of the engine's report types, so CLI, JSON and docs share one vocabulary.
 
 use comfy_table::presets::NOTHING;
-use comfy_table::{Cell, CellAlignment, Table};
+use comfy_table::{Cell, CellAlignment, ColumnConstraint, ContentArrangement, Table};
 use larder::engine::delete::DeleteReport;
 use larder::engine::export::ExportReport;
 use larder::engine::list::BackupSummary;
@@ -10,28 +10,84 @@ use larder::engine::plan::RecoveryPlan;
 use larder::engine::progress::human_bytes;
 use larder::engine::restore::RestoreReport;
 use larder::engine::sync::{CopyReport, Presence};
-use larder::engine::validate::ValidationReport;
+use larder::engine::validate::{CopyStatus, CopyValidation, ValidationReport};
 use larder::plugin::inspect::Inspection;
 use larder::repository::manifest::Manifest;
 use larder::targets::configured::PluginSummary;
 use serde::Serialize;
+use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once a write to stdout failed (the reader closed the pipe, as `| head -1` does): the
+/// rest of the output is dropped and the command carries on to its own exit status.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes one line to stdout. A closed pipe is the reader's choice, not an error worth a
+/// panic (which `println!` would raise), nor a reason to abandon a restore half-way.
+pub fn out(line: std::fmt::Arguments) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "{line}")
+        .and_then(|_| stdout.flush())
+        .is_err()
+    {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Writes to stderr, ignoring a closed stderr (`2>&1 | head`) for the same reason.
+pub fn err(text: std::fmt::Arguments) {
+    let _ = std::io::stderr().lock().write_fmt(text);
+}
+
+/// `println!` through [`out`].
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::output::out(format_args!($($arg)*)) };
+}
+
+/// `eprintln!` through [`err`].
+macro_rules! note {
+    ($($arg:tt)*) => { $crate::output::err(format_args!("{}\n", format_args!($($arg)*))) };
+}
+pub(crate) use note;
 
 pub fn json(value: &impl Serialize) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => {
-            use std::io::Write;
-            // A closed pipe (`| head`) is the reader's choice, not an error worth a panic.
-            let _ = writeln!(std::io::stdout().lock(), "{text}");
-        }
-        Err(e) => eprintln!("error: cannot encode JSON output: {e}"),
+        Ok(text) => say!("{text}"),
+        Err(e) => note!("error: cannot encode JSON output: {e}"),
     }
+}
+
+/// The width human tables fit by default: long cells wrap, and listings leave out their
+/// less needed columns; `--wide` shows every column at full width.
+pub const TABLE_WIDTH: u16 = 120;
+
+static WIDE: AtomicBool = AtomicBool::new(false);
+
+/// `--wide`: every column, nothing wrapped.
+pub fn set_wide(wide: bool) {
+    WIDE.store(wide, Ordering::Relaxed);
+}
+
+fn wide() -> bool {
+    WIDE.load(Ordering::Relaxed)
 }
 
 fn table(headers: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(NOTHING);
     t.set_header(headers.iter().map(Cell::new));
+    if !wide() {
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+        t.set_width(TABLE_WIDTH);
+        // The first column holds what people copy (backup ids, table names): never wrapped.
+        if let Some(first) = t.column_mut(0) {
+            first.set_constraint(ColumnConstraint::ContentWidth);
+        }
+    }
     t
 }
 
@@ -65,8 +121,8 @@ pub fn backup_created(
         }));
         return;
     }
-    println!("Backup {} created ('{}')", m.id, m.name);
-    println!(
+    say!("Backup {} created ('{}')", m.id, m.name);
+    say!(
         "  {} backup of {} (PostgreSQL {}): {} tables, {} rows, {} sequences",
         m.backup_type,
         m.source.database,
@@ -75,16 +131,16 @@ pub fn backup_created(
         m.rows(),
         m.sequences.len()
     );
-    println!(
+    say!(
         "  {} of data stored as {} ({} new) in {}",
         human_bytes(summary.logical_bytes),
         human_bytes(summary.stored_bytes),
         human_bytes(summary.new_bytes),
         seconds(summary.duration_seconds)
     );
-    println!("  repository: {repo}");
+    say!("  repository: {repo}");
     for copy in copies {
-        println!(
+        say!(
             "  copied to target '{}': {} new chunks ({}), {} already there",
             copy.to,
             copy.chunks_copied,
@@ -93,9 +149,9 @@ pub fn backup_created(
         );
     }
     for failure in failures {
-        println!("  NOT copied to {failure}");
+        say!("  NOT copied to {failure}");
     }
-    println!("  next: backup-cli backup validate {}", m.id);
+    say!("  next: backup-cli backup validate {}", m.id);
 }
 
 pub fn backup_list(backups: &[BackupSummary], repo: &str, as_json: bool) {
@@ -104,86 +160,133 @@ pub fn backup_list(backups: &[BackupSummary], repo: &str, as_json: bool) {
         return;
     }
     if backups.is_empty() {
-        println!("No backups in {repo} yet. Create one with: backup-cli backup create");
+        say!("No backups in {repo} yet. Create one with: backup-cli backup create");
         return;
     }
-    let mut t = table(&[
-        "ID",
-        "NAME",
-        "TYPE",
-        "CREATED (UTC)",
-        "DURATION",
-        "STORED",
-        "LOGICAL",
-        "TABLES",
-        "ROWS",
-        "STATUS",
-        "TARGETS",
-    ]);
+    // Without --wide: the columns an operator picks a backup by (duration, logical size and
+    // status are in --wide and --json).
+    let all = wide();
+    let mut headers = vec!["ID", "NAME", "TYPE", "CREATED (UTC)"];
+    if all {
+        headers.push("DURATION");
+    }
+    headers.push("STORED");
+    if all {
+        headers.push("LOGICAL");
+    }
+    headers.extend(["TABLES", "ROWS"]);
+    if all {
+        headers.push("STATUS");
+    }
+    headers.push("TARGETS");
+    let mut t = table(&headers);
     for b in backups {
-        t.add_row(vec![
+        let mut row = vec![
             Cell::new(&b.id),
             Cell::new(&b.name),
             Cell::new(b.backup_type),
             Cell::new(b.created_at.format("%Y-%m-%d %H:%M:%S")),
-            right(seconds(b.duration_seconds)),
-            right(human_bytes(b.stored_bytes)),
-            right(human_bytes(b.logical_bytes)),
-            right(b.tables),
-            right(b.rows),
-            Cell::new(b.status),
-            Cell::new(
-                b.targets
-                    .iter()
-                    .map(|(name, presence)| match presence {
-                        Presence::Complete => name.clone(),
-                        Presence::Incomplete => format!("{name} (INCOMPLETE)"),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
-        ]);
+        ];
+        if all {
+            row.push(right(seconds(b.duration_seconds)));
+        }
+        row.push(right(human_bytes(b.stored_bytes)));
+        if all {
+            row.push(right(human_bytes(b.logical_bytes)));
+        }
+        row.extend([right(b.tables), right(b.rows)]);
+        if all {
+            row.push(Cell::new(b.status));
+        }
+        row.push(Cell::new(
+            b.targets
+                .iter()
+                .map(|(name, presence)| match presence {
+                    Presence::Complete => name.clone(),
+                    Presence::Incomplete => format!("{name} (INCOMPLETE)"),
+                    Presence::Damaged => format!("{name} (DAMAGED)"),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+        t.add_row(row);
     }
-    println!("{t}");
+    say!("{t}");
 }
 
-pub fn validation(report: &ValidationReport, as_json: bool) {
+pub fn validation(report: Option<&ValidationReport>, copies: &[CopyValidation], as_json: bool) {
     if as_json {
-        json(report);
+        #[derive(Serialize)]
+        struct Validated<'a> {
+            #[serde(flatten)]
+            report: Option<&'a ValidationReport>,
+            copies: &'a [CopyValidation],
+        }
+        json(&Validated { report, copies });
         return;
     }
-    let mut t = table(&[
-        "TABLE",
-        "ROWS (MANIFEST)",
-        "ROWS (COUNTED)",
-        "CHUNKS",
-        "STATUS",
-    ]);
-    for item in &report.items {
+    if let Some(report) = report {
+        let mut t = table(&[
+            "TABLE",
+            "ROWS (MANIFEST)",
+            "ROWS (COUNTED)",
+            "CHUNKS",
+            "STATUS",
+        ]);
+        for item in &report.items {
+            t.add_row(vec![
+                Cell::new(&item.name),
+                right(item.expected_rows),
+                right(if item.ok || item.found_rows > 0 {
+                    item.found_rows.to_string()
+                } else {
+                    "-".into()
+                }),
+                right(item.chunks),
+                Cell::new(if item.ok { "ok" } else { "FAILED" }),
+            ]);
+        }
+        say!("Backup {} ('{}')", report.backup_id, report.name);
+        say!("{t}");
+        for problem in report.items.iter().flat_map(|i| i.problems.iter()) {
+            say!("  problem: {problem}");
+        }
+        for warning in &report.warnings {
+            say!("  warning: {warning}");
+        }
+    }
+    let mut t = table(&["COPY ON TARGET", "STATUS", "DETAIL"]);
+    for c in copies {
         t.add_row(vec![
-            Cell::new(&item.name),
-            right(item.expected_rows),
-            right(if item.ok || item.found_rows > 0 {
-                item.found_rows.to_string()
-            } else {
-                "-".into()
+            Cell::new(&c.target),
+            Cell::new(match c.status {
+                CopyStatus::Intact => "intact",
+                CopyStatus::Damaged => "DAMAGED",
+                CopyStatus::Missing => "MISSING",
+                CopyStatus::Unreachable => "UNREACHABLE",
             }),
-            right(item.chunks),
-            Cell::new(if item.ok { "ok" } else { "FAILED" }),
+            Cell::new(match (&c.first_problem, c.problems) {
+                (Some(first), n) if n > 1 => format!("{first} (and {} more)", n - 1),
+                (Some(first), _) => first.clone(),
+                (None, _) => format!(
+                    "{} chunks, {} re-read and verified",
+                    c.chunks_checked,
+                    human_bytes(c.bytes_checked)
+                ),
+            }),
         ]);
     }
-    println!("Backup {} ('{}')", report.backup_id, report.name);
-    println!("{t}");
-    for problem in report.items.iter().flat_map(|i| i.problems.iter()) {
-        println!("  problem: {problem}");
-    }
-    for warning in &report.warnings {
-        println!("  warning: {warning}");
-    }
-    if report.ok {
-        println!(
-            "Backup {} is valid: {} chunks, {} re-read and verified.",
+    say!("{t}");
+    let intact: Vec<&str> = copies
+        .iter()
+        .filter(|c| c.status == CopyStatus::Intact)
+        .map(|c| c.target.as_str())
+        .collect();
+    if let Some(report) = report.filter(|r| r.ok) {
+        say!(
+            "Backup {} is valid on {}: {} chunks, {} re-read and verified per copy.",
             report.backup_id,
+            intact.join(", "),
             report.chunks_checked,
             human_bytes(report.bytes_checked)
         );
@@ -195,7 +298,7 @@ pub fn deleted(report: &DeleteReport, as_json: bool) {
         json(&serde_json::json!({ "status": "ok", "deleted": report }));
         return;
     }
-    println!(
+    say!(
         "Deleted backup {} ('{}'): removed {} chunks ({}), kept {} chunks still used by other backups.",
         report.backup_id,
         report.name,
@@ -203,7 +306,10 @@ pub fn deleted(report: &DeleteReport, as_json: bool) {
         human_bytes(report.bytes_freed),
         report.chunks_kept
     );
-    println!("  deleted from: {}", report.targets.join(", "));
+    say!("  deleted from: {}", report.targets.join(", "));
+    if !report.kept_on.is_empty() {
+        say!("  still kept on: {}", report.kept_on.join(", "));
+    }
 }
 
 pub fn synced(reports: &[CopyReport], as_json: bool) {
@@ -212,7 +318,7 @@ pub fn synced(reports: &[CopyReport], as_json: bool) {
         return;
     }
     if reports.is_empty() {
-        println!("Every backup is complete on every target; nothing to copy.");
+        say!("Every backup is complete on every target; nothing to copy.");
         return;
     }
     let mut t = table(&[
@@ -220,6 +326,7 @@ pub fn synced(reports: &[CopyReport], as_json: bool) {
         "FROM",
         "TO",
         "CHUNKS COPIED",
+        "REWRITTEN",
         "BYTES",
         "ALREADY THERE",
     ]);
@@ -229,11 +336,16 @@ pub fn synced(reports: &[CopyReport], as_json: bool) {
             Cell::new(&r.from),
             Cell::new(&r.to),
             right(r.chunks_copied),
+            right(r.chunks_rewritten),
             right(human_bytes(r.bytes_copied)),
-            right(r.chunks_present),
+            right(format!(
+                "{} ({})",
+                r.chunks_present,
+                if r.verified { "hashed" } else { "by size" }
+            )),
         ]);
     }
-    println!("{t}");
+    say!("{t}");
 }
 
 pub fn plugins(plugins: &[PluginSummary], as_json: bool) {
@@ -242,23 +354,23 @@ pub fn plugins(plugins: &[PluginSummary], as_json: bool) {
         return;
     }
     if plugins.is_empty() {
-        println!("No plugins are configured (add a [[targets]] entry with type = \"plugin\").");
+        say!("No plugins are configured (add a [[targets]] entry with type = \"plugin\").");
         return;
     }
     for p in plugins {
-        println!("{} — {} {} ({})", p.target, p.name, p.version, p.world);
-        println!("  file:     {}", p.path);
-        println!(
+        say!("{} — {} {} ({})", p.target, p.name, p.version, p.world);
+        say!("  file:     {}", p.path);
+        say!(
             "  sha256:   {} ({})",
             p.sha256,
             if p.pinned { "pinned" } else { "NOT pinned" }
         );
-        println!("  declares: {}", p.capabilities.join(", "));
+        say!("  declares: {}", p.capabilities.join(", "));
         if p.granted.is_empty() {
-            println!("  granted:  nothing");
+            say!("  granted:  nothing");
         }
         for grant in &p.granted {
-            println!("  granted:  {grant}");
+            say!("  granted:  {grant}");
         }
     }
 }
@@ -268,21 +380,21 @@ pub fn inspection(i: &Inspection, as_json: bool) {
         json(i);
         return;
     }
-    println!("{}", i.path);
-    println!("  sha256:  {}", i.sha256);
-    println!("  size:    {}", human_bytes(i.size));
-    println!(
+    say!("{}", i.path);
+    say!("  sha256:  {}", i.sha256);
+    say!("  size:    {}", human_bytes(i.size));
+    say!(
         "  world:   {}",
         i.world.as_deref().unwrap_or("none (not a Larder plugin)")
     );
     for export in &i.exports {
-        println!("  exports: {export}");
+        say!("  exports: {export}");
     }
     for import in &i.imports {
-        println!("  imports: {import}");
+        say!("  imports: {import}");
     }
     for ask in &i.asks_for {
-        println!("  can use: {ask}");
+        say!("  can use: {ask}");
     }
 }
 
@@ -290,7 +402,7 @@ pub fn plugin_hash(file: &Path, sha256: &str, as_json: bool) {
     if as_json {
         json(&serde_json::json!({ "file": file, "sha256": sha256 }));
     } else {
-        println!("{sha256}  {}", file.display());
+        say!("{sha256}  {}", file.display());
     }
 }
 
@@ -299,12 +411,12 @@ pub fn initialised(config: &Path, repo: &Path, as_json: bool) {
         json(&serde_json::json!({ "status": "ok", "config": config, "repository": repo }));
         return;
     }
-    println!(
+    say!(
         "Wrote {} (edit the [database] section, or use DATABASE_URL / PG* variables).",
         config.display()
     );
-    println!("Repository ready at {}.", repo.display());
-    println!("Next: backup-cli backup create");
+    say!("Repository ready at {}.", repo.display());
+    say!("Next: backup-cli backup create");
 }
 
 pub fn plan(plan: &RecoveryPlan, as_json: bool) {
@@ -312,13 +424,13 @@ pub fn plan(plan: &RecoveryPlan, as_json: bool) {
         json(plan);
         return;
     }
-    println!(
+    say!(
         "Recovery plan: backup {} ('{}', taken {})",
         plan.backup_id,
         plan.backup_name,
         plan.backup_created_at.format("%Y-%m-%d %H:%M:%S UTC")
     );
-    println!(
+    say!(
         "  strategy {} into database {} on {}:{}{}",
         plan.strategy,
         plan.target.database,
@@ -339,36 +451,36 @@ pub fn plan(plan: &RecoveryPlan, as_json: bool) {
             right(row.target_rows.map_or("-".to_string(), |r| r.to_string())),
         ]);
     }
-    println!("{t}");
+    say!("{t}");
     if !plan.cascade_added.is_empty() {
-        println!("  added by --cascade: {}", plan.cascade_added.join(", "));
+        say!("  added by --cascade: {}", plan.cascade_added.join(", "));
     }
-    println!("Requirements:");
+    say!("Requirements:");
     for r in &plan.requirements {
-        println!(
+        say!(
             "  {:4} {}: {}",
             if r.ok { "ok" } else { "FAIL" },
             r.name,
             r.detail
         );
     }
-    println!(
+    say!(
         "Estimated duration: {} ({})",
         seconds(plan.estimated_seconds),
         plan.estimate_basis
     );
-    println!("Risks:");
+    say!("Risks:");
     for r in &plan.risks {
-        println!("  - {r}");
+        say!("  - {r}");
     }
-    println!("Steps:");
+    say!("Steps:");
     for (i, s) in plan.steps.iter().enumerate() {
-        println!("  {}. {s}", i + 1);
+        say!("  {}. {s}", i + 1);
     }
     if !plan.blockers.is_empty() {
-        println!("Execute would refuse:");
+        say!("Execute would refuse:");
         for b in &plan.blockers {
-            println!("  - {b}");
+            say!("  - {b}");
         }
     }
 }
@@ -380,7 +492,7 @@ pub fn dry_run(plan: &RecoveryPlan, chunks: usize, as_json: bool) {
         );
         return;
     }
-    println!("Dry run: {chunks} chunks read and verified, target checked; nothing was written.");
+    say!("Dry run: {chunks} chunks read and verified, target checked; nothing was written.");
 }
 
 pub fn restored(report: &RestoreReport, as_json: bool) {
@@ -410,11 +522,11 @@ pub fn restored(report: &RestoreReport, as_json: bool) {
             Cell::new(if row.ok { "ok" } else { "FAILED" }),
         ]);
     }
-    println!("{t}");
+    say!("{t}");
     for fallback in &report.fallbacks {
-        println!("  fallback: {fallback}");
+        say!("  fallback: {fallback}");
     }
-    println!(
+    say!(
         "Recovered backup {} into {} ({}) in {}: {} tables, {} rows verified; no constraint left NOT VALID{}.",
         report.backup_id,
         report.target_database,
@@ -431,7 +543,7 @@ pub fn restored(report: &RestoreReport, as_json: bool) {
             )
         }
     );
-    println!("Measured recovery time recorded in the repository for future plans.");
+    say!("Measured recovery time recorded in the repository for future plans.");
 }
 
 pub fn exported(report: &ExportReport, path: &str, as_json: bool) {
@@ -439,7 +551,7 @@ pub fn exported(report: &ExportReport, path: &str, as_json: bool) {
         json(&serde_json::json!({ "status": "ok", "export": report, "file": path }));
         return;
     }
-    println!(
+    say!(
         "Exported backup {} to {path}: {} tables, {} rows, {} of SQL{}.",
         report.backup_id,
         report.tables,
@@ -447,7 +559,7 @@ pub fn exported(report: &ExportReport, path: &str, as_json: bool) {
         human_bytes(report.bytes),
         if report.compressed { " (zstd)" } else { "" }
     );
-    println!(
+    say!(
         "Restore with: psql -v ON_ERROR_STOP=1 -d NEWDB -f {path}{}",
         if report.compressed {
             " (after zstd -d)"
@@ -478,17 +590,17 @@ pub fn health(health: &larder::engine::monitor::Health, as_json: bool) {
             Cell::new(&c.detail),
         ]);
     }
-    println!("{t}");
+    say!("{t}");
     for c in health
         .checks
         .iter()
         .filter(|c| c.status != larder::engine::monitor::Status::Ok)
     {
         if let Some(action) = &c.action {
-            println!("  {}: {action}", c.name);
+            say!("  {}: {action}", c.name);
         }
     }
-    println!(
+    say!(
         "Health: {} (checked {})",
         status_word(health.status),
         health.checked_at.format("%Y-%m-%d %H:%M:%S UTC")
@@ -502,7 +614,7 @@ pub fn alerts(health: &larder::engine::monitor::Health, as_json: bool) {
         return;
     }
     if active.is_empty() {
-        println!("No active alerts.");
+        say!("No active alerts.");
         return;
     }
     let mut t = table(&["ALERT", "CHECK", "DETAIL", "ACTION"]);
@@ -514,7 +626,7 @@ pub fn alerts(health: &larder::engine::monitor::Health, as_json: bool) {
             Cell::new(c.action.as_deref().unwrap_or("-")),
         ]);
     }
-    println!("{t}");
+    say!("{t}");
 }
 
 pub fn schedules(statuses: &[larder::engine::schedule::ScheduleStatus], as_json: bool) {
@@ -523,7 +635,7 @@ pub fn schedules(statuses: &[larder::engine::schedule::ScheduleStatus], as_json:
         return;
     }
     if statuses.is_empty() {
-        println!(
+        say!(
             "No schedules configured. Add [[schedules]] entries to the configuration (see examples/backup-cli.toml)."
         );
         return;
@@ -553,5 +665,22 @@ pub fn schedules(statuses: &[larder::engine::schedule::ScheduleStatus], as_json:
             Cell::new(s.status),
         ]);
     }
-    println!("{t}");
+    say!("{t}");
+}
+
+pub fn settings(settings: &[larder::config::Setting], as_json: bool) {
+    if as_json {
+        json(&settings);
+        return;
+    }
+    let mut t = table(&["SETTING", "VALUE", "FROM"]);
+    for s in settings {
+        t.add_row(vec![
+            Cell::new(&s.setting),
+            Cell::new(&s.value),
+            Cell::new(s.origin.to_string()),
+        ]);
+    }
+    say!("{t}");
+    say!("Precedence: flags, then environment variables, then the config file, then defaults.");
 }
