@@ -133,14 +133,12 @@ async fn after_ransomware_on_the_primary_health_validate_and_sync_point_at_the_i
     assert_eq!(code, Some(1), "{health}");
     let latest = check(&health, "latest backup");
     assert!(
-        latest["detail"]
-            .as_str()
-            .is_some_and(|d| {
-                d.contains(&tuesday)
+        latest["detail"].as_str().is_some_and(|d| {
+            d.contains(&tuesday)
             && d.contains(
                 "primary 'local' lost, 2 backup(s) intact on s3, offsite; restore with `--from s3`"
             )
-            }),
+        }),
         "{latest}"
     );
     let local = check(&health, "target local");
