@@ -13,6 +13,7 @@ mod copies_on_every_target;
 mod monitoring;
 mod plugins;
 mod progress;
+mod quickstart;
 mod recovery_fidelity;
 mod recovery_safety;
 mod recovery_strategies;
