@@ -9,6 +9,7 @@ mod support;
 mod backup_consistency;
 mod backup_failures;
 mod backup_fidelity;
+mod configuration;
 mod copies_on_every_target;
 mod monitoring;
 mod plugins;
