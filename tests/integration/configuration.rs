@@ -75,7 +75,10 @@ async fn the_environment_beats_the_config_file_and_connection_errors_name_their_
     let password = setting(&shown, "database.password");
     assert_eq!(password["origin"]["kind"], "env", "{shown}");
     assert_eq!(password["origin"]["name"], "PGPASSWORD", "{shown}");
-    assert_eq!(setting(&shown, "database.url")["origin"]["kind"], "config-file");
+    assert_eq!(
+        setting(&shown, "database.url")["origin"]["kind"],
+        "config-file"
+    );
     assert_eq!(setting(&shown, "config file")["origin"]["kind"], "env");
     assert!(!shown.to_string().contains("right-secret"), "{shown}");
 
@@ -91,7 +94,8 @@ async fn the_environment_beats_the_config_file_and_connection_errors_name_their_
 
     // A DATABASE_URL naming another user replaces the config's URL and its password_file;
     // its own password is shown redacted.
-    let superuser = format!("postgres://postgres:not-needed@127.0.0.1:{port}/pantry?sslmode=disable");
+    let superuser =
+        format!("postgres://postgres:not-needed@127.0.0.1:{port}/pantry?sslmode=disable");
     let shown = cli()
         .env("DATABASE_URL", &superuser)
         .args(["config", "show"])
