@@ -150,6 +150,7 @@ async fn after_ransomware_on_the_primary_health_validate_and_sync_point_at_the_i
         "{local}"
     );
     let human = env.run(&["monitor", "health"]);
+
     assert!(
         String::from_utf8_lossy(&human.stdout).contains("primary 'local' lost"),
         "{}",

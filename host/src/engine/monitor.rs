@@ -163,6 +163,7 @@ pub async fn health(
         let expected = stores.expected.iter().any(|e| e == name);
         checks.push(target_check(
             target,
+            stores.targets,
             expected,
             newest,
             &held,
@@ -284,6 +285,7 @@ pub async fn health(
 /// every backup should be on it), and no damaged copy.
 fn target_check(
     target: &Arc<dyn Target>,
+    all: &[Arc<dyn Target>],
     expected: bool,
     newest: Option<&Manifest>,
     held: &Holdings,
@@ -302,15 +304,17 @@ fn target_check(
         if intact.is_empty() {
             what.to_string()
         } else {
-            let mut on: Vec<&str> = held
-                .copies
-                .values()
-                .flat_map(|c| c.iter())
-                .filter(|(t, p)| t.as_str() != name && **p == Presence::Complete)
-                .map(|(t, _)| t.as_str())
+            let on: Vec<&str> = all
+                .iter()
+                .map(|t| t.name())
+                .filter(|t| {
+                    *t != name
+                        && held
+                            .copies
+                            .values()
+                            .any(|c| c.get(*t) == Some(&Presence::Complete))
+                })
                 .collect();
-            on.sort();
-            on.dedup();
             format!(
                 "{what}; {} backup(s) intact on {}: restore with `--from {}`, rebuild this target with `backup-cli backup sync`",
                 intact.len(),

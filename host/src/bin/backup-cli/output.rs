@@ -591,14 +591,18 @@ pub fn health(health: &larder::engine::monitor::Health, as_json: bool) {
         ]);
     }
     say!("{t}");
+    let mut actions = table(&["CHECK", "WHAT TO DO"]);
     for c in health
         .checks
         .iter()
         .filter(|c| c.status != larder::engine::monitor::Status::Ok)
     {
         if let Some(action) = &c.action {
-            say!("  {}: {action}", c.name);
+            actions.add_row(vec![Cell::new(&c.name), Cell::new(action)]);
         }
+    }
+    if !actions.is_empty() {
+        say!("{actions}");
     }
     say!(
         "Health: {} (checked {})",
