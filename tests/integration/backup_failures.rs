@@ -287,20 +287,6 @@ async fn a_disk_that_fills_during_the_backup_fails_cleanly_and_frees_what_it_wro
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn large_objects_are_refused_rather_than_dropped() {
-    let env = TestEnv::start("largeobjects").await;
-    env.client()
-        .await
-        .batch_execute("SELECT lo_from_bytea(0, 'blob')")
-        .await
-        .expect("large object");
-    let out = env.run(&["backup", "create"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("1 large objects"), "{}", text(&out));
-    assert_eq!(env.run_json(&["backup", "list"]), serde_json::json!([]));
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn a_pg_dump_older_than_the_server_is_refused() {
     let env = TestEnv::start("olddump").await;
     let fake = env.work.path().join("pg_dump-9.6");

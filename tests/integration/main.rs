@@ -11,6 +11,7 @@ mod backup_failures;
 mod backup_fidelity;
 mod configuration;
 mod copies_on_every_target;
+mod fidelity_data;
 mod monitoring;
 mod plugins;
 mod progress;

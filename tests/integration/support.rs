@@ -318,6 +318,75 @@ impl TestEnv {
             .collect()
     }
 
+    /// `psql -v ON_ERROR_STOP=1 -f file` into database `dbname` of this cluster, asserting it
+    /// succeeds (how an operator restores a `backup export`).
+    pub fn psql_file(&self, dbname: &str, file: &Path) {
+        let out = Command::new(self.cluster.bindir().join("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p"])
+            .arg(self.cluster.port().to_string())
+            .args(["-U", "postgres", "-d", dbname, "-f"])
+            .arg(file)
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql could not restore {} into {dbname}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The standard a restore is held to: `pg_dump -Fc source | pg_restore -d target` (target
+    /// created by pg_restore `--create` would take the source's name, so it is created here
+    /// from template0 with the source's encoding and locale).
+    pub async fn pg_restore_copy(&self, source: &str, target: &str) {
+        let settings = self
+            .client_for(source)
+            .await
+            .query_one(
+                "SELECT pg_encoding_to_char(encoding)::text, datcollate::text, datctype::text \
+                 FROM pg_database WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .expect("source database settings");
+        let (encoding, collate, ctype): (String, String, String) =
+            (settings.get(0), settings.get(1), settings.get(2));
+        self.admin()
+            .await
+            .batch_execute(&format!(
+                "CREATE DATABASE \"{target}\" TEMPLATE template0 ENCODING '{encoding}' LC_COLLATE '{collate}' LC_CTYPE '{ctype}'"
+            ))
+            .await
+            .expect("create the pg_restore target");
+        let archive = self.work.path().join(format!("{source}.dump"));
+        let connection = |cmd: &mut Command| {
+            cmd.args(["-h", "127.0.0.1", "-p"])
+                .arg(self.cluster.port().to_string())
+                .args(["-U", "postgres"]);
+        };
+        let mut dump = Command::new(self.cluster.bindir().join("pg_dump"));
+        connection(&mut dump);
+        let out = dump
+            .args(["-Fc", "-d", source, "-f"])
+            .arg(&archive)
+            .output()
+            .expect("run pg_dump");
+        assert!(out.status.success(), "pg_dump -Fc {source}: {}", text(&out));
+        let mut restore = Command::new(self.cluster.bindir().join("pg_restore"));
+        connection(&mut restore);
+        let out = restore
+            .args(["--exit-on-error", "-d", target])
+            .arg(&archive)
+            .output()
+            .expect("run pg_restore");
+        assert!(
+            out.status.success(),
+            "pg_restore into {target}: {}",
+            text(&out)
+        );
+    }
+
     /// A failed new-database restore said it dropped `dbname`, and it is gone.
     pub async fn assert_half_built_dropped(&self, said: &str, dbname: &str) {
         assert!(

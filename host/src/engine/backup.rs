@@ -2,8 +2,8 @@
 //!
 //! Steps, in the order an operator would describe them: export a snapshot; read the catalog
 //! and lock the tables; check the target has room; DDL through pg_dump (pre-data, post-data)
-//! while N workers COPY the tables (largest first, big ones split into block ranges); read the
-//! sequence values; write the manifest last. Any failure leaves no visible backup.
+//! while N workers COPY the tables (largest first, big ones split into block ranges) and one
+//! more the large objects' data; read the sequence values; write the manifest last. Any failure leaves no visible backup.
 
 use crate::engine::Progress;
 use crate::engine::progress::human_bytes;
@@ -16,7 +16,9 @@ use crate::repository::gc::collect_garbage;
 use crate::repository::history::Event;
 use crate::repository::id::new_backup_id;
 use crate::repository::lock::RepoLock;
-use crate::repository::manifest::{BackupType, Manifest, SourceInfo, Stream, TableEntry};
+use crate::repository::manifest::{
+    BackupType, LargeObjects, Manifest, SourceInfo, Stream, TableEntry,
+};
 use crate::repository::stream::{BATCH_BYTES, Stored, StreamWriter, store_bytes};
 use crate::repository::{ChunkIndex, Repository};
 use chrono::Utc;
@@ -98,14 +100,6 @@ async fn take(
     let pg_dump = pg_dump::find(opts.pg_dump.as_deref(), server.major()).await?;
     let full = opts.backup_type == BackupType::Full;
     let tables = if full {
-        let objects = catalog::large_object_count(leader.client()).await?;
-        if objects > 0 {
-            return Err(Error::Unsupported(format!(
-                "database {} holds {objects} large objects (pg_largeobject); this version of backup-cli does not back them up \
-                 and will not drop them silently. Back them up with `pg_dump --large-objects` or move them into bytea columns",
-                server.database
-            )));
-        }
         let tables = catalog::data_tables(leader.client(), server.block_size).await?;
         let names: Vec<String> = tables.iter().map(DataTable::qualified).collect();
         leader.lock_tables(&names).await?;
@@ -118,6 +112,11 @@ async fn take(
     let extensions = catalog::extensions(leader.client()).await?;
     let roles = catalog::roles(leader.client()).await?;
     let foreign_keys = catalog::foreign_keys(leader.client()).await?;
+    let large_objects = if full {
+        catalog::large_objects(leader.client(), None).await?
+    } else {
+        (Vec::new(), 0)
+    };
     preflight_space(repo, &tables).await?;
 
     let lock = RepoLock::shared(repo, &id).await?;
@@ -131,7 +130,7 @@ async fn take(
                 progress,
                 snapshot_id: &leader.snapshot_id,
             };
-            run.write_streams(&pg_dump, &tables).await
+            run.write_streams(&pg_dump, &tables, large_objects).await
         }
         Err(e) => Err(e),
     };
@@ -160,6 +159,7 @@ async fn take(
                     snapshot_lsn: leader.lsn.clone(),
                     snapshot_xmin: leader.xmin.clone(),
                     pg_dump_version: pg_dump.version.clone(),
+                    locale: server.locale.clone(),
                 },
                 new_bytes: streams.new_bytes,
                 pre_data: streams.pre_data,
@@ -170,6 +170,7 @@ async fn take(
                 extensions,
                 roles,
                 foreign_keys,
+                large_objects: streams.large_objects,
                 compression_level: opts.compression_level,
             };
             match leader.finish().await {
@@ -254,6 +255,7 @@ struct Streams {
     pre_data: Stream,
     post_data: Stream,
     tables: Vec<TableEntry>,
+    large_objects: Option<LargeObjects>,
     new_bytes: u64,
 }
 
@@ -272,6 +274,7 @@ impl Run<'_> {
         &self,
         pg_dump: &pg_dump::PgDump,
         tables: &[DataTable],
+        (lo_oids, lo_bytes): (Vec<u32>, i64),
     ) -> Result<Streams> {
         let level = self.opts.compression_level;
         let ddl = |section: &'static str| async move {
@@ -280,8 +283,12 @@ impl Run<'_> {
                 .await?;
             store_bytes(self.repo, self.index.clone(), level, sql).await
         };
-        let (pre, post, parts) =
-            tokio::try_join!(ddl("pre-data"), ddl("post-data"), self.copy_tables(tables))?;
+        let (pre, post, parts, lo_data) = tokio::try_join!(
+            ddl("pre-data"),
+            ddl("post-data"),
+            self.copy_tables(tables),
+            self.copy_large_objects(lo_oids.len(), lo_bytes)
+        )?;
 
         let mut entries: Vec<TableEntry> = tables
             .iter()
@@ -290,6 +297,7 @@ impl Run<'_> {
                 name: t.name.clone(),
                 columns: t.columns.clone(),
                 partition_of: t.partition_of.clone(),
+                filter: t.filter.clone(),
                 rows: 0,
                 logical_bytes: 0,
                 checksum: String::new(),
@@ -311,12 +319,45 @@ impl Run<'_> {
         for (entry, checksum) in entries.iter_mut().zip(checksums) {
             entry.checksum = checksum.encode();
         }
+        let large_objects = lo_data.map(|stored| {
+            new_bytes += stored.new_bytes;
+            LargeObjects {
+                oids: lo_oids,
+                content_bytes: lo_bytes.max(0) as u64,
+                data: stored.stream,
+            }
+        });
         Ok(Streams {
             pre_data: pre.stream,
             post_data: post.stream,
             tables: entries,
+            large_objects,
             new_bytes,
         })
+    }
+
+    /// The large objects' data on a connection of its own, alongside the tables; their
+    /// creation, owners, privileges and comments come with pg_dump's pre-data.
+    async fn copy_large_objects(&self, count: usize, bytes: i64) -> Result<Option<Stored>> {
+        if count == 0 {
+            return Ok(None);
+        }
+        let estimate = bytes.max(0) as u64 * 2;
+        let job = PartJob {
+            table: 0,
+            part: 0,
+            sql: catalog::large_object_copy(None),
+            label: format!("{count} large objects"),
+            estimate,
+        };
+        let overall = ProgressBar::hidden(); // the tables' overall bar does not count these
+        let bar = self.progress.item(&job.label, estimate);
+        let client = snapshot::worker(self.settings, self.snapshot_id).await?;
+        let level = self.opts.compression_level;
+        let stored =
+            copy_part(&client, self.repo, &self.index, level, &job, &bar, &overall).await?;
+        bar.finish_and_clear();
+        Ok(Some(stored))
     }
 
     async fn copy_tables(&self, tables: &[DataTable]) -> Result<Vec<(usize, usize, Stored)>> {
@@ -380,6 +421,20 @@ fn plan_parts(tables: &[DataTable], jobs: usize, split_bytes: Option<u64>) -> Ve
     for (i, t) in tables.iter().enumerate() {
         let bytes = t.bytes.max(0) as u64;
         let cols = t.columns.join(", ");
+        if let Some(filter) = &t.filter {
+            // An extension configuration table: the user's rows only, as pg_dump reads them.
+            out.push(PartJob {
+                table: i,
+                part: 0,
+                sql: format!(
+                    "COPY (SELECT {cols} FROM ONLY {} {filter}) TO STDOUT",
+                    t.qualified()
+                ),
+                label: t.qualified(),
+                estimate: bytes,
+            });
+            continue;
+        }
         let ranges = if bytes > split + split / 2 && t.pages > 1 {
             bytes.div_ceil(split).min(t.pages as u64)
         } else {

@@ -1,10 +1,12 @@
 //! `backup export --format sql`: a plain SQL script that psql alone can restore.
 //!
-//! pre-data (as pg_dump wrote it), each table's rows as `COPY … FROM stdin` blocks, sequence
-//! values, then post-data. Chunks are streamed one at a time, so memory stays bounded; the
+//! pre-data (as pg_dump wrote it), each table's rows as `COPY … FROM stdin` blocks, the large
+//! objects' data (loaded into a temporary table, then written with `lo_put`), sequence values,
+//! then post-data. Chunks are streamed one at a time, so memory stays bounded; the
 //! output is zstd-compressed when the file name ends in `.zst`.
 
 use crate::error::{Error, Result};
+use crate::pg::catalog;
 use crate::repository::Repository;
 use crate::repository::manifest::{Manifest, quote_ident};
 use serde::Serialize;
@@ -112,6 +114,22 @@ pub async fn export(
             }
         }
         w.put(b"\\.\n")?;
+    }
+    if let Some(lo) = &manifest.large_objects {
+        // pre-data created them (with owners, privileges and comments); this writes their data.
+        let [create, copy, write] = catalog::LARGE_OBJECT_LOAD;
+        w.put(
+            format!(
+                "\n--\n-- Data for large objects ({} objects)\n--\n\n{create};\n{copy};\n",
+                lo.oids.len()
+            )
+            .as_bytes(),
+        )?;
+        let context = format!("large objects, backup {}", manifest.id);
+        for chunk in &lo.data.chunks {
+            w.put(&repo.read_chunk(chunk, &context).await?)?;
+        }
+        w.put(format!("\\.\n{write};\n").as_bytes())?;
     }
     w.put(b"\n--\n-- Sequence values\n--\n\n")?;
     for seq in &manifest.sequences {

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::pg::{ConnectionSettings, catalog};
 use crate::repository::Repository;
 use crate::repository::history::DEFAULT_RESTORE_BYTES_PER_SECOND;
-use crate::repository::manifest::{BackupType, Manifest, TableEntry};
+use crate::repository::manifest::{BackupType, DatabaseLocale, Manifest, TableEntry};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -106,6 +106,126 @@ pub struct PlanTarget {
     pub exists: bool,
 }
 
+/// How `new-database` creates the target: from template0 with the backup's encoding and, where
+/// the target server has it, the source's locale.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewDatabase {
+    pub template: String,
+    pub encoding: String,
+    /// The locale the new database gets (empty fields: the target server's default).
+    pub locale: DatabaseLocale,
+    /// Why it differs from the source database's, when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub differs: Option<String>,
+    #[serde(skip)]
+    target_version_num: i32,
+}
+
+impl NewDatabase {
+    /// Decides the locale: the source's when the target can create it, else C (valid with
+    /// every encoding), saying so.
+    async fn decide(
+        admin: &tokio_postgres::Client,
+        manifest: &Manifest,
+        target_version_num: i32,
+    ) -> Result<NewDatabase> {
+        let source = &manifest.source.locale;
+        let encoding = manifest.source.encoding.clone();
+        let provider_ok = match source.provider.as_str() {
+            "icu" => target_version_num >= 150000,
+            "builtin" => target_version_num >= 170000,
+            _ => true,
+        };
+        let (locale, differs) = if source.lc_collate.is_empty() {
+            (
+                DatabaseLocale::default(),
+                Some("the backup does not record the source's locale (taken by an older version): the target server's default is used".into()),
+            )
+        } else if provider_ok && catalog::locale_available(admin, source, &encoding).await? {
+            (source.clone(), None)
+        } else {
+            (
+                DatabaseLocale {
+                    lc_collate: "C".into(),
+                    lc_ctype: "C".into(),
+                    provider: "libc".into(),
+                    locale: None,
+                },
+                Some(format!(
+                    "the source's locale ({}) is not available on the target server: the new database uses C, so text sorts by byte value; \
+                     install the locale on the target server and restore again to keep the source's ordering",
+                    describe_locale(source)
+                )),
+            )
+        };
+        Ok(NewDatabase {
+            template: "template0".into(),
+            encoding,
+            locale,
+            differs,
+            target_version_num,
+        })
+    }
+
+    /// The `CREATE DATABASE` statement for database `name`.
+    pub fn create_sql(&self, name: &str) -> String {
+        let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        let mut sql = format!(
+            "CREATE DATABASE {} TEMPLATE {} ENCODING {}",
+            crate::repository::manifest::quote_ident(name),
+            crate::repository::manifest::quote_ident(&self.template),
+            literal(&self.encoding)
+        );
+        let l = &self.locale;
+        if !l.lc_collate.is_empty() {
+            sql.push_str(&format!(
+                " LC_COLLATE {} LC_CTYPE {}",
+                literal(&l.lc_collate),
+                literal(&l.lc_ctype)
+            ));
+            // A cluster created with ICU as its default would otherwise give ICU.
+            if self.target_version_num >= 150000 {
+                let provider = if l.provider.is_empty() {
+                    "libc"
+                } else {
+                    l.provider.as_str()
+                };
+                sql.push_str(&format!(" LOCALE_PROVIDER {provider}"));
+                match (provider, &l.locale) {
+                    ("icu", Some(locale)) => {
+                        sql.push_str(&format!(" ICU_LOCALE {}", literal(locale)))
+                    }
+                    ("builtin", Some(locale)) => {
+                        sql.push_str(&format!(" BUILTIN_LOCALE {}", literal(locale)))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        sql
+    }
+
+    /// "template0, encoding LATIN1, LC_COLLATE C, LC_CTYPE C", as the plan's step says it.
+    pub fn describe(&self) -> String {
+        let locale = if self.locale.lc_collate.is_empty() {
+            "the target server's default locale".to_string()
+        } else {
+            describe_locale(&self.locale)
+        };
+        format!("{}, encoding {}, {locale}", self.template, self.encoding)
+    }
+}
+
+fn describe_locale(l: &DatabaseLocale) -> String {
+    let mut out = format!("LC_COLLATE {}, LC_CTYPE {}", l.lc_collate, l.lc_ctype);
+    if let Some(locale) = &l.locale
+        && l.provider != "libc"
+    {
+        out.push_str(&format!(", {} locale {locale}", l.provider));
+    }
+    out
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RecoveryPlan {
     pub backup_id: String,
@@ -125,6 +245,9 @@ pub struct RecoveryPlan {
     /// Reasons `recovery execute` will refuse; empty when the plan can run.
     pub blockers: Vec<String>,
     pub steps: Vec<String>,
+    /// How a new database is created (null for the strategies that restore into an existing one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_database: Option<NewDatabase>,
     /// Triggers stay off for restored rows (needs a superuser on existing tables).
     pub triggers_suppressed: bool,
     pub verification: Verification,
@@ -334,6 +457,11 @@ pub async fn plan(
     }
     let target_exists = catalog::database_exists(&admin, &target_settings.dbname).await?;
     let facts = catalog::target_facts(&admin).await?;
+    let new_database = if req.strategy == Strategy::NewDatabase {
+        Some(NewDatabase::decide(&admin, manifest, facts.version_num).await?)
+    } else {
+        None
+    };
     let target_client = if req.strategy != Strategy::NewDatabase {
         if !target_exists {
             return Err(Error::Refused(format!(
@@ -395,6 +523,19 @@ pub async fn plan(
                 "extension {} is not available on the target server: install its package",
                 ext.name
             ));
+        }
+    }
+    if let Some(new) = &new_database {
+        requirements.push(Requirement {
+            name: "locale".into(),
+            ok: new.differs.is_none(),
+            detail: match &new.differs {
+                Some(why) => why.clone(),
+                None => format!("the source's, available on the target ({})", new.describe()),
+            },
+        });
+        if let Some(why) = &new.differs {
+            risks.push(why.clone());
         }
     }
     let existing_roles = catalog::existing_roles(&admin).await?;
@@ -531,8 +672,21 @@ pub async fn plan(
         Strategy::NewDatabase => {
             // A failure drops the new database, so chunks are checked as they are loaded
             // rather than all beforehand (`--dry-run` checks them all without loading).
-            steps.push(format!("create database {}", target_settings.dbname));
+            if let Some(new) = &new_database {
+                steps.push(format!(
+                    "create database {} from {}",
+                    target_settings.dbname,
+                    new.describe()
+                ));
+            }
             steps.push("create the schema (pg_dump pre-data)".into());
+            if let Some(lo) = &manifest.large_objects {
+                steps.push(format!(
+                    "write the data of {} large object(s) ({})",
+                    lo.oids.len(),
+                    human_bytes(lo.content_bytes)
+                ));
+            }
             steps.push(format!(
                 "load {} table(s) in parallel with COPY, checking each of the {chunks} chunks (SHA-256, decompression) before its rows are sent",
                 selected.len()
@@ -552,6 +706,12 @@ pub async fn plan(
                 "in one transaction: drop schemas {} and recreate them from the backup",
                 manifest.schemas.join(", ")
             ));
+            if let Some(lo) = &manifest.large_objects {
+                steps.push(format!(
+                    "replace the backup's {} large object(s) (others in the database are kept)",
+                    lo.oids.len()
+                ));
+            }
             steps.push(format!("load every table, build post-data, set sequences, {verify}; commit only if all checks pass"));
             risks.push(format!(
                 "replace drops every object in schemas {} of {}: anything created or changed since the backup ({}) is lost",
@@ -616,6 +776,7 @@ pub async fn plan(
         risks,
         blockers,
         steps,
+        new_database,
         triggers_suppressed,
         verification: req.verification,
         selected,
@@ -643,4 +804,8 @@ fn count_chunks(manifest: &Manifest, selected: &[usize]) -> usize {
         .sum::<usize>()
         + manifest.pre_data.chunks.len()
         + manifest.post_data.chunks.len()
+        + manifest
+            .large_objects
+            .as_ref()
+            .map_or(0, |lo| lo.data.chunks.len())
 }

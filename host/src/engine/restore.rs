@@ -48,6 +48,21 @@ pub struct TableResult {
     pub ok: bool,
 }
 
+/// The large objects a restore wrote, checked as tables are.
+#[derive(Debug, Clone, Serialize)]
+pub struct LargeObjectResult {
+    /// Large objects in the backup.
+    pub backup_count: u64,
+    /// Of those, how many the target holds after the restore.
+    pub target_count: u64,
+    /// Bytes of content in the backup and in the target.
+    pub backup_bytes: u64,
+    pub target_bytes: u64,
+    /// Whether the content's checksum equals the backup's (`--verify checksums`; else null).
+    pub checksum_ok: Option<bool>,
+    pub ok: bool,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RestoreReport {
     pub backup_id: String,
@@ -59,6 +74,9 @@ pub struct RestoreReport {
     pub duration_seconds: f64,
     pub chunks_verified: usize,
     pub tables: Vec<TableResult>,
+    /// Large objects restored (null when the backup has none or the strategy leaves them:
+    /// `replace -t` and `missing-rows` restore tables only).
+    pub large_objects: Option<LargeObjectResult>,
     pub rows: u64,
     pub bytes: u64,
     /// Constraints the restore left NOT VALID (a failure; empty in a finished restore).
@@ -106,6 +124,7 @@ pub async fn execute(
             plan.selected_tables(manifest)
                 .iter()
                 .flat_map(|t| &t.parts)
+                .chain(manifest.large_objects.as_ref().map(|lo| &lo.data))
                 .map(|p| p.chunks.len())
                 .sum()
         }
@@ -124,6 +143,7 @@ pub async fn execute(
     };
     let Outcome {
         tables,
+        large_objects,
         unvalidated,
         not_valid_as_before,
     } = match plan.strategy {
@@ -141,8 +161,11 @@ pub async fn execute(
         chunks_verified,
         rows: selected.iter().map(|t| t.rows).sum(),
         bytes: selected.iter().map(|t| t.logical_bytes).sum(),
-        ok: tables.iter().all(|t| t.ok) && unvalidated.is_empty(),
+        ok: tables.iter().all(|t| t.ok)
+            && large_objects.as_ref().is_none_or(|lo| lo.ok)
+            && unvalidated.is_empty(),
         tables,
+        large_objects,
         unvalidated_constraints: unvalidated,
         not_valid_as_before,
         fallbacks: repo.notices(),
@@ -173,6 +196,7 @@ struct Job {
 
 struct Outcome {
     tables: Vec<TableResult>,
+    large_objects: Option<LargeObjectResult>,
     /// NOT VALID constraints that were not so before the restore.
     unvalidated: Vec<String>,
     /// NOT VALID constraints that were so before (in the backup, or in the target).
@@ -194,6 +218,7 @@ async fn outcome(
             .partition(|c| before.contains(&c.tag));
     Ok(Outcome {
         tables: results,
+        large_objects: None,
         unvalidated: unvalidated.into_iter().map(|c| c.name).collect(),
         not_valid_as_before: as_before.into_iter().map(|c| c.name).collect(),
     })
@@ -241,16 +266,37 @@ async fn load_part(
     into: &str,
     bar: &ProgressBar,
 ) -> Result<u64> {
-    let context = format!("table {}, backup {backup_id}", table.display_name());
-    let loading = format!("loading {}", table.display_name());
+    copy_stream(
+        client,
+        repo,
+        &copy_in_sql(into, &table.columns),
+        part,
+        &format!("table {}, backup {backup_id}", table.display_name()),
+        &format!("loading {}", table.display_name()),
+        bar,
+    )
+    .await
+}
+
+/// Sends a stored stream to `copy_in` (`COPY … FROM STDIN`), reading a chunk ahead.
+/// `context` names the stream in chunk errors, `loading` the step in server errors.
+async fn copy_stream(
+    client: &Client,
+    repo: &Repository,
+    copy_in: &str,
+    stream: &Stream,
+    context: &str,
+    loading: &str,
+    bar: &ProgressBar,
+) -> Result<u64> {
     let sink = client
-        .copy_in::<_, Bytes>(copy_in_sql(into, &table.columns).as_str())
+        .copy_in::<_, Bytes>(copy_in)
         .await
-        .map_err(Error::db(loading.clone()))?;
+        .map_err(Error::db(loading.to_string()))?;
     let mut sink = std::pin::pin!(sink);
-    let mut chunks = futures_util::stream::iter(part.chunks.clone())
+    let mut chunks = futures_util::stream::iter(stream.chunks.clone())
         .map(|chunk| {
-            let (repo, context) = (repo.clone(), context.clone());
+            let (repo, context) = (repo.clone(), context.to_string());
             async move { repo.read_chunk(&chunk, &context).await }
         })
         .buffered(2);
@@ -259,10 +305,69 @@ async fn load_part(
         let len = data.len() as u64;
         sink.send(Bytes::from(data))
             .await
-            .map_err(Error::db(loading.clone()))?;
+            .map_err(Error::db(loading.to_string()))?;
         Progress::advance(bar, len);
     }
-    sink.as_mut().finish().await.map_err(Error::db(loading))
+    sink.as_mut()
+        .finish()
+        .await
+        .map_err(Error::db(loading.to_string()))
+}
+
+/// Order-independent checksum of the lines a `COPY … TO STDOUT` produces.
+async fn copy_checksum(client: &Client, sql: &str, context: &str) -> Result<RowChecksum> {
+    let stream = client
+        .copy_out(sql)
+        .await
+        .map_err(Error::db(context.to_string()))?;
+    let mut stream = std::pin::pin!(stream);
+    let mut sum = RowChecksum::default();
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(piece) = stream.next().await {
+        pending.extend_from_slice(&piece.map_err(Error::db(context.to_string()))?);
+        if let Some(end) = memchr::memrchr(b'\n', &pending) {
+            sum.add_lines(&pending[..=end]);
+            pending.drain(..=end);
+        }
+    }
+    sum.add_lines(&pending);
+    Ok(sum)
+}
+
+/// A pg_dump section as UTF-8 text whose `SET client_encoding` says so: every restore session
+/// runs DDL and COPY data in UTF-8, the encoding Larder holds both in. Backups taken before
+/// pg_dump was asked for UTF-8 hold a LATIN1 database's DDL in LATIN1 (converted here, byte
+/// for byte); other encodings are refused rather than guessed.
+fn ddl_text(sql: Vec<u8>, section: &str, backup_id: &str) -> Result<String> {
+    const SET: &str = "SET client_encoding = '";
+    let declared = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(SET)?.split('\'').next().map(str::to_string))
+    };
+    let text = match String::from_utf8(sql) {
+        Ok(text) => text,
+        Err(e) => {
+            let bytes = e.into_bytes();
+            let latin1: String = bytes.iter().map(|&b| char::from(b)).collect();
+            match declared(&latin1).as_deref() {
+                Some("LATIN1") => latin1,
+                other => {
+                    return Err(Error::Recovery(format!(
+                        "the {section} section of backup {backup_id} is not UTF-8 (pg_dump wrote it in {}); \
+                         this version converts only LATIN1. Take a new backup of the source database, or restore with \
+                         the version of backup-cli that took this one",
+                        other.unwrap_or("an undeclared encoding")
+                    )));
+                }
+            }
+        }
+    };
+    Ok(match declared(&text) {
+        Some(encoding) if encoding != "UTF8" => {
+            text.replacen(&format!("{SET}{encoding}';"), &format!("{SET}UTF8';"), 1)
+        }
+        _ => text,
+    })
 }
 
 /// Runs `work` over `items` on `jobs` connections; the first error stops the rest.
@@ -320,7 +425,7 @@ async fn verify_table(
         (Verification::Rows, Some(rows)) => (rows as i64, None),
         (Verification::Rows, None) => {
             let rows: i64 = client
-                .query_one(&format!("SELECT count(*) FROM {}", table.qualified()), &[])
+                .query_one(&table.count_sql(), &[])
                 .await
                 .map_err(Error::db(format!("counting {}", table.display_name())))?
                 .get(0);
@@ -343,31 +448,12 @@ async fn verify_table(
 
 /// Row count and order-independent checksum of a table as it is now.
 async fn table_state(client: &Client, table: &TableEntry) -> Result<(i64, RowChecksum)> {
-    let sql = if table.columns.is_empty() {
-        format!("COPY {} TO STDOUT", table.qualified())
-    } else {
-        format!(
-            "COPY {} ({}) TO STDOUT",
-            table.qualified(),
-            table.columns.join(", ")
-        )
-    };
-    let context = format!("verifying {}", table.display_name());
-    let stream = client
-        .copy_out(sql.as_str())
-        .await
-        .map_err(Error::db(context.clone()))?;
-    let mut stream = std::pin::pin!(stream);
-    let mut sum = RowChecksum::default();
-    let mut pending: Vec<u8> = Vec::new();
-    while let Some(piece) = stream.next().await {
-        pending.extend_from_slice(&piece.map_err(Error::db(context.clone()))?);
-        if let Some(end) = memchr::memrchr(b'\n', &pending) {
-            sum.add_lines(&pending[..=end]);
-            pending.drain(..=end);
-        }
-    }
-    sum.add_lines(&pending);
+    let sum = copy_checksum(
+        client,
+        &table.copy_out_sql(),
+        &format!("verifying {}", table.display_name()),
+    )
+    .await?;
     Ok((sum.rows as i64, sum))
 }
 
@@ -499,6 +585,20 @@ fn checked(outcome: Outcome) -> Result<Outcome> {
             )
         })
         .collect();
+    if let Some(lo) = outcome.large_objects.as_ref().filter(|lo| !lo.ok) {
+        return Err(Error::Recovery(format!(
+            "verification failed for the large objects ({} in the backup with {} bytes, {} restored with {} bytes, checksum {})",
+            lo.backup_count,
+            lo.backup_bytes,
+            lo.target_count,
+            lo.target_bytes,
+            match lo.checksum_ok {
+                Some(true) => "ok",
+                Some(false) => "MISMATCH",
+                None => "n/a",
+            }
+        )));
+    }
     if !failed.is_empty() {
         return Err(Error::Recovery(format!(
             "verification failed for {}",
@@ -562,7 +662,7 @@ impl Job {
                 &format!("{name} section, backup {}", self.manifest.id),
             )
             .await?;
-        let script = Script::parse(&String::from_utf8_lossy(&sql));
+        let script = Script::parse(&ddl_text(sql, name, &self.manifest.id)?);
         Ok(if self.plan.no_owner {
             script.without_ownership()
         } else {
@@ -577,18 +677,75 @@ impl Job {
         )
     }
 
+    /// Writes the large objects' data into the objects pre-data created, then checks them
+    /// as tables are checked: their number and size, and with `--verify checksums` their
+    /// content, re-read the way the backup read it.
+    async fn restore_large_objects(&self, client: &Client) -> Result<Option<LargeObjectResult>> {
+        let Some(lo) = &self.manifest.large_objects else {
+            return Ok(None);
+        };
+        let [create, copy, write] = catalog::LARGE_OBJECT_LOAD;
+        client
+            .batch_execute(create)
+            .await
+            .map_err(Error::db("preparing to load large objects"))?;
+        let bar = self.progress.item("large objects", lo.data.bytes);
+        copy_stream(
+            client,
+            &self.repo,
+            copy,
+            &lo.data,
+            &format!("large objects, backup {}", self.manifest.id),
+            "loading large objects",
+            &bar,
+        )
+        .await?;
+        bar.finish_and_clear();
+        client
+            .batch_execute(write)
+            .await
+            .map_err(Error::db("writing large objects"))?;
+        let (found, bytes) = catalog::large_objects(client, Some(&lo.oids)).await?;
+        let checksum_ok = match self.plan.verification {
+            Verification::Rows => None,
+            Verification::Checksums => {
+                let sum = copy_checksum(
+                    client,
+                    &catalog::large_object_copy(Some(&lo.oids)),
+                    "verifying large objects",
+                )
+                .await?;
+                Some(sum.encode() == lo.data.checksum && sum.rows == lo.data.rows)
+            }
+        };
+        Ok(Some(LargeObjectResult {
+            backup_count: lo.oids.len() as u64,
+            target_count: found.len() as u64,
+            backup_bytes: lo.content_bytes,
+            target_bytes: bytes.max(0) as u64,
+            ok: found.len() == lo.oids.len()
+                && bytes.max(0) as u64 == lo.content_bytes
+                && checksum_ok != Some(false),
+            checksum_ok,
+        }))
+    }
+
     /// Restore into a database created for it; dropped again if anything fails.
     async fn new_database(&self) -> Result<Outcome> {
         let target = &self.plan.target_settings;
         let admin = admin_connection(target, &self.manifest.source.database).await?;
         let db = quote_ident(&target.dbname);
+        let creation = self.plan.new_database.as_ref().ok_or_else(|| {
+            Error::Recovery("the plan does not say how to create the new database".into())
+        })?;
         admin
-            .batch_execute(&format!(
-                "CREATE DATABASE {db} TEMPLATE template0 ENCODING '{}'",
-                self.manifest.source.encoding.replace('\'', "")
-            ))
+            .batch_execute(&creation.create_sql(&target.dbname))
             .await
-            .map_err(Error::db(format!("creating database {}", target.dbname)))?;
+            .map_err(Error::db(format!(
+                "creating database {} from {}",
+                target.dbname,
+                creation.describe()
+            )))?;
         match self.build_new_database().await.and_then(checked) {
             Ok(outcome) => Ok(outcome),
             Err(e) => {
@@ -669,6 +826,7 @@ impl Job {
             *rows_loaded.entry(t).or_default() += rows;
         }
         overall.finish_and_clear();
+        let large_objects = self.restore_large_objects(&main).await?;
         tracing::info!(
             "schema and data loaded in {:.1} s",
             started.elapsed().as_secs_f64()
@@ -796,7 +954,11 @@ impl Job {
             started.elapsed().as_secs_f64()
         );
         set_autovacuum(&main, &paused, true).await?;
-        outcome(&main, results, &[], &not_valid_in(&[&pre, &post])).await
+        let outcome = outcome(&main, results, &[], &not_valid_in(&[&pre, &post])).await?;
+        Ok(Outcome {
+            large_objects,
+            ..outcome
+        })
     }
 
     /// Runs the strategy inside one transaction on the target, committing only if it
@@ -934,6 +1096,18 @@ impl Job {
                 .await
                 .map_err(Error::db("recreating schema public"))?;
         }
+        // The backup's large objects are replaced (pre-data creates them again); others the
+        // database holds now are kept, as `pg_restore --clean` keeps them.
+        if let Some(lo) = &self.manifest.large_objects {
+            client
+                .query(
+                    "SELECT count(pg_catalog.lo_unlink(oid)) FROM pg_catalog.pg_largeobject_metadata \
+                     WHERE oid = ANY ($1::oid[])",
+                    &[&lo.oids],
+                )
+                .await
+                .map_err(Error::db("removing the large objects the backup replaces"))?;
+        }
         let pre = self.section(&self.manifest.pre_data, "pre-data").await?;
         client
             .batch_execute(&pre.to_sql())
@@ -941,6 +1115,7 @@ impl Job {
             .map_err(Error::db("creating the schema (pre-data)"))?;
         let order: Vec<usize> = self.plan.selected.clone();
         self.load_in_order(client, &order).await?;
+        let large_objects = self.restore_large_objects(client).await?;
         let post = self.section(&self.manifest.post_data, "post-data").await?;
         client
             .batch_execute(&post.to_sql())
@@ -949,15 +1124,39 @@ impl Job {
         let sequences: Vec<&SequenceValue> = self.manifest.sequences.iter().collect();
         set_sequences(client, &sequences).await?;
         let tables = self.verify_in(client).await?;
-        outcome(client, tables, &[], &not_valid_in(&[&pre, &post])).await
+        let outcome = outcome(client, tables, &[], &not_valid_in(&[&pre, &post])).await?;
+        Ok(Outcome {
+            large_objects,
+            ..outcome
+        })
     }
 
     /// Subset replace: empty the chosen tables and reload them.
     async fn replace_tables(&self, client: &Client) -> Result<Outcome> {
         let names: Vec<String> = self.selected().iter().map(|t| t.qualified()).collect();
         let before = self.not_valid_now(client, &names).await?;
+        // An extension configuration table keeps the rows its extension made; the user's
+        // rows (those its filter selects) are replaced.
+        let (filtered, whole): (Vec<&TableEntry>, Vec<&TableEntry>) = self
+            .selected()
+            .into_iter()
+            .partition(|t| t.filter.is_some());
+        let mut empty: Vec<String> = filtered
+            .iter()
+            .map(|t| {
+                format!(
+                    "DELETE FROM ONLY {} {}",
+                    t.qualified(),
+                    t.filter.as_deref().unwrap_or_default()
+                )
+            })
+            .collect();
+        if !whole.is_empty() {
+            let whole: Vec<String> = whole.iter().map(|t| t.qualified()).collect();
+            empty.push(format!("TRUNCATE ONLY {}", whole.join(", ")));
+        }
         client
-            .batch_execute(&format!("TRUNCATE ONLY {}", names.join(", ")))
+            .batch_execute(&empty.join(";\n"))
             .await
             .map_err(Error::db(format!("emptying {}", names.join(", "))))?;
         let order = parents_first(&self.manifest, &self.plan.selected);

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamReport {
-    /// A table (`schema.name`) or a DDL section (`pre-data`, `post-data`).
+    /// A table (`schema.name`), a DDL section (`pre-data`, `post-data`) or `large objects`.
     pub name: String,
     pub expected_rows: u64,
     pub found_rows: u64,
@@ -49,6 +49,9 @@ impl ValidationReport {
             .cloned()
     }
 }
+
+/// How reports name the large objects' data.
+const LARGE_OBJECTS: &str = "large objects";
 
 struct Item<'a> {
     name: String,
@@ -135,6 +138,15 @@ pub async fn verify(
         expected_rows: t.rows,
         expected_checksum: Some(t.checksum.as_str()),
     }));
+    if let Some(lo) = &manifest.large_objects {
+        items.push(Item {
+            name: LARGE_OBJECTS.into(),
+            what: LARGE_OBJECTS.into(),
+            streams: vec![&lo.data],
+            expected_rows: lo.data.rows,
+            expected_checksum: Some(lo.data.checksum.as_str()),
+        });
+    }
 
     // (item, part, chunk) for every chunk, verified in parallel.
     let work: Vec<(usize, usize, &ChunkRef)> = items
@@ -214,8 +226,8 @@ pub async fn verify(
             && total.encode() != expected
         {
             report.problems.push(format!(
-                "Checksum verification failed: rows of table {} do not match the manifest checksum (backup {})",
-                item.name, manifest.id
+                "Checksum verification failed: rows of {} do not match the manifest checksum (backup {})",
+                item.what, manifest.id
             ));
         }
         report.ok = report.problems.is_empty();

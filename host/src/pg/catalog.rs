@@ -2,7 +2,9 @@
 //! sequences and large objects.
 
 use crate::error::{Error, Result};
-use crate::repository::manifest::{Extension, ForeignKey, SequenceValue, quote_ident};
+use crate::repository::manifest::{
+    DatabaseLocale, Extension, ForeignKey, LARGE_OBJECT_SLICE, SequenceValue, quote_ident,
+};
 use tokio_postgres::Client;
 
 /// Filters out system schemas and objects that belong to extensions (their DDL recreates them).
@@ -12,6 +14,11 @@ const USER_RELATION: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema
     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
                     AND d.objid = c.oid AND d.deptype = 'e')";
 
+/// Tables and sequences an extension registered with `pg_extension_config_dump`: they belong
+/// to the extension, but their user rows and values are backed up, as pg_dump does.
+const EXTENSION_CONFIG: &str =
+    "c.oid IN (SELECT unnest(e.extconfig) FROM pg_extension e WHERE e.extconfig IS NOT NULL)";
+
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
     pub version: String,
@@ -19,6 +26,7 @@ pub struct ServerInfo {
     pub database: String,
     pub encoding: String,
     pub block_size: i64,
+    pub locale: DatabaseLocale,
 }
 
 impl ServerInfo {
@@ -32,6 +40,8 @@ impl ServerInfo {
 pub struct DataTable {
     pub schema: String,
     pub name: String,
+    /// An extension configuration table's `pg_extension_config_dump` condition.
+    pub filter: Option<String>,
     /// Quoted column names in COPY order (generated columns excluded; they are recomputed).
     pub columns: Vec<String>,
     pub partition_of: Option<String>,
@@ -52,19 +62,94 @@ pub async fn server_info(client: &Client) -> Result<ServerInfo> {
         .query_one(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int4, \
              current_database()::text, pg_encoding_to_char(d.encoding)::text, \
-             current_setting('block_size')::int8 \
+             current_setting('block_size')::int8, d.datcollate::text, d.datctype::text \
              FROM pg_database d WHERE d.datname = current_database()",
             &[],
         )
         .await
         .map_err(Error::db("reading server information"))?;
+    let version_num: i32 = row.get(1);
+    let (provider, locale) = locale_provider(client, version_num, "current_database()").await?;
     Ok(ServerInfo {
         version: row.get(0),
-        version_num: row.get(1),
+        version_num,
         database: row.get(2),
         encoding: row.get(3),
         block_size: row.get(4),
+        locale: DatabaseLocale {
+            lc_collate: row.get(5),
+            lc_ctype: row.get(6),
+            provider,
+            locale,
+        },
     })
+}
+
+/// A database's locale provider (`libc`, `icu`, `builtin`) and its ICU or builtin locale;
+/// the catalog columns differ by version (none before 15, `daticulocale` in 15 and 16,
+/// `datlocale` from 17). `database`: an SQL expression naming it.
+async fn locale_provider(
+    client: &Client,
+    version_num: i32,
+    database: &str,
+) -> Result<(String, Option<String>)> {
+    if version_num < 150000 {
+        return Ok(("libc".into(), None));
+    }
+    let locale = if version_num >= 170000 {
+        "datlocale"
+    } else {
+        "daticulocale"
+    };
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT CASE datlocprovider WHEN 'i' THEN 'icu' WHEN 'b' THEN 'builtin' ELSE 'libc' END, \
+                        {locale}::text FROM pg_database WHERE datname = {database}"
+            ),
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading the database's locale provider"))?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Whether the target server can create a database with `locale` and `encoding`: C and POSIX
+/// always can; other libc locales when the server knows them (a collation imported from the
+/// operating system at initdb, or a database already using them); ICU when the server was
+/// built with it. Spellings differ (`en_US.UTF-8`, `en_US.utf8`), so names are compared
+/// without case, dashes and underscores.
+pub async fn locale_available(
+    client: &Client,
+    locale: &DatabaseLocale,
+    encoding: &str,
+) -> Result<bool> {
+    let libc = [&locale.lc_collate, &locale.lc_ctype];
+    let row = client
+        .query_one(
+            "WITH wanted AS (SELECT l, lower(translate(l, '-_', '')) AS norm FROM unnest($1::text[]) l), \
+                  known AS (SELECT lower(translate(collcollate, '-_', '')) AS norm FROM pg_collation \
+                            WHERE collprovider = 'c' AND collcollate IS NOT NULL \
+                              AND collencoding IN (-1, pg_char_to_encoding($2)) \
+                            UNION SELECT lower(translate(datcollate::text, '-_', '')) FROM pg_database \
+                            WHERE encoding = pg_char_to_encoding($2) \
+                            UNION SELECT lower(translate(datctype::text, '-_', '')) FROM pg_database \
+                            WHERE encoding = pg_char_to_encoding($2)) \
+             SELECT bool_and(l IN ('C', 'POSIX') OR norm IN (SELECT norm FROM known)), \
+                    EXISTS (SELECT 1 FROM pg_collation WHERE collprovider = 'i') \
+             FROM wanted",
+            &[&libc.iter().map(|s| s.as_str()).collect::<Vec<_>>(), &encoding],
+        )
+        .await
+        .map_err(Error::db("checking the target's locales"))?;
+    let libc_ok: Option<bool> = row.get(0);
+    let icu: bool = row.get(1);
+    Ok(libc_ok.unwrap_or(true)
+        && match locale.provider.as_str() {
+            "icu" => icu,
+            // The builtin provider exists from PostgreSQL 17 on; the version check covers it.
+            _ => true,
+        })
 }
 
 pub async fn data_tables(client: &Client, block_size: i64) -> Result<Vec<DataTable>> {
@@ -76,9 +161,11 @@ pub async fn data_tables(client: &Client, block_size: i64) -> Result<Vec<DataTab
            (SELECT quote_ident(pn.nspname) || '.' || quote_ident(pc.relname) FROM pg_inherits i \
               JOIN pg_class pc ON pc.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
              WHERE i.inhrelid = c.oid AND c.relispartition), \
-           pg_table_size(c.oid)::int8, pg_relation_size(c.oid)::int8 \
+           pg_table_size(c.oid)::int8, pg_relation_size(c.oid)::int8, \
+           (SELECT x.cond FROM pg_extension e CROSS JOIN LATERAL unnest(e.extconfig, e.extcondition) x(rel, cond) \
+             WHERE x.rel = c.oid) \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relkind = 'r' AND {USER_RELATION} ORDER BY 1, 2"
+         WHERE c.relkind = 'r' AND ({USER_RELATION} OR {EXTENSION_CONFIG}) ORDER BY 1, 2"
     );
     let rows = client
         .query(&sql, &[])
@@ -88,9 +175,11 @@ pub async fn data_tables(client: &Client, block_size: i64) -> Result<Vec<DataTab
         .iter()
         .map(|r| {
             let main_fork: i64 = r.get(5);
+            let filter: Option<String> = r.get(6);
             DataTable {
                 schema: r.get(0),
                 name: r.get(1),
+                filter: filter.filter(|f| !f.trim().is_empty()),
                 columns: r.get(2),
                 partition_of: r.get(3),
                 bytes: r.get(4),
@@ -104,7 +193,7 @@ pub async fn data_tables(client: &Client, block_size: i64) -> Result<Vec<DataTab
 pub async fn sequences(client: &Client) -> Result<Vec<SequenceValue>> {
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relkind = 'S' AND {USER_RELATION} ORDER BY 1, 2"
+         WHERE c.relkind = 'S' AND ({USER_RELATION} OR {EXTENSION_CONFIG}) ORDER BY 1, 2"
     );
     let names = client
         .query(&sql, &[])
@@ -160,13 +249,55 @@ pub async fn autovacuum_at_default(client: &Client, tables: &[String]) -> Result
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-pub async fn large_object_count(client: &Client) -> Result<i64> {
-    Ok(client
-        .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
-        .await
-        .map_err(Error::db("counting large objects"))?
-        .get(0))
+/// `COPY … TO STDOUT` of the large objects' data as `(oid, slice, bytea)` rows, one per
+/// [`LARGE_OBJECT_SLICE`] bytes, read with `lo_get` (which honours large-object privileges
+/// and the transaction's snapshot). `oids`: only these objects (all when `None`). Backup and
+/// restore verification run the same query, so their checksums compare.
+pub fn large_object_copy(oids: Option<&[u32]>) -> String {
+    let filter = match oids {
+        Some(oids) => format!(
+            "WHERE m.oid = ANY ('{{{}}}'::oid[])",
+            oids.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        None => String::new(),
+    };
+    // INV_READ (0x40000): the size is read as of the snapshot, like the data.
+    format!(
+        "COPY (SELECT m.oid, s.n, pg_catalog.lo_get(m.oid, s.n * {LARGE_OBJECT_SLICE}, {LARGE_OBJECT_SLICE}) \
+         FROM pg_catalog.pg_largeobject_metadata m \
+         CROSS JOIN LATERAL (SELECT pg_catalog.lo_lseek64(pg_catalog.lo_open(m.oid, 262144), 0, 2) AS size) z \
+         CROSS JOIN LATERAL pg_catalog.generate_series(0, (z.size - 1) / {LARGE_OBJECT_SLICE}) s(n) \
+         {filter} {and} z.size > 0 ORDER BY 1, 2) TO STDOUT",
+        and = if oids.is_some() { "AND" } else { "WHERE" }
+    )
 }
+
+/// The oids of the large objects (of `oids`, when given) and their total size in bytes.
+pub async fn large_objects(client: &Client, oids: Option<&[u32]>) -> Result<(Vec<u32>, i64)> {
+    let rows = client
+        .query(
+            "SELECT m.oid, pg_catalog.lo_lseek64(pg_catalog.lo_open(m.oid, 262144), 0, 2) \
+             FROM pg_catalog.pg_largeobject_metadata m \
+             WHERE $1::oid[] IS NULL OR m.oid = ANY ($1::oid[]) ORDER BY 1",
+            &[&oids],
+        )
+        .await
+        .map_err(Error::db("listing large objects"))?;
+    let bytes = rows.iter().map(|r| r.get::<_, i64>(1)).sum();
+    Ok((rows.iter().map(|r| r.get(0)).collect(), bytes))
+}
+
+/// A scratch table the large objects' stored rows are loaded into, then written with
+/// `lo_put` (restore and `backup export` alike): [create, COPY, write-and-drop].
+pub const LARGE_OBJECT_LOAD: [&str; 3] = [
+    "CREATE TEMP TABLE larder_large_object_data (loid oid, slice int8, data bytea)",
+    "COPY pg_temp.larder_large_object_data (loid, slice, data) FROM stdin",
+    "SELECT count(pg_catalog.lo_put(loid, slice * 262144, data)) AS large_object_slices \
+     FROM pg_temp.larder_large_object_data;\nDROP TABLE pg_temp.larder_large_object_data",
+];
 
 /// Schemas that hold user objects (not system or extension-owned ones).
 pub async fn schemas(client: &Client) -> Result<Vec<String>> {

@@ -98,6 +98,9 @@ impl PgDump {
             .arg(format!("--snapshot={snapshot_id}"))
             .arg("--no-password")
             .arg("--format=plain")
+            // DDL is held and run as UTF-8 text on UTF-8 sessions, whatever the database's
+            // encoding: the server converts, so accented names and bodies survive.
+            .arg("--encoding=UTF8")
             .kill_on_drop(true)
             .output()
             .await

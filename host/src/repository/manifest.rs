@@ -72,6 +72,11 @@ pub struct TableEntry {
     /// The partitioned table this leaf belongs to, if any (qualified and quoted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition_of: Option<String>,
+    /// For an extension's configuration table: the `WHERE …` clause its extension registered
+    /// with `pg_extension_config_dump` (only those rows are the user's; the extension's
+    /// script creates the rest), as pg_dump applies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
     pub rows: u64,
     /// Bytes of COPY text.
     pub logical_bytes: u64,
@@ -90,6 +95,31 @@ impl TableEntry {
     /// `schema.name` as people type it.
     pub fn display_name(&self) -> String {
         format!("{}.{}", self.schema, self.name)
+    }
+
+    /// `COPY … TO STDOUT` of the rows this entry holds, read the way the backup read them.
+    pub fn copy_out_sql(&self) -> String {
+        match &self.filter {
+            Some(filter) => format!(
+                "COPY (SELECT {} FROM ONLY {} {filter}) TO STDOUT",
+                self.columns.join(", "),
+                self.qualified()
+            ),
+            None if self.columns.is_empty() => format!("COPY {} TO STDOUT", self.qualified()),
+            None => format!(
+                "COPY {} ({}) TO STDOUT",
+                self.qualified(),
+                self.columns.join(", ")
+            ),
+        }
+    }
+
+    /// `SELECT count(*)` of those rows.
+    pub fn count_sql(&self) -> String {
+        match &self.filter {
+            Some(filter) => format!("SELECT count(*) FROM ONLY {} {filter}", self.qualified()),
+            None => format!("SELECT count(*) FROM {}", self.qualified()),
+        }
     }
 }
 
@@ -130,7 +160,44 @@ pub struct SourceInfo {
     /// Oldest transaction id still running at the snapshot (`pg_snapshot_xmin`).
     pub snapshot_xmin: String,
     pub pg_dump_version: String,
+    /// The database's locale, recreated for a new database (empty in backups taken before
+    /// it was recorded: the target's default is used then).
+    #[serde(default)]
+    pub locale: DatabaseLocale,
 }
+
+/// A database's collation and character classification, as `CREATE DATABASE` takes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseLocale {
+    /// `LC_COLLATE` (empty: not recorded).
+    #[serde(default)]
+    pub lc_collate: String,
+    /// `LC_CTYPE`.
+    #[serde(default)]
+    pub lc_ctype: String,
+    /// `libc`, `icu` or `builtin` (PostgreSQL 17+).
+    #[serde(default)]
+    pub provider: String,
+    /// The ICU (or builtin) locale when the provider is not libc.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+}
+
+/// The data of the database's large objects. Creating them, their owners, privileges and
+/// comments are in pre-data, as pg_dump writes them; the data is COPY text of
+/// `(oid, slice, bytea)` rows, one per [`LARGE_OBJECT_SLICE`] bytes of each object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LargeObjects {
+    /// Every large object's oid (a restore into an existing database replaces these and
+    /// keeps the rest; verification counts them).
+    pub oids: Vec<u32>,
+    /// Bytes of large-object content (before hex encoding).
+    pub content_bytes: u64,
+    pub data: Stream,
+}
+
+/// Bytes of a large object per stored row: bounded memory on both sides of the COPY.
+pub const LARGE_OBJECT_SLICE: i64 = 256 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -159,6 +226,9 @@ pub struct Manifest {
     pub roles: Vec<String>,
     #[serde(default)]
     pub foreign_keys: Vec<ForeignKey>,
+    /// Large objects (`pg_largeobject`), if the database had any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub large_objects: Option<LargeObjects>,
     /// Compressed bytes this backup added to the repository (chunks not already present).
     pub new_bytes: u64,
     pub compression_level: i32,
@@ -173,6 +243,7 @@ impl Manifest {
         self.tables.iter().map(|t| t.logical_bytes).sum::<u64>()
             + self.pre_data.bytes
             + self.post_data.bytes
+            + self.large_objects.as_ref().map_or(0, |lo| lo.data.bytes)
     }
 
     /// Every chunk the backup references, data and DDL alike.
@@ -181,6 +252,7 @@ impl Manifest {
             .iter()
             .flat_map(|t| t.parts.iter())
             .chain([&self.pre_data, &self.post_data])
+            .chain(self.large_objects.as_ref().map(|lo| &lo.data))
             .flat_map(|s| s.chunks.iter())
     }
 

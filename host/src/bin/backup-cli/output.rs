@@ -523,6 +523,19 @@ pub fn restored(report: &RestoreReport, as_json: bool) {
         ]);
     }
     say!("{t}");
+    if let Some(lo) = &report.large_objects {
+        say!(
+            "Large objects: {} of {} restored ({}){}.",
+            lo.target_count,
+            lo.backup_count,
+            human_bytes(lo.target_bytes),
+            match lo.checksum_ok {
+                Some(true) => ", checksum ok",
+                Some(false) => ", checksum MISMATCH",
+                None => "",
+            }
+        );
+    }
     for fallback in &report.fallbacks {
         say!("  fallback: {fallback}");
     }
