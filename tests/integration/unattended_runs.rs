@@ -163,6 +163,8 @@ async fn listings_end_quietly_on_a_closed_pipe_and_tables_fit_120_columns() {
         &["plugin", "list"],
         &["monitor", "health"],
         &["monitor", "alerts"],
+        &["config", "show"],
+        &["recovery", "plan", "latest"],
         &["backup", "export", "latest"],
     ] {
         let out = into_closed_pipe(&env, args);

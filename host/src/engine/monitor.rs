@@ -72,8 +72,9 @@ fn alert(name: &str, detail: impl Into<String>, alert: &str, action: &str) -> Ch
     }
 }
 
-/// Chunks of each backup read and hashed per target on every health check: an overwritten
-/// repository fails at once, and a check stays cheap enough for cron every 30 minutes.
+/// Chunks of the newest backup read and hashed per target on every health check: an
+/// overwritten repository fails at once, and a check stays cheap enough for cron every 30
+/// minutes however many backups there are.
 pub const SAMPLE_CHUNKS: usize = 4;
 
 /// The storage targets health looks at.

@@ -173,8 +173,9 @@ pub enum Scrutiny {
     /// Every chunk is listed with the stored size its manifest records: one listing per
     /// target, nothing read. Catches missing and truncated or replaced-by-other-size chunks.
     Listing,
-    /// The listing check, and this many chunks of each backup read and hashed (health's spot
-    /// check: an overwritten repository fails it at once).
+    /// The listing check, and this many chunks of the target's newest backup read and hashed
+    /// (health's spot check: an overwritten repository fails it at once, and the cost does
+    /// not grow with the number of backups).
     Sample(usize),
     /// The listing check, and every chunk read and hashed (`--verify`).
     Full,
@@ -261,6 +262,8 @@ async fn target_holdings(
         .map(|o| (o.key, o.size))
         .collect();
     let name = target.name().to_string();
+    // Ids sort by creation time: the last is the newest backup here.
+    let newest = ids.last().cloned();
     // Chunks already read on this target: shared chunks are hashed once.
     let mut read: BTreeMap<String, Option<String>> = BTreeMap::new();
     for id in ids {
@@ -303,7 +306,8 @@ async fn target_holdings(
         }
         let wanted = match scrutiny {
             Scrutiny::Listing => 0,
-            Scrutiny::Sample(n) => n,
+            Scrutiny::Sample(n) if newest.as_ref() == Some(&id) => n,
+            Scrutiny::Sample(_) => 0,
             Scrutiny::Full => usize::MAX,
         };
         if wanted < to_read.len() {
