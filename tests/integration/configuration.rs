@@ -164,4 +164,19 @@ async fn the_environment_beats_the_config_file_and_connection_errors_name_their_
         &format!("postgres://postgres@127.0.0.1:{closed}/pantry?sslmode=disable"),
         "no server answers at 127.0.0.1",
     );
+
+    // PGSSLMODE (environment) beats [database] sslmode (config file).
+    env.write_config(&format!(
+        "[database]\nurl = \"postgres://postgres@127.0.0.1:{port}/pantry\"\nsslmode = \"require\"\n"
+    ));
+    let shown = cli()
+        .env("PGSSLMODE", "disable")
+        .args(["config", "show"])
+        .output()
+        .expect("run");
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("sslmode=disable"),
+        "{}",
+        text(&shown)
+    );
 }

@@ -89,12 +89,13 @@ impl ConnectionSettings {
             password: None,
             password_source: None,
             sslmode: SslMode::Prefer,
-            sslrootcert: config
-                .sslrootcert
-                .clone()
-                .or_else(|| env("PGSSLROOTCERT").map(PathBuf::from)),
+            // The environment beats the configuration file (one precedence everywhere); an
+            // sslmode in the URL itself beats both.
+            sslrootcert: env("PGSSLROOTCERT")
+                .map(PathBuf::from)
+                .or_else(|| config.sslrootcert.clone()),
         };
-        let mut sslmode_text = config.sslmode.clone().or_else(|| env("PGSSLMODE"));
+        let mut sslmode_text = env("PGSSLMODE").or_else(|| config.sslmode.clone());
         if let Some(url) = url {
             // tokio-postgres does not know verify-full: take sslmode out before parsing.
             let (clean, mode) = extract_sslmode(url);
