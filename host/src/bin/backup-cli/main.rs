@@ -342,7 +342,10 @@ async fn run(cli: Cli) -> Result<()> {
         other => other,
     };
     let loaded = Loaded::discover(cli.global.config.as_deref())?;
+    // Not with --json either: it keeps stderr for errors (a missing repository still says
+    // that no configuration file was found).
     if !cli.global.quiet
+        && !cli.global.json
         && let Some(note) = loaded.defaults_note()
     {
         output::note!("{note}");
