@@ -248,6 +248,9 @@ pub struct DatabaseConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RepositoryConfig {
     pub path: Option<PathBuf>,
+    /// Let the owner's group read the repository folders and objects (0750/0640 instead of
+    /// 0700/0600), for every `fs` target.
+    pub group_access: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -19,6 +19,7 @@ mod quickstart;
 mod recovery_fidelity;
 mod recovery_safety;
 mod recovery_strategies;
+mod repository_integrity;
 mod repository_lifecycle;
 mod tls;
 mod unattended_runs;

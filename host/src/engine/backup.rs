@@ -17,7 +17,7 @@ use crate::repository::history::Event;
 use crate::repository::id::new_backup_id;
 use crate::repository::lock::RepoLock;
 use crate::repository::manifest::{
-    BackupType, LargeObjects, Manifest, SourceInfo, Stream, TableEntry,
+    BackupType, Digests, LargeObjects, Manifest, SourceInfo, Stream, TableEntry,
 };
 use crate::repository::stream::{BATCH_BYTES, Stored, StreamWriter, store_bytes};
 use crate::repository::{ChunkIndex, Repository};
@@ -172,6 +172,15 @@ async fn take(
                 foreign_keys,
                 large_objects: streams.large_objects,
                 compression_level: opts.compression_level,
+                digests: None,
+            };
+            let manifest = Manifest {
+                digests: Some(Digests {
+                    pre_data: streams.section_digests.0,
+                    post_data: streams.section_digests.1,
+                    tables: manifest.tables_digest(),
+                }),
+                ..manifest
             };
             match leader.finish().await {
                 Ok(()) => repo.write_manifest(&manifest).await.map(|()| manifest),
@@ -216,17 +225,14 @@ async fn reclaim_after_failure(repo: &Repository, id: &str) {
 /// Stops before writing when the target clearly lacks room.
 async fn preflight_space(repo: &Repository, tables: &[DataTable]) -> Result<()> {
     let heap: u64 = tables.iter().map(|t| t.bytes.max(0) as u64).sum();
-    let (ratio, basis) = match repo.backup_ids().await?.last() {
-        Some(last) => {
-            let m = repo.read_manifest(last).await?;
-            match m.logical_bytes() {
-                0 => (DEFAULT_RATIO, "default".to_string()),
-                logical => (
-                    m.stored_bytes() as f64 / logical as f64,
-                    format!("ratio of backup {last}"),
-                ),
-            }
-        }
+    let (ratio, basis) = match repo.manifests().await?.last() {
+        Some(m) => match m.logical_bytes() {
+            0 => (DEFAULT_RATIO, "default".to_string()),
+            logical => (
+                m.stored_bytes() as f64 / logical as f64,
+                format!("ratio of backup {}", m.id),
+            ),
+        },
         None => (DEFAULT_RATIO, "default".to_string()),
     };
     let needed = (heap as f64 * ratio) as u64;
@@ -254,6 +260,8 @@ async fn preflight_space(repo: &Repository, tables: &[DataTable]) -> Result<()> 
 struct Streams {
     pre_data: Stream,
     post_data: Stream,
+    /// SHA-256 of the pre-data and post-data text.
+    section_digests: (String, String),
     tables: Vec<TableEntry>,
     large_objects: Option<LargeObjects>,
     new_bytes: u64,
@@ -281,9 +289,12 @@ impl Run<'_> {
             let sql = pg_dump
                 .section(self.settings, self.snapshot_id, section)
                 .await?;
-            store_bytes(self.repo, self.index.clone(), level, sql).await
+            let sha256 = crate::repository::sha256_hex(&sql);
+            store_bytes(self.repo, self.index.clone(), level, sql)
+                .await
+                .map(|stored| (stored, sha256))
         };
-        let (pre, post, parts, lo_data) = tokio::try_join!(
+        let ((pre, pre_sha256), (post, post_sha256), parts, lo_data) = tokio::try_join!(
             ddl("pre-data"),
             ddl("post-data"),
             self.copy_tables(tables),
@@ -330,6 +341,7 @@ impl Run<'_> {
         Ok(Streams {
             pre_data: pre.stream,
             post_data: post.stream,
+            section_digests: (pre_sha256, post_sha256),
             tables: entries,
             large_objects,
             new_bytes,

@@ -13,13 +13,17 @@ use std::sync::Arc;
 pub struct BackupSummary {
     pub id: String,
     pub name: String,
+    /// The backup's type, times and sizes; `null` (and zero) for a damaged manifest.
     #[serde(rename = "type")]
-    pub backup_type: BackupType,
-    pub created_at: DateTime<Utc>,
-    pub completed_at: DateTime<Utc>,
+    pub backup_type: Option<BackupType>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
     pub duration_seconds: f64,
-    /// Every visible backup is complete: an unfinished one has no manifest.
+    /// `complete` (an unfinished backup has no manifest), or `damaged`: its manifest is
+    /// there on every target holding it but cannot be used, `error` says why.
     pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Compressed bytes of all chunks the backup references.
     pub stored_bytes: u64,
     /// Compressed bytes the backup added (the rest was shared with earlier backups).
@@ -38,11 +42,12 @@ impl From<&Manifest> for BackupSummary {
         BackupSummary {
             id: m.id.clone(),
             name: m.name.clone(),
-            backup_type: m.backup_type,
-            created_at: m.created_at,
-            completed_at: m.completed_at,
+            backup_type: Some(m.backup_type),
+            created_at: Some(m.created_at),
+            completed_at: Some(m.completed_at),
             duration_seconds: m.duration_seconds(),
             status: "complete",
+            error: None,
             stored_bytes: m.stored_bytes(),
             new_bytes: m.new_bytes,
             logical_bytes: m.logical_bytes(),
@@ -55,10 +60,44 @@ impl From<&Manifest> for BackupSummary {
     }
 }
 
+impl BackupSummary {
+    /// A backup whose manifest is damaged wherever it is kept.
+    fn damaged(id: &str, error: &str) -> BackupSummary {
+        BackupSummary {
+            id: id.to_string(),
+            name: String::new(),
+            backup_type: None,
+            created_at: None,
+            completed_at: None,
+            duration_seconds: 0.0,
+            status: "damaged",
+            error: Some(error.to_string()),
+            stored_bytes: 0,
+            new_bytes: 0,
+            logical_bytes: 0,
+            tables: 0,
+            rows: 0,
+            database: String::new(),
+            server_version: String::new(),
+            targets: BTreeMap::new(),
+        }
+    }
+
+    /// When the backup started: from its manifest, else from its id (which begins with it).
+    fn started(&self) -> Option<DateTime<Utc>> {
+        self.created_at.or_else(|| {
+            chrono::NaiveDateTime::parse_from_str(self.id.get(..15)?, "%Y%m%d-%H%M%S")
+                .ok()
+                .map(|t| t.and_utc())
+        })
+    }
+}
+
 /// Newest first, optionally of one type and at most `limit` entries, with the targets holding
 /// each: every backup found on any of `targets` (one kept only on a secondary shows too).
 /// Copies are judged by their listing (every chunk there with its recorded size); `verify`
 /// reads and hashes every chunk of every copy.
+/// A backup whose manifest is damaged on every target is listed as damaged, with the error.
 pub async fn list(
     targets: &[Arc<dyn Target>],
     limit: Option<usize>,
@@ -73,21 +112,40 @@ pub async fn list(
     let Holdings {
         mut copies,
         manifests,
+        problems,
         unreachable,
         ..
     } = holdings(targets, |_| scrutiny).await;
     for target in unreachable {
         tracing::warn!("cannot tell which backups are on {target}");
     }
-    let mut manifests: Vec<Manifest> = manifests.into_values().collect();
-    manifests.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
-    manifests
-        .iter()
+    let mut summaries: Vec<BackupSummary> = manifests
+        .values()
         .filter(|m| backup_type.is_none_or(|t| m.backup_type == t))
+        .map(BackupSummary::from)
+        .collect();
+    if backup_type.is_none() {
+        // Held somewhere, yet no target had a usable manifest: damaged everywhere.
+        summaries.extend(
+            copies
+                .keys()
+                .filter(|id| !manifests.contains_key(*id))
+                .map(|id| {
+                    let error = problems
+                        .get(id)
+                        .and_then(|p| p.values().next())
+                        .map_or("the manifest cannot be read", String::as_str);
+                    BackupSummary::damaged(id, error)
+                }),
+        );
+    }
+    summaries.sort_by(|a, b| (b.started(), &b.id).cmp(&(a.started(), &a.id)));
+    summaries
+        .into_iter()
         .take(limit.unwrap_or(usize::MAX))
-        .map(|m| BackupSummary {
-            targets: copies.remove(&m.id).unwrap_or_default(),
-            ..BackupSummary::from(m)
+        .map(|s| BackupSummary {
+            targets: copies.remove(&s.id).unwrap_or_default(),
+            ..s
         })
         .collect()
 }

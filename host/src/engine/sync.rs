@@ -273,6 +273,7 @@ async fn target_holdings(
                 out.record(&id, &name, Presence::Damaged, Some(e.to_string()));
                 continue;
             }
+            Err(Error::BackupNotFound(_)) => continue, // deleted since the listing
             Err(e) => return Err(e),
         };
         let mut presence = Presence::Complete;

@@ -59,6 +59,8 @@ struct Item<'a> {
     what: String,
     streams: Vec<&'a Stream>,
     expected_rows: u64,
+    /// A table's `logical_bytes` (sections have no separate total).
+    expected_bytes: Option<u64>,
     expected_checksum: Option<&'a str>,
 }
 
@@ -121,6 +123,7 @@ pub async fn verify(
             what: "pre-data section".into(),
             streams: vec![&manifest.pre_data],
             expected_rows: manifest.pre_data.rows,
+            expected_bytes: None,
             expected_checksum: None,
         },
         Item {
@@ -128,6 +131,7 @@ pub async fn verify(
             what: "post-data section".into(),
             streams: vec![&manifest.post_data],
             expected_rows: manifest.post_data.rows,
+            expected_bytes: None,
             expected_checksum: None,
         },
     ];
@@ -136,6 +140,7 @@ pub async fn verify(
         what: format!("table {}", t.display_name()),
         streams: t.parts.iter().collect(),
         expected_rows: t.rows,
+        expected_bytes: Some(t.logical_bytes),
         expected_checksum: Some(t.checksum.as_str()),
     }));
     if let Some(lo) = &manifest.large_objects {
@@ -144,6 +149,7 @@ pub async fn verify(
             what: LARGE_OBJECTS.into(),
             streams: vec![&lo.data],
             expected_rows: lo.data.rows,
+            expected_bytes: None,
             expected_checksum: Some(lo.data.checksum.as_str()),
         });
     }
@@ -207,7 +213,41 @@ pub async fn verify(
             }
         }
     }
+    let failed = |what: &str| {
+        format!(
+            "Checksum verification failed: {what} (backup {})",
+            manifest.id
+        )
+    };
     for ((item, report), parts) in items.iter().zip(reports.iter_mut()).zip(sums) {
+        // The manifest's own sums, checked before anything is read.
+        let mut listed = RowChecksum::default();
+        let mut listed_bytes = 0u64;
+        for stream in &item.streams {
+            let chunk_bytes = stream
+                .chunks
+                .iter()
+                .fold(0u64, |sum, c| sum.saturating_add(c.len));
+            if chunk_bytes != stream.bytes {
+                report.problems.push(failed(&format!(
+                    "the chunks of a {} part hold {chunk_bytes} bytes, the manifest says {}",
+                    item.what, stream.bytes
+                )));
+            }
+            listed.rows = listed.rows.saturating_add(stream.rows);
+            listed_bytes = listed_bytes.saturating_add(stream.bytes);
+        }
+        if listed.rows != item.expected_rows
+            || item.expected_bytes.is_some_and(|b| b != listed_bytes)
+        {
+            report.problems.push(failed(&format!(
+                "the parts of {} hold {} rows and {listed_bytes} bytes, the manifest's totals say {} rows and {} bytes",
+                item.what,
+                listed.rows,
+                item.expected_rows,
+                item.expected_bytes.unwrap_or(listed_bytes)
+            )));
+        }
         if !report.ok {
             continue; // unreadable chunks already explain any count mismatch
         }
@@ -218,10 +258,21 @@ pub async fn verify(
                     "Checksum verification failed: {} part has {} rows, manifest says {} (backup {})",
                     item.name, sum.rows, stream.rows, manifest.id
                 ));
+            } else if sum.encode() != stream.checksum {
+                report.problems.push(failed(&format!(
+                    "the rows of a {} part do not match the part's checksum",
+                    item.what
+                )));
             }
             total.combine(sum);
         }
         report.found_rows = total.rows;
+        if total.rows != item.expected_rows {
+            report.problems.push(failed(&format!(
+                "{} has {} rows, the manifest says {}",
+                item.what, total.rows, item.expected_rows
+            )));
+        }
         if let Some(expected) = item.expected_checksum
             && total.encode() != expected
         {
@@ -232,6 +283,8 @@ pub async fn verify(
         }
         report.ok = report.problems.is_empty();
     }
+    let mut warnings = Vec::new();
+    check_digests(repo, manifest, &mut reports, &mut warnings).await;
 
     let age = chrono::Utc::now() - manifest.completed_at;
     Ok(ValidationReport {
@@ -243,7 +296,7 @@ pub async fn verify(
         age_seconds: age.num_seconds(),
         rpo_seconds: 0,
         items: reports,
-        warnings: Vec::new(),
+        warnings,
     })
 }
 
@@ -347,4 +400,58 @@ pub async fn validate_copies(
         }
     }
     Ok((shown, copies))
+}
+
+/// Compares the digests the manifest recorded at backup time with the manifest and the
+/// sections as they are now: a swapped section or a removed table fails here even though
+/// every chunk is intact.
+async fn check_digests(
+    repo: &Repository,
+    manifest: &Manifest,
+    reports: &mut Vec<StreamReport>,
+    warnings: &mut Vec<String>,
+) {
+    let Some(digests) = &manifest.digests else {
+        warnings.push(format!(
+            "backup {} was made before manifests recorded digests of their DDL sections and table list: a swapped section or a removed table cannot be detected in it",
+            manifest.id
+        ));
+        return;
+    };
+    let mut problems = Vec::new();
+    if manifest.tables_digest() != digests.tables {
+        problems.push(format!(
+            "Checksum verification failed: the manifest's table list does not match the digest recorded at backup time (a table removed, added or altered) (backup {})",
+            manifest.id
+        ));
+    }
+    reports.push(StreamReport {
+        name: "manifest".into(),
+        expected_rows: 0,
+        found_rows: 0,
+        chunks: 0,
+        ok: problems.is_empty(),
+        problems,
+    });
+    for (name, stream, expected) in [
+        ("pre-data", &manifest.pre_data, &digests.pre_data),
+        ("post-data", &manifest.post_data, &digests.post_data),
+    ] {
+        let Some(report) = reports.iter_mut().find(|r| r.name == name) else {
+            continue;
+        };
+        if !report.ok {
+            continue; // its chunks are already reported
+        }
+        let context = format!("{name} section, backup {}", manifest.id);
+        match repo.read_stream(stream, &context).await {
+            Ok(text) if &crate::repository::sha256_hex(&text) == expected => {}
+            Ok(_) => report.problems.push(format!(
+                "Checksum verification failed: the {name} section does not match the digest recorded at backup time (sections swapped or replaced) (backup {})",
+                manifest.id
+            )),
+            Err(e) => report.problems.push(e.to_string()),
+        }
+        report.ok = report.problems.is_empty();
+    }
 }

@@ -1,28 +1,69 @@
-//! Repository locks: running backups hold shared locks, garbage collection an exclusive one.
+//! Repository locks: running backups and copies hold shared locks, garbage collection (delete,
+//! clean-up after a failed backup) an exclusive one.
 //!
-//! A lock is a small JSON object under `locks/`. Each side writes its own lock first and then
-//! looks for the other kind, so two racing processes can both back off but never both proceed.
-//! A lock left by a process that died on this host is stale and is cleared automatically.
+//! A lock is a small JSON object under `locks/` naming its holder (purpose, host, pid, a random
+//! token) and carrying a heartbeat: the holder rewrites it every [`HEARTBEAT`], and a lock not
+//! refreshed for [`EXPIRY`] has expired. The protocol:
+//!
+//! - The exclusive lock is `locks/exclusive.json`, created atomically ([`Target::put_if_absent`]:
+//!   create-if-absent on a filesystem, a conditional PUT on S3), so at most one holder exists.
+//!   A target that cannot create atomically (plugins) gets a unique key
+//!   `locks/exclusive-<token>.json` instead, and the check below makes two contenders back off.
+//! - A shared lock is `locks/backup-<backup id>-<token>.json`.
+//! - Each side writes its own lock first and then looks for locks that exclude it (the
+//!   exclusive side: any other lock; the shared side: an exclusive one) and backs off if it
+//!   finds a live one. Two racing processes can both back off but never both proceed.
+//! - A lock is released only by its owner: release (and each heartbeat) first checks the
+//!   object still carries its token.
+//! - A lock of a process that is gone from this host is cleared automatically. One from
+//!   another host blocks until it expires and an operator clears it with
+//!   `backup-cli repository unlock` (`--force` for one that still looks alive).
+//!
+//! [`Target::put_if_absent`]: crate::targets::Target::put_if_absent
 
 use super::Repository;
 use crate::error::{Error, Result};
+use crate::targets::{Created, TargetError, is_valid_key};
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 const EXCLUSIVE_KEY: &str = "locks/exclusive.json";
+
+/// How often a holder refreshes its lock.
+pub const HEARTBEAT: Duration = Duration::from_secs(30);
+/// A lock not refreshed for this long has expired: its holder is presumed gone.
+pub const EXPIRY: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockInfo {
     pub purpose: String,
     pub pid: u32,
     pub host: String,
-    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub created_at: DateTime<Utc>,
+    /// Random, per lock: how its owner recognises it.
+    #[serde(default)]
+    pub token: String,
+    /// The holder's last heartbeat (locks written before heartbeats: `created_at`).
+    #[serde(default)]
+    pub heartbeat_at: Option<DateTime<Utc>>,
 }
 
-/// A held lock; call [`RepoLock::release`] when done (a crashed holder is detected as stale).
-pub struct RepoLock {
-    repo: Repository,
-    key: String,
+/// What a lock found in the repository looks like from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockState {
+    /// Its holder runs (on this host), or its heartbeat is recent (another host).
+    Live,
+    /// No heartbeat for longer than the expiry: the holder is presumed gone.
+    Expired,
+    /// Its holder was on this host and no longer runs.
+    Dead,
+    /// The object is not a lock this version can read.
+    Unreadable,
 }
 
 fn hostname() -> String {
@@ -34,91 +75,251 @@ fn hostname() -> String {
 
 impl LockInfo {
     fn mine(purpose: &str) -> LockInfo {
+        let now = Utc::now();
         LockInfo {
             purpose: purpose.to_string(),
             pid: std::process::id(),
             host: hostname(),
-            created_at: chrono::Utc::now(),
+            created_at: now,
+            token: format!("{:016x}", fastrand::u64(..)),
+            heartbeat_at: Some(now),
         }
     }
 
-    /// A lock from a process on this host that no longer runs.
-    fn is_stale(&self) -> bool {
-        self.host == hostname()
-            && rustix::process::Pid::from_raw(self.pid as i32)
-                .is_some_and(|pid| rustix::process::test_kill_process(pid).is_err())
+    fn last_heartbeat(&self) -> DateTime<Utc> {
+        self.heartbeat_at.unwrap_or(self.created_at)
     }
 
-    fn describe(&self) -> String {
+    fn state(&self, now: DateTime<Utc>) -> LockState {
+        if self.host == hostname()
+            && rustix::process::Pid::from_raw(self.pid as i32)
+                // EPERM means the process exists (another user's): only ESRCH is "gone".
+                .is_some_and(|pid| {
+                    rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
+                })
+        {
+            return LockState::Dead;
+        }
+        let silent = (now - self.last_heartbeat()).to_std().unwrap_or_default();
+        if silent > EXPIRY {
+            LockState::Expired
+        } else {
+            LockState::Live
+        }
+    }
+
+    pub fn describe(&self) -> String {
         format!(
-            "{} (pid {} on {}, since {})",
+            "{} (pid {} on {}, since {}, last heartbeat {})",
             self.purpose,
             self.pid,
             self.host,
-            self.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+            self.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            self.last_heartbeat().format("%Y-%m-%d %H:%M:%S UTC")
         )
     }
 }
 
-impl RepoLock {
-    /// Takes a shared lock for a backup being written.
-    pub async fn shared(repo: &Repository, backup_id: &str) -> Result<RepoLock> {
-        let lock = RepoLock::write(
-            repo,
-            format!("locks/backup-{backup_id}.json"),
-            &format!("backup {backup_id}"),
-        )
-        .await?;
-        if let Some(holder) = live_lock(repo, EXCLUSIVE_KEY).await? {
-            lock.release().await?;
-            return Err(Error::Locked(format!(
-                "{} is running; retry when it has finished",
-                holder.describe()
-            )));
+/// One lock object as found.
+#[derive(Debug, Clone, Serialize)]
+pub struct FoundLock {
+    pub key: String,
+    pub state: LockState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder: Option<LockInfo>,
+}
+
+impl FoundLock {
+    /// The "is running; retry" message, saying how to clear the lock when its holder is gone.
+    fn blocking(&self, what: &str) -> Error {
+        let Some(holder) = &self.holder else {
+            return Error::Locked(format!(
+                "{} is not a lock this backup-cli can read; if no backup-cli is running on this repository, clear it with `backup-cli repository unlock`",
+                self.key
+            ));
+        };
+        let how = match self.state {
+            LockState::Expired => format!(
+                "it has had no heartbeat for over {}, so its holder looks gone: if no backup-cli runs as pid {} on {}, clear it with `backup-cli repository unlock`",
+                humantime::format_duration(EXPIRY),
+                holder.pid,
+                holder.host
+            ),
+            _ => format!(
+                "retry when it has finished (if that process is gone, e.g. after a crash on {}, clear the lock with `backup-cli repository unlock`; `--force` if it still looks alive)",
+                holder.host
+            ),
+        };
+        Error::Locked(format!("{} is running{what}; {how}", holder.describe()))
+    }
+}
+
+/// A held lock, refreshed in the background; call [`RepoLock::release`] when done.
+pub struct RepoLock {
+    repo: Repository,
+    key: String,
+    info: LockInfo,
+    /// Cleared by the heartbeat when the lock object is gone or no longer ours.
+    held: Arc<AtomicBool>,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for RepoLock {
+    fn drop(&mut self) {
+        if let Some(task) = self.heartbeat.take() {
+            task.abort();
         }
-        Ok(lock)
+    }
+}
+
+impl RepoLock {
+    /// Takes a shared lock for a backup (or a copy of one) being written.
+    pub async fn shared(repo: &Repository, backup_id: &str) -> Result<RepoLock> {
+        let info = LockInfo::mine(&format!("backup {backup_id}"));
+        let key = format!("locks/backup-{backup_id}-{}.json", info.token);
+        let lock = RepoLock::write(repo, key, info, false).await?;
+        for found in repo.locks().await? {
+            if found.state == LockState::Dead {
+                repo.clear_lock(&found).await?;
+            } else if is_exclusive_key(&found.key) {
+                lock.release().await?;
+                return Err(found.blocking(""));
+            }
+        }
+        Ok(lock.beating())
     }
 
     /// Takes the exclusive lock for garbage collection; fails while any backup is running.
     pub async fn exclusive(repo: &Repository, purpose: &str) -> Result<RepoLock> {
-        if let Some(holder) = live_lock(repo, EXCLUSIVE_KEY).await? {
-            return Err(Error::Locked(format!(
-                "{} is running; retry when it has finished",
-                holder.describe()
-            )));
-        }
-        let lock = RepoLock::write(repo, EXCLUSIVE_KEY.to_string(), purpose).await?;
-        let others = repo
-            .target()
-            .list("locks/")
-            .await
-            .map_err(|e| Error::from_target(e, "locks/", "listing locks"))?;
-        for other in others.iter().filter(|o| o.key != EXCLUSIVE_KEY) {
-            if let Some(holder) = live_lock(repo, &other.key).await? {
-                lock.release().await?;
-                return Err(Error::Locked(format!(
-                    "{} is running and may be writing chunks; retry when it has finished",
-                    holder.describe()
-                )));
+        let info = LockInfo::mine(purpose);
+        let lock = match RepoLock::write(repo, EXCLUSIVE_KEY.to_string(), info.clone(), true).await
+        {
+            Ok(lock) => lock,
+            Err(Error::Locked(_)) => {
+                // Taken: by a live holder (refuse), or by a dead one (clear it and retry once).
+                let found = repo.lock_at(EXCLUSIVE_KEY).await?;
+                match found {
+                    Some(found) if found.state == LockState::Dead => {
+                        repo.clear_lock(&found).await?;
+                        RepoLock::write(repo, EXCLUSIVE_KEY.to_string(), info, true).await?
+                    }
+                    Some(found) => return Err(found.blocking("")),
+                    None => RepoLock::write(repo, EXCLUSIVE_KEY.to_string(), info, true).await?,
+                }
             }
+            Err(e) => return Err(e),
+        };
+        for found in repo.locks().await? {
+            if found.key == lock.key {
+                continue;
+            }
+            if found.state == LockState::Dead {
+                repo.clear_lock(&found).await?;
+                continue;
+            }
+            lock.release().await?;
+            return Err(found.blocking(" and may be writing chunks"));
         }
-        Ok(lock)
+        Ok(lock.beating())
     }
 
-    async fn write(repo: &Repository, key: String, purpose: &str) -> Result<RepoLock> {
-        let body = serde_json::to_vec(&LockInfo::mine(purpose))
-            .map_err(|e| Error::Repository(format!("encoding lock: {e}")))?;
-        repo.target()
-            .put(&key, Bytes::from(body))
-            .await
-            .map_err(|e| Error::from_target(e, &key, "taking the repository lock"))?;
+    /// Writes the lock object: atomically when `exclusive` and the target can (`Locked` when
+    /// the key is taken), else under a key unique to this lock.
+    async fn write(
+        repo: &Repository,
+        key: String,
+        info: LockInfo,
+        exclusive: bool,
+    ) -> Result<RepoLock> {
+        let body = Bytes::from(
+            serde_json::to_vec(&info)
+                .map_err(|e| Error::Repository(format!("encoding lock: {e}")))?,
+        );
+        let failed = |key: &str| {
+            let key = key.to_string();
+            move |e| Error::from_target(e, &key, "taking the repository lock")
+        };
+        let mut key = key;
+        if exclusive {
+            match repo.target().put_if_absent(&key, body.clone()).await {
+                Ok(Created::Written) => {}
+                Ok(Created::Exists) => {
+                    // A retried create may have landed the first time: ours if it has our token.
+                    let ours = repo
+                        .lock_at(&key)
+                        .await?
+                        .and_then(|f| f.holder)
+                        .is_some_and(|h| h.token == info.token);
+                    if !ours {
+                        return Err(Error::Locked(key));
+                    }
+                }
+                Ok(Created::Unsupported) => {
+                    key = format!("locks/exclusive-{}.json", info.token);
+                    repo.target().put(&key, body).await.map_err(failed(&key))?;
+                }
+                Err(e) => return Err(failed(&key)(e)),
+            }
+        } else {
+            repo.target().put(&key, body).await.map_err(failed(&key))?;
+        }
         Ok(RepoLock {
             repo: repo.clone(),
             key,
+            info,
+            held: Arc::new(AtomicBool::new(true)),
+            heartbeat: None,
         })
     }
 
-    pub async fn release(self) -> Result<()> {
+    /// Starts the heartbeat: rewrites the lock every [`HEARTBEAT`] while it is still ours.
+    fn beating(mut self) -> RepoLock {
+        let (repo, key, info, held) = (
+            self.repo.clone(),
+            self.key.clone(),
+            self.info.clone(),
+            self.held.clone(),
+        );
+        self.heartbeat = Some(tokio::spawn(async move {
+            let mut info = info;
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                if !repo.owns(&key, &info.token).await {
+                    tracing::warn!(
+                        "the repository lock {key} was removed or taken over while held by {}",
+                        info.purpose
+                    );
+                    held.store(false, Ordering::SeqCst);
+                    return;
+                }
+                info.heartbeat_at = Some(Utc::now());
+                if let Ok(body) = serde_json::to_vec(&info)
+                    && let Err(e) = repo.target().put(&key, Bytes::from(body)).await
+                {
+                    tracing::warn!("could not refresh the repository lock {key}: {e}");
+                }
+            }
+        }));
+        self
+    }
+
+    /// Whether the lock is still ours (checked against the object itself).
+    pub async fn still_held(&self) -> bool {
+        self.held.load(Ordering::SeqCst) && self.repo.owns(&self.key, &self.info.token).await
+    }
+
+    /// Releases the lock, deleting its object only if it is still ours.
+    pub async fn release(mut self) -> Result<()> {
+        if let Some(task) = self.heartbeat.take() {
+            task.abort();
+        }
+        if !self.repo.owns(&self.key, &self.info.token).await {
+            tracing::warn!(
+                "the repository lock {} was no longer ours at release; left it alone",
+                self.key
+            );
+            return Ok(());
+        }
         self.repo
             .target()
             .delete(&self.key)
@@ -127,23 +328,238 @@ impl RepoLock {
     }
 }
 
-/// Reads a lock; clears and ignores it when stale.
-async fn live_lock(repo: &Repository, key: &str) -> Result<Option<LockInfo>> {
-    let bytes = match repo.target().get(key).await {
-        Ok(bytes) => bytes,
-        Err(crate::targets::TargetError::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(Error::from_target(e, key, "reading the repository lock")),
-    };
-    let Ok(info) = serde_json::from_slice::<LockInfo>(&bytes) else {
-        return Ok(None);
-    };
-    if info.is_stale() {
-        tracing::warn!("clearing stale lock {key}: {}", info.describe());
-        repo.target()
-            .delete(key)
+fn is_exclusive_key(key: &str) -> bool {
+    key == EXCLUSIVE_KEY || key.starts_with("locks/exclusive-")
+}
+
+/// What `repository unlock` found and did on one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnlockReport {
+    pub target: String,
+    pub locks: Vec<UnlockedLock>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UnlockedLock {
+    #[serde(flatten)]
+    pub lock: FoundLock,
+    pub cleared: bool,
+}
+
+impl Repository {
+    /// Every lock object, with its state (temporary files of interrupted writes are not
+    /// locks and are left to garbage collection).
+    pub async fn locks(&self) -> Result<Vec<FoundLock>> {
+        let objects = self
+            .target()
+            .list("locks/")
             .await
-            .map_err(|e| Error::from_target(e, key, "clearing a stale lock"))?;
-        return Ok(None);
+            .map_err(|e| Error::from_target(e, "locks/", "listing locks"))?;
+        let mut out = Vec::new();
+        for object in objects {
+            if !object.key.ends_with(".json") || !is_valid_key(&object.key) {
+                continue;
+            }
+            if let Some(found) = self.lock_at(&object.key).await? {
+                out.push(found);
+            }
+        }
+        Ok(out)
     }
-    Ok(Some(info))
+
+    /// The lock at `key`, if there is one.
+    async fn lock_at(&self, key: &str) -> Result<Option<FoundLock>> {
+        let bytes = match self.target().get(key).await {
+            Ok(bytes) => bytes,
+            Err(TargetError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(Error::from_target(e, key, "reading the repository lock")),
+        };
+        let holder = serde_json::from_slice::<LockInfo>(&bytes).ok();
+        let state = holder
+            .as_ref()
+            .map_or(LockState::Unreadable, |h| h.state(Utc::now()));
+        Ok(Some(FoundLock {
+            key: key.to_string(),
+            state,
+            holder,
+        }))
+    }
+
+    async fn owns(&self, key: &str, token: &str) -> bool {
+        matches!(
+            self.lock_at(key).await,
+            Ok(Some(FoundLock { holder: Some(h), .. })) if h.token == token
+        )
+    }
+
+    /// Deletes a lock found earlier, if the object is still that lock (same token).
+    async fn clear_lock(&self, found: &FoundLock) -> Result<bool> {
+        let now = self.lock_at(&found.key).await?;
+        let same = match (&now, &found.holder) {
+            (
+                Some(FoundLock {
+                    holder: Some(a), ..
+                }),
+                Some(b),
+            ) => a.token == b.token,
+            (Some(FoundLock { holder: None, .. }), None) => true,
+            _ => false,
+        };
+        if !same {
+            return Ok(false);
+        }
+        if let Some(holder) = &found.holder {
+            tracing::warn!("clearing lock {}: {}", found.key, holder.describe());
+        }
+        self.target()
+            .delete(&found.key)
+            .await
+            .map_err(|e| Error::from_target(e, &found.key, "clearing a lock"))?;
+        Ok(true)
+    }
+
+    /// `repository unlock`: clears locks whose holders are gone (dead on this host, expired,
+    /// or unreadable); with `force`, live-looking ones too.
+    pub async fn unlock(&self, force: bool) -> Result<UnlockReport> {
+        let mut locks = Vec::new();
+        for found in self.locks().await? {
+            let cleared = if force || found.state != LockState::Live {
+                self.clear_lock(&found).await?
+            } else {
+                false
+            };
+            locks.push(UnlockedLock {
+                lock: found,
+                cleared,
+            });
+        }
+        Ok(UnlockReport {
+            target: self.target().name().to_string(),
+            locks,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::fs::FsTarget;
+
+    async fn repo(dir: &std::path::Path) -> Repository {
+        let target = Arc::new(FsTarget::open("local", dir).expect("open"));
+        Repository::open_or_init(target).await.expect("init")
+    }
+
+    fn foreign(heartbeat: DateTime<Utc>) -> Vec<u8> {
+        serde_json::to_vec(&LockInfo {
+            purpose: "delete of backup 20260101-000000-0000".into(),
+            pid: 4242,
+            host: "another-host.example".into(),
+            created_at: heartbeat,
+            token: "feedfeedfeedfeed".into(),
+            heartbeat_at: Some(heartbeat),
+        })
+        .expect("encode")
+    }
+
+    #[tokio::test]
+    async fn only_one_exclusive_holder_and_release_checks_ownership() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = repo(tmp.path()).await;
+        let first = RepoLock::exclusive(&repo, "gc one").await.expect("first");
+        let second = RepoLock::exclusive(&repo, "gc two").await;
+        assert!(
+            matches!(second, Err(Error::Locked(_))),
+            "{:?}",
+            second.err()
+        );
+        let shared = RepoLock::shared(&repo, "20260101-000000-0001").await;
+        assert!(matches!(shared, Err(Error::Locked(_))));
+        // Someone else's lock now sits at the key (after an `unlock --force`): releasing
+        // ours must leave it alone.
+        repo.target()
+            .put(EXCLUSIVE_KEY, Bytes::from(foreign(Utc::now())))
+            .await
+            .expect("replace");
+        first.release().await.expect("release");
+        assert!(
+            repo.target()
+                .stat(EXCLUSIVE_KEY)
+                .await
+                .expect("stat")
+                .is_some(),
+            "release deleted a lock that was not its own"
+        );
+    }
+
+    #[tokio::test]
+    async fn racing_exclusive_locks_never_both_win() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = repo(tmp.path()).await;
+        for _ in 0..20 {
+            let attempts: Vec<_> = (0..6)
+                .map(|i| {
+                    let repo = repo.clone();
+                    tokio::spawn(async move {
+                        RepoLock::exclusive(&repo, &format!("gc {i}")).await.ok()
+                    })
+                })
+                .collect();
+            let mut held = Vec::new();
+            for attempt in attempts {
+                if let Some(lock) = attempt.await.expect("task") {
+                    held.push(lock);
+                }
+            }
+            assert!(held.len() <= 1, "{} exclusive locks at once", held.len());
+            for lock in held {
+                lock.release().await.expect("release");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_foreign_lock_blocks_until_unlocked() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = repo(tmp.path()).await;
+        let old = Utc::now() - chrono::Duration::hours(3);
+        repo.target()
+            .put(EXCLUSIVE_KEY, Bytes::from(foreign(old)))
+            .await
+            .expect("plant");
+        let err = RepoLock::shared(&repo, "20260101-000000-0002")
+            .await
+            .err()
+            .expect("blocked")
+            .to_string();
+        assert!(err.contains("another-host.example"), "{err}");
+        assert!(err.contains("backup-cli repository unlock"), "{err}");
+        let report = repo.unlock(false).await.expect("unlock");
+        assert_eq!(report.locks.len(), 1);
+        assert_eq!(report.locks[0].lock.state, LockState::Expired);
+        assert!(report.locks[0].cleared);
+        RepoLock::shared(&repo, "20260101-000000-0002")
+            .await
+            .expect("free after unlock")
+            .release()
+            .await
+            .expect("release");
+
+        // A live-looking foreign lock is kept unless forced.
+        repo.target()
+            .put(EXCLUSIVE_KEY, Bytes::from(foreign(Utc::now())))
+            .await
+            .expect("plant");
+        let kept = repo.unlock(false).await.expect("unlock");
+        assert_eq!(kept.locks[0].state_and_cleared(), (LockState::Live, false));
+        let forced = repo.unlock(true).await.expect("unlock --force");
+        assert_eq!(forced.locks[0].state_and_cleared(), (LockState::Live, true));
+        assert!(repo.locks().await.expect("locks").is_empty());
+    }
+
+    impl UnlockedLock {
+        fn state_and_cleared(&self) -> (LockState, bool) {
+            (self.lock.state, self.cleared)
+        }
+    }
 }

@@ -9,6 +9,22 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+/// The longest chunk the format allows: the chunker's largest cut plus one COPY line, which
+/// PostgreSQL bounds at 1 GiB. A manifest claiming more is damaged (it would only serve to
+/// make a reader allocate).
+pub const MAX_CHUNK_LEN: u64 = super::chunker::MAX_CHUNK as u64 + (1 << 30);
+
+/// Whether `id` is a chunk id: the SHA-256 of the chunk, 64 lowercase hex digits.
+pub fn is_chunk_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The most bytes zstd can store `len` bytes in (its compress bound), so a stored size above
+/// it cannot be genuine.
+fn max_stored_len(len: u64) -> u64 {
+    len + (len >> 8) + 64 * 1024
+}
+
 /// What a backup contains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -232,18 +248,113 @@ pub struct Manifest {
     /// Compressed bytes this backup added to the repository (chunks not already present).
     pub new_bytes: u64,
     pub compression_level: i32,
+    /// Digests binding the parts of the manifest together, checked by `backup validate`;
+    /// manifests written before they were recorded have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digests: Option<Digests>,
+}
+
+/// SHA-256 digests recorded at backup time so that validation notices a DDL section swapped
+/// or replaced and a table removed, added or altered in the manifest. Not a signature: whoever
+/// can rewrite a manifest can recompute them; they catch damage and clumsy edits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digests {
+    /// Of the pre-data section's text.
+    pub pre_data: String,
+    /// Of the post-data section's text.
+    pub post_data: String,
+    /// Of the table list, see [`Manifest::tables_digest`].
+    pub tables: String,
 }
 
 impl Manifest {
+    /// Reads the manifest stored under `backups/<key_id>.json`, checking every field that is
+    /// used as an object key, a size or an allocation, so nothing crafted gets further.
+    /// The error says what is wrong, for "damaged manifest" messages.
+    pub fn parse(key_id: &str, bytes: &[u8]) -> Result<Manifest, String> {
+        let manifest: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| format!("it is not a valid manifest: {e}"))?;
+        manifest.check(key_id)?;
+        Ok(manifest)
+    }
+
+    fn check(&self, key_id: &str) -> Result<(), String> {
+        // The key is the identity: an inner id that differs would make deletes, copies and
+        // validation records act on another backup's objects.
+        if self.id != key_id {
+            return Err(format!(
+                "its inner id {:?} differs from its key {key_id}",
+                self.id
+            ));
+        }
+        if self.format != super::FORMAT_VERSION {
+            return Err(format!(
+                "it has format {}, this backup-cli reads format {}",
+                self.format,
+                super::FORMAT_VERSION
+            ));
+        }
+        check_stream("the pre-data section", &self.pre_data)?;
+        check_stream("the post-data section", &self.post_data)?;
+        for table in &self.tables {
+            for part in &table.parts {
+                check_stream(&format!("table {}", table.display_name()), part)?;
+            }
+        }
+        if let Some(lo) = &self.large_objects {
+            check_stream("the large objects' data", &lo.data)?;
+        }
+        Ok(())
+    }
+
+    /// SHA-256 over every table's identity, counts, checksums and chunk ids (and the large
+    /// objects' data), in a fixed text form (not serde's, so fields added later do not
+    /// change it).
+    pub fn tables_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        let parts = |hash: &mut Sha256, part: &Stream| {
+            hash.update(format!(
+                "part {} {} {}\n",
+                part.rows, part.bytes, part.checksum
+            ));
+            for chunk in &part.chunks {
+                hash.update(format!("chunk {} {}\n", chunk.id, chunk.len));
+            }
+        };
+        for t in &self.tables {
+            hash.update(format!(
+                "table {:?} {:?} {:?} {} {} {}\n",
+                t.schema, t.name, t.columns, t.rows, t.logical_bytes, t.checksum
+            ));
+            for part in &t.parts {
+                parts(&mut hash, part);
+            }
+        }
+        if let Some(lo) = &self.large_objects {
+            hash.update(format!(
+                "large objects {} {}\n",
+                lo.oids.len(),
+                lo.content_bytes
+            ));
+            parts(&mut hash, &lo.data);
+        }
+        hex::encode(hash.finalize())
+    }
+
     pub fn rows(&self) -> u64 {
-        self.tables.iter().map(|t| t.rows).sum()
+        self.tables
+            .iter()
+            .fold(0u64, |sum, t| sum.saturating_add(t.rows))
     }
 
     pub fn logical_bytes(&self) -> u64 {
-        self.tables.iter().map(|t| t.logical_bytes).sum::<u64>()
-            + self.pre_data.bytes
-            + self.post_data.bytes
-            + self.large_objects.as_ref().map_or(0, |lo| lo.data.bytes)
+        self.tables
+            .iter()
+            .fold(0u64, |sum, t| sum.saturating_add(t.logical_bytes))
+            .saturating_add(self.pre_data.bytes)
+            .saturating_add(self.post_data.bytes)
+            .saturating_add(self.large_objects.as_ref().map_or(0, |lo| lo.data.bytes))
     }
 
     /// Every chunk the backup references, data and DDL alike.
@@ -261,8 +372,7 @@ impl Manifest {
         let mut seen = std::collections::HashSet::new();
         self.chunks()
             .filter(|c| seen.insert(c.id.as_str()))
-            .map(|c| c.stored)
-            .sum()
+            .fold(0u64, |sum, c| sum.saturating_add(c.stored))
     }
 
     pub fn duration_seconds(&self) -> f64 {
@@ -274,6 +384,25 @@ impl Manifest {
             .iter()
             .find(|t| t.display_name() == name || (t.schema == "public" && t.name == name))
     }
+}
+
+/// The chunk references of one stream are usable: hex ids, sizes within the format's limits.
+fn check_stream(what: &str, stream: &Stream) -> Result<(), String> {
+    for chunk in &stream.chunks {
+        if !is_chunk_id(&chunk.id) {
+            return Err(format!(
+                "{what} refers to chunk {:?}, which is not a SHA-256 in hex",
+                chunk.id
+            ));
+        }
+        if chunk.len > MAX_CHUNK_LEN || chunk.stored > max_stored_len(chunk.len) {
+            return Err(format!(
+                "{what} gives chunk {} a size of {} bytes ({} stored), beyond the format's limit of {MAX_CHUNK_LEN}",
+                chunk.id, chunk.len, chunk.stored
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Quotes an identifier the way PostgreSQL's `quote_ident` does.

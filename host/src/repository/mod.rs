@@ -10,6 +10,8 @@
 //! Chunks are shared by all backups; a chunk already present is never written again.
 
 pub mod chunker;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod gc;
 pub mod history;
 pub mod id;
@@ -69,8 +71,10 @@ pub struct Repository {
     notices: Arc<Mutex<Vec<String>>>,
 }
 
+/// The object key of a chunk. Ids come from checked manifests (hex); anything else still
+/// yields a key, which the target then refuses, rather than a panic.
 pub fn chunk_key(id: &str) -> String {
-    format!("chunks/{}/{}", &id[..2.min(id.len())], id)
+    format!("chunks/{}/{}", id.get(..2).unwrap_or_default(), id)
 }
 
 pub fn manifest_key(backup_id: &str) -> String {
@@ -337,7 +341,8 @@ impl Repository {
 
     /// Reads a whole stream (a DDL section, or a table range in tests) into memory.
     pub async fn read_stream(&self, stream: &manifest::Stream, context: &str) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(stream.bytes as usize);
+        // Sized by the chunks actually read, not by a size the manifest claims.
+        let mut out = Vec::new();
         for chunk in &stream.chunks {
             out.extend_from_slice(&self.read_chunk(chunk, context).await?);
         }
@@ -398,13 +403,44 @@ impl Repository {
             }
             Err(e) => return Err(Error::from_target(e, &key, format!("backup {backup_id}"))),
         };
-        serde_json::from_slice(&bytes).map_err(|e| Error::ChecksumMismatch {
+        Manifest::parse(backup_id, &bytes).map_err(|why| Error::ChecksumMismatch {
             object: key.clone(),
             detail: format!(
-                "manifest of backup {backup_id} on target '{}' is not valid JSON: {e}",
+                "the manifest of backup {backup_id} on target '{}' is damaged: {why}",
                 target.name()
             ),
         })
+    }
+
+    /// Every visible backup, read one by one: a damaged manifest is reported as such and does
+    /// not hide the others. Manifests deleted while listing are skipped; a target that
+    /// cannot be read fails the whole listing (nothing can be said then).
+    pub async fn catalog(&self) -> Result<Catalog> {
+        let mut catalog = Catalog::default();
+        for id in self.backup_ids().await? {
+            match self.read_manifest(&id).await {
+                Ok(manifest) => catalog.manifests.push(manifest),
+                Err(Error::BackupNotFound(_)) => {}
+                Err(error @ Error::ChecksumMismatch { .. }) => {
+                    let key = manifest_key(&id);
+                    let mentioned_chunks = match self.target.get(&key).await {
+                        Ok(bytes) => mentioned_chunk_ids(&bytes),
+                        Err(_) => Vec::new(),
+                    };
+                    catalog.damaged.push(DamagedManifest {
+                        backup_id: id,
+                        object: key,
+                        error: error.to_string(),
+                        mentioned_chunks,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        catalog
+            .manifests
+            .sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(catalog)
     }
 
     /// Resolves `latest` or an id to a manifest.
@@ -440,14 +476,14 @@ impl Repository {
         Ok(ids)
     }
 
-    /// All visible backups, oldest first.
+    /// All usable backups, oldest first; damaged manifests are left out with a warning
+    /// ([`Repository::catalog`] lists them).
     pub async fn manifests(&self) -> Result<Vec<Manifest>> {
-        let mut out = Vec::new();
-        for id in self.backup_ids().await? {
-            out.push(self.read_manifest(&id).await?);
+        let catalog = self.catalog().await?;
+        for damaged in &catalog.damaged {
+            tracing::warn!("{}", damaged.error);
         }
-        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(out)
+        Ok(catalog.manifests)
     }
 
     pub async fn delete_manifest(&self, backup_id: &str) -> Result<()> {
@@ -457,6 +493,36 @@ impl Repository {
             .await
             .map_err(|e| Error::from_target(e, &key, format!("deleting backup {backup_id}")))
     }
+}
+
+/// The backups of a repository: the usable ones, oldest first, and the damaged ones.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub manifests: Vec<Manifest>,
+    pub damaged: Vec<DamagedManifest>,
+}
+
+/// A manifest that is there but cannot be used, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct DamagedManifest {
+    pub backup_id: String,
+    pub object: String,
+    /// The full message, in the runbook's words ("Checksum verification failed: …").
+    pub error: String,
+    /// Chunk ids its text still names: garbage collection keeps them, so the backup can come
+    /// back when its manifest is repaired or copied from another target.
+    #[serde(skip)]
+    pub mentioned_chunks: Vec<String>,
+}
+
+/// Every 64-hex-digit word in `bytes`: the chunk ids a damaged manifest may still refer to.
+fn mentioned_chunk_ids(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|b| !b.is_ascii_hexdigit())
+        .filter(|word| word.len() == 64)
+        .filter_map(|word| std::str::from_utf8(word).ok())
+        .map(str::to_ascii_lowercase)
+        .collect()
 }
 
 /// Ids of the backups whose manifests are on `target`.
@@ -481,6 +547,28 @@ pub fn verify_chunk(key: &str, chunk: &ChunkRef, stored: &[u8], context: &str) -
         object: key.to_string(),
         detail: format!("{context}: {why}"),
     };
+    // The capacity comes from the manifest: check it against the format's limit and the
+    // size the compressed frame itself declares before allocating it.
+    if chunk.len > manifest::MAX_CHUNK_LEN {
+        return Err(mismatch(format!(
+            "the manifest gives it {} bytes, beyond the format's limit",
+            chunk.len
+        )));
+    }
+    match zstd::zstd_safe::get_frame_content_size(stored) {
+        Ok(Some(declared)) if declared == chunk.len => {}
+        Ok(Some(declared)) => {
+            return Err(mismatch(format!(
+                "expected {} bytes, the stored frame holds {declared}",
+                chunk.len
+            )));
+        }
+        Ok(None) | Err(_) => {
+            return Err(mismatch(
+                "cannot decompress: not a zstd frame of known size".into(),
+            ));
+        }
+    }
     let plain = zstd::bulk::decompress(stored, chunk.len as usize)
         .map_err(|e| mismatch(format!("cannot decompress: {e}")))?;
     if plain.len() as u64 != chunk.len {

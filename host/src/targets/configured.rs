@@ -2,7 +2,7 @@
 //! `[repository] path` / `--repo`), each wrapped in retries and timeouts.
 
 use super::Target;
-use super::fs::FsTarget;
+use super::fs::{FsTarget, Modes};
 use super::retry::Retrying;
 use super::s3::{S3Settings, S3Target};
 use crate::config::{
@@ -96,7 +96,11 @@ pub async fn open(loaded: &Loaded, repo_flag: Option<&Path>) -> Result<TargetSet
     let (path, origin) = loaded.repository_path(repo_flag);
     if is_overridden(&origin) || config.targets.is_empty() {
         return Ok(TargetSet {
-            targets: vec![Retrying::wrap(Arc::new(open_fs(DEFAULT_TARGET, &path)?))],
+            targets: vec![Retrying::wrap(Arc::new(open_fs(
+                loaded,
+                DEFAULT_TARGET,
+                &path,
+            )?))],
             plugins: Vec::new(),
             chosen,
         });
@@ -123,7 +127,11 @@ pub async fn open(loaded: &Loaded, repo_flag: Option<&Path>) -> Result<TargetSet
     let mut plugins = Vec::new();
     for target in &config.targets {
         let opened: Arc<dyn Target> = match target {
-            TargetConfig::Fs(fs) => Arc::new(open_fs(&fs.name, &loaded.config_relative(&fs.path))?),
+            TargetConfig::Fs(fs) => Arc::new(open_fs(
+                loaded,
+                &fs.name,
+                &loaded.config_relative(&fs.path),
+            )?),
             TargetConfig::S3(s3) => {
                 let owner = format!("target '{}'", s3.name);
                 let secret = |name: &str, default_env: &str| -> Result<Option<String>> {
@@ -245,8 +253,9 @@ pub fn how_chosen(
     [(DEFAULT_TARGET.to_string(), how)].into()
 }
 
-fn open_fs(name: &str, path: &Path) -> Result<FsTarget> {
-    FsTarget::open(name, path)
+fn open_fs(loaded: &Loaded, name: &str, path: &Path) -> Result<FsTarget> {
+    let modes = Modes::new(loaded.config.repository.group_access);
+    FsTarget::open_with(name, path, modes)
         .map_err(|e| Error::from_target(e, "(repository root)", "opening the repository folder"))
 }
 

@@ -7,15 +7,53 @@
 //! fsync per chunk, and the repository flushes before any manifest refers to new chunks.
 //! (Measured against fsyncing each new file and its folder at flush, 4 in parallel: syncfs was
 //! 3–15 % faster at scale 1, see BENCHMARKS.md.)
+//! Objects hold the database's contents, so folders are made 0700 and objects 0600 whatever
+//! the umask (0750/0640 with `[repository] group_access`). Every key is checked against the
+//! rules of [`super::is_valid_key`] before it reaches the filesystem.
 
-use super::{ObjectInfo, Target, TargetError};
+use super::{Created, ObjectInfo, Target, TargetError, check_key, check_prefix};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cap_std::ambient_authority;
-use cap_std::fs::Dir;
+use cap_std::fs::{Dir, Permissions};
 use std::io::{ErrorKind, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+
+/// The permissions of the folders and objects the target creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Modes {
+    pub folder: u32,
+    pub object: u32,
+}
+
+impl Modes {
+    /// Owner only (0700/0600), or owner and group reading (0750/0640).
+    pub fn new(group_access: bool) -> Modes {
+        if group_access {
+            Modes {
+                folder: 0o750,
+                object: 0o640,
+            }
+        } else {
+            Modes {
+                folder: 0o700,
+                object: 0o600,
+            }
+        }
+    }
+}
+
+impl Default for Modes {
+    fn default() -> Self {
+        Modes::new(false)
+    }
+}
+
+fn mode(bits: u32) -> std::fs::Permissions {
+    std::fs::Permissions::from_mode(bits)
+}
 
 pub struct FsTarget {
     name: String,
@@ -25,15 +63,23 @@ pub struct FsTarget {
     /// The first `put` creates it, but only its last component, so a typo in a parent
     /// folder fails instead of building a tree.
     dir: OnceLock<Arc<Dir>>,
+    modes: Modes,
 }
 
 impl FsTarget {
-    /// The folder `root` as a target, without creating anything.
+    /// The folder `root` as a target, without creating anything; what it creates later is
+    /// owner-only.
     pub fn open(name: &str, root: &Path) -> Result<FsTarget, TargetError> {
+        FsTarget::open_with(name, root, Modes::default())
+    }
+
+    /// Like [`FsTarget::open`]; the folders and objects it creates get `modes`.
+    pub fn open_with(name: &str, root: &Path, modes: Modes) -> Result<FsTarget, TargetError> {
         let target = FsTarget {
             name: name.to_string(),
             root: root.to_path_buf(),
             dir: OnceLock::new(),
+            modes,
         };
         match target.dir(false) {
             Ok(_) | Err(TargetError::NotFound { .. }) => Ok(target),
@@ -41,13 +87,18 @@ impl FsTarget {
         }
     }
 
-    /// The folder `root` as a target, creating it and its parents (`backup-cli init`).
-    pub fn create(name: &str, root: &Path) -> Result<FsTarget, TargetError> {
-        std::fs::create_dir_all(root).map_err(|e| TargetError::Failed {
+    /// The folder `root` as a target, creating it and its parents (`backup-cli init`); the
+    /// repository folder itself gets the folder mode.
+    pub fn create(name: &str, root: &Path, modes: Modes) -> Result<FsTarget, TargetError> {
+        let fail = |e: std::io::Error| TargetError::Failed {
             target: name.to_string(),
             reason: format!("cannot create {}: {e}", root.display()),
-        })?;
-        FsTarget::open(name, root)
+        };
+        if !root.exists() {
+            std::fs::create_dir_all(root).map_err(fail)?;
+            std::fs::set_permissions(root, mode(modes.folder)).map_err(fail)?;
+        }
+        FsTarget::open_with(name, root, modes)
     }
 
     /// The opened root folder; `create` makes its last component when it is missing.
@@ -62,7 +113,9 @@ impl FsTarget {
         let opened = match Dir::open_ambient_dir(&self.root, ambient_authority()) {
             Ok(dir) => dir,
             Err(e) if e.kind() == ErrorKind::NotFound && create => {
-                std::fs::create_dir(&self.root).map_err(|e| TargetError::Failed {
+                std::fs::create_dir(&self.root)
+                    .and_then(|()| std::fs::set_permissions(&self.root, mode(self.modes.folder)))
+                    .map_err(|e| TargetError::Failed {
                     target: self.name.clone(),
                     reason: if e.kind() == ErrorKind::NotFound {
                         format!(
@@ -137,23 +190,70 @@ fn io_error(target: &str, key: &str, e: std::io::Error) -> TargetError {
     }
 }
 
-fn write_atomically(dir: &Dir, key: &str, data: &[u8]) -> std::io::Result<()> {
-    let path = Path::new(key);
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    if let Some(parent) = parent {
-        dir.create_dir_all(parent)?;
+/// Creates the folders of `key` that are missing, each with the folder mode.
+fn create_parents(dir: &Dir, key: &str, modes: Modes) -> std::io::Result<()> {
+    let Some(parent) = Path::new(key).parent() else {
+        return Ok(());
+    };
+    let mut path = PathBuf::new();
+    for part in parent.components() {
+        path.push(part);
+        match dir.create_dir(&path) {
+            Ok(()) => dir.set_permissions(&path, Permissions::from_std(mode(modes.folder)))?,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
     }
+    Ok(())
+}
+
+/// Writes `data` to a new temporary file beside `key` (the object mode set before any byte
+/// is written) and hands it to `place`, removing it if that fails.
+fn with_temporary(
+    dir: &Dir,
+    key: &str,
+    data: &[u8],
+    modes: Modes,
+    place: impl FnOnce(&str) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    create_parents(dir, key, modes)?;
     let tmp = format!("{key}.tmp-{}-{:08x}", std::process::id(), fastrand::u32(..));
     let result = (|| {
-        let mut file = dir.create(&tmp)?;
+        let mut options = cap_std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        let mut file = dir.open_with(&tmp, &options)?;
+        file.set_permissions(Permissions::from_std(mode(modes.object)))?;
         file.write_all(data)?;
         drop(file);
-        dir.rename(&tmp, dir, key)
+        place(&tmp)
     })();
     if result.is_err() {
         let _ = dir.remove_file(&tmp);
     }
     result
+}
+
+fn write_atomically(dir: &Dir, key: &str, data: &[u8], modes: Modes) -> std::io::Result<()> {
+    with_temporary(dir, key, data, modes, |tmp| dir.rename(tmp, dir, key))
+}
+
+/// Creates `key` only if it does not exist: a hard link fails atomically when the name is
+/// taken, and readers see the whole object or none of it.
+fn create_exclusively(dir: &Dir, key: &str, data: &[u8], modes: Modes) -> std::io::Result<bool> {
+    let mut created = false;
+    with_temporary(dir, key, data, modes, |tmp| {
+        let linked = dir.hard_link(tmp, dir, key);
+        let _ = dir.remove_file(tmp);
+        match linked {
+            Ok(()) => {
+                created = true;
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    })?;
+    Ok(created)
 }
 
 fn list_recursive(dir: &Dir, prefix: &str, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
@@ -200,15 +300,32 @@ impl Target for FsTarget {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<(), TargetError> {
-        let key_owned = key.to_string();
+        check_key(&self.name, key)?;
+        let (key_owned, modes) = (key.to_string(), self.modes);
         self.blocking(key, true, move |dir| {
-            write_atomically(dir, &key_owned, &data)
+            write_atomically(dir, &key_owned, &data, modes)
         })
         .await
         .map(|_| ())
     }
 
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<Created, TargetError> {
+        check_key(&self.name, key)?;
+        let (key_owned, modes) = (key.to_string(), self.modes);
+        let created = self
+            .blocking(key, true, move |dir| {
+                create_exclusively(dir, &key_owned, &data, modes)
+            })
+            .await?;
+        Ok(if created == Some(true) {
+            Created::Written
+        } else {
+            Created::Exists
+        })
+    }
+
     async fn get(&self, key: &str) -> Result<Bytes, TargetError> {
+        check_key(&self.name, key)?;
         let key_owned = key.to_string();
         self.blocking(key, false, move |dir| dir.read(&key_owned).map(Bytes::from))
             .await?
@@ -216,6 +333,7 @@ impl Target for FsTarget {
     }
 
     async fn stat(&self, key: &str) -> Result<Option<u64>, TargetError> {
+        check_key(&self.name, key)?;
         let key_owned = key.to_string();
         self.blocking(key, false, move |dir| match dir.metadata(&key_owned) {
             Ok(meta) => Ok(Some(meta.len())),
@@ -227,6 +345,7 @@ impl Target for FsTarget {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, TargetError> {
+        check_prefix(&self.name, prefix)?;
         let prefix_owned = prefix.to_string();
         self.blocking(prefix, false, move |dir| {
             let mut out = Vec::new();
@@ -239,6 +358,7 @@ impl Target for FsTarget {
     }
 
     async fn delete(&self, key: &str) -> Result<(), TargetError> {
+        check_key(&self.name, key)?;
         let key_owned = key.to_string();
         self.blocking(key, false, move |dir| match dir.remove_file(&key_owned) {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -281,6 +401,60 @@ mod tests {
         assert!(err.is_err(), "a key with .. must be refused");
         assert!(!tmp.path().join("outside").exists());
         assert!(target.get("/etc/passwd").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn keys_outside_the_rules_are_refused_even_inside_the_root() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let target = FsTarget::open("local", tmp.path()).expect("open");
+        target
+            .put("larder-repository.json", Bytes::from_static(b"{}"))
+            .await
+            .expect("put");
+        for key in [
+            "validations/../larder-repository.json",
+            "./x",
+            "a//b",
+            "chunks/é",
+            "",
+        ] {
+            let refused = target.put(key, Bytes::from_static(b"x")).await;
+            assert!(
+                matches!(&refused, Err(TargetError::Failed { reason, .. }) if reason.contains("invalid object key")),
+                "{key:?}: {refused:?}"
+            );
+            assert!(target.delete(key).await.is_err(), "{key:?}");
+        }
+        assert!(target.list("../").await.is_err());
+        assert_eq!(
+            target.get("larder-repository.json").await.expect("get"),
+            Bytes::from_static(b"{}")
+        );
+    }
+
+    #[tokio::test]
+    async fn put_if_absent_writes_once() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let target = FsTarget::open("local", tmp.path()).expect("open");
+        let first = target
+            .put_if_absent("locks/x.json", Bytes::from_static(b"1"))
+            .await;
+        let second = target
+            .put_if_absent("locks/x.json", Bytes::from_static(b"2"))
+            .await;
+        assert_eq!(
+            (first.expect("first"), second.expect("second")),
+            (Created::Written, Created::Exists)
+        );
+        assert_eq!(
+            target.get("locks/x.json").await.expect("get"),
+            Bytes::from_static(b"1")
+        );
+        assert_eq!(
+            target.list("locks/").await.expect("list").len(),
+            1,
+            "no temporary left"
+        );
     }
 
     #[tokio::test]

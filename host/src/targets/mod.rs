@@ -43,11 +43,47 @@ pub fn is_valid_key(key: &str) -> bool {
         })
 }
 
+/// Refuses, on target `target`, a key that breaks the rules of [`is_valid_key`].
+pub fn check_key(target: &str, key: &str) -> Result<(), TargetError> {
+    if is_valid_key(key) {
+        Ok(())
+    } else {
+        Err(invalid_key(target, key))
+    }
+}
+
+/// Like [`check_key`] for a `list` prefix: a key followed by `/`, or empty for everything.
+pub fn check_prefix(target: &str, prefix: &str) -> Result<(), TargetError> {
+    match prefix.strip_suffix('/') {
+        _ if prefix.is_empty() => Ok(()),
+        Some(folder) if is_valid_key(folder) => Ok(()),
+        _ => Err(invalid_key(target, prefix)),
+    }
+}
+
+fn invalid_key(target: &str, key: &str) -> TargetError {
+    TargetError::Failed {
+        target: target.to_string(),
+        reason: format!("invalid object key {key:?}"),
+    }
+}
+
 /// One object as listed by a target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+}
+
+/// What [`Target::put_if_absent`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The object was written: no object had the key.
+    Written,
+    /// An object already has the key; nothing was written.
+    Exists,
+    /// The target cannot create atomically (callers fall back to unique keys).
+    Unsupported,
 }
 
 /// A place that stores repository objects under `/`-separated keys.
@@ -62,6 +98,12 @@ pub trait Target: Send + Sync {
     /// Where the target points, for humans (a path or URL without secrets).
     fn location(&self) -> String;
     async fn put(&self, key: &str, data: Bytes) -> Result<(), TargetError>;
+    /// Writes `data` under `key` only if no object has that key, as one atomic step: of
+    /// racing writers exactly one gets `Written`. Locks rely on it; a target that cannot
+    /// do it keeps this default.
+    async fn put_if_absent(&self, _key: &str, _data: Bytes) -> Result<Created, TargetError> {
+        Ok(Created::Unsupported)
+    }
     async fn get(&self, key: &str) -> Result<Bytes, TargetError>;
     /// The object's size, or `None` when it does not exist.
     async fn stat(&self, key: &str) -> Result<Option<u64>, TargetError>;

@@ -2,7 +2,7 @@
 //! plugin). Only `Unavailable` is retried: a missing object, a full disk or a refusal will not
 //! change by asking again.
 
-use super::{ObjectInfo, Target, TargetError};
+use super::{Created, ObjectInfo, Target, TargetError};
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
@@ -73,6 +73,15 @@ impl Target for Retrying {
     async fn put(&self, key: &str, data: Bytes) -> Result<(), TargetError> {
         self.run("put", key, || self.inner.put(key, data.clone()))
             .await
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<Created, TargetError> {
+        // A retried create whose first attempt landed answers `Exists`: lock owners tell
+        // their own object by its token.
+        self.run("put if absent", key, || {
+            self.inner.put_if_absent(key, data.clone())
+        })
+        .await
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, TargetError> {

@@ -1,6 +1,6 @@
 //! The built-in S3 target (any S3-compatible store), through opendal.
 
-use super::{ObjectInfo, Target, TargetError, is_valid_key};
+use super::{Created, ObjectInfo, Target, TargetError, check_key, check_prefix};
 use async_trait::async_trait;
 use bytes::Bytes;
 use opendal::{ErrorKind, Operator};
@@ -70,14 +70,7 @@ impl S3Target {
     }
 
     fn check(&self, key: &str) -> Result<(), TargetError> {
-        if is_valid_key(key) {
-            Ok(())
-        } else {
-            Err(TargetError::Failed {
-                target: self.name.clone(),
-                reason: format!("invalid object key {key:?}"),
-            })
-        }
+        check_key(&self.name, key)
     }
 }
 
@@ -100,6 +93,18 @@ impl Target for S3Target {
             .map_err(|e| self.error("PUT", key, e))
     }
 
+    /// A conditional PUT (`If-None-Match: *`), which AWS S3, MinIO and moto honour; a server
+    /// that answers it with "not implemented" makes the locks fall back to unique keys.
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<Created, TargetError> {
+        self.check(key)?;
+        match self.op.write_with(key, data).if_not_exists(true).await {
+            Ok(_) => Ok(Created::Written),
+            Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(Created::Exists),
+            Err(e) if e.kind() == ErrorKind::Unsupported => Ok(Created::Unsupported),
+            Err(e) => Err(self.error("PUT (if absent)", key, e)),
+        }
+    }
+
     async fn get(&self, key: &str) -> Result<Bytes, TargetError> {
         self.check(key)?;
         self.op
@@ -119,6 +124,7 @@ impl Target for S3Target {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, TargetError> {
+        check_prefix(&self.name, prefix)?;
         let entries = match self.op.list_with(prefix).recursive(true).await {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),

@@ -71,6 +71,9 @@ pub enum Command {
     /// The effective configuration
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Repository maintenance: locks left by crashed processes
+    #[command(subcommand)]
+    Repository(RepositoryCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +81,20 @@ pub enum ConfigCommand {
     /// Every effective setting and where it came from (flag, environment, config file,
     /// default); passwords are never shown
     Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepositoryCommand {
+    /// Show the repository locks on every target and clear those whose holders are gone
+    /// (a process that died on this host, a lock with no heartbeat for 5 minutes)
+    Unlock(UnlockArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Also clear locks that still look alive (only when you know their process is gone)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,14 +10,14 @@ mod output;
 use clap::Parser;
 use cli::{
     BackupCommand, Cli, Command, ConfigCommand, MonitorCommand, PluginCommand, RecoveryArgs,
-    RecoveryCommand, ScheduleCommand,
+    RecoveryCommand, RepositoryCommand, ScheduleCommand,
 };
 use larder::config::{Loaded, Origin, Setting};
 use larder::engine::{self, Progress};
 use larder::pg::ConnectionSettings;
 use larder::repository::Repository;
 use larder::targets::configured::{self, TargetSet};
-use larder::targets::fs::FsTarget;
+use larder::targets::fs::{FsTarget, Modes};
 use larder::{Error, Result};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -633,6 +633,21 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<()> {
             output::settings(&ctx.effective_settings(), ctx.json);
             Ok(())
         }
+        Command::Repository(RepositoryCommand::Unlock(args)) => {
+            let set = ctx.targets().await?;
+            let mut reports = Vec::new();
+            for target in &set.targets {
+                // A target without a repository has no locks.
+                let repo = match Repository::open(target.clone()).await {
+                    Ok(repo) => repo,
+                    Err(Error::Repository(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                reports.push(repo.unlock(args.force).await?);
+            }
+            output::unlocked(&reports, ctx.json);
+            Ok(())
+        }
         Command::Plugin(PluginCommand::List) => {
             let set = ctx.targets().await?;
             output::plugins(&set.plugins, ctx.json);
@@ -652,6 +667,21 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<()> {
     }
 }
 
+/// Writes a file readable by its owner only (0600 whatever the umask): the configuration may
+/// name secrets' locations and the database.
+fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(data)
+}
+
 /// Writes the commented template and initialises the repository it names.
 async fn init(
     config_flag: Option<&std::path::Path>,
@@ -668,11 +698,12 @@ async fn init(
             path.display()
         )));
     }
-    std::fs::write(&path, larder::config::TEMPLATE)
+    write_private(&path, larder::config::TEMPLATE.as_bytes())
         .map_err(Error::io(format!("writing {}", path.display())))?;
     let loaded = Loaded::discover(Some(&path))?;
     let (repo_path, _) = loaded.repository_path(repo_flag);
-    let target = FsTarget::create("local", &repo_path)
+    let modes = Modes::new(loaded.config.repository.group_access);
+    let target = FsTarget::create("local", &repo_path, modes)
         .map(Arc::new)
         .map_err(|e| {
             Error::from_target(e, "(repository root)", "creating the repository folder")

@@ -184,8 +184,12 @@ pub fn backup_list(backups: &[BackupSummary], repo: &str, as_json: bool) {
         let mut row = vec![
             Cell::new(&b.id),
             Cell::new(&b.name),
-            Cell::new(b.backup_type),
-            Cell::new(b.created_at.format("%Y-%m-%d %H:%M:%S")),
+            Cell::new(b.backup_type.map(|t| t.to_string()).unwrap_or_default()),
+            Cell::new(
+                b.created_at
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default(),
+            ),
         ];
         if all {
             row.push(right(seconds(b.duration_seconds)));
@@ -212,6 +216,11 @@ pub fn backup_list(backups: &[BackupSummary], repo: &str, as_json: bool) {
         t.add_row(row);
     }
     say!("{t}");
+    for b in backups {
+        if let Some(error) = &b.error {
+            say!("backup {} is damaged: {error}", b.id);
+        }
+    }
 }
 
 pub fn validation(report: Option<&ValidationReport>, copies: &[CopyValidation], as_json: bool) {
@@ -700,4 +709,42 @@ pub fn settings(settings: &[larder::config::Setting], as_json: bool) {
     }
     say!("{t}");
     say!("Precedence: flags, then environment variables, then the config file, then defaults.");
+}
+
+pub fn unlocked(reports: &[larder::repository::lock::UnlockReport], as_json: bool) {
+    if as_json {
+        json(&reports);
+        return;
+    }
+    let mut any = false;
+    for report in reports {
+        for found in &report.locks {
+            any = true;
+            let who = found
+                .lock
+                .holder
+                .as_ref()
+                .map(|h| h.describe())
+                .unwrap_or_else(|| "an unreadable lock".into());
+            let state = match found.lock.state {
+                larder::repository::lock::LockState::Live => "live",
+                larder::repository::lock::LockState::Expired => "expired",
+                larder::repository::lock::LockState::Dead => "holder gone",
+                larder::repository::lock::LockState::Unreadable => "unreadable",
+            };
+            let done = if found.cleared {
+                "cleared"
+            } else {
+                "kept (use --force if its process is gone)"
+            };
+            say!(
+                "target '{}': {} ({state}): {who}: {done}",
+                report.target,
+                found.lock.key
+            );
+        }
+    }
+    if !any {
+        say!("No repository locks.");
+    }
 }
