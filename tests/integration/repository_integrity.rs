@@ -274,6 +274,22 @@ async fn a_damaged_manifest_is_listed_and_the_other_backups_stay_usable() {
         );
     }
     env.run_ok(&["backup", "validate", &older.id]);
+
+    // The damaged backup itself can be deleted by its id (not as `latest`).
+    let refused = env.run(&["backup", "delete", damaged]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("is damaged"), "{}", text(&refused));
+    env.run_ok(&["backup", "delete", damaged, "--force"]);
+    let listed = env.run_json(&["backup", "list"]);
+    assert!(
+        listed
+            .as_array()
+            .expect("list")
+            .iter()
+            .all(|b| b["status"] == "complete"),
+        "{listed}"
+    );
+    env.run_ok(&["backup", "validate", &older.id]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::repository::gc::{GcReport, collect_garbage};
+use crate::repository::id::is_valid_backup_id;
 use crate::repository::lock::RepoLock;
 use crate::repository::{Repository, backup_ids_on};
 use crate::targets::Target;
@@ -44,23 +45,37 @@ pub async fn delete(
     scope: &Scope,
 ) -> Result<DeleteReport> {
     let repo = Repository::open_for_reading(targets).await?;
-    let manifest = repo.resolve(id_or_latest).await?;
+    let (id, name, description) = match repo.resolve(id_or_latest).await {
+        Ok(manifest) => (
+            manifest.id.clone(),
+            manifest.name.clone(),
+            format!(
+                "'{}', {}, created {}, {} tables, {} rows",
+                manifest.name,
+                manifest.backup_type,
+                manifest.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                manifest.tables.len(),
+                manifest.rows()
+            ),
+        ),
+        // A damaged manifest can still be removed by its id; the chunks only it named are
+        // then reclaimed like any other backup's.
+        Err(Error::ChecksumMismatch { detail, .. })
+            if id_or_latest != "latest" && is_valid_backup_id(id_or_latest) =>
+        {
+            (id_or_latest.to_string(), String::new(), detail)
+        }
+        Err(e) => return Err(e),
+    };
     if !force {
         return Err(Error::Refused(format!(
-            "refusing to delete backup {} ('{}', {}, created {}, {} tables, {} rows) without --force: deletion is permanent.\n  \
-             To delete it: backup-cli backup delete {} --force",
-            manifest.id,
-            manifest.name,
-            manifest.backup_type,
-            manifest.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
-            manifest.tables.len(),
-            manifest.rows(),
-            manifest.id
+            "refusing to delete backup {id} ({description}) without --force: deletion is permanent.\n  \
+             To delete it: backup-cli backup delete {id} --force"
         )));
     }
     let mut holders = Vec::new();
     for target in targets {
-        if backup_ids_on(target).await?.contains(&manifest.id) {
+        if backup_ids_on(target).await?.contains(&id) {
             holders.push(target.clone());
         }
     }
@@ -78,8 +93,7 @@ pub async fn delete(
         }
         if !holders.iter().any(|t| t.name() == name) {
             return Err(Error::Refused(format!(
-                "backup {} has no copy on target '{name}' (it is on: {}); nothing was deleted",
-                manifest.id,
+                "backup {id} has no copy on target '{name}' (it is on: {}); nothing was deleted",
                 names(&holders).join(", ")
             )));
         }
@@ -91,22 +105,20 @@ pub async fn delete(
         .collect();
     if targets.len() > 1 && chosen.len() == holders.len() && !scope.all_targets {
         return Err(Error::Refused(format!(
-            "backup {} is kept on {}: deleting {} would leave no copy on any target. \
-             To delete one target's copy: backup-cli backup delete {} --force --target NAME; \
+            "backup {id} is kept on {}: deleting {} would leave no copy on any target. \
+             To delete one target's copy: backup-cli backup delete {id} --force --target NAME; \
              to delete every copy: add --all-targets",
-            manifest.id,
             names(&holders).join(", "),
             if chosen.len() == 1 {
                 "it there"
             } else {
                 "all of them"
             },
-            manifest.id
         )));
     }
     let mut report = DeleteReport {
-        backup_id: manifest.id.clone(),
-        name: manifest.name.clone(),
+        backup_id: id.clone(),
+        name,
         chunks_deleted: 0,
         bytes_freed: 0,
         chunks_kept: 0,
@@ -119,9 +131,9 @@ pub async fn delete(
     };
     for target in &chosen {
         let repo = Repository::open(target.clone()).await?;
-        let lock = RepoLock::exclusive(&repo, &format!("delete of backup {}", manifest.id)).await?;
+        let lock = RepoLock::exclusive(&repo, &format!("delete of backup {id}")).await?;
         let result = async {
-            repo.delete_manifest(&manifest.id).await?;
+            repo.delete_manifest(&id).await?;
             collect_garbage(&repo, &lock).await
         }
         .await;

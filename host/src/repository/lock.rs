@@ -273,7 +273,11 @@ impl RepoLock {
     }
 
     /// Starts the heartbeat: rewrites the lock every [`HEARTBEAT`] while it is still ours.
-    fn beating(mut self) -> RepoLock {
+    fn beating(self) -> RepoLock {
+        self.beating_every(HEARTBEAT)
+    }
+
+    fn beating_every(mut self, interval: Duration) -> RepoLock {
         let (repo, key, info, held) = (
             self.repo.clone(),
             self.key.clone(),
@@ -283,7 +287,7 @@ impl RepoLock {
         self.heartbeat = Some(tokio::spawn(async move {
             let mut info = info;
             loop {
-                tokio::time::sleep(HEARTBEAT).await;
+                tokio::time::sleep(interval).await;
                 if !repo.owns(&key, &info.token).await {
                     tracing::warn!(
                         "the repository lock {key} was removed or taken over while held by {}",
@@ -555,6 +559,45 @@ mod tests {
         let forced = repo.unlock(true).await.expect("unlock --force");
         assert_eq!(forced.locks[0].state_and_cleared(), (LockState::Live, true));
         assert!(repo.locks().await.expect("locks").is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_heartbeat_refreshes_the_lock_and_notices_losing_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = repo(tmp.path()).await;
+        let info = LockInfo::mine("backup 20260101-000000-0003");
+        let key = "locks/backup-20260101-000000-0003-test.json".to_string();
+        let lock = RepoLock::write(&repo, key.clone(), info.clone(), false)
+            .await
+            .expect("write")
+            .beating_every(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let found = repo.lock_at(&key).await.expect("read").expect("there");
+        let beat = found
+            .holder
+            .expect("holder")
+            .heartbeat_at
+            .expect("heartbeat");
+        assert!(
+            beat > info.created_at,
+            "the heartbeat did not refresh the lock"
+        );
+        assert!(lock.still_held().await);
+        // Taken over (an `unlock --force` and another process): the holder notices and
+        // its heartbeat stops writing.
+        repo.target()
+            .put(&key, Bytes::from(foreign(Utc::now())))
+            .await
+            .expect("take over");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!lock.still_held().await);
+        let after = repo.lock_at(&key).await.expect("read").expect("there");
+        assert_eq!(after.holder.expect("holder").token, "feedfeedfeedfeed");
+        lock.release().await.expect("release");
+        assert!(
+            repo.lock_at(&key).await.expect("read").is_some(),
+            "release removed the other holder's lock"
+        );
     }
 
     impl UnlockedLock {
