@@ -492,6 +492,15 @@ impl Loaded {
         };
         let or = |value: Option<String>, default: &str| value.unwrap_or_else(|| default.into());
         add(
+            "repository.group_access",
+            if c.repository.group_access {
+                "true: fs folders 0750, objects 0640".into()
+            } else {
+                "false: fs folders 0700, objects 0600".into()
+            },
+            self.origin_of("repository", "group_access"),
+        );
+        add(
             "backup.jobs",
             or(c.backup.jobs.map(|j| j.to_string()), "CPU count, at most 8"),
             self.origin_of("backup", "jobs"),

@@ -647,6 +647,11 @@ async fn repository_objects_are_private_whatever_the_umask() {
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", text(&out));
+    let shown = env.run_json(&["config", "show"]);
+    assert!(
+        shown.to_string().contains("repository.group_access") && shown.to_string().contains("0640"),
+        "{shown}"
+    );
     for (path, is_dir, mode) in modes_under(&shared) {
         let want = if is_dir { 0o750 } else { 0o640 };
         assert_eq!(mode, want, "{} is {mode:o}", path.display());
