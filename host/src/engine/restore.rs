@@ -19,7 +19,7 @@ use crate::pg::ddl::{Entry, Script, builds_in_parallel};
 use crate::pg::snapshot::SESSION_SETTINGS;
 use crate::pg::{ConnectionSettings, catalog};
 use crate::repository::Repository;
-use crate::repository::chunker::RowChecksum;
+use crate::repository::chunker::{RowChecksum, RowHasher};
 use crate::repository::history::RestoreRecord;
 use crate::repository::manifest::{Manifest, SequenceValue, Stream, TableEntry, quote_ident};
 use bytes::Bytes;
@@ -321,17 +321,11 @@ async fn copy_checksum(client: &Client, sql: &str, context: &str) -> Result<RowC
         .await
         .map_err(Error::db(context.to_string()))?;
     let mut stream = std::pin::pin!(stream);
-    let mut sum = RowChecksum::default();
-    let mut pending: Vec<u8> = Vec::new();
+    let mut rows = RowHasher::default();
     while let Some(piece) = stream.next().await {
-        pending.extend_from_slice(&piece.map_err(Error::db(context.to_string()))?);
-        if let Some(end) = memchr::memrchr(b'\n', &pending) {
-            sum.add_lines(&pending[..=end]);
-            pending.drain(..=end);
-        }
+        rows.push(&piece.map_err(Error::db(context.to_string()))?);
     }
-    sum.add_lines(&pending);
-    Ok(sum)
+    Ok(rows.finish())
 }
 
 /// A pg_dump section as UTF-8 text whose `SET client_encoding` says so: every restore session

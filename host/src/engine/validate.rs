@@ -1,7 +1,7 @@
 //! `backup validate`: re-read every object of a backup and prove it restorable.
 //!
-//! Each chunk is fetched, decompressed and its SHA-256 checked; the rows it holds are counted
-//! and checksummed, and the per-table totals must equal the manifest. Chunks are verified in
+//! Each chunk is fetched, decompressed and its SHA-256 checked; the rows of each stream are
+//! counted and checksummed, and the per-table totals must equal the manifest. Chunks are verified in
 //! parallel, so validation runs at disk and hashing speed. Problems are collected per table
 //! rather than stopping at the first, so the report names everything that is wrong.
 
@@ -9,7 +9,7 @@ use crate::config::Objectives;
 use crate::engine::Progress;
 use crate::error::Result;
 use crate::repository::Repository;
-use crate::repository::chunker::RowChecksum;
+use crate::repository::chunker::{RowChecksum, RowHasher};
 use crate::repository::history::ValidationRecord;
 use crate::repository::manifest::{BackupType, ChunkRef, Manifest, Stream};
 use futures_util::StreamExt;
@@ -167,24 +167,6 @@ pub async fn verify(
         .collect();
     let total_bytes: u64 = work.iter().map(|(_, _, c)| c.len).sum();
     let bar = progress.overall("validate", total_bytes);
-    let results: Vec<(usize, usize, u64, Result<RowChecksum>)> =
-        futures_util::stream::iter(work.iter())
-            .map(|&(i, p, chunk)| {
-                let context = format!("{}, backup {}", items[i].what, manifest.id);
-                let bar = bar.clone();
-                async move {
-                    let result = repo
-                        .read_chunk_with(chunk, &context, |plain| RowChecksum::of_lines(&plain))
-                        .await;
-                    Progress::advance(&bar, chunk.len);
-                    (i, p, chunk.len, result)
-                }
-            })
-            .buffer_unordered(jobs.max(1) * 2)
-            .collect()
-            .await;
-    bar.finish_and_clear();
-
     let mut reports: Vec<StreamReport> = items
         .iter()
         .map(|item| StreamReport {
@@ -196,15 +178,28 @@ pub async fn verify(
             problems: Vec::new(),
         })
         .collect();
-    let mut sums: Vec<Vec<RowChecksum>> = items
+    // Chunks are fetched, hashed and decompressed in parallel but counted in order: a row
+    // longer than the largest chunk continues into the next one.
+    let mut hashers: Vec<Vec<RowHasher>> = items
         .iter()
-        .map(|i| vec![RowChecksum::default(); i.streams.len()])
+        .map(|i| i.streams.iter().map(|_| RowHasher::default()).collect())
         .collect();
     let mut bytes_checked = 0;
-    for (i, p, len, result) in results {
+    let mut chunks = futures_util::stream::iter(work.iter())
+        .map(|&(i, p, chunk)| {
+            let context = format!("{}, backup {}", items[i].what, manifest.id);
+            let bar = bar.clone();
+            async move {
+                let result = repo.read_chunk(chunk, &context).await;
+                Progress::advance(&bar, chunk.len);
+                (i, p, chunk.len, result)
+            }
+        })
+        .buffered(jobs.max(1) * 2);
+    while let Some((i, p, len, result)) = chunks.next().await {
         match result {
-            Ok(sum) => {
-                sums[i][p].combine(sum);
+            Ok(plain) => {
+                hashers[i][p].push(&plain);
                 bytes_checked += len;
             }
             Err(e) => {
@@ -213,6 +208,12 @@ pub async fn verify(
             }
         }
     }
+    drop(chunks);
+    bar.finish_and_clear();
+    let sums: Vec<Vec<RowChecksum>> = hashers
+        .into_iter()
+        .map(|parts| parts.into_iter().map(RowHasher::finish).collect())
+        .collect();
     let failed = |what: &str| {
         format!(
             "Checksum verification failed: {what} (backup {})",

@@ -1,16 +1,21 @@
 //! Row-aligned content-defined chunking and the per-chunk facts the manifest records.
 //!
 //! FastCDC finds a content-defined cut near the target size; the cut is then moved forward to
-//! the next line end, so every chunk holds whole COPY rows. Because the cut still depends only
-//! on the bytes around it, an unchanged table produces the same chunks (deduplication), and
-//! because chunks hold whole rows, validation and restore can process chunks independently.
+//! the next line end, so chunks hold whole COPY rows, except where a row is longer than
+//! [`ROW_SPAN`]: such a row is cut where FastCDC cut it, so memory stays bounded whatever the
+//! values (a 50 MiB bytea is a 100 MiB line). Because the cut still depends only on the bytes
+//! around it, an unchanged table produces the same chunks (deduplication). Rows are counted
+//! and checksummed across chunk boundaries ([`RowHasher`]).
 
 use memchr::memchr;
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 pub const MIN_CHUNK: usize = 256 * 1024;
 pub const AVG_CHUNK: usize = 1024 * 1024;
 pub const MAX_CHUNK: usize = 4 * 1024 * 1024;
+/// The most a chunk grows past its content-defined cut to end on a row boundary, as a
+/// multiple of the largest chunk: longer rows are split between chunks.
+pub const ROW_SPAN: usize = 2;
 
 /// An order-independent checksum of a multiset of lines: the count and the wrapping sum of each
 /// line's XXH3-64. Restored tables come back in any physical order; this still matches.
@@ -49,6 +54,52 @@ impl RowChecksum {
     }
 }
 
+/// A [`RowChecksum`] of a stream fed in pieces of any size: a row split between pieces (or
+/// between chunks) counts and hashes as one row, exactly as [`RowChecksum::add_lines`] would
+/// over the whole stream.
+#[derive(Default)]
+pub struct RowHasher {
+    sum: RowChecksum,
+    /// The row begun by the previous pieces, if it has not ended yet.
+    partial: Option<Box<Xxh3>>,
+}
+
+impl RowHasher {
+    /// Adds `data`; returns how many rows ended in it.
+    pub fn push(&mut self, data: &[u8]) -> u64 {
+        let before = self.sum.rows;
+        let mut rest = data;
+        while let Some(end) = memchr(b'\n', rest) {
+            let line = &rest[..end];
+            let hash = match self.partial.take() {
+                Some(mut row) => {
+                    row.update(line);
+                    row.digest()
+                }
+                None => xxh3_64(line),
+            };
+            self.sum.sum = self.sum.sum.wrapping_add(hash);
+            self.sum.rows += 1;
+            rest = &rest[end + 1..];
+        }
+        if !rest.is_empty() {
+            self.partial
+                .get_or_insert_with(|| Box::new(Xxh3::new()))
+                .update(rest);
+        }
+        self.sum.rows - before
+    }
+
+    /// The checksum of everything pushed (an unterminated last row counts as a row).
+    pub fn finish(mut self) -> RowChecksum {
+        if let Some(row) = self.partial.take() {
+            self.sum.sum = self.sum.sum.wrapping_add(row.digest());
+            self.sum.rows += 1;
+        }
+        self.sum
+    }
+}
+
 /// Splits a byte stream into row-aligned, content-defined chunks.
 ///
 /// Bytes wait in `buf` from `start` on. A cut is taken as soon as FastCDC finds one in what is
@@ -76,7 +127,7 @@ impl Default for RowChunker {
 impl RowChunker {
     pub fn with_sizes(min: usize, avg: usize, max: usize) -> RowChunker {
         let mut chunker = RowChunker {
-            buf: Vec::with_capacity(max + 2 * avg),
+            buf: Vec::with_capacity(ROW_SPAN * max + 2 * avg),
             start: 0,
             wait_for: 0,
             min,
@@ -139,13 +190,20 @@ impl RowChunker {
                 self.wait_for = self.max;
                 break;
             }
+            // The row's end, if it comes within the span; only the bytes of the span decide,
+            // so the cut does not depend on how much happens to be held.
+            let span = ROW_SPAN * self.max;
             let end = if cut >= avail.len() || avail[cut - 1] == b'\n' {
                 cut
             } else {
-                match memchr(b'\n', &avail[cut..]) {
+                match memchr(b'\n', &avail[cut..avail.len().min(span)]) {
                     Some(p) => cut + p + 1,
+                    None if avail.len() >= span => cut, // a row longer than the span: split it
                     None if eof => avail.len(),
-                    None => break, // a row longer than what we hold: wait for its end
+                    None => {
+                        self.wait_for = span; // wait until the span is held
+                        break;
+                    }
                 }
             };
             emit(&avail[..end])?;
@@ -228,6 +286,39 @@ mod tests {
             "only {shared} of {} chunks shared",
             b.len()
         );
+    }
+
+    #[test]
+    fn rows_longer_than_the_span_are_split_and_still_count_as_one_row() {
+        let mut data = rows(2_000, 5);
+        let long: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 23) as u8).collect();
+        data.extend_from_slice(b"7\t");
+        data.extend_from_slice(&long);
+        data.extend_from_slice(b"\n");
+        data.extend_from_slice(&rows(2_000, 6));
+        let chunks = chunk_all(&data, 1000);
+        assert!(
+            chunks.iter().all(|c| c.len() <= ROW_SPAN * 65536),
+            "chunks stay bounded"
+        );
+        assert!(
+            chunks.iter().any(|c| !c.ends_with(b"\n")),
+            "the long row is split"
+        );
+        assert_eq!(chunks.concat(), data);
+        assert_eq!(
+            chunk_all(&data, 77_777),
+            chunks,
+            "cuts do not depend on feeding"
+        );
+        let mut hasher = RowHasher::default();
+        let rows: u64 = chunks.iter().map(|c| hasher.push(c)).sum();
+        assert_eq!(rows, 4_001);
+        assert_eq!(hasher.finish(), RowChecksum::of_lines(&data));
+        let mut unterminated = RowHasher::default();
+        unterminated.push(b"1\ta\n2\t");
+        unterminated.push(b"b");
+        assert_eq!(unterminated.finish(), RowChecksum::of_lines(b"1\ta\n2\tb"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! thread chunks them, counts rows, hashes, compresses and stores each chunk. Memory per stream
 //! is bounded by the channel (two batches) plus one chunk in flight, whatever the table size.
 
-use super::chunker::{RowChecksum, RowChunker};
+use super::chunker::{RowChecksum, RowChunker, RowHasher};
 use super::manifest::{ChunkRef, Stream};
 use super::{ChunkIndex, Repository};
 use crate::error::{Error, Result};
@@ -85,13 +85,12 @@ fn store(
 ) -> Result<Stored> {
     let mut chunker = RowChunker::default();
     let mut summary = Stream::default();
-    let mut checksum = RowChecksum::default();
+    let mut rows = RowHasher::default();
     let mut new_bytes = 0u64;
     let mut compressor = zstd::bulk::Compressor::new(level)
         .map_err(|e| Error::Repository(format!("zstd level {level}: {e}")))?;
     let mut emit = |data: &[u8]| -> Result<()> {
-        let lines = RowChecksum::of_lines(data);
-        checksum.combine(lines);
+        let ended = rows.push(data);
         let id = super::sha256_hex(data);
         let stored = match index.stored_size(&id) {
             Some(size) => size,
@@ -112,15 +111,18 @@ fn store(
             len: data.len() as u64,
             stored,
         });
-        observer(lines.rows, data.len() as u64);
+        observer(ended, data.len() as u64);
         Ok(())
     };
     while let Some(batch) = rx.blocking_recv() {
-        for piece in &batch {
-            chunker.push(piece, &mut emit)?;
+        // A single COPY row can be one huge piece: fed in batch-sized slices, the chunker
+        // holds no more than its span.
+        for slice in batch.iter().flat_map(|piece| piece.chunks(BATCH_BYTES)) {
+            chunker.push(slice, &mut emit)?;
         }
     }
     chunker.finish(&mut emit)?;
+    let checksum = rows.finish();
     summary.rows = checksum.rows;
     summary.checksum = checksum.encode();
     Ok(Stored {
