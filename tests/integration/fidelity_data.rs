@@ -156,6 +156,72 @@ async fn large_objects_with_owners_grants_and_comments_round_trip() {
     assert_eq!(large_objects(&env, "lo_src").await, expected);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_owner_without_superuser_backs_up_and_restores_its_large_objects() {
+    let env = TestEnv::start("lo_own").await;
+    env.admin()
+        .await
+        .batch_execute(
+            "CREATE ROLE lo_dba LOGIN CREATEDB; CREATE ROLE lo_reader; ALTER DATABASE lo_own OWNER TO lo_dba",
+        )
+        .await
+        .expect("owner role");
+    let url = format!(
+        "postgres://lo_dba@127.0.0.1:{}/lo_own?sslmode=disable",
+        env.cluster.port()
+    );
+    let (owner, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect as lo_dba");
+    tokio::spawn(connection);
+    owner
+        .batch_execute(
+            "SELECT lo_from_bytea(515151, 'owned by lo_dba'::bytea); \
+             COMMENT ON LARGE OBJECT 515151 IS 'mine'; GRANT SELECT ON LARGE OBJECT 515151 TO lo_reader",
+        )
+        .await
+        .expect("large object of lo_dba");
+    let source = large_objects(&env, "lo_own").await;
+    let as_owner = |args: &[&str]| {
+        let out = env
+            .cli()
+            .env("DATABASE_URL", &url)
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", crate::support::text(&out));
+    };
+    as_owner(&["backup", "create"]);
+    as_owner(&["backup", "validate", "latest"]);
+    as_owner(&[
+        "recovery",
+        "execute",
+        "latest",
+        "--target-db",
+        "lo_own_new",
+        "--verify",
+        "checksums",
+    ]);
+    assert_eq!(large_objects(&env, "lo_own_new").await, source);
+    let file = env.work.path().join("lo_own.sql");
+    as_owner(&[
+        "backup",
+        "export",
+        "latest",
+        "--format",
+        "sql",
+        "-o",
+        file.to_str().expect("path"),
+    ]);
+    env.admin()
+        .await
+        .batch_execute("CREATE DATABASE lo_own_sql OWNER lo_dba")
+        .await
+        .expect("create");
+    env.psql_file("lo_own_sql", &file);
+    assert_eq!(large_objects(&env, "lo_own_sql").await, source);
+}
+
 /// Non-ASCII DDL of every kind pg_dump writes text for, and data, all within LATIN1.
 const LATIN1_SCHEMA: &str = r#"
 SET client_encoding = 'UTF8';
