@@ -121,6 +121,13 @@ pub enum Error {
     #[error("recovery failed: {0}")]
     Recovery(String),
 
+    /// SIGINT or SIGTERM stopped the operation; `state` says what was undone and what to do.
+    #[error("interrupted by {signal}: {state}")]
+    Interrupted {
+        signal: crate::engine::interrupt::Signal,
+        state: String,
+    },
+
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -17,6 +17,7 @@ mod plugins;
 mod progress;
 mod quickstart;
 mod recovery_fidelity;
+mod recovery_interrupts;
 mod recovery_safety;
 mod recovery_strategies;
 mod repository_integrity;

@@ -8,10 +8,12 @@
 //! of tables restored into an existing one; verification of row counts (and, with
 //! `--verify checksums`, per-table checksums) and of NOT VALID constraints.
 //!
-//! Failure leaves nothing half-done: `new-database` drops the database it created; `replace`
-//! and `missing-rows` run in one transaction that is rolled back.
+//! Failure leaves nothing half-done: `new-database` builds under a temporary name (see
+//! [`partial_name`]), renames it only once verified, and drops it on failure or on SIGINT and
+//! SIGTERM; `replace` and `missing-rows` run in one transaction that is rolled back.
 
 use crate::engine::Progress;
+use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::engine::plan::{RecoveryPlan, Strategy, Verification, admin_connection};
 use crate::engine::validate::verify;
 use crate::error::{Error, Result};
@@ -21,7 +23,9 @@ use crate::pg::{ConnectionSettings, catalog};
 use crate::repository::Repository;
 use crate::repository::chunker::{RowChecksum, RowHasher};
 use crate::repository::history::RestoreRecord;
-use crate::repository::manifest::{Manifest, SequenceValue, Stream, TableEntry, quote_ident};
+use crate::repository::manifest::{
+    Manifest, SequenceValue, Stream, TableEntry, quote_ident, quote_literal,
+};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use indicatif::ProgressBar;
@@ -86,6 +90,9 @@ pub struct RestoreReport {
     pub not_valid_as_before: Vec<String>,
     /// Objects missing or corrupt on the first target that were read from another.
     pub fallbacks: Vec<String>,
+    /// A partial database an interrupted or killed earlier restore left, dropped before this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leftover_dropped: Option<String>,
     pub ok: bool,
 }
 
@@ -140,12 +147,14 @@ pub async fn execute(
         plan: plan.clone(),
         jobs: jobs.max(1),
         progress: progress.clone(),
+        phase: Arc::new(Mutex::new("starting")),
     };
     let Outcome {
         tables,
         large_objects,
         unvalidated,
         not_valid_as_before,
+        leftover_dropped,
     } = match plan.strategy {
         Strategy::NewDatabase => job.new_database().await?,
         Strategy::Replace | Strategy::MissingRows => job.in_transaction().await?,
@@ -169,6 +178,7 @@ pub async fn execute(
         unvalidated_constraints: unvalidated,
         not_valid_as_before,
         fallbacks: repo.notices(),
+        leftover_dropped,
     };
     repo.record_restore(&RestoreRecord {
         backup_id: report.backup_id.clone(),
@@ -192,6 +202,8 @@ struct Job {
     plan: RecoveryPlan,
     jobs: usize,
     progress: Progress,
+    /// What the restore is doing now, for the message when a signal stops it.
+    phase: Arc<Mutex<&'static str>>,
 }
 
 struct Outcome {
@@ -201,6 +213,8 @@ struct Outcome {
     unvalidated: Vec<String>,
     /// NOT VALID constraints that were so before (in the backup, or in the target).
     not_valid_as_before: Vec<String>,
+    /// See [`RestoreReport::leftover_dropped`].
+    leftover_dropped: Option<String>,
 }
 
 /// Completes an outcome with the NOT VALID constraints on `tables` (all when empty), split by
@@ -221,6 +235,7 @@ async fn outcome(
         large_objects: None,
         unvalidated: unvalidated.into_iter().map(|c| c.name).collect(),
         not_valid_as_before: as_before.into_iter().map(|c| c.name).collect(),
+        leftover_dropped: None,
     })
 }
 
@@ -643,6 +658,100 @@ fn parents_first(manifest: &Manifest, selected: &[usize]) -> Vec<usize> {
     order
 }
 
+/// The first words of the comment a partial database carries, which mark it as ours.
+const PARTIAL_MARKER: &str = "Larder: partial restore";
+
+/// The temporary name a new database is built under: a partial database never carries the
+/// target's name, even after SIGKILL. At most 63 bytes (PostgreSQL's limit); a long target
+/// name is shortened and made unique with a hash of it.
+pub fn partial_name(target: &str) -> String {
+    const SUFFIX: &str = "_larder_partial";
+    if target.len() + SUFFIX.len() <= 63 {
+        return format!("{target}{SUFFIX}");
+    }
+    let mut cut = 63 - SUFFIX.len() - 9;
+    while !target.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let hash = crate::repository::sha256_hex(target.as_bytes());
+    format!("{}_{}{SUFFIX}", &target[..cut], &hash[..8])
+}
+
+/// Drops the partial database an interrupted or killed restore into `target` left behind, and
+/// says so; refuses when it is not ours or another restore is still building it.
+async fn drop_leftover(admin: &Client, partial: &str, target: &str) -> Result<Option<String>> {
+    let row = admin
+        .query_opt(
+            "SELECT coalesce(pg_catalog.shobj_description(d.oid, 'pg_database'), ''), \
+             (SELECT count(*) FROM pg_catalog.pg_stat_activity a WHERE a.datname = d.datname) \
+             FROM pg_catalog.pg_database d WHERE d.datname = $1",
+            &[&partial],
+        )
+        .await
+        .map_err(Error::db(format!(
+            "looking for a partial database {partial}"
+        )))?;
+    let Some(row) = row else { return Ok(None) };
+    let (comment, sessions): (String, i64) = (row.get(0), row.get(1));
+    if !comment.starts_with(PARTIAL_MARKER) {
+        return Err(Error::Refused(format!(
+            "database {partial} exists and was not made by a Larder restore, but a restore into {target} \
+             builds under that name; rename or drop it, then retry"
+        )));
+    }
+    if sessions > 0 {
+        return Err(Error::Refused(format!(
+            "another restore is building {target} (as {partial}, {sessions} session(s) connected); \
+             wait for it to finish, or stop it, then retry (a killed restore's sessions end with \
+             their statements: SELECT pid, query FROM pg_stat_activity WHERE datname = {} lists them)",
+            quote_literal(partial)
+        )));
+    }
+    admin
+        .batch_execute(&format!("DROP DATABASE {}", quote_ident(partial)))
+        .await
+        .map_err(Error::db(format!(
+            "dropping {partial}, left by an interrupted restore"
+        )))?;
+    Ok(Some(format!(
+        "dropped {partial}, left by an interrupted restore ({comment})"
+    )))
+}
+
+/// Gives the finished database its name. Sessions of the restore that just closed can take a
+/// moment to leave the server, and a rename needs the database to itself.
+async fn rename_into_place(admin: &Client, partial: &str, target: &str) -> Result<()> {
+    let (from, to) = (quote_ident(partial), quote_ident(target));
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match admin
+            .batch_execute(&format!("ALTER DATABASE {from} RENAME TO {to}"))
+            .await
+        {
+            Ok(()) => break,
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE)
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                return Err(Error::db(format!("renaming {partial} to {target}"))(e));
+            }
+        }
+    }
+    if let Err(e) = admin
+        .batch_execute(&format!("COMMENT ON DATABASE {to} IS NULL"))
+        .await
+    {
+        tracing::warn!(
+            "database {target} keeps the comment of a partial restore: {}",
+            crate::pg::connect::error_chain(&e)
+        );
+    }
+    Ok(())
+}
+
 impl Job {
     fn selected(&self) -> Vec<&TableEntry> {
         self.plan.selected_tables(&self.manifest)
@@ -724,49 +833,106 @@ impl Job {
         }))
     }
 
-    /// Restore into a database created for it; dropped again if anything fails.
+    fn enter(&self, phase: &'static str) {
+        if let Ok(mut now) = self.phase.lock() {
+            *now = phase;
+        }
+    }
+
+    fn phase(&self) -> &'static str {
+        self.phase.lock().map(|p| *p).unwrap_or("restoring")
+    }
+
+    /// Restore into a database created for it under a temporary name, renamed to the target's
+    /// name once built and verified; dropped again if anything fails or a signal stops it.
     async fn new_database(&self) -> Result<Outcome> {
+        let _cleanup = CleanupGuard::new();
         let target = &self.plan.target_settings;
+        let partial = partial_name(&target.dbname);
         let admin = admin_connection(target, &self.manifest.source.database).await?;
-        let db = quote_ident(&target.dbname);
+        let leftover_dropped = drop_leftover(&admin, &partial, &target.dbname).await?;
+        let db = quote_ident(&partial);
         let creation = self.plan.new_database.as_ref().ok_or_else(|| {
             Error::Recovery("the plan does not say how to create the new database".into())
         })?;
+        // Not interruptible: a signal now is seen as soon as the build below starts, which then
+        // drops what this created.
+        self.enter("creating the database");
         admin
-            .batch_execute(&creation.create_sql(&target.dbname))
+            .batch_execute(&creation.create_sql(&partial))
             .await
             .map_err(Error::db(format!(
-                "creating database {} from {}",
+                "creating database {partial} (to become {}) from {}",
                 target.dbname,
                 creation.describe()
             )))?;
-        match self.build_new_database().await.and_then(checked) {
-            Ok(outcome) => Ok(outcome),
+        let built = interruptible(async {
+            let marker = format!(
+                "{PARTIAL_MARKER} of backup {} into {}; renamed when complete, dropped if it fails",
+                self.manifest.id, target.dbname
+            );
+            admin
+                .batch_execute(&format!(
+                    "COMMENT ON DATABASE {db} IS {}",
+                    quote_literal(&marker)
+                ))
+                .await
+                .map_err(Error::db(format!("marking {partial} as a partial restore")))?;
+            checked(self.build_new_database(&partial).await?)
+        })
+        .await;
+        // Not interruptible: once the rename is sent, the database is complete under its name.
+        let built = match built {
+            Ok(outcome) => rename_into_place(&admin, &partial, &target.dbname)
+                .await
+                .map(|()| outcome),
+            Err(e) => Err(e),
+        };
+        match built {
+            Ok(outcome) => Ok(Outcome {
+                leftover_dropped,
+                ..outcome
+            }),
             Err(e) => {
                 let dropped = admin
                     .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
                     .await;
                 let state = match dropped {
                     Ok(()) => format!(
-                        "the half-built database {} was dropped; nothing else was changed",
+                        "the half-built database {} was dropped (it was being built as {partial}); nothing else was changed",
                         target.dbname
                     ),
                     Err(d) => format!(
-                        "the half-built database {} could not be dropped ({d}); drop it by hand",
+                        "the half-built database {partial} (to become {}) could not be dropped ({}); drop it by hand, or the next restore into {} drops it",
+                        target.dbname,
+                        crate::pg::connect::error_chain(&d),
                         target.dbname
                     ),
                 };
-                Err(Error::Recovery(format!("{}\n  {state}", reason(e))))
+                Err(match e {
+                    Error::Interrupted { signal, .. } => Error::Interrupted {
+                        signal,
+                        state: format!(
+                            "the restore of backup {} stopped while {}\n  {state}\n  \
+                             run the same command again to restore it",
+                            self.manifest.id,
+                            self.phase()
+                        ),
+                    },
+                    other => Error::Recovery(format!("{}\n  {state}", reason(other))),
+                })
             }
         }
     }
 
-    async fn build_new_database(&self) -> Result<Outcome> {
+    /// Builds the restored database in `partial`, the temporary name.
+    async fn build_new_database(&self, partial: &str) -> Result<Outcome> {
         let started = Instant::now();
-        let target = self.plan.target_settings.clone();
+        let target = self.plan.target_settings.with_dbname(partial);
         let pre = self.section(&self.manifest.pre_data, "pre-data").await?;
         let post = self.section(&self.manifest.post_data, "post-data").await?;
         let main = session(&target).await?;
+        self.enter("creating the schema (pre-data)");
         main.batch_execute(&pre.to_sql())
             .await
             .map_err(Error::db("creating the schema (pre-data)"))?;
@@ -778,6 +944,7 @@ impl Job {
         set_autovacuum(&main, &paused, false).await?;
 
         // Data: every stored range, largest first, over N connections.
+        self.enter("loading the data");
         let parts: Vec<(usize, usize, u64)> = self
             .plan
             .selected
@@ -829,6 +996,7 @@ impl Job {
         // Post-data, in pg_dump's dependency order but with the expensive parts in parallel:
         // indexes and plain constraints; index attachments; foreign keys grouped by the table
         // they are on (each validates with a scan); then triggers, rules and the rest.
+        self.enter("building indexes, constraints and triggers (post-data)");
         let (parallel, ordered): (Vec<_>, Vec<_>) = post
             .entries
             .iter()
@@ -912,6 +1080,7 @@ impl Job {
         // A table's vacuum and its own validations never overlap (same connection); neither
         // blocks work on other tables.
         work.sort_by_key(|w| std::cmp::Reverse(w.bytes));
+        self.enter("vacuuming, validating foreign keys and verifying rows");
         let job = self.clone();
         let preamble = post.preamble.clone();
         let rows_loaded = Arc::new(rows_loaded);
@@ -958,6 +1127,7 @@ impl Job {
     /// Runs the strategy inside one transaction on the target, committing only if it
     /// succeeds and verification passes.
     async fn in_transaction(&self) -> Result<Outcome> {
+        let _cleanup = CleanupGuard::new();
         let session = session(&self.plan.target_settings).await?;
         let client = &session;
         let begin = if self.plan.triggers_suppressed {
@@ -969,12 +1139,14 @@ impl Job {
             .batch_execute(begin)
             .await
             .map_err(Error::db("starting the recovery transaction"))?;
-        let body = match (self.plan.strategy, self.plan.subset) {
-            (Strategy::Replace, false) => self.replace_all(client).await,
-            (Strategy::Replace, true) => self.replace_tables(client).await,
-            _ => self.missing_rows(client).await,
+        let body = async {
+            match (self.plan.strategy, self.plan.subset) {
+                (Strategy::Replace, false) => self.replace_all(client).await,
+                (Strategy::Replace, true) => self.replace_tables(client).await,
+                _ => self.missing_rows(client).await,
+            }
         };
-        let outcome = body.and_then(checked);
+        let outcome = interruptible(async { body.await.and_then(checked) }).await;
         match outcome {
             Ok(outcome) => {
                 client
@@ -991,18 +1163,33 @@ impl Job {
                 Ok(outcome)
             }
             Err(e) => {
-                let rolled_back = client.batch_execute("ROLLBACK").await;
+                // A stopped statement may still be running on the server; closing the
+                // connection discards the transaction just as surely as waiting for it.
+                let rolled_back = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    client.batch_execute("ROLLBACK"),
+                )
+                .await;
                 let state = match rolled_back {
-                    Ok(()) => format!(
+                    Ok(Ok(())) => format!(
                         "the transaction was rolled back: {} is exactly as it was",
                         self.plan.target_settings.dbname
                     ),
-                    Err(_) => format!(
-                        "the connection was lost before commit, so PostgreSQL discarded the changes: {} is as it was",
+                    _ => format!(
+                        "the connection was closed before commit, so PostgreSQL discarded the changes: {} is as it was",
                         self.plan.target_settings.dbname
                     ),
                 };
-                Err(Error::Recovery(format!("{}\n  {state}", reason(e))))
+                Err(match e {
+                    Error::Interrupted { signal, .. } => Error::Interrupted {
+                        signal,
+                        state: format!(
+                            "the {} restore of backup {} stopped before commit\n  {state}",
+                            self.plan.strategy, self.manifest.id
+                        ),
+                    },
+                    other => Error::Recovery(format!("{}\n  {state}", reason(other))),
+                })
             }
         }
     }

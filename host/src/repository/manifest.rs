@@ -421,3 +421,8 @@ pub fn quote_ident(ident: &str) -> String {
         format!("\"{}\"", ident.replace('"', "\"\""))
     }
 }
+
+/// Quotes a string literal for SQL (`standard_conforming_strings` on, as every session sets).
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}

@@ -2,7 +2,8 @@
 //!
 //! Parses flags, loads the configuration, opens the repository and the database settings,
 //! calls one engine operation and prints its result for people (tables) or machines (`--json`).
-//! Exit codes: 0 success, 1 failure, 2 usage error or refusal.
+//! Exit codes: 0 success, 1 failure, 2 usage error or refusal, 130 stopped by SIGINT (Ctrl-C),
+//! 143 stopped by SIGTERM (after undoing what the operation had changed).
 
 mod cli;
 mod output;
@@ -13,7 +14,7 @@ use cli::{
     RecoveryCommand, RepositoryCommand, ScheduleCommand,
 };
 use larder::config::{Loaded, Origin, Setting};
-use larder::engine::{self, Progress};
+use larder::engine::{self, Progress, interrupt};
 use larder::pg::ConnectionSettings;
 use larder::repository::Repository;
 use larder::targets::configured::{self, TargetSet};
@@ -39,12 +40,34 @@ fn main() -> ExitCode {
     let json = cli.global.json;
     output::set_wide(cli.global.wide);
     let result = runtime.block_on(async {
+        if let Err(e) = interrupt::listen() {
+            tracing::warn!("cannot catch SIGINT and SIGTERM: {e}");
+        }
+        let work = run(cli);
+        let mut work = std::pin::pin!(work);
         tokio::select! {
-            result = run(cli) => result,
-            _ = tokio::signal::ctrl_c() => Err(Error::Refused(
-                "interrupted: nothing was recorded for the running operation; \
-                 any chunks it wrote are reclaimed by the next garbage collection".into(),
-            )),
+            result = &mut work => result,
+            signal = interrupt::received() => {
+                if interrupt::cleanup_pending() {
+                    // The operation undoes its work and reports; a second signal stops waiting.
+                    tokio::select! {
+                        result = &mut work => result,
+                        signal = interrupt::received_again() => Err(Error::Interrupted {
+                            signal,
+                            state: "interrupted again: stopped without finishing the clean-up; \
+                                    a restore's transaction is discarded by PostgreSQL, and a partial \
+                                    database (named *_larder_partial) is dropped by the next restore \
+                                    into the same database".into(),
+                        }),
+                    }
+                } else {
+                    Err(Error::Interrupted {
+                        signal,
+                        state: "stopped before anything was recorded; chunks a backup had \
+                                written are reclaimed by the next garbage collection".into(),
+                    })
+                }
+            }
         }
     });
     match result {
@@ -60,10 +83,19 @@ fn main() -> ExitCode {
                         | Error::CopiesIncomplete(_)
                 )
             {
-                output::json(&serde_json::json!({ "status": "error", "error": e.to_string() }));
+                let status = if matches!(e, Error::Interrupted { .. }) {
+                    "interrupted"
+                } else {
+                    "error"
+                };
+                output::json(&serde_json::json!({ "status": status, "error": e.to_string() }));
             }
             output::note!("error: {e}");
-            ExitCode::from(if e.is_usage() { 2 } else { 1 })
+            ExitCode::from(match &e {
+                Error::Interrupted { signal, .. } => signal.exit_code(),
+                e if e.is_usage() => 2,
+                _ => 1,
+            })
         }
     }
 }

@@ -548,6 +548,9 @@ pub fn restored(report: &RestoreReport, as_json: bool) {
     for fallback in &report.fallbacks {
         say!("  fallback: {fallback}");
     }
+    if let Some(leftover) = &report.leftover_dropped {
+        say!("  {leftover}");
+    }
     say!(
         "Recovered backup {} into {} ({}) in {}: {} tables, {} rows verified; no constraint left NOT VALID{}.",
         report.backup_id,
