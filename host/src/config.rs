@@ -93,9 +93,14 @@ pub struct PluginTargetConfig {
     /// Secrets the plugin reads through `host.secret`: name = "env:VAR" or "file:/path".
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
-    /// Hosts the plugin may send HTTP requests to (`host`, `host:port` or `*.domain`).
+    /// Hosts the plugin may send HTTP requests to (`host`, `host:port`, `host:*` or `*.domain`;
+    /// without a port only the scheme's default port).
     #[serde(default)]
     pub allow_hosts: Vec<String>,
+    /// Whether allow-listed names may lead to loopback, link-local or private addresses
+    /// (entries naming an address or localhost with a port may always).
+    #[serde(default)]
+    pub allow_private: bool,
     /// Directories the plugin may see.
     #[serde(default)]
     pub dirs: Vec<DirConfig>,
@@ -106,6 +111,15 @@ pub struct PluginTargetConfig {
     pub timeout: Option<Duration>,
     /// Instances that may run calls at once (default 4).
     pub instances: Option<usize>,
+    /// Keys one listing may return (default 2000000).
+    pub max_list_keys: Option<usize>,
+    /// Pages one listing may take (default 100000).
+    pub max_list_pages: Option<usize>,
+    /// Time one listing may take, all pages together (default 10m).
+    #[serde(default, with = "optional_duration")]
+    pub list_timeout: Option<Duration>,
+    /// Largest object `get` may return (default 256MiB).
+    pub max_object_size: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,10 +156,12 @@ pub struct PluginsConfig {
 pub fn resolve_secret(owner: &str, name: &str, reference: &str) -> Result<String> {
     let fail = |why: String| Error::Config(format!("secret '{name}' of {owner}: {why}"));
     if let Some(var) = reference.strip_prefix("env:") {
-        std::env::var(var).map_err(|_| fail(format!("environment variable {var} is not set")))
+        std::env::var(var)
+            .map(crate::logging::secret)
+            .map_err(|_| fail(format!("environment variable {var} is not set")))
     } else if let Some(path) = reference.strip_prefix("file:") {
         std::fs::read_to_string(path)
-            .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+            .map(|s| crate::logging::secret(s.trim_end_matches(['\n', '\r']).to_string()))
             .map_err(|e| fail(format!("cannot read {path}: {e}")))
     } else {
         Err(fail(format!(

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod logging;
 pub mod pg;
 pub mod plugin;
 pub mod repository;

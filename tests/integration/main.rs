@@ -10,6 +10,7 @@ mod backup_consistency;
 mod backup_failures;
 mod backup_fidelity;
 mod configuration;
+mod connection_urls;
 mod copies_on_every_target;
 mod fidelity_data;
 mod monitoring;

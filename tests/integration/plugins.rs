@@ -684,3 +684,200 @@ async fn the_s3_plugin_pages_through_long_listings_when_garbage_collecting() {
         "every page was listed and collected"
     );
 }
+
+#[tokio::test]
+async fn no_verbosity_prints_a_credential() {
+    let env = TestEnv::start("pantry").await;
+    env.client()
+        .await
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2)")
+        .await
+        .expect("data");
+    let s3 = S3Server::start("pantry-secrets");
+    let (builtin_secret, plugin_secret, db_password) = (
+        "BuiltinS3Secret/7xK+q9",
+        "PluginS3Secret-Qz81mW",
+        "DbPassw0rd-Zq7tY",
+    );
+    // The built-in S3 target is the primary; the S3 plugin, with secrets of its own, the copy.
+    env.write_config(&format!(
+        "{}{}{}",
+        plugin_cache(&env),
+        s3_builtin_entry("s3", &s3),
+        s3_plugin_entry("s3p", &s3, &format!("127.0.0.1:{}", s3.port))
+            .replace("env:TEST_S3_SECRET", "env:TEST_S3P_SECRET")
+    ));
+    let url = env
+        .url()
+        .replace("postgres@", &format!("postgres:{db_password}@"));
+    for (verbosity, rust_log) in [
+        ("-v", None),
+        ("-vv", None),
+        ("-vvv", None),
+        ("-v", Some("debug")),
+        ("-v", Some("trace")),
+    ] {
+        for args in [
+            &["backup", "create"][..],
+            &["backup", "list"],
+            &["recovery", "plan", "latest"],
+        ] {
+            let mut cmd = env.cli();
+            cmd.env("TEST_S3_KEY", "testing")
+                .env("TEST_S3_SECRET", builtin_secret)
+                .env("TEST_S3P_SECRET", plugin_secret)
+                .env("DATABASE_URL", &url)
+                .arg(verbosity)
+                .args(args);
+            match rust_log {
+                Some(filter) => cmd.env("RUST_LOG", filter),
+                None => cmd.env_remove("RUST_LOG"),
+            };
+            let out = cmd.output().expect("run backup-cli");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let what = format!("{verbosity} RUST_LOG={rust_log:?} {}", args.join(" "));
+            assert!(out.status.success(), "{what}:\n{}", text(&out));
+            for secret in [builtin_secret, plugin_secret, db_password] {
+                assert!(
+                    !stderr.contains(secret),
+                    "{what} printed the secret {secret}:\n{stderr}"
+                );
+            }
+            // With RUST_LOG=debug the S3 client logs its configuration, key included: the
+            // line is kept, the key is not.
+            if args[1] == "create" && rust_log.is_some() {
+                assert!(stderr.contains("[REDACTED]"), "{what}:\n{stderr}");
+            }
+            if args[0] == "backup"
+                && args[1] == "create"
+                && (verbosity != "-v" || rust_log.is_some())
+            {
+                assert!(stderr.contains("DEBUG"), "{what} logs at debug:\n{stderr}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn allow_hosts_localhost_does_not_reach_other_loopback_ports() {
+    let env = TestEnv::start("pantry").await;
+    let s3 = S3Server::start("pantry-loopback");
+    let pg_port = env.cluster.port();
+    let pointed_at = |endpoint: &str, allow: &str, extra: &str| {
+        format!(
+            "{}{}{extra}",
+            plugin_cache(&env),
+            s3_plugin_entry("s3", &s3, allow).replace(&s3.endpoint(), endpoint)
+        )
+    };
+    // A bare `localhost` is the default port only: PostgreSQL's port is refused before any
+    // connection is made; `localhost:*` names the port but still not a loopback grant.
+    for (allow, why) in [
+        (
+            "localhost",
+            format!("port {pg_port} is not allowed by the allow_hosts entry \"localhost\""),
+        ),
+        (
+            "localhost:*",
+            "a loopback address; allow it with an allow_hosts entry naming the address".into(),
+        ),
+    ] {
+        env.write_config(&pointed_at(
+            &format!("http://localhost:{pg_port}"),
+            allow,
+            "",
+        ));
+        let out = run(&env, &["backup", "create"]);
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{all}");
+        assert!(
+            all.contains(&format!(
+                "denied an outbound request to localhost:{pg_port}"
+            )) && all.contains("s3 (s3_target.wasm)")
+                && all.contains(&why),
+            "allow_hosts = [{allow:?}]: the denial names the plugin, the destination and why:\n{all}"
+        );
+    }
+    // An explicit `localhost:PORT`, or `allow_private = true`, reaches the S3 server there.
+    let moto = format!("http://localhost:{}", s3.port);
+    for (allow, extra) in [
+        (format!("localhost:{}", s3.port), ""),
+        ("localhost:*".to_string(), "allow_private = true\n"),
+    ] {
+        env.write_config(&pointed_at(&moto, &allow, extra));
+        run_ok(&env, &["backup", "create"]);
+    }
+    assert!(!s3.keys("larder/backups/").is_empty());
+}
+
+#[tokio::test]
+async fn an_endless_listing_or_a_huge_answer_is_stopped_naming_the_plugin() {
+    let env = TestEnv::start("pantry").await;
+    let dir = env.work.path().join("store-endless");
+    std::fs::create_dir_all(&dir).expect("folder");
+    // A repository the plugin serves honestly, except for its listings.
+    Repository::open_or_init(Arc::new(FsTarget::open("prep", &dir).expect("folder")))
+        .await
+        .expect("repository");
+    for (limits, expected) in [
+        ("", "more than 2000000 keys (max_list_keys)"),
+        (
+            "max_list_keys = 5000",
+            "more than 5000 keys (max_list_keys)",
+        ),
+        (
+            "max_list_keys = 1000000000\nmax_list_pages = 30",
+            "more than 30 pages (max_list_pages)",
+        ),
+        (
+            "max_list_keys = 1000000000\nmax_list_pages = 1000000000\nlist_timeout = \"2s\"",
+            "more than 2s (list_timeout)",
+        ),
+    ] {
+        env.write_config(&format!(
+            "{}{}",
+            plugin_cache(&env),
+            misbehaving_entry("evil", &dir, "endless-list", limits)
+        ));
+        let started = std::time::Instant::now();
+        let out = run(&env, &["recovery", "plan", "latest"]);
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{limits}: {all}");
+        assert!(
+            all.contains("plugin evil (test_misbehaving.wasm) kept listing \"backups/\"")
+                && all.contains(expected)
+                && all.contains("[[targets]] entry of 'evil'"),
+            "{limits}: names the plugin, the limit and where to raise it: {all}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{limits}: stopped in time"
+        );
+    }
+
+    env.write_config(&format!(
+        "{}{}",
+        plugin_cache(&env),
+        misbehaving_entry("evil", &dir, "huge-answers", "")
+    ));
+    let out = run(&env, &["plugin", "list"]);
+    let all = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        &all[..all.len().min(2000)]
+    );
+    assert!(
+        all.contains(
+            "returned an invalid answer to `describe`: its name is 1048576 bytes, more than 128"
+        ),
+        "{}",
+        &all[..all.len().min(2000)]
+    );
+    let longest = all.lines().map(str::len).max().unwrap_or(0);
+    assert!(
+        longest < 5000,
+        "the plugin's 1 MiB log line is cut: a line of {longest} bytes"
+    );
+}

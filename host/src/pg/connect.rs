@@ -1,9 +1,11 @@
 //! Connection settings and connecting, with TLS.
 //!
 //! Settings come from a URL or key/value string (`--database-url`, `$DATABASE_URL`, the config
-//! file), filled in from the libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE,
-//! PGSSLMODE) and libpq's defaults. The same resolved settings are handed to pg_dump through
-//! its environment, so both always talk to the same server.
+//! file), parsed as libpq parses them ([`super::conninfo`]: query parameters override the URL's
+//! authority; host, hostaddr and port lists), filled in from the libpq environment (PGHOST,
+//! PGHOSTADDR, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE) and libpq's defaults. Several
+//! hosts are tried in order, as libpq does. The same resolved settings are handed to pg_dump
+//! through its environment, so both always talk to the same server.
 
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
@@ -11,7 +13,6 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 use tokio_postgres::Client;
-use tokio_postgres::config::Host;
 
 /// libpq's sslmode values that Larder supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -52,12 +53,26 @@ impl SslMode {
     }
 }
 
+/// A server address after the first one, tried in order when the ones before fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    /// The IP address to connect to instead of resolving `host` (libpq's `hostaddr`).
+    pub hostaddr: Option<String>,
+    pub port: u16,
+}
+
 /// Fully resolved connection settings for one database.
 #[derive(Clone)]
 pub struct ConnectionSettings {
-    /// A host name, an IP address, or a Unix-socket folder (starts with `/`).
+    /// A host name, an IP address, or a Unix-socket folder (starts with `/`): the first host
+    /// of the list, the one messages name.
     pub host: String,
+    /// The IP address to connect to instead of resolving `host` (libpq's `hostaddr`).
+    pub hostaddr: Option<String>,
     pub port: u16,
+    /// The further hosts of a host list (`host=a,b`), tried in order if the first fails.
+    pub more_endpoints: Vec<Endpoint>,
     pub user: String,
     pub dbname: String,
     pub password: Option<String>,
@@ -79,74 +94,52 @@ fn env(name: &str) -> Option<String> {
 }
 
 impl ConnectionSettings {
-    /// Resolves settings from an optional URL / key-value string plus the libpq environment.
+    /// Resolves settings from an optional URL / key-value string plus the libpq environment,
+    /// with libpq's precedence: the string's options (its query parameters over its
+    /// authority), then `PG*` variables, then the `[database]` config, then defaults.
     pub fn resolve(url: Option<&str>, config: &DatabaseConfig) -> Result<ConnectionSettings> {
+        let options = match url {
+            Some(url) => super::conninfo::parse(url)?,
+            None => Default::default(),
+        };
+        let option = |key: &str, var: &str| {
+            options
+                .get(key)
+                .cloned()
+                .filter(|v| !v.is_empty())
+                .or_else(|| env(var))
+        };
+        let mut endpoints = endpoints(
+            option("host", "PGHOST"),
+            option("hostaddr", "PGHOSTADDR"),
+            option("port", "PGPORT"),
+        )?
+        .into_iter();
+        let first = endpoints
+            .next()
+            .ok_or_else(|| Error::Config("no database host".into()))?;
+        let user = option("user", "PGUSER")
+            .or_else(|| env("USER"))
+            .unwrap_or_else(|| "postgres".into());
         let mut settings = ConnectionSettings {
-            host: String::new(),
-            port: 0,
-            user: String::new(),
-            dbname: String::new(),
-            password: None,
+            host: first.host,
+            hostaddr: first.hostaddr,
+            port: first.port,
+            more_endpoints: endpoints.collect(),
+            dbname: option("dbname", "PGDATABASE").unwrap_or_else(|| user.clone()),
+            user,
+            password: options.get("password").cloned(),
             password_source: None,
             sslmode: SslMode::Prefer,
-            // The environment beats the configuration file (one precedence everywhere); an
-            // sslmode in the URL itself beats both.
-            sslrootcert: env("PGSSLROOTCERT")
+            // The string itself beats the environment, which beats the configuration file
+            // (one precedence everywhere).
+            sslrootcert: options
+                .get("sslrootcert")
+                .cloned()
+                .or_else(|| env("PGSSLROOTCERT"))
                 .map(PathBuf::from)
                 .or_else(|| config.sslrootcert.clone()),
         };
-        let mut sslmode_text = env("PGSSLMODE").or_else(|| config.sslmode.clone());
-        if let Some(url) = url {
-            // tokio-postgres does not know verify-full: take sslmode out before parsing.
-            let (clean, mode) = extract_sslmode(url);
-            if mode.is_some() {
-                sslmode_text = mode;
-            }
-            let parsed = tokio_postgres::Config::from_str(&clean).map_err(|e| {
-                Error::Config(format!(
-                    "the database URL is not valid: {e} (expected postgres://user@host:port/dbname)"
-                ))
-            })?;
-            if let Some(host) = parsed.get_hosts().first() {
-                settings.host = match host {
-                    Host::Tcp(h) => h.clone(),
-                    Host::Unix(p) => p.display().to_string(),
-                };
-            }
-            if let Some(port) = parsed.get_ports().first() {
-                settings.port = *port;
-            }
-            settings.user = parsed.get_user().unwrap_or_default().to_string();
-            settings.dbname = parsed.get_dbname().unwrap_or_default().to_string();
-            settings.password = parsed
-                .get_password()
-                .map(|p| String::from_utf8_lossy(p).into_owned());
-        }
-        if settings.host.is_empty() {
-            settings.host = env("PGHOST").unwrap_or_else(|| {
-                if std::path::Path::new("/var/run/postgresql").is_dir() {
-                    "/var/run/postgresql".into()
-                } else {
-                    "localhost".into()
-                }
-            });
-        }
-        if settings.port == 0 {
-            settings.port = match env("PGPORT") {
-                Some(p) => p
-                    .parse()
-                    .map_err(|_| Error::Config(format!("PGPORT '{p}' is not a port number")))?,
-                None => 5432,
-            };
-        }
-        if settings.user.is_empty() {
-            settings.user = env("PGUSER")
-                .or_else(|| env("USER"))
-                .unwrap_or_else(|| "postgres".into());
-        }
-        if settings.dbname.is_empty() {
-            settings.dbname = env("PGDATABASE").unwrap_or_else(|| settings.user.clone());
-        }
         // One precedence: the URL's own password, then PGPASSWORD (environment), then the
         // config's password_file, then the libpq password file. password_file belongs to the
         // configured database: a URL from the flag or environment replaces it.
@@ -169,10 +162,19 @@ impl ConnectionSettings {
             settings.password = Some(password);
             settings.password_source = Some("the libpq password file");
         }
-        if let Some(mode) = sslmode_text {
+        settings.password = settings.password.map(crate::logging::secret);
+        let sslmode = options
+            .get("sslmode")
+            .cloned()
+            .or_else(|| env("PGSSLMODE"))
+            .or_else(|| config.sslmode.clone());
+        if let Some(mode) = sslmode {
             settings.sslmode = mode.parse()?;
         }
-        if settings.host.starts_with('/') && settings.sslmode != SslMode::VerifyFull {
+        if settings.host.starts_with('/')
+            && settings.hostaddr.is_none()
+            && settings.sslmode != SslMode::VerifyFull
+        {
             settings.sslmode = SslMode::Disable; // no TLS over Unix sockets
         }
         Ok(settings)
@@ -218,24 +220,61 @@ impl ConnectionSettings {
         }
     }
 
+    /// Every endpoint in the order they are tried.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let first = Endpoint {
+            host: self.host.clone(),
+            hostaddr: self.hostaddr.clone(),
+            port: self.port,
+        };
+        std::iter::once(first)
+            .chain(self.more_endpoints.iter().cloned())
+            .collect()
+    }
+
     /// `host=… port=… database=… user=…` — never the password.
     pub fn describe(&self) -> String {
+        let endpoints = self.endpoints();
+        let list = |part: &dyn Fn(&Endpoint) -> String| {
+            endpoints.iter().map(part).collect::<Vec<_>>().join(",")
+        };
+        let hostaddr = if endpoints.iter().any(|e| e.hostaddr.is_some()) {
+            format!(
+                " hostaddr={}",
+                list(&|e| e.hostaddr.clone().unwrap_or_default())
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "host={} port={} database={} user={}",
-            self.host, self.port, self.dbname, self.user
+            "host={}{hostaddr} port={} database={} user={}",
+            list(&|e| e.host.clone()),
+            list(&|e| e.port.to_string()),
+            self.dbname,
+            self.user
         )
     }
 
     /// The libpq environment that makes pg_dump/psql connect to the same database.
     pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
+        let endpoints = self.endpoints();
+        let list = |part: &dyn Fn(&Endpoint) -> String| {
+            endpoints.iter().map(part).collect::<Vec<_>>().join(",")
+        };
         let mut vars = vec![
-            ("PGHOST", self.host.clone()),
-            ("PGPORT", self.port.to_string()),
+            ("PGHOST", list(&|e| e.host.clone())),
+            ("PGPORT", list(&|e| e.port.to_string())),
             ("PGUSER", self.user.clone()),
             ("PGDATABASE", self.dbname.clone()),
             ("PGSSLMODE", self.sslmode.as_str().to_string()),
             ("PGAPPNAME", "larder".to_string()),
         ];
+        if endpoints.iter().any(|e| e.hostaddr.is_some()) {
+            vars.push((
+                "PGHOSTADDR",
+                list(&|e| e.hostaddr.clone().unwrap_or_default()),
+            ));
+        }
         if let Some(password) = &self.password {
             vars.push(("PGPASSWORD", password.clone()));
         }
@@ -245,15 +284,21 @@ impl ConnectionSettings {
         vars
     }
 
-    fn pg_config(&self) -> tokio_postgres::Config {
+    fn pg_config(&self, endpoint: &Endpoint) -> Result<tokio_postgres::Config, String> {
         let mut config = tokio_postgres::Config::new();
-        if self.host.starts_with('/') {
-            config.host_path(&self.host);
+        if endpoint.host.starts_with('/') {
+            config.host_path(&endpoint.host);
         } else {
-            config.host(&self.host);
+            config.host(&endpoint.host);
+        }
+        if let Some(addr) = &endpoint.hostaddr {
+            config.hostaddr(
+                addr.parse()
+                    .map_err(|_| format!("hostaddr '{addr}' is not an IP address"))?,
+            );
         }
         config
-            .port(self.port)
+            .port(endpoint.port)
             .user(&self.user)
             .dbname(&self.dbname)
             .application_name("larder")
@@ -267,7 +312,7 @@ impl ConnectionSettings {
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             SslMode::Require | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
         });
-        config
+        Ok(config)
     }
 
     /// What to do about a connection failure, by its kind: wrong password, password missing,
@@ -309,25 +354,102 @@ impl ConnectionSettings {
         self.with_dbname(dbname).connect().await
     }
 
-    /// Connects; a failure becomes `Database connection failed: host=… port=… …`.
+    /// Connects to the first endpoint that answers, in order (as libpq does); a failure
+    /// becomes `Database connection failed: host=… port=… …` with each endpoint's reason.
     pub async fn connect(&self) -> Result<Client> {
-        let config = self.pg_config();
-        let failed = |reason: String| Error::ConnectionFailed {
+        let mut reasons = Vec::new();
+        let endpoints = self.endpoints();
+        for endpoint in &endpoints {
+            match self.connect_endpoint(endpoint).await {
+                Ok(client) => return Ok(client),
+                Err(reason) if endpoints.len() == 1 => reasons.push(reason),
+                Err(reason) => reasons.push(format!(
+                    "{}:{}: {reason}",
+                    endpoint.hostaddr.as_deref().unwrap_or(&endpoint.host),
+                    endpoint.port
+                )),
+            }
+        }
+        Err(Error::ConnectionFailed {
             target: self.describe(),
-            hint: self.hint_for(&reason),
-            reason,
-        };
-        let opened = if self.sslmode == SslMode::Disable {
+            hint: self.hint_for(&reasons.join("; ")),
+            reason: reasons.join("; "),
+        })
+    }
+
+    async fn connect_endpoint(&self, endpoint: &Endpoint) -> Result<Client, String> {
+        let config = self.pg_config(endpoint)?;
+        let socket = endpoint.host.starts_with('/') && endpoint.hostaddr.is_none();
+        let opened = if self.sslmode == SslMode::Disable
+            || (socket && self.sslmode != SslMode::VerifyFull)
+        {
             open(&config, tokio_postgres::NoTls).await
         } else {
             open(
                 &config,
-                tls::connector(self.sslmode, self.sslrootcert.as_deref()).map_err(failed)?,
+                tls::connector(self.sslmode, self.sslrootcert.as_deref())?,
             )
             .await
         };
-        opened.map_err(|e| failed(error_chain(&e)))
+        opened.map_err(|e| error_chain(&e))
     }
+}
+
+/// libpq's host, hostaddr and port lists zipped into endpoints: host and hostaddr lists of the
+/// same length, one port for all or one per host; empty entries take the defaults.
+fn endpoints(
+    hosts: Option<String>,
+    hostaddrs: Option<String>,
+    ports: Option<String>,
+) -> Result<Vec<Endpoint>> {
+    let split = |list: &Option<String>| -> Vec<String> {
+        list.as_deref()
+            .map(|l| l.split(',').map(|s| s.trim().to_string()).collect())
+            .unwrap_or_default()
+    };
+    let (hosts, hostaddrs, ports) = (split(&hosts), split(&hostaddrs), split(&ports));
+    if !hosts.is_empty() && !hostaddrs.is_empty() && hosts.len() != hostaddrs.len() {
+        return Err(Error::Config(format!(
+            "could not match {} host names to {} hostaddr values",
+            hosts.len(),
+            hostaddrs.len()
+        )));
+    }
+    let count = hosts.len().max(hostaddrs.len()).max(1);
+    if ports.len() > 1 && ports.len() != count {
+        return Err(Error::Config(format!(
+            "could not match {} port numbers to {count} hosts",
+            ports.len()
+        )));
+    }
+    let default_host = || {
+        if std::path::Path::new("/var/run/postgresql").is_dir() {
+            "/var/run/postgresql".to_string()
+        } else {
+            "localhost".to_string()
+        }
+    };
+    (0..count)
+        .map(|i| {
+            let hostaddr = hostaddrs.get(i).filter(|a| !a.is_empty()).cloned();
+            let host = match hosts.get(i).filter(|h| !h.is_empty()) {
+                Some(host) => host.clone(),
+                None => hostaddr.clone().unwrap_or_else(default_host),
+            };
+            let port_text = ports.get(if ports.len() == 1 { 0 } else { i });
+            let port = match port_text.filter(|p| !p.is_empty()) {
+                Some(p) => p
+                    .parse()
+                    .map_err(|_| Error::Config(format!("port '{p}' is not a port number")))?,
+                None => 5432,
+            };
+            Ok(Endpoint {
+                host,
+                hostaddr,
+                port,
+            })
+        })
+        .collect()
 }
 
 /// Connects and drives the connection in the background.
@@ -406,45 +528,6 @@ pub fn redact(url: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Removes `sslmode=…` from a URL or key/value string, returning the cleaned string and mode.
-fn extract_sslmode(url: &str) -> (String, Option<String>) {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let Some((base, query)) = url.split_once('?') else {
-            return (url.to_string(), None);
-        };
-        let mut mode = None;
-        let kept: Vec<&str> = query
-            .split('&')
-            .filter(|pair| match pair.strip_prefix("sslmode=") {
-                Some(m) => {
-                    mode = Some(m.to_string());
-                    false
-                }
-                None => true,
-            })
-            .collect();
-        let clean = if kept.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", kept.join("&"))
-        };
-        (clean, mode)
-    } else {
-        let mut mode = None;
-        let kept: Vec<&str> = url
-            .split_whitespace()
-            .filter(|pair| match pair.strip_prefix("sslmode=") {
-                Some(m) => {
-                    mode = Some(m.to_string());
-                    false
-                }
-                None => true,
-            })
-            .collect();
-        (kept.join(" "), mode)
-    }
 }
 
 mod tls {
@@ -543,17 +626,6 @@ mod tls {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sslmode_is_taken_out_of_urls_and_key_value_strings() {
-        let (clean, mode) =
-            extract_sslmode("postgres://u@h:5/db?sslmode=verify-full&application_name=x");
-        assert_eq!(clean, "postgres://u@h:5/db?application_name=x");
-        assert_eq!(mode.as_deref(), Some("verify-full"));
-        let (clean, mode) = extract_sslmode("host=h sslmode=require dbname=d");
-        assert_eq!(clean, "host=h dbname=d");
-        assert_eq!(mode.as_deref(), Some("require"));
-    }
 
     #[test]
     fn pgpass_lines_match_like_libpq() {

@@ -266,6 +266,11 @@ impl EphemeralCluster {
         self.port
     }
 
+    /// The folder of the cluster's Unix socket (`host=` for a socket connection).
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod connect;
+pub mod conninfo;
 pub mod ddl;
 pub mod ephemeral;
 pub mod pg_dump;

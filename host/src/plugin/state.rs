@@ -44,6 +44,7 @@ impl types::Host for PluginState {}
 impl Host for PluginState {
     fn log(&mut self, level: Level, message: String) {
         let plugin = &*self.plugin;
+        let message = super::policy::bounded_text(message);
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),
             Level::Debug => tracing::debug!(plugin, "{message}"),

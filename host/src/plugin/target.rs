@@ -106,9 +106,41 @@ impl PluginTarget {
         .await
         .map_err(|_| target.deadline_error("describe"))?
         .map_err(|e| target.trap_error("describe", e))?;
-        target.info = info;
+        target.info = target.checked_info(info)?;
         target.idle.get_mut().push(instance);
         Ok(target)
+    }
+
+    /// `describe`'s answer within [`policy::MAX_NAME`] and the other limits.
+    fn checked_info(&self, info: PluginInfo) -> Result<PluginInfo> {
+        let too_long = |what: &str, len: usize, max: usize| {
+            Error::Plugin(format!(
+                "plugin {} returned an invalid answer to `describe`: its {what} is {len} bytes, more than {max}",
+                self.plugin
+            ))
+        };
+        if info.name.len() > policy::MAX_NAME {
+            return Err(too_long("name", info.name.len(), policy::MAX_NAME));
+        }
+        if info.version.len() > policy::MAX_VERSION {
+            return Err(too_long("version", info.version.len(), policy::MAX_VERSION));
+        }
+        if info.capabilities.len() > policy::MAX_CAPABILITIES {
+            return Err(Error::Plugin(format!(
+                "plugin {} returned an invalid answer to `describe`: {} capabilities, more than {}",
+                self.plugin,
+                info.capabilities.len(),
+                policy::MAX_CAPABILITIES
+            )));
+        }
+        if let Some(long) = info
+            .capabilities
+            .iter()
+            .find(|c| c.len() > policy::MAX_CAPABILITY)
+        {
+            return Err(too_long("capability", long.len(), policy::MAX_CAPABILITY));
+        }
+        Ok(info)
     }
 
     pub fn info(&self) -> &PluginInfo {
@@ -277,7 +309,11 @@ impl PluginTarget {
     fn plugin_error(&self, call: &str, e: PluginError) -> TargetError {
         let target = self.name.clone();
         let said = |kind: &str, m: String| {
-            format!("plugin {} refused `{call}` ({kind}): {m}", self.plugin)
+            format!(
+                "plugin {} refused `{call}` ({kind}): {}",
+                self.plugin,
+                policy::bounded_text(m)
+            )
         };
         match e {
             PluginError::NotFound => TargetError::NotFound { target },
@@ -303,6 +339,19 @@ impl PluginTarget {
                 target,
                 reason: said("error", m),
             },
+        }
+    }
+
+    /// A listing that outgrew a limit of the plugin's entry.
+    fn over_limit(&self, prefix: &str, what: String) -> TargetError {
+        TargetError::Failed {
+            target: self.name.clone(),
+            reason: format!(
+                "plugin {} kept listing {prefix:?}: {what}; if the storage really holds that \
+                 many objects, raise the limit in the [[targets]] entry of '{}', otherwise the \
+                 plugin is broken",
+                self.plugin, self.name
+            ),
         }
     }
 
@@ -341,6 +390,7 @@ impl Target for PluginTarget {
     }
 
     async fn get(&self, key: &str) -> std::result::Result<Bytes, TargetError> {
+        let shown = key.to_string();
         let key = key.to_string();
         self.call("get", false, move |i| {
             Box::pin(async move {
@@ -351,7 +401,20 @@ impl Target for PluginTarget {
             })
         })
         .await
-        .map(Bytes::from)
+        .and_then(|body| {
+            let max = self.grants.limits.max_object_size;
+            if body.len() as u64 > max {
+                Err(self.garbage(
+                    "get",
+                    format!(
+                        "{shown}: {} bytes, more than its max_object_size of {max} bytes",
+                        body.len()
+                    ),
+                ))
+            } else {
+                Ok(Bytes::from(body))
+            }
+        })
     }
 
     async fn stat(&self, key: &str) -> std::result::Result<Option<u64>, TargetError> {
@@ -368,41 +431,77 @@ impl Target for PluginTarget {
     }
 
     async fn list(&self, prefix: &str) -> std::result::Result<Vec<ObjectInfo>, TargetError> {
-        let mut out = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page: ListPage = self
-                .call("list", false, |i| {
-                    let cursor = cursor.clone();
-                    let prefix = prefix.to_string();
-                    Box::pin(async move {
-                        i.bindings
-                            .larder_plugin_storage()
-                            .call_list(&mut i.store, &prefix, cursor.as_deref())
-                            .await
+        let limits = &self.grants.limits;
+        let listing = async {
+            let mut out = Vec::new();
+            let mut cursor: Option<String> = None;
+            for _ in 0..limits.max_list_pages {
+                let page: ListPage = self
+                    .call("list", false, |i| {
+                        let cursor = cursor.clone();
+                        let prefix = prefix.to_string();
+                        Box::pin(async move {
+                            i.bindings
+                                .larder_plugin_storage()
+                                .call_list(&mut i.store, &prefix, cursor.as_deref())
+                                .await
+                        })
                     })
-                })
-                .await?;
-            for object in page.objects {
-                if !object.key.starts_with(prefix) || !crate::targets::is_valid_key(&object.key) {
-                    return Err(self.garbage(
-                        "list",
-                        format!("key {:?} is not an object key under {prefix:?}", object.key),
+                    .await?;
+                if out.len() + page.objects.len() > limits.max_list_keys {
+                    return Err(self.over_limit(
+                        prefix,
+                        format!("more than {} keys (max_list_keys)", limits.max_list_keys),
                     ));
                 }
-                out.push(ObjectInfo {
-                    key: object.key,
-                    size: object.size,
-                });
-            }
-            match page.next {
-                Some(next) if Some(&next) == cursor.as_ref() => {
-                    return Err(self.garbage("list", "the next-page cursor did not advance".into()));
+                for object in page.objects {
+                    if !object.key.starts_with(prefix) || !crate::targets::is_valid_key(&object.key)
+                    {
+                        return Err(self.garbage(
+                            "list",
+                            format!(
+                                "key {:?} is not an object key under {prefix:?}",
+                                policy::bounded_text(object.key)
+                            ),
+                        ));
+                    }
+                    out.push(ObjectInfo {
+                        key: object.key,
+                        size: object.size,
+                    });
                 }
-                Some(next) => cursor = Some(next),
-                None => return Ok(out),
+                match page.next {
+                    Some(next) if Some(&next) == cursor.as_ref() => {
+                        return Err(
+                            self.garbage("list", "the next-page cursor did not advance".into())
+                        );
+                    }
+                    Some(next) if next.len() > policy::MAX_TEXT => {
+                        return Err(self.garbage(
+                            "list",
+                            format!("a next-page cursor of {} bytes", next.len()),
+                        ));
+                    }
+                    Some(next) => cursor = Some(next),
+                    None => return Ok(out),
+                }
             }
-        }
+            Err(self.over_limit(
+                prefix,
+                format!("more than {} pages (max_list_pages)", limits.max_list_pages),
+            ))
+        };
+        tokio::time::timeout(limits.list_timeout, listing)
+            .await
+            .unwrap_or_else(|_| {
+                Err(self.over_limit(
+                    prefix,
+                    format!(
+                        "more than {} (list_timeout)",
+                        humantime::format_duration(limits.list_timeout)
+                    ),
+                ))
+            })
     }
 
     async fn delete(&self, key: &str) -> std::result::Result<(), TargetError> {

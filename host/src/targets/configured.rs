@@ -137,7 +137,7 @@ pub async fn open(loaded: &Loaded, repo_flag: Option<&Path>) -> Result<TargetSet
                 let secret = |name: &str, default_env: &str| -> Result<Option<String>> {
                     match s3.secrets.get(name) {
                         Some(reference) => resolve_secret(&owner, name, reference).map(Some),
-                        None => Ok(std::env::var(default_env).ok()),
+                        None => Ok(std::env::var(default_env).ok().map(crate::logging::secret)),
                     }
                 };
                 let missing = |name: &str, env: &str| {
@@ -285,10 +285,28 @@ async fn open_plugin(
         })?,
         None => policy::DEFAULT_MEMORY,
     };
+    let defaults = policy::AnswerLimits::default();
+    let limits = policy::AnswerLimits {
+        max_list_keys: entry.max_list_keys.unwrap_or(defaults.max_list_keys).max(1),
+        max_list_pages: entry
+            .max_list_pages
+            .unwrap_or(defaults.max_list_pages)
+            .max(1),
+        list_timeout: entry.list_timeout.unwrap_or(defaults.list_timeout),
+        max_object_size: match &entry.max_object_size {
+            Some(text) => parse_bytes(text).ok_or_else(|| {
+                Error::Config(format!(
+                    "{owner}: max_object_size '{text}' is not a size like 256MiB"
+                ))
+            })?,
+            None => defaults.max_object_size,
+        },
+    };
     let grants = Grants {
         config: entry.config.clone(),
         secrets,
         allow_hosts: entry.allow_hosts.clone(),
+        allow_private: entry.allow_private,
         dirs: entry
             .dirs
             .iter()
@@ -301,6 +319,7 @@ async fn open_plugin(
         memory,
         call_timeout: entry.timeout.unwrap_or(policy::DEFAULT_CALL_TIMEOUT),
         instances: entry.instances.unwrap_or(policy::DEFAULT_INSTANCES).max(1),
+        limits,
     };
     let target = PluginTarget::new(runtime, &entry.name, &loaded_plugin, grants).await?;
     let info = target.info().clone();

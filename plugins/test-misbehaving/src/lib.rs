@@ -10,6 +10,10 @@
 //! - `escape`: tries to read `/etc/passwd` and to write beside its directory, and reports what
 //!   the sandbox let through;
 //! - anything else: behaves.
+//!
+//! Two modes misbehave from the start:
+//! - `endless-list`: every `list` page holds 1,000 new keys and a cursor that always advances;
+//! - `huge-answers`: `describe` logs a 1 MiB line and answers with a 1 MiB name.
 
 use dir_store::{DirTarget, Error, Guest, Level, ListPage, ObjectInfo, PluginInfo, host};
 
@@ -56,6 +60,15 @@ fn misbehave_on_chunk() -> Result<(), Error> {
 
 impl Guest for Misbehaving {
     fn describe() -> PluginInfo {
+        if mode() == "huge-answers" {
+            let huge = "x".repeat(1 << 20);
+            host::log(Level::Warn, &huge);
+            return PluginInfo {
+                name: huge,
+                version: env!("CARGO_PKG_VERSION").into(),
+                capabilities: vec!["test-only".into()],
+            };
+        }
         PluginInfo {
             name: "test-misbehaving".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -79,6 +92,19 @@ impl Guest for Misbehaving {
     }
 
     fn list(prefix: String, cursor: Option<String>) -> Result<ListPage, Error> {
+        if mode() == "endless-list" {
+            let start: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+            let objects = (start..start + 1000)
+                .map(|n| ObjectInfo {
+                    key: format!("{prefix}endless-{n:020}.json"),
+                    size: 1,
+                })
+                .collect();
+            return Ok(ListPage {
+                objects,
+                next: Some((start + 1000).to_string()),
+            });
+        }
         let mut page = DirTarget::list(prefix, cursor)?;
         if mode() == "garbage" {
             page.objects.push(ObjectInfo {
