@@ -154,6 +154,12 @@ async fn large_objects_with_owners_grants_and_comments_round_trip() {
             .get(0),
     );
     assert_eq!(large_objects(&env, "lo_src").await, expected);
+
+    // Garbage collection keeps the large objects' chunks of the backups that remain.
+    let second = env.backup("second").await;
+    env.run_ok(&["backup", "delete", &second.id, "--force"]);
+    let validated = env.run_json(&["backup", "validate", &manifest.id]);
+    assert_eq!(validated["ok"], true, "{validated}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
