@@ -116,8 +116,8 @@ pub async fn list(
         unreachable,
         ..
     } = holdings(targets, |_| scrutiny).await;
-    for target in unreachable {
-        tracing::warn!("cannot tell which backups are on {target}");
+    for (target, why) in unreachable {
+        tracing::warn!("cannot tell which backups are on target '{target}': {why}");
     }
     let mut summaries: Vec<BackupSummary> = manifests
         .values()

@@ -137,17 +137,6 @@ pub async fn health(
     }
 
     let held = holdings(stores.targets, |_| Scrutiny::Sample(SAMPLE_CHUNKS)).await;
-    let unreachable: BTreeMap<&str, &str> = stores
-        .targets
-        .iter()
-        .filter_map(|t| {
-            let prefix = format!("target '{}': ", t.name());
-            held.unreachable
-                .iter()
-                .find_map(|u| u.strip_prefix(&prefix))
-                .map(|why| (t.name(), why))
-        })
-        .collect();
     let manifests: Vec<Manifest> = held.manifests.values().cloned().collect();
     let intact_on = |id: &str| held.complete_on(id, stores.targets);
     // The newest backup with an intact copy somewhere, and the newest of all.
@@ -168,10 +157,10 @@ pub async fn health(
             expected,
             newest,
             &held,
-            &unreachable,
+            &held.unreachable,
             stores.chosen,
         ));
-        if unreachable.contains_key(name) || held.empty.iter().any(|e| e == name) {
+        if held.unreachable.contains_key(name) || held.empty.iter().any(|e| e == name) {
             continue;
         }
         match target.available_space().await {
@@ -290,7 +279,7 @@ fn target_check(
     expected: bool,
     newest: Option<&Manifest>,
     held: &Holdings,
-    unreachable: &BTreeMap<&str, &str>,
+    unreachable: &BTreeMap<String, String>,
     chosen: &BTreeMap<String, String>,
 ) -> Check {
     let name = target.name();

@@ -189,8 +189,8 @@ pub struct Holdings {
     pub manifests: BTreeMap<String, Manifest>,
     /// Per backup id and target, the first problem of a copy that is not complete.
     pub problems: BTreeMap<String, BTreeMap<String, String>>,
-    /// Targets that could not be listed, with why; the others are still reported.
-    pub unreachable: Vec<String>,
+    /// Targets that could not be listed (name: why); the others are still reported.
+    pub unreachable: BTreeMap<String, String>,
     /// Reachable targets that hold no repository yet (sync initialises them).
     pub empty: Vec<String>,
     /// Per target, the chunk keys found damaged there (sync rewrites them).
@@ -232,9 +232,10 @@ pub async fn holdings(
         if let Err(e) = target_holdings(target, scrutiny(target.name()), &mut out).await {
             match e {
                 Error::NoRepository { .. } => out.empty.push(target.name().to_string()),
-                e => out
-                    .unreachable
-                    .push(format!("target '{}': {e}", target.name())),
+                e => {
+                    out.unreachable
+                        .insert(target.name().to_string(), e.to_string());
+                }
             }
         }
     }
@@ -373,9 +374,9 @@ pub async fn sync(
         }
     })
     .await;
-    if let Some(first) = first.unreachable.first() {
+    if let Some((name, why)) = first.unreachable.iter().next() {
         return Err(Error::Repository(format!(
-            "cannot sync while a target is unreachable: {first}"
+            "cannot sync while a target is unreachable: target '{name}': {why}"
         )));
     }
     let suspected: HashSet<String> = targets

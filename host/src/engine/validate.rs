@@ -315,6 +315,18 @@ pub enum CopyStatus {
     Unreachable,
 }
 
+impl CopyStatus {
+    /// The word used in JSON and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CopyStatus::Intact => "intact",
+            CopyStatus::Damaged => "damaged",
+            CopyStatus::Missing => "missing",
+            CopyStatus::Unreachable => "unreachable",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CopyValidation {
     pub target: String,

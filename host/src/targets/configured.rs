@@ -40,20 +40,16 @@ pub struct TargetSet {
     /// Per target name, how it was chosen ("flag --repo", "config file … [[targets]]"), for
     /// messages about a missing repository.
     pub chosen: std::collections::BTreeMap<String, String>,
+    /// The only target is the folder a repository path makes by default (no flag, no
+    /// environment, no path in a configuration): the place nobody chose, where nothing is
+    /// created.
+    pub unchosen: bool,
 }
 
 impl TargetSet {
     /// Adds how the target was chosen to a "no repository" error.
     pub fn explain(&self, err: Error) -> Error {
         explain(&self.chosen, err)
-    }
-
-    /// Whether the only target is the one a repository path made by default (no flag, no
-    /// environment, no configuration): the place nobody chose, where nothing is created.
-    pub fn is_default_location(&self) -> bool {
-        self.chosen
-            .get(DEFAULT_TARGET)
-            .is_some_and(|how| how.starts_with("the default"))
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -103,6 +99,7 @@ pub async fn open(loaded: &Loaded, repo_flag: Option<&Path>) -> Result<TargetSet
             )?))],
             plugins: Vec::new(),
             chosen,
+            unchosen: origin == Origin::Default,
         });
     }
     if config.repository.path.is_some() {
@@ -181,6 +178,7 @@ pub async fn open(loaded: &Loaded, repo_flag: Option<&Path>) -> Result<TargetSet
         targets,
         plugins,
         chosen,
+        unchosen: false,
     })
 }
 

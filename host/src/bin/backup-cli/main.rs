@@ -493,7 +493,7 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<()> {
             let selected = set.select(&names)?;
             // A repository is started where someone chose one (flag, environment, config),
             // never at the default path nobody chose (cron's working directory).
-            let repo = if set.is_default_location() {
+            let repo = if set.unchosen {
                 Repository::open(selected[0].clone()).await?
             } else {
                 Repository::open_or_init(selected[0].clone()).await?
@@ -595,10 +595,7 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<()> {
                     format!(
                         "the copy on target '{}' is {} ({})",
                         c.target,
-                        serde_json::to_value(c.status)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default(),
+                        c.status.as_str(),
                         c.first_problem.as_deref().unwrap_or("no detail")
                     )
                 })
