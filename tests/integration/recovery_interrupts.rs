@@ -1,6 +1,7 @@
 //! SIGINT, SIGTERM and SIGKILL during a new-database restore: the half-built database is
 //! dropped (or, after SIGKILL, left only under its temporary name and dropped by the rerun),
-//! the message is in recovery words, and the exit code is 130 / 143.
+//! the message is in recovery words, and the exit code is 130 / 143. A replace stopped by
+//! SIGINT is rolled back.
 
 use crate::support::{TestEnv, text};
 use larder::engine::restore::partial_name;
@@ -345,4 +346,63 @@ async fn a_non_superuser_owner_is_interrupted_and_cleaned_up_and_then_restores()
         .expect("restored database")
         .get(0);
     assert_eq!(owner, "owner");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_during_a_replace_rolls_it_back() {
+    let env = TestEnv::start("shop").await;
+    // The gate here blocks in any database: replace loads into the live one.
+    env.client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION public.gate(x integer) RETURNS integer LANGUAGE plpgsql IMMUTABLE AS $$
+             BEGIN
+                 IF pg_catalog.current_setting('larder_test.gate', true) = 'closed' THEN
+                     PERFORM pg_catalog.pg_sleep(60);
+                 END IF;
+                 RETURN x;
+             END $$;
+             CREATE TABLE t (id integer PRIMARY KEY CHECK (public.gate(id) = id));
+             INSERT INTO t SELECT generate_series(1, 100)",
+        )
+        .await
+        .expect("schema");
+    env.backup("baseline").await;
+    env.client()
+        .await
+        .batch_execute("DELETE FROM t WHERE id > 50")
+        .await
+        .expect("change");
+    let before = env.pg_dump("shop", &[]);
+    set_gate(&env, true).await;
+    let child = env
+        .cli()
+        .args(["recovery", "execute", "latest", "-s", "replace", "--yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start backup-cli");
+    wait_for_statement(&env, "shop", "COPY").await;
+    send(&child, "INT");
+    let out = finish(child).await;
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{said}");
+    assert!(
+        said.contains("interrupted by SIGINT (Ctrl-C): the replace restore of backup")
+            && said.contains("stopped before commit")
+            && (said.contains("the transaction was rolled back")
+                || said.contains("PostgreSQL discarded the changes")),
+        "{said}"
+    );
+    set_gate(&env, false).await;
+    // The stopped COPY's session may still be sleeping in the gate until it notices.
+    env.admin()
+        .await
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'shop' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("end the stopped session");
+    assert_eq!(env.pg_dump("shop", &[]), before, "the target is as it was");
 }
