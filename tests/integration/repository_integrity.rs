@@ -315,8 +315,8 @@ async fn a_forged_inner_id_cannot_make_commands_touch_other_objects() {
         .expect("forge");
         for args in [
             vec!["backup", "validate", forged],
-            vec!["backup", "delete", forged, "--force"],
             vec!["backup", "export", forged, "-o", "forged.sql"],
+            vec!["recovery", "plan", forged],
         ] {
             let out = env.run(&args);
             no_panic(&out, &args.join(" "));
@@ -333,6 +333,16 @@ async fn a_forged_inner_id_cannot_make_commands_touch_other_objects() {
                 text(&out)
             );
         }
+        // Deleting the forged backup removes its own key and nothing the inner id names.
+        let out = env.run(&["backup", "delete", forged, "--force"]);
+        no_panic(&out, "delete of the forged backup");
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(!manifest_path(&env, forged).exists());
+        std::fs::write(
+            manifest_path(&env, forged),
+            original.replace(&inner, &format!("\"id\": \"{fake_id}\"")),
+        )
+        .expect("forge again");
         // Sync to a second target copies the good backups and leaves its format file alone.
         let offsite = env.work.path().join("offsite");
         Repository::open_or_init(Arc::new(
