@@ -12,6 +12,7 @@ mod backup_fidelity;
 mod configuration;
 mod connection_urls;
 mod copies_on_every_target;
+mod fidelity_corpus;
 mod fidelity_data;
 mod monitoring;
 mod plugins;

@@ -600,3 +600,77 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+impl TestEnv {
+    /// Runs `psql -X -v ON_ERROR_STOP=1 -f file` on a database of this cluster, as an operator
+    /// restoring an export would; returns its output (whatever the exit code).
+    pub fn psql_file(&self, dbname: &str, file: &Path) -> Output {
+        Command::new(self.cluster.bindir().join("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args([
+                "-p",
+                &self.cluster.port().to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                dbname,
+            ])
+            .arg("-f")
+            .arg(file)
+            .output()
+            .expect("run psql")
+    }
+
+    /// The standard a Larder restore is held to: `pg_dump -Fc` of `from` restored with
+    /// `pg_restore` into a new database `into` of this cluster. Returns the archive.
+    pub async fn pg_restore_copy(&self, from: &str, into: &str) -> PathBuf {
+        self.admin()
+            .await
+            .batch_execute(&format!("CREATE DATABASE \"{into}\""))
+            .await
+            .expect("create the pg_restore database");
+        let archive = self.work.path().join(format!("{from}.dump"));
+        let dumped = Command::new(self.cluster.bindir().join("pg_dump"))
+            .args(self.connection_args())
+            .args(["-Fc", "-d", from, "-f"])
+            .arg(&archive)
+            .output()
+            .expect("run pg_dump -Fc");
+        assert!(
+            dumped.status.success(),
+            "pg_dump -Fc {from}: {}",
+            text(&dumped)
+        );
+        let restored = self.pg_restore(&archive, into, &["--exit-on-error"]);
+        assert!(
+            restored.status.success(),
+            "pg_restore into {into}: {}",
+            text(&restored)
+        );
+        archive
+    }
+
+    /// `pg_restore extra… -d into archive`; its output, whatever the exit code.
+    pub fn pg_restore(&self, archive: &Path, into: &str, extra: &[&str]) -> Output {
+        Command::new(self.cluster.bindir().join("pg_restore"))
+            .args(self.connection_args())
+            .args(extra)
+            .args(["-d", into])
+            .arg(archive)
+            .output()
+            .expect("run pg_restore")
+    }
+
+    fn connection_args(&self) -> Vec<String> {
+        [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.cluster.port().to_string(),
+            "-U",
+            "postgres",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}

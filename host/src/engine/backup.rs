@@ -10,14 +10,14 @@ use crate::engine::progress::human_bytes;
 use crate::error::{Error, Result};
 use crate::pg::catalog::{self, DataTable};
 use crate::pg::snapshot::{self, SnapshotLeader};
-use crate::pg::{ConnectionSettings, pg_dump};
+use crate::pg::{ConnectionSettings, ddl, pg_dump};
 use crate::repository::chunker::RowChecksum;
 use crate::repository::gc::collect_garbage;
 use crate::repository::history::Event;
 use crate::repository::id::new_backup_id;
 use crate::repository::lock::RepoLock;
 use crate::repository::manifest::{
-    BackupType, Digests, LargeObjects, Manifest, SourceInfo, Stream, TableEntry,
+    BackupType, DatabaseProperty, Digests, LargeObjects, Manifest, SourceInfo, Stream, TableEntry,
 };
 use crate::repository::stream::{BATCH_BYTES, Stored, StreamWriter, store_bytes};
 use crate::repository::{ChunkIndex, Repository};
@@ -129,6 +129,7 @@ async fn take(
                 opts,
                 progress,
                 snapshot_id: &leader.snapshot_id,
+                database: &server.database,
             };
             run.write_streams(&pg_dump, &tables, large_objects).await
         }
@@ -160,6 +161,7 @@ async fn take(
                     snapshot_xmin: leader.xmin.clone(),
                     pg_dump_version: pg_dump.version.clone(),
                     locale: server.locale.clone(),
+                    qualified_data: true,
                 },
                 new_bytes: streams.new_bytes,
                 pre_data: streams.pre_data,
@@ -171,6 +173,7 @@ async fn take(
                 roles,
                 foreign_keys,
                 large_objects: streams.large_objects,
+                database_properties: streams.database_properties,
                 compression_level: opts.compression_level,
                 digests: None,
             };
@@ -258,6 +261,7 @@ async fn preflight_space(repo: &Repository, tables: &[DataTable]) -> Result<()> 
 }
 
 struct Streams {
+    database_properties: Vec<DatabaseProperty>,
     pre_data: Stream,
     post_data: Stream,
     /// SHA-256 of the pre-data and post-data text.
@@ -275,6 +279,8 @@ struct Run<'a> {
     opts: &'a BackupOptions,
     progress: &'a Progress,
     snapshot_id: &'a str,
+    /// The source database's name.
+    database: &'a str,
 }
 
 impl Run<'_> {
@@ -294,11 +300,38 @@ impl Run<'_> {
                 .await
                 .map(|stored| (stored, sha256))
         };
-        let ((pre, pre_sha256), (post, post_sha256), parts, lo_data) = tokio::try_join!(
+        let properties = async {
+            if self.database.contains(['\n', '\r']) {
+                // pg_dump --create refuses such names (15.14+), as psql could not \connect them.
+                tracing::warn!(
+                    "the database's own settings, comment and privileges are not backed up: pg_dump --create refuses a database name with a line break"
+                );
+                return Ok(Vec::new());
+            }
+            let sql = pg_dump
+                .database_properties(self.settings, self.snapshot_id)
+                .await?;
+            let sql = String::from_utf8(sql).map_err(|_| {
+                Error::PgDump(
+                    "pg_dump --create wrote text that is not UTF-8 despite -E UTF8".into(),
+                )
+            })?;
+            Ok::<_, Error>(
+                ddl::database_properties(&sql)?
+                    .into_iter()
+                    .map(|e| DatabaseProperty {
+                        kind: e.kind,
+                        sql: e.sql,
+                    })
+                    .collect(),
+            )
+        };
+        let ((pre, pre_sha256), (post, post_sha256), parts, lo_data, database_properties) = tokio::try_join!(
             ddl("pre-data"),
             ddl("post-data"),
             self.copy_tables(tables),
-            self.copy_large_objects(lo_oids.len(), lo_bytes)
+            self.copy_large_objects(lo_oids.len(), lo_bytes),
+            properties
         )?;
 
         let mut entries: Vec<TableEntry> = tables
@@ -339,6 +372,7 @@ impl Run<'_> {
             }
         });
         Ok(Streams {
+            database_properties,
             pre_data: pre.stream,
             post_data: post.stream,
             section_digests: (pre_sha256, post_sha256),

@@ -4,6 +4,10 @@
 //! objects' data (loaded into a temporary table, then written with `lo_put`), sequence values,
 //! then post-data. Chunks are streamed one at a time, so memory stays bounded; the
 //! output is zstd-compressed when the file name ends in `.zst`.
+//!
+//! psql reads the script, so nothing from the backup reaches it raw: names in comments have
+//! their line breaks replaced (as pg_dump 15.14+ does), and the part written here runs inside
+//! psql's `\restrict` mode (no meta-commands) whenever pg_dump's own sections use it.
 
 use crate::error::{Error, Result};
 use crate::pg::catalog;
@@ -55,6 +59,25 @@ impl Counting {
     }
 }
 
+/// Text for a `--` comment line: a line break would end the comment and let psql read the
+/// rest as a command (a table named `x\n\! rm …`), so breaks become spaces, as in pg_dump.
+pub fn comment_text(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
+}
+
+/// A key for psql's `\restrict`: 64 hex digits from the system's random source, so nothing in
+/// the backup can know it and end restricted mode early.
+fn restrict_key() -> Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(Error::io(
+            "reading /dev/urandom for the export's \\restrict key",
+        ))?;
+    Ok(hex::encode(bytes))
+}
+
 /// Writes the script to `out`. `compress` wraps it in a zstd stream.
 pub async fn export(
     repo: &Repository,
@@ -76,22 +99,40 @@ pub async fn export(
             "--\n-- Larder export of backup {} ('{}'): database {}, PostgreSQL {}, taken {}\n\
              -- Restore into an empty database with: psql -v ON_ERROR_STOP=1 -d NEWDB -f THIS_FILE\n--\n\n",
             manifest.id,
-            manifest.name.replace('\n', " "),
-            manifest.source.database,
-            manifest.source.server_version,
+            comment_text(&manifest.name),
+            comment_text(&manifest.source.database),
+            comment_text(&manifest.source.server_version),
             manifest.created_at.format("%Y-%m-%d %H:%M:%S UTC")
         )
         .as_bytes(),
     )?;
-    for chunk in &manifest.pre_data.chunks {
-        w.put(
-            &repo
-                .read_chunk(chunk, &format!("pre-data section, backup {}", manifest.id))
-                .await?,
-        )?;
+    // pg_dump 15.14+ starts its sections with `\restrict`; a psql that reads them knows it.
+    let mut restricted = false;
+    for (i, chunk) in manifest.pre_data.chunks.iter().enumerate() {
+        let data = repo
+            .read_chunk(chunk, &format!("pre-data section, backup {}", manifest.id))
+            .await?;
+        if i == 0 {
+            restricted = data.starts_with(b"\\restrict ")
+                || memchr::memmem::find(&data, b"\n\\restrict ").is_some();
+        }
+        w.put(&data)?;
+    }
+    let key = if restricted {
+        Some(restrict_key()?)
+    } else {
+        None
+    };
+    if let Some(key) = &key {
+        w.put(format!("\\restrict {key}\n").as_bytes())?;
     }
     // Table data was captured as UTF-8, whatever the database encoding.
     w.put(b"\nSET client_encoding = 'UTF8';\n")?;
+    if !manifest.source.qualified_data {
+        // Older backups read their data with the default search path: regclass and similar
+        // values name objects as that path found them.
+        w.put(b"SET search_path = \"$user\", public;\n")?;
+    }
     for table in &manifest.tables {
         let context = format!("table {}, backup {}", table.display_name(), manifest.id);
         let columns = if table.columns.is_empty() {
@@ -102,7 +143,7 @@ pub async fn export(
         w.put(
             format!(
                 "\n--\n-- Data for {} ({} rows)\n--\n\nCOPY {}{columns} FROM stdin;\n",
-                table.display_name(),
+                comment_text(&table.display_name()),
                 table.rows,
                 table.qualified()
             )
@@ -144,6 +185,9 @@ pub async fn export(
         )?;
     }
     w.put(b"\n")?;
+    if let Some(key) = &key {
+        w.put(format!("\\unrestrict {key}\n\n").as_bytes())?;
+    }
     for chunk in &manifest.post_data.chunks {
         w.put(
             &repo

@@ -674,7 +674,7 @@ pub async fn plan(
             // rather than all beforehand (`--dry-run` checks them all without loading).
             if let Some(new) = &new_database {
                 steps.push(format!(
-                    "create database {} from {}",
+                    "create database {} from {}, with the source database's settings (ALTER DATABASE … SET), comment and privileges, as pg_restore --create does",
                     target_settings.dbname,
                     new.describe()
                 ));
@@ -695,6 +695,7 @@ pub async fn plan(
             steps.push(format!(
                 "set sequence values, ANALYZE, {verify}, check no constraint is left NOT VALID (those NOT VALID in the backup stay so)"
             ));
+            steps.push("create event triggers last, as pg_restore does".into());
             risks.push(format!(
                 "none for existing data: {} is a new database; on failure it is dropped again",
                 target_settings.dbname
@@ -703,7 +704,7 @@ pub async fn plan(
         Strategy::Replace if !subset => {
             steps.push(verify_chunks_first(chunks));
             steps.push(format!(
-                "in one transaction: drop schemas {} and recreate them from the backup",
+                "in one transaction: drop schemas {} (and the backup's publications and event triggers) and recreate them from the backup",
                 manifest.schemas.join(", ")
             ));
             if let Some(lo) = &manifest.large_objects {

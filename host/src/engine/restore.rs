@@ -2,11 +2,13 @@
 //!
 //! Steps: verify every chunk the restore reads (before touching an existing database; a new
 //! database instead checks each chunk just before its rows are sent); create or open the
-//! target; schema (pg_dump pre-data); data with `COPY … FROM STDIN`; indexes and constraints
-//! (independent ones in parallel), foreign keys (added NOT VALID, validated in parallel),
-//! triggers and the rest; sequence values; VACUUM (ANALYZE) of a new database's tables, ANALYZE
-//! of tables restored into an existing one; verification of row counts (and, with
-//! `--verify checksums`, per-table checksums) and of NOT VALID constraints.
+//! target (a new database with the source's settings, comment and privileges, as
+//! `pg_restore --create`); schema (pg_dump pre-data); data with `COPY … FROM STDIN`; indexes and
+//! constraints (independent ones in parallel), foreign keys (added NOT VALID, validated in
+//! parallel; those referencing a partitioned table added valid), triggers and the rest; sequence
+//! values; VACUUM (ANALYZE) of a new database's tables, ANALYZE of tables restored into an
+//! existing one; event triggers last, so nothing the restore runs fires them; verification of
+//! row counts (and, with `--verify checksums`, per-table checksums) and of NOT VALID constraints.
 //!
 //! Failure leaves nothing half-done: `new-database` builds under a temporary name (see
 //! [`partial_name`]), renames it only once verified, and drops it on failure or on SIGINT and
@@ -17,7 +19,7 @@ use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::engine::plan::{RecoveryPlan, Strategy, Verification, admin_connection};
 use crate::engine::validate::verify;
 use crate::error::{Error, Result};
-use crate::pg::ddl::{Entry, Script, builds_in_parallel};
+use crate::pg::ddl::{self, Entry, Script, builds_in_parallel};
 use crate::pg::snapshot::SESSION_SETTINGS;
 use crate::pg::{ConnectionSettings, catalog};
 use crate::repository::Repository;
@@ -229,7 +231,7 @@ async fn outcome(
         catalog::unvalidated_constraints(client, tables)
             .await?
             .into_iter()
-            .partition(|c| before.contains(&c.tag));
+            .partition(|c| c.tags.iter().any(|t| before.contains(t)));
     Ok(Outcome {
         tables: results,
         large_objects: None,
@@ -527,6 +529,15 @@ async fn run_entry(client: &Client, preamble: &str, entry: &Entry) -> Result<()>
     }
 }
 
+/// Creates pg_dump's event triggers: the restore's last DDL, as with pg_restore, so they fire
+/// for nothing the restore itself runs.
+async fn create_event_triggers(client: &Client, preamble: &str, triggers: &[Entry]) -> Result<()> {
+    for entry in triggers {
+        run_entry(client, preamble, entry).await?;
+    }
+    Ok(())
+}
+
 /// One table's share of the last phase of a new-database restore.
 struct TableWork {
     /// The restored table (None: foreign keys of a table outside the selection).
@@ -765,7 +776,12 @@ impl Job {
                 &format!("{name} section, backup {}", self.manifest.id),
             )
             .await?;
-        let script = Script::parse(&ddl_text(sql, name, &self.manifest.id)?);
+        let script = Script::parse(&ddl_text(sql, name, &self.manifest.id)?).map_err(|e| {
+            Error::Recovery(format!(
+                "reading the {name} section of backup {}: {e}",
+                self.manifest.id
+            ))
+        })?;
         Ok(if self.plan.no_owner {
             script.without_ownership()
         } else {
@@ -878,14 +894,29 @@ impl Job {
                 ))
                 .await
                 .map_err(Error::db(format!("marking {partial} as a partial restore")))?;
+            // The source's settings and privileges now; its comment once the marker is gone.
+            self.apply_database_properties(&admin, &partial, false)
+                .await?;
             checked(self.build_new_database(&partial).await?)
         })
         .await;
         // Not interruptible: once the rename is sent, the database is complete under its name.
         let built = match built {
-            Ok(outcome) => rename_into_place(&admin, &partial, &target.dbname)
-                .await
-                .map(|()| outcome),
+            Ok(outcome) => match rename_into_place(&admin, &partial, &target.dbname).await {
+                Ok(()) => {
+                    if let Err(e) = self
+                        .apply_database_properties(&admin, &target.dbname, true)
+                        .await
+                    {
+                        tracing::warn!(
+                            "database {} lacks the source's comment: {e}",
+                            target.dbname
+                        );
+                    }
+                    Ok(outcome)
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match built {
@@ -925,12 +956,44 @@ impl Job {
         }
     }
 
+    /// The source database's comment, privileges and settings, applied to the new database as
+    /// `pg_restore --create` would, to database `to`: its comment alone (`comment`), or all but
+    /// its comment. `--no-owner` leaves out what names roles (privileges and per-role
+    /// settings), as it does for objects.
+    async fn apply_database_properties(
+        &self,
+        admin: &Client,
+        to: &str,
+        comment: bool,
+    ) -> Result<()> {
+        let from = &self.manifest.source.database;
+        for property in &self.manifest.database_properties {
+            if (property.kind == "COMMENT") != comment
+                || (self.plan.no_owner && property.kind == "ACL")
+            {
+                continue;
+            }
+            let sql: String = ddl::statements(&property.sql)
+                .filter(|s| !(self.plan.no_owner && ddl::names_a_role(s)))
+                .collect();
+            admin
+                .batch_execute(&ddl::retarget_database(&sql, from, to))
+                .await
+                .map_err(Error::db(format!(
+                    "applying the database's {} from the backup to {to} (--no-owner leaves out privileges and per-role settings)",
+                    property.kind.to_lowercase()
+                )))?;
+        }
+        Ok(())
+    }
+
     /// Builds the restored database in `partial`, the temporary name.
     async fn build_new_database(&self, partial: &str) -> Result<Outcome> {
         let started = Instant::now();
         let target = self.plan.target_settings.with_dbname(partial);
         let pre = self.section(&self.manifest.pre_data, "pre-data").await?;
-        let post = self.section(&self.manifest.post_data, "post-data").await?;
+        let mut post = self.section(&self.manifest.post_data, "post-data").await?;
+        let event_triggers = post.take_event_triggers();
         let main = session(&target).await?;
         self.enter("creating the schema (pre-data)");
         main.batch_execute(&pre.to_sql())
@@ -1035,8 +1098,9 @@ impl Job {
                 validations: Vec::new(),
             })
             .collect();
+        let partitioned = catalog::partitioned_tables(&main).await?;
         for entry in foreign {
-            let Some(fk) = entry.foreign_key() else {
+            let Some(fk) = entry.foreign_key(&partitioned) else {
                 run_entry(&main, &post.preamble, &entry).await?;
                 continue;
             };
@@ -1051,8 +1115,10 @@ impl Job {
             };
             let manifest = &self.manifest;
             match work.iter_mut().find(|w| {
-                w.table
-                    .is_some_and(|t| manifest.tables[t].qualified() == fk.table)
+                w.table.is_some_and(|t| {
+                    let table = &manifest.tables[t];
+                    (&table.schema, &table.name) == (&fk.table.0, &fk.table.1)
+                })
             }) {
                 Some(w) => w.validations.push(validate),
                 None => work.push(TableWork {
@@ -1117,6 +1183,7 @@ impl Job {
             started.elapsed().as_secs_f64()
         );
         set_autovacuum(&main, &paused, true).await?;
+        create_event_triggers(&main, &post.preamble, &event_triggers).await?;
         let outcome = outcome(&main, results, &[], &not_valid_in(&[&pre, &post])).await?;
         Ok(Outcome {
             large_objects,
@@ -1259,6 +1326,17 @@ impl Job {
 
     /// Whole-database replace: drop the backup's schemas and rebuild them.
     async fn replace_all(&self, client: &Client) -> Result<Outcome> {
+        let pre = self.section(&self.manifest.pre_data, "pre-data").await?;
+        let mut post = self.section(&self.manifest.post_data, "post-data").await?;
+        let drops: String = pre
+            .entries
+            .iter()
+            .chain(&post.entries)
+            .filter_map(Entry::drop_database_object)
+            .collect();
+        client.batch_execute(&drops).await.map_err(Error::db(
+            "dropping the backup's publications and event triggers",
+        ))?;
         for schema in &self.manifest.schemas {
             client
                 .batch_execute(&format!(
@@ -1289,7 +1367,6 @@ impl Job {
                 .await
                 .map_err(Error::db("removing the large objects the backup replaces"))?;
         }
-        let pre = self.section(&self.manifest.pre_data, "pre-data").await?;
         client
             .batch_execute(&pre.to_sql())
             .await
@@ -1297,13 +1374,14 @@ impl Job {
         let order: Vec<usize> = self.plan.selected.clone();
         self.load_in_order(client, &order).await?;
         let large_objects = self.restore_large_objects(client).await?;
-        let post = self.section(&self.manifest.post_data, "post-data").await?;
+        let event_triggers = post.take_event_triggers();
         client
             .batch_execute(&post.to_sql())
             .await
             .map_err(Error::db("post-data (indexes, constraints, triggers)"))?;
         let sequences: Vec<&SequenceValue> = self.manifest.sequences.iter().collect();
         set_sequences(client, &sequences).await?;
+        create_event_triggers(client, &post.preamble, &event_triggers).await?;
         let tables = self.verify_in(client).await?;
         let outcome = outcome(client, tables, &[], &not_valid_in(&[&pre, &post])).await?;
         Ok(Outcome {
@@ -1332,9 +1410,18 @@ impl Job {
                 )
             })
             .collect();
+        // A partitioned table whose leaves are all being emptied goes into the same TRUNCATE:
+        // foreign keys on it reference (or are referenced by) those leaves, and PostgreSQL
+        // refuses to empty one side of a key alone.
         if !whole.is_empty() {
             let whole: Vec<String> = whole.iter().map(|t| t.qualified()).collect();
-            empty.push(format!("TRUNCATE ONLY {}", whole.join(", ")));
+            let parents = catalog::partitioned_covered_by(client, &whole).await?;
+            let listed: Vec<String> = whole
+                .iter()
+                .map(|n| format!("ONLY {n}"))
+                .chain(parents)
+                .collect();
+            empty.push(format!("TRUNCATE {}", listed.join(", ")));
         }
         client
             .batch_execute(&empty.join(";\n"))
@@ -1384,7 +1471,7 @@ impl Job {
                 .execute(
                     &format!(
                         "INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {scratch} m \
-                         WHERE NOT EXISTS (SELECT 1 FROM {target} x WHERE {matches})",
+                         WHERE NOT EXISTS (SELECT 1 FROM ONLY {target} x WHERE {matches})",
                         target = table.qualified()
                     ),
                     &[],
@@ -1393,14 +1480,17 @@ impl Job {
                 .map_err(Error::db(format!("re-inserting missing rows of {}", table.display_name())))?;
             let still_missing: i64 = client
                 .query_one(
-                    &format!("SELECT count(*) FROM {scratch} m WHERE NOT EXISTS (SELECT 1 FROM {} x WHERE {matches})", table.qualified()),
+                    &format!("SELECT count(*) FROM {scratch} m WHERE NOT EXISTS (SELECT 1 FROM ONLY {} x WHERE {matches})", table.qualified()),
                     &[],
                 )
                 .await
                 .map_err(Error::db(format!("verifying {}", table.display_name())))?
                 .get(0);
             let rows: i64 = client
-                .query_one(&format!("SELECT count(*) FROM {}", table.qualified()), &[])
+                .query_one(
+                    &format!("SELECT count(*) FROM ONLY {}", table.qualified()),
+                    &[],
+                )
                 .await
                 .map_err(Error::db(format!("counting {}", table.display_name())))?
                 .get(0);
@@ -1425,7 +1515,7 @@ impl Job {
         Ok(catalog::unvalidated_constraints(client, tables)
             .await?
             .into_iter()
-            .map(|c| c.tag)
+            .flat_map(|c| c.tags)
             .collect())
     }
 }

@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::repository::manifest::{
     DatabaseLocale, Extension, ForeignKey, LARGE_OBJECT_SLICE, SequenceValue, quote_ident,
 };
+use std::collections::HashSet;
 use tokio_postgres::Client;
 
 /// Filters out system schemas and objects that belong to extensions (their DDL recreates them).
@@ -439,7 +440,7 @@ pub async fn row_count(client: &Client, qualified: &str) -> Result<Option<i64>> 
         return Ok(None);
     }
     let count = client
-        .query_one(&format!("SELECT count(*) FROM {qualified}"), &[])
+        .query_one(&format!("SELECT count(*) FROM ONLY {qualified}"), &[])
         .await
         .map_err(Error::db(format!("counting rows of {qualified}")))?
         .get(0);
@@ -463,6 +464,11 @@ pub async fn primary_key(client: &Client, qualified: &str) -> Result<Vec<String>
 
 /// A query per foreign key touching `tables` that returns a row when some referencing row has
 /// no referenced row (constraints whose triggers were off during a load are checked this way).
+/// Keys the table's partitions inherit count through their partitioned table (the key on it,
+/// or the copies on the referencing partitions; not PostgreSQL's per-referenced-partition
+/// copies, which see only one partition); `NOT VALID` keys are left out, as PostgreSQL leaves
+/// existing rows unchecked for them. A key sees only its own table's rows, not those of
+/// inheritance children.
 pub async fn foreign_key_checks(
     client: &Client,
     tables: &[String],
@@ -473,9 +479,15 @@ pub async fn foreign_key_checks(
                     array(SELECT quote_ident(attname) FROM unnest(con.conkey) WITH ORDINALITY k(n, o) \
                           JOIN pg_attribute ON attrelid = con.conrelid AND attnum = k.n ORDER BY o), \
                     array(SELECT quote_ident(attname) FROM unnest(con.confkey) WITH ORDINALITY k(n, o) \
-                          JOIN pg_attribute ON attrelid = con.confrelid AND attnum = k.n ORDER BY o) \
+                          JOIN pg_attribute ON attrelid = con.confrelid AND attnum = k.n ORDER BY o), \
+                    (SELECT relkind = 'p' FROM pg_class WHERE oid = con.conrelid), \
+                    (SELECT relkind = 'p' FROM pg_class WHERE oid = con.confrelid) \
              FROM pg_constraint con \
-             WHERE con.contype = 'f' AND (con.conrelid = ANY (($1::text[])::regclass[]) OR con.confrelid = ANY (($1::text[])::regclass[]))",
+             WHERE con.contype = 'f' AND con.convalidated \
+               AND (con.conparentid = 0 \
+                    OR con.confrelid = (SELECT p.confrelid FROM pg_constraint p WHERE p.oid = con.conparentid)) \
+               AND (con.conrelid = ANY (($1::text[])::regclass[]) \
+                    OR con.confrelid IN (SELECT pg_partition_ancestors(t) FROM unnest(($1::text[])::regclass[]) t))",
             &[&tables],
         )
         .await
@@ -485,10 +497,13 @@ pub async fn foreign_key_checks(
         .map(|r| {
             let (name, child, parent): (String, String, String) = (r.get(0), r.get(1), r.get(2));
             let (cols, refs): (Vec<String>, Vec<String>) = (r.get(3), r.get(4));
+            // ONLY a plain table's own rows; a partitioned table's rows are its partitions'.
+            let only = |partitioned: bool| if partitioned { "" } else { "ONLY " };
+            let (child_only, parent_only) = (only(r.get(5)), only(r.get(6)));
             let not_null = cols.iter().map(|c| format!("c.{c} IS NOT NULL")).collect::<Vec<_>>().join(" AND ");
             let join = cols.iter().zip(&refs).map(|(c, p)| format!("p.{p} = c.{c}")).collect::<Vec<_>>().join(" AND ");
             let sql = format!(
-                "SELECT 1 FROM {child} c WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {join}) LIMIT 1"
+                "SELECT 1 FROM {child_only}{child} c WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {parent_only}{parent} p WHERE {join}) LIMIT 1"
             );
             (format!("{name} ({child} → {parent})"), sql)
         })
@@ -511,24 +526,34 @@ pub async fn owned_sequences(client: &Client, tables: &[String]) -> Result<Vec<(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// Constraints left NOT VALID on the given tables (all tables when empty).
 /// A constraint marked NOT VALID.
 #[derive(Debug, Clone)]
 pub struct NotValid {
     /// `schema.table.constraint` (or `domain.constraint`).
     pub name: String,
-    /// pg_dump's tag for it: `table constraint`.
-    pub tag: String,
+    /// pg_dump's tags (`table constraint`, newlines as spaces as in its headers) of this
+    /// constraint and of those it comes from: the parent table's, for a check an inheritance
+    /// child or partition inherited; the partitioned table's, for a key cloned onto partitions.
+    /// pg_dump names only the first of such a family.
+    pub tags: Vec<String>,
 }
 
+/// Constraints left NOT VALID on the given tables (all tables when empty).
 pub async fn unvalidated_constraints(client: &Client, tables: &[String]) -> Result<Vec<NotValid>> {
     let rows = client
         .query(
             "SELECT CASE WHEN con.conrelid <> 0 THEN con.conrelid::regclass::text ELSE con.contypid::regtype::text END \
                     || '.' || con.conname, \
-                    COALESCE(c.relname, t.typname)::text || ' ' || con.conname \
-             FROM pg_constraint con LEFT JOIN pg_class c ON c.oid = con.conrelid \
-             LEFT JOIN pg_type t ON t.oid = con.contypid \
+                    ARRAY(WITH RECURSIVE up(oid) AS ( \
+                              SELECT con.oid \
+                              UNION SELECT p.oid FROM up JOIN pg_constraint c ON c.oid = up.oid \
+                                JOIN pg_constraint p ON p.oid = c.conparentid \
+                                  OR (NOT c.conislocal AND p.conname = c.conname AND p.contype = c.contype \
+                                      AND p.conrelid IN (SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.conrelid))) \
+                          SELECT translate(COALESCE(r.relname, t.typname) || ' ' || u.conname, E'\\n\\r', '  ')::text \
+                          FROM up JOIN pg_constraint u ON u.oid = up.oid \
+                          LEFT JOIN pg_class r ON r.oid = u.conrelid LEFT JOIN pg_type t ON t.oid = u.contypid) \
+             FROM pg_constraint con \
              WHERE NOT con.convalidated AND (cardinality($1::text[]) = 0 OR con.conrelid = ANY (($1::text[])::regclass[]))",
             &[&tables],
         )
@@ -538,7 +563,38 @@ pub async fn unvalidated_constraints(client: &Client, tables: &[String]) -> Resu
         .iter()
         .map(|r| NotValid {
             name: r.get(0),
-            tag: r.get(1),
+            tags: r.get(1),
         })
         .collect())
+}
+
+/// The partitioned tables (qualified) all of whose leaf partitions are among `tables`.
+pub async fn partitioned_covered_by(client: &Client, tables: &[String]) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'p' \
+               AND EXISTS (SELECT 1 FROM pg_partition_tree(c.oid) t WHERE t.isleaf) \
+               AND NOT EXISTS (SELECT 1 FROM pg_partition_tree(c.oid) t \
+                               WHERE t.isleaf AND t.relid <> ALL (($1::text[])::regclass[]))",
+            &[&tables],
+        )
+        .await
+        .map_err(Error::db(
+            "finding partitioned tables the restore empties whole",
+        ))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Partitioned tables in the database, as (schema, name).
+pub async fn partitioned_tables(client: &Client) -> Result<HashSet<(String, String)>> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'p'",
+            &[],
+        )
+        .await
+        .map_err(Error::db("listing partitioned tables"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }

@@ -90,11 +90,48 @@ impl PgDump {
         snapshot_id: &str,
         section: &str,
     ) -> Result<Vec<u8>> {
+        self.run(
+            settings,
+            snapshot_id,
+            &[format!("--section={section}")],
+            &format!("pg_dump --section={section}"),
+        )
+        .await
+    }
+
+    /// The database's own properties as `pg_dump --create` writes them (its comment, privileges,
+    /// `ALTER DATABASE … SET` and `ALTER ROLE … IN DATABASE … SET`), with every schema left
+    /// out so that pg_dump reads nothing else of substance.
+    pub async fn database_properties(
+        &self,
+        settings: &ConnectionSettings,
+        snapshot_id: &str,
+    ) -> Result<Vec<u8>> {
+        self.run(
+            settings,
+            snapshot_id,
+            &[
+                "--create".into(),
+                "--section=pre-data".into(),
+                "--exclude-schema=*".into(),
+            ],
+            "pg_dump --create (database properties)",
+        )
+        .await
+    }
+
+    async fn run(
+        &self,
+        settings: &ConnectionSettings,
+        snapshot_id: &str,
+        args: &[String],
+        what: &str,
+    ) -> Result<Vec<u8>> {
         let output = Command::new(&self.path)
             .env_clear()
             .envs(settings.libpq_env())
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .arg(format!("--section={section}"))
+            .args(args)
             .arg(format!("--snapshot={snapshot_id}"))
             .arg("--no-password")
             .arg("--format=plain")
@@ -108,7 +145,7 @@ impl PgDump {
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             return Err(Error::PgDump(format!(
-                "pg_dump --section={section} failed ({}): {}",
+                "{what} failed ({}): {}",
                 output.status,
                 stderr.trim()
             )));

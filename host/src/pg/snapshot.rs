@@ -10,11 +10,14 @@ use crate::error::{Error, Result};
 use tokio_postgres::Client;
 
 /// Session settings that make COPY text deterministic and complete (the same set pg_dump uses,
-/// plus UTC so timestamps print the same whatever the server's time zone).
+/// plus UTC so timestamps print the same whatever the server's time zone). The empty
+/// `search_path` is pg_dump's too: values that name objects (`regclass`, `regproc`, …) then
+/// print schema-qualified, so they read back the same under pg_dump's empty path in an export.
 pub const SESSION_SETTINGS: &str = "SET DateStyle = ISO; SET IntervalStyle = postgres; \
     SET extra_float_digits = 3; SET TimeZone = 'UTC'; SET synchronize_seqscans = off; \
     SET row_security = off; SET statement_timeout = 0; SET lock_timeout = 0; \
-    SET idle_in_transaction_session_timeout = 0; SET bytea_output = hex";
+    SET idle_in_transaction_session_timeout = 0; SET bytea_output = hex; \
+    SET search_path = ''";
 
 pub struct SnapshotLeader {
     client: Client,

@@ -134,7 +134,7 @@ impl TableEntry {
     pub fn count_sql(&self) -> String {
         match &self.filter {
             Some(filter) => format!("SELECT count(*) FROM ONLY {} {filter}", self.qualified()),
-            None => format!("SELECT count(*) FROM {}", self.qualified()),
+            None => format!("SELECT count(*) FROM ONLY {}", self.qualified()),
         }
     }
 }
@@ -163,6 +163,15 @@ pub struct ForeignKey {
     pub references: String,
 }
 
+/// One of pg_dump's entries about the database itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseProperty {
+    /// pg_dump's entry type: `DATABASE PROPERTIES`, `COMMENT`, `ACL`, `SECURITY LABEL`.
+    pub kind: String,
+    /// Its statements, naming the source database.
+    pub sql: String,
+}
+
 /// Facts about the source database at the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceInfo {
@@ -180,6 +189,10 @@ pub struct SourceInfo {
     /// it was recorded: the target's default is used then).
     #[serde(default)]
     pub locale: DatabaseLocale,
+    /// Table data was read with pg_dump's empty `search_path`, so values naming objects
+    /// (`regclass`, …) are schema-qualified. False in backups made before that was so.
+    #[serde(default)]
+    pub qualified_data: bool,
 }
 
 /// A database's collation and character classification, as `CREATE DATABASE` takes them.
@@ -245,6 +258,11 @@ pub struct Manifest {
     /// Large objects (`pg_largeobject`), if the database had any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub large_objects: Option<LargeObjects>,
+    /// The database's own comment, privileges and settings (`ALTER DATABASE … SET`,
+    /// `ALTER ROLE … IN DATABASE … SET`), as `pg_dump --create` writes them. A new-database
+    /// restore applies them, as `pg_restore --create` does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub database_properties: Vec<DatabaseProperty>,
     /// Compressed bytes this backup added to the repository (chunks not already present).
     pub new_bytes: u64,
     pub compression_level: i32,
@@ -405,16 +423,188 @@ fn check_stream(what: &str, stream: &Stream) -> Result<(), String> {
     Ok(())
 }
 
-/// Quotes an identifier the way PostgreSQL's `quote_ident` does.
+/// SQL keywords that are not unreserved (`pg_get_keywords()` with `catcode <> 'U'`) in
+/// PostgreSQL 15 to 18: as identifiers they must be quoted, or `LOCK TABLE select.t` is a
+/// syntax error. Quoting one that a given server would accept bare is harmless.
+const QUOTED_KEYWORDS: &[&str] = &[
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "authorization",
+    "between",
+    "bigint",
+    "binary",
+    "bit",
+    "boolean",
+    "both",
+    "case",
+    "cast",
+    "char",
+    "character",
+    "check",
+    "coalesce",
+    "collate",
+    "collation",
+    "column",
+    "concurrently",
+    "constraint",
+    "create",
+    "cross",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "dec",
+    "decimal",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "exists",
+    "extract",
+    "false",
+    "fetch",
+    "float",
+    "for",
+    "foreign",
+    "freeze",
+    "from",
+    "full",
+    "grant",
+    "greatest",
+    "group",
+    "grouping",
+    "having",
+    "ilike",
+    "in",
+    "initially",
+    "inner",
+    "inout",
+    "int",
+    "integer",
+    "intersect",
+    "interval",
+    "into",
+    "is",
+    "isnull",
+    "join",
+    "json",
+    "json_array",
+    "json_arrayagg",
+    "json_exists",
+    "json_object",
+    "json_objectagg",
+    "json_query",
+    "json_scalar",
+    "json_serialize",
+    "json_table",
+    "json_value",
+    "lateral",
+    "leading",
+    "least",
+    "left",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "merge_action",
+    "national",
+    "natural",
+    "nchar",
+    "none",
+    "normalize",
+    "not",
+    "notnull",
+    "null",
+    "nullif",
+    "numeric",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "out",
+    "outer",
+    "overlaps",
+    "overlay",
+    "placing",
+    "position",
+    "precision",
+    "primary",
+    "real",
+    "references",
+    "returning",
+    "right",
+    "row",
+    "select",
+    "session_user",
+    "setof",
+    "similar",
+    "smallint",
+    "some",
+    "substring",
+    "symmetric",
+    "system_user",
+    "table",
+    "tablesample",
+    "then",
+    "time",
+    "timestamp",
+    "to",
+    "trailing",
+    "treat",
+    "trim",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "values",
+    "varchar",
+    "variadic",
+    "verbose",
+    "when",
+    "where",
+    "window",
+    "with",
+    "xmlattributes",
+    "xmlconcat",
+    "xmlelement",
+    "xmlexists",
+    "xmlforest",
+    "xmlnamespaces",
+    "xmlparse",
+    "xmlpi",
+    "xmlroot",
+    "xmlserialize",
+    "xmltable",
+];
+
+/// Quotes an identifier the way PostgreSQL's `quote_ident()` does: bare only when it is
+/// lower-case letters, digits and underscores, starts with a letter or underscore, and is not
+/// a keyword that needs quoting.
 pub fn quote_ident(ident: &str) -> String {
-    let plain = !ident.is_empty()
+    let plain = ident
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && ident
             .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && ident
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && QUOTED_KEYWORDS.binary_search(&ident).is_err();
     if plain {
         ident.to_string()
     } else {
@@ -425,4 +615,27 @@ pub fn quote_ident(ident: &str) -> String {
 /// Quotes a string literal for SQL (`standard_conforming_strings` on, as every session sets).
 pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod quoting_tests {
+    use super::{QUOTED_KEYWORDS, quote_ident};
+
+    #[test]
+    fn identifiers_are_quoted_like_the_servers_quote_ident() {
+        assert!(
+            QUOTED_KEYWORDS.windows(2).all(|w| w[0] < w[1]),
+            "sorted for binary search"
+        );
+        assert_eq!(quote_ident("orders"), "orders");
+        assert_eq!(quote_ident("_t1"), "_t1");
+        assert_eq!(quote_ident("select"), "\"select\"");
+        assert_eq!(quote_ident("user"), "\"user\"");
+        assert_eq!(quote_ident("name"), "name", "unreserved keywords stay bare");
+        assert_eq!(quote_ident("Mixed"), "\"Mixed\"");
+        assert_eq!(quote_ident("1st"), "\"1st\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_ident("café"), "\"café\"");
+        assert_eq!(quote_ident(""), "\"\"");
+    }
 }
