@@ -240,6 +240,13 @@ pub async fn live_rows(
         .batch_execute(larder::pg::snapshot::SESSION_SETTINGS)
         .await
         .expect("session settings");
+    // Read with the backup's settings, empty search_path included: unqualified names are
+    // the sample's public tables.
+    let table = if table.contains('.') {
+        table.to_string()
+    } else {
+        format!("public.{table}")
+    };
     let sql = if columns.is_empty() {
         format!("COPY {table} TO STDOUT")
     } else {
@@ -251,6 +258,11 @@ pub async fn live_rows(
     while let Some(piece) = stream.next().await {
         data.extend_from_slice(&piece.expect("copy data"));
     }
+    // The caller's later queries name the sample's tables unqualified.
+    client
+        .batch_execute("RESET search_path")
+        .await
+        .expect("reset search_path");
     let mut rows: Vec<String> = String::from_utf8(data)
         .expect("utf-8")
         .lines()

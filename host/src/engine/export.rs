@@ -6,11 +6,13 @@
 //! output is zstd-compressed when the file name ends in `.zst`.
 //!
 //! psql reads the script, so nothing from the backup reaches it raw: names in comments have
-//! their line breaks replaced (as pg_dump 15.14+ does), and the part written here runs inside
-//! psql's `\restrict` mode (no meta-commands) whenever pg_dump's own sections use it.
+//! their line breaks replaced (as pg_dump 15.14+ does), and everything after pre-data runs
+//! inside psql's `\restrict` mode (no meta-commands) whenever pg_dump's own sections use it.
+//! Event triggers come last, as in a restore.
 
 use crate::error::{Error, Result};
 use crate::pg::catalog;
+use crate::pg::ddl::Script;
 use crate::repository::Repository;
 use crate::repository::manifest::{Manifest, quote_ident};
 use serde::Serialize;
@@ -185,15 +187,31 @@ pub async fn export(
         )?;
     }
     w.put(b"\n")?;
-    if let Some(key) = &key {
-        w.put(format!("\\unrestrict {key}\n\n").as_bytes())?;
-    }
-    for chunk in &manifest.post_data.chunks {
-        w.put(
-            &repo
-                .read_chunk(chunk, &format!("post-data section, backup {}", manifest.id))
-                .await?,
-        )?;
+    // Post-data in pg_dump's order, but with its event triggers last, as a restore creates
+    // them, so nothing the script runs after them (refreshing materialized views) fires them.
+    // Text that is not UTF-8 (older backups of other encodings) is written as it is.
+    let context = format!("post-data section, backup {}", manifest.id);
+    let post = repo.read_stream(&manifest.post_data, &context).await?;
+    match std::str::from_utf8(&post) {
+        Ok(text) => {
+            // Parsed, pg_dump's own \restrict lines are gone: Larder's cover the rest.
+            let mut script =
+                Script::parse(text).map_err(|e| Error::PgDump(format!("{context}: {e}")))?;
+            let triggers = script.take_event_triggers();
+            w.put(script.to_sql().as_bytes())?;
+            for entry in &triggers {
+                w.put(format!("\n{}{}", script.preamble, entry.sql).as_bytes())?;
+            }
+            if let Some(key) = &key {
+                w.put(format!("\n\\unrestrict {key}\n").as_bytes())?;
+            }
+        }
+        Err(_) => {
+            if let Some(key) = &key {
+                w.put(format!("\\unrestrict {key}\n\n").as_bytes())?;
+            }
+            w.put(&post)?;
+        }
     }
     let bytes = w.finish()?;
     Ok(ExportReport {

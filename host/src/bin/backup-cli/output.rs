@@ -571,6 +571,20 @@ pub fn restored(report: &RestoreReport, as_json: bool) {
     say!("Measured recovery time recorded in the repository for future plans.");
 }
 
+/// `text` as one word for a POSIX shell: bare when it holds only characters no shell treats
+/// specially, else single-quoted, so a hint pasted into a terminal runs what it says.
+fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c));
+    if plain {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
 pub fn exported(report: &ExportReport, path: &str, as_json: bool) {
     if as_json {
         json(&serde_json::json!({ "status": "ok", "export": report, "file": path }));
@@ -585,7 +599,8 @@ pub fn exported(report: &ExportReport, path: &str, as_json: bool) {
         if report.compressed { " (zstd)" } else { "" }
     );
     say!(
-        "Restore with: psql -v ON_ERROR_STOP=1 -d NEWDB -f {path}{}",
+        "Restore with: psql -v ON_ERROR_STOP=1 -d NEWDB -f {}{}",
+        shell_word(path),
         if report.compressed {
             " (after zstd -d)"
         } else {
@@ -749,5 +764,19 @@ pub fn unlocked(reports: &[larder::repository::lock::UnlockReport], as_json: boo
     }
     if !any {
         say!("No repository locks.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shell_words_are_quoted_unless_plain() {
+        assert_eq!(super::shell_word("/tmp/export.sql"), "/tmp/export.sql");
+        assert_eq!(
+            super::shell_word("/tmp/my export $(rm -rf ~).sql"),
+            "'/tmp/my export $(rm -rf ~).sql'"
+        );
+        assert_eq!(super::shell_word("it's"), "'it'\\''s'");
+        assert_eq!(super::shell_word(""), "''");
     }
 }
