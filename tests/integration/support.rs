@@ -332,7 +332,7 @@ impl TestEnv {
 
     /// `psql -v ON_ERROR_STOP=1 -f file` into database `dbname` of this cluster, asserting it
     /// succeeds (how an operator restores a `backup export`).
-    pub fn psql_file(&self, dbname: &str, file: &Path) {
+    pub fn psql_file(&self, dbname: &str, file: &Path) -> Output {
         let out = Command::new(self.cluster.bindir().join("psql"))
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p"])
             .arg(self.cluster.port().to_string())
@@ -346,12 +346,14 @@ impl TestEnv {
             file.display(),
             String::from_utf8_lossy(&out.stderr)
         );
+        out
     }
 
     /// The standard a restore is held to: `pg_dump -Fc source | pg_restore -d target` (target
     /// created by pg_restore `--create` would take the source's name, so it is created here
     /// from template0 with the source's encoding and locale).
-    pub async fn pg_restore_copy(&self, source: &str, target: &str) {
+    /// Returns the archive.
+    pub async fn pg_restore_copy(&self, source: &str, target: &str) -> PathBuf {
         let settings = self
             .client_for(source)
             .await
@@ -372,31 +374,20 @@ impl TestEnv {
             .await
             .expect("create the pg_restore target");
         let archive = self.work.path().join(format!("{source}.dump"));
-        let connection = |cmd: &mut Command| {
-            cmd.args(["-h", "127.0.0.1", "-p"])
-                .arg(self.cluster.port().to_string())
-                .args(["-U", "postgres"]);
-        };
-        let mut dump = Command::new(self.cluster.bindir().join("pg_dump"));
-        connection(&mut dump);
-        let out = dump
+        let out = Command::new(self.cluster.bindir().join("pg_dump"))
+            .args(self.connection_args())
             .args(["-Fc", "-d", source, "-f"])
             .arg(&archive)
             .output()
             .expect("run pg_dump");
         assert!(out.status.success(), "pg_dump -Fc {source}: {}", text(&out));
-        let mut restore = Command::new(self.cluster.bindir().join("pg_restore"));
-        connection(&mut restore);
-        let out = restore
-            .args(["--exit-on-error", "-d", target])
-            .arg(&archive)
-            .output()
-            .expect("run pg_restore");
+        let out = self.pg_restore(&archive, target, &["--exit-on-error"]);
         assert!(
             out.status.success(),
             "pg_restore into {target}: {}",
             text(&out)
         );
+        archive
     }
 
     /// A failed new-database restore said it dropped `dbname`, and it is gone.
@@ -614,54 +605,6 @@ impl Drop for S3Server {
 }
 
 impl TestEnv {
-    /// Runs `psql -X -v ON_ERROR_STOP=1 -f file` on a database of this cluster, as an operator
-    /// restoring an export would; returns its output (whatever the exit code).
-    pub fn psql_file(&self, dbname: &str, file: &Path) -> Output {
-        Command::new(self.cluster.bindir().join("psql"))
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args([
-                "-p",
-                &self.cluster.port().to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                dbname,
-            ])
-            .arg("-f")
-            .arg(file)
-            .output()
-            .expect("run psql")
-    }
-
-    /// The standard a Larder restore is held to: `pg_dump -Fc` of `from` restored with
-    /// `pg_restore` into a new database `into` of this cluster. Returns the archive.
-    pub async fn pg_restore_copy(&self, from: &str, into: &str) -> PathBuf {
-        self.admin()
-            .await
-            .batch_execute(&format!("CREATE DATABASE \"{into}\""))
-            .await
-            .expect("create the pg_restore database");
-        let archive = self.work.path().join(format!("{from}.dump"));
-        let dumped = Command::new(self.cluster.bindir().join("pg_dump"))
-            .args(self.connection_args())
-            .args(["-Fc", "-d", from, "-f"])
-            .arg(&archive)
-            .output()
-            .expect("run pg_dump -Fc");
-        assert!(
-            dumped.status.success(),
-            "pg_dump -Fc {from}: {}",
-            text(&dumped)
-        );
-        let restored = self.pg_restore(&archive, into, &["--exit-on-error"]);
-        assert!(
-            restored.status.success(),
-            "pg_restore into {into}: {}",
-            text(&restored)
-        );
-        archive
-    }
-
     /// `pg_restore extra… -d into archive`; its output, whatever the exit code.
     pub fn pg_restore(&self, archive: &Path, into: &str, extra: &[&str]) -> Output {
         Command::new(self.cluster.bindir().join("pg_restore"))

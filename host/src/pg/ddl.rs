@@ -271,10 +271,10 @@ impl Script {
                 None => script.preamble.push_str(text),
             }
             at = end;
-            if let Some(entry) = entry {
-                if let Some(done) = current.replace(entry) {
-                    script.entries.push(done);
-                }
+            if let Some(entry) = entry
+                && let Some(done) = current.replace(entry)
+            {
+                script.entries.push(done);
             }
         }
         let text = &sql[at..];
@@ -391,14 +391,13 @@ pub fn statements(sql: &str) -> impl Iterator<Item = &str> {
         .map(|t| t.end)
         .collect();
     cuts.push(sql.len());
-    let mut at = 0;
-    cuts.into_iter().filter_map(move |cut| {
-        (cut > at).then(|| {
-            let s = &sql[at..cut];
-            at = cut;
-            s
+    cuts.into_iter()
+        .scan(0, move |at, cut| {
+            let s = &sql[*at..cut];
+            *at = cut;
+            Some(s)
         })
-    })
+        .filter(|s| !s.is_empty())
 }
 
 fn is_word(sql: &str, t: &Token, word: &str) -> bool {
