@@ -97,7 +97,7 @@ async fn a_write_committed_during_the_backup_is_wholly_in_or_wholly_absent() {
     );
 
     let repo = env.repo().await;
-    let manifest = repo.resolve("latest").await.expect("manifest");
+    let manifest = repo.resolve("latest", &env.dbname).await.expect("manifest");
     let parents = batches(&backup_rows(&repo, &manifest, "parent").await, 1);
     let children = batches(&backup_rows(&repo, &manifest, "child").await, 1);
     assert_eq!(

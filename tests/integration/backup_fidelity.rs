@@ -226,5 +226,6 @@ async fn schema_only_backup_stores_ddl_and_sequences_but_no_rows() {
     );
     let listed = env.run_json(&["backup", "list", "--type", "schema-only"]);
     assert_eq!(listed.as_array().map(Vec::len), Some(1));
-    env.run_ok(&["backup", "validate", "latest"]);
+    // `latest` names full backups only; the schema-only one is `latest-schema`.
+    env.run_ok(&["backup", "validate", "latest-schema"]);
 }

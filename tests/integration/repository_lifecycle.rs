@@ -127,7 +127,12 @@ async fn list_shows_newest_first_with_the_documented_fields_and_limit() {
         human.contains("STORED") && human.contains(&a.id) && human.contains(&b.id),
         "{human}"
     );
-    let latest = env.repo().await.resolve("latest").await.expect("latest");
+    let latest = env
+        .repo()
+        .await
+        .resolve("latest", &env.dbname)
+        .await
+        .expect("latest");
     assert_eq!(latest.id, b.id, "latest is the most recent backup");
 }
 

@@ -90,13 +90,46 @@ impl TestEnv {
 
     /// Loads the Kitchen Pantry sample at `scale`.
     pub async fn load_kitchen_pantry(&self, scale: f64) {
+        self.load_kitchen_pantry_as("postgres", scale).await
+    }
+
+    /// Loads the Kitchen Pantry sample at `scale` as `role`, which owns its objects.
+    pub async fn load_kitchen_pantry_as(&self, role: &str, scale: f64) {
         let db = self.client().await;
-        db.batch_execute(SCHEMA)
+        db.batch_execute(&format!("SET ROLE \"{role}\";\n{SCHEMA}"))
             .await
             .expect("kitchen pantry schema");
         db.batch_execute(&format!("SET larder.scale = '{scale}';\n{GENERATE}"))
             .await
             .expect("kitchen pantry data");
+    }
+
+    /// The runbook's database user: `kitchen_pantry_user`, LOGIN, not a superuser, the owner
+    /// of this test's database (and of what is loaded as it afterwards).
+    pub async fn create_runbook_owner(&self) {
+        self.admin()
+            .await
+            .batch_execute(&format!(
+                "CREATE ROLE kitchen_pantry_user LOGIN; ALTER DATABASE \"{}\" OWNER TO kitchen_pantry_user",
+                self.dbname
+            ))
+            .await
+            .expect("the runbook's database owner");
+    }
+
+    /// This test's database URL for another user (`url()` connects as postgres).
+    pub fn url_as(&self, user: &str) -> String {
+        self.url()
+            .replace("postgres://postgres@", &format!("postgres://{user}@"))
+    }
+
+    /// `backup-cli args` connecting as `user`; returns its output (whatever the exit code).
+    pub fn run_as(&self, user: &str, args: &[&str]) -> Output {
+        self.cli()
+            .env("DATABASE_URL", self.url_as(user))
+            .args(args)
+            .output()
+            .expect("run backup-cli")
     }
 
     /// `backup-cli` with this test's database and repository, and no stray configuration.
@@ -165,14 +198,22 @@ impl TestEnv {
     pub fn run_json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
-        let out = self.run_ok(&all);
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "backup-cli {} printed invalid JSON ({e}): {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
+        parsed(args, self.run_ok(&all))
+    }
+
+    /// [`TestEnv::run_json`] connecting as `user`.
+    pub fn run_json_as(&self, user: &str, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.run_as(user, &all);
+        assert!(
+            out.status.success(),
+            "backup-cli {} as {user} failed ({}):\n{}",
+            args.join(" "),
+            out.status,
+            text(&out)
+        );
+        parsed(args, out)
     }
 
     /// Creates a full backup through the CLI and returns its manifest.
@@ -188,6 +229,17 @@ impl TestEnv {
             .await
             .expect("manifest of the new backup")
     }
+}
+
+/// The JSON a successful `backup-cli --json args` printed.
+fn parsed(args: &[&str], out: Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "backup-cli {} printed invalid JSON ({e}): {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// stdout and stderr together, for message assertions.

@@ -9,6 +9,7 @@ use crate::engine::Progress;
 use crate::engine::progress::human_bytes;
 use crate::error::{Error, Result};
 use crate::pg::catalog::{self, DataTable};
+use crate::pg::globals;
 use crate::pg::snapshot::{self, SnapshotLeader};
 use crate::pg::{ConnectionSettings, ddl, pg_dump};
 use crate::repository::chunker::RowChecksum;
@@ -117,6 +118,7 @@ async fn take(
     } else {
         (Vec::new(), 0)
     };
+    let globals = globals::read(leader.client(), &roles).await?;
     preflight_space(repo, &tables).await?;
 
     let lock = RepoLock::shared(repo, &id).await?;
@@ -174,6 +176,7 @@ async fn take(
                 foreign_keys,
                 large_objects: streams.large_objects,
                 database_properties: streams.database_properties,
+                globals,
                 compression_level: opts.compression_level,
                 digests: None,
             };

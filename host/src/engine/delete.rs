@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::repository::gc::{GcReport, collect_garbage};
 use crate::repository::id::is_valid_backup_id;
+use crate::repository::latest::{LATEST, LATEST_SCHEMA};
 use crate::repository::lock::RepoLock;
 use crate::repository::{Repository, backup_ids_on};
 use crate::targets::Target;
@@ -35,17 +36,18 @@ pub struct Scope {
     pub all_targets: bool,
 }
 
-/// Deletes a backup. Without `force` it refuses and says how to proceed; so it does when it
+/// Deletes a backup (`latest`: of `database`). Without `force` it refuses and says how to proceed; so it does when it
 /// would remove the backup's last copies from more than one configured target without
 /// `scope.all_targets`.
 pub async fn delete(
     targets: &[Arc<dyn Target>],
     id_or_latest: &str,
+    database: &str,
     force: bool,
     scope: &Scope,
 ) -> Result<DeleteReport> {
     let repo = Repository::open_for_reading(targets).await?;
-    let (id, name, description) = match repo.resolve(id_or_latest).await {
+    let (id, name, description) = match repo.resolve(id_or_latest, database).await {
         Ok(manifest) => (
             manifest.id.clone(),
             manifest.name.clone(),
@@ -61,7 +63,8 @@ pub async fn delete(
         // A damaged manifest can still be removed by its id; the chunks only it named are
         // then reclaimed like any other backup's.
         Err(Error::ChecksumMismatch { detail, .. })
-            if id_or_latest != "latest" && is_valid_backup_id(id_or_latest) =>
+            if ![LATEST, LATEST_SCHEMA].contains(&id_or_latest)
+                && is_valid_backup_id(id_or_latest) =>
         {
             (id_or_latest.to_string(), String::new(), detail)
         }

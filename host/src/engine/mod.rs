@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod delete;
 pub mod export;
+pub mod globals;
 pub mod interrupt;
 pub mod list;
 pub mod monitor;

@@ -6,12 +6,13 @@
 //! space), an estimated duration from this repository's restore history, the risks in plain
 //! words, and the blockers that make `recovery execute` refuse.
 
+use crate::engine::globals::{self, GlobalsPlan};
 use crate::engine::progress::human_bytes;
 use crate::error::{Error, Result};
 use crate::pg::{ConnectionSettings, catalog};
 use crate::repository::Repository;
 use crate::repository::history::DEFAULT_RESTORE_BYTES_PER_SECOND;
-use crate::repository::manifest::{BackupType, DatabaseLocale, Manifest, TableEntry};
+use crate::repository::manifest::{BackupType, DatabaseLocale, Manifest, TableEntry, quote_ident};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -73,6 +74,15 @@ pub struct PlanRequest {
     /// The database to restore into (its name is a proposal for new-database unless named).
     pub target: ConnectionSettings,
     pub target_named: bool,
+    /// What the backup argument was (`latest`, an id) and the newer backups `latest` passed over.
+    pub requested: String,
+    pub passed_over: Vec<String>,
+    /// `--schema-only`: restoring a schema-only backup over existing tables (they end up empty).
+    pub schema_only: bool,
+    /// `--from-other-database`: replacing a database with a backup of another one.
+    pub from_other_database: bool,
+    /// `--create-roles`: create the backup's roles missing on the target.
+    pub create_roles: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -231,6 +241,15 @@ pub struct RecoveryPlan {
     pub backup_id: String,
     pub backup_name: String,
     pub backup_created_at: chrono::DateTime<chrono::Utc>,
+    pub backup_type: BackupType,
+    /// The database the backup was taken of.
+    pub backup_database: String,
+    /// Seconds between the backup's snapshot and this plan.
+    pub backup_age_seconds: i64,
+    /// The backup argument as given (`latest`, `latest-schema` or an id).
+    pub requested: String,
+    /// Newer backups `latest` passed over, each with the reason.
+    pub passed_over: Vec<String>,
     pub strategy: Strategy,
     pub target: PlanTarget,
     pub subset: bool,
@@ -248,8 +267,17 @@ pub struct RecoveryPlan {
     /// How a new database is created (null for the strategies that restore into an existing one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_database: Option<NewDatabase>,
-    /// Triggers stay off for restored rows (needs a superuser on existing tables).
+    /// Roles, the database's owner and settings: what exists, what is created, what is by hand.
+    pub globals: GlobalsPlan,
+    /// `--create-roles` was given: execute creates `globals.roles_to_create`.
+    pub create_roles: bool,
+    /// User triggers do not fire for restored rows (existing tables: switched off by name
+    /// inside the recovery transaction, which needs their owner).
     pub triggers_suppressed: bool,
+    /// A superuser's `replace -t` or `missing-rows` also skips the foreign-key triggers
+    /// (`session_replication_role = replica`) and checks the keys once after loading.
+    #[serde(skip)]
+    pub skip_foreign_key_triggers: bool,
     pub verification: Verification,
     #[serde(skip)]
     pub selected: Vec<usize>,
@@ -271,12 +299,37 @@ impl RecoveryPlan {
         }
         Err(crate::error::Error::Refused(format!(
             "recovery refused: {}",
-            self.blockers.join("; ")
+            self.blockers.join("\n  - ")
         )))
+    }
+
+    /// The backup in one line, as the plan and the confirmation show it: id, name, type,
+    /// database and age.
+    pub fn backup_summary(&self) -> String {
+        format!(
+            "backup {} ('{}', {}, of database {}, taken {}, {} ago)",
+            self.backup_id,
+            self.backup_name,
+            self.backup_type,
+            self.backup_database,
+            self.backup_created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            human_age(self.backup_age_seconds)
+        )
     }
 
     pub fn selected_tables<'a>(&self, manifest: &'a Manifest) -> Vec<&'a TableEntry> {
         self.selected.iter().map(|&i| &manifest.tables[i]).collect()
+    }
+}
+
+/// An age in the largest unit that keeps it readable: `40 s`, `12 min`, `5 h 3 min`, `3 days`.
+pub fn human_age(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} days", s / 86400),
     }
 }
 
@@ -356,12 +409,14 @@ pub async fn plan(
     manifest: &Manifest,
     req: &PlanRequest,
 ) -> Result<RecoveryPlan> {
-    if manifest.backup_type == BackupType::SchemaOnly
-        && req.strategy != Strategy::NewDatabase
-        && req.tables.is_some()
+    let schema_only = manifest.backup_type == BackupType::SchemaOnly;
+    if schema_only
+        && (req.strategy == Strategy::MissingRows
+            || req.strategy == Strategy::Replace && req.tables.is_some())
     {
         return Err(Error::Refused(format!(
-            "backup {} is schema-only: it holds no table data to restore",
+            "backup {} is schema-only: it holds no table data to restore; \
+             `latest` names the newest full backup",
             manifest.id
         )));
     }
@@ -538,61 +593,87 @@ pub async fn plan(
             risks.push(why.clone());
         }
     }
-    let existing_roles = catalog::existing_roles(&admin).await?;
-    let missing_roles: Vec<&String> = manifest
-        .roles
-        .iter()
-        .filter(|r| !existing_roles.contains(r))
-        .collect();
-    requirements.push(Requirement {
-        name: "roles".into(),
-        ok: missing_roles.is_empty() || req.no_owner,
-        detail: if missing_roles.is_empty() {
-            format!(
-                "all {} roles that own or hold privileges exist",
-                manifest.roles.len()
-            )
-        } else {
-            format!(
-                "missing: {}",
-                missing_roles
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        },
-    });
     let rewrites_schema = !subset && req.strategy != Strategy::MissingRows;
-    if !missing_roles.is_empty() && !req.no_owner && rewrites_schema {
-        blockers.push(format!(
-            "roles {} do not exist on the target: create them, or pass --no-owner to restore objects owned by {}",
-            missing_roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
-            facts.user
+    let (globals, role_blockers) = globals::plan(
+        &admin,
+        &globals::Inputs {
+            manifest,
+            facts: &facts,
+            dbname: &target_settings.dbname,
+            new_database: req.strategy == Strategy::NewDatabase,
+            rewrites_schema,
+            no_owner: req.no_owner,
+            create_roles: req.create_roles,
+        },
+    )
+    .await?;
+    let mut roles_detail = vec![format!(
+        "exist: {}",
+        if globals.existing_roles.is_empty() {
+            "none of the backup's roles".to_string()
+        } else {
+            globals.existing_roles.join(", ")
+        }
+    )];
+    if !globals.roles_to_create.is_empty() {
+        roles_detail.push(format!(
+            "{} by --create-roles: {}",
+            if req.create_roles {
+                "to be created"
+            } else {
+                "missing, would be created"
+            },
+            globals.roles_to_create.join(", ")
         ));
     }
-    let privilege_ok = match req.strategy {
-        Strategy::NewDatabase => facts.superuser || facts.createdb,
-        _ => facts.superuser || tables.iter().all(|t| t.target_rows.is_some()),
-    };
+    roles_detail.push(globals.passwords.clone());
+    requirements.push(Requirement {
+        name: "roles".into(),
+        ok: role_blockers.is_empty(),
+        detail: roles_detail.join("; "),
+    });
+    blockers.extend(role_blockers);
+    let needed = privileges_needed(
+        &admin,
+        target_client.as_ref(),
+        manifest,
+        req,
+        &facts,
+        &tables,
+        &target_settings.dbname,
+    )
+    .await?;
     requirements.push(Requirement {
         name: "privileges".into(),
-        ok: privilege_ok,
-        detail: match req.strategy {
-            Strategy::NewDatabase => format!(
-                "{} needs CREATEDB (superuser: {}, createdb: {})",
-                facts.user, facts.superuser, facts.createdb
-            ),
-            _ => format!(
-                "{} writes the tables (superuser: {})",
-                facts.user, facts.superuser
-            ),
+        ok: needed.missing.is_empty(),
+        detail: if needed.missing.is_empty() {
+            format!(
+                "{} may run every step of {}{}",
+                facts.user,
+                req.strategy,
+                if facts.superuser {
+                    " (superuser)"
+                } else {
+                    " (checked statement by statement; not a superuser)"
+                }
+            )
+        } else {
+            format!("{} lacks: {}", facts.user, needed.missing.join("; "))
         },
     });
-    if req.strategy == Strategy::NewDatabase && !privilege_ok {
+    for missing in &needed.missing {
+        blockers.push(format!("{} lacks {missing}", facts.user));
+    }
+    let absent: Vec<&str> = tables
+        .iter()
+        .filter(|t| t.target_rows.is_none())
+        .map(|t| t.name.as_str())
+        .collect();
+    if subset && req.strategy == Strategy::Replace && !absent.is_empty() {
         blockers.push(format!(
-            "{} may not create databases: grant CREATEDB or connect as another role",
-            facts.user
+            "{} do not exist in {}: -s replace -t reloads existing tables; restore them beside it with -s new-database -t",
+            absent.join(", "),
+            target_settings.dbname
         ));
     }
     let bytes: u64 = tables.iter().map(|t| t.bytes).sum();
@@ -605,8 +686,37 @@ pub async fn plan(
         ),
     });
     if req.strategy == Strategy::NewDatabase && target_exists {
+        // Never point at -s replace here: without --target-db it overwrites the live database.
         blockers.push(format!(
-            "database {} already exists; choose another --target-db, or use -s replace to overwrite it",
+            "database {} already exists and new-database never touches an existing database: \
+             choose another name with --target-db NAME, or, if it is an earlier drill's copy nobody uses, \
+             drop it first (DROP DATABASE {};)",
+            target_settings.dbname,
+            quote_ident(&target_settings.dbname)
+        ));
+    }
+    if schema_only && req.strategy == Strategy::Replace && !req.schema_only {
+        blockers.push(format!(
+            "backup {} is schema-only: -s replace would leave every table of {} empty. \
+             Restore a full backup (`latest` names the newest), or pass --schema-only to rebuild the structure without data",
+            manifest.id, target_settings.dbname
+        ));
+    }
+    if req.schema_only && !schema_only {
+        blockers.push(format!(
+            "--schema-only confirms restoring a schema-only backup, and backup {} is {}: leave the flag out",
+            manifest.id, manifest.backup_type
+        ));
+    }
+    let other_database = manifest.source.database != target_settings.dbname;
+    if other_database && req.strategy != Strategy::NewDatabase && !req.from_other_database {
+        blockers.push(format!(
+            "backup {} is of database {}, and -s {} would overwrite database {} with it: \
+             choose a backup of {}, or pass --from-other-database if that is what you mean",
+            manifest.id,
+            manifest.source.database,
+            req.strategy,
+            target_settings.dbname,
             target_settings.dbname
         ));
     }
@@ -626,21 +736,17 @@ pub async fn plan(
         if !without_pk.is_empty() {
             blockers.push(format!(
                 "missing-rows matches rows by primary key, and {} have none (or do not exist in the target): \
-                 leave them out with -t, or restore them with -s replace",
+                 leave them out with -t, or restore them beside the live database (-s new-database -t TABLES) and copy back the rows you need",
                 without_pk.join(", ")
             ));
         }
     }
 
-    let triggers_suppressed = req.strategy == Strategy::NewDatabase
-        || !subset && req.strategy == Strategy::Replace
-        || facts.superuser;
-    if !triggers_suppressed {
-        risks.push(format!(
-            "{} is not a superuser, so user triggers on the restored tables fire for restored rows",
-            facts.user
-        ));
-    }
+    // New tables get their triggers after the load; existing tables' user triggers are
+    // switched off for the restore's rows (by their owner) unless a privilege is missing.
+    let triggers_suppressed = needed.missing.is_empty();
+    let skip_foreign_key_triggers =
+        facts.superuser && (subset || req.strategy == Strategy::MissingRows);
 
     // Estimate.
     let (rate, estimate_basis) = match repo.restore_throughput().await? {
@@ -724,7 +830,7 @@ pub async fn plan(
         Strategy::Replace => {
             steps.push(verify_chunks_first(chunks));
             steps.push(format!(
-                "in one transaction: empty {} and reload them from the backup",
+                "in one transaction: switch off their user triggers, empty {} and reload them from the backup",
                 tables
                     .iter()
                     .map(|t| t.name.as_str())
@@ -732,7 +838,7 @@ pub async fn plan(
                     .join(", ")
             ));
             steps.push(format!(
-                "check foreign keys, set owned sequences, {verify}; commit only if all checks pass"
+                "check foreign keys, switch the triggers back on as they were, set owned sequences, {verify}; commit only if all checks pass"
             ));
             for t in &tables {
                 risks.push(format!(
@@ -746,7 +852,7 @@ pub async fn plan(
         Strategy::MissingRows => {
             steps.push(verify_chunks_first(chunks));
             steps.push(
-                "in one transaction: load each table's backup rows into a temporary table".into(),
+                "in one transaction: switch off the tables' user triggers, load each table's backup rows into a temporary table".into(),
             );
             steps.push("insert the rows whose primary key is missing from the target; check foreign keys; commit".into());
             risks.push(
@@ -756,10 +862,31 @@ pub async fn plan(
         }
     }
 
+    if req.create_roles && !globals.statements.is_empty() {
+        steps.insert(
+            0,
+            format!(
+                "create the missing roles and their memberships: {}",
+                globals.statements.join("; ")
+            ),
+        );
+    }
+    if !globals.database_statements.is_empty() {
+        steps.push(format!(
+            "give the new database the backup's owner and settings: {}",
+            globals.database_statements.join("; ")
+        ));
+    }
+
     Ok(RecoveryPlan {
         backup_id: manifest.id.clone(),
         backup_name: manifest.name.clone(),
         backup_created_at: manifest.created_at,
+        backup_type: manifest.backup_type,
+        backup_database: manifest.source.database.clone(),
+        backup_age_seconds: (chrono::Utc::now() - manifest.created_at).num_seconds(),
+        requested: req.requested.clone(),
+        passed_over: req.passed_over.clone(),
         strategy: req.strategy,
         target: PlanTarget {
             host: target_settings.host.clone(),
@@ -778,7 +905,10 @@ pub async fn plan(
         blockers,
         steps,
         new_database,
+        globals,
+        create_roles: req.create_roles,
         triggers_suppressed,
+        skip_foreign_key_triggers,
         verification: req.verification,
         selected,
         target_settings,
@@ -809,4 +939,143 @@ fn count_chunks(manifest: &Manifest, selected: &[usize]) -> usize {
             .large_objects
             .as_ref()
             .map_or(0, |lo| lo.data.chunks.len())
+}
+
+/// What the connected role lacks for the strategy's statements, each with what to grant.
+struct Privileges {
+    missing: Vec<String>,
+}
+
+/// Checks, as the role that will run the restore, every privilege the strategy's statements
+/// need, so that `recovery plan` and `--dry-run` fail where `execute` would.
+async fn privileges_needed(
+    admin: &tokio_postgres::Client,
+    target: Option<&tokio_postgres::Client>,
+    manifest: &Manifest,
+    req: &PlanRequest,
+    facts: &catalog::TargetFacts,
+    tables: &[PlanTable],
+    dbname: &str,
+) -> Result<Privileges> {
+    let user = quote_ident(&facts.user);
+    let db = quote_ident(dbname);
+    let subset = req.tables.is_some();
+    let extension_names: Vec<String> = manifest.extensions.iter().map(|e| e.name.clone()).collect();
+    let mut missing = Vec::new();
+    let untrusted = |names: Vec<String>| {
+        names.into_iter().map(|e| {
+            format!(
+                "superuser, to create extension {e} (not a trusted extension): run the restore as a superuser, \
+                 or have one create it first (CREATE EXTENSION {};)",
+                quote_ident(&e)
+            )
+        })
+    };
+    match (req.strategy, target) {
+        (Strategy::NewDatabase, _) => {
+            if !facts.superuser && !facts.createdb {
+                missing.push(format!(
+                    "CREATEDB, to create database {dbname}: ALTER ROLE {user} CREATEDB; (as a superuser)"
+                ));
+            }
+            missing.extend(untrusted(
+                catalog::untrusted_extensions(admin, &extension_names, None).await?,
+            ));
+        }
+        (Strategy::Replace, Some(client)) if !subset => {
+            for (schema, owner) in catalog::schemas_not_owned(client, &manifest.schemas).await? {
+                // pg_database_owner cannot be granted: its one member is the database's owner.
+                let or_grant = if owner == "pg_database_owner" {
+                    String::new()
+                } else {
+                    format!(" or GRANT {} TO {user};", quote_ident(&owner))
+                };
+                missing.push(format!(
+                    "ownership of schema {schema} (owned by {owner}), to drop and recreate it: \
+                     ALTER SCHEMA {} OWNER TO {user};{or_grant}",
+                    quote_ident(&schema)
+                ));
+            }
+            if manifest.schemas.iter().any(|s| s != "public")
+                && !catalog::database_privilege(client, "CREATE").await?
+            {
+                missing.push(format!(
+                    "CREATE on database {dbname}, to create the backup's schemas: GRANT CREATE ON DATABASE {db} TO {user};"
+                ));
+            }
+            missing.extend(untrusted(
+                catalog::untrusted_extensions(
+                    client,
+                    &extension_names,
+                    Some(manifest.schemas.as_slice()),
+                )
+                .await?,
+            ));
+        }
+        (_, Some(client)) => {
+            let names: Vec<String> = tables
+                .iter()
+                .filter(|t| t.target_rows.is_some())
+                .filter_map(|t| manifest.find_table(&t.name).map(TableEntry::qualified))
+                .collect();
+            let wanted: &[&str] = if req.strategy == Strategy::Replace {
+                &["SELECT", "INSERT", "TRUNCATE"]
+            } else {
+                &["SELECT", "INSERT"]
+            };
+            for access in catalog::table_access(client, &names).await? {
+                let lacking: Vec<&str> = access
+                    .missing
+                    .iter()
+                    .copied()
+                    .filter(|p| wanted.contains(p))
+                    .collect();
+                if !lacking.is_empty() {
+                    missing.push(format!(
+                        "{} on {}: GRANT {} ON {} TO {user};",
+                        lacking.join(", "),
+                        access.table,
+                        lacking.join(", "),
+                        access.table
+                    ));
+                }
+                if access.user_triggers && !access.owned && !facts.superuser {
+                    let owner = access.owner.as_deref().unwrap_or("?");
+                    missing.push(format!(
+                        "ownership of {} (owned by {owner}), to switch off its user triggers for the restored rows: \
+                         GRANT {} TO {user}; or ALTER TABLE {} OWNER TO {user};",
+                        access.table,
+                        quote_ident(owner),
+                        access.table
+                    ));
+                }
+                if req.strategy == Strategy::Replace {
+                    for seq in &access.sequences_without_update {
+                        missing.push(format!(
+                            "UPDATE on sequence {seq}, to set its value: GRANT UPDATE ON SEQUENCE {seq} TO {user};"
+                        ));
+                    }
+                }
+            }
+            if req.strategy == Strategy::MissingRows
+                && !catalog::database_privilege(client, "TEMPORARY").await?
+            {
+                missing.push(format!(
+                    "TEMPORARY on database {dbname}, to stage the backup's rows: GRANT TEMPORARY ON DATABASE {db} TO {user};"
+                ));
+            }
+        }
+        (_, None) => {}
+    }
+    let rewrites_schema = !subset && req.strategy != Strategy::MissingRows;
+    if rewrites_schema && !req.no_owner && !facts.superuser {
+        for role in catalog::roles_not_assumable(admin, &manifest.roles).await? {
+            missing.push(format!(
+                "membership in role {role}, to make it the owner of the objects it owns in the backup: \
+                 GRANT {} TO {user}; (or pass --no-owner)",
+                quote_ident(&role)
+            ));
+        }
+    }
+    Ok(Privileges { missing })
 }

@@ -95,6 +95,10 @@ pub struct RestoreReport {
     /// A partial database an interrupted or killed earlier restore left, dropped before this one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leftover_dropped: Option<String>,
+    /// Roles `--create-roles` created.
+    pub roles_created: Vec<String>,
+    /// What is left for the operator (passwords not in the backup, settings that failed).
+    pub by_hand: Vec<String>,
     pub ok: bool,
 }
 
@@ -157,6 +161,7 @@ pub async fn execute(
         unvalidated,
         not_valid_as_before,
         leftover_dropped,
+        by_hand,
     } = match plan.strategy {
         Strategy::NewDatabase => job.new_database().await?,
         Strategy::Replace | Strategy::MissingRows => job.in_transaction().await?,
@@ -181,6 +186,12 @@ pub async fn execute(
         not_valid_as_before,
         fallbacks: repo.notices(),
         leftover_dropped,
+        roles_created: if plan.create_roles {
+            plan.globals.roles_to_create.clone()
+        } else {
+            Vec::new()
+        },
+        by_hand,
     };
     repo.record_restore(&RestoreRecord {
         backup_id: report.backup_id.clone(),
@@ -217,6 +228,8 @@ struct Outcome {
     not_valid_as_before: Vec<String>,
     /// See [`RestoreReport::leftover_dropped`].
     leftover_dropped: Option<String>,
+    /// Steps left for the operator.
+    by_hand: Vec<String>,
 }
 
 /// Completes an outcome with the NOT VALID constraints on `tables` (all when empty), split by
@@ -238,6 +251,7 @@ async fn outcome(
         unvalidated: unvalidated.into_iter().map(|c| c.name).collect(),
         not_valid_as_before: as_before.into_iter().map(|c| c.name).collect(),
         leftover_dropped: None,
+        by_hand: Vec::new(),
     })
 }
 
@@ -501,6 +515,41 @@ async fn set_sequences(client: &Client, sequences: &[&SequenceValue]) -> Result<
             .map_err(Error::db(format!("setting sequence {name}")))?;
     }
     Ok(())
+}
+
+/// Switches off, for this transaction, the enabled user triggers on `tables` (their owner may;
+/// `session_replication_role` would need a superuser), so restored rows fire none of them.
+/// Returns the statements that switch each back on exactly as it was.
+async fn user_triggers_off(client: &Client, tables: &[String]) -> Result<String> {
+    let mut off = String::new();
+    let mut on = String::new();
+    for (table, trigger, mode) in catalog::enabled_user_triggers(client, tables).await? {
+        off.push_str(&format!("ALTER TABLE {table} DISABLE TRIGGER {trigger};\n"));
+        let enable = match mode.as_str() {
+            "R" => "ENABLE REPLICA",
+            "A" => "ENABLE ALWAYS",
+            _ => "ENABLE",
+        };
+        on.push_str(&format!(
+            "ALTER TABLE {table} {enable} TRIGGER {trigger};\n"
+        ));
+    }
+    if !off.is_empty() {
+        client.batch_execute(&off).await.map_err(Error::db(
+            "switching off user triggers on the restored tables",
+        ))?;
+    }
+    Ok(on)
+}
+
+async fn restore_triggers(client: &Client, statements: &str) -> Result<()> {
+    if statements.is_empty() {
+        return Ok(());
+    }
+    client
+        .batch_execute(statements)
+        .await
+        .map_err(Error::db("switching user triggers back on"))
 }
 
 /// Runs one post-data entry; retries when PostgreSQL picked it as a deadlock victim (two
@@ -871,6 +920,13 @@ impl Job {
         let creation = self.plan.new_database.as_ref().ok_or_else(|| {
             Error::Recovery("the plan does not say how to create the new database".into())
         })?;
+        let roles = self.role_statements();
+        if !roles.is_empty() {
+            admin
+                .batch_execute(&format!("BEGIN; {roles}; COMMIT"))
+                .await
+                .map_err(Error::db("creating the backup's roles (--create-roles)"))?;
+        }
         // Not interruptible: a signal now is seen as soon as the build below starts, which then
         // drops what this created.
         self.enter("creating the database");
@@ -920,15 +976,29 @@ impl Job {
             Err(e) => Err(e),
         };
         match built {
-            Ok(outcome) => Ok(Outcome {
-                leftover_dropped,
-                ..outcome
-            }),
+            Ok(mut outcome) => {
+                // Last, so a setting such as default_transaction_read_only cannot get in the
+                // restore's way; a setting the restoring role may not make is left by hand.
+                outcome.by_hand = self.plan.globals.by_hand.clone();
+                for statement in &self.plan.globals.database_sql {
+                    if let Err(e) = admin.batch_execute(statement).await {
+                        outcome.by_hand.push(format!(
+                            "{statement}; (failed: {}; run it as a superuser)",
+                            e.as_db_error()
+                                .map_or(e.to_string(), |d| d.message().to_string())
+                        ));
+                    }
+                }
+                Ok(Outcome {
+                    leftover_dropped,
+                    ..outcome
+                })
+            }
             Err(e) => {
                 let dropped = admin
                     .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
                     .await;
-                let state = match dropped {
+                let mut state = match dropped {
                     Ok(()) => format!(
                         "the half-built database {} was dropped (it was being built as {partial}); nothing else was changed",
                         target.dbname
@@ -940,6 +1010,24 @@ impl Job {
                         target.dbname
                     ),
                 };
+                if !roles.is_empty() {
+                    let created = &self.plan.globals.roles_to_create;
+                    let drop: String = created
+                        .iter()
+                        .rev()
+                        .map(|r| format!("DROP ROLE IF EXISTS {};", quote_ident(r)))
+                        .collect();
+                    state.push_str(&match admin.batch_execute(&drop).await {
+                        Ok(()) => format!(
+                            "; the roles it created ({}) were dropped",
+                            created.join(", ")
+                        ),
+                        Err(d) => format!(
+                            "; the roles it created ({}) could not be dropped ({d})",
+                            created.join(", ")
+                        ),
+                    });
+                }
                 Err(match e {
                     Error::Interrupted { signal, .. } => Error::Interrupted {
                         signal,
@@ -985,6 +1073,15 @@ impl Job {
                 )))?;
         }
         Ok(())
+    }
+
+    /// The `--create-roles` statements, as one script (empty without the flag).
+    fn role_statements(&self) -> String {
+        if self.plan.create_roles {
+            self.plan.globals.role_sql.join(";\n")
+        } else {
+            String::new()
+        }
     }
 
     /// Builds the restored database in `partial`, the temporary name.
@@ -1197,7 +1294,10 @@ impl Job {
         let _cleanup = CleanupGuard::new();
         let session = session(&self.plan.target_settings).await?;
         let client = &session;
-        let begin = if self.plan.triggers_suppressed {
+        // Only a superuser may set session_replication_role; the owner's restore switches
+        // off user triggers by name instead (`user_triggers_off`), and a whole-database
+        // replace needs neither: its tables get their triggers after the load.
+        let begin = if self.plan.skip_foreign_key_triggers {
             "BEGIN; SET LOCAL lock_timeout = '60s'; SET LOCAL session_replication_role = replica"
         } else {
             "BEGIN; SET LOCAL lock_timeout = '60s'"
@@ -1206,16 +1306,24 @@ impl Job {
             .batch_execute(begin)
             .await
             .map_err(Error::db("starting the recovery transaction"))?;
+        let roles = self.role_statements();
         let body = async {
             match (self.plan.strategy, self.plan.subset) {
-                (Strategy::Replace, false) => self.replace_all(client).await,
+                (Strategy::Replace, false) => {
+                    // CREATE ROLE is transactional: a rollback takes the roles back too.
+                    match client.batch_execute(&roles).await {
+                        Ok(()) => self.replace_all(client).await,
+                        Err(e) => Err(Error::db("creating the backup's roles (--create-roles)")(e)),
+                    }
+                }
                 (Strategy::Replace, true) => self.replace_tables(client).await,
                 _ => self.missing_rows(client).await,
             }
         };
         let outcome = interruptible(async { body.await.and_then(checked) }).await;
         match outcome {
-            Ok(outcome) => {
+            Ok(mut outcome) => {
+                outcome.by_hand = self.plan.globals.by_hand.clone();
                 client
                     .batch_execute("COMMIT")
                     .await
@@ -1394,6 +1502,7 @@ impl Job {
     async fn replace_tables(&self, client: &Client) -> Result<Outcome> {
         let names: Vec<String> = self.selected().iter().map(|t| t.qualified()).collect();
         let before = self.not_valid_now(client, &names).await?;
+        let triggers_on = user_triggers_off(client, &names).await?;
         // An extension configuration table keeps the rows its extension made; the user's
         // rows (those its filter selects) are replaced.
         let (filtered, whole): (Vec<&TableEntry>, Vec<&TableEntry>) = self
@@ -1430,6 +1539,7 @@ impl Job {
         let order = parents_first(&self.manifest, &self.plan.selected);
         self.load_in_order(client, &order).await?;
         self.check_foreign_keys(client).await?;
+        restore_triggers(client, &triggers_on).await?;
         let owned = catalog::owned_sequences(client, &names).await?;
         let sequences: Vec<&SequenceValue> = self
             .manifest
@@ -1446,6 +1556,7 @@ impl Job {
     async fn missing_rows(&self, client: &Client) -> Result<Outcome> {
         let names: Vec<String> = self.selected().iter().map(|t| t.qualified()).collect();
         let before = self.not_valid_now(client, &names).await?;
+        let triggers_on = user_triggers_off(client, &names).await?;
         let order = parents_first(&self.manifest, &self.plan.selected);
         let overall = self.overall();
         let mut results = Vec::new();
@@ -1505,6 +1616,7 @@ impl Job {
         }
         overall.finish_and_clear();
         self.check_foreign_keys(client).await?;
+        restore_triggers(client, &triggers_on).await?;
         results.sort_by(|a, b| a.name.cmp(&b.name));
         outcome(client, results, &names, &before).await
     }

@@ -383,6 +383,7 @@ pub struct TargetFacts {
     pub version_num: i32,
     pub superuser: bool,
     pub createdb: bool,
+    pub createrole: bool,
     pub user: String,
 }
 
@@ -390,7 +391,7 @@ pub async fn target_facts(client: &Client) -> Result<TargetFacts> {
     let row = client
         .query_one(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int4, \
-                    r.rolsuper, r.rolcreatedb, current_user::text \
+                    r.rolsuper, r.rolcreatedb, current_user::text, r.rolcreaterole \
              FROM pg_roles r WHERE r.rolname = current_user",
             &[],
         )
@@ -401,6 +402,7 @@ pub async fn target_facts(client: &Client) -> Result<TargetFacts> {
         version_num: row.get(1),
         superuser: row.get(2),
         createdb: row.get(3),
+        createrole: row.get(5),
         user: row.get(4),
     })
 }
@@ -597,4 +599,151 @@ pub async fn partitioned_tables(client: &Client) -> Result<HashSet<(String, Stri
         .await
         .map_err(Error::db("listing partitioned tables"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// What the connected role may do to a table a restore writes into, and its enabled user
+/// triggers (which a restore must turn off for restored rows, and only an owner may).
+#[derive(Debug, Clone)]
+pub struct TableAccess {
+    /// Qualified name as asked.
+    pub table: String,
+    /// The table's owner; None when the table does not exist.
+    pub owner: Option<String>,
+    /// The connected role is the owner or inherits its rights.
+    pub owned: bool,
+    /// Privileges the connected role lacks, of SELECT, INSERT, TRUNCATE.
+    pub missing: Vec<&'static str>,
+    pub user_triggers: bool,
+    /// Sequences owned by the table's columns whose value the role may not set (UPDATE).
+    pub sequences_without_update: Vec<String>,
+}
+
+/// [`TableAccess`] for each of `tables` (qualified), as the connected role.
+pub async fn table_access(client: &Client, tables: &[String]) -> Result<Vec<TableAccess>> {
+    let rows = client
+        .query(
+            "SELECT n, r.rolname::text, COALESCE(pg_has_role(c.relowner, 'USAGE'), false), \
+                    COALESCE(has_table_privilege(c.oid, 'SELECT'), false), \
+                    COALESCE(has_table_privilege(c.oid, 'INSERT'), false), \
+                    COALESCE(has_table_privilege(c.oid, 'TRUNCATE'), false), \
+                    EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND t.tgenabled <> 'D'), \
+                    ARRAY(SELECT quote_ident(sn.nspname) || '.' || quote_ident(s.relname) FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+                          JOIN pg_namespace sn ON sn.oid = s.relnamespace \
+                          WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass \
+                            AND d.deptype IN ('a', 'i') AND d.refobjid = c.oid \
+                            AND NOT has_table_privilege(s.oid, 'UPDATE') ORDER BY 1) \
+             FROM unnest($1::text[]) WITH ORDINALITY u(n, o) \
+             LEFT JOIN pg_class c ON c.oid = to_regclass(n) LEFT JOIN pg_roles r ON r.oid = c.relowner \
+             ORDER BY o",
+            &[&tables],
+        )
+        .await
+        .map_err(Error::db("reading privileges on the tables to restore"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let granted: [(bool, &'static str); 3] = [
+                (r.get(3), "SELECT"),
+                (r.get(4), "INSERT"),
+                (r.get(5), "TRUNCATE"),
+            ];
+            TableAccess {
+                table: r.get(0),
+                owner: r.get(1),
+                owned: r.get(2),
+                missing: granted
+                    .iter()
+                    .filter(|(ok, _)| !ok)
+                    .map(|(_, p)| *p)
+                    .collect(),
+                user_triggers: r.get(6),
+                sequences_without_update: r.get(7),
+            }
+        })
+        .collect())
+}
+
+/// The enabled user triggers on `tables`: (table, quoted trigger name, `tgenabled`), so a
+/// restore can turn them off for its rows and back on exactly as they were.
+pub async fn enabled_user_triggers(
+    client: &Client,
+    tables: &[String],
+) -> Result<Vec<(String, String, String)>> {
+    let rows = client
+        .query(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), quote_ident(t.tgname), t.tgenabled::text \
+             FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE t.tgrelid = ANY (($1::text[])::regclass[]) AND NOT t.tgisinternal AND t.tgenabled <> 'D' \
+             ORDER BY 1, 2",
+            &[&tables],
+        )
+        .await
+        .map_err(Error::db("listing triggers on the restored tables"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+/// Of `schemas`, those that exist and the connected role does not own (it could not drop them).
+pub async fn schemas_not_owned(
+    client: &Client,
+    schemas: &[String],
+) -> Result<Vec<(String, String)>> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, r.rolname::text FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner \
+             WHERE n.nspname = ANY ($1) AND NOT pg_has_role(n.nspowner, 'USAGE') ORDER BY 1",
+            &[&schemas],
+        )
+        .await
+        .map_err(Error::db("reading schema owners"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Whether the connected role has `privilege` (CREATE, TEMPORARY) on the current database.
+pub async fn database_privilege(client: &Client, privilege: &str) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT has_database_privilege(current_database(), $1)",
+            &[&privilege],
+        )
+        .await
+        .map_err(Error::db("reading database privileges"))?
+        .get(0))
+}
+
+/// Of `roles`, the existing ones the connected role may not make objects' owner (not a
+/// member of them, so `ALTER … OWNER TO` fails).
+pub async fn roles_not_assumable(client: &Client, roles: &[String]) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT rolname::text FROM pg_roles WHERE rolname = ANY ($1) AND NOT pg_has_role(oid, 'MEMBER') ORDER BY 1",
+            &[&roles],
+        )
+        .await
+        .map_err(Error::db("reading role memberships"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Extensions of `names` the connected role may not create (not trusted, and not a superuser).
+/// `dropped`: for a restore into an existing database, only the extensions that live in these
+/// schemas count (dropping them drops the extension, the others stay installed).
+pub async fn untrusted_extensions(
+    client: &Client,
+    names: &[String],
+    dropped: Option<&[String]>,
+) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT v.name::text FROM pg_available_extension_versions v \
+             WHERE v.name = ANY ($1) AND v.superuser AND NOT v.trusted \
+               AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+               AND ($2::text[] IS NULL OR EXISTS (SELECT 1 FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace \
+                                                  WHERE e.extname = v.name AND n.nspname = ANY ($2))) ORDER BY 1",
+            &[&names, &dropped.map(<[String]>::to_vec)],
+        )
+        .await
+        .map_err(Error::db("reading extension privileges"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }

@@ -6,6 +6,7 @@ pub mod connect;
 pub mod conninfo;
 pub mod ddl;
 pub mod ephemeral;
+pub mod globals;
 pub mod pg_dump;
 pub mod snapshot;
 

@@ -172,6 +172,68 @@ pub struct DatabaseProperty {
     pub sql: String,
 }
 
+/// The cluster-wide objects a database needs on a new server, as the backup found them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Globals {
+    /// The database's owner.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// `ALTER DATABASE … SET` (role None) and `ALTER ROLE … IN DATABASE … SET` settings.
+    #[serde(default)]
+    pub settings: Vec<DatabaseSetting>,
+    /// The roles the database references (owners, grantees, the database owner, roles with
+    /// settings in it) and the roles those are members of; predefined `pg_*` roles excluded.
+    #[serde(default)]
+    pub roles: Vec<RoleDefinition>,
+    /// Whether the roles' password hashes are recorded (reading pg_authid needs a superuser).
+    #[serde(default)]
+    pub passwords_included: bool,
+    /// The role that took the backup (whose privileges decided what could be read).
+    #[serde(default)]
+    pub read_by: String,
+    /// Tablespaces the database or its tables use (other than pg_default).
+    #[serde(default)]
+    pub tablespaces: Vec<String>,
+}
+
+/// One `name=value` entry of `pg_db_role_setting` for this database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseSetting {
+    /// For `ALTER ROLE … IN DATABASE … SET`; None for `ALTER DATABASE … SET`.
+    #[serde(default)]
+    pub role: Option<String>,
+    pub name: String,
+    pub value: String,
+}
+
+/// A role as `CREATE ROLE` needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleDefinition {
+    pub name: String,
+    pub superuser: bool,
+    pub inherit: bool,
+    pub createrole: bool,
+    pub createdb: bool,
+    pub login: bool,
+    pub replication: bool,
+    pub bypassrls: bool,
+    pub connection_limit: i32,
+    #[serde(default)]
+    pub valid_until: Option<String>,
+    /// The stored password hash (SCRAM or md5); None when not readable or not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Roles this role is a member of.
+    #[serde(default)]
+    pub member_of: Vec<Membership>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub role: String,
+    pub admin: bool,
+}
+
 /// Facts about the source database at the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceInfo {
@@ -263,6 +325,10 @@ pub struct Manifest {
     /// restore applies them, as `pg_restore --create` does.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub database_properties: Vec<DatabaseProperty>,
+    /// What the database needs from its cluster (owner, settings, roles, tablespaces), which
+    /// a dump of one database leaves out; empty in backups taken before it was recorded.
+    #[serde(default)]
+    pub globals: Globals,
     /// Compressed bytes this backup added to the repository (chunks not already present).
     pub new_bytes: u64,
     pub compression_level: i32,

@@ -15,6 +15,7 @@ mod fuzz_tests;
 pub mod gc;
 pub mod history;
 pub mod id;
+pub mod latest;
 pub mod lock;
 pub mod manifest;
 pub mod stream;
@@ -441,21 +442,6 @@ impl Repository {
             .manifests
             .sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(catalog)
-    }
-
-    /// Resolves `latest` or an id to a manifest.
-    pub async fn resolve(&self, id_or_latest: &str) -> Result<Manifest> {
-        if id_or_latest == "latest" {
-            match self.manifests().await?.pop() {
-                Some(manifest) => Ok(manifest),
-                None => Err(Error::Refused(format!(
-                    "the repository at {} holds no backups yet; run `backup-cli backup create` first",
-                    self.target.location()
-                ))),
-            }
-        } else {
-            self.read_manifest(id_or_latest).await
-        }
     }
 
     /// Ids of all visible backups (ids sort by creation second; use [`Repository::manifests`]

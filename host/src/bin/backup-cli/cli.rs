@@ -145,7 +145,8 @@ pub enum RecoveryCommand {
 
 #[derive(Debug, Args)]
 pub struct RecoveryArgs {
-    /// Backup id, or `latest`
+    /// Backup id; `latest`: the newest full backup of the configured database that is not an
+    /// emergency backup and has not failed validation; `latest-schema`: the same, schema-only
     pub backup_id: String,
     /// replace: the target becomes exactly the backup (for the chosen tables);
     /// new-database: restore beside the live database; missing-rows: re-insert deleted rows
@@ -167,6 +168,16 @@ pub struct RecoveryArgs {
     /// Do not restore object ownership (when the target lacks the source's roles)
     #[arg(long)]
     pub no_owner: bool,
+    /// Confirm replacing a database from a schema-only backup: its tables end up empty
+    #[arg(long)]
+    pub schema_only: bool,
+    /// Confirm replacing a database with a backup of another database
+    #[arg(long)]
+    pub from_other_database: bool,
+    /// Create the roles the backup needs that the target server lacks, from the backup's
+    /// record (attributes, memberships, password hashes when the backup could read them)
+    #[arg(long)]
+    pub create_roles: bool,
     /// Read the backup from this storage target first (the others remain fallbacks)
     #[arg(long, value_name = "TARGET")]
     pub from: Option<String>,
@@ -236,7 +247,7 @@ pub enum ExportFormat {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Backup id, or `latest`
+    /// Backup id, `latest` (the newest full backup of the configured database) or `latest-schema`
     pub backup_id: String,
     #[arg(long, value_enum, default_value = "sql")]
     pub format: ExportFormat,
@@ -281,7 +292,7 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Backup id, or `latest`
+    /// Backup id, `latest` (the newest full backup of the configured database) or `latest-schema`
     pub backup_id: String,
     /// Parallel readers [default: CPU count up to 8]
     #[arg(short, long)]
@@ -297,7 +308,7 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// Backup id, or `latest`
+    /// Backup id, `latest` (the newest full backup of the configured database) or `latest-schema`
     pub backup_id: String,
     /// Really delete (deletion is permanent)
     #[arg(long)]

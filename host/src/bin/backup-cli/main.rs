@@ -17,6 +17,7 @@ use larder::config::{Loaded, Origin, Setting};
 use larder::engine::{self, Progress, interrupt};
 use larder::pg::ConnectionSettings;
 use larder::repository::Repository;
+use larder::repository::latest::Selection;
 use larder::targets::configured::{self, TargetSet};
 use larder::targets::fs::{FsTarget, Modes};
 use larder::{Error, Result};
@@ -282,8 +283,17 @@ impl Context {
         self.repository_from(None).await
     }
 
+    /// The configured database's name: whose backups `latest` names.
+    fn database_name(&self) -> Result<String> {
+        Ok(self.database()?.dbname)
+    }
+
     /// The recovery target: `--target-url`, else the configured database (renamed by `--target-db`).
-    fn plan_request(&self, args: &RecoveryArgs) -> Result<engine::plan::PlanRequest> {
+    fn plan_request(
+        &self,
+        args: &RecoveryArgs,
+        selection: &Selection,
+    ) -> Result<engine::plan::PlanRequest> {
         let target = match &args.target_url {
             Some(url) => ConnectionSettings::resolve(Some(url), &self.loaded.config.database)?,
             None => {
@@ -302,6 +312,11 @@ impl Context {
             verification: args.verify,
             target,
             target_named: args.target_db.is_some() || args.target_url.is_some(),
+            requested: selection.requested.clone(),
+            passed_over: selection.passed_over.clone(),
+            schema_only: args.schema_only,
+            from_other_database: args.from_other_database,
+            create_roles: args.create_roles,
         })
     }
 }
@@ -312,7 +327,7 @@ fn confirm(plan: &engine::plan::RecoveryPlan, yes: bool, json: bool) -> Result<(
         return Ok(());
     }
     let what = format!(
-        "-s replace overwrites {} in database {}",
+        "-s replace overwrites {} in database {} with {}",
         if plan.subset {
             plan.tables
                 .iter()
@@ -322,7 +337,8 @@ fn confirm(plan: &engine::plan::RecoveryPlan, yes: bool, json: bool) -> Result<(
         } else {
             "every object of the backup's schemas".into()
         },
-        plan.target.database
+        plan.target.database,
+        plan.backup_summary()
     );
     if json || !std::io::stdin().is_terminal() {
         return Err(Error::Refused(format!(
@@ -434,37 +450,41 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<()> {
         }
         Command::Recovery(RecoveryCommand::Plan(args)) => {
             let repo = ctx.repository_from(args.from.as_deref()).await?;
-            let manifest = repo.resolve(&args.backup_id).await?;
-            let plan = engine::plan::plan(&repo, &manifest, &ctx.plan_request(&args)?).await?;
+            let selection = repo.select(&args.backup_id, &ctx.database_name()?).await?;
+            let manifest = &selection.manifest;
+            let plan =
+                engine::plan::plan(&repo, manifest, &ctx.plan_request(&args, &selection)?).await?;
             output::plan(&plan, ctx.json);
             Ok(())
         }
         Command::Recovery(RecoveryCommand::Execute(args)) => {
             let repo = ctx.repository_from(args.recovery.from.as_deref()).await?;
-            let manifest = repo.resolve(&args.recovery.backup_id).await?;
-            let plan =
-                engine::plan::plan(&repo, &manifest, &ctx.plan_request(&args.recovery)?).await?;
+            let selection = repo
+                .select(&args.recovery.backup_id, &ctx.database_name()?)
+                .await?;
+            let manifest = &selection.manifest;
+            let request = ctx.plan_request(&args.recovery, &selection)?;
+            let plan = engine::plan::plan(&repo, manifest, &request).await?;
             let jobs = args.jobs.unwrap_or_else(engine::default_jobs);
             if !ctx.json {
                 output::plan(&plan, false);
             }
             if args.dry_run {
                 let verified =
-                    engine::restore::preflight(&repo, &manifest, &plan, jobs, &ctx.progress)
-                        .await?;
+                    engine::restore::preflight(&repo, manifest, &plan, jobs, &ctx.progress).await?;
                 output::dry_run(&plan, verified, ctx.json);
                 return Ok(());
             }
             plan.check_ready()?;
             confirm(&plan, args.yes, ctx.json)?;
             let report =
-                engine::restore::execute(&repo, &manifest, &plan, jobs, &ctx.progress).await?;
+                engine::restore::execute(&repo, manifest, &plan, jobs, &ctx.progress).await?;
             output::restored(&report, ctx.json);
             Ok(())
         }
         Command::Backup(BackupCommand::Export(args)) => {
             let repo = ctx.repository().await?;
-            let manifest = repo.resolve(&args.backup_id).await?;
+            let manifest = repo.resolve(&args.backup_id, &ctx.database_name()?).await?;
             let (out, compress): (Box<dyn std::io::Write + Send>, bool) = if args.output == "-" {
                 (Box::new(std::io::stdout()), false)
             } else {
@@ -571,7 +591,7 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<()> {
             };
             let manifest = Repository::open_for_reading(&set.targets)
                 .await?
-                .resolve(&args.backup_id)
+                .resolve(&args.backup_id, &ctx.database_name()?)
                 .await?;
             let jobs = args.jobs.unwrap_or_else(engine::default_jobs);
             let (report, copies) = engine::validate::validate_copies(
@@ -629,8 +649,14 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<()> {
                 only: args.targets.clone(),
                 all_targets: args.all_targets,
             };
-            let report =
-                engine::delete::delete(&set.targets, &args.backup_id, args.force, &scope).await?;
+            let report = engine::delete::delete(
+                &set.targets,
+                &args.backup_id,
+                &ctx.database_name()?,
+                args.force,
+                &scope,
+            )
+            .await?;
             output::deleted(&report, ctx.json);
             Ok(())
         }

@@ -433,12 +433,15 @@ pub fn plan(plan: &RecoveryPlan, as_json: bool) {
         json(plan);
         return;
     }
-    say!(
-        "Recovery plan: backup {} ('{}', taken {})",
-        plan.backup_id,
-        plan.backup_name,
-        plan.backup_created_at.format("%Y-%m-%d %H:%M:%S UTC")
-    );
+    let resolved = if plan.requested == plan.backup_id {
+        String::new()
+    } else {
+        format!("{} = ", plan.requested)
+    };
+    say!("Recovery plan: {resolved}{}", plan.backup_summary());
+    for passed in &plan.passed_over {
+        say!("  newer, passed over: {passed}");
+    }
     say!(
         "  strategy {} into database {} on {}:{}{}",
         plan.strategy,
@@ -472,6 +475,34 @@ pub fn plan(plan: &RecoveryPlan, as_json: bool) {
             r.name,
             r.detail
         );
+    }
+    let g = &plan.globals;
+    if !g.roles_to_create.is_empty() || !g.database_statements.is_empty() || !g.by_hand.is_empty() {
+        say!("Roles and database settings:");
+        if !g.existing_roles.is_empty() {
+            say!("  exist: {}", g.existing_roles.join(", "));
+        }
+        if !g.roles_to_create.is_empty() {
+            say!(
+                "  {}: {}",
+                if plan.create_roles {
+                    "to be created (--create-roles)"
+                } else {
+                    "missing; --create-roles would create"
+                },
+                g.roles_to_create.join(", ")
+            );
+            for statement in &g.statements {
+                say!("    {statement};");
+            }
+        }
+        for statement in &g.database_statements {
+            say!("  after the restore: {statement};");
+        }
+        say!("  passwords: {}", g.passwords);
+        for step in &g.by_hand {
+            say!("  by hand: {step}");
+        }
     }
     say!(
         "Estimated duration: {} ({})",
@@ -568,6 +599,15 @@ pub fn restored(report: &RestoreReport, as_json: bool) {
             )
         }
     );
+    if !report.roles_created.is_empty() {
+        say!("Roles created: {}.", report.roles_created.join(", "));
+    }
+    if !report.by_hand.is_empty() {
+        say!("Left for you to do by hand:");
+        for step in &report.by_hand {
+            say!("  - {step}");
+        }
+    }
     say!("Measured recovery time recorded in the repository for future plans.");
 }
 

@@ -1,0 +1,115 @@
+//! What a backup argument names: an id as given, or `latest` / `latest-schema`, which mean the
+//! newest backup of *this* database that a recovery may trust, passing over (and saying so)
+//! schema-only backups, backups of other databases, emergency snapshots and failed validations.
+
+use super::Repository;
+use super::history::ValidationRecord;
+use super::manifest::{BackupType, Manifest};
+use crate::error::{Error, Result};
+
+/// The newest complete (full) backup of the database.
+pub const LATEST: &str = "latest";
+/// The newest schema-only backup of the database.
+pub const LATEST_SCHEMA: &str = "latest-schema";
+/// The runbook names the backup of the broken state taken before a recovery
+/// `emergency-$(date …)`: `latest` must not pick that state to restore.
+pub const EMERGENCY_PREFIX: &str = "emergency-";
+
+/// A backup argument resolved to its manifest.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub manifest: Manifest,
+    /// What was asked for: `latest`, `latest-schema` or the id.
+    pub requested: String,
+    /// Newer backups `latest` passed over, each with the reason.
+    pub passed_over: Vec<String>,
+}
+
+impl Repository {
+    /// Resolves an id, `latest` or `latest-schema` (for `database`) to a manifest.
+    pub async fn resolve(&self, id_or_latest: &str, database: &str) -> Result<Manifest> {
+        Ok(self.select(id_or_latest, database).await?.manifest)
+    }
+
+    /// Like [`Repository::resolve`], keeping what `latest` passed over, for the plan to show.
+    pub async fn select(&self, id_or_latest: &str, database: &str) -> Result<Selection> {
+        let wanted = match id_or_latest {
+            LATEST => BackupType::Full,
+            LATEST_SCHEMA => BackupType::SchemaOnly,
+            id => {
+                return Ok(Selection {
+                    manifest: self.read_manifest(id).await?,
+                    requested: id.to_string(),
+                    passed_over: Vec::new(),
+                });
+            }
+        };
+        let manifests = self.manifests().await?;
+        if manifests.is_empty() {
+            return Err(Error::Refused(format!(
+                "the repository at {} holds no backups yet; run `backup-cli backup create` first",
+                self.target.location()
+            )));
+        }
+        let mut passed_over = Vec::new();
+        for manifest in manifests.into_iter().rev() {
+            let why = if manifest.source.database != database {
+                Some(format!("a backup of database {}", manifest.source.database))
+            } else if manifest.backup_type != wanted {
+                Some(format!("{} backup", manifest.backup_type))
+            } else if manifest.name.starts_with(EMERGENCY_PREFIX) {
+                Some(format!(
+                    "'{}' is an emergency backup of the state being recovered from",
+                    manifest.name
+                ))
+            } else {
+                self.failed_everywhere(&manifest.id).await
+            };
+            match why {
+                Some(why) => passed_over.push(format!("{} ({why})", manifest.id)),
+                None => {
+                    return Ok(Selection {
+                        manifest,
+                        requested: id_or_latest.to_string(),
+                        passed_over,
+                    });
+                }
+            }
+        }
+        Err(Error::Refused(format!(
+            "`{id_or_latest}` names the newest {} backup of database {database} that is not an emergency backup and has not failed validation, \
+             and the repository at {} holds none; passed over: {}. Name a backup id (see `backup-cli backup list`)",
+            wanted,
+            self.target.location(),
+            passed_over.join("; ")
+        )))
+    }
+
+    /// Why a backup is suspect: its last validation failed on every target that validated
+    /// it (a copy damaged on one target while intact on another is not: restore `--from` it).
+    async fn failed_everywhere(&self, backup_id: &str) -> Option<String> {
+        let key = format!("validations/{backup_id}.json");
+        let mut failed = None;
+        for target in std::iter::once(&self.target).chain(&self.fallbacks) {
+            // No record, or one that cannot be read, is no verdict on that target.
+            let Ok(bytes) = target.get(&key).await else {
+                continue;
+            };
+            match serde_json::from_slice::<ValidationRecord>(&bytes) {
+                Ok(record) if record.ok => return None,
+                Ok(record) => {
+                    failed = Some(format!(
+                        "failed validation on target '{}' at {}: {}",
+                        target.name(),
+                        record.at.format("%Y-%m-%d %H:%M UTC"),
+                        record
+                            .first_problem
+                            .unwrap_or_else(|| "problems found".into())
+                    ))
+                }
+                Err(_) => {}
+            }
+        }
+        failed
+    }
+}
