@@ -138,7 +138,7 @@ async fn listings_end_quietly_on_a_closed_pipe_and_tables_fit_120_columns() {
         "[repository]\npath = \"{}\"\n\n[monitor]\nmin_free_space = \"1MB\"\n\n[[schedules]]\nname = \"nightly\"\ntype = \"full\"\ncron = \"0 7 * * *\"\n",
         repo.display()
     ));
-    let long_name = format!("emergency-{}", "before-the-migration-".repeat(7));
+    let long_name = format!("nightly-{}", "before-the-migration-".repeat(7));
 
     // -q: no summary from backup create (the backup is still made).
     let out = env.run_ok(&["-q", "backup", "create", "-n", &long_name]);
