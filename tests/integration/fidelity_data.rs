@@ -26,15 +26,7 @@ async fn large_objects(env: &TestEnv, dbname: &str) -> Vec<String> {
 /// `backup export --format sql` of the latest backup into a file.
 fn export(env: &TestEnv, name: &str) -> PathBuf {
     let file = env.work.path().join(name);
-    env.run_ok(&[
-        "backup",
-        "export",
-        "latest",
-        "--format",
-        "sql",
-        "-o",
-        file.to_str().expect("path"),
-    ]);
+    env.export_latest(&file);
     file
 }
 

@@ -189,15 +189,7 @@ async fn a_database_rich_in_object_types_restores_identically_into_a_new_databas
 async fn an_exported_sql_script_restores_through_psql_alone() {
     let (env, manifest) = rich_backup("exported").await;
     let file = env.work.path().join("export.sql.zst");
-    env.run_ok(&[
-        "backup",
-        "export",
-        "latest",
-        "--format",
-        "sql",
-        "-o",
-        file.to_str().expect("path"),
-    ]);
+    env.export_latest(&file);
     let plain = env.work.path().join("export.sql");
     let status = std::process::Command::new("zstd")
         .args(["-q", "-d", "-o"])

@@ -194,6 +194,19 @@ impl TestEnv {
         all
     }
 
+    /// `backup-cli backup export latest --format sql -o FILE`, asserting success.
+    pub fn export_latest(&self, file: &Path) -> Output {
+        self.run_ok(&[
+            "backup",
+            "export",
+            "latest",
+            "--format",
+            "sql",
+            "-o",
+            file.to_str().expect("export path"),
+        ])
+    }
+
     /// Runs `backup-cli --json args`, asserting success, and parses stdout.
     pub fn run_json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];
