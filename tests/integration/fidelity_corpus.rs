@@ -144,7 +144,7 @@ fn assert_like_pg_restore(what: &str, got: &Contents, reference: &Contents, sour
 }
 
 fn export_into(env: &TestEnv, db: &str, file: &Path) {
-    env.export_latest(&file);
+    env.export_latest(file);
     let out = env.psql_file(db, file);
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("bad"),
