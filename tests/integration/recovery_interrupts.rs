@@ -143,23 +143,7 @@ async fn sigint_during_the_schema_drops_the_half_built_database() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_during_the_load_into_the_production_name_never_creates_it() {
-    let env = TestEnv::start("shop").await;
-    env.client()
-        .await
-        .batch_execute(&format!(
-            "{GATE} CREATE TABLE t (id integer PRIMARY KEY CHECK (public.gate(id) = id)); \
-             INSERT INTO t SELECT generate_series(1, 100)"
-        ))
-        .await
-        .expect("schema");
-    env.backup("baseline").await;
-    // The source database is gone: the restore targets its name.
-    env.admin()
-        .await
-        .batch_execute("DROP DATABASE shop")
-        .await
-        .expect("drop the source");
-    set_gate(&env, true).await;
+    let env = gated_load_with_the_source_gone().await;
     interrupt_at(&env, "shop", "COPY", "INT", "loading the data").await;
 }
 
@@ -189,22 +173,7 @@ async fn sigterm_during_post_data_drops_the_half_built_database() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn after_sigkill_the_production_name_is_absent_and_the_rerun_replaces_the_leftover() {
-    let env = TestEnv::start("shop").await;
-    env.client()
-        .await
-        .batch_execute(&format!(
-            "{GATE} CREATE TABLE t (id integer PRIMARY KEY CHECK (public.gate(id) = id)); \
-             INSERT INTO t SELECT generate_series(1, 100)"
-        ))
-        .await
-        .expect("schema");
-    env.backup("baseline").await;
-    env.admin()
-        .await
-        .batch_execute("DROP DATABASE shop")
-        .await
-        .expect("drop the source");
-    set_gate(&env, true).await;
+    let env = gated_load_with_the_source_gone().await;
     let partial = partial_name("shop");
     let child = start_restore(&env);
     wait_for_statement(&env, &partial, "COPY").await;
@@ -405,4 +374,27 @@ async fn sigint_during_a_replace_rolls_it_back() {
         .await
         .expect("end the stopped session");
     assert_eq!(env.pg_dump("shop", &[]), before, "the target is as it was");
+}
+
+/// A backed-up database `shop` whose load stops at the gate, dropped afterwards: the
+/// restore then targets the production name itself.
+async fn gated_load_with_the_source_gone() -> TestEnv {
+    let env = TestEnv::start("shop").await;
+    env.client()
+        .await
+        .batch_execute(&format!(
+            "{GATE} CREATE TABLE t (id integer PRIMARY KEY CHECK (public.gate(id) = id)); \
+             INSERT INTO t SELECT generate_series(1, 100)"
+        ))
+        .await
+        .expect("schema");
+    env.backup("baseline").await;
+    // The source database is gone: the restore targets its name.
+    env.admin()
+        .await
+        .batch_execute("DROP DATABASE shop")
+        .await
+        .expect("drop the source");
+    set_gate(&env, true).await;
+    env
 }
