@@ -4,7 +4,7 @@
 //! SIGINT is rolled back.
 
 use crate::support::{TestEnv, text};
-use larder::engine::restore::partial_name;
+use larder::engine::recovery::restore::partial_name;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 

@@ -461,7 +461,7 @@ impl TestEnv {
             said.contains(&format!("half-built database {dbname} was dropped")),
             "{said}"
         );
-        let partial = larder::engine::restore::partial_name(dbname);
+        let partial = larder::engine::recovery::restore::partial_name(dbname);
         assert!(
             !self
                 .databases()

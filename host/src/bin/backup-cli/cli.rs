@@ -1,7 +1,7 @@
 //! Every command-line flag, with its help text, in one place.
 
 use clap::{Args, Parser, Subcommand};
-use larder::engine::plan::{Strategy, Verification};
+use larder::engine::recovery::plan::{Strategy, Verification};
 use larder::repository::manifest::BackupType;
 use std::path::PathBuf;
 

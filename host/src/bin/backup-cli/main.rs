@@ -293,7 +293,7 @@ impl Context {
         &self,
         args: &RecoveryArgs,
         selection: &Selection,
-    ) -> Result<engine::plan::PlanRequest> {
+    ) -> Result<engine::recovery::plan::PlanRequest> {
         let target = match &args.target_url {
             Some(url) => ConnectionSettings::resolve(Some(url), &self.loaded.config.database)?,
             None => {
@@ -304,7 +304,7 @@ impl Context {
                 }
             }
         };
-        Ok(engine::plan::PlanRequest {
+        Ok(engine::recovery::plan::PlanRequest {
             strategy: args.strategy,
             tables: args.tables.clone(),
             cascade: args.cascade,
@@ -322,8 +322,8 @@ impl Context {
 }
 
 /// Asks before a recovery that overwrites data; refuses when there is nobody to ask.
-fn confirm(plan: &engine::plan::RecoveryPlan, yes: bool, json: bool) -> Result<()> {
-    if yes || plan.strategy != engine::plan::Strategy::Replace {
+fn confirm(plan: &engine::recovery::plan::RecoveryPlan, yes: bool, json: bool) -> Result<()> {
+    if yes || plan.strategy != engine::recovery::plan::Strategy::Replace {
         return Ok(());
     }
     let what = format!(
@@ -452,8 +452,12 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<()> {
             let repo = ctx.repository_from(args.from.as_deref()).await?;
             let selection = repo.select(&args.backup_id, &ctx.database_name()?).await?;
             let manifest = &selection.manifest;
-            let plan =
-                engine::plan::plan(&repo, manifest, &ctx.plan_request(&args, &selection)?).await?;
+            let plan = engine::recovery::plan::plan(
+                &repo,
+                manifest,
+                &ctx.plan_request(&args, &selection)?,
+            )
+            .await?;
             output::plan(&plan, ctx.json);
             Ok(())
         }
@@ -464,21 +468,28 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<()> {
                 .await?;
             let manifest = &selection.manifest;
             let request = ctx.plan_request(&args.recovery, &selection)?;
-            let plan = engine::plan::plan(&repo, manifest, &request).await?;
+            let plan = engine::recovery::plan::plan(&repo, manifest, &request).await?;
             let jobs = args.jobs.unwrap_or_else(engine::default_jobs);
             if !ctx.json {
                 output::plan(&plan, false);
             }
             if args.dry_run {
-                let verified =
-                    engine::restore::preflight(&repo, manifest, &plan, jobs, &ctx.progress).await?;
+                let verified = engine::recovery::restore::preflight(
+                    &repo,
+                    manifest,
+                    &plan,
+                    jobs,
+                    &ctx.progress,
+                )
+                .await?;
                 output::dry_run(&plan, verified, ctx.json);
                 return Ok(());
             }
             plan.check_ready()?;
             confirm(&plan, args.yes, ctx.json)?;
             let report =
-                engine::restore::execute(&repo, manifest, &plan, jobs, &ctx.progress).await?;
+                engine::recovery::restore::execute(&repo, manifest, &plan, jobs, &ctx.progress)
+                    .await?;
             output::restored(&report, ctx.json);
             Ok(())
         }

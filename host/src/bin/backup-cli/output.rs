@@ -6,9 +6,9 @@ use comfy_table::{Cell, CellAlignment, ColumnConstraint, ContentArrangement, Tab
 use larder::engine::delete::DeleteReport;
 use larder::engine::export::ExportReport;
 use larder::engine::list::BackupSummary;
-use larder::engine::plan::RecoveryPlan;
 use larder::engine::progress::human_bytes;
-use larder::engine::restore::RestoreReport;
+use larder::engine::recovery::plan::RecoveryPlan;
+use larder::engine::recovery::restore::RestoreReport;
 use larder::engine::sync::{CopyReport, Presence};
 use larder::engine::validate::{CopyStatus, CopyValidation, ValidationReport};
 use larder::plugin::inspect::Inspection;

@@ -16,7 +16,7 @@
 
 use crate::engine::Progress;
 use crate::engine::interrupt::{CleanupGuard, interruptible};
-use crate::engine::plan::{RecoveryPlan, Strategy, Verification, admin_connection};
+use crate::engine::recovery::plan::{RecoveryPlan, Strategy, Verification, admin_connection};
 use crate::engine::validate::verify;
 use crate::error::{Error, Result};
 use crate::pg::ddl::{self, Entry, Script, builds_in_parallel};
