@@ -171,11 +171,94 @@ impl Error {
         move |source| Error::Io { context, source }
     }
 
-    /// Whether the error is a usage problem (exit code 2) rather than a failure (exit code 1).
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            Error::Refused(_) | Error::Config(_) | Error::PluginPin { .. }
-        )
+    /// A stable snake_case name for what kind of failure this is, for scripts (`--json`'s
+    /// `kind`): never reworded, unlike the messages. Documented in the operator's guide.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::ConnectionFailed { .. } => "connection_failed",
+            Error::Database { .. } => "database",
+            Error::ObjectNotFound { .. } => "backup_file_not_found",
+            Error::ChecksumMismatch { .. } => "checksum_failed",
+            Error::ValidationFailed { .. } => "validation_failed",
+            Error::CopiesDamaged(_) => "copies_damaged",
+            Error::InsufficientSpace(_) => "disk_space",
+            Error::BackupNotFound(_) => "backup_not_found",
+            Error::Storage { .. } => "storage",
+            Error::PgDump(_) => "pg_dump",
+            Error::CopiesIncomplete(_) => "copies_incomplete",
+            Error::Plugin(_) => "plugin",
+            Error::PluginPin { .. } => "plugin_pin",
+            Error::Config(_) => "config",
+            Error::Repository(_) => "repository",
+            Error::NoRepository { .. } => "no_repository",
+            Error::Locked(_) => "lock_held",
+            Error::Refused(_) => "refused",
+            Error::Unsupported(_) => "unsupported",
+            Error::Alert(_) => "alert_failed",
+            Error::HealthFailed(_) => "health_failed",
+            Error::Recovery(_) => "recovery_failed",
+            Error::Interrupted { .. } => "interrupted",
+            Error::Io { .. } => "io",
+        }
+    }
+
+    /// The process exit code `backup-cli` ends with: 2 for a usage problem or a refusal to
+    /// protect data, 130/143 when SIGINT/SIGTERM stopped the operation, 1 for every failure
+    /// (the runbook's messages included; [`Error::kind`] tells them apart).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Interrupted { signal, .. } => signal.exit_code(),
+            Error::Refused(_) | Error::Config(_) | Error::PluginPin { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runbook_failures_have_their_own_kinds_and_exit_with_1() {
+        let cases = [
+            (
+                Error::ObjectNotFound {
+                    object: "chunks/ab/cd".into(),
+                    detail: "table public.t".into(),
+                },
+                "backup_file_not_found",
+            ),
+            (
+                Error::ChecksumMismatch {
+                    object: "chunks/ab/cd".into(),
+                    detail: "table public.t".into(),
+                },
+                "checksum_failed",
+            ),
+            (
+                Error::ConnectionFailed {
+                    target: "host=h".into(),
+                    reason: "refused".into(),
+                    hint: "start it".into(),
+                },
+                "connection_failed",
+            ),
+            (Error::InsufficientSpace("full".into()), "disk_space"),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind(), kind, "{error}");
+            assert_eq!(error.exit_code(), 1, "{error}");
+        }
+    }
+
+    #[test]
+    fn refusals_and_configuration_exit_with_2_and_signals_with_128_plus_their_number() {
+        assert_eq!(Error::Refused("no --force".into()).exit_code(), 2);
+        assert_eq!(Error::Config("bad key".into()).exit_code(), 2);
+        let stopped = Error::Interrupted {
+            signal: crate::engine::interrupt::Signal::Terminate,
+            state: "rolled back".into(),
+        };
+        assert_eq!((stopped.kind(), stopped.exit_code()), ("interrupted", 143));
     }
 }

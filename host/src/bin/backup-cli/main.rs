@@ -92,11 +92,7 @@ fn main() -> ExitCode {
                 output::json(&serde_json::json!({ "status": status, "error": e.to_string() }));
             }
             output::note!("error: {e}");
-            ExitCode::from(match &e {
-                Error::Interrupted { signal, .. } => signal.exit_code(),
-                e if e.is_usage() => 2,
-                _ => 1,
-            })
+            ExitCode::from(e.exit_code())
         }
     }
 }
