@@ -256,7 +256,7 @@ pub async fn health(
                     .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
                     .unwrap_or_default();
                 checks.push(match s.status {
-                    "missed" => alert(
+                    schedule::ScheduleState::Missed => alert(
                         &name,
                         format!("due {due} ({}), no {} backup since", s.cron, s.backup_type),
                         "Schedule Missed",

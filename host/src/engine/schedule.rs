@@ -2,12 +2,39 @@
 //!
 //! Larder does not need its own scheduler to be trusted: cron or systemd timers run
 //! `backup-cli backup create`, and this compares the timetable with the backups that exist.
+//! Everything here is a function of the configuration, the manifests and the clock it is given.
 
 use crate::config::Schedule;
 use crate::error::{Error, Result};
 use crate::repository::manifest::{BackupType, Manifest};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
+
+/// A backup started this long before the time it was due still counts for that run (a
+/// timer that fires a little early, or a clock slightly ahead of the database server's).
+const EARLY_ALLOWANCE: Duration = Duration::minutes(5);
+
+/// How a schedule stands at a given moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleState {
+    /// A backup of the schedule's type was taken since it was last due (or it was never due).
+    Ok,
+    /// It was due, no backup yet, and the grace period has not run out.
+    Due,
+    /// It was due longer ago than its grace period and no backup came.
+    Missed,
+}
+
+impl std::fmt::Display for ScheduleState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ScheduleState::Ok => "ok",
+            ScheduleState::Due => "due",
+            ScheduleState::Missed => "missed",
+        })
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ScheduleStatus {
@@ -22,51 +49,204 @@ pub struct ScheduleStatus {
     pub previous_due: Option<DateTime<Utc>>,
     pub next_due: Option<DateTime<Utc>>,
     /// `ok`, `due` (within its grace period) or `missed`.
-    pub status: &'static str,
+    pub status: ScheduleState,
 }
 
+/// Every schedule's status at `now`, given the backups in the repository.
 pub fn status(
     schedules: &[Schedule],
     manifests: &[Manifest],
     now: DateTime<Utc>,
 ) -> Result<Vec<ScheduleStatus>> {
-    let mut out = Vec::new();
-    for schedule in schedules {
-        let cron: croner::Cron = schedule.cron.parse().map_err(|e| {
-            Error::Config(format!(
-                "schedule '{}': cron '{}' is not valid: {e}",
-                schedule.name, schedule.cron
-            ))
-        })?;
-        let previous_due = cron.find_previous_occurrence(&now, true).ok();
-        let next_due = cron.find_next_occurrence(&now, false).ok();
-        let last = manifests
-            .iter()
-            .filter(|m| m.backup_type == schedule.backup_type)
-            .max_by_key(|m| m.completed_at);
-        let ran_since_due = match (previous_due, last) {
-            (Some(due), Some(m)) => m.created_at >= due - chrono::Duration::minutes(5),
-            (Some(_), None) => false,
-            (None, _) => true,
-        };
-        let grace = chrono::Duration::from_std(schedule.grace)
-            .unwrap_or_else(|_| chrono::Duration::hours(1));
-        let status = match previous_due {
-            _ if ran_since_due => "ok",
-            Some(due) if now - due <= grace => "due",
-            _ => "missed",
-        };
-        out.push(ScheduleStatus {
-            name: schedule.name.clone(),
-            backup_type: schedule.backup_type,
-            cron: schedule.cron.clone(),
-            retention_seconds: schedule.retention.map(|r| r.as_secs()),
-            last_backup_id: last.map(|m| m.id.clone()),
-            last_backup_at: last.map(|m| m.completed_at),
-            previous_due,
-            next_due,
-            status,
-        });
+    schedules
+        .iter()
+        .map(|schedule| schedule_status(schedule, manifests, now))
+        .collect()
+}
+
+/// One schedule's status at `now`: its last and next due times from the cron expression
+/// (UTC), its newest backup of the schedule's type, and [`judge`]'s verdict.
+pub fn schedule_status(
+    schedule: &Schedule,
+    manifests: &[Manifest],
+    now: DateTime<Utc>,
+) -> Result<ScheduleStatus> {
+    let cron: croner::Cron = schedule.cron.parse().map_err(|e| {
+        Error::Config(format!(
+            "schedule '{}': cron '{}' is not valid: {e}",
+            schedule.name, schedule.cron
+        ))
+    })?;
+    let previous_due = cron.find_previous_occurrence(&now, true).ok();
+    let next_due = cron.find_next_occurrence(&now, false).ok();
+    let last = manifests
+        .iter()
+        .filter(|m| m.backup_type == schedule.backup_type)
+        .max_by_key(|m| m.completed_at);
+    // A grace too long for chrono's range is as good as an hour, the configured default.
+    let grace = Duration::from_std(schedule.grace).unwrap_or_else(|_| Duration::hours(1));
+    Ok(ScheduleStatus {
+        name: schedule.name.clone(),
+        backup_type: schedule.backup_type,
+        cron: schedule.cron.clone(),
+        retention_seconds: schedule.retention.map(|r| r.as_secs()),
+        last_backup_id: last.map(|m| m.id.clone()),
+        last_backup_at: last.map(|m| m.completed_at),
+        previous_due,
+        next_due,
+        status: judge(previous_due, last.map(|m| m.created_at), grace, now),
+    })
+}
+
+/// The verdict: `previous_due` is when the schedule was last due (None: never yet),
+/// `last_started` when its newest backup was started.
+pub fn judge(
+    previous_due: Option<DateTime<Utc>>,
+    last_started: Option<DateTime<Utc>>,
+    grace: Duration,
+    now: DateTime<Utc>,
+) -> ScheduleState {
+    let Some(due) = previous_due else {
+        return ScheduleState::Ok;
+    };
+    match last_started {
+        Some(started) if started >= due - EARLY_ALLOWANCE => ScheduleState::Ok,
+        _ if now - due <= grace => ScheduleState::Due,
+        _ => ScheduleState::Missed,
     }
-    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repository::manifest::sample_manifest;
+    use chrono::TimeZone;
+
+    fn at(h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 10, h, m, 0).unwrap()
+    }
+
+    fn daily_at_seven(backup_type: BackupType) -> Schedule {
+        Schedule {
+            name: "nightly".into(),
+            backup_type,
+            cron: "0 7 * * *".into(),
+            retention: Some(std::time::Duration::from_secs(30 * 86400)),
+            grace: std::time::Duration::from_secs(3600),
+        }
+    }
+
+    fn backup(id: &str, backup_type: BackupType, started: DateTime<Utc>) -> Manifest {
+        let mut m = sample_manifest(id);
+        m.backup_type = backup_type;
+        m.created_at = started;
+        m.completed_at = started + Duration::minutes(3);
+        m
+    }
+
+    #[test]
+    fn a_schedule_never_due_yet_is_ok() {
+        assert_eq!(
+            judge(None, None, Duration::hours(1), at(9, 0)),
+            ScheduleState::Ok
+        );
+    }
+
+    #[test]
+    fn a_backup_since_the_due_time_is_ok_even_slightly_early() {
+        let grace = Duration::hours(1);
+        assert_eq!(
+            judge(Some(at(7, 0)), Some(at(7, 1)), grace, at(9, 0)),
+            ScheduleState::Ok
+        );
+        assert_eq!(
+            judge(Some(at(7, 0)), Some(at(6, 55)), grace, at(9, 0)),
+            ScheduleState::Ok
+        );
+        assert_eq!(
+            judge(Some(at(7, 0)), Some(at(6, 54)), grace, at(9, 0)),
+            ScheduleState::Missed,
+            "six minutes early is the previous run's backup"
+        );
+    }
+
+    #[test]
+    fn no_backup_is_due_within_the_grace_then_missed() {
+        let grace = Duration::hours(1);
+        assert_eq!(
+            judge(Some(at(7, 0)), None, grace, at(7, 30)),
+            ScheduleState::Due
+        );
+        assert_eq!(
+            judge(Some(at(7, 0)), None, grace, at(8, 0)),
+            ScheduleState::Due
+        );
+        assert_eq!(
+            judge(Some(at(7, 0)), None, grace, at(8, 1)),
+            ScheduleState::Missed
+        );
+        assert_eq!(
+            judge(Some(at(7, 0)), Some(at(5, 0)), grace, at(8, 1)),
+            ScheduleState::Missed,
+            "an older backup does not count for this run"
+        );
+    }
+
+    #[test]
+    fn the_newest_backup_of_the_schedules_type_decides() {
+        let schedule = daily_at_seven(BackupType::Full);
+        let manifests = [
+            backup(
+                "20260309-070000-aaaaaaaa",
+                BackupType::Full,
+                at(7, 0) - Duration::days(1),
+            ),
+            backup("20260310-070100-bbbbbbbb", BackupType::SchemaOnly, at(7, 1)),
+        ];
+        let s = schedule_status(&schedule, &manifests, at(9, 0)).unwrap();
+        assert_eq!(
+            s.status,
+            ScheduleState::Missed,
+            "the schema-only backup is not a full one"
+        );
+        assert_eq!(
+            s.last_backup_id.as_deref(),
+            Some("20260309-070000-aaaaaaaa")
+        );
+        assert_eq!(s.previous_due, Some(at(7, 0)));
+        assert_eq!(s.next_due, Some(at(7, 0) + Duration::days(1)));
+        assert_eq!(s.retention_seconds, Some(30 * 86400));
+
+        let schema = schedule_status(
+            &daily_at_seven(BackupType::SchemaOnly),
+            &manifests,
+            at(9, 0),
+        )
+        .unwrap();
+        assert_eq!(schema.status, ScheduleState::Ok);
+        assert_eq!(
+            schema.last_backup_id.as_deref(),
+            Some("20260310-070100-bbbbbbbb")
+        );
+    }
+
+    #[test]
+    fn the_status_reads_as_the_json_and_the_table_show_it() {
+        assert_eq!(
+            serde_json::to_value(ScheduleState::Missed).unwrap(),
+            "missed"
+        );
+        assert_eq!(ScheduleState::Due.to_string(), "due");
+    }
+
+    #[test]
+    fn a_cron_that_does_not_parse_names_its_schedule() {
+        let mut schedule = daily_at_seven(BackupType::Full);
+        schedule.cron = "every night".into();
+        let err = status(&[schedule], &[], at(9, 0)).unwrap_err().to_string();
+        assert!(
+            err.contains("schedule 'nightly'") && err.contains("every night"),
+            "{err}"
+        );
+    }
 }

@@ -683,6 +683,48 @@ pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// A manifest with nothing in it yet (no tables, no DDL), taken now of database `app` on
+/// PostgreSQL 16: unit tests fill in what they judge.
+#[cfg(test)]
+pub(crate) fn sample_manifest(id: &str) -> Manifest {
+    let now = Utc::now();
+    Manifest {
+        format: 1,
+        id: id.into(),
+        name: id.into(),
+        backup_type: BackupType::Full,
+        created_at: now,
+        completed_at: now,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        source: SourceInfo {
+            server_version: "16.4".into(),
+            server_version_num: 160004,
+            database: "app".into(),
+            encoding: "UTF8".into(),
+            snapshot_id: String::new(),
+            snapshot_lsn: None,
+            snapshot_xmin: String::new(),
+            pg_dump_version: "16.4".into(),
+            locale: DatabaseLocale::default(),
+            qualified_data: true,
+        },
+        pre_data: Stream::default(),
+        post_data: Stream::default(),
+        sequences: Vec::new(),
+        tables: Vec::new(),
+        schemas: vec!["public".into()],
+        extensions: Vec::new(),
+        roles: Vec::new(),
+        foreign_keys: Vec::new(),
+        large_objects: None,
+        database_properties: Vec::new(),
+        globals: Globals::default(),
+        new_bytes: 0,
+        compression_level: 3,
+        digests: None,
+    }
+}
+
 #[cfg(test)]
 mod quoting_tests {
     use super::{QUOTED_KEYWORDS, quote_ident};
