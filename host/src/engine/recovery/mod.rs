@@ -4,3 +4,6 @@
 
 pub mod plan;
 pub mod restore;
+pub mod step;
+
+pub use step::{Step, StepReport, steps};

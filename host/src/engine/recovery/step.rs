@@ -1,0 +1,297 @@
+//! The steps of a recovery: one list per strategy that `recovery plan` prints and
+//! `recovery execute` runs, logs ("step 4/8: post-data") and times, so the two cannot drift
+//! apart. [`steps`] gives each strategy's order; each step's SQL lives in the file named after it.
+
+use super::plan::Strategy;
+use crate::error::Result;
+use serde::Serialize;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// One step of a recovery, named as an operator would name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// Check every chunk the restore reads (SHA-256, decompression) before touching the
+    /// destination.
+    VerifyChunks,
+    /// Create the new database under a temporary name (and the roles `--create-roles` adds).
+    CreateDatabase,
+    /// The schema from pg_dump's pre-data (a whole-database replace drops it first).
+    Schema,
+    /// Empty the chosen tables (`replace -t`), their user triggers switched off.
+    EmptyTables,
+    /// The tables' rows with `COPY … FROM STDIN` (and the large objects' data).
+    Load,
+    /// Indexes, constraints, foreign keys, triggers and the rest of pg_dump's post-data.
+    PostData,
+    /// Check the restored rows against the foreign keys, then switch user triggers back on.
+    CheckForeignKeys,
+    /// Sequence values as the backup recorded them.
+    Sequences,
+    /// VACUUM (ANALYZE) each new table, then validate the foreign keys on it.
+    VacuumAnalyze,
+    /// pg_dump's event triggers, last, so nothing the restore runs fires them.
+    EventTriggers,
+    /// Row counts (and checksums), large objects, no constraint left NOT VALID.
+    Verify,
+    /// Give the verified database its name, then the source's comment and settings.
+    Rename,
+    /// Commit the recovery transaction.
+    Commit,
+    /// ANALYZE the restored tables.
+    Analyze,
+}
+
+impl Step {
+    /// The step's stable name (JSON, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::VerifyChunks => "verify-chunks",
+            Step::CreateDatabase => "create-database",
+            Step::Schema => "schema",
+            Step::EmptyTables => "empty-tables",
+            Step::Load => "load",
+            Step::PostData => "post-data",
+            Step::CheckForeignKeys => "check-foreign-keys",
+            Step::Sequences => "sequences",
+            Step::VacuumAnalyze => "vacuum-analyze",
+            Step::EventTriggers => "event-triggers",
+            Step::Verify => "verify",
+            Step::Rename => "rename",
+            Step::Commit => "commit",
+            Step::Analyze => "analyze",
+        }
+    }
+
+    /// What the restore is doing during the step, as in "stopped while loading the data".
+    pub fn doing(self) -> &'static str {
+        match self {
+            Step::VerifyChunks => "verifying the chunks",
+            Step::CreateDatabase => "creating the database",
+            Step::Schema => "creating the schema (pre-data)",
+            Step::EmptyTables => "emptying the tables",
+            Step::Load => "loading the data",
+            Step::PostData => "building indexes, constraints and triggers (post-data)",
+            Step::CheckForeignKeys => "checking foreign keys",
+            Step::Sequences => "setting sequence values",
+            Step::VacuumAnalyze => "vacuuming and validating foreign keys",
+            Step::EventTriggers => "creating event triggers",
+            Step::Verify => "verifying the restored tables",
+            Step::Rename => "renaming the database into place",
+            Step::Commit => "committing",
+            Step::Analyze => "analyzing the restored tables",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The steps a strategy runs, in order; `subset` is a `-t` restore.
+pub fn steps(strategy: Strategy, subset: bool) -> &'static [Step] {
+    use Step::*;
+    match (strategy, subset) {
+        (Strategy::NewDatabase, _) => &[
+            CreateDatabase,
+            Schema,
+            Load,
+            PostData,
+            Sequences,
+            VacuumAnalyze,
+            EventTriggers,
+            Verify,
+            Rename,
+        ],
+        (Strategy::Replace, false) => &[
+            VerifyChunks,
+            Schema,
+            Load,
+            PostData,
+            Sequences,
+            EventTriggers,
+            Verify,
+            Commit,
+            Analyze,
+        ],
+        (Strategy::Replace, true) => &[
+            VerifyChunks,
+            EmptyTables,
+            Load,
+            CheckForeignKeys,
+            Sequences,
+            Verify,
+            Commit,
+            Analyze,
+        ],
+        (Strategy::MissingRows, _) => &[
+            VerifyChunks,
+            Load,
+            CheckForeignKeys,
+            Verify,
+            Commit,
+            Analyze,
+        ],
+    }
+}
+
+/// How long one step took, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub name: Step,
+    pub seconds: f64,
+}
+
+/// Runs one strategy's steps: numbers and logs each as it starts, times it, and remembers the
+/// one under way (for the message when a signal stops the restore).
+#[derive(Debug)]
+pub struct Progression {
+    list: &'static [Step],
+    current: Mutex<Option<Step>>,
+    done: Mutex<Vec<StepReport>>,
+}
+
+impl Progression {
+    pub fn new(list: &'static [Step]) -> Progression {
+        Progression {
+            list,
+            current: Mutex::new(None),
+            done: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `work` as `step`, logged as "step 4/8: post-data" and timed.
+    pub async fn run<T>(&self, step: Step, work: impl Future<Output = Result<T>>) -> Result<T> {
+        let number = self
+            .list
+            .iter()
+            .position(|&s| s == step)
+            .map_or(0, |i| i + 1);
+        debug_assert!(number > 0, "{step} is not a step of this strategy");
+        tracing::info!("step {number}/{}: {step}", self.list.len());
+        if let Ok(mut current) = self.current.lock() {
+            *current = Some(step);
+        }
+        let started = Instant::now();
+        let out = work.await;
+        let seconds = started.elapsed().as_secs_f64();
+        if out.is_ok()
+            && let Ok(mut done) = self.done.lock()
+        {
+            done.push(StepReport {
+                name: step,
+                seconds,
+            });
+        }
+        out
+    }
+
+    /// The step under way (or the last one started).
+    pub fn current(&self) -> Option<Step> {
+        self.current.lock().ok().and_then(|c| *c)
+    }
+
+    /// The steps finished so far, in the order they ran.
+    pub fn reports(&self) -> Vec<StepReport> {
+        self.done.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [(Strategy, bool); 4] = [
+        (Strategy::NewDatabase, false),
+        (Strategy::Replace, false),
+        (Strategy::Replace, true),
+        (Strategy::MissingRows, false),
+    ];
+
+    fn at(list: &[Step], step: Step) -> usize {
+        list.iter()
+            .position(|&s| s == step)
+            .unwrap_or_else(|| panic!("{step} missing from {list:?}"))
+    }
+
+    #[test]
+    fn every_strategy_loads_then_verifies_each_step_once() {
+        for (strategy, subset) in ALL {
+            let list = steps(strategy, subset);
+            let mut seen = std::collections::HashSet::new();
+            assert!(list.iter().all(|s| seen.insert(*s)), "{list:?}");
+            assert!(at(list, Step::Load) < at(list, Step::Verify), "{list:?}");
+        }
+    }
+
+    #[test]
+    fn an_existing_database_is_touched_only_after_every_chunk_is_verified() {
+        for (strategy, subset) in ALL {
+            let list = steps(strategy, subset);
+            if strategy == Strategy::NewDatabase {
+                // The load checks each chunk before its rows are sent; a failure drops the
+                // new database, so there is no separate pass.
+                assert!(!list.contains(&Step::VerifyChunks), "{list:?}");
+            } else {
+                assert_eq!(list[0], Step::VerifyChunks, "{list:?}");
+                let n = list.len();
+                assert_eq!(&list[n - 3..], [Step::Verify, Step::Commit, Step::Analyze]);
+            }
+        }
+    }
+
+    #[test]
+    fn the_schema_comes_before_the_data_and_post_data_after_it() {
+        for (strategy, subset) in [(Strategy::NewDatabase, false), (Strategy::Replace, false)] {
+            let list = steps(strategy, subset);
+            assert!(at(list, Step::Schema) < at(list, Step::Load));
+            assert!(at(list, Step::Load) < at(list, Step::PostData));
+            assert!(at(list, Step::PostData) < at(list, Step::Sequences));
+            // Event triggers are the last DDL, after every ALTER the restore itself runs.
+            assert!(at(list, Step::Sequences) < at(list, Step::EventTriggers));
+        }
+        let new = steps(Strategy::NewDatabase, false);
+        assert_eq!(new[0], Step::CreateDatabase);
+        assert!(at(new, Step::VacuumAnalyze) < at(new, Step::EventTriggers));
+        assert_eq!(
+            new.last(),
+            Some(&Step::Rename),
+            "renamed only once verified"
+        );
+    }
+
+    #[test]
+    fn existing_tables_are_checked_against_foreign_keys_after_their_load() {
+        for (strategy, subset) in [(Strategy::Replace, true), (Strategy::MissingRows, false)] {
+            let list = steps(strategy, subset);
+            assert!(at(list, Step::Load) < at(list, Step::CheckForeignKeys));
+            assert!(!list.contains(&Step::Schema) && !list.contains(&Step::PostData));
+        }
+        let subset = steps(Strategy::Replace, true);
+        assert!(at(subset, Step::EmptyTables) < at(subset, Step::Load));
+    }
+
+    #[tokio::test]
+    async fn a_progression_times_the_steps_it_ran_and_knows_the_current_one() {
+        let run = Progression::new(steps(Strategy::MissingRows, false));
+        run.run(Step::VerifyChunks, async { Ok(()) }).await.unwrap();
+        let failed: Result<()> = run
+            .run(Step::Load, async {
+                Err(crate::error::Error::Refused("stop".into()))
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(run.current(), Some(Step::Load));
+        let reports = run.reports();
+        assert_eq!(reports.len(), 1, "a failed step is not reported as done");
+        assert_eq!(reports[0].name, Step::VerifyChunks);
+        assert_eq!(
+            serde_json::to_value(&reports[0]).unwrap()["name"],
+            "verify-chunks"
+        );
+    }
+}
