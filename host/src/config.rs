@@ -24,6 +24,7 @@ pub struct Config {
     /// Where the repository is kept. Empty: one `fs` target named `local` at `[repository] path`.
     pub targets: Vec<TargetConfig>,
     pub plugins: PluginsConfig,
+    pub daemon: DaemonConfig,
 }
 
 /// One storage target. The first of a backup's targets is its primary: the backup is written
@@ -198,7 +199,7 @@ pub struct Schedule {
     pub name: String,
     #[serde(rename = "type")]
     pub backup_type: BackupType,
-    /// Five-field cron expression in UTC, e.g. "0 7 * * *" (02:00 EST).
+    /// Five-field cron expression, read in `timezone`, e.g. "0 2 * * *".
     pub cron: String,
     /// How long its backups are kept, e.g. "30d".
     #[serde(default, with = "optional_duration")]
@@ -206,6 +207,49 @@ pub struct Schedule {
     /// How late a run may be before it counts as missed.
     #[serde(default = "default_grace", with = "humantime_serde_compat")]
     pub grace: Duration,
+    /// The IANA time zone `cron` is read in, e.g. "America/New_York" (default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// What the daemon does about runs it missed while it was down (or later than `grace`).
+    #[serde(default)]
+    pub missed: Missed,
+    /// Each run starts up to this much later than its cron time (spreads load across
+    /// machines); less than `grace`.
+    #[serde(default, with = "optional_duration")]
+    pub jitter: Option<Duration>,
+}
+
+/// The daemon's policy for runs missed while it was not running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Missed {
+    /// Report them and wait for the next time (cron's behaviour).
+    #[default]
+    Skip,
+    /// Report them and run once at start, however many were missed.
+    RunOnce,
+}
+
+/// `backup-cli daemon`: what runs besides the schedules, and how it stops.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// How often the daemon runs the `monitor health` checks and delivers their alerts.
+    #[serde(with = "humantime_serde_compat")]
+    pub health_every: Duration,
+    /// After SIGTERM or SIGINT, how long a running backup may take to finish before it is
+    /// stopped (its partial objects are then left to garbage collection, never visible).
+    #[serde(with = "humantime_serde_compat")]
+    pub stop_grace: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            health_every: Duration::from_secs(300),
+            stop_grace: Duration::from_secs(60),
+        }
+    }
 }
 
 fn default_grace() -> Duration {
@@ -681,6 +725,25 @@ mod tests {
             config.schedules[0].retention,
             Some(Duration::from_secs(30 * 86400))
         );
+    }
+
+    #[test]
+    fn daemon_keys_parse_with_their_defaults() {
+        let config: Config = toml::from_str(
+            "[[schedules]]\nname = \"daily\"\ntype = \"full\"\ncron = \"0 2 * * *\"\ntimezone = \"America/New_York\"\nmissed = \"run-once\"\njitter = \"5m\"\n[daemon]\nhealth_every = \"1m\"\n",
+        )
+        .expect("schedule parses");
+        let s = &config.schedules[0];
+        assert_eq!(s.timezone.as_deref(), Some("America/New_York"));
+        assert_eq!(s.missed, Missed::RunOnce);
+        assert_eq!(s.jitter, Some(Duration::from_secs(300)));
+        assert_eq!(config.daemon.health_every, Duration::from_secs(60));
+        assert_eq!(config.daemon.stop_grace, Duration::from_secs(60));
+        let plain: Config =
+            toml::from_str("[[schedules]]\nname = \"d\"\ntype = \"full\"\ncron = \"0 2 * * *\"\n")
+                .expect("parses");
+        assert_eq!(plain.schedules[0].missed, Missed::Skip);
+        assert!(toml::from_str::<Config>("[[schedules]]\nname = \"d\"\ntype = \"full\"\ncron = \"0 2 * * *\"\nmissed = \"twice\"\n").is_err());
     }
 
     #[test]

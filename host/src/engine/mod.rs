@@ -10,6 +10,7 @@ pub mod monitor;
 pub mod progress;
 pub mod recovery;
 pub mod schedule;
+pub mod scheduler;
 pub mod sync;
 pub mod validate;
 

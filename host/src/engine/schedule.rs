@@ -5,7 +5,8 @@
 //! Everything here is a function of the configuration, the manifests and the clock it is given.
 
 use crate::config::Schedule;
-use crate::error::{Error, Result};
+use crate::engine::scheduler::Timetable;
+use crate::error::Result;
 use crate::repository::manifest::{BackupType, Manifest};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -65,20 +66,15 @@ pub fn status(
 }
 
 /// One schedule's status at `now`: its last and next due times from the cron expression
-/// (UTC), its newest backup of the schedule's type, and [`judge`]'s verdict.
+/// (in the schedule's time zone), its newest backup of the schedule's type, and [`judge`]'s verdict.
 pub fn schedule_status(
     schedule: &Schedule,
     manifests: &[Manifest],
     now: DateTime<Utc>,
 ) -> Result<ScheduleStatus> {
-    let cron: croner::Cron = schedule.cron.parse().map_err(|e| {
-        Error::Config(format!(
-            "schedule '{}': cron '{}' is not valid: {e}",
-            schedule.name, schedule.cron
-        ))
-    })?;
-    let previous_due = cron.find_previous_occurrence(&now, true).ok();
-    let next_due = cron.find_next_occurrence(&now, false).ok();
+    let timetable = Timetable::new(schedule)?;
+    let previous_due = timetable.last_at_or_before(now);
+    let next_due = timetable.next_after(now);
     let last = manifests
         .iter()
         .filter(|m| m.backup_type == schedule.backup_type)
@@ -133,6 +129,9 @@ mod tests {
             cron: "0 7 * * *".into(),
             retention: Some(std::time::Duration::from_secs(30 * 86400)),
             grace: std::time::Duration::from_secs(3600),
+            timezone: None,
+            missed: crate::config::Missed::Skip,
+            jitter: None,
         }
     }
 
@@ -237,6 +236,18 @@ mod tests {
             "missed"
         );
         assert_eq!(ScheduleState::Due.to_string(), "due");
+    }
+
+    #[test]
+    fn due_times_are_read_in_the_schedules_time_zone() {
+        // 02:00 in New York is 06:00 UTC on 10 March 2026 (daylight time since the 8th).
+        let mut schedule = daily_at_seven(BackupType::Full);
+        schedule.cron = "0 2 * * *".into();
+        schedule.timezone = Some("America/New_York".into());
+        let s = schedule_status(&schedule, &[], at(9, 0)).unwrap();
+        assert_eq!(s.previous_due, Some(at(6, 0)));
+        assert_eq!(s.next_due, Some(at(6, 0) + Duration::days(1)));
+        assert_eq!(s.status, ScheduleState::Missed);
     }
 
     #[test]
