@@ -6,15 +6,22 @@ use crate::error::{Error, Result};
 use serde::Serialize;
 use std::path::Path;
 
-/// The contract's storage interface; the version is checked by major only.
+/// The contract's exported interfaces, per world; versions are checked by major only.
 pub const STORAGE_EXPORT: &str = "larder:plugin/storage@1.";
+pub const NOTIFIER_EXPORT: &str = "larder:plugin/notification@1.";
+
+/// The worlds of the contract, by the interface each one exports.
+const WORLDS: [(&str, &str); 2] = [
+    (STORAGE_EXPORT, "larder:plugin/storage-target"),
+    (NOTIFIER_EXPORT, "larder:plugin/notifier"),
+];
 
 #[derive(Debug, Serialize)]
 pub struct Inspection {
     pub path: String,
     pub sha256: String,
     pub size: u64,
-    /// The Larder world the plugin implements, if any (`storage-target`).
+    /// The Larder world the plugin implements, if any (`storage-target`, `notifier`).
     pub world: Option<String>,
     pub exports: Vec<String>,
     pub imports: Vec<String>,
@@ -43,10 +50,10 @@ pub fn inspect(runtime: &Runtime, path: &Path) -> Result<Inspection> {
         .collect();
     exports.sort();
     imports.sort();
-    let world = exports
+    let world = WORLDS
         .iter()
-        .any(|e| e.starts_with(STORAGE_EXPORT))
-        .then(|| "larder:plugin/storage-target".to_string());
+        .find(|(export, _)| exports.iter().any(|e| e.starts_with(export)))
+        .map(|(_, world)| world.to_string());
     let mut asks_for = Vec::new();
     let has = |prefix: &str| imports.iter().any(|i| i.starts_with(prefix));
     if has("wasi:http/outgoing-handler") {
@@ -59,7 +66,10 @@ pub fn inspect(runtime: &Runtime, path: &Path) -> Result<Inspection> {
         asks_for.push("host logging, config values and named secrets".to_string());
     }
     if has("wasi:sockets/") {
-        asks_for.push("sockets (never granted: calls fail)".to_string());
+        asks_for.push(
+            "sockets (TCP only to the destinations granted by allow_tcp; otherwise calls fail)"
+                .to_string(),
+        );
     }
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     Ok(Inspection {
