@@ -335,7 +335,7 @@ fn run() -> Result<(), Failure> {
             (
                 "backup-cli recovery execute -s new-database",
                 format!(
-                    "{psql} -d postgres -c 'DROP DATABASE IF EXISTS r2' && {cli} recovery execute latest -s new-database --target-db r2 --jobs {jobs} --yes"
+                    "{psql} -d postgres -c 'DROP DATABASE IF EXISTS r2' && {cli} recovery execute latest -s new-database --dest-db r2 --jobs {jobs} --yes"
                 ),
                 None,
             ),
@@ -343,7 +343,7 @@ fn run() -> Result<(), Failure> {
                 // The optional deeper check: every restored table re-read and checksummed.
                 "backup-cli recovery execute -s new-database --verify checksums",
                 format!(
-                    "{psql} -d postgres -c 'DROP DATABASE IF EXISTS r2' && {cli} recovery execute latest -s new-database --target-db r2 --jobs {jobs} --yes --verify checksums"
+                    "{psql} -d postgres -c 'DROP DATABASE IF EXISTS r2' && {cli} recovery execute latest -s new-database --dest-db r2 --jobs {jobs} --yes --verify checksums"
                 ),
                 None,
             ),

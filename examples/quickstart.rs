@@ -102,7 +102,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "latest",
             "-s",
             "new-database",
-            "--target-db",
+            "--dest-db",
             RESTORED,
         ],
     )?;
@@ -114,7 +114,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "latest",
             "-s",
             "new-database",
-            "--target-db",
+            "--dest-db",
             RESTORED,
         ],
     )?;

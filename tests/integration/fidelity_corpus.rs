@@ -218,7 +218,7 @@ async fn the_object_corpus_comes_back_from_restore_and_export_as_from_pg_restore
         "latest",
         "-s",
         "new-database",
-        "--target-db",
+        "--dest-db",
         "corpus_new",
         "--verify",
         "checksums",

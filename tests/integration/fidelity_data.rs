@@ -83,7 +83,7 @@ async fn large_objects_with_owners_grants_and_comments_round_trip() {
         "latest",
         "-s",
         "new-database",
-        "--target-db",
+        "--dest-db",
         "lo_new",
         "--verify",
         "checksums",
@@ -195,7 +195,7 @@ async fn a_database_owner_without_superuser_backs_up_and_restores_its_large_obje
         "recovery",
         "execute",
         "latest",
-        "--target-db",
+        "--dest-db",
         "lo_own_new",
         "--verify",
         "checksums",
@@ -315,7 +315,7 @@ async fn a_latin1_database_round_trips_byte_for_byte_through_every_strategy() {
     env.pg_restore_copy("latin", "latin_ref").await;
     assert_eq!(latin1_state(&env, "latin_ref", &manifest).await, source);
 
-    let plan = env.run_json(&["recovery", "plan", "latest", "--target-db", "latin_new"]);
+    let plan = env.run_json(&["recovery", "plan", "latest", "--dest-db", "latin_new"]);
     assert_eq!(plan["new_database"]["encoding"], "LATIN1", "{plan}");
     assert!(
         plan["steps"][0]
@@ -330,7 +330,7 @@ async fn a_latin1_database_round_trips_byte_for_byte_through_every_strategy() {
         "latest",
         "-s",
         "new-database",
-        "--target-db",
+        "--dest-db",
         "latin_new",
     ]);
     assert_eq!(latin1_state(&env, "latin_new", &manifest).await, source);
@@ -433,7 +433,7 @@ async fn a_new_database_gets_the_source_locale_or_the_plan_says_which_it_gets() 
         source.query_one(sorted, &[]).await.expect("sorted").get(0),
     );
     assert_eq!(want.0, "C.utf8 C.utf8 i fr");
-    env.run_ok(&["recovery", "execute", "latest", "--target-db", "icu_new"]);
+    env.run_ok(&["recovery", "execute", "latest", "--dest-db", "icu_new"]);
     let restored = env.client_for("icu_new").await;
     let got: (String, String) = (
         restored
@@ -457,7 +457,7 @@ async fn a_new_database_gets_the_source_locale_or_the_plan_says_which_it_gets() 
         .write_manifest(&elsewhere)
         .await
         .expect("rewrite manifest");
-    let plan = env.run_json(&["recovery", "plan", "latest", "--target-db", "icu_c"]);
+    let plan = env.run_json(&["recovery", "plan", "latest", "--dest-db", "icu_c"]);
     let locale = plan["requirements"]
         .as_array()
         .expect("requirements")
@@ -476,7 +476,7 @@ async fn a_new_database_gets_the_source_locale_or_the_plan_says_which_it_gets() 
                 .contains("LC_COLLATE C, LC_CTYPE C"),
         "{plan}"
     );
-    env.run_ok(&["recovery", "execute", "latest", "--target-db", "icu_c"]);
+    env.run_ok(&["recovery", "execute", "latest", "--dest-db", "icu_c"]);
     let fallback: String = env
         .client_for("icu_c")
         .await
@@ -567,7 +567,7 @@ async fn extension_configuration_tables_keep_their_user_rows_and_sequence() {
         "recovery",
         "execute",
         "latest",
-        "--target-db",
+        "--dest-db",
         "cfg_new",
         "--verify",
         "checksums",
@@ -683,7 +683,7 @@ async fn very_large_values_round_trip_in_bounded_memory() {
             "recovery",
             "execute",
             "latest",
-            "--target-db",
+            "--dest-db",
             "big_new",
             "--verify",
             "checksums",

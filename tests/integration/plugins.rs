@@ -155,7 +155,7 @@ async fn round_trip(
     run_ok(env, &["backup", "validate", &id]);
     run_ok(
         env,
-        &["recovery", "execute", &id, "--target-db", restored, "--yes"],
+        &["recovery", "execute", &id, "--dest-db", restored, "--yes"],
     );
     let manifest = manifest_of(&id).await;
     assert!(manifest.rows() > 0, "the sample has rows");
@@ -547,7 +547,7 @@ async fn three_targets_keep_copies_and_a_corrupt_copy_is_restored_from_another()
             "recovery",
             "execute",
             &id,
-            "--target-db",
+            "--dest-db",
             "pantry_fallback",
             "--yes",
         ],
@@ -591,7 +591,7 @@ async fn three_targets_keep_copies_and_a_corrupt_copy_is_restored_from_another()
             "latest",
             "--from",
             "offsite",
-            "--target-db",
+            "--dest-db",
             "pantry_offsite",
             "--yes",
         ],

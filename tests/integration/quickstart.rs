@@ -44,8 +44,8 @@ fn the_quick_start_backs_up_validates_and_recovers_into_an_identical_database() 
         "$ backup-cli backup create -n quickstart",
         "$ backup-cli backup list",
         "$ backup-cli backup validate latest",
-        "$ backup-cli recovery plan latest -s new-database --target-db kitchen_pantry_restored",
-        "$ backup-cli recovery execute latest -s new-database --target-db kitchen_pantry_restored",
+        "$ backup-cli recovery plan latest -s new-database --dest-db kitchen_pantry_restored",
+        "$ backup-cli recovery execute latest -s new-database --dest-db kitchen_pantry_restored",
     ] {
         assert!(
             said.contains(step),

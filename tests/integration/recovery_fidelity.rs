@@ -91,7 +91,7 @@ async fn a_database_rich_in_object_types_restores_identically_into_a_new_databas
         "latest",
         "-s",
         "new-database",
-        "--target-db",
+        "--dest-db",
         "rich_restored",
         "--verify",
         "checksums",
@@ -175,7 +175,7 @@ async fn a_database_rich_in_object_types_restores_identically_into_a_new_databas
     assert_eq!(paused, vec!["crm.notes".to_string()]);
 
     // A second restore learns from the first: the plan's estimate is based on measured history.
-    let plan = env.run_json(&["recovery", "plan", "latest", "--target-db", "rich_again"]);
+    let plan = env.run_json(&["recovery", "plan", "latest", "--dest-db", "rich_again"]);
     assert!(
         plan["estimate_basis"]
             .as_str()

@@ -250,7 +250,7 @@ async fn a_repeated_partial_drill_is_pointed_at_a_new_name_never_at_the_live_dat
         said.contains(&format!("database {copy} already exists")),
         "{said}"
     );
-    let rename = said.find("--target-db NAME").expect("the safe option");
+    let rename = said.find("--dest-db NAME").expect("the safe option");
     let drop = said
         .find(&format!("DROP DATABASE {copy};"))
         .expect("dropping the old copy");
@@ -258,5 +258,23 @@ async fn a_repeated_partial_drill_is_pointed_at_a_new_name_never_at_the_live_dat
     assert!(
         !said.contains("-s replace"),
         "never a hint to overwrite: {said}"
+    );
+
+    // The destination's old flag, from when "target" also meant the database restored into,
+    // is still taken, and no longer shown.
+    let old = env.run_json(&[
+        "recovery",
+        "plan",
+        "latest",
+        "-t",
+        tables,
+        "--target-db",
+        "drill_2",
+    ]);
+    assert_eq!(old["destination"]["database"], "drill_2", "{old}");
+    let help = text(&env.run(&["recovery", "plan", "--help"]));
+    assert!(
+        help.contains("--dest-db") && !help.contains("target-db"),
+        "{help}"
     );
 }

@@ -83,7 +83,7 @@ async fn a_fresh_server_gets_the_roles_owner_and_settings_back_with_create_roles
         .expect("plan");
     assert!(plan.status.success(), "{}", text(&plan));
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("json");
-    assert_eq!(plan["target"]["database"], "kitchen_pantry");
+    assert_eq!(plan["destination"]["database"], "kitchen_pantry");
     assert_eq!(plan["globals"]["existing_roles"], serde_json::json!([]));
     assert_eq!(
         plan["globals"]["roles_to_create"],
@@ -91,7 +91,7 @@ async fn a_fresh_server_gets_the_roles_owner_and_settings_back_with_create_roles
     );
     assert!(
         plan["blockers"].to_string().contains(
-            "roles kitchen_pantry_user, pantry_readers do not exist on the target: pass --create-roles"
+            "roles kitchen_pantry_user, pantry_readers do not exist on the destination server: pass --create-roles"
         ),
         "{plan}"
     );

@@ -82,13 +82,7 @@ async fn a_corrupted_chunk_fails_a_new_database_restore_and_the_database_is_drop
         .expect("a chunk")
         .clone();
     flip_a_bit(&env.repo_dir().join(chunk_key(&chunk.id)));
-    let all = env.run_failing(&[
-        "recovery",
-        "execute",
-        "latest",
-        "--target-db",
-        "corrupt_copy",
-    ]);
+    let all = env.run_failing(&["recovery", "execute", "latest", "--dest-db", "corrupt_copy"]);
     assert!(
         all.contains(&format!(
             "Checksum verification failed: {}",
@@ -157,7 +151,7 @@ async fn a_new_database_restore_that_fails_midway_is_dropped() {
             "latest",
             "-s",
             "new-database",
-            "--target-db",
+            "--dest-db",
             "halfway",
             "--jobs",
             "1",

@@ -30,13 +30,13 @@ async fn replacing_contacts_alone_is_refused_while_interactions_references_it() 
     );
     assert_eq!(plan["tables"][0]["name"], "public.contacts");
     assert!(
-        plan["tables"][0]["target_rows"].as_i64().is_some(),
-        "the plan shows the rows the target has now"
+        plan["tables"][0]["destination_rows"].as_i64().is_some(),
+        "the plan shows the rows the destination has now"
     );
     for field in [
         "backup_id",
         "strategy",
-        "target",
+        "destination",
         "tables",
         "estimated_seconds",
         "requirements",
@@ -252,7 +252,7 @@ async fn the_runbooks_partial_recovery_restores_three_tables_beside_the_live_dat
         manifest.id.as_str(),
         "-s",
         "new-database",
-        "--target-db",
+        "--dest-db",
         &target,
     ]);
     assert_eq!(

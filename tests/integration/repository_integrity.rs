@@ -134,7 +134,7 @@ async fn concurrent_creates_deletes_and_gc_leave_every_successful_backup_restora
         "recovery",
         "execute",
         newest,
-        "--target-db",
+        "--dest-db",
         "stress_check",
         "--yes",
     ]);

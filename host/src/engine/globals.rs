@@ -1,9 +1,9 @@
 //! The part of a recovery plan about cluster-wide objects: which of the roles a backup needs
-//! exist on the target, which `--create-roles` creates (attributes, memberships, password
+//! exist on the destination server, which `--create-roles` creates (attributes, memberships, password
 //! hashes where recorded), the owner and settings a new database gets, and what is left by hand.
 
 use crate::error::Result;
-use crate::pg::catalog::TargetFacts;
+use crate::pg::catalog::DestinationServer;
 use crate::pg::globals as sql;
 use crate::repository::manifest::{Manifest, quote_ident};
 use serde::Serialize;
@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GlobalsPlan {
-    /// Roles the backup needs that exist on the target server.
+    /// Roles the backup needs that exist on the destination server.
     pub existing_roles: Vec<String>,
     /// Missing roles `--create-roles` creates (or would, without the flag).
     pub roles_to_create: Vec<String>,
@@ -33,7 +33,7 @@ pub struct GlobalsPlan {
 /// What the plan needs to decide about globals.
 pub struct Inputs<'a> {
     pub manifest: &'a Manifest,
-    pub facts: &'a TargetFacts,
+    pub facts: &'a DestinationServer,
     /// The database being restored into and whether this restore creates it.
     pub dbname: &'a str,
     pub new_database: bool,
@@ -151,13 +151,13 @@ pub async fn plan(admin: &Client, input: &Inputs<'_>) -> Result<(GlobalsPlan, Ve
             .collect();
         if !input.create_roles && !plan.roles_to_create.is_empty() {
             blockers.push(format!(
-                "roles {} do not exist on the target: pass --create-roles to create them from the backup, \
+                "roles {} do not exist on the destination server: pass --create-roles to create them from the backup, \
                  create them by hand, or pass --no-owner to restore objects owned by {user}",
                 missing.join(", ")
             ));
         } else if !not_created.is_empty() {
             blockers.push(format!(
-                "roles {} do not exist on the target and this restore cannot create them: see the steps by hand, \
+                "roles {} do not exist on the destination server and this restore cannot create them: see the steps by hand, \
                  or pass --no-owner to restore objects owned by {user}",
                 not_created.join(", ")
             ));
@@ -183,7 +183,7 @@ pub async fn plan(admin: &Client, input: &Inputs<'_>) -> Result<(GlobalsPlan, Ve
         ));
         if input.rewrites_schema {
             blockers.push(format!(
-                "tablespace {tablespace}, which the backup uses, does not exist on the target: create it by hand"
+                "tablespace {tablespace}, which the backup uses, does not exist on the destination server: create it by hand"
             ));
         }
     }
@@ -231,7 +231,7 @@ pub async fn plan(admin: &Client, input: &Inputs<'_>) -> Result<(GlobalsPlan, Ve
                 &[&input.dbname],
             )
             .await
-            .map_err(crate::error::Error::db("reading the target database's owner"))?
+            .map_err(crate::error::Error::db("reading the destination database's owner"))?
             .map(|r| r.get(0));
         if let Some(current) = current.filter(|c| c != owner) {
             plan.by_hand.push(format!(

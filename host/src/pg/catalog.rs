@@ -376,9 +376,9 @@ pub async fn foreign_keys(client: &Client) -> Result<Vec<ForeignKey>> {
         .collect())
 }
 
-/// What a restore needs to know about the server it writes to.
+/// What a restore needs to know about the destination server (the one it writes to) and the role it connects as.
 #[derive(Debug, Clone)]
-pub struct TargetFacts {
+pub struct DestinationServer {
     pub version: String,
     pub version_num: i32,
     pub superuser: bool,
@@ -387,7 +387,7 @@ pub struct TargetFacts {
     pub user: String,
 }
 
-pub async fn target_facts(client: &Client) -> Result<TargetFacts> {
+pub async fn destination_server(client: &Client) -> Result<DestinationServer> {
     let row = client
         .query_one(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int4, \
@@ -396,8 +396,8 @@ pub async fn target_facts(client: &Client) -> Result<TargetFacts> {
             &[],
         )
         .await
-        .map_err(Error::db("reading the target server's facts"))?;
-    Ok(TargetFacts {
+        .map_err(Error::db("reading the destination server's facts"))?;
+    Ok(DestinationServer {
         version: row.get(0),
         version_num: row.get(1),
         superuser: row.get(2),

@@ -148,24 +148,31 @@ pub struct RecoveryArgs {
     /// Backup id; `latest`: the newest full backup of the configured database that is not an
     /// emergency backup and has not failed validation; `latest-schema`: the same, schema-only
     pub backup_id: String,
-    /// replace: the target becomes exactly the backup (for the chosen tables);
+    /// replace: the destination becomes exactly the backup (for the chosen tables);
     /// new-database: restore beside the live database; missing-rows: re-insert deleted rows
     #[arg(short = 's', long, value_enum, default_value_t = Strategy::NewDatabase)]
     pub strategy: Strategy,
     /// Only these tables, comma-separated, e.g. "organizations,users,contacts"
     #[arg(short = 't', long, value_delimiter = ',', value_name = "TABLES")]
     pub tables: Option<Vec<String>>,
-    /// Database to restore into on the configured server [new-database default: the backup's
-    /// database if it no longer exists, else <db>_restored_<backup-id>; others: the configured database]
-    #[arg(long, value_name = "NAME", conflicts_with = "target_url")]
-    pub target_db: Option<String>,
-    /// Connection URL of the database to restore into (another server)
-    #[arg(long, value_name = "URL")]
-    pub target_url: Option<String>,
+    /// Destination: the database to restore into on the configured server [new-database
+    /// default: the backup's database if it no longer exists, else <db>_restored_<backup-id>;
+    /// others: the configured database]
+    // `--target-db`: its name before "target" came to mean storage only; hidden, still taken.
+    #[arg(
+        long,
+        value_name = "NAME",
+        alias = "target-db",
+        conflicts_with = "dest_url"
+    )]
+    pub dest_db: Option<String>,
+    /// Connection URL of the destination database (on another server)
+    #[arg(long, value_name = "URL", alias = "target-url")]
+    pub dest_url: Option<String>,
     /// Widen a table subset along foreign keys instead of refusing
     #[arg(long)]
     pub cascade: bool,
-    /// Do not restore object ownership (when the target lacks the source's roles)
+    /// Do not restore object ownership (when the destination server lacks the source's roles)
     #[arg(long)]
     pub no_owner: bool,
     /// Confirm replacing a database from a schema-only backup: its tables end up empty
@@ -174,7 +181,7 @@ pub struct RecoveryArgs {
     /// Confirm replacing a database with a backup of another database
     #[arg(long)]
     pub from_other_database: bool,
-    /// Create the roles the backup needs that the target server lacks, from the backup's
+    /// Create the roles the backup needs that the destination server lacks, from the backup's
     /// record (attributes, memberships, password hashes when the backup could read them)
     #[arg(long)]
     pub create_roles: bool,
@@ -194,7 +201,7 @@ pub struct ExecuteArgs {
     /// Parallel connections [default: CPU count up to 8]
     #[arg(short, long)]
     pub jobs: Option<usize>,
-    /// Verify every object and check the target, change nothing
+    /// Verify every object and check the destination, change nothing
     #[arg(long)]
     pub dry_run: bool,
     /// Do not ask for confirmation before replacing data

@@ -284,17 +284,18 @@ impl Context {
         Ok(self.database()?.dbname)
     }
 
-    /// The recovery target: `--target-url`, else the configured database (renamed by `--target-db`).
+    /// The destination (the database restored into): `--dest-url`, else the configured
+    /// database (renamed by `--dest-db`).
     fn plan_request(
         &self,
         args: &RecoveryArgs,
         selection: &Selection,
     ) -> Result<engine::recovery::plan::PlanRequest> {
-        let target = match &args.target_url {
+        let destination = match &args.dest_url {
             Some(url) => ConnectionSettings::resolve(Some(url), &self.loaded.config.database)?,
             None => {
                 let configured = self.database()?;
-                match &args.target_db {
+                match &args.dest_db {
                     Some(name) => configured.with_dbname(name),
                     None => configured,
                 }
@@ -306,8 +307,8 @@ impl Context {
             cascade: args.cascade,
             no_owner: args.no_owner,
             verification: args.verify,
-            target,
-            target_named: args.target_db.is_some() || args.target_url.is_some(),
+            destination,
+            destination_named: args.dest_db.is_some() || args.dest_url.is_some(),
             requested: selection.requested.clone(),
             passed_over: selection.passed_over.clone(),
             schema_only: args.schema_only,
@@ -333,7 +334,7 @@ fn confirm(plan: &engine::recovery::plan::RecoveryPlan, yes: bool, json: bool) -
         } else {
             "every object of the backup's schemas".into()
         },
-        plan.target.database,
+        plan.destination.database,
         plan.backup_summary()
     );
     if json || !std::io::stdin().is_terminal() {
@@ -343,13 +344,13 @@ fn confirm(plan: &engine::recovery::plan::RecoveryPlan, yes: bool, json: bool) -
     }
     output::err(format_args!(
         "{what}.\nType the database name ({}) to proceed: ",
-        plan.target.database
+        plan.destination.database
     ));
     let mut answer = String::new();
     std::io::stdin()
         .read_line(&mut answer)
         .map_err(Error::io("reading the confirmation"))?;
-    if answer.trim() != plan.target.database {
+    if answer.trim() != plan.destination.database {
         return Err(Error::Refused("not confirmed; nothing was changed".into()));
     }
     Ok(())

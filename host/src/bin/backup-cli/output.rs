@@ -445,22 +445,25 @@ pub fn plan(plan: &RecoveryPlan, as_json: bool) {
     say!(
         "  strategy {} into database {} on {}:{}{}",
         plan.strategy,
-        plan.target.database,
-        plan.target.host,
-        plan.target.port,
-        if plan.target.exists {
+        plan.destination.database,
+        plan.destination.host,
+        plan.destination.port,
+        if plan.destination.exists {
             ""
         } else {
             " (to be created)"
         }
     );
-    let mut t = table(&["TABLE", "ROWS (BACKUP)", "SIZE", "ROWS (TARGET NOW)"]);
+    let mut t = table(&["TABLE", "ROWS (BACKUP)", "SIZE", "ROWS (DESTINATION NOW)"]);
     for row in &plan.tables {
         t.add_row(vec![
             Cell::new(&row.name),
             right(row.rows),
             right(human_bytes(row.bytes)),
-            right(row.target_rows.map_or("-".to_string(), |r| r.to_string())),
+            right(
+                row.destination_rows
+                    .map_or("-".to_string(), |r| r.to_string()),
+            ),
         ]);
     }
     say!("{t}");
@@ -532,7 +535,7 @@ pub fn dry_run(plan: &RecoveryPlan, chunks: usize, as_json: bool) {
         );
         return;
     }
-    say!("Dry run: {chunks} chunks read and verified, target checked; nothing was written.");
+    say!("Dry run: {chunks} chunks read and verified, destination checked; nothing was written.");
 }
 
 pub fn restored(report: &RestoreReport, as_json: bool) {
@@ -543,7 +546,7 @@ pub fn restored(report: &RestoreReport, as_json: bool) {
     let mut t = table(&[
         "TABLE",
         "ROWS (BACKUP)",
-        "ROWS (TARGET)",
+        "ROWS (DESTINATION)",
         "INSERTED",
         "CHECKSUM",
         "STATUS",

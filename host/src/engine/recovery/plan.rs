@@ -1,4 +1,4 @@
-//! `recovery plan`: what a recovery would do, read from the manifest and the target database,
+//! `recovery plan`: what a recovery would do, read from the manifest and the destination database (the one restored into),
 //! without changing anything.
 //!
 //! The plan names the tables and rows, what will be overwritten, the foreign keys that cross
@@ -16,15 +16,15 @@ use crate::repository::manifest::{BackupType, DatabaseLocale, Manifest, TableEnt
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
-/// How a recovery treats the target.
+/// How a recovery treats the destination (the database restored into).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
-    /// The target ends up exactly as the backup for the chosen scope (existing data is replaced).
+    /// The destination ends up exactly as the backup for the chosen scope (existing data is replaced).
     Replace,
     /// Restore into a database that does not exist yet (safe: nothing existing is touched).
     NewDatabase,
-    /// Re-insert rows present in the backup but missing from the target (matched by primary key).
+    /// Re-insert rows present in the backup but missing from the destination (matched by primary key).
     MissingRows,
 }
 
@@ -43,7 +43,7 @@ impl std::fmt::Display for Strategy {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verification {
-    /// Compare each restored table's row count in the target with the backup's (for a new
+    /// Compare each restored table's row count in the destination with the backup's (for a new
     /// database, the rows the server reported storing with COPY into the empty table).
     #[default]
     Rows,
@@ -68,12 +68,12 @@ pub struct PlanRequest {
     pub tables: Option<Vec<String>>,
     /// Widen a subset along foreign keys instead of refusing.
     pub cascade: bool,
-    /// Skip ownership statements (for targets without the source's roles).
+    /// Skip ownership statements (for a destination server without the source's roles).
     pub no_owner: bool,
     pub verification: Verification,
     /// The database to restore into (its name is a proposal for new-database unless named).
-    pub target: ConnectionSettings,
-    pub target_named: bool,
+    pub destination: ConnectionSettings,
+    pub destination_named: bool,
     /// What the backup argument was (`latest`, an id) and the newer backups `latest` passed over.
     pub requested: String,
     pub passed_over: Vec<String>,
@@ -81,7 +81,7 @@ pub struct PlanRequest {
     pub schema_only: bool,
     /// `--from-other-database`: replacing a database with a backup of another one.
     pub from_other_database: bool,
-    /// `--create-roles`: create the backup's roles missing on the target.
+    /// `--create-roles`: create the backup's roles missing on the destination server.
     pub create_roles: bool,
 }
 
@@ -90,8 +90,8 @@ pub struct PlanTable {
     pub name: String,
     pub rows: u64,
     pub bytes: u64,
-    /// Rows in the target now; null when the table does not exist there.
-    pub target_rows: Option<i64>,
+    /// Rows in the destination now; null when the table does not exist there.
+    pub destination_rows: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,47 +109,47 @@ pub struct Requirement {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct PlanTarget {
+pub struct PlanDestination {
     pub host: String,
     pub port: u16,
     pub database: String,
     pub exists: bool,
 }
 
-/// How `new-database` creates the target: from template0 with the backup's encoding and, where
-/// the target server has it, the source's locale.
+/// How `new-database` creates the destination: from template0 with the backup's encoding and, where
+/// the destination server has it, the source's locale.
 #[derive(Debug, Clone, Serialize)]
 pub struct NewDatabase {
     pub template: String,
     pub encoding: String,
-    /// The locale the new database gets (empty fields: the target server's default).
+    /// The locale the new database gets (empty fields: the destination server's default).
     pub locale: DatabaseLocale,
     /// Why it differs from the source database's, when it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub differs: Option<String>,
     #[serde(skip)]
-    target_version_num: i32,
+    destination_version_num: i32,
 }
 
 impl NewDatabase {
-    /// Decides the locale: the source's when the target can create it, else C (valid with
+    /// Decides the locale: the source's when the destination server can create it, else C (valid with
     /// every encoding), saying so.
     async fn decide(
         admin: &tokio_postgres::Client,
         manifest: &Manifest,
-        target_version_num: i32,
+        destination_version_num: i32,
     ) -> Result<NewDatabase> {
         let source = &manifest.source.locale;
         let encoding = manifest.source.encoding.clone();
         let provider_ok = match source.provider.as_str() {
-            "icu" => target_version_num >= 150000,
-            "builtin" => target_version_num >= 170000,
+            "icu" => destination_version_num >= 150000,
+            "builtin" => destination_version_num >= 170000,
             _ => true,
         };
         let (locale, differs) = if source.lc_collate.is_empty() {
             (
                 DatabaseLocale::default(),
-                Some("the backup does not record the source's locale (taken by an older version): the target server's default is used".into()),
+                Some("the backup does not record the source's locale (taken by an older version): the destination server's default is used".into()),
             )
         } else if provider_ok && catalog::locale_available(admin, source, &encoding).await? {
             (source.clone(), None)
@@ -162,8 +162,8 @@ impl NewDatabase {
                     locale: None,
                 },
                 Some(format!(
-                    "the source's locale ({}) is not available on the target server: the new database uses C, so text sorts by byte value; \
-                     install the locale on the target server and restore again to keep the source's ordering",
+                    "the source's locale ({}) is not available on the destination server: the new database uses C, so text sorts by byte value; \
+                     install the locale on the destination server and restore again to keep the source's ordering",
                     describe_locale(source)
                 )),
             )
@@ -173,7 +173,7 @@ impl NewDatabase {
             encoding,
             locale,
             differs,
-            target_version_num,
+            destination_version_num,
         })
     }
 
@@ -194,7 +194,7 @@ impl NewDatabase {
                 literal(&l.lc_ctype)
             ));
             // A cluster created with ICU as its default would otherwise give ICU.
-            if self.target_version_num >= 150000 {
+            if self.destination_version_num >= 150000 {
                 let provider = if l.provider.is_empty() {
                     "libc"
                 } else {
@@ -218,7 +218,7 @@ impl NewDatabase {
     /// "template0, encoding LATIN1, LC_COLLATE C, LC_CTYPE C", as the plan's step says it.
     pub fn describe(&self) -> String {
         let locale = if self.locale.lc_collate.is_empty() {
-            "the target server's default locale".to_string()
+            "the destination server's default locale".to_string()
         } else {
             describe_locale(&self.locale)
         };
@@ -251,7 +251,7 @@ pub struct RecoveryPlan {
     /// Newer backups `latest` passed over, each with the reason.
     pub passed_over: Vec<String>,
     pub strategy: Strategy,
-    pub target: PlanTarget,
+    pub destination: PlanDestination,
     pub subset: bool,
     pub tables: Vec<PlanTable>,
     /// Tables added to the subset by `--cascade`.
@@ -282,7 +282,7 @@ pub struct RecoveryPlan {
     #[serde(skip)]
     pub selected: Vec<usize>,
     #[serde(skip)]
-    pub target_settings: ConnectionSettings,
+    pub destination_settings: ConnectionSettings,
     #[serde(skip)]
     pub no_owner: bool,
 }
@@ -389,14 +389,19 @@ fn edges(manifest: &Manifest) -> Vec<(String, usize, usize)> {
     out
 }
 
-/// A connection to the target server for catalog work and CREATE/DROP DATABASE.
+/// A connection to the destination server for catalog work and CREATE/DROP DATABASE.
 pub(crate) async fn admin_connection(
-    target: &ConnectionSettings,
+    destination: &ConnectionSettings,
     source_db: &str,
 ) -> Result<tokio_postgres::Client> {
     let mut last = None;
-    for db in [target.dbname.as_str(), source_db, "postgres", "template1"] {
-        match target.connect_to(db).await {
+    for db in [
+        destination.dbname.as_str(),
+        source_db,
+        "postgres",
+        "template1",
+    ] {
+        match destination.connect_to(db).await {
             Ok(client) => return Ok(client),
             Err(e) => last = Some(e),
         }
@@ -499,32 +504,32 @@ pub async fn plan(
     }
     let selected: Vec<usize> = chosen.into_iter().collect();
 
-    // The target.
-    let mut target_settings = req.target.clone();
-    let admin = admin_connection(&req.target, &manifest.source.database).await?;
-    if req.strategy == Strategy::NewDatabase && !req.target_named {
+    // The destination.
+    let mut destination_settings = req.destination.clone();
+    let admin = admin_connection(&req.destination, &manifest.source.database).await?;
+    if req.strategy == Strategy::NewDatabase && !req.destination_named {
         let original = &manifest.source.database;
-        target_settings.dbname = if catalog::database_exists(&admin, original).await? {
+        destination_settings.dbname = if catalog::database_exists(&admin, original).await? {
             format!("{original}_restored_{}", manifest.id.replace('-', "_"))
         } else {
             original.clone()
         };
     }
-    let target_exists = catalog::database_exists(&admin, &target_settings.dbname).await?;
-    let facts = catalog::target_facts(&admin).await?;
+    let destination_exists = catalog::database_exists(&admin, &destination_settings.dbname).await?;
+    let facts = catalog::destination_server(&admin).await?;
     let new_database = if req.strategy == Strategy::NewDatabase {
         Some(NewDatabase::decide(&admin, manifest, facts.version_num).await?)
     } else {
         None
     };
-    let target_client = if req.strategy != Strategy::NewDatabase {
-        if !target_exists {
+    let destination_client = if req.strategy != Strategy::NewDatabase {
+        if !destination_exists {
             return Err(Error::Refused(format!(
                 "database {} does not exist on {}:{}; use -s new-database to recreate it",
-                target_settings.dbname, target_settings.host, target_settings.port
+                destination_settings.dbname, destination_settings.host, destination_settings.port
             )));
         }
-        Some(target_settings.connect().await?)
+        Some(destination_settings.connect().await?)
     } else {
         None
     };
@@ -532,7 +537,7 @@ pub async fn plan(
     let mut tables = Vec::new();
     for &i in &selected {
         let t = &manifest.tables[i];
-        let target_rows = match &target_client {
+        let destination_rows = match &destination_client {
             Some(client) => catalog::row_count(client, &t.qualified()).await?,
             None => None,
         };
@@ -540,25 +545,25 @@ pub async fn plan(
             name: t.display_name(),
             rows: t.rows,
             bytes: t.logical_bytes,
-            target_rows,
+            destination_rows,
         });
     }
 
     // Requirements.
     let mut requirements = Vec::new();
     let backup_major = manifest.source.server_version_num / 10000;
-    let target_major = facts.version_num / 10000;
-    let version_ok = target_major >= backup_major;
+    let destination_major = facts.version_num / 10000;
+    let version_ok = destination_major >= backup_major;
     requirements.push(Requirement {
         name: "server version".into(),
         ok: version_ok,
         detail: format!(
-            "target runs PostgreSQL {}, backup is from {}",
+            "destination server runs PostgreSQL {}, backup is from {}",
             facts.version, manifest.source.server_version
         ),
     });
     if !version_ok {
-        blockers.push(format!("the target server (major {target_major}) is older than the backup's (major {backup_major})"));
+        blockers.push(format!("the destination server (major {destination_major}) is older than the backup's (major {backup_major})"));
     }
     let available = catalog::available_extensions(&admin).await?;
     for ext in &manifest.extensions {
@@ -569,13 +574,13 @@ pub async fn plan(
             detail: if ok {
                 format!("available (backup has {})", ext.version)
             } else {
-                "not installed on the target server".into()
+                "not installed on the destination server".into()
             },
         });
         let existing_tables_only = subset && req.strategy != Strategy::NewDatabase;
         if !ok && !existing_tables_only {
             blockers.push(format!(
-                "extension {} is not available on the target server: install its package",
+                "extension {} is not available on the destination server: install its package",
                 ext.name
             ));
         }
@@ -586,7 +591,10 @@ pub async fn plan(
             ok: new.differs.is_none(),
             detail: match &new.differs {
                 Some(why) => why.clone(),
-                None => format!("the source's, available on the target ({})", new.describe()),
+                None => format!(
+                    "the source's, available on the destination server ({})",
+                    new.describe()
+                ),
             },
         });
         if let Some(why) = &new.differs {
@@ -599,7 +607,7 @@ pub async fn plan(
         &globals::Inputs {
             manifest,
             facts: &facts,
-            dbname: &target_settings.dbname,
+            dbname: &destination_settings.dbname,
             new_database: req.strategy == Strategy::NewDatabase,
             rewrites_schema,
             no_owner: req.no_owner,
@@ -635,12 +643,12 @@ pub async fn plan(
     blockers.extend(role_blockers);
     let needed = privileges_needed(
         &admin,
-        target_client.as_ref(),
+        destination_client.as_ref(),
         manifest,
         req,
         &facts,
         &tables,
-        &target_settings.dbname,
+        &destination_settings.dbname,
     )
     .await?;
     requirements.push(Requirement {
@@ -666,14 +674,14 @@ pub async fn plan(
     }
     let absent: Vec<&str> = tables
         .iter()
-        .filter(|t| t.target_rows.is_none())
+        .filter(|t| t.destination_rows.is_none())
         .map(|t| t.name.as_str())
         .collect();
     if subset && req.strategy == Strategy::Replace && !absent.is_empty() {
         blockers.push(format!(
             "{} do not exist in {}: -s replace -t reloads existing tables; restore them beside it with -s new-database -t",
             absent.join(", "),
-            target_settings.dbname
+            destination_settings.dbname
         ));
     }
     let bytes: u64 = tables.iter().map(|t| t.bytes).sum();
@@ -685,21 +693,21 @@ pub async fn plan(
             human_bytes(bytes)
         ),
     });
-    if req.strategy == Strategy::NewDatabase && target_exists {
-        // Never point at -s replace here: without --target-db it overwrites the live database.
+    if req.strategy == Strategy::NewDatabase && destination_exists {
+        // Never point at -s replace here: without --dest-db it overwrites the live database.
         blockers.push(format!(
             "database {} already exists and new-database never touches an existing database: \
-             choose another name with --target-db NAME, or, if it is an earlier drill's copy nobody uses, \
+             choose another name with --dest-db NAME, or, if it is an earlier drill's copy nobody uses, \
              drop it first (DROP DATABASE {};)",
-            target_settings.dbname,
-            quote_ident(&target_settings.dbname)
+            destination_settings.dbname,
+            quote_ident(&destination_settings.dbname)
         ));
     }
     if schema_only && req.strategy == Strategy::Replace && !req.schema_only {
         blockers.push(format!(
             "backup {} is schema-only: -s replace would leave every table of {} empty. \
              Restore a full backup (`latest` names the newest), or pass --schema-only to rebuild the structure without data",
-            manifest.id, target_settings.dbname
+            manifest.id, destination_settings.dbname
         ));
     }
     if req.schema_only && !schema_only {
@@ -708,7 +716,7 @@ pub async fn plan(
             manifest.id, manifest.backup_type
         ));
     }
-    let other_database = manifest.source.database != target_settings.dbname;
+    let other_database = manifest.source.database != destination_settings.dbname;
     if other_database && req.strategy != Strategy::NewDatabase && !req.from_other_database {
         blockers.push(format!(
             "backup {} is of database {}, and -s {} would overwrite database {} with it: \
@@ -716,12 +724,12 @@ pub async fn plan(
             manifest.id,
             manifest.source.database,
             req.strategy,
-            target_settings.dbname,
-            target_settings.dbname
+            destination_settings.dbname,
+            destination_settings.dbname
         ));
     }
     if req.strategy == Strategy::MissingRows
-        && let Some(client) = &target_client
+        && let Some(client) = &destination_client
     {
         let mut without_pk = Vec::new();
         for &i in &selected {
@@ -735,7 +743,7 @@ pub async fn plan(
         }
         if !without_pk.is_empty() {
             blockers.push(format!(
-                "missing-rows matches rows by primary key, and {} have none (or do not exist in the target): \
+                "missing-rows matches rows by primary key, and {} have none (or do not exist in the destination): \
                  leave them out with -t, or restore them beside the live database (-s new-database -t TABLES) and copy back the rows you need",
                 without_pk.join(", ")
             ));
@@ -781,7 +789,7 @@ pub async fn plan(
             if let Some(new) = &new_database {
                 steps.push(format!(
                     "create database {} from {}, with the source database's settings (ALTER DATABASE … SET), comment and privileges, as pg_restore --create does",
-                    target_settings.dbname,
+                    destination_settings.dbname,
                     new.describe()
                 ));
             }
@@ -804,7 +812,7 @@ pub async fn plan(
             steps.push("create event triggers last, as pg_restore does".into());
             risks.push(format!(
                 "none for existing data: {} is a new database; on failure it is dropped again",
-                target_settings.dbname
+                destination_settings.dbname
             ));
         }
         Strategy::Replace if !subset => {
@@ -823,7 +831,7 @@ pub async fn plan(
             risks.push(format!(
                 "replace drops every object in schemas {} of {}: anything created or changed since the backup ({}) is lost",
                 manifest.schemas.join(", "),
-                target_settings.dbname,
+                destination_settings.dbname,
                 manifest.created_at.format("%Y-%m-%d %H:%M UTC")
             ));
         }
@@ -844,7 +852,7 @@ pub async fn plan(
                 risks.push(format!(
                     "replace empties {} ({} rows now, {} in the backup): rows written since the backup are lost",
                     t.name,
-                    t.target_rows.map_or("missing".into(), |r| r.to_string()),
+                    t.destination_rows.map_or("missing".into(), |r| r.to_string()),
                     t.rows
                 ));
             }
@@ -854,7 +862,7 @@ pub async fn plan(
             steps.push(
                 "in one transaction: switch off the tables' user triggers, load each table's backup rows into a temporary table".into(),
             );
-            steps.push("insert the rows whose primary key is missing from the target; check foreign keys; commit".into());
+            steps.push("insert the rows whose primary key is missing from the destination; check foreign keys; commit".into());
             risks.push(
                 "rows that still exist keep their current values; only missing rows come back"
                     .into(),
@@ -888,11 +896,11 @@ pub async fn plan(
         requested: req.requested.clone(),
         passed_over: req.passed_over.clone(),
         strategy: req.strategy,
-        target: PlanTarget {
-            host: target_settings.host.clone(),
-            port: target_settings.port,
-            database: target_settings.dbname.clone(),
-            exists: target_exists,
+        destination: PlanDestination {
+            host: destination_settings.host.clone(),
+            port: destination_settings.port,
+            database: destination_settings.dbname.clone(),
+            exists: destination_exists,
         },
         subset,
         tables,
@@ -911,14 +919,14 @@ pub async fn plan(
         skip_foreign_key_triggers,
         verification: req.verification,
         selected,
-        target_settings,
+        destination_settings,
         no_owner: req.no_owner,
     })
 }
 
 fn verify_chunks_first(chunks: usize) -> String {
     format!(
-        "verify the {chunks} chunks the restore reads (SHA-256, decompression) before touching the target"
+        "verify the {chunks} chunks the restore reads (SHA-256, decompression) before touching the destination"
     )
 }
 
@@ -950,10 +958,10 @@ struct Privileges {
 /// need, so that `recovery plan` and `--dry-run` fail where `execute` would.
 async fn privileges_needed(
     admin: &tokio_postgres::Client,
-    target: Option<&tokio_postgres::Client>,
+    destination: Option<&tokio_postgres::Client>,
     manifest: &Manifest,
     req: &PlanRequest,
-    facts: &catalog::TargetFacts,
+    facts: &catalog::DestinationServer,
     tables: &[PlanTable],
     dbname: &str,
 ) -> Result<Privileges> {
@@ -971,7 +979,7 @@ async fn privileges_needed(
             )
         })
     };
-    match (req.strategy, target) {
+    match (req.strategy, destination) {
         (Strategy::NewDatabase, _) => {
             if !facts.superuser && !facts.createdb {
                 missing.push(format!(
@@ -1015,7 +1023,7 @@ async fn privileges_needed(
         (_, Some(client)) => {
             let names: Vec<String> = tables
                 .iter()
-                .filter(|t| t.target_rows.is_some())
+                .filter(|t| t.destination_rows.is_some())
                 .filter_map(|t| manifest.find_table(&t.name).map(TableEntry::qualified))
                 .collect();
             let wanted: &[&str] = if req.strategy == Strategy::Replace {

@@ -171,7 +171,7 @@ pub async fn execute(
     let report = RestoreReport {
         backup_id: manifest.id.clone(),
         strategy: plan.strategy,
-        target_database: plan.target_settings.dbname.clone(),
+        target_database: plan.destination_settings.dbname.clone(),
         verification: plan.verification,
         duration_seconds: duration,
         chunks_verified,
@@ -912,7 +912,7 @@ impl Job {
     /// name once built and verified; dropped again if anything fails or a signal stops it.
     async fn new_database(&self) -> Result<Outcome> {
         let _cleanup = CleanupGuard::new();
-        let target = &self.plan.target_settings;
+        let target = &self.plan.destination_settings;
         let partial = partial_name(&target.dbname);
         let admin = admin_connection(target, &self.manifest.source.database).await?;
         let leftover_dropped = drop_leftover(&admin, &partial, &target.dbname).await?;
@@ -1087,7 +1087,7 @@ impl Job {
     /// Builds the restored database in `partial`, the temporary name.
     async fn build_new_database(&self, partial: &str) -> Result<Outcome> {
         let started = Instant::now();
-        let target = self.plan.target_settings.with_dbname(partial);
+        let target = self.plan.destination_settings.with_dbname(partial);
         let pre = self.section(&self.manifest.pre_data, "pre-data").await?;
         let mut post = self.section(&self.manifest.post_data, "post-data").await?;
         let event_triggers = post.take_event_triggers();
@@ -1292,7 +1292,7 @@ impl Job {
     /// succeeds and verification passes.
     async fn in_transaction(&self) -> Result<Outcome> {
         let _cleanup = CleanupGuard::new();
-        let session = session(&self.plan.target_settings).await?;
+        let session = session(&self.plan.destination_settings).await?;
         let client = &session;
         // Only a superuser may set session_replication_role; the owner's restore switches
         // off user triggers by name instead (`user_triggers_off`), and a whole-database
@@ -1348,11 +1348,11 @@ impl Job {
                 let state = match rolled_back {
                     Ok(Ok(())) => format!(
                         "the transaction was rolled back: {} is exactly as it was",
-                        self.plan.target_settings.dbname
+                        self.plan.destination_settings.dbname
                     ),
                     _ => format!(
                         "the connection was closed before commit, so PostgreSQL discarded the changes: {} is as it was",
-                        self.plan.target_settings.dbname
+                        self.plan.destination_settings.dbname
                     ),
                 };
                 Err(match e {
