@@ -179,6 +179,7 @@ async fn take(
                 globals,
                 compression_level: opts.compression_level,
                 digests: None,
+                validators: Vec::new(),
             };
             let manifest = Manifest {
                 digests: Some(Digests {

@@ -19,11 +19,16 @@ pub struct BackupSummary {
     pub created_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub duration_seconds: f64,
-    /// `complete` (an unfinished backup has no manifest), or `damaged`: its manifest is
-    /// there on every target holding it but cannot be used, `error` says why.
+    /// `complete` (an unfinished backup has no manifest); `suspect`: complete, but a
+    /// validator found an error in its rows (`suspect_because` says which), so `latest` and
+    /// retention pass over it; or `damaged`: its manifest is there on every target holding it
+    /// but cannot be used, `error` says why.
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For a suspect backup: its first error finding, as `validator: table: message`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspect_because: Option<String>,
     /// Compressed bytes of all chunks the backup references.
     pub stored_bytes: u64,
     /// Compressed bytes the backup added (the rest was shared with earlier backups).
@@ -46,8 +51,16 @@ impl From<&Manifest> for BackupSummary {
             created_at: Some(m.created_at),
             completed_at: Some(m.completed_at),
             duration_seconds: m.duration_seconds(),
-            status: "complete",
+            status: if m.is_suspect() {
+                "suspect"
+            } else {
+                "complete"
+            },
             error: None,
+            suspect_because: m
+                .suspect_findings()
+                .next()
+                .map(|(run, f)| format!("validator '{}': {}: {}", run.name, f.table, f.message)),
             stored_bytes: m.stored_bytes(),
             new_bytes: m.new_bytes,
             logical_bytes: m.logical_bytes(),
@@ -72,6 +85,7 @@ impl BackupSummary {
             duration_seconds: 0.0,
             status: "damaged",
             error: Some(error.to_string()),
+            suspect_because: None,
             stored_bytes: 0,
             new_bytes: 0,
             logical_bytes: 0,

@@ -1,6 +1,7 @@
 //! What a backup argument names: an id as given, or `latest` / `latest-schema`, which mean the
 //! newest backup of *this* database that a recovery may trust, passing over (and saying so)
-//! schema-only backups, backups of other databases, emergency snapshots and failed validations.
+//! schema-only backups, backups of other databases, emergency snapshots, failed validations
+//! and suspect backups (a validator found an error in their rows).
 
 use super::Repository;
 use super::history::ValidationRecord;
@@ -62,6 +63,11 @@ impl Repository {
                     "'{}' is an emergency backup of the state being recovered from",
                     manifest.name
                 ))
+            } else if let Some((run, finding)) = manifest.suspect_findings().next() {
+                Some(format!(
+                    "suspect: validator '{}' found {}: {}",
+                    run.name, finding.table, finding.message
+                ))
             } else {
                 self.failed_everywhere(&manifest.id).await
             };
@@ -77,7 +83,7 @@ impl Repository {
             }
         }
         Err(Error::Refused(format!(
-            "`{id_or_latest}` names the newest {} backup of database {database} that is not an emergency backup and has not failed validation, \
+            "`{id_or_latest}` names the newest {} backup of database {database} that is not an emergency backup, not suspect and has not failed validation, \
              and the repository at {} holds none; passed over: {}. Name a backup id (see `backup-cli backup list`)",
             wanted,
             self.target.location(),

@@ -336,6 +336,58 @@ pub struct Manifest {
     /// manifests written before they were recorded have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digests: Option<Digests>,
+    /// What the `[[validators]]` plugins found in the backup's rows, one entry per validator
+    /// (empty: none configured, or a backup taken before validators existed). A finding of
+    /// severity `error` makes the backup suspect ([`Manifest::is_suspect`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validators: Vec<ValidatorRun>,
+}
+
+/// How much a validator's finding matters: `error` makes the backup suspect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        })
+    }
+}
+
+/// One validator plugin's verdict on a backup's rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatorRun {
+    /// The `[[validators]]` entry's name.
+    pub name: String,
+    /// The plugin's own name and version (`describe`) and the file's SHA-256.
+    pub plugin: String,
+    pub version: String,
+    pub sha256: String,
+    pub findings: Vec<Finding>,
+}
+
+/// Something a validator rule found in a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// The rule, e.g. `max_shrink_percent`, `unique`.
+    pub rule: String,
+    /// `schema.name`.
+    pub table: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    pub severity: Severity,
+    pub message: String,
+    /// Rows that broke the rule (0 when the rule is about the table as a whole).
+    #[serde(default)]
+    pub count: u64,
 }
 
 /// SHA-256 digests recorded at backup time so that validation notices a DDL section swapped
@@ -461,6 +513,23 @@ impl Manifest {
 
     pub fn duration_seconds(&self) -> f64 {
         (self.completed_at - self.created_at).num_milliseconds() as f64 / 1000.0
+    }
+
+    /// Whether a validator found an error in the backup's rows (a mass delete, broken
+    /// uniqueness, …): the backup is kept and listed, but `latest` passes over it and
+    /// retention never counts it among the backups it must keep.
+    pub fn is_suspect(&self) -> bool {
+        self.suspect_findings().next().is_some()
+    }
+
+    /// The findings of severity `error`, with the validator that made each.
+    pub fn suspect_findings(&self) -> impl Iterator<Item = (&ValidatorRun, &Finding)> {
+        self.validators.iter().flat_map(|run| {
+            run.findings
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .map(move |f| (run, f))
+        })
     }
 
     pub fn find_table(&self, name: &str) -> Option<&TableEntry> {
@@ -745,5 +814,69 @@ mod quoting_tests {
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_ident("café"), "\"café\"");
         assert_eq!(quote_ident(""), "\"\"");
+    }
+}
+
+#[cfg(test)]
+mod suspect_tests {
+    use super::{Finding, Manifest, Severity, ValidatorRun};
+
+    fn corpus_manifest() -> Manifest {
+        let bytes = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/corpus/manifest/valid.json"),
+        )
+        .expect("corpus manifest");
+        let manifest: Manifest = serde_json::from_slice(&bytes).expect("parses");
+        manifest
+    }
+
+    fn finding(severity: Severity) -> Finding {
+        Finding {
+            rule: "max_shrink_percent".into(),
+            table: "public.contacts".into(),
+            column: None,
+            severity,
+            message: "80% fewer rows than backup x".into(),
+            count: 0,
+        }
+    }
+
+    #[test]
+    fn manifests_without_validators_read_and_are_not_suspect() {
+        let manifest = corpus_manifest();
+        assert!(manifest.validators.is_empty());
+        assert!(!manifest.is_suspect());
+        let json = serde_json::to_string(&manifest).expect("serialises");
+        assert!(!json.contains("validators"), "no field written when empty");
+    }
+
+    #[test]
+    fn only_an_error_finding_makes_a_backup_suspect() {
+        let mut manifest = corpus_manifest();
+        let run = |findings| ValidatorRun {
+            name: "rules".into(),
+            plugin: "rules-validator".into(),
+            version: "0.1.0".into(),
+            sha256: "0".repeat(64),
+            findings,
+        };
+        manifest.validators = vec![run(vec![
+            finding(Severity::Info),
+            finding(Severity::Warning),
+        ])];
+        assert!(!manifest.is_suspect());
+        manifest
+            .validators
+            .push(run(vec![finding(Severity::Error)]));
+        assert!(manifest.is_suspect());
+        let (by, first) = manifest.suspect_findings().next().expect("one");
+        assert_eq!(
+            (by.name.as_str(), first.severity),
+            ("rules", Severity::Error)
+        );
+        let back: Manifest =
+            serde_json::from_str(&serde_json::to_string(&manifest).expect("json")).expect("back");
+        assert_eq!(back, manifest);
     }
 }

@@ -220,6 +220,12 @@ pub fn backup_list(backups: &[BackupSummary], repo: &str, as_json: bool) {
         if let Some(error) = &b.error {
             say!("backup {} is damaged: {error}", b.id);
         }
+        if let Some(why) = &b.suspect_because {
+            say!(
+                "backup {} is SUSPECT (kept; `latest` passes over it): {why}",
+                b.id
+            );
+        }
     }
 }
 
