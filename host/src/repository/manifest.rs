@@ -791,6 +791,7 @@ pub(crate) fn sample_manifest(id: &str) -> Manifest {
         new_bytes: 0,
         compression_level: 3,
         digests: None,
+        validators: Vec::new(),
     }
 }
 
@@ -853,7 +854,7 @@ mod suspect_tests {
 
     #[test]
     fn only_an_error_finding_makes_a_backup_suspect() {
-        let mut manifest = corpus_manifest();
+        let mut manifest = super::sample_manifest("20261201-020000-abcd");
         let run = |findings| ValidatorRun {
             name: "rules".into(),
             plugin: "rules-validator".into(),
