@@ -84,7 +84,7 @@ fn main() {
     if let Err(e) = run() {
         eprintln!(
             "benchmark failed: {}",
-            larder::pg::connect::error_chain(e.as_ref())
+            larder::error::error_chain(e.as_ref())
         );
         std::process::exit(1);
     }

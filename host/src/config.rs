@@ -679,7 +679,7 @@ impl Loaded {
             .cache_dir
             .as_deref()
             .map(|d| self.config_relative(d))
-            .unwrap_or_else(crate::plugin::default_cache_dir)
+            .unwrap_or_else(default_cache_dir)
     }
 
     /// The database URL and where it was chosen: `--database-url`, else `$DATABASE_URL`,
@@ -697,6 +697,17 @@ impl Loaded {
             .clone()
             .map(|url| (url, self.file_origin()))
     }
+}
+
+/// Where compiled plugins are cached unless `[plugins] cache_dir` says otherwise.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("larder/plugins");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".cache/larder/plugins");
+    }
+    std::env::temp_dir().join("larder-plugin-cache")
 }
 
 #[cfg(test)]

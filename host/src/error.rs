@@ -4,8 +4,6 @@
 //! "Backup file not found", "Checksum verification failed", "Database connection failed",
 //! "Insufficient disk space". Scripts grep for them; keep them stable.
 
-use crate::targets::TargetError;
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,8 +17,12 @@ pub enum Error {
         hint: String,
     },
 
-    #[error("database error while {context}: {reason}")]
-    Database { context: String, reason: String },
+    #[error("database error while {context}: {}", error_chain(source))]
+    Database {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
 
     #[error("Backup file not found: {object} ({detail})")]
     ObjectNotFound { object: String, detail: String },
@@ -117,16 +119,23 @@ pub enum Error {
     #[error("health check failed: {0}")]
     HealthFailed(String),
 
-    /// A restore failed; the message says what state the target was left in.
-    #[error("recovery failed: {0}")]
-    Recovery(String),
+    /// A restore failed: `source` says why (in the runbook's words where it has them: its
+    /// kind and exit code are the restore's), `state` what the destination was left in.
+    #[error("{source}\n  {state}")]
+    Recovery { source: Box<Error>, state: String },
+
+    /// What a restore loaded does not match the backup (row counts, checksums, large
+    /// objects, constraints left NOT VALID, broken foreign keys); the restore is undone.
+    #[error("{0}")]
+    Verification(String),
+
+    /// A bug in backup-cli rather than a problem with the input (a worker that panicked).
+    #[error("internal error (please report it): {0}")]
+    Internal(String),
 
     /// SIGINT or SIGTERM stopped the operation; `state` says what was undone and what to do.
     #[error("interrupted by {signal}: {state}")]
-    Interrupted {
-        signal: crate::engine::interrupt::Signal,
-        state: String,
-    },
+    Interrupted { signal: Signal, state: String },
 
     #[error("{context}: {source}")]
     Io {
@@ -137,33 +146,10 @@ pub enum Error {
 }
 
 impl Error {
-    /// Maps a target error on `object` into the runbook's vocabulary.
-    pub fn from_target(err: TargetError, object: &str, detail: impl Into<String>) -> Error {
-        let detail = detail.into();
-        match err {
-            TargetError::NotFound { target } => Error::ObjectNotFound {
-                object: object.to_string(),
-                detail: format!("{detail}, target {target}"),
-            },
-            TargetError::NoSpace { target, reason } => Error::InsufficientSpace(format!(
-                "target '{target}' ran out of space writing {object}: {reason}; free space or add storage, then retry"
-            )),
-            TargetError::Failed { target, reason }
-            | TargetError::Unavailable { target, reason } => Error::Storage {
-                target,
-                object: object.to_string(),
-                reason: format!("{reason} ({detail})"),
-            },
-        }
-    }
-
     /// Wraps a PostgreSQL error with what we were doing; the server's own message is kept.
     pub fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
         let context = context.into();
-        move |source| Error::Database {
-            context,
-            reason: crate::pg::connect::error_chain(&source),
-        }
+        move |source| Error::Database { context, source }
     }
 
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -196,7 +182,9 @@ impl Error {
             Error::Unsupported(_) => "unsupported",
             Error::Alert(_) => "alert_failed",
             Error::HealthFailed(_) => "health_failed",
-            Error::Recovery(_) => "recovery_failed",
+            Error::Recovery { source, .. } => source.kind(),
+            Error::Verification(_) => "verification_failed",
+            Error::Internal(_) => "internal",
             Error::Interrupted { .. } => "interrupted",
             Error::Io { .. } => "io",
         }
@@ -208,10 +196,55 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Interrupted { signal, .. } => signal.exit_code(),
+            Error::Recovery { source, .. } => source.exit_code(),
             Error::Refused(_) | Error::Config(_) | Error::PluginPin { .. } => 2,
             _ => 1,
         }
     }
+}
+
+/// The signal that stopped an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT: Ctrl-C at the terminal.
+    Interrupt,
+    /// SIGTERM: `kill`, systemd, a container runtime stopping us.
+    Terminate,
+}
+
+impl Signal {
+    /// The shell's convention, 128 + the signal number: 130 for SIGINT, 143 for SIGTERM.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Signal::Interrupt => 130,
+            Signal::Terminate => 143,
+        }
+    }
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Signal::Interrupt => "SIGINT (Ctrl-C)",
+            Signal::Terminate => "SIGTERM",
+        })
+    }
+}
+
+/// An error's message followed by those of its causes, each once (libraries often repeat their
+/// cause in their own message).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -256,9 +289,32 @@ mod tests {
         assert_eq!(Error::Refused("no --force".into()).exit_code(), 2);
         assert_eq!(Error::Config("bad key".into()).exit_code(), 2);
         let stopped = Error::Interrupted {
-            signal: crate::engine::interrupt::Signal::Terminate,
+            signal: Signal::Terminate,
             state: "rolled back".into(),
         };
         assert_eq!((stopped.kind(), stopped.exit_code()), ("interrupted", 143));
+    }
+
+    #[test]
+    fn a_failed_restore_speaks_with_its_cause_first_and_keeps_its_class() {
+        let failed = Error::Recovery {
+            source: Box::new(Error::ChecksumMismatch {
+                object: "chunks/ab/cd".into(),
+                detail: "table public.t".into(),
+            }),
+            state: "the half-built database shop was dropped".into(),
+        };
+        assert!(
+            failed
+                .to_string()
+                .starts_with("Checksum verification failed: chunks/ab/cd"),
+            "{failed}"
+        );
+        assert_eq!((failed.kind(), failed.exit_code()), ("checksum_failed", 1));
+        let refused = Error::Recovery {
+            source: Box::new(Error::Refused("no".into())),
+            state: "nothing was changed".into(),
+        };
+        assert_eq!(refused.exit_code(), 2);
     }
 }

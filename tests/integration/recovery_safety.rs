@@ -90,6 +90,12 @@ async fn a_corrupted_chunk_fails_a_new_database_restore_and_the_database_is_drop
         )),
         "{all}"
     );
+    // The runbook's words come first on the error line, not behind a "recovery failed".
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("error: Checksum verification failed: ")),
+        "{all}"
+    );
     env.assert_half_built_dropped(&all, "corrupt_copy").await;
     assert!(
         !env.repo_dir().join("restores").exists(),

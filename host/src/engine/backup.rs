@@ -247,7 +247,7 @@ async fn preflight_space(repo: &Repository, tables: &[DataTable]) -> Result<()> 
     let available = target
         .available_space()
         .await
-        .map_err(|e| Error::from_target(e, "(free space)", "checking free space"))?;
+        .map_err(|e| e.at("(free space)", "checking free space"))?;
     if let Some(available) = available
         && available < needed
     {

@@ -2,39 +2,11 @@
 //! that must undo their work before the process exits (a new-database restore drops what it
 //! built, a replace rolls back), and turned into exit codes 130 and 143 by `backup-cli`.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Signal};
 use std::future::Future;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::watch;
-
-/// The signal that stopped an operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    /// SIGINT: Ctrl-C at the terminal.
-    Interrupt,
-    /// SIGTERM: `kill`, systemd, a container runtime stopping us.
-    Terminate,
-}
-
-impl Signal {
-    /// The shell's convention, 128 + the signal number: 130 for SIGINT, 143 for SIGTERM.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Signal::Interrupt => 130,
-            Signal::Terminate => 143,
-        }
-    }
-}
-
-impl std::fmt::Display for Signal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Signal::Interrupt => "SIGINT (Ctrl-C)",
-            Signal::Terminate => "SIGTERM",
-        })
-    }
-}
 
 /// The first signal received and how many arrived in all.
 type Received = (Option<Signal>, usize);

@@ -76,7 +76,7 @@ async fn copy_locked(
         .target()
         .list("chunks/")
         .await
-        .map_err(|e| Error::from_target(e, "chunks/", format!("listing chunks on target '{to}'")))?
+        .map_err(|e| e.at("chunks/", format!("listing chunks on target '{to}'")))?
         .into_iter()
         .map(|o| (o.key, o.size))
         .collect();
@@ -253,8 +253,7 @@ async fn target_holdings(
         .list("chunks/")
         .await
         .map_err(|e| {
-            Error::from_target(
-                e,
+            e.at(
                 "chunks/",
                 format!("listing chunks on target '{}'", target.name()),
             )
@@ -334,7 +333,7 @@ async fn target_holdings(
                             })?
                             .map(|e| e.to_string())
                         }
-                        Err(e) => Some(Error::from_target(e, &key, context).to_string()),
+                        Err(e) => Some(e.at(&key, context).to_string()),
                     };
                     read.insert(key.clone(), verdict.clone());
                     verdict

@@ -8,7 +8,7 @@
 //! through its environment, so both always talk to the same server.
 
 use crate::config::DatabaseConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, error_chain};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -493,21 +493,6 @@ fn pgpass_match(line: &str, wanted: &[String; 4]) -> Option<String> {
         .zip(wanted)
         .all(|(field, want)| field == "*" || field == want);
     matches.then(|| fields[4].clone())
-}
-
-/// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// A URL or key/value string with its password replaced by `***`, for display.

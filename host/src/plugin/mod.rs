@@ -224,14 +224,3 @@ impl Runtime {
         }
     }
 }
-
-/// Where compiled plugins are cached unless `[plugins] cache_dir` says otherwise.
-pub fn default_cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("larder/plugins");
-    }
-    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(home).join(".cache/larder/plugins");
-    }
-    std::env::temp_dir().join("larder-plugin-cache")
-}

@@ -36,10 +36,11 @@ async fn referenced(repo: &Repository) -> Result<HashSet<String>> {
 
 /// Deletes unreferenced chunks. The caller holds the exclusive lock.
 pub async fn collect_garbage(repo: &Repository, lock: &RepoLock) -> Result<GcReport> {
-    let stored =
-        repo.target().list("chunks/").await.map_err(|e| {
-            Error::from_target(e, "chunks/", "listing chunks for garbage collection")
-        })?;
+    let stored = repo
+        .target()
+        .list("chunks/")
+        .await
+        .map_err(|e| e.at("chunks/", "listing chunks for garbage collection"))?;
     let referenced = referenced(repo).await?;
     if !lock.still_held().await {
         return Err(Error::Locked(
@@ -57,7 +58,7 @@ pub async fn collect_garbage(repo: &Repository, lock: &RepoLock) -> Result<GcRep
         repo.target()
             .delete(&object.key)
             .await
-            .map_err(|e| Error::from_target(e, &object.key, "garbage collection"))?;
+            .map_err(|e| e.at(&object.key, "garbage collection"))?;
         report.chunks_deleted += 1;
         report.bytes_freed += object.size;
     }

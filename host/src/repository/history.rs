@@ -40,7 +40,7 @@ impl Repository {
             .target()
             .list("restores/")
             .await
-            .map_err(|e| Error::from_target(e, "restores/", "reading restore history"))?;
+            .map_err(|e| e.at("restores/", "reading restore history"))?;
         let mut rates = Vec::new();
         for object in objects.iter().rev().take(10) {
             let Ok(bytes) = self.target().get(&object.key).await else {
@@ -109,7 +109,7 @@ impl Repository {
             .target()
             .list("events/")
             .await
-            .map_err(|e| Error::from_target(e, "events/", "reading events"))?;
+            .map_err(|e| e.at("events/", "reading events"))?;
         match objects.last() {
             Some(object) => self.get_json(&object.key).await,
             None => Ok(None),
@@ -122,14 +122,14 @@ impl Repository {
         self.target()
             .put(key, Bytes::from(body))
             .await
-            .map_err(|e| Error::from_target(e, key, "recording history"))
+            .map_err(|e| e.at(key, "recording history"))
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         match self.target().get(key).await {
             Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
             Err(crate::targets::TargetError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Error::from_target(e, key, "reading history")),
+            Err(e) => Err(e.at(key, "reading history")),
         }
     }
 }

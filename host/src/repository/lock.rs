@@ -237,7 +237,7 @@ impl RepoLock {
         );
         let failed = |key: &str| {
             let key = key.to_string();
-            move |e| Error::from_target(e, &key, "taking the repository lock")
+            move |e: TargetError| e.at(&key, "taking the repository lock")
         };
         let mut key = key;
         if exclusive {
@@ -328,7 +328,7 @@ impl RepoLock {
             .target()
             .delete(&self.key)
             .await
-            .map_err(|e| Error::from_target(e, &self.key, "releasing the repository lock"))
+            .map_err(|e| e.at(&self.key, "releasing the repository lock"))
     }
 }
 
@@ -358,7 +358,7 @@ impl Repository {
             .target()
             .list("locks/")
             .await
-            .map_err(|e| Error::from_target(e, "locks/", "listing locks"))?;
+            .map_err(|e| e.at("locks/", "listing locks"))?;
         let mut out = Vec::new();
         for object in objects {
             if !object.key.ends_with(".json") || !is_valid_key(&object.key) {
@@ -376,7 +376,7 @@ impl Repository {
         let bytes = match self.target().get(key).await {
             Ok(bytes) => bytes,
             Err(TargetError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(Error::from_target(e, key, "reading the repository lock")),
+            Err(e) => return Err(e.at(key, "reading the repository lock")),
         };
         let holder = serde_json::from_slice::<LockInfo>(&bytes).ok();
         let state = holder
@@ -418,7 +418,7 @@ impl Repository {
         self.target()
             .delete(&found.key)
             .await
-            .map_err(|e| Error::from_target(e, &found.key, "clearing a lock"))?;
+            .map_err(|e| e.at(&found.key, "clearing a lock"))?;
         Ok(true)
     }
 

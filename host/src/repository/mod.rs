@@ -112,7 +112,7 @@ impl Repository {
                 location: repo.target.location(),
                 chosen: String::new(),
             }),
-            Err(e) => Err(Error::from_target(e, FORMAT_KEY, "opening the repository")),
+            Err(e) => Err(e.at(FORMAT_KEY, "opening the repository")),
         }
     }
 
@@ -155,14 +155,12 @@ impl Repository {
                 target
                     .put(FORMAT_KEY, Bytes::from(body))
                     .await
-                    .map_err(|e| {
-                        Error::from_target(e, FORMAT_KEY, "initialising the repository")
-                    })?;
+                    .map_err(|e| e.at(FORMAT_KEY, "initialising the repository"))?;
                 let repo = Repository::on(target);
                 repo.flush().await?;
                 Ok(repo)
             }
-            Err(e) => Err(Error::from_target(e, FORMAT_KEY, "opening the repository")),
+            Err(e) => Err(e.at(FORMAT_KEY, "opening the repository")),
         }
     }
 
@@ -221,7 +219,7 @@ impl Repository {
         self.target
             .flush()
             .await
-            .map_err(|e| Error::from_target(e, "(flush)", "making written chunks durable"))
+            .map_err(|e| e.at("(flush)", "making written chunks durable"))
     }
 
     pub async fn put_chunk(&self, id: &str, compressed: Bytes) -> Result<()> {
@@ -229,7 +227,7 @@ impl Repository {
         self.target
             .put(&key, compressed)
             .await
-            .map_err(|e| Error::from_target(e, &key, "writing chunk"))
+            .map_err(|e| e.at(&key, "writing chunk"))
     }
 
     /// Reads a chunk, decompresses it and checks its SHA-256. `context` names the table and
@@ -279,10 +277,7 @@ impl Repository {
         chunk: &ChunkRef,
         context: &str,
     ) -> Result<Vec<u8>> {
-        let stored = target
-            .get(key)
-            .await
-            .map_err(|e| Error::from_target(e, key, context))?;
+        let stored = target.get(key).await.map_err(|e| e.at(key, context))?;
         let (key, chunk, context) = (key.to_string(), chunk.clone(), context.to_string());
         tokio::task::spawn_blocking(move || verify_chunk(&key, &chunk, &stored, &context))
             .await
@@ -305,7 +300,7 @@ impl Repository {
             let stored = match source.get(&key).await {
                 Ok(stored) => stored,
                 Err(e) => {
-                    last = Some(Error::from_target(e, &key, context));
+                    last = Some(e.at(&key, context));
                     continue;
                 }
             };
@@ -326,11 +321,7 @@ impl Repository {
                 Ok(()) => {
                     let size = stored.len() as u64;
                     dest.target.put(&key, stored).await.map_err(|e| {
-                        Error::from_target(
-                            e,
-                            &key,
-                            format!("copying to target '{}'", dest.target.name()),
-                        )
+                        e.at(&key, format!("copying to target '{}'", dest.target.name()))
                     })?;
                     return Ok(size);
                 }
@@ -359,13 +350,7 @@ impl Repository {
         self.target
             .put(&key, Bytes::from(body))
             .await
-            .map_err(|e| {
-                Error::from_target(
-                    e,
-                    &key,
-                    format!("writing manifest of backup {}", manifest.id),
-                )
-            })?;
+            .map_err(|e| e.at(&key, format!("writing manifest of backup {}", manifest.id)))?;
         self.flush().await
     }
 
@@ -402,7 +387,7 @@ impl Repository {
             Err(TargetError::NotFound { .. }) => {
                 return Err(Error::BackupNotFound(backup_id.to_string()));
             }
-            Err(e) => return Err(Error::from_target(e, &key, format!("backup {backup_id}"))),
+            Err(e) => return Err(e.at(&key, format!("backup {backup_id}"))),
         };
         Manifest::parse(backup_id, &bytes).map_err(|why| Error::ChecksumMismatch {
             object: key.clone(),
@@ -477,7 +462,7 @@ impl Repository {
         self.target
             .delete(&key)
             .await
-            .map_err(|e| Error::from_target(e, &key, format!("deleting backup {backup_id}")))
+            .map_err(|e| e.at(&key, format!("deleting backup {backup_id}")))
     }
 }
 
@@ -516,7 +501,7 @@ pub async fn backup_ids_on(target: &Arc<dyn Target>) -> Result<Vec<String>> {
     let objects = target
         .list("backups/")
         .await
-        .map_err(|e| Error::from_target(e, "backups/", "listing backups"))?;
+        .map_err(|e| e.at("backups/", "listing backups"))?;
     let mut ids: Vec<String> = objects
         .iter()
         .filter_map(|o| o.key.strip_prefix("backups/")?.strip_suffix(".json"))

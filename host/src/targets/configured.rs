@@ -254,7 +254,7 @@ pub fn how_chosen(
 fn open_fs(loaded: &Loaded, name: &str, path: &Path) -> Result<FsTarget> {
     let modes = Modes::new(loaded.config.repository.group_access);
     FsTarget::open_with(name, path, modes)
-        .map_err(|e| Error::from_target(e, "(repository root)", "opening the repository folder"))
+        .map_err(|e| e.at("(repository root)", "opening the repository folder"))
 }
 
 async fn open_plugin(

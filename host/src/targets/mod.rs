@@ -10,6 +10,7 @@ pub mod fs;
 pub mod retry;
 pub mod s3;
 
+use crate::error::Error;
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -26,6 +27,29 @@ pub enum TargetError {
     Unavailable { target: String, reason: String },
     #[error("target '{target}' failed: {reason}")]
     Failed { target: String, reason: String },
+}
+
+impl TargetError {
+    /// This failure on `object`, in the runbook's vocabulary (`Backup file not found`,
+    /// `Insufficient disk space`); `detail` says what we were doing.
+    pub fn at(self, object: &str, detail: impl Into<String>) -> Error {
+        let detail = detail.into();
+        match self {
+            TargetError::NotFound { target } => Error::ObjectNotFound {
+                object: object.to_string(),
+                detail: format!("{detail}, target {target}"),
+            },
+            TargetError::NoSpace { target, reason } => Error::InsufficientSpace(format!(
+                "target '{target}' ran out of space writing {object}: {reason}; free space or add storage, then retry"
+            )),
+            TargetError::Failed { target, reason }
+            | TargetError::Unavailable { target, reason } => Error::Storage {
+                target,
+                object: object.to_string(),
+                reason: format!("{reason} ({detail})"),
+            },
+        }
+    }
 }
 
 /// Whether `key` is a repository object key: `/`-separated segments of `[A-Za-z0-9._-]`, none

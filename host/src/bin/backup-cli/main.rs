@@ -752,9 +752,7 @@ async fn init(
     let modes = Modes::new(loaded.config.repository.group_access);
     let target = FsTarget::create("local", &repo_path, modes)
         .map(Arc::new)
-        .map_err(|e| {
-            Error::from_target(e, "(repository root)", "creating the repository folder")
-        })?;
+        .map_err(|e| e.at("(repository root)", "creating the repository folder"))?;
     Repository::open_or_init(target).await?;
     output::initialised(&path, &repo_path, json);
     Ok(())

@@ -377,7 +377,7 @@ fn ddl_text(sql: Vec<u8>, section: &str, backup_id: &str) -> Result<String> {
             match declared(&latin1).as_deref() {
                 Some("LATIN1") => latin1,
                 other => {
-                    return Err(Error::Recovery(format!(
+                    return Err(Error::Unsupported(format!(
                         "the {section} section of backup {backup_id} is not UTF-8 (pg_dump wrote it in {}); \
                          this version converts only LATIN1. Take a new backup of the source database, or restore with \
                          the version of backup-cli that took this one",
@@ -420,7 +420,7 @@ where
             loop {
                 let next = queue
                     .lock()
-                    .map_err(|_| Error::Recovery("work queue poisoned".into()))?
+                    .map_err(|_| Error::Internal("restore work queue poisoned".into()))?
                     .pop_front();
                 let Some(item) = next else { break };
                 out.push(work(client.clone(), item).await?);
@@ -431,7 +431,7 @@ where
     let mut results = Vec::new();
     while let Some(joined) = set.join_next().await {
         results
-            .extend(joined.map_err(|e| Error::Recovery(format!("restore worker failed: {e}")))??);
+            .extend(joined.map_err(|e| Error::Internal(format!("restore worker failed: {e}")))??);
     }
     Ok(results)
 }
@@ -626,14 +626,6 @@ fn interleave_by_table(mut parts: Vec<(usize, usize, u64)>) -> Vec<(usize, usize
     out
 }
 
-/// What went wrong, without the "recovery failed" its message would repeat when wrapped.
-fn reason(e: Error) -> String {
-    match e {
-        Error::Recovery(why) => why,
-        other => other.to_string(),
-    }
-}
-
 /// Turns failed verification into an error, so the caller undoes the restore.
 fn checked(outcome: Outcome) -> Result<Outcome> {
     let failed: Vec<String> = outcome
@@ -655,7 +647,7 @@ fn checked(outcome: Outcome) -> Result<Outcome> {
         })
         .collect();
     if let Some(lo) = outcome.large_objects.as_ref().filter(|lo| !lo.ok) {
-        return Err(Error::Recovery(format!(
+        return Err(Error::Verification(format!(
             "verification failed for the large objects ({} in the backup with {} bytes, {} restored with {} bytes, checksum {})",
             lo.backup_count,
             lo.backup_bytes,
@@ -669,13 +661,13 @@ fn checked(outcome: Outcome) -> Result<Outcome> {
         )));
     }
     if !failed.is_empty() {
-        return Err(Error::Recovery(format!(
+        return Err(Error::Verification(format!(
             "verification failed for {}",
             failed.join(", ")
         )));
     }
     if !outcome.unvalidated.is_empty() {
-        return Err(Error::Recovery(format!(
+        return Err(Error::Verification(format!(
             "constraints left NOT VALID: {}",
             outcome.unvalidated.join(", ")
         )));
@@ -806,7 +798,7 @@ async fn rename_into_place(admin: &Client, partial: &str, target: &str) -> Resul
     {
         tracing::warn!(
             "database {target} keeps the comment of a partial restore: {}",
-            crate::pg::connect::error_chain(&e)
+            crate::error::error_chain(&e)
         );
     }
     Ok(())
@@ -826,7 +818,7 @@ impl Job {
             )
             .await?;
         let script = Script::parse(&ddl_text(sql, name, &self.manifest.id)?).map_err(|e| {
-            Error::Recovery(format!(
+            Error::Unsupported(format!(
                 "reading the {name} section of backup {}: {e}",
                 self.manifest.id
             ))
@@ -918,7 +910,7 @@ impl Job {
         let leftover_dropped = drop_leftover(&admin, &partial, &target.dbname).await?;
         let db = quote_ident(&partial);
         let creation = self.plan.new_database.as_ref().ok_or_else(|| {
-            Error::Recovery("the plan does not say how to create the new database".into())
+            Error::Internal("the plan does not say how to create the new database".into())
         })?;
         let roles = self.role_statements();
         if !roles.is_empty() {
@@ -1006,7 +998,7 @@ impl Job {
                     Err(d) => format!(
                         "the half-built database {partial} (to become {}) could not be dropped ({}); drop it by hand, or the next restore into {} drops it",
                         target.dbname,
-                        crate::pg::connect::error_chain(&d),
+                        crate::error::error_chain(&d),
                         target.dbname
                     ),
                 };
@@ -1038,7 +1030,10 @@ impl Job {
                             self.phase()
                         ),
                     },
-                    other => Error::Recovery(format!("{}\n  {state}", reason(other))),
+                    other => Error::Recovery {
+                        source: Box::new(other),
+                        state,
+                    },
                 })
             }
         }
@@ -1363,7 +1358,10 @@ impl Job {
                             self.plan.strategy, self.manifest.id
                         ),
                     },
-                    other => Error::Recovery(format!("{}\n  {state}", reason(other))),
+                    other => Error::Recovery {
+                        source: Box::new(other),
+                        state,
+                    },
                 })
             }
         }
@@ -1423,7 +1421,7 @@ impl Job {
                 .await
                 .map_err(Error::db(format!("checking {constraint}")))?;
             if broken.is_some() {
-                return Err(Error::Recovery(format!(
+                return Err(Error::Verification(format!(
                     "foreign key {constraint} would be violated: some restored rows have no matching row (or rows elsewhere lost theirs); \
                      include the related tables with -t or --cascade"
                 )));
