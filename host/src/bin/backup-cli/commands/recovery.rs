@@ -1,0 +1,137 @@
+//! `backup-cli recovery …`: plan a recovery from a backup, and carry it out after asking
+//! (or being told `--yes`) when it overwrites data.
+
+use crate::cli::{RecoveryArgs, RecoveryCommand};
+use crate::output;
+use crate::settings::Settings;
+use larder::engine::recovery::plan::{PlanRequest, RecoveryPlan, Strategy};
+use larder::pg::ConnectionSettings;
+use larder::repository::latest::Selection;
+use larder::{Error, Result, engine};
+use std::io::IsTerminal;
+
+pub async fn run(settings: &Settings, command: RecoveryCommand) -> Result<()> {
+    match command {
+        RecoveryCommand::Plan(args) => {
+            let repo = settings.repository_from(args.from.as_deref()).await?;
+            let selection = repo
+                .select(&args.backup_id, &settings.database_name()?)
+                .await?;
+            let manifest = &selection.manifest;
+            let plan = engine::recovery::plan::plan(
+                &repo,
+                manifest,
+                &request(settings, &args, &selection)?,
+            )
+            .await?;
+            output::plan(&plan, settings.json);
+            Ok(())
+        }
+        RecoveryCommand::Execute(args) => {
+            let repo = settings
+                .repository_from(args.recovery.from.as_deref())
+                .await?;
+            let selection = repo
+                .select(&args.recovery.backup_id, &settings.database_name()?)
+                .await?;
+            let manifest = &selection.manifest;
+            let request = request(settings, &args.recovery, &selection)?;
+            let plan = engine::recovery::plan::plan(&repo, manifest, &request).await?;
+            let jobs = settings.jobs(args.jobs);
+            if !settings.json {
+                output::plan(&plan, false);
+            }
+            if args.dry_run {
+                let verified = engine::recovery::restore::preflight(
+                    &repo,
+                    manifest,
+                    &plan,
+                    jobs,
+                    &settings.progress,
+                )
+                .await?;
+                output::dry_run(&plan, verified, settings.json);
+                return Ok(());
+            }
+            plan.check_ready()?;
+            confirm(&plan, args.yes, settings.json)?;
+            let report = engine::recovery::restore::execute(
+                &repo,
+                manifest,
+                &plan,
+                jobs,
+                &settings.progress,
+            )
+            .await?;
+            output::restored(&report, settings.json);
+            Ok(())
+        }
+    }
+}
+
+/// The destination (the database restored into): `--dest-url`, else the configured
+/// database (renamed by `--dest-db`).
+fn request(settings: &Settings, args: &RecoveryArgs, selection: &Selection) -> Result<PlanRequest> {
+    let destination = match &args.dest_url {
+        Some(url) => ConnectionSettings::resolve(Some(url), &settings.loaded.config.database)?,
+        None => {
+            let configured = settings.database()?;
+            match &args.dest_db {
+                Some(name) => configured.with_dbname(name),
+                None => configured,
+            }
+        }
+    };
+    Ok(PlanRequest {
+        strategy: args.strategy,
+        tables: args.tables.clone(),
+        cascade: args.cascade,
+        no_owner: args.no_owner,
+        verification: args.verify,
+        destination,
+        destination_named: args.dest_db.is_some() || args.dest_url.is_some(),
+        requested: selection.requested.clone(),
+        passed_over: selection.passed_over.clone(),
+        schema_only: args.schema_only,
+        from_other_database: args.from_other_database,
+        create_roles: args.create_roles,
+    })
+}
+
+/// Asks before a recovery that overwrites data; refuses when there is nobody to ask.
+fn confirm(plan: &RecoveryPlan, yes: bool, json: bool) -> Result<()> {
+    if yes || plan.strategy != Strategy::Replace {
+        return Ok(());
+    }
+    let what = format!(
+        "-s replace overwrites {} in database {} with {}",
+        if plan.subset {
+            plan.tables
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            "every object of the backup's schemas".into()
+        },
+        plan.destination.database,
+        plan.backup_summary()
+    );
+    if json || !std::io::stdin().is_terminal() {
+        return Err(Error::Refused(format!(
+            "{what}; there is no terminal to confirm on, so re-run with --yes to proceed"
+        )));
+    }
+    output::err(format_args!(
+        "{what}.\nType the database name ({}) to proceed: ",
+        plan.destination.database
+    ));
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(Error::io("reading the confirmation"))?;
+    if answer.trim() != plan.destination.database {
+        return Err(Error::Refused("not confirmed; nothing was changed".into()));
+    }
+    Ok(())
+}
