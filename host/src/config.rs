@@ -201,9 +201,10 @@ pub struct Schedule {
     pub backup_type: BackupType,
     /// Five-field cron expression, read in `timezone`, e.g. "0 2 * * *".
     pub cron: String,
-    /// How long its backups are kept, e.g. "30d".
-    #[serde(default, with = "optional_duration")]
-    pub retention: Option<Duration>,
+    /// Which of its backups are kept: `{ keep_within = "30d", min_keep = 3 }` and the other
+    /// keys of [`RetentionPolicy`], or `"30d"` (shorthand for `{ keep_within = "30d" }`).
+    #[serde(default, deserialize_with = "retention_from")]
+    pub retention: Option<RetentionPolicy>,
     /// How late a run may be before it counts as missed.
     #[serde(default = "default_grace", with = "humantime_serde_compat")]
     pub grace: Duration,
@@ -250,6 +251,107 @@ impl Default for DaemonConfig {
             stop_grace: Duration::from_secs(60),
         }
     }
+}
+
+/// Which backups a schedule (or a backup type) keeps; `backup prune` and the daemon apply it.
+/// A backup is kept when any rule keeps it; suspect backups fill no count, pins always keep.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    /// Keep every backup younger than this, e.g. "30d".
+    #[serde(default, with = "optional_duration")]
+    pub keep_within: Option<Duration>,
+    /// Keep the newest N backups.
+    #[serde(default)]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the last N days (in the schedule's time zone).
+    #[serde(default)]
+    pub keep_daily: Option<u32>,
+    /// … of each of the last N ISO weeks.
+    #[serde(default)]
+    pub keep_weekly: Option<u32>,
+    /// … of each of the last N months.
+    #[serde(default)]
+    pub keep_monthly: Option<u32>,
+    /// The floor: the newest N validated backups are kept whatever their age (not yet
+    /// validated ones fill in when fewer are validated; suspect ones never). At least 1, so
+    /// backups that fail for a month never cost the last good one.
+    #[serde(default = "default_min_keep", deserialize_with = "min_keep_from")]
+    pub min_keep: u32,
+}
+
+impl RetentionPolicy {
+    /// `retention = "30d"`: keep what is younger than that (and the floor).
+    pub fn within(age: Duration) -> RetentionPolicy {
+        RetentionPolicy {
+            keep_within: Some(age),
+            keep_last: None,
+            keep_daily: None,
+            keep_weekly: None,
+            keep_monthly: None,
+            min_keep: default_min_keep(),
+        }
+    }
+
+    /// The policy in the config's words, e.g. `keep_within 30d, min_keep 1`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(age) = self.keep_within {
+            parts.push(format!("keep_within {}", humantime::format_duration(age)));
+        }
+        for (key, value) in [
+            ("keep_last", self.keep_last),
+            ("keep_daily", self.keep_daily),
+            ("keep_weekly", self.keep_weekly),
+            ("keep_monthly", self.keep_monthly),
+        ] {
+            if let Some(n) = value {
+                parts.push(format!("{key} {n}"));
+            }
+        }
+        parts.push(format!("min_keep {}", self.min_keep));
+        parts.join(", ")
+    }
+}
+
+fn default_min_keep() -> u32 {
+    1
+}
+
+fn min_keep_from<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    match u32::deserialize(d)? {
+        0 => Err(serde::de::Error::custom(
+            "min_keep = 0 would let retention delete the last good backup; the floor is at least 1 (`backup delete` removes a backup by hand)",
+        )),
+        n => Ok(n),
+    }
+}
+
+/// A retention value as written: `"30d"` (shorthand for `{ keep_within = "30d" }`) or a table.
+fn retention_from<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<RetentionPolicy>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = RetentionPolicy;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(
+                "a duration like \"30d\" or a table like { keep_within = \"30d\", min_keep = 3 }",
+            )
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RetentionPolicy, E> {
+            humantime::parse_duration(text)
+                .map(RetentionPolicy::within)
+                .map_err(|e| E::custom(format!("'{text}' is not a duration like 30d or 12h: {e}")))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            map: A,
+        ) -> Result<RetentionPolicy, A::Error> {
+            RetentionPolicy::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_any(Visitor).map(Some)
 }
 
 fn default_grace() -> Duration {
@@ -734,7 +836,7 @@ mod tests {
         assert_eq!(config.schedules[0].grace, Duration::from_secs(3600));
         assert_eq!(
             config.schedules[0].retention,
-            Some(Duration::from_secs(30 * 86400))
+            Some(RetentionPolicy::within(Duration::from_secs(30 * 86400)))
         );
     }
 
@@ -755,6 +857,38 @@ mod tests {
                 .expect("parses");
         assert_eq!(plain.schedules[0].missed, Missed::Skip);
         assert!(toml::from_str::<Config>("[[schedules]]\nname = \"d\"\ntype = \"full\"\ncron = \"0 2 * * *\"\nmissed = \"twice\"\n").is_err());
+    }
+
+    #[test]
+    fn retention_takes_the_shorthand_or_a_table_with_a_floor() {
+        let parse = |text: &str| {
+            toml::from_str::<Config>(&format!(
+                "[[schedules]]\nname = \"daily\"\ntype = \"full\"\ncron = \"0 2 * * *\"\nretention = {text}\n"
+            ))
+        };
+        let table =
+            parse("{ keep_within = \"30d\", keep_daily = 7, min_keep = 3 }").expect("table parses");
+        let policy = table.schedules[0].retention.clone().expect("policy");
+        assert_eq!(policy.keep_within, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!((policy.keep_daily, policy.min_keep), (Some(7), 3));
+        assert_eq!(
+            policy.describe(),
+            "keep_within 30days, keep_daily 7, min_keep 3"
+        );
+        let default_floor = parse("{ keep_last = 2 }").expect("parses");
+        assert_eq!(
+            default_floor.schedules[0]
+                .retention
+                .as_ref()
+                .map(|p| p.min_keep),
+            Some(1)
+        );
+        let zero = parse("{ keep_last = 2, min_keep = 0 }").expect_err("min_keep 0 refused");
+        assert!(zero.to_string().contains("last good backup"), "{zero}");
+        let typo = parse("{ keep_lats = 2 }").expect_err("unknown key refused");
+        assert!(typo.to_string().contains("keep_lats"), "{typo}");
+        let bad = parse("\"30 parsecs\"").expect_err("bad duration refused");
+        assert!(bad.to_string().contains("30 parsecs"), "{bad}");
     }
 
     #[test]

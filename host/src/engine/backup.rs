@@ -40,6 +40,8 @@ pub struct BackupOptions {
     /// Tables larger than about this are split into block ranges copied in parallel;
     /// default: total size / (4 × jobs), at least 64 MiB.
     pub split_bytes: Option<u64>,
+    /// The `[[schedules]]` entry this backup is taken for (recorded in the manifest).
+    pub schedule: Option<String>,
 }
 
 impl Default for BackupOptions {
@@ -51,6 +53,7 @@ impl Default for BackupOptions {
             compression_level: 2,
             pg_dump: None,
             split_bytes: None,
+            schedule: None,
         }
     }
 }
@@ -180,6 +183,8 @@ async fn take(
                 compression_level: opts.compression_level,
                 digests: None,
                 validators: Vec::new(),
+                schedule: opts.schedule.clone(),
+                chain: None,
             };
             let manifest = Manifest {
                 digests: Some(Digests {

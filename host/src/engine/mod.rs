@@ -9,6 +9,7 @@ pub mod list;
 pub mod monitor;
 pub mod progress;
 pub mod recovery;
+pub mod retention;
 pub mod schedule;
 pub mod scheduler;
 pub mod sync;

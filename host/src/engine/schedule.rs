@@ -43,7 +43,8 @@ pub struct ScheduleStatus {
     #[serde(rename = "type")]
     pub backup_type: BackupType,
     pub cron: String,
-    pub retention_seconds: Option<u64>,
+    /// The retention policy in the config's words (`keep_within 30days, min_keep 3`).
+    pub retention: Option<String>,
     pub last_backup_id: Option<String>,
     pub last_backup_at: Option<DateTime<Utc>>,
     /// The most recent time the schedule was due.
@@ -85,7 +86,7 @@ pub fn schedule_status(
         name: schedule.name.clone(),
         backup_type: schedule.backup_type,
         cron: schedule.cron.clone(),
-        retention_seconds: schedule.retention.map(|r| r.as_secs()),
+        retention: schedule.retention.as_ref().map(|r| r.describe()),
         last_backup_id: last.map(|m| m.id.clone()),
         last_backup_at: last.map(|m| m.completed_at),
         previous_due,
@@ -127,7 +128,9 @@ mod tests {
             name: "nightly".into(),
             backup_type,
             cron: "0 7 * * *".into(),
-            retention: Some(std::time::Duration::from_secs(30 * 86400)),
+            retention: Some(crate::config::RetentionPolicy::within(
+                std::time::Duration::from_secs(30 * 86400),
+            )),
             grace: std::time::Duration::from_secs(3600),
             timezone: None,
             missed: crate::config::Missed::Skip,
@@ -214,7 +217,10 @@ mod tests {
         );
         assert_eq!(s.previous_due, Some(at(7, 0)));
         assert_eq!(s.next_due, Some(at(7, 0) + Duration::days(1)));
-        assert_eq!(s.retention_seconds, Some(30 * 86400));
+        assert_eq!(
+            s.retention.as_deref(),
+            Some("keep_within 30days, min_keep 1")
+        );
 
         let schema = schedule_status(
             &daily_at_seven(BackupType::SchemaOnly),

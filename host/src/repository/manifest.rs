@@ -341,6 +341,14 @@ pub struct Manifest {
     /// severity `error` makes the backup suspect ([`Manifest::is_suspect`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validators: Vec<ValidatorRun>,
+    /// The `[[schedules]]` entry that took it (`backup create --schedule`, the daemon); its
+    /// retention policy governs the backup. None: taken by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// For an incremental backup: what it is built on (None for full and schema-only ones).
+    /// Retention keeps every link a kept incremental needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Chain>,
 }
 
 /// How much a validator's finding matters: `error` makes the backup suspect.
@@ -388,6 +396,15 @@ pub struct Finding {
     /// Rows that broke the rule (0 when the rule is about the table as a whole).
     #[serde(default)]
     pub count: u64,
+}
+
+/// The backups an incremental needs to be restored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chain {
+    /// The backup it records the changes since (a full or an earlier incremental).
+    pub parent: String,
+    /// The full backup the chain starts from.
+    pub base: String,
 }
 
 /// SHA-256 digests recorded at backup time so that validation notices a DDL section swapped
@@ -792,6 +809,8 @@ pub(crate) fn sample_manifest(id: &str) -> Manifest {
         compression_level: 3,
         digests: None,
         validators: Vec::new(),
+        schedule: None,
+        chain: None,
     }
 }
 

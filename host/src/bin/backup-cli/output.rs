@@ -750,9 +750,7 @@ pub fn schedules(statuses: &[larder::engine::schedule::ScheduleStatus], as_json:
             Cell::new(&s.name),
             Cell::new(s.backup_type),
             Cell::new(&s.cron),
-            Cell::new(s.retention_seconds.map_or("-".into(), |r| {
-                humantime::format_duration(std::time::Duration::from_secs(r)).to_string()
-            })),
+            Cell::new(s.retention.as_deref().unwrap_or("-")),
             Cell::new(when(s.last_backup_at)),
             Cell::new(when(s.next_due)),
             Cell::new(s.status),

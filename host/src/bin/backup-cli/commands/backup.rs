@@ -53,6 +53,7 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
                 compression_level: args.compression_level.unwrap_or(config.compression_level),
                 pg_dump: config.pg_dump.clone(),
                 split_bytes: None,
+                schedule: None,
             };
             let manifest =
                 engine::backup::create(&database, &repo, &opts, &settings.progress).await?;
