@@ -318,7 +318,7 @@ async fn a_latin1_database_round_trips_byte_for_byte_through_every_strategy() {
     let plan = env.run_json(&["recovery", "plan", "latest", "--dest-db", "latin_new"]);
     assert_eq!(plan["new_database"]["encoding"], "LATIN1", "{plan}");
     assert!(
-        plan["steps"][0]
+        plan["steps"][0]["detail"]
             .as_str()
             .expect("step")
             .contains("template0, encoding LATIN1, LC_COLLATE C, LC_CTYPE C"),
@@ -470,7 +470,7 @@ async fn a_new_database_gets_the_source_locale_or_the_plan_says_which_it_gets() 
             .as_str()
             .expect("detail")
             .contains("xx_XX.ISO-8859-1")
-            && plan["steps"][0]
+            && plan["steps"][0]["detail"]
                 .as_str()
                 .expect("step")
                 .contains("LC_COLLATE C, LC_CTYPE C"),

@@ -524,7 +524,7 @@ pub fn plan(plan: &RecoveryPlan, as_json: bool) {
     }
     say!("Steps:");
     for (i, s) in plan.steps.iter().enumerate() {
-        say!("  {}. {s}", i + 1);
+        say!("  {}. {}: {}", i + 1, s.name, s.detail);
     }
     if !plan.blockers.is_empty() {
         say!("Execute would refuse:");

@@ -2,7 +2,10 @@
 //! `plan` reads the destination and judges the request; `restore` carries it out.
 //! Both share the vocabulary of strategies and verification levels defined in `plan`.
 
+pub mod facts;
 pub mod plan;
+#[cfg(test)]
+mod plan_tests;
 pub mod restore;
 pub mod step;
 
