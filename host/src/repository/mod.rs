@@ -18,6 +18,7 @@ pub mod id;
 pub mod latest;
 pub mod lock;
 pub mod manifest;
+pub mod pins;
 pub mod stream;
 
 use crate::error::{Error, Result};

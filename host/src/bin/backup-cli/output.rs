@@ -6,7 +6,9 @@ use comfy_table::{Cell, CellAlignment, ColumnConstraint, ContentArrangement, Tab
 use larder::engine::delete::DeleteReport;
 use larder::engine::export::ExportReport;
 use larder::engine::list::BackupSummary;
+use larder::engine::pin::PinReport;
 use larder::engine::progress::human_bytes;
+use larder::engine::prune::PruneReport;
 use larder::engine::recovery::plan::RecoveryPlan;
 use larder::engine::recovery::restore::RestoreReport;
 use larder::engine::sync::{CopyReport, Presence};
@@ -361,6 +363,84 @@ pub fn synced(reports: &[CopyReport], as_json: bool) {
         ]);
     }
     say!("{t}");
+}
+
+pub fn pruned(report: &PruneReport, as_json: bool) {
+    if as_json {
+        json(&serde_json::json!({ "status": "ok", "prune": report }));
+        return;
+    }
+    if report.backups.is_empty() {
+        say!("No backups; nothing to prune.");
+        return;
+    }
+    let mut t = table(&[
+        "BACKUP", "NAME", "CREATED", "POLICY", "DECISION", "RULE", "WHY",
+    ]);
+    for b in &report.backups {
+        t.add_row(vec![
+            Cell::new(&b.backup_id),
+            Cell::new(&b.name),
+            Cell::new(b.created_at.format("%Y-%m-%d %H:%M")),
+            Cell::new(b.policy.as_deref().unwrap_or("-")),
+            Cell::new(b.decision),
+            Cell::new(b.rule.as_str()),
+            Cell::new(&b.detail),
+        ]);
+    }
+    say!("{t}");
+    let doomed = report.to_delete().count();
+    for id in &report.damaged_kept {
+        say!("kept {id}: its manifest is damaged (prune never deletes what it cannot read)");
+    }
+    if report.dry_run {
+        say!(
+            "Dry run: {doomed} of {} backups would be deleted; nothing was changed.",
+            report.backups.len()
+        );
+        return;
+    }
+    say!("Deleted {doomed} of {} backups.", report.backups.len());
+    for target in &report.targets {
+        say!(
+            "  target '{}': {} backups removed, {} chunks ({}) reclaimed, {} chunks kept",
+            target.target,
+            target.backups_deleted.len(),
+            target.gc.chunks_deleted,
+            human_bytes(target.gc.bytes_freed),
+            target.gc.chunks_kept
+        );
+    }
+}
+
+pub fn pinned(report: &PinReport, as_json: bool) {
+    if as_json {
+        json(&serde_json::json!({ "status": "ok", "pin": report }));
+        return;
+    }
+    if !report.pinned {
+        say!(
+            "Unpinned backup {} on {}: retention applies to it again.",
+            report.backup_id,
+            report.targets.join(", ")
+        );
+        return;
+    }
+    say!(
+        "Pinned backup {} on {} {}{}: retention keeps it.",
+        report.backup_id,
+        report.targets.join(", "),
+        report
+            .until
+            .map_or("until unpinned".to_string(), |u| format!(
+                "until {}",
+                u.format("%Y-%m-%d %H:%M UTC")
+            )),
+        report
+            .reason
+            .as_ref()
+            .map_or(String::new(), |r| format!(" ({r})"))
+    );
 }
 
 pub fn plugins(plugins: &[PluginSummary], as_json: bool) {

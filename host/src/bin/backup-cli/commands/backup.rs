@@ -198,5 +198,38 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
             output::synced(&reports, settings.json);
             Ok(())
         }
+        BackupCommand::Prune(args) => {
+            let set = settings.targets().await?;
+            let report = engine::prune::prune(
+                &set.targets,
+                &settings.loaded.config.schedules,
+                None,
+                args.dry_run,
+                chrono::Utc::now(),
+            )
+            .await?;
+            output::pruned(&report, settings.json);
+            Ok(())
+        }
+        BackupCommand::Pin(args) => {
+            let set = settings.targets().await?;
+            let report = engine::pin::pin(
+                &set.targets,
+                &args.backup_id,
+                &settings.database_name()?,
+                args.until,
+                args.reason,
+                chrono::Utc::now(),
+            )
+            .await?;
+            output::pinned(&report, settings.json);
+            Ok(())
+        }
+        BackupCommand::Unpin(args) => {
+            let set = settings.targets().await?;
+            let report = engine::pin::unpin(&set.targets, &args.backup_id).await?;
+            output::pinned(&report, settings.json);
+            Ok(())
+        }
     }
 }
