@@ -175,7 +175,6 @@ pub async fn prune(
 /// The policies (one group per schedule with `retention`), and which governs a backup: the
 /// schedule named in its manifest, else the first schedule of its type. A backup of a
 /// schedule without `retention` (or of one no longer configured) has none: it is kept.
-#[allow(clippy::type_complexity)]
 fn groups(schedules: &[Schedule]) -> Result<(Vec<Group>, impl Fn(&Manifest) -> Option<usize>)> {
     let mut groups = Vec::new();
     let mut of_schedule: Vec<Option<usize>> = Vec::new();
