@@ -955,6 +955,8 @@ fn plan_steps(input: &StepInputs<'_>) -> Vec<PlanStep> {
         .collect::<Vec<_>>()
         .join(", ");
     let large_objects = manifest.large_objects.as_ref();
+    // replace -t reloads existing tables; a new database's subset is built like a whole one.
+    let reload = subset && req.strategy == Strategy::Replace;
     let roles = (req.create_roles && !globals.statements.is_empty()).then(|| {
         format!(
             "; create the missing roles and their memberships: {}",
@@ -1006,7 +1008,7 @@ fn plan_steps(input: &StepInputs<'_>) -> Vec<PlanStep> {
                      and insert the rows whose primary key is missing from the destination"
                         .to_string()
                 }
-                Step::Load if subset => {
+                Step::Load if reload => {
                     format!("reload {table_names} from the backup, referenced tables first")
                 }
                 Step::Load => format!(
@@ -1025,7 +1027,7 @@ fn plan_steps(input: &StepInputs<'_>) -> Vec<PlanStep> {
                 ),
                 Step::PostData => "build indexes and constraints (independent ones in parallel), then foreign keys (validated in parallel), triggers and the rest (pg_dump post-data)".to_string(),
                 Step::CheckForeignKeys => "check the foreign keys touching the restored tables, then switch their user triggers back on as they were".to_string(),
-                Step::Sequences if subset => "set the values of the sequences the restored tables own".to_string(),
+                Step::Sequences if reload => "set the values of the sequences the restored tables own".to_string(),
                 Step::Sequences => format!("set the values of the backup's {} sequence(s)", manifest.sequences.len()),
                 Step::VacuumAnalyze => "VACUUM (ANALYZE) each table, then validate the foreign keys on it".to_string(),
                 Step::EventTriggers => "create event triggers last, as pg_restore does".to_string(),

@@ -671,6 +671,32 @@ fn the_plan_lists_the_strategys_steps_in_the_order_execute_runs_them() {
     );
     let json = serde_json::to_value(&p.steps[0]).expect("json");
     assert_eq!(json["name"], "create-database");
+
+    let detail = |p: &RecoveryPlan, step: Step| {
+        p.steps
+            .iter()
+            .find(|s| s.name == step)
+            .map(|s| s.detail.clone())
+            .unwrap_or_default()
+    };
+    let beside = plan(&request(
+        Strategy::NewDatabase,
+        Some("interactions,contacts,organizations"),
+    ));
+    assert!(detail(&beside, Step::Load).starts_with("load 3 table(s) in parallel with COPY"));
+    assert_eq!(
+        detail(&beside, Step::Sequences),
+        "set the values of the backup's 0 sequence(s)"
+    );
+    let reload = plan(&request(Strategy::Replace, Some("interactions")));
+    assert_eq!(
+        detail(&reload, Step::Load),
+        "reload public.interactions from the backup, referenced tables first"
+    );
+    assert_eq!(
+        detail(&reload, Step::Sequences),
+        "set the values of the sequences the restored tables own"
+    );
 }
 
 #[test]
