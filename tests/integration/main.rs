@@ -30,3 +30,4 @@ mod repository_lifecycle;
 mod retention;
 mod tls;
 mod unattended_runs;
+mod validators;

@@ -16,6 +16,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod sync;
 pub mod validate;
+pub mod validators;
 
 pub use progress::Progress;
 

@@ -45,6 +45,8 @@ pub struct DataTable {
     pub filter: Option<String>,
     /// Quoted column names in COPY order (generated columns excluded; they are recomputed).
     pub columns: Vec<String>,
+    /// The columns' types (`format_type`), in the same order.
+    pub column_types: Vec<String>,
     pub partition_of: Option<String>,
     /// On-disk size including TOAST: the basis of space and time estimates.
     pub bytes: i64,
@@ -121,6 +123,9 @@ pub async fn data_tables(client: &Client, block_size: i64) -> Result<Vec<DataTab
            COALESCE((SELECT array_agg(quote_ident(a.attname) ORDER BY a.attnum) FROM pg_attribute a \
                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), \
                     '{{}}'::text[]), \
+           COALESCE((SELECT array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) FROM pg_attribute a \
+                     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), \
+                    '{{}}'::text[]), \
            (SELECT quote_ident(pn.nspname) || '.' || quote_ident(pc.relname) FROM pg_inherits i \
               JOIN pg_class pc ON pc.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
              WHERE i.inhrelid = c.oid AND c.relispartition), \
@@ -137,15 +142,16 @@ pub async fn data_tables(client: &Client, block_size: i64) -> Result<Vec<DataTab
     Ok(rows
         .iter()
         .map(|r| {
-            let main_fork: i64 = r.get(5);
-            let filter: Option<String> = r.get(6);
+            let main_fork: i64 = r.get(6);
+            let filter: Option<String> = r.get(7);
             DataTable {
                 schema: r.get(0),
                 name: r.get(1),
                 filter: filter.filter(|f| !f.trim().is_empty()),
                 columns: r.get(2),
-                partition_of: r.get(3),
-                bytes: r.get(4),
+                column_types: r.get(3),
+                partition_of: r.get(4),
+                bytes: r.get(5),
                 pages: main_fork / block_size.max(1),
             }
         })

@@ -75,6 +75,7 @@ fn main() -> ExitCode {
                         | Error::CopiesDamaged(_)
                         | Error::HealthFailed(_)
                         | Error::CopiesIncomplete(_)
+                        | Error::BackupSuspect { .. }
                 )
             {
                 let status = if matches!(e, Error::Interrupted { .. }) {

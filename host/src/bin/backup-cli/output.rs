@@ -105,6 +105,35 @@ fn seconds(s: f64) -> String {
     }
 }
 
+/// What each validator found, one line per finding (and one per validator that found nothing).
+pub fn findings(runs: &[larder::repository::manifest::ValidatorRun]) {
+    for run in runs {
+        if run.findings.is_empty() {
+            say!(
+                "  validator '{}' ({} {}): no findings",
+                run.name,
+                run.plugin,
+                run.version
+            );
+        }
+        for f in &run.findings {
+            let column = f
+                .column
+                .as_deref()
+                .map(|c| format!(".{c}"))
+                .unwrap_or_default();
+            say!(
+                "  validator '{}': {} {} on {}{column}: {}",
+                run.name,
+                f.severity.to_string().to_uppercase(),
+                f.rule,
+                f.table,
+                f.message
+            );
+        }
+    }
+}
+
 pub fn backup_created(
     m: &Manifest,
     repo: &str,
@@ -114,12 +143,20 @@ pub fn backup_created(
 ) {
     let summary = BackupSummary::from(m);
     if as_json {
+        let status = if m.is_suspect() {
+            "suspect"
+        } else if failures.is_empty() {
+            "ok"
+        } else {
+            "partial"
+        };
         json(&serde_json::json!({
-            "status": if failures.is_empty() { "ok" } else { "partial" },
+            "status": status,
             "backup": summary,
             "repository": repo,
             "copies": copies,
             "copy_failures": failures,
+            "validators": m.validators,
         }));
         return;
     }
@@ -153,6 +190,7 @@ pub fn backup_created(
     for failure in failures {
         say!("  NOT copied to {failure}");
     }
+    findings(&m.validators);
     say!("  next: backup-cli backup validate {}", m.id);
 }
 

@@ -18,6 +18,7 @@ fn table(name: &str, rows: u64, bytes: u64) -> TableEntry {
         schema: "public".into(),
         name: name.into(),
         columns: vec!["id".into()],
+        column_types: Vec::new(),
         partition_of: None,
         filter: None,
         rows,

@@ -54,6 +54,7 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
                 pg_dump: config.pg_dump.clone(),
                 split_bytes: None,
                 schedule: None,
+                validators: larder::plugin::validator::open_configured(&settings.loaded).await?,
             };
             let manifest =
                 engine::backup::create(&database, &repo, &opts, &settings.progress).await?;
@@ -89,6 +90,7 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
                     settings.json,
                 );
             }
+            engine::validators::verdict(&manifest)?;
             match failures.first() {
                 None => Ok(()),
                 Some(first) => Err(Error::CopiesIncomplete(format!(
