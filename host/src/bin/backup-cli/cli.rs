@@ -369,6 +369,10 @@ pub struct DeleteArgs {
     /// Really delete (deletion is permanent)
     #[arg(long)]
     pub force: bool,
+    /// Only print what would be removed from where and what garbage collection would
+    /// reclaim; change nothing
+    #[arg(long, conflicts_with = "force")]
+    pub dry_run: bool,
     /// Delete only the copy on this target (repeatable) [default: every copy]
     #[arg(long = "target", value_name = "NAME")]
     pub targets: Vec<String>,

@@ -3,7 +3,7 @@
 
 use comfy_table::presets::NOTHING;
 use comfy_table::{Cell, CellAlignment, ColumnConstraint, ContentArrangement, Table};
-use larder::engine::delete::DeleteReport;
+use larder::engine::delete::{DeletePlan, DeleteReport};
 use larder::engine::export::ExportReport;
 use larder::engine::list::BackupSummary;
 use larder::engine::pin::PinReport;
@@ -346,6 +346,33 @@ pub fn validation(report: Option<&ValidationReport>, copies: &[CopyValidation], 
             human_bytes(report.bytes_checked)
         );
     }
+}
+
+pub fn delete_plan(plan: &DeletePlan, as_json: bool) {
+    if as_json {
+        json(&serde_json::json!({ "status": "ok", "dry_run": true, "plan": plan }));
+        return;
+    }
+    say!(
+        "Dry run: deleting backup {} ({}) would remove:",
+        plan.backup_id,
+        plan.description
+    );
+    for target in &plan.reclaim {
+        say!(
+            "  on target '{}': its manifest, then garbage collection reclaims {} chunks ({}), keeping {} chunks other backups use",
+            target.target,
+            target.gc.chunks_deleted,
+            human_bytes(target.gc.bytes_freed),
+            target.gc.chunks_kept
+        );
+    }
+    if !plan.kept_on.is_empty() {
+        say!("  still kept on: {}", plan.kept_on.join(", "));
+    }
+    say!(
+        "Nothing was changed. To delete it, run the same command with --force instead of --dry-run."
+    );
 }
 
 pub fn deleted(report: &DeleteReport, as_json: bool) {

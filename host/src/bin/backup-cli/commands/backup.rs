@@ -176,14 +176,18 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
                 only: args.targets.clone(),
                 all_targets: args.all_targets,
             };
-            let report = engine::delete::delete(
+            let plan = engine::delete::plan(
                 &set.targets,
                 &args.backup_id,
                 &settings.database_name()?,
-                args.force,
                 &scope,
             )
             .await?;
+            if args.dry_run {
+                output::delete_plan(&plan, settings.json);
+                return Ok(());
+            }
+            let report = engine::delete::execute(&plan, args.force).await?;
             output::deleted(&report, settings.json);
             Ok(())
         }
