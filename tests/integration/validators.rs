@@ -193,3 +193,48 @@ async fn not_null_unique_pattern_and_null_share_rules_catch_purpose_made_data() 
         "{all}"
     );
 }
+
+#[test]
+fn plugin_inspect_and_list_show_the_validator_world_and_its_grants() {
+    let work = tempfile::tempdir().expect("temporary folder");
+    let config = work.path().join("larder.toml");
+    let plugin = plugin_path("rules_validator.wasm");
+    std::fs::write(
+        &config,
+        format!(
+            "[repository]\npath = \"{repo}\"\n[plugins]\ncache_dir = \"{cache}\"\n\n[[validators]]\nname = \"rules\"\npath = \"{plugin}\"\nconfig = {{ rules = [ {{ table = \"*\", min_rows = 1 }} ] }}\n",
+            repo = work.path().join("repo").display(),
+            cache = work.path().join("cache").display(),
+            plugin = plugin.display()
+        ),
+    )
+    .expect("config");
+    let run = |args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_backup-cli"))
+            .env("BACKUP_CLI_CONFIG", &config)
+            .env_remove("BACKUP_CLI_REPO")
+            .arg("--json")
+            .args(args)
+            .output()
+            .expect("run backup-cli");
+        assert!(out.status.success(), "{args:?}:\n{}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let inspected = run(&["plugin", "inspect", plugin.to_str().expect("path")]);
+    assert_eq!(inspected["world"], "larder:plugin/validator", "{inspected}");
+    assert!(
+        !inspected["asks_for"]
+            .as_array()
+            .expect("asks_for")
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| a.contains("HTTP"))),
+        "the rules validator asks for no network: {inspected}"
+    );
+    let listed = run(&["plugin", "list"]);
+    let entry = &listed[0];
+    assert_eq!(entry["target"], "rules");
+    assert_eq!(entry["world"], "larder:plugin/validator@1.1.0");
+    assert_eq!(entry["name"], "rules-validator");
+    assert_eq!(entry["pinned"], false);
+    assert_eq!(entry["granted"], serde_json::json!(["config rules"]));
+}

@@ -33,6 +33,10 @@ pub struct PluginValidator {
     name: String,
     plugin: Arc<str>,
     sha256: String,
+    /// The file, whether its entry pins it, and how it was compiled, for `plugin list`.
+    path: std::path::PathBuf,
+    pinned: bool,
+    cache: super::CacheStatus,
     pre: ValidatorPre<PluginState>,
     grants: Arc<Grants>,
     info: PluginInfo,
@@ -86,6 +90,9 @@ impl PluginValidator {
             name: name.to_string(),
             plugin,
             sha256: loaded.sha256.clone(),
+            path: loaded.path.clone(),
+            pinned: false,
+            cache: loaded.cache,
             pre,
             grants: Arc::new(grants),
             info: PluginInfo {
@@ -122,6 +129,22 @@ impl PluginValidator {
 
     pub fn grants(&self) -> &Grants {
         &self.grants
+    }
+
+    /// The validator as `plugin list` shows it.
+    pub fn summary(&self) -> crate::targets::configured::PluginSummary {
+        crate::targets::configured::PluginSummary {
+            target: self.name.clone(),
+            path: self.path.display().to_string(),
+            sha256: self.sha256.clone(),
+            pinned: self.pinned,
+            world: "larder:plugin/validator@1.1.0",
+            name: self.info.name.clone(),
+            version: self.info.version.clone(),
+            capabilities: self.info.capabilities.clone(),
+            granted: self.grants.describe(),
+            cache: self.cache,
+        }
     }
 
     /// An empty record of this validator's verdict, for the manifest.
@@ -449,9 +472,9 @@ pub async fn open_configured(loaded: &crate::config::Loaded) -> Result<Vec<Arc<P
             instances: entry.instances.unwrap_or(policy::DEFAULT_INSTANCES).max(1),
             limits: policy::AnswerLimits::default(),
         };
-        out.push(Arc::new(
-            PluginValidator::new(&runtime, &entry.name, &plugin, grants).await?,
-        ));
+        let mut validator = PluginValidator::new(&runtime, &entry.name, &plugin, grants).await?;
+        validator.pinned = entry.sha256.is_some();
+        out.push(Arc::new(validator));
     }
     Ok(out)
 }

@@ -514,7 +514,9 @@ pub fn plugins(plugins: &[PluginSummary], as_json: bool) {
         return;
     }
     if plugins.is_empty() {
-        say!("No plugins are configured (add a [[targets]] entry with type = \"plugin\").");
+        say!(
+            "No plugins are configured (add a [[targets]] entry with type = \"plugin\", or a [[validators]] entry)."
+        );
         return;
     }
     for p in plugins {
