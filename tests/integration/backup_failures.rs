@@ -1,7 +1,7 @@
 //! Bad things happen; nothing is lost and the message says what and where: a corrupted or
 //! missing chunk, a database that is down or goes away, a killed backup, a full disk.
 
-use crate::support::{TestEnv, chunk_files, flip_a_bit, text, wait_for_lock_waiter};
+use crate::support::{TestEnv, chunk_files, finish, flip_a_bit, send, text, wait_for_lock_waiter};
 use larder::repository::chunk_key;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -239,6 +239,54 @@ impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_mid_backup_releases_the_lock_and_leaves_no_visible_backup() {
+    let env = TestEnv::start("stopped").await;
+    env.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE big (id int, payload text);
+             INSERT INTO big SELECT g, md5(g::text) || repeat(md5(random()::text), 8) FROM generate_series(1, 250000) g;",
+        )
+        .await
+        .expect("data");
+    let backup = env
+        .cli()
+        .args(["backup", "create", "--jobs", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while chunk_files(&env.repo_dir()).is_empty() {
+        assert!(Instant::now() < deadline, "no chunk was ever written");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    send(&backup, "TERM");
+    let out = finish(backup).await;
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(143), "{said}");
+    assert!(
+        said.contains("interrupted by SIGTERM: backup ")
+            && said.contains("was stopped before its manifest was written"),
+        "{said}"
+    );
+    assert_eq!(env.run_json(&["backup", "list"]), serde_json::json!([]));
+    let locks: Vec<_> = std::fs::read_dir(env.repo_dir().join("locks"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(locks.is_empty(), "locks left behind: {locks:?}");
+    assert!(
+        chunk_files(&env.repo_dir()).is_empty(),
+        "the stopped backup's chunks were reclaimed"
+    );
 }
 
 async fn incompressible_table(env: &TestEnv, rows: u32) {

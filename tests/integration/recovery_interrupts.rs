@@ -3,9 +3,9 @@
 //! the message is in recovery words, and the exit code is 130 / 143. A replace stopped by
 //! SIGINT is rolled back.
 
-use crate::support::{TestEnv, text};
+use crate::support::{TestEnv, finish, send, text};
 use larder::engine::recovery::restore::partial_name;
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// A function that blocks (60 s) when called inside a partial restore database while the
@@ -64,21 +64,6 @@ async fn wait_for_statement(env: &TestEnv, db: &str, statement: &str) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn send(child: &Child, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args(["-s", signal, &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -s {signal} failed");
-}
-
-async fn finish(child: Child) -> Output {
-    tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("wait task")
-        .expect("wait for backup-cli")
 }
 
 /// Signals the restore once a session on the partial database runs `statement`, then checks

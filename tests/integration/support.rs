@@ -520,6 +520,23 @@ pub async fn wait_for_lock_waiter(client: &tokio_postgres::Client, table: &str) 
     }
 }
 
+/// Sends `signal` (`TERM`, `INT`, `HUP`, …) to a background `backup-cli`.
+pub fn send(child: &std::process::Child, signal: &str) {
+    let status = Command::new("kill")
+        .args(["-s", signal, &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s {signal} failed");
+}
+
+/// Waits for a background `backup-cli` to exit and collects what it printed.
+pub async fn finish(child: std::process::Child) -> Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("wait task")
+        .expect("wait for backup-cli")
+}
+
 /// The single integer a query returns (counts, sequence values).
 pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client

@@ -6,14 +6,13 @@
 //! more the large objects' data; read the sequence values; write the manifest last. Any failure leaves no visible backup.
 
 use crate::engine::Progress;
+use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::engine::progress::human_bytes;
-use crate::engine::validators::{PreviousFigures, RowChecks, previous_figures, table_info};
 use crate::error::{Error, Result};
 use crate::pg::catalog::{self, DataTable};
 use crate::pg::globals;
 use crate::pg::snapshot::{self, SnapshotLeader};
 use crate::pg::{ConnectionSettings, ddl, pg_dump};
-use crate::plugin::validator::PluginValidator;
 use crate::repository::chunker::RowChecksum;
 use crate::repository::gc::collect_garbage;
 use crate::repository::history::Event;
@@ -44,8 +43,6 @@ pub struct BackupOptions {
     pub split_bytes: Option<u64>,
     /// The `[[schedules]]` entry this backup is taken for (recorded in the manifest).
     pub schedule: Option<String>,
-    /// The `[[validators]]` plugins that check the rows as they are copied.
-    pub validators: Vec<Arc<PluginValidator>>,
 }
 
 impl Default for BackupOptions {
@@ -58,7 +55,6 @@ impl Default for BackupOptions {
             pg_dump: None,
             split_bytes: None,
             schedule: None,
-            validators: Vec::new(),
         }
     }
 }
@@ -96,6 +92,19 @@ pub async fn create(
     result
 }
 
+/// Says what a stop left of backup `id`: nothing visible (no manifest is written after it).
+fn stopped(id: &str) -> impl FnOnce(Error) -> Error + '_ {
+    move |e| match e {
+        Error::Interrupted { signal, state } if state.is_empty() => Error::Interrupted {
+            signal,
+            state: format!(
+                "backup {id} was stopped before its manifest was written, so it is not listed and cannot be restored; no lock is left, and chunks it wrote are reclaimed by garbage collection"
+            ),
+        },
+        e => e,
+    }
+}
+
 async fn take(
     settings: &ConnectionSettings,
     repo: &Repository,
@@ -104,37 +113,64 @@ async fn take(
 ) -> Result<Manifest> {
     let created_at = Utc::now();
     let id = new_backup_id(created_at);
-    let leader = SnapshotLeader::begin(settings).await?;
-    let server = catalog::server_info(leader.client()).await?;
-    let pg_dump = pg_dump::find(opts.pg_dump.as_deref(), server.major()).await?;
+    // On a signal the CLI waits for this to stop cleanly (waiting for table locks, or
+    // streaming), so no lock is left behind.
+    let _undo = CleanupGuard::new();
     let full = opts.backup_type == BackupType::Full;
-    let tables = if full {
-        let tables = catalog::data_tables(leader.client(), server.block_size).await?;
-        let names: Vec<String> = tables.iter().map(DataTable::qualified).collect();
-        leader.lock_tables(&names).await?;
-        tables
-    } else {
-        Vec::new()
-    };
-    let sequences = catalog::sequences(leader.client()).await?;
-    let schemas = catalog::schemas(leader.client()).await?;
-    let extensions = catalog::extensions(leader.client()).await?;
-    let roles = catalog::roles(leader.client()).await?;
-    let foreign_keys = catalog::foreign_keys(leader.client()).await?;
-    let large_objects = if full {
-        catalog::large_objects(leader.client(), None).await?
-    } else {
-        (Vec::new(), 0)
-    };
-    let globals = globals::read(leader.client(), &roles).await?;
-    preflight_space(repo, &tables).await?;
+    // Reading the catalog waits for any table another session holds exclusively.
+    let (
+        leader,
+        server,
+        pg_dump,
+        tables,
+        sequences,
+        schemas,
+        extensions,
+        roles,
+        foreign_keys,
+        large_objects,
+        globals,
+    ) = interruptible(async {
+        let leader = SnapshotLeader::begin(settings).await?;
+        let server = catalog::server_info(leader.client()).await?;
+        let pg_dump = pg_dump::find(opts.pg_dump.as_deref(), server.major()).await?;
+        let tables = if full {
+            let tables = catalog::data_tables(leader.client(), server.block_size).await?;
+            let names: Vec<String> = tables.iter().map(DataTable::qualified).collect();
+            leader.lock_tables(&names).await?;
+            tables
+        } else {
+            Vec::new()
+        };
+        let sequences = catalog::sequences(leader.client()).await?;
+        let schemas = catalog::schemas(leader.client()).await?;
+        let extensions = catalog::extensions(leader.client()).await?;
+        let roles = catalog::roles(leader.client()).await?;
+        let foreign_keys = catalog::foreign_keys(leader.client()).await?;
+        let large_objects = if full {
+            catalog::large_objects(leader.client(), None).await?
+        } else {
+            (Vec::new(), 0)
+        };
+        let globals = globals::read(leader.client(), &roles).await?;
+        preflight_space(repo, &tables).await?;
+        Ok((
+            leader,
+            server,
+            pg_dump,
+            tables,
+            sequences,
+            schemas,
+            extensions,
+            roles,
+            foreign_keys,
+            large_objects,
+            globals,
+        ))
+    })
+    .await
+    .map_err(stopped(&id))?;
 
-    // What validators compare with: the previous full backup of this database.
-    let previous = if opts.validators.is_empty() {
-        PreviousFigures::new()
-    } else {
-        previous_figures(&repo.manifests().await?, &server.database, created_at)
-    };
     let lock = RepoLock::shared(repo, &id).await?;
     let written = match repo.chunk_index().await {
         Ok(index) => {
@@ -146,9 +182,12 @@ async fn take(
                 progress,
                 snapshot_id: &leader.snapshot_id,
                 database: &server.database,
-                previous: &previous,
             };
-            run.write_streams(&pg_dump, &tables, large_objects).await
+            // A stop while streaming leaves no manifest, so nothing is visible; the lock is
+            // released below and the chunks written are reclaimed by garbage collection.
+            interruptible(run.write_streams(&pg_dump, &tables, large_objects))
+                .await
+                .map_err(stopped(&id))
         }
         Err(e) => Err(e),
     };
@@ -194,7 +233,7 @@ async fn take(
                 globals,
                 compression_level: opts.compression_level,
                 digests: None,
-                validators: streams.validators,
+                validators: Vec::new(),
                 schedule: opts.schedule.clone(),
                 chain: None,
             };
@@ -290,7 +329,6 @@ struct Streams {
     tables: Vec<TableEntry>,
     large_objects: Option<LargeObjects>,
     new_bytes: u64,
-    validators: Vec<crate::repository::manifest::ValidatorRun>,
 }
 
 /// One backup run's shared state.
@@ -303,8 +341,6 @@ struct Run<'a> {
     snapshot_id: &'a str,
     /// The source database's name.
     database: &'a str,
-    /// The previous backup's figures per table, for validators.
-    previous: &'a PreviousFigures,
 }
 
 impl Run<'_> {
@@ -350,13 +386,7 @@ impl Run<'_> {
                     .collect(),
             )
         };
-        let (
-            (pre, pre_sha256),
-            (post, post_sha256),
-            (parts, validators),
-            lo_data,
-            database_properties,
-        ) = tokio::try_join!(
+        let ((pre, pre_sha256), (post, post_sha256), parts, lo_data, database_properties) = tokio::try_join!(
             ddl("pre-data"),
             ddl("post-data"),
             self.copy_tables(tables),
@@ -370,7 +400,6 @@ impl Run<'_> {
                 schema: t.schema.clone(),
                 name: t.name.clone(),
                 columns: t.columns.clone(),
-                column_types: t.column_types.clone(),
                 partition_of: t.partition_of.clone(),
                 filter: t.filter.clone(),
                 rows: 0,
@@ -410,7 +439,6 @@ impl Run<'_> {
             tables: entries,
             large_objects,
             new_bytes,
-            validators,
         })
     }
 
@@ -432,65 +460,31 @@ impl Run<'_> {
         let bar = self.progress.item(&job.label, estimate);
         let client = snapshot::worker(self.settings, self.snapshot_id).await?;
         let level = self.opts.compression_level;
-        let stored = copy_part(
-            &client,
-            self.repo,
-            &self.index,
-            level,
-            &job,
-            (&bar, &overall),
-            None,
-        )
-        .await?;
+        let stored =
+            copy_part(&client, self.repo, &self.index, level, &job, &bar, &overall).await?;
         bar.finish_and_clear();
         Ok(Some(stored))
     }
 
-    /// The tables' parts, and the validators' verdicts on their rows.
-    async fn copy_tables(
-        &self,
-        tables: &[DataTable],
-    ) -> Result<(
-        Vec<(usize, usize, Stored)>,
-        Vec<crate::repository::manifest::ValidatorRun>,
-    )> {
+    async fn copy_tables(&self, tables: &[DataTable]) -> Result<Vec<(usize, usize, Stored)>> {
         let opts = self.opts;
         let jobs = plan_parts(tables, opts.jobs, opts.split_bytes);
         if jobs.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
+            return Ok(Vec::new());
         }
-        let checks = (!opts.validators.is_empty()).then(|| {
-            let mut parts = vec![0usize; tables.len()];
-            for job in &jobs {
-                parts[job.table] += 1;
-            }
-            Arc::new(RowChecks::new(
-                opts.validators.clone(),
-                tables
-                    .iter()
-                    .zip(parts)
-                    .map(|(t, parts)| {
-                        let name = format!("{}.{}", t.schema, t.name);
-                        let info = table_info(name, &t.columns, &t.column_types, self.previous);
-                        (info, parts)
-                    })
-                    .collect(),
-            ))
-        });
         let total: u64 = jobs.iter().map(|j| j.estimate).sum();
         let overall = self.progress.overall("backup", total);
         let workers = opts.jobs.clamp(1, jobs.len());
         let queue = Arc::new(Mutex::new(VecDeque::from(jobs)));
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..workers {
-            let (settings, repo, index, queue, progress, overall, checks) = (
+            let (settings, repo, index, queue, progress, overall) = (
                 self.settings.clone(),
                 self.repo.clone(),
                 self.index.clone(),
                 queue.clone(),
                 self.progress.clone(),
                 overall.clone(),
-                checks.clone(),
             );
             let snapshot_id = self.snapshot_id.to_string();
             let level = opts.compression_level;
@@ -504,16 +498,8 @@ impl Run<'_> {
                         .pop_front();
                     let Some(job) = next else { break };
                     let bar = progress.item(&job.label, job.estimate);
-                    let stored = copy_part(
-                        &client,
-                        &repo,
-                        &index,
-                        level,
-                        &job,
-                        (&bar, &overall),
-                        checks.as_deref(),
-                    )
-                    .await?;
+                    let stored =
+                        copy_part(&client, &repo, &index, level, &job, &bar, &overall).await?;
                     bar.finish_and_clear();
                     done.push((job.table, job.part, stored));
                 }
@@ -527,8 +513,7 @@ impl Run<'_> {
             results.extend(done);
         }
         overall.finish_and_clear();
-        let runs = checks.map(|c| c.runs()).unwrap_or_default();
-        Ok((results, runs))
+        Ok(results)
     }
 }
 
@@ -609,8 +594,8 @@ async fn copy_part(
     index: &Arc<ChunkIndex>,
     level: i32,
     job: &PartJob,
-    (bar, overall): (&ProgressBar, &ProgressBar),
-    checks: Option<&RowChecks>,
+    bar: &ProgressBar,
+    overall: &ProgressBar,
 ) -> Result<Stored> {
     let context = || format!("copying {}", job.label);
     let rows = Arc::new(AtomicU64::new(0));
@@ -639,38 +624,13 @@ async fn copy_part(
         batch.push(piece);
         if batched >= BATCH_BYTES {
             batched = 0;
-            if send(&writer, std::mem::take(&mut batch), job, checks)
-                .await
-                .is_err()
-            {
+            if writer.send(std::mem::take(&mut batch)).await.is_err() {
                 return Err(writer.abort().await);
             }
         }
     }
-    if !batch.is_empty() && send(&writer, batch, job, checks).await.is_err() {
+    if !batch.is_empty() && writer.send(batch).await.is_err() {
         return Err(writer.abort().await);
     }
-    let stored = writer.finish().await?;
-    if let Some(checks) = checks {
-        checks.part_done(job.table, stored.stream.rows).await;
-    }
-    Ok(stored)
-}
-
-/// Hands a batch of rows to the chunking thread and, at the same time, to the validators
-/// (their work overlaps the chunking, hashing and compression of the batch).
-async fn send(
-    writer: &StreamWriter,
-    batch: Vec<bytes::Bytes>,
-    job: &PartJob,
-    checks: Option<&RowChecks>,
-) -> Result<()> {
-    match checks {
-        None => writer.send(batch).await,
-        Some(checks) => {
-            let pieces = batch.clone();
-            let (sent, ()) = tokio::join!(writer.send(batch), checks.feed(job.table, &pieces));
-            sent
-        }
-    }
+    writer.finish().await
 }

@@ -2,11 +2,13 @@
 //! exist on the destination server, which `--create-roles` creates (attributes, memberships, password
 //! hashes where recorded), the owner and settings a new database gets, and what is left by hand.
 
-use crate::engine::recovery::facts::Facts;
+use crate::error::Result;
+use crate::pg::catalog::DestinationServer;
 use crate::pg::globals as sql;
 use crate::repository::manifest::{Manifest, quote_ident};
 use serde::Serialize;
 use std::collections::BTreeSet;
+use tokio_postgres::Client;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GlobalsPlan {
@@ -31,7 +33,7 @@ pub struct GlobalsPlan {
 /// What the plan needs to decide about globals.
 pub struct Inputs<'a> {
     pub manifest: &'a Manifest,
-    pub facts: &'a Facts,
+    pub facts: &'a DestinationServer,
     /// The database being restored into and whether this restore creates it.
     pub dbname: &'a str,
     pub new_database: bool,
@@ -42,12 +44,14 @@ pub struct Inputs<'a> {
 }
 
 /// Plans the globals; returns the plan and the blockers it finds.
-pub fn plan(input: &Inputs<'_>) -> (GlobalsPlan, Vec<String>) {
+pub async fn plan(admin: &Client, input: &Inputs<'_>) -> Result<(GlobalsPlan, Vec<String>)> {
     let manifest = input.manifest;
     let globals = &manifest.globals;
-    let existing = &input.facts.roles;
-    let server = &input.facts.server;
-    let user = &server.user;
+    let existing: BTreeSet<String> = crate::pg::catalog::existing_roles(admin)
+        .await?
+        .into_iter()
+        .collect();
+    let user = &input.facts.user;
     let mut plan = GlobalsPlan::default();
     let mut blockers = Vec::new();
     let recorded = !globals.roles.is_empty();
@@ -58,12 +62,12 @@ pub fn plan(input: &Inputs<'_>) -> (GlobalsPlan, Vec<String>) {
     };
     let missing: Vec<String> = needed
         .iter()
-        .filter(|r| !existing.contains_key(*r))
+        .filter(|r| !existing.contains(*r))
         .cloned()
         .collect();
     plan.existing_roles = needed
         .iter()
-        .filter(|r| existing.contains_key(*r))
+        .filter(|r| existing.contains(*r))
         .cloned()
         .collect();
     plan.passwords = if !recorded {
@@ -80,7 +84,7 @@ pub fn plan(input: &Inputs<'_>) -> (GlobalsPlan, Vec<String>) {
         )
     };
     let roles_matter = input.rewrites_schema && !input.no_owner;
-    let can_create = server.superuser || server.createrole;
+    let can_create = input.facts.superuser || input.facts.createrole;
     let mut created = BTreeSet::new();
     for name in &missing {
         let definition = globals.roles.iter().find(|r| &r.name == name);
@@ -89,7 +93,7 @@ pub fn plan(input: &Inputs<'_>) -> (GlobalsPlan, Vec<String>) {
                 "CREATE ROLE {}; (the backup records no definition for it)",
                 quote_ident(name)
             )),
-            Some(role) if sql::needs_superuser(role) && !server.superuser => Some(format!(
+            Some(role) if sql::needs_superuser(role) && !input.facts.superuser => Some(format!(
                 "{}; (as a superuser: SUPERUSER, REPLICATION and BYPASSRLS need one)",
                 sql::redacted(&sql::create_role(role))
             )),
@@ -125,7 +129,7 @@ pub fn plan(input: &Inputs<'_>) -> (GlobalsPlan, Vec<String>) {
             if !created.contains(&role.name) && !created.contains(&membership.role) {
                 continue;
             }
-            let group_there = existing.contains_key(&membership.role)
+            let group_there = existing.contains(&membership.role)
                 || created.contains(&membership.role)
                 || membership.role.starts_with("pg_");
             let grant = sql::grant_membership(&role.name, membership);
@@ -161,7 +165,13 @@ pub fn plan(input: &Inputs<'_>) -> (GlobalsPlan, Vec<String>) {
     }
 
     // Tablespaces have a folder on their server: only an operator can make one.
-    let tablespaces = &input.facts.tablespaces;
+    let tablespaces: BTreeSet<String> = admin
+        .query("SELECT spcname::text FROM pg_tablespace", &[])
+        .await
+        .map_err(crate::error::Error::db("listing tablespaces"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     for tablespace in globals
         .tablespaces
         .iter()
@@ -181,13 +191,14 @@ pub fn plan(input: &Inputs<'_>) -> (GlobalsPlan, Vec<String>) {
     // The database itself: a new one gets the backup's owner and settings; an existing one
     // keeps its own, and a difference is reported.
     let db = quote_ident(input.dbname);
-    let will_exist = |role: &str| existing.contains_key(role) || created.contains(role);
+    let will_exist = |role: &str| existing.contains(role) || created.contains(role);
     if input.new_database {
         if let Some(owner) = globals.owner.as_deref().filter(|_| !input.no_owner)
             && owner != user.as_str()
         {
             let statement = format!("ALTER DATABASE {db} OWNER TO {}", quote_ident(owner));
-            let assumable = server.superuser || existing.get(owner) == Some(&true);
+            let assumable = input.facts.superuser
+                || existing.contains(owner) && member_of(admin, owner).await?;
             if will_exist(owner) && assumable {
                 plan.database_sql.push(statement);
             } else {
@@ -214,9 +225,15 @@ pub fn plan(input: &Inputs<'_>) -> (GlobalsPlan, Vec<String>) {
     } else if input.rewrites_schema
         && let Some(owner) = globals.owner.as_deref().filter(|_| !input.no_owner)
     {
-        // Only a whole-database replace gets here, and its destination exists.
-        let current = input.facts.database.as_ref().map(|db| db.owner.as_str());
-        if let Some(current) = current.filter(|c| *c != owner) {
+        let current: Option<String> = admin
+            .query_opt(
+                "SELECT r.rolname::text FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = $1",
+                &[&input.dbname],
+            )
+            .await
+            .map_err(crate::error::Error::db("reading the destination database's owner"))?
+            .map(|r| r.get(0));
+        if let Some(current) = current.filter(|c| c != owner) {
             plan.by_hand.push(format!(
                 "ALTER DATABASE {db} OWNER TO {}; (it is owned by {current}; the backup's database was owned by {owner})",
                 quote_ident(owner)
@@ -224,5 +241,13 @@ pub fn plan(input: &Inputs<'_>) -> (GlobalsPlan, Vec<String>) {
         }
     }
     plan.database_statements = plan.database_sql.clone();
-    (plan, blockers)
+    Ok((plan, blockers))
+}
+
+async fn member_of(client: &Client, role: &str) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT pg_has_role($1::text::name, 'MEMBER')", &[&role])
+        .await
+        .map_err(crate::error::Error::db("reading role memberships"))?
+        .get(0))
 }

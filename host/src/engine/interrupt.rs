@@ -1,11 +1,12 @@
 //! Ctrl-C (SIGINT) and SIGTERM: received once for the whole process, awaited by operations
 //! that must undo their work before the process exits (a new-database restore drops what it
-//! built, a replace rolls back), and turned into exit codes 130 and 143 by `backup-cli`.
+//! built, a replace rolls back, a backup releases its lock), and turned into exit codes 130 and
+//! 143 by `backup-cli`; the daemon defers the stop of running work to the end of its grace.
 
 use crate::error::{Error, Result, Signal};
 use std::future::Future;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::watch;
 
 /// The first signal received and how many arrived in all.
@@ -18,6 +19,40 @@ fn channel() -> &'static watch::Sender<Received> {
 
 /// Operations under way that undo their work on a signal (see [`CleanupGuard`]).
 static CLEANING_UP: AtomicUsize = AtomicUsize::new(0);
+
+/// Set by [`defer_stop`]: a signal no longer stops running work by itself.
+static DEFERRED: AtomicBool = AtomicBool::new(false);
+
+/// The signal that stops running work ([`interruptible`]), once it is decided.
+fn stop_channel() -> &'static watch::Sender<Option<Signal>> {
+    static STOP: OnceLock<watch::Sender<Option<Signal>>> = OnceLock::new();
+    STOP.get_or_init(|| watch::channel(None).0)
+}
+
+/// From now on a signal only asks the process to stop (see [`received`]); running work stops
+/// when [`stop_now`] says so. The daemon lets a running backup finish for a grace period.
+pub fn defer_stop() {
+    DEFERRED.store(true, Ordering::SeqCst);
+}
+
+/// Stops running work now: every [`interruptible`] returns [`Error::Interrupted`].
+pub fn stop_now(signal: Signal) {
+    stop_channel().send_modify(|stop| {
+        stop.get_or_insert(signal);
+    });
+}
+
+async fn stop_requested() -> Signal {
+    let mut rx = stop_channel().subscribe();
+    loop {
+        if let Some(signal) = *rx.borrow_and_update() {
+            return signal;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
 
 /// Catches SIGINT and SIGTERM from now on (call once, inside the runtime). Without it the
 /// default handlers stay and [`received`] never resolves (the library used on its own).
@@ -36,6 +71,9 @@ pub fn listen() -> std::io::Result<()> {
                 first.get_or_insert(signal);
                 *count += 1;
             });
+            if !DEFERRED.load(Ordering::SeqCst) {
+                stop_now(signal);
+            }
         }
     });
     Ok(())
@@ -67,12 +105,13 @@ pub async fn received_again() -> Signal {
     after(2).await
 }
 
-/// Runs `work`, or stops it at the first signal with [`Error::Interrupted`] (its `state` still
-/// empty: the caller undoes what `work` did and says so).
+/// Runs `work`, or stops it at the first signal (or at [`stop_now`] after [`defer_stop`]) with
+/// [`Error::Interrupted`] (its `state` still empty: the caller undoes what `work` did and says
+/// so).
 pub async fn interruptible<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
     tokio::select! {
         result = work => result,
-        signal = received() => Err(Error::Interrupted { signal, state: String::new() }),
+        signal = stop_requested() => Err(Error::Interrupted { signal, state: String::new() }),
     }
 }
 

@@ -1,22 +1,20 @@
 //! Engine operations, one per file, named after the runbook's verbs.
 
 pub mod backup;
+pub mod daemon;
 pub mod delete;
 pub mod export;
 pub mod globals;
 pub mod interrupt;
 pub mod list;
 pub mod monitor;
-pub mod pin;
 pub mod progress;
-pub mod prune;
 pub mod recovery;
 pub mod retention;
 pub mod schedule;
 pub mod scheduler;
 pub mod sync;
 pub mod validate;
-pub mod validators;
 
 pub use progress::Progress;
 

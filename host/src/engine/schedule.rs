@@ -5,6 +5,7 @@
 //! Everything here is a function of the configuration, the manifests and the clock it is given.
 
 use crate::config::Schedule;
+use crate::engine::daemon::state::{DaemonSummary, DaemonView, RunRecord, Skipped};
 use crate::engine::scheduler::Timetable;
 use crate::error::Result;
 use crate::repository::manifest::{BackupType, Manifest};
@@ -52,6 +53,38 @@ pub struct ScheduleStatus {
     pub next_due: Option<DateTime<Utc>>,
     /// `ok`, `due` (within its grace period) or `missed`.
     pub status: ScheduleState,
+    /// The IANA time zone `cron` is read in.
+    pub timezone: String,
+    /// The daemon's last run of this schedule (none without a daemon).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<RunRecord>,
+    /// The daemon's last due time that did not run (overlap, missed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_skipped: Option<Skipped>,
+    /// When the daemon starts the next run (`next_due` plus jitter), while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_start: Option<DateTime<Utc>>,
+    /// Whether a daemon runs for this database, and since when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<DaemonSummary>,
+}
+
+impl ScheduleStatus {
+    /// Adds what the daemon recorded about this schedule.
+    pub fn with_daemon(mut self, daemon: Option<&DaemonView>) -> ScheduleStatus {
+        let Some(view) = daemon else {
+            return self;
+        };
+        if let Some(record) = view.state.schedule(&self.name) {
+            self.last_run = record.last_run.clone();
+            self.last_skipped = record.last_skipped.clone();
+            if view.summary.running {
+                self.next_start = record.next_start;
+            }
+        }
+        self.daemon = Some(view.summary.clone());
+        self
+    }
 }
 
 /// Every schedule's status at `now`, given the backups in the repository.
@@ -92,6 +125,11 @@ pub fn schedule_status(
         previous_due,
         next_due,
         status: judge(previous_due, last.map(|m| m.created_at), grace, now),
+        timezone: timetable.zone_name,
+        last_run: None,
+        last_skipped: None,
+        next_start: None,
+        daemon: None,
     })
 }
 

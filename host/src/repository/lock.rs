@@ -210,7 +210,8 @@ impl RepoLock {
             Err(e) => return Err(e),
         };
         for found in repo.locks().await? {
-            if found.key == lock.key {
+            // A daemon's lock says only that it runs; its backups take their own locks.
+            if found.key == lock.key || is_daemon_key(&found.key) {
                 continue;
             }
             if found.state == LockState::Dead {
@@ -219,6 +220,77 @@ impl RepoLock {
             }
             lock.release().await?;
             return Err(found.blocking(" and may be writing chunks"));
+        }
+        Ok(lock.beating())
+    }
+
+    /// Takes the lock that lets one `backup-cli daemon` run per repository and database; a
+    /// second one is refused with a message naming the first (pid, host, since). A lock left
+    /// by a daemon that is gone from this host is cleared.
+    pub async fn daemon(repo: &Repository, database: &str) -> Result<RepoLock> {
+        let key = daemon_key(database);
+        let purpose = format!("backup-cli daemon for database {database}");
+        let refuse = |found: &FoundLock| {
+            let Some(holder) = &found.holder else {
+                return found.blocking("");
+            };
+            let hint = match found.state {
+                LockState::Expired => format!(
+                    "it has had no heartbeat for over {}: if no daemon runs as pid {} on {}, clear the lock with `backup-cli repository unlock`",
+                    humantime::format_duration(EXPIRY),
+                    holder.pid,
+                    holder.host
+                ),
+                _ => format!(
+                    "stop it first (e.g. `systemctl stop backup-cli-daemon` on {}); if it is gone, clear its lock with `backup-cli repository unlock` (`--force` if it still looks alive)",
+                    holder.host
+                ),
+            };
+            Error::Locked(format!(
+                "another backup-cli daemon already runs for database '{database}' on this repository: pid {} on {}, since {} (last heartbeat {}); {hint}",
+                holder.pid,
+                holder.host,
+                holder.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                holder.last_heartbeat().format("%Y-%m-%d %H:%M:%S UTC"),
+            ))
+        };
+        let mut attempt = 0;
+        let lock = loop {
+            attempt += 1;
+            match RepoLock::write(repo, key.clone(), LockInfo::mine(&purpose), true).await {
+                Ok(lock) => break lock,
+                Err(Error::Locked(_)) if attempt == 1 => match repo.lock_at(&key).await? {
+                    Some(found) if found.state == LockState::Dead => {
+                        repo.clear_lock(&found).await?;
+                    }
+                    Some(found) => return Err(refuse(&found)),
+                    None => {}
+                },
+                Err(Error::Locked(_)) => {
+                    return Err(Error::Locked(format!(
+                        "another backup-cli daemon for database '{database}' took {key} at the same moment; retry"
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        // Targets without atomic create get a key per holder: the first live other one wins.
+        let prefix = key.trim_end_matches(".json");
+        for found in repo.locks().await? {
+            let same_database = found.key == key
+                || found
+                    .key
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('-'));
+            if found.key == lock.key || !same_database {
+                continue;
+            }
+            if found.state == LockState::Dead {
+                repo.clear_lock(&found).await?;
+                continue;
+            }
+            lock.release().await?;
+            return Err(refuse(&found));
         }
         Ok(lock.beating())
     }
@@ -255,7 +327,8 @@ impl RepoLock {
                     }
                 }
                 Ok(Created::Unsupported) => {
-                    key = format!("locks/exclusive-{}.json", info.token);
+                    // `locks/exclusive-<token>.json`, `locks/daemon-<database>-<token>.json`.
+                    key = format!("{}-{}.json", key.trim_end_matches(".json"), info.token);
                     repo.target().put(&key, body).await.map_err(failed(&key))?;
                 }
                 Err(e) => return Err(failed(&key)(e)),
@@ -334,6 +407,25 @@ impl RepoLock {
 
 fn is_exclusive_key(key: &str) -> bool {
     key == EXCLUSIVE_KEY || key.starts_with("locks/exclusive-")
+}
+
+const DAEMON_PREFIX: &str = "locks/daemon-";
+
+/// `locks/daemon-<database, hex>.json`: hex keeps any database name a valid key, and keeps
+/// `-<token>` (targets without atomic create) unambiguous.
+fn daemon_key(database: &str) -> String {
+    format!("{DAEMON_PREFIX}{}.json", hex::encode(database))
+}
+
+fn is_daemon_key(key: &str) -> bool {
+    key.starts_with(DAEMON_PREFIX)
+}
+
+impl Repository {
+    /// The lock of the daemon running for `database` on this repository, if any.
+    pub async fn daemon_lock(&self, database: &str) -> Result<Option<FoundLock>> {
+        self.lock_at(&daemon_key(database)).await
+    }
 }
 
 /// What `repository unlock` found and did on one target.
@@ -493,6 +585,76 @@ mod tests {
                 .expect("stat")
                 .is_some(),
             "release deleted a lock that was not its own"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_daemon_per_database_and_it_blocks_no_backup_or_gc() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = repo(tmp.path()).await;
+        let first = RepoLock::daemon(&repo, "kitchen_pantry")
+            .await
+            .expect("first");
+        let text = match RepoLock::daemon(&repo, "kitchen_pantry").await {
+            Err(Error::Locked(text)) => text,
+            other => panic!("a second daemon was not refused: {:?}", other.err()),
+        };
+        let pid = std::process::id().to_string();
+        assert!(
+            text.contains("another backup-cli daemon already runs for database 'kitchen_pantry'")
+                && text.contains(&format!("pid {pid} on {}", hostname()))
+                && text.contains("since "),
+            "{text}"
+        );
+        // Another database on the same repository has its own daemon.
+        let other = RepoLock::daemon(&repo, "other db/ü")
+            .await
+            .expect("other database");
+        // Backups and garbage collection go on while daemons run.
+        RepoLock::shared(&repo, "20260101-000000-0001")
+            .await
+            .expect("shared")
+            .release()
+            .await
+            .expect("release");
+        RepoLock::exclusive(&repo, "gc")
+            .await
+            .expect("exclusive beside daemon locks")
+            .release()
+            .await
+            .expect("release");
+        let found = repo
+            .daemon_lock("kitchen_pantry")
+            .await
+            .expect("read")
+            .expect("held");
+        assert_eq!(found.state, LockState::Live);
+        first.release().await.expect("release");
+        other.release().await.expect("release");
+        assert!(
+            repo.daemon_lock("kitchen_pantry")
+                .await
+                .expect("read")
+                .is_none()
+        );
+        // A lock left by a daemon on another host that stopped beating is refused with the
+        // way to clear it.
+        repo.target()
+            .put(
+                &daemon_key("kitchen_pantry"),
+                Bytes::from(foreign(Utc::now() - chrono::Duration::hours(1))),
+            )
+            .await
+            .expect("put");
+        let text = RepoLock::daemon(&repo, "kitchen_pantry")
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            text.contains("pid 4242 on another-host.example")
+                && text.contains("backup-cli repository unlock"),
+            "{text}"
         );
     }
 

@@ -20,7 +20,18 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    larder::logging::init(cli.global.verbose, std::io::stderr().is_terminal());
+    // The daemon logs every run: info by default, JSON lines on request.
+    let (verbose, log_format) = match &cli.command {
+        cli::Command::Daemon(args) => (
+            cli.global.verbose.max(1),
+            match args.log_format {
+                cli::LogFormatArg::Human => larder::logging::LogFormat::Human,
+                cli::LogFormatArg::Json => larder::logging::LogFormat::Json,
+            },
+        ),
+        _ => (cli.global.verbose, larder::logging::LogFormat::Human),
+    };
+    larder::logging::init(verbose, std::io::stderr().is_terminal(), log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,7 +86,6 @@ fn main() -> ExitCode {
                         | Error::CopiesDamaged(_)
                         | Error::HealthFailed(_)
                         | Error::CopiesIncomplete(_)
-                        | Error::BackupSuspect { .. }
                 )
             {
                 let status = if matches!(e, Error::Interrupted { .. }) {

@@ -4,6 +4,7 @@
 
 mod backup;
 mod config;
+mod daemon;
 mod init;
 mod monitor;
 mod plugin;
@@ -20,6 +21,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     // init runs before any configuration exists, so it is handled before reading one.
     let command = match cli.command {
         Command::Init(args) => return init::run(&cli.global, args).await,
+        // The daemon resolves its settings itself, again on every SIGHUP.
+        Command::Daemon(_) => return daemon::run(&cli.global).await,
         other => other,
     };
     let settings = Settings::resolve(&cli.global)?;
@@ -38,7 +41,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 async fn dispatch(settings: &Settings, command: Command) -> Result<()> {
     match command {
-        Command::Init(_) => Ok(()), // handled in `run`
+        Command::Init(_) | Command::Daemon(_) => Ok(()), // handled in `run`
         Command::Backup(command) => backup::run(settings, command).await,
         Command::Recovery(command) => recovery::run(settings, command).await,
         Command::Monitor(command) => monitor::run(settings, command).await,

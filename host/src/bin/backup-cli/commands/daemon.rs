@@ -1,0 +1,32 @@
+//! `backup-cli daemon`: resolves the settings the engine's daemon runs with, at start and
+//! again on every SIGHUP (the same flags, environment and configuration file, read anew).
+
+use crate::cli::Global;
+use crate::settings::Settings;
+use larder::Result;
+use larder::engine::daemon::{self, Setup};
+use std::future::Future;
+use std::pin::Pin;
+
+pub async fn run(global: &Global) -> Result<()> {
+    let global = global.clone();
+    let load = move || -> Pin<Box<dyn Future<Output = Result<Setup>>>> {
+        let global = global.clone();
+        Box::pin(async move { setup(&global).await })
+    };
+    daemon::run(&load).await
+}
+
+async fn setup(global: &Global) -> Result<Setup> {
+    let settings = Settings::resolve(global)?;
+    let targets = settings.targets().await?;
+    let backup_targets = targets.select(&settings.expected_targets())?;
+    Ok(Setup {
+        database: settings.database()?,
+        jobs: settings.jobs(settings.loaded.config.backup.jobs),
+        may_create: !targets.unchosen,
+        backup_targets,
+        targets,
+        config: settings.loaded.config,
+    })
+}
