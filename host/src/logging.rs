@@ -44,20 +44,62 @@ const SECRET_FIELDS: &[&str] = &[
     "credential",
 ];
 
-/// `line` with every registered secret and every value of a secret field replaced.
+/// `line` with every registered secret, every value of a secret field and the password of
+/// every URL replaced by [`REDACTED`]: what every log line goes through.
 pub fn redact(line: &str) -> String {
-    let mut out = line.to_string();
+    scrub(line, REDACTED)
+}
+
+/// The same scrubbing for showing a setting (`config show`), with `***` in place of each
+/// secret so that a URL keeps the shape its owner wrote (`postgres://user:***@host/db`).
+pub fn redact_for_display(text: &str) -> String {
+    scrub(text, "***")
+}
+
+/// The one scrubber behind [`redact`] and [`redact_for_display`].
+fn scrub(text: &str, marker: &str) -> String {
+    let mut out = text.to_string();
     if let Ok(known) = secrets().lock() {
         for secret in known.iter() {
             if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), REDACTED);
+                out = out.replace(secret.as_str(), marker);
             }
         }
     }
-    redact_fields(&out)
+    redact_fields(&redact_url_passwords(&out, marker), marker)
 }
 
-fn redact_fields(line: &str) -> String {
+/// Replaces the password in the user-info of every `scheme://user:password@host` in `text`.
+fn redact_url_passwords(text: &str, marker: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '#' | '"' | '\'' | ')'))
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority
+            .rsplit_once('@')
+            .and_then(|(userinfo, host)| Some((userinfo.split_once(':')?.0, host)))
+        {
+            Some((user, host)) => {
+                out.push_str(user);
+                out.push(':');
+                out.push_str(marker);
+                out.push('@');
+                out.push_str(host);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn redact_fields(line: &str, marker: &str) -> String {
     let lower = line.to_ascii_lowercase();
     let bytes = line.as_bytes();
     let mut out = String::with_capacity(line.len());
@@ -117,7 +159,7 @@ fn redact_fields(line: &str) -> String {
         }
         if end > j {
             out.push_str(&line[copied..j]);
-            out.push_str(REDACTED);
+            out.push_str(marker);
             copied = end;
         }
         i = end.max(i + 1);
@@ -278,6 +320,27 @@ mod tests {
         assert_eq!(
             redact("cannot read password_file /x; no password given"),
             "cannot read password_file /x; no password given"
+        );
+    }
+
+    #[test]
+    fn url_passwords_are_redacted_in_logs_and_for_display() {
+        assert_eq!(
+            redact("connecting to postgres://app:pa:ss@db.example:5432/shop?sslmode=require"),
+            "connecting to postgres://app:[REDACTED]@db.example:5432/shop?sslmode=require"
+        );
+        assert_eq!(
+            redact_for_display("postgres://app:hunter2@db/shop"),
+            "postgres://app:***@db/shop"
+        );
+        assert_eq!(
+            redact_for_display("host=db user=app password=hunter2 dbname=shop"),
+            "host=db user=app password=*** dbname=shop"
+        );
+        // No password, nothing to hide: URLs and an e-mail address in user-info stay.
+        assert_eq!(
+            redact_for_display("postgres://app@db/shop and https://example.com/a@b"),
+            "postgres://app@db/shop and https://example.com/a@b"
         );
     }
 }

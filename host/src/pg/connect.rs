@@ -495,26 +495,6 @@ fn pgpass_match(line: &str, wanted: &[String; 4]) -> Option<String> {
     matches.then(|| fields[4].clone())
 }
 
-/// A URL or key/value string with its password replaced by `***`, for display.
-pub fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-        if let Some((userinfo, host)) = authority.rsplit_once('@')
-            && let Some((user, _)) = userinfo.split_once(':')
-        {
-            return format!("{scheme}://{user}:***@{host}{tail}");
-        }
-        return url.to_string();
-    }
-    url.split_whitespace()
-        .map(|pair| match pair.split_once('=') {
-            Some(("password", _)) => "password=***".to_string(),
-            _ => pair.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 mod tls {
     //! rustls set-up for the sslmodes: verify-full checks the chain and name; prefer/require
     //! encrypt without checking the certificate, exactly as libpq does.

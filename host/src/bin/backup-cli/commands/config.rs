@@ -41,7 +41,7 @@ fn effective(settings: &Settings) -> Vec<Setting> {
     out.push(Setting {
         setting: "database.url".into(),
         value: url
-            .map(|(u, _)| larder::pg::connect::redact(u))
+            .map(|(u, _)| larder::logging::redact_for_display(u))
             .unwrap_or_else(|| "unset: the libpq PG* variables and defaults".into()),
         origin: url_origin.clone(),
     });
