@@ -25,6 +25,58 @@ pub struct Config {
     pub targets: Vec<TargetConfig>,
     pub plugins: PluginsConfig,
     pub daemon: DaemonConfig,
+    /// Validator plugins: rule sets run on every backup's rows (`[[validators]]`).
+    pub validators: Vec<ValidatorConfig>,
+}
+
+/// One `[[validators]]` entry: a WebAssembly validator plugin and what it is granted (nothing
+/// beyond its settings unless said here).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorConfig {
+    pub name: String,
+    /// The component file (.wasm); relative paths are relative to the configuration file.
+    pub path: PathBuf,
+    /// The file's SHA-256 (`backup-cli plugin hash FILE`); loading refuses a mismatch.
+    pub sha256: Option<String>,
+    /// Settings the plugin reads through `host.config`: strings as they are, anything else
+    /// (arrays, tables, numbers) as JSON text, e.g. `rules = [ { table = "public.t", min_rows = 1 } ]`.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+    /// Secrets the plugin reads through `host.secret`: name = "env:VAR" or "file:/path".
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Hosts the plugin may send HTTP requests to (none by default).
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    #[serde(default)]
+    pub allow_private: bool,
+    /// Directories the plugin may see (none by default).
+    #[serde(default)]
+    pub dirs: Vec<DirConfig>,
+    /// Memory cap per instance (default 256MiB).
+    pub memory: Option<String>,
+    /// Deadline per call (default 30s).
+    #[serde(default, with = "optional_duration")]
+    pub timeout: Option<Duration>,
+    /// Instances kept ready to check tables at once (default 4).
+    pub instances: Option<usize>,
+}
+
+impl ValidatorConfig {
+    /// The `config` values as `host.config` returns them.
+    pub fn settings(&self) -> BTreeMap<String, String> {
+        self.config
+            .iter()
+            .map(|(key, value)| {
+                let text = match value {
+                    toml::Value::String(s) => s.clone(),
+                    other => serde_json::to_string(other).unwrap_or_default(),
+                };
+                (key.clone(), text)
+            })
+            .collect()
+    }
 }
 
 /// One storage target. The first of a backup's targets is its primary: the backup is written

@@ -69,6 +69,17 @@ pub enum Error {
     #[error("{0}")]
     CopiesIncomplete(String),
 
+    /// A `[[validators]]` plugin found an error in the rows of a backup that was just taken
+    /// (or re-read by `backup validate`); the report has already been printed.
+    #[error(
+        "Backup Validation Failed: {first}\n  backup {backup_id} is kept but suspect ({findings} error finding(s)): `latest` and retention pass over it. Check the data (a mass DELETE? a bad load?) before trusting newer backups; `backup-cli backup list` shows it"
+    )]
+    BackupSuspect {
+        backup_id: String,
+        first: String,
+        findings: usize,
+    },
+
     /// A WebAssembly plugin could not be loaded or misbehaved; the message names it and the call.
     #[error("{0}")]
     Plugin(String),
@@ -172,6 +183,7 @@ impl Error {
             Error::Storage { .. } => "storage",
             Error::PgDump(_) => "pg_dump",
             Error::CopiesIncomplete(_) => "copies_incomplete",
+            Error::BackupSuspect { .. } => "backup_suspect",
             Error::Plugin(_) => "plugin",
             Error::PluginPin { .. } => "plugin_pin",
             Error::Config(_) => "config",

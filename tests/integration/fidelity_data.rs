@@ -2,7 +2,7 @@
 //! configuration tables and very large values come back as `pg_dump -Fc | pg_restore` brings
 //! them back, through new-database, replace, missing-rows and `backup export` + psql.
 
-use crate::support::{TestEnv, live_rows, scalar};
+use crate::support::{TestEnv, live_rows, scalar, text};
 use larder::repository::manifest::Manifest;
 use std::path::PathBuf;
 
@@ -318,7 +318,7 @@ async fn a_latin1_database_round_trips_byte_for_byte_through_every_strategy() {
     let plan = env.run_json(&["recovery", "plan", "latest", "--dest-db", "latin_new"]);
     assert_eq!(plan["new_database"]["encoding"], "LATIN1", "{plan}");
     assert!(
-        plan["steps"][0]
+        plan["steps"][0]["detail"]
             .as_str()
             .expect("step")
             .contains("template0, encoding LATIN1, LC_COLLATE C, LC_CTYPE C"),
@@ -470,7 +470,7 @@ async fn a_new_database_gets_the_source_locale_or_the_plan_says_which_it_gets() 
             .as_str()
             .expect("detail")
             .contains("xx_XX.ISO-8859-1")
-            && plan["steps"][0]
+            && plan["steps"][0]["detail"]
                 .as_str()
                 .expect("step")
                 .contains("LC_COLLATE C, LC_CTYPE C"),
@@ -607,6 +607,51 @@ async fn extension_configuration_tables_keep_their_user_rows_and_sequence() {
         .expect("change");
     env.run_ok(&["recovery", "execute", "latest", "-s", "replace", "--yes"]);
     assert_eq!(config_state(&env, "cfg_src").await, source, "replace");
+
+    // replace -t empties the configuration table with DELETE (the extension's row stays), so
+    // a role needs DELETE on it, not TRUNCATE; the plan asks for what execute will run.
+    env.admin()
+        .await
+        .batch_execute("CREATE ROLE cfg_clerk LOGIN")
+        .await
+        .expect("clerk");
+    db.batch_execute(
+        "GRANT SELECT, INSERT, TRUNCATE ON larder_cfg TO cfg_clerk; \
+         DELETE FROM larder_cfg WHERE id > 3",
+    )
+    .await
+    .expect("grants");
+    let replace_cfg = [
+        "recovery",
+        "execute",
+        "latest",
+        "-s",
+        "replace",
+        "-t",
+        "larder_cfg",
+        "--yes",
+    ];
+    let refused = env.run_as("cfg_clerk", &replace_cfg);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains(
+            "cfg_clerk lacks DELETE on public.larder_cfg: GRANT DELETE ON public.larder_cfg TO cfg_clerk;"
+        ),
+        "{}",
+        text(&refused)
+    );
+    db.batch_execute(
+        "REVOKE TRUNCATE ON larder_cfg FROM cfg_clerk; GRANT DELETE ON larder_cfg TO cfg_clerk",
+    )
+    .await
+    .expect("grants");
+    let done = env.run_as("cfg_clerk", &replace_cfg);
+    assert!(done.status.success(), "{}", text(&done));
+    assert_eq!(
+        config_state(&env, "cfg_src").await,
+        source,
+        "replace -t by a clerk"
+    );
 }
 /// Runs `backup-cli args` and returns its output with the peak resident memory (KiB) seen.
 fn run_measuring_memory(env: &TestEnv, args: &[&str]) -> (std::process::Output, u64) {

@@ -28,5 +28,7 @@ mod recovery_safety;
 mod recovery_strategies;
 mod repository_integrity;
 mod repository_lifecycle;
+mod retention;
 mod tls;
 mod unattended_runs;
+mod validators;

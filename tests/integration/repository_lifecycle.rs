@@ -247,3 +247,62 @@ async fn validate_warns_when_the_newest_backup_is_older_than_the_rpo() {
     );
     assert_eq!(report["rpo_seconds"], 4 * 3600);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_delete_shows_what_goes_and_what_gc_reclaims_and_changes_nothing() {
+    let env = TestEnv::start("deleteplan").await;
+    env.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE kept (id int PRIMARY KEY, note text);
+             INSERT INTO kept SELECT g, 'kept ' || g FROM generate_series(1, 500) g;
+             CREATE TABLE churn (id int PRIMARY KEY, note text);
+             INSERT INTO churn SELECT g, 'old ' || g FROM generate_series(1, 500) g;",
+        )
+        .await
+        .expect("tables");
+    let older = env.backup("older").await;
+    env.client()
+        .await
+        .batch_execute("UPDATE churn SET note = 'new ' || id")
+        .await
+        .expect("change");
+    env.backup("newer").await;
+    let chunks_before = chunk_files(&env.repo_dir());
+
+    let planned = env.run_json(&["backup", "delete", &older.id, "--dry-run"]);
+    assert_eq!(planned["dry_run"], true, "{planned}");
+    let plan = &planned["plan"];
+    assert_eq!(plan["backup_id"], older.id.as_str(), "{planned}");
+    let reclaim = &plan["reclaim"][0];
+    assert_eq!(reclaim["target"], "local", "{planned}");
+    assert!(
+        reclaim["chunks_deleted"].as_u64().expect("count") > 0
+            && reclaim["chunks_kept"].as_u64().expect("count") > 0,
+        "the old rows of churn go, kept and the sections stay: {planned}"
+    );
+    assert_eq!(
+        chunk_files(&env.repo_dir()),
+        chunks_before,
+        "a dry run deletes no chunk"
+    );
+    assert_eq!(
+        env.run_json(&["backup", "list"]).as_array().map(Vec::len),
+        Some(2),
+        "a dry run deletes no backup"
+    );
+    let shown = text(&env.run_ok(&["backup", "delete", &older.id, "--dry-run"]));
+    assert!(
+        shown.contains("Nothing was changed") && shown.contains("on target 'local'"),
+        "{shown}"
+    );
+
+    // The deletion then does what the plan said.
+    let deleted = env.run_json(&["backup", "delete", &older.id, "--force"]);
+    for field in ["chunks_deleted", "bytes_freed", "chunks_kept"] {
+        assert_eq!(
+            deleted["deleted"][field], reclaim[field],
+            "{field}: {deleted}"
+        );
+    }
+}

@@ -8,11 +8,13 @@
 use crate::engine::Progress;
 use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::engine::progress::human_bytes;
+use crate::engine::validators::{PreviousFigures, RowChecks, previous_figures, table_info};
 use crate::error::{Error, Result};
 use crate::pg::catalog::{self, DataTable};
 use crate::pg::globals;
 use crate::pg::snapshot::{self, SnapshotLeader};
 use crate::pg::{ConnectionSettings, ddl, pg_dump};
+use crate::plugin::validator::PluginValidator;
 use crate::repository::chunker::RowChecksum;
 use crate::repository::gc::collect_garbage;
 use crate::repository::history::Event;
@@ -43,6 +45,8 @@ pub struct BackupOptions {
     pub split_bytes: Option<u64>,
     /// The `[[schedules]]` entry this backup is taken for (recorded in the manifest).
     pub schedule: Option<String>,
+    /// The `[[validators]]` plugins that check the rows as they are copied.
+    pub validators: Vec<Arc<PluginValidator>>,
 }
 
 impl Default for BackupOptions {
@@ -55,6 +59,7 @@ impl Default for BackupOptions {
             pg_dump: None,
             split_bytes: None,
             schedule: None,
+            validators: Vec::new(),
         }
     }
 }
@@ -171,6 +176,12 @@ async fn take(
     .await
     .map_err(stopped(&id))?;
 
+    // What validators compare with: the previous full backup of this database.
+    let previous = if opts.validators.is_empty() {
+        PreviousFigures::new()
+    } else {
+        previous_figures(&repo.manifests().await?, &server.database, created_at)
+    };
     let lock = RepoLock::shared(repo, &id).await?;
     let written = match repo.chunk_index().await {
         Ok(index) => {
@@ -182,6 +193,7 @@ async fn take(
                 progress,
                 snapshot_id: &leader.snapshot_id,
                 database: &server.database,
+                previous: &previous,
             };
             // A stop while streaming leaves no manifest, so nothing is visible; the lock is
             // released below and the chunks written are reclaimed by garbage collection.
@@ -233,7 +245,7 @@ async fn take(
                 globals,
                 compression_level: opts.compression_level,
                 digests: None,
-                validators: Vec::new(),
+                validators: streams.validators,
                 schedule: opts.schedule.clone(),
                 chain: None,
             };
@@ -329,6 +341,7 @@ struct Streams {
     tables: Vec<TableEntry>,
     large_objects: Option<LargeObjects>,
     new_bytes: u64,
+    validators: Vec<crate::repository::manifest::ValidatorRun>,
 }
 
 /// One backup run's shared state.
@@ -341,6 +354,8 @@ struct Run<'a> {
     snapshot_id: &'a str,
     /// The source database's name.
     database: &'a str,
+    /// The previous backup's figures per table, for validators.
+    previous: &'a PreviousFigures,
 }
 
 impl Run<'_> {
@@ -386,7 +401,13 @@ impl Run<'_> {
                     .collect(),
             )
         };
-        let ((pre, pre_sha256), (post, post_sha256), parts, lo_data, database_properties) = tokio::try_join!(
+        let (
+            (pre, pre_sha256),
+            (post, post_sha256),
+            (parts, validators),
+            lo_data,
+            database_properties,
+        ) = tokio::try_join!(
             ddl("pre-data"),
             ddl("post-data"),
             self.copy_tables(tables),
@@ -400,6 +421,7 @@ impl Run<'_> {
                 schema: t.schema.clone(),
                 name: t.name.clone(),
                 columns: t.columns.clone(),
+                column_types: t.column_types.clone(),
                 partition_of: t.partition_of.clone(),
                 filter: t.filter.clone(),
                 rows: 0,
@@ -439,6 +461,7 @@ impl Run<'_> {
             tables: entries,
             large_objects,
             new_bytes,
+            validators,
         })
     }
 
@@ -460,31 +483,65 @@ impl Run<'_> {
         let bar = self.progress.item(&job.label, estimate);
         let client = snapshot::worker(self.settings, self.snapshot_id).await?;
         let level = self.opts.compression_level;
-        let stored =
-            copy_part(&client, self.repo, &self.index, level, &job, &bar, &overall).await?;
+        let stored = copy_part(
+            &client,
+            self.repo,
+            &self.index,
+            level,
+            &job,
+            (&bar, &overall),
+            None,
+        )
+        .await?;
         bar.finish_and_clear();
         Ok(Some(stored))
     }
 
-    async fn copy_tables(&self, tables: &[DataTable]) -> Result<Vec<(usize, usize, Stored)>> {
+    /// The tables' parts, and the validators' verdicts on their rows.
+    async fn copy_tables(
+        &self,
+        tables: &[DataTable],
+    ) -> Result<(
+        Vec<(usize, usize, Stored)>,
+        Vec<crate::repository::manifest::ValidatorRun>,
+    )> {
         let opts = self.opts;
         let jobs = plan_parts(tables, opts.jobs, opts.split_bytes);
         if jobs.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
+        let checks = (!opts.validators.is_empty()).then(|| {
+            let mut parts = vec![0usize; tables.len()];
+            for job in &jobs {
+                parts[job.table] += 1;
+            }
+            Arc::new(RowChecks::new(
+                opts.validators.clone(),
+                tables
+                    .iter()
+                    .zip(parts)
+                    .map(|(t, parts)| {
+                        let name = format!("{}.{}", t.schema, t.name);
+                        let info = table_info(name, &t.columns, &t.column_types, self.previous);
+                        (info, parts)
+                    })
+                    .collect(),
+            ))
+        });
         let total: u64 = jobs.iter().map(|j| j.estimate).sum();
         let overall = self.progress.overall("backup", total);
         let workers = opts.jobs.clamp(1, jobs.len());
         let queue = Arc::new(Mutex::new(VecDeque::from(jobs)));
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..workers {
-            let (settings, repo, index, queue, progress, overall) = (
+            let (settings, repo, index, queue, progress, overall, checks) = (
                 self.settings.clone(),
                 self.repo.clone(),
                 self.index.clone(),
                 queue.clone(),
                 self.progress.clone(),
                 overall.clone(),
+                checks.clone(),
             );
             let snapshot_id = self.snapshot_id.to_string();
             let level = opts.compression_level;
@@ -498,8 +555,16 @@ impl Run<'_> {
                         .pop_front();
                     let Some(job) = next else { break };
                     let bar = progress.item(&job.label, job.estimate);
-                    let stored =
-                        copy_part(&client, &repo, &index, level, &job, &bar, &overall).await?;
+                    let stored = copy_part(
+                        &client,
+                        &repo,
+                        &index,
+                        level,
+                        &job,
+                        (&bar, &overall),
+                        checks.as_deref(),
+                    )
+                    .await?;
                     bar.finish_and_clear();
                     done.push((job.table, job.part, stored));
                 }
@@ -513,7 +578,8 @@ impl Run<'_> {
             results.extend(done);
         }
         overall.finish_and_clear();
-        Ok(results)
+        let runs = checks.map(|c| c.runs()).unwrap_or_default();
+        Ok((results, runs))
     }
 }
 
@@ -594,8 +660,8 @@ async fn copy_part(
     index: &Arc<ChunkIndex>,
     level: i32,
     job: &PartJob,
-    bar: &ProgressBar,
-    overall: &ProgressBar,
+    (bar, overall): (&ProgressBar, &ProgressBar),
+    checks: Option<&RowChecks>,
 ) -> Result<Stored> {
     let context = || format!("copying {}", job.label);
     let rows = Arc::new(AtomicU64::new(0));
@@ -624,13 +690,38 @@ async fn copy_part(
         batch.push(piece);
         if batched >= BATCH_BYTES {
             batched = 0;
-            if writer.send(std::mem::take(&mut batch)).await.is_err() {
+            if send(&writer, std::mem::take(&mut batch), job, checks)
+                .await
+                .is_err()
+            {
                 return Err(writer.abort().await);
             }
         }
     }
-    if !batch.is_empty() && writer.send(batch).await.is_err() {
+    if !batch.is_empty() && send(&writer, batch, job, checks).await.is_err() {
         return Err(writer.abort().await);
     }
-    writer.finish().await
+    let stored = writer.finish().await?;
+    if let Some(checks) = checks {
+        checks.part_done(job.table, stored.stream.rows).await;
+    }
+    Ok(stored)
+}
+
+/// Hands a batch of rows to the chunking thread and, at the same time, to the validators
+/// (their work overlaps the chunking, hashing and compression of the batch).
+async fn send(
+    writer: &StreamWriter,
+    batch: Vec<bytes::Bytes>,
+    job: &PartJob,
+    checks: Option<&RowChecks>,
+) -> Result<()> {
+    match checks {
+        None => writer.send(batch).await,
+        Some(checks) => {
+            let pieces = batch.clone();
+            let (sent, ()) = tokio::join!(writer.send(batch), checks.feed(job.table, &pieces));
+            sent
+        }
+    }
 }

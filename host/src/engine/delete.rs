@@ -1,9 +1,11 @@
 //! `backup delete`: remove a backup's manifest from the targets chosen (every target that
 //! holds it, or `--target` ones), then garbage-collect the chunks no other backup uses there.
 //! Removing the last copies everywhere, with more than one target, takes `--all-targets`.
+//! First a [`DeletePlan`] (what goes from where, what garbage collection will reclaim; all
+//! that `--dry-run` prints), then its execution under each target's exclusive lock.
 
 use crate::error::{Error, Result};
-use crate::repository::gc::{GcReport, collect_garbage};
+use crate::repository::gc::{GcReport, collect_garbage, plan_garbage};
 use crate::repository::id::is_valid_backup_id;
 use crate::repository::latest::{LATEST, LATEST_SCHEMA};
 use crate::repository::lock::RepoLock;
@@ -36,16 +38,40 @@ pub struct Scope {
     pub all_targets: bool,
 }
 
-/// Deletes a backup (`latest`: of `database`). Without `force` it refuses and says how to proceed; so it does when it
-/// would remove the backup's last copies from more than one configured target without
-/// `scope.all_targets`.
-pub async fn delete(
+/// What deleting a backup will do, worked out before anything is changed.
+#[derive(Clone, Serialize)]
+pub struct DeletePlan {
+    pub backup_id: String,
+    pub name: String,
+    /// The backup as people recognise it (name, type, creation time, size).
+    pub description: String,
+    /// Per target it is deleted from, what garbage collection then reclaims there (chunks
+    /// only this backup used, and any left by interrupted backups): an estimate, since
+    /// backups may run until the deletion takes the target's lock.
+    pub reclaim: Vec<TargetReclaim>,
+    /// The targets that keep their copy.
+    pub kept_on: Vec<String>,
+    #[serde(skip)]
+    chosen: Vec<Arc<dyn Target>>,
+}
+
+/// What garbage collection reclaims (or would) on one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetReclaim {
+    pub target: String,
+    #[serde(flatten)]
+    pub gc: GcReport,
+}
+
+/// Plans the deletion of a backup (`latest`: of `database`): which copies go (refused, naming
+/// the way forward, when that would remove its last copies from more than one configured
+/// target without `scope.all_targets`) and what each target then reclaims.
+pub async fn plan(
     targets: &[Arc<dyn Target>],
     id_or_latest: &str,
     database: &str,
-    force: bool,
     scope: &Scope,
-) -> Result<DeleteReport> {
+) -> Result<DeletePlan> {
     let repo = Repository::open_for_reading(targets).await?;
     let (id, name, description) = match repo.resolve(id_or_latest, database).await {
         Ok(manifest) => (
@@ -70,12 +96,6 @@ pub async fn delete(
         }
         Err(e) => return Err(e),
     };
-    if !force {
-        return Err(Error::Refused(format!(
-            "refusing to delete backup {id} ({description}) without --force: deletion is permanent.\n  \
-             To delete it: backup-cli backup delete {id} --force"
-        )));
-    }
     let mut holders = Vec::new();
     for target in targets {
         if backup_ids_on(target).await?.contains(&id) {
@@ -119,24 +139,54 @@ pub async fn delete(
             },
         )));
     }
-    let mut report = DeleteReport {
-        backup_id: id.clone(),
+    let mut reclaim = Vec::new();
+    for target in &chosen {
+        let repo = Repository::open(target.clone()).await?;
+        reclaim.push(TargetReclaim {
+            target: target.name().to_string(),
+            gc: plan_garbage(&repo, Some(&id)).await?.report(),
+        });
+    }
+    Ok(DeletePlan {
+        backup_id: id,
         name,
-        chunks_deleted: 0,
-        bytes_freed: 0,
-        chunks_kept: 0,
-        targets: Vec::new(),
+        description,
+        reclaim,
         kept_on: holders
             .iter()
             .filter(|h| !chosen.iter().any(|c| c.name() == h.name()))
             .map(|t| t.name().to_string())
             .collect(),
+        chosen,
+    })
+}
+
+/// Carries out `plan`: on each chosen target, under its exclusive lock, the manifest goes,
+/// then garbage collection. Without `force` it refuses and says how to proceed.
+pub async fn execute(plan: &DeletePlan, force: bool) -> Result<DeleteReport> {
+    let id = &plan.backup_id;
+    if !force {
+        return Err(Error::Refused(format!(
+            "refusing to delete backup {id} ({}) without --force: deletion is permanent.\n  \
+             To see what it removes: backup-cli backup delete {id} --dry-run\n  \
+             To delete it: backup-cli backup delete {id} --force",
+            plan.description
+        )));
+    }
+    let mut report = DeleteReport {
+        backup_id: id.clone(),
+        name: plan.name.clone(),
+        chunks_deleted: 0,
+        bytes_freed: 0,
+        chunks_kept: 0,
+        targets: Vec::new(),
+        kept_on: plan.kept_on.clone(),
     };
-    for target in &chosen {
+    for target in &plan.chosen {
         let repo = Repository::open(target.clone()).await?;
         let lock = RepoLock::exclusive(&repo, &format!("delete of backup {id}")).await?;
         let result = async {
-            repo.delete_manifest(&id).await?;
+            repo.delete_manifest(id).await?;
             collect_garbage(&repo, &lock).await
         }
         .await;

@@ -2,13 +2,11 @@
 //! exist on the destination server, which `--create-roles` creates (attributes, memberships, password
 //! hashes where recorded), the owner and settings a new database gets, and what is left by hand.
 
-use crate::error::Result;
-use crate::pg::catalog::DestinationServer;
+use crate::engine::recovery::facts::Facts;
 use crate::pg::globals as sql;
 use crate::repository::manifest::{Manifest, quote_ident};
 use serde::Serialize;
 use std::collections::BTreeSet;
-use tokio_postgres::Client;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GlobalsPlan {
@@ -33,7 +31,7 @@ pub struct GlobalsPlan {
 /// What the plan needs to decide about globals.
 pub struct Inputs<'a> {
     pub manifest: &'a Manifest,
-    pub facts: &'a DestinationServer,
+    pub facts: &'a Facts,
     /// The database being restored into and whether this restore creates it.
     pub dbname: &'a str,
     pub new_database: bool,
@@ -44,14 +42,12 @@ pub struct Inputs<'a> {
 }
 
 /// Plans the globals; returns the plan and the blockers it finds.
-pub async fn plan(admin: &Client, input: &Inputs<'_>) -> Result<(GlobalsPlan, Vec<String>)> {
+pub fn plan(input: &Inputs<'_>) -> (GlobalsPlan, Vec<String>) {
     let manifest = input.manifest;
     let globals = &manifest.globals;
-    let existing: BTreeSet<String> = crate::pg::catalog::existing_roles(admin)
-        .await?
-        .into_iter()
-        .collect();
-    let user = &input.facts.user;
+    let existing = &input.facts.roles;
+    let server = &input.facts.server;
+    let user = &server.user;
     let mut plan = GlobalsPlan::default();
     let mut blockers = Vec::new();
     let recorded = !globals.roles.is_empty();
@@ -62,12 +58,12 @@ pub async fn plan(admin: &Client, input: &Inputs<'_>) -> Result<(GlobalsPlan, Ve
     };
     let missing: Vec<String> = needed
         .iter()
-        .filter(|r| !existing.contains(*r))
+        .filter(|r| !existing.contains_key(*r))
         .cloned()
         .collect();
     plan.existing_roles = needed
         .iter()
-        .filter(|r| existing.contains(*r))
+        .filter(|r| existing.contains_key(*r))
         .cloned()
         .collect();
     plan.passwords = if !recorded {
@@ -84,7 +80,7 @@ pub async fn plan(admin: &Client, input: &Inputs<'_>) -> Result<(GlobalsPlan, Ve
         )
     };
     let roles_matter = input.rewrites_schema && !input.no_owner;
-    let can_create = input.facts.superuser || input.facts.createrole;
+    let can_create = server.superuser || server.createrole;
     let mut created = BTreeSet::new();
     for name in &missing {
         let definition = globals.roles.iter().find(|r| &r.name == name);
@@ -93,7 +89,7 @@ pub async fn plan(admin: &Client, input: &Inputs<'_>) -> Result<(GlobalsPlan, Ve
                 "CREATE ROLE {}; (the backup records no definition for it)",
                 quote_ident(name)
             )),
-            Some(role) if sql::needs_superuser(role) && !input.facts.superuser => Some(format!(
+            Some(role) if sql::needs_superuser(role) && !server.superuser => Some(format!(
                 "{}; (as a superuser: SUPERUSER, REPLICATION and BYPASSRLS need one)",
                 sql::redacted(&sql::create_role(role))
             )),
@@ -129,7 +125,7 @@ pub async fn plan(admin: &Client, input: &Inputs<'_>) -> Result<(GlobalsPlan, Ve
             if !created.contains(&role.name) && !created.contains(&membership.role) {
                 continue;
             }
-            let group_there = existing.contains(&membership.role)
+            let group_there = existing.contains_key(&membership.role)
                 || created.contains(&membership.role)
                 || membership.role.starts_with("pg_");
             let grant = sql::grant_membership(&role.name, membership);
@@ -165,13 +161,7 @@ pub async fn plan(admin: &Client, input: &Inputs<'_>) -> Result<(GlobalsPlan, Ve
     }
 
     // Tablespaces have a folder on their server: only an operator can make one.
-    let tablespaces: BTreeSet<String> = admin
-        .query("SELECT spcname::text FROM pg_tablespace", &[])
-        .await
-        .map_err(crate::error::Error::db("listing tablespaces"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let tablespaces = &input.facts.tablespaces;
     for tablespace in globals
         .tablespaces
         .iter()
@@ -191,14 +181,13 @@ pub async fn plan(admin: &Client, input: &Inputs<'_>) -> Result<(GlobalsPlan, Ve
     // The database itself: a new one gets the backup's owner and settings; an existing one
     // keeps its own, and a difference is reported.
     let db = quote_ident(input.dbname);
-    let will_exist = |role: &str| existing.contains(role) || created.contains(role);
+    let will_exist = |role: &str| existing.contains_key(role) || created.contains(role);
     if input.new_database {
         if let Some(owner) = globals.owner.as_deref().filter(|_| !input.no_owner)
             && owner != user.as_str()
         {
             let statement = format!("ALTER DATABASE {db} OWNER TO {}", quote_ident(owner));
-            let assumable = input.facts.superuser
-                || existing.contains(owner) && member_of(admin, owner).await?;
+            let assumable = server.superuser || existing.get(owner) == Some(&true);
             if will_exist(owner) && assumable {
                 plan.database_sql.push(statement);
             } else {
@@ -225,15 +214,9 @@ pub async fn plan(admin: &Client, input: &Inputs<'_>) -> Result<(GlobalsPlan, Ve
     } else if input.rewrites_schema
         && let Some(owner) = globals.owner.as_deref().filter(|_| !input.no_owner)
     {
-        let current: Option<String> = admin
-            .query_opt(
-                "SELECT r.rolname::text FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = $1",
-                &[&input.dbname],
-            )
-            .await
-            .map_err(crate::error::Error::db("reading the destination database's owner"))?
-            .map(|r| r.get(0));
-        if let Some(current) = current.filter(|c| c != owner) {
+        // Only a whole-database replace gets here, and its destination exists.
+        let current = input.facts.database.as_ref().map(|db| db.owner.as_str());
+        if let Some(current) = current.filter(|c| *c != owner) {
             plan.by_hand.push(format!(
                 "ALTER DATABASE {db} OWNER TO {}; (it is owned by {current}; the backup's database was owned by {owner})",
                 quote_ident(owner)
@@ -241,13 +224,5 @@ pub async fn plan(admin: &Client, input: &Inputs<'_>) -> Result<(GlobalsPlan, Ve
         }
     }
     plan.database_statements = plan.database_sql.clone();
-    Ok((plan, blockers))
-}
-
-async fn member_of(client: &Client, role: &str) -> Result<bool> {
-    Ok(client
-        .query_one("SELECT pg_has_role($1::text::name, 'MEMBER')", &[&role])
-        .await
-        .map_err(crate::error::Error::db("reading role memberships"))?
-        .get(0))
+    (plan, blockers)
 }

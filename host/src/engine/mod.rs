@@ -8,13 +8,16 @@ pub mod globals;
 pub mod interrupt;
 pub mod list;
 pub mod monitor;
+pub mod pin;
 pub mod progress;
+pub mod prune;
 pub mod recovery;
 pub mod retention;
 pub mod schedule;
 pub mod scheduler;
 pub mod sync;
 pub mod validate;
+pub mod validators;
 
 pub use progress::Progress;
 

@@ -72,6 +72,11 @@ impl Timetable {
         })
     }
 
+    /// The time zone the schedule is read in (retention's day, week and month buckets too).
+    pub fn zone(&self) -> &jiff::tz::TimeZone {
+        &self.zone
+    }
+
     fn zoned(&self, t: DateTime<Utc>) -> Option<jiff::Zoned> {
         let nanos = i32::try_from(t.timestamp_subsec_nanos()).ok()?;
         let ts = jiff::Timestamp::new(t.timestamp(), nanos).ok()?;

@@ -45,6 +45,8 @@ pub struct DataTable {
     pub filter: Option<String>,
     /// Quoted column names in COPY order (generated columns excluded; they are recomputed).
     pub columns: Vec<String>,
+    /// The columns' types (`format_type`), in the same order.
+    pub column_types: Vec<String>,
     pub partition_of: Option<String>,
     /// On-disk size including TOAST: the basis of space and time estimates.
     pub bytes: i64,
@@ -115,48 +117,13 @@ async fn locale_provider(
     Ok((row.get(0), row.get(1)))
 }
 
-/// Whether the target server can create a database with `locale` and `encoding`: C and POSIX
-/// always can; other libc locales when the server knows them (a collation imported from the
-/// operating system at initdb, or a database already using them); ICU when the server was
-/// built with it. Spellings differ (`en_US.UTF-8`, `en_US.utf8`), so names are compared
-/// without case, dashes and underscores.
-pub async fn locale_available(
-    client: &Client,
-    locale: &DatabaseLocale,
-    encoding: &str,
-) -> Result<bool> {
-    let libc = [&locale.lc_collate, &locale.lc_ctype];
-    let row = client
-        .query_one(
-            "WITH wanted AS (SELECT l, lower(translate(l, '-_', '')) AS norm FROM unnest($1::text[]) l), \
-                  known AS (SELECT lower(translate(collcollate, '-_', '')) AS norm FROM pg_collation \
-                            WHERE collprovider = 'c' AND collcollate IS NOT NULL \
-                              AND collencoding IN (-1, pg_char_to_encoding($2)) \
-                            UNION SELECT lower(translate(datcollate::text, '-_', '')) FROM pg_database \
-                            WHERE encoding = pg_char_to_encoding($2) \
-                            UNION SELECT lower(translate(datctype::text, '-_', '')) FROM pg_database \
-                            WHERE encoding = pg_char_to_encoding($2)) \
-             SELECT bool_and(l IN ('C', 'POSIX') OR norm IN (SELECT norm FROM known)), \
-                    EXISTS (SELECT 1 FROM pg_collation WHERE collprovider = 'i') \
-             FROM wanted",
-            &[&libc.iter().map(|s| s.as_str()).collect::<Vec<_>>(), &encoding],
-        )
-        .await
-        .map_err(Error::db("checking the target's locales"))?;
-    let libc_ok: Option<bool> = row.get(0);
-    let icu: bool = row.get(1);
-    Ok(libc_ok.unwrap_or(true)
-        && match locale.provider.as_str() {
-            "icu" => icu,
-            // The builtin provider exists from PostgreSQL 17 on; the version check covers it.
-            _ => true,
-        })
-}
-
 pub async fn data_tables(client: &Client, block_size: i64) -> Result<Vec<DataTable>> {
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text, \
            COALESCE((SELECT array_agg(quote_ident(a.attname) ORDER BY a.attnum) FROM pg_attribute a \
+                     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), \
+                    '{{}}'::text[]), \
+           COALESCE((SELECT array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) FROM pg_attribute a \
                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), \
                     '{{}}'::text[]), \
            (SELECT quote_ident(pn.nspname) || '.' || quote_ident(pc.relname) FROM pg_inherits i \
@@ -175,15 +142,16 @@ pub async fn data_tables(client: &Client, block_size: i64) -> Result<Vec<DataTab
     Ok(rows
         .iter()
         .map(|r| {
-            let main_fork: i64 = r.get(5);
-            let filter: Option<String> = r.get(6);
+            let main_fork: i64 = r.get(6);
+            let filter: Option<String> = r.get(7);
             DataTable {
                 schema: r.get(0),
                 name: r.get(1),
                 filter: filter.filter(|f| !f.trim().is_empty()),
                 columns: r.get(2),
-                partition_of: r.get(3),
-                bytes: r.get(4),
+                column_types: r.get(3),
+                partition_of: r.get(4),
+                bytes: r.get(5),
                 pages: main_fork / block_size.max(1),
             }
         })
@@ -376,79 +344,6 @@ pub async fn foreign_keys(client: &Client) -> Result<Vec<ForeignKey>> {
         .collect())
 }
 
-/// What a restore needs to know about the destination server (the one it writes to) and the role it connects as.
-#[derive(Debug, Clone)]
-pub struct DestinationServer {
-    pub version: String,
-    pub version_num: i32,
-    pub superuser: bool,
-    pub createdb: bool,
-    pub createrole: bool,
-    pub user: String,
-}
-
-pub async fn destination_server(client: &Client) -> Result<DestinationServer> {
-    let row = client
-        .query_one(
-            "SELECT current_setting('server_version'), current_setting('server_version_num')::int4, \
-                    r.rolsuper, r.rolcreatedb, current_user::text, r.rolcreaterole \
-             FROM pg_roles r WHERE r.rolname = current_user",
-            &[],
-        )
-        .await
-        .map_err(Error::db("reading the destination server's facts"))?;
-    Ok(DestinationServer {
-        version: row.get(0),
-        version_num: row.get(1),
-        superuser: row.get(2),
-        createdb: row.get(3),
-        createrole: row.get(5),
-        user: row.get(4),
-    })
-}
-
-pub async fn database_exists(client: &Client, name: &str) -> Result<bool> {
-    Ok(client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await
-        .map_err(Error::db("looking up databases"))?
-        .is_some())
-}
-
-pub async fn available_extensions(client: &Client) -> Result<Vec<String>> {
-    let rows = client
-        .query("SELECT name::text FROM pg_available_extensions", &[])
-        .await
-        .map_err(Error::db("listing available extensions"))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
-pub async fn existing_roles(client: &Client) -> Result<Vec<String>> {
-    let rows = client
-        .query("SELECT rolname::text FROM pg_roles", &[])
-        .await
-        .map_err(Error::db("listing roles"))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
-/// Current row count of a table, or `None` when it does not exist.
-pub async fn row_count(client: &Client, qualified: &str) -> Result<Option<i64>> {
-    let exists = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
-        .await
-        .map_err(Error::db(format!("looking up {qualified}")))?
-        .get::<_, bool>(0);
-    if !exists {
-        return Ok(None);
-    }
-    let count = client
-        .query_one(&format!("SELECT count(*) FROM ONLY {qualified}"), &[])
-        .await
-        .map_err(Error::db(format!("counting rows of {qualified}")))?
-        .get(0);
-    Ok(Some(count))
-}
-
 /// Primary-key columns (quoted) of a table; empty when it has none or does not exist.
 pub async fn primary_key(client: &Client, qualified: &str) -> Result<Vec<String>> {
     let rows = client
@@ -601,68 +496,6 @@ pub async fn partitioned_tables(client: &Client) -> Result<HashSet<(String, Stri
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// What the connected role may do to a table a restore writes into, and its enabled user
-/// triggers (which a restore must turn off for restored rows, and only an owner may).
-#[derive(Debug, Clone)]
-pub struct TableAccess {
-    /// Qualified name as asked.
-    pub table: String,
-    /// The table's owner; None when the table does not exist.
-    pub owner: Option<String>,
-    /// The connected role is the owner or inherits its rights.
-    pub owned: bool,
-    /// Privileges the connected role lacks, of SELECT, INSERT, TRUNCATE.
-    pub missing: Vec<&'static str>,
-    pub user_triggers: bool,
-    /// Sequences owned by the table's columns whose value the role may not set (UPDATE).
-    pub sequences_without_update: Vec<String>,
-}
-
-/// [`TableAccess`] for each of `tables` (qualified), as the connected role.
-pub async fn table_access(client: &Client, tables: &[String]) -> Result<Vec<TableAccess>> {
-    let rows = client
-        .query(
-            "SELECT n, r.rolname::text, COALESCE(pg_has_role(c.relowner, 'USAGE'), false), \
-                    COALESCE(has_table_privilege(c.oid, 'SELECT'), false), \
-                    COALESCE(has_table_privilege(c.oid, 'INSERT'), false), \
-                    COALESCE(has_table_privilege(c.oid, 'TRUNCATE'), false), \
-                    EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND t.tgenabled <> 'D'), \
-                    ARRAY(SELECT quote_ident(sn.nspname) || '.' || quote_ident(s.relname) FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
-                          JOIN pg_namespace sn ON sn.oid = s.relnamespace \
-                          WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass \
-                            AND d.deptype IN ('a', 'i') AND d.refobjid = c.oid \
-                            AND NOT has_table_privilege(s.oid, 'UPDATE') ORDER BY 1) \
-             FROM unnest($1::text[]) WITH ORDINALITY u(n, o) \
-             LEFT JOIN pg_class c ON c.oid = to_regclass(n) LEFT JOIN pg_roles r ON r.oid = c.relowner \
-             ORDER BY o",
-            &[&tables],
-        )
-        .await
-        .map_err(Error::db("reading privileges on the tables to restore"))?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let granted: [(bool, &'static str); 3] = [
-                (r.get(3), "SELECT"),
-                (r.get(4), "INSERT"),
-                (r.get(5), "TRUNCATE"),
-            ];
-            TableAccess {
-                table: r.get(0),
-                owner: r.get(1),
-                owned: r.get(2),
-                missing: granted
-                    .iter()
-                    .filter(|(ok, _)| !ok)
-                    .map(|(_, p)| *p)
-                    .collect(),
-                user_triggers: r.get(6),
-                sequences_without_update: r.get(7),
-            }
-        })
-        .collect())
-}
-
 /// The enabled user triggers on `tables`: (table, quoted trigger name, `tgenabled`), so a
 /// restore can turn them off for its rows and back on exactly as they were.
 pub async fn enabled_user_triggers(
@@ -683,67 +516,4 @@ pub async fn enabled_user_triggers(
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect())
-}
-
-/// Of `schemas`, those that exist and the connected role does not own (it could not drop them).
-pub async fn schemas_not_owned(
-    client: &Client,
-    schemas: &[String],
-) -> Result<Vec<(String, String)>> {
-    let rows = client
-        .query(
-            "SELECT n.nspname::text, r.rolname::text FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner \
-             WHERE n.nspname = ANY ($1) AND NOT pg_has_role(n.nspowner, 'USAGE') ORDER BY 1",
-            &[&schemas],
-        )
-        .await
-        .map_err(Error::db("reading schema owners"))?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
-/// Whether the connected role has `privilege` (CREATE, TEMPORARY) on the current database.
-pub async fn database_privilege(client: &Client, privilege: &str) -> Result<bool> {
-    Ok(client
-        .query_one(
-            "SELECT has_database_privilege(current_database(), $1)",
-            &[&privilege],
-        )
-        .await
-        .map_err(Error::db("reading database privileges"))?
-        .get(0))
-}
-
-/// Of `roles`, the existing ones the connected role may not make objects' owner (not a
-/// member of them, so `ALTER … OWNER TO` fails).
-pub async fn roles_not_assumable(client: &Client, roles: &[String]) -> Result<Vec<String>> {
-    let rows = client
-        .query(
-            "SELECT rolname::text FROM pg_roles WHERE rolname = ANY ($1) AND NOT pg_has_role(oid, 'MEMBER') ORDER BY 1",
-            &[&roles],
-        )
-        .await
-        .map_err(Error::db("reading role memberships"))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
-/// Extensions of `names` the connected role may not create (not trusted, and not a superuser).
-/// `dropped`: for a restore into an existing database, only the extensions that live in these
-/// schemas count (dropping them drops the extension, the others stay installed).
-pub async fn untrusted_extensions(
-    client: &Client,
-    names: &[String],
-    dropped: Option<&[String]>,
-) -> Result<Vec<String>> {
-    let rows = client
-        .query(
-            "SELECT DISTINCT v.name::text FROM pg_available_extension_versions v \
-             WHERE v.name = ANY ($1) AND v.superuser AND NOT v.trusted \
-               AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
-               AND ($2::text[] IS NULL OR EXISTS (SELECT 1 FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace \
-                                                  WHERE e.extname = v.name AND n.nspname = ANY ($2))) ORDER BY 1",
-            &[&names, &dropped.map(<[String]>::to_vec)],
-        )
-        .await
-        .map_err(Error::db("reading extension privileges"))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
 }

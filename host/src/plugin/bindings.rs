@@ -23,3 +23,16 @@ pub mod notifier {
         },
     });
 }
+
+/// The `validator` world (`wit/v1.1/validator.wit`).
+pub mod validator {
+    wasmtime::component::bindgen!({
+        path: "../wit/v1.1",
+        world: "larder:plugin/validator@1.1.0",
+        exports: { default: async },
+        with: {
+            "larder:plugin/host": super::larder::plugin::host,
+            "larder:plugin/types": super::larder::plugin::types,
+        },
+    });
+}

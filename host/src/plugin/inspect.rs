@@ -9,11 +9,13 @@ use std::path::Path;
 /// The contract's exported interfaces, per world; versions are checked by major only.
 pub const STORAGE_EXPORT: &str = "larder:plugin/storage@1.";
 pub const NOTIFIER_EXPORT: &str = "larder:plugin/notification@1.";
+pub const VALIDATOR_EXPORT: &str = "larder:plugin/validation@1.";
 
 /// The worlds of the contract, by the interface each one exports.
-const WORLDS: [(&str, &str); 2] = [
+const WORLDS: [(&str, &str); 3] = [
     (STORAGE_EXPORT, "larder:plugin/storage-target"),
     (NOTIFIER_EXPORT, "larder:plugin/notifier"),
+    (VALIDATOR_EXPORT, "larder:plugin/validator"),
 ];
 
 #[derive(Debug, Serialize)]

@@ -16,8 +16,10 @@ pub mod bindings;
 pub mod http;
 pub mod inspect;
 pub mod policy;
+pub mod sandbox;
 pub mod state;
 pub mod target;
+pub mod validator;
 
 use crate::error::{Error, Result};
 use std::hash::{DefaultHasher, Hash, Hasher};

@@ -9,7 +9,7 @@
 use super::lock::RepoLock;
 use super::{Repository, chunk_key};
 use crate::error::{Error, Result};
-use crate::targets::is_valid_key;
+use crate::targets::{ObjectInfo, is_valid_key};
 use std::collections::HashSet;
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
@@ -19,48 +19,74 @@ pub struct GcReport {
     pub chunks_kept: u64,
 }
 
-/// The chunk keys every manifest (usable or damaged) refers to.
-async fn referenced(repo: &Repository) -> Result<HashSet<String>> {
+/// The chunk keys every manifest (usable or damaged) refers to, leaving out backup `without`.
+async fn referenced(repo: &Repository, without: Option<&str>) -> Result<HashSet<String>> {
     let catalog = repo.catalog().await?;
+    let kept = |id: &str| without != Some(id);
     let mut keys: HashSet<String> = catalog
         .manifests
         .iter()
+        .filter(|m| kept(&m.id))
         .flat_map(|m| m.chunks())
         .map(|c| chunk_key(&c.id))
         .collect();
-    for damaged in &catalog.damaged {
+    for damaged in catalog.damaged.iter().filter(|d| kept(&d.backup_id)) {
         keys.extend(damaged.mentioned_chunks.iter().map(|id| chunk_key(id)));
     }
     Ok(keys)
 }
 
-/// Deletes unreferenced chunks. The caller holds the exclusive lock.
-pub async fn collect_garbage(repo: &Repository, lock: &RepoLock) -> Result<GcReport> {
+/// What garbage collection deletes on a repository's target: every stored chunk that no
+/// manifest refers to.
+pub struct GcPlan {
+    pub doomed: Vec<ObjectInfo>,
+    pub kept: u64,
+}
+
+impl GcPlan {
+    /// The plan's figures, as a collection that carried it out reports them.
+    pub fn report(&self) -> GcReport {
+        GcReport {
+            chunks_deleted: self.doomed.len() as u64,
+            bytes_freed: self.doomed.iter().map(|o| o.size).sum(),
+            chunks_kept: self.kept,
+        }
+    }
+}
+
+/// Plans a collection; `without`: as if that backup's manifest were already gone (what
+/// deleting it would reclaim). Without the exclusive lock it is an estimate.
+pub async fn plan_garbage(repo: &Repository, without: Option<&str>) -> Result<GcPlan> {
     let stored = repo
         .target()
         .list("chunks/")
         .await
         .map_err(|e| e.at("chunks/", "listing chunks for garbage collection"))?;
-    let referenced = referenced(repo).await?;
+    let referenced = referenced(repo, without).await?;
+    let (kept, doomed): (Vec<ObjectInfo>, Vec<ObjectInfo>) = stored
+        .into_iter()
+        // Not an object this repository writes (a stray file): not ours to delete.
+        .partition(|o| referenced.contains(&o.key) || !is_valid_key(&o.key));
+    Ok(GcPlan {
+        doomed,
+        kept: kept.len() as u64,
+    })
+}
+
+/// Deletes unreferenced chunks. The caller holds the exclusive lock.
+pub async fn collect_garbage(repo: &Repository, lock: &RepoLock) -> Result<GcReport> {
+    let plan = plan_garbage(repo, None).await?;
     if !lock.still_held().await {
         return Err(Error::Locked(
             "the exclusive lock was removed while garbage collection ran (`repository unlock --force`?); nothing was deleted, retry"
                 .into(),
         ));
     }
-    let mut report = GcReport::default();
-    for object in stored {
-        // Not an object this repository writes (a stray file): not ours to delete.
-        if referenced.contains(&object.key) || !is_valid_key(&object.key) {
-            report.chunks_kept += 1;
-            continue;
-        }
+    for object in &plan.doomed {
         repo.target()
             .delete(&object.key)
             .await
             .map_err(|e| e.at(&object.key, "garbage collection"))?;
-        report.chunks_deleted += 1;
-        report.bytes_freed += object.size;
     }
-    Ok(report)
+    Ok(plan.report())
 }

@@ -80,7 +80,46 @@ pub struct Event {
     pub detail: String,
 }
 
+/// What the last validations of a backup, on every target that has one, say together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValidationState {
+    /// Intact on at least one target.
+    Passed,
+    /// Failed on every target that validated it: the last failure, in words.
+    Failed(String),
+    /// Never validated (or no record can be read).
+    Unknown,
+}
+
 impl Repository {
+    /// The backup's validation verdict over this target and its fallbacks: one intact copy
+    /// is enough to pass.
+    pub async fn validation_state(&self, backup_id: &str) -> ValidationState {
+        let key = format!("validations/{backup_id}.json");
+        let mut state = ValidationState::Unknown;
+        for target in std::iter::once(&self.target).chain(&self.fallbacks) {
+            // No record, or one that cannot be read, is no verdict on that target.
+            let Ok(bytes) = target.get(&key).await else {
+                continue;
+            };
+            match serde_json::from_slice::<ValidationRecord>(&bytes) {
+                Ok(record) if record.ok => return ValidationState::Passed,
+                Ok(record) => {
+                    state = ValidationState::Failed(format!(
+                        "failed validation on target '{}' at {}: {}",
+                        target.name(),
+                        record.at.format("%Y-%m-%d %H:%M UTC"),
+                        record
+                            .first_problem
+                            .unwrap_or_else(|| "problems found".into())
+                    ))
+                }
+                Err(_) => {}
+            }
+        }
+        state
+    }
+
     pub async fn record_validation(&self, record: &ValidationRecord) -> Result<()> {
         self.put_json(&format!("validations/{}.json", record.backup_id), record)
             .await
@@ -116,7 +155,7 @@ impl Repository {
         }
     }
 
-    async fn put_json(&self, key: &str, value: &impl Serialize) -> Result<()> {
+    pub(super) async fn put_json(&self, key: &str, value: &impl Serialize) -> Result<()> {
         let body = serde_json::to_vec_pretty(value)
             .map_err(|e| Error::Repository(format!("encoding {key}: {e}")))?;
         self.target()
@@ -125,7 +164,10 @@ impl Repository {
             .map_err(|e| e.at(key, "recording history"))
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+    pub(super) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>> {
         match self.target().get(key).await {
             Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
             Err(crate::targets::TargetError::NotFound { .. }) => Ok(None),

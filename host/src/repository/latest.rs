@@ -4,7 +4,7 @@
 //! and suspect backups (a validator found an error in their rows).
 
 use super::Repository;
-use super::history::ValidationRecord;
+use super::history::ValidationState;
 use super::manifest::{BackupType, Manifest};
 use crate::error::{Error, Result};
 
@@ -94,28 +94,9 @@ impl Repository {
     /// Why a backup is suspect: its last validation failed on every target that validated
     /// it (a copy damaged on one target while intact on another is not: restore `--from` it).
     async fn failed_everywhere(&self, backup_id: &str) -> Option<String> {
-        let key = format!("validations/{backup_id}.json");
-        let mut failed = None;
-        for target in std::iter::once(&self.target).chain(&self.fallbacks) {
-            // No record, or one that cannot be read, is no verdict on that target.
-            let Ok(bytes) = target.get(&key).await else {
-                continue;
-            };
-            match serde_json::from_slice::<ValidationRecord>(&bytes) {
-                Ok(record) if record.ok => return None,
-                Ok(record) => {
-                    failed = Some(format!(
-                        "failed validation on target '{}' at {}: {}",
-                        target.name(),
-                        record.at.format("%Y-%m-%d %H:%M UTC"),
-                        record
-                            .first_problem
-                            .unwrap_or_else(|| "problems found".into())
-                    ))
-                }
-                Err(_) => {}
-            }
+        match self.validation_state(backup_id).await {
+            ValidationState::Failed(why) => Some(why),
+            ValidationState::Passed | ValidationState::Unknown => None,
         }
-        failed
     }
 }

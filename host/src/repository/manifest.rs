@@ -85,6 +85,10 @@ pub struct TableEntry {
     pub name: String,
     /// Columns in COPY order, already quoted as identifiers.
     pub columns: Vec<String>,
+    /// Their types as `format_type` spells them (empty in backups taken before they were
+    /// recorded), for validators.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub column_types: Vec<String>,
     /// The partitioned table this leaf belongs to, if any (qualified and quoted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition_of: Option<String>,
@@ -351,13 +355,14 @@ pub struct Manifest {
     pub chain: Option<Chain>,
 }
 
-/// How much a validator's finding matters: `error` makes the backup suspect.
+/// How much a validator's finding matters: `error` and `critical` make the backup suspect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Severity {
     Info,
     Warning,
     Error,
+    Critical,
 }
 
 impl fmt::Display for Severity {
@@ -366,6 +371,7 @@ impl fmt::Display for Severity {
             Severity::Info => "info",
             Severity::Warning => "warning",
             Severity::Error => "error",
+            Severity::Critical => "critical",
         })
     }
 }
@@ -539,12 +545,12 @@ impl Manifest {
         self.suspect_findings().next().is_some()
     }
 
-    /// The findings of severity `error`, with the validator that made each.
+    /// The findings of severity `error` or `critical`, with the validator that made each.
     pub fn suspect_findings(&self) -> impl Iterator<Item = (&ValidatorRun, &Finding)> {
         self.validators.iter().flat_map(|run| {
             run.findings
                 .iter()
-                .filter(|f| f.severity == Severity::Error)
+                .filter(|f| f.severity >= Severity::Error)
                 .map(move |f| (run, f))
         })
     }

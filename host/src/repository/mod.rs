@@ -10,6 +10,7 @@
 //! Chunks are shared by all backups; a chunk already present is never written again.
 
 pub mod chunker;
+mod copies;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod gc;
@@ -18,7 +19,9 @@ pub mod id;
 pub mod latest;
 pub mod lock;
 pub mod manifest;
+pub mod pins;
 pub mod stream;
+pub mod verify;
 
 use crate::error::{Error, Result};
 use crate::targets::{Target, TargetError};
@@ -245,43 +248,31 @@ impl Repository {
         inspect: impl FnOnce(Vec<u8>) -> T + Send + 'static,
     ) -> Result<T> {
         let key = chunk_key(&chunk.id);
-        let first = self.fetch_chunk(&self.target, &key, chunk, context).await;
-        let plain = match first {
-            Ok(plain) => plain,
-            Err(e @ (Error::ObjectNotFound { .. } | Error::ChecksumMismatch { .. })) => {
-                let mut found = None;
-                for fallback in &self.fallbacks {
-                    if let Ok(plain) = self.fetch_chunk(fallback, &key, chunk, context).await {
-                        self.notice(format!(
-                            "{key} on target '{}': {e}; read the good copy from target '{}'",
-                            self.target.name(),
-                            fallback.name()
-                        ));
-                        found = Some(plain);
-                        break;
-                    }
-                }
-                found.ok_or(e)?
-            }
-            Err(e) => return Err(e),
-        };
+        let (_, plain) = self
+            .first_good(&key, |source| {
+                self.fetch_chunk(source, &key, chunk, context)
+            })
+            .await?;
         tokio::task::spawn_blocking(move || inspect(plain))
             .await
             .map_err(|e| Error::Repository(format!("chunk worker failed: {e}")))
     }
 
+    /// A chunk as stored on `target` and its verified plain bytes.
     async fn fetch_chunk(
         &self,
-        target: &Arc<dyn Target>,
+        target: Arc<dyn Target>,
         key: &str,
         chunk: &ChunkRef,
         context: &str,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<(Bytes, Vec<u8>)> {
         let stored = target.get(key).await.map_err(|e| e.at(key, context))?;
         let (key, chunk, context) = (key.to_string(), chunk.clone(), context.to_string());
-        tokio::task::spawn_blocking(move || verify_chunk(&key, &chunk, &stored, &context))
-            .await
-            .map_err(|e| Error::Repository(format!("chunk verification worker failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            verify_chunk(&key, &chunk, &stored, &context).map(|plain| (stored, plain))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("chunk verification worker failed: {e}")))?
     }
 
     /// Copies a stored chunk to `dest` as it is, after checking it (nothing corrupt is
@@ -293,42 +284,17 @@ impl Repository {
         context: &str,
     ) -> Result<u64> {
         let key = chunk_key(&chunk.id);
-        let mut sources = vec![self.target.clone()];
-        sources.extend(self.fallbacks.iter().cloned());
-        let mut last = None;
-        for source in sources {
-            let stored = match source.get(&key).await {
-                Ok(stored) => stored,
-                Err(e) => {
-                    last = Some(e.at(&key, context));
-                    continue;
-                }
-            };
-            let checked = {
-                let (key, chunk, context, stored) = (
-                    key.clone(),
-                    chunk.clone(),
-                    context.to_string(),
-                    stored.clone(),
-                );
-                tokio::task::spawn_blocking(move || {
-                    verify_chunk(&key, &chunk, &stored, &context).map(|_| ())
-                })
-                .await
-                .map_err(|e| Error::Repository(format!("chunk verification worker failed: {e}")))?
-            };
-            match checked {
-                Ok(()) => {
-                    let size = stored.len() as u64;
-                    dest.target.put(&key, stored).await.map_err(|e| {
-                        e.at(&key, format!("copying to target '{}'", dest.target.name()))
-                    })?;
-                    return Ok(size);
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::Repository(format!("{key}: no target to read it from"))))
+        let (stored, _) = self
+            .first_good(&key, |source| {
+                self.fetch_chunk(source, &key, chunk, context)
+            })
+            .await?;
+        let size = stored.len() as u64;
+        dest.target
+            .put(&key, stored)
+            .await
+            .map_err(|e| e.at(&key, format!("copying to target '{}'", dest.target.name())))?;
+        Ok(size)
     }
 
     /// Reads a whole stream (a DDL section, or a table range in tests) into memory.
@@ -358,29 +324,12 @@ impl Repository {
         if !id::is_valid_backup_id(backup_id) {
             return Err(Error::BackupNotFound(backup_id.to_string()));
         }
-        let first = Self::manifest_from(&self.target, backup_id).await;
-        match first {
-            Err(e @ (Error::BackupNotFound(_) | Error::ChecksumMismatch { .. })) => {
-                for fallback in &self.fallbacks {
-                    if let Ok(manifest) = Self::manifest_from(fallback, backup_id).await {
-                        if !matches!(e, Error::BackupNotFound(_)) {
-                            self.notice(format!(
-                                "{} on target '{}': {e}; read it from target '{}'",
-                                manifest_key(backup_id),
-                                self.target.name(),
-                                fallback.name()
-                            ));
-                        }
-                        return Ok(manifest);
-                    }
-                }
-                Err(e)
-            }
-            other => other,
-        }
+        let key = manifest_key(backup_id);
+        self.first_good(&key, |source| Self::manifest_from(source, backup_id))
+            .await
     }
 
-    async fn manifest_from(target: &Arc<dyn Target>, backup_id: &str) -> Result<Manifest> {
+    async fn manifest_from(target: Arc<dyn Target>, backup_id: &str) -> Result<Manifest> {
         let key = manifest_key(backup_id);
         let bytes = match target.get(&key).await {
             Ok(bytes) => bytes,
@@ -431,16 +380,14 @@ impl Repository {
 
     /// Ids of all visible backups (ids sort by creation second; use [`Repository::manifests`]
     /// for exact order). With fallbacks, backups found only on a fallback count too (the
-    /// primary copy may be lost); a fallback that cannot be listed is skipped with a warning.
+    /// primary copy may be lost).
     pub async fn backup_ids(&self) -> Result<Vec<String>> {
-        let mut ids = backup_ids_on(&self.target).await?;
-        for fallback in &self.fallbacks {
-            match backup_ids_on(fallback).await {
-                Ok(more) => ids.extend(more),
-                Err(e) => {
-                    tracing::warn!("cannot list backups on target '{}': {e}", fallback.name())
-                }
-            }
+        let mut ids = Vec::new();
+        for listed in self
+            .list_everywhere(|target| async move { backup_ids_on(&target).await })
+            .await?
+        {
+            ids.extend(listed);
         }
         ids.sort();
         ids.dedup();

@@ -246,6 +246,55 @@ pub enum BackupCommand {
     Export(ExportArgs),
     /// Copy backups to every target that lacks a complete copy
     Sync(SyncArgs),
+    /// Apply the schedules' retention: every backup with keep or delete and the rule that
+    /// decided, then delete and garbage-collect on every target
+    Prune(PruneArgs),
+    /// Keep a backup whatever retention says (until a date, or until unpinned)
+    Pin(PinArgs),
+    /// Remove a backup's pin
+    Unpin(UnpinArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Only print what would be deleted; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// Backup id, `latest` (the newest full backup of the configured database) or `latest-schema`
+    pub backup_id: String,
+    /// Keep it through this date (YYYY-MM-DD, UTC, inclusive) or until this time (RFC 3339)
+    /// [default: until `backup unpin`]
+    #[arg(long, value_name = "DATE", value_parser = parse_until)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Why it is kept (shown by `backup prune`)
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UnpinArgs {
+    /// Backup id
+    pub backup_id: String,
+}
+
+/// `--until`: a date keeps the backup through that whole day (UTC); a full RFC 3339 time
+/// until that instant.
+fn parse_until(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.succ_opt())
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| {
+            format!("'{text}' is not a date like 2026-12-31 or a time like 2026-12-31T18:00:00Z")
+        })
 }
 
 #[derive(Debug, Args)]
@@ -336,6 +385,10 @@ pub struct DeleteArgs {
     /// Really delete (deletion is permanent)
     #[arg(long)]
     pub force: bool,
+    /// Only print what would be removed from where and what garbage collection would
+    /// reclaim; change nothing
+    #[arg(long, conflicts_with = "force")]
+    pub dry_run: bool,
     /// Delete only the copy on this target (repeatable) [default: every copy]
     #[arg(long = "target", value_name = "NAME")]
     pub targets: Vec<String>,

@@ -86,6 +86,7 @@ fn main() -> ExitCode {
                         | Error::CopiesDamaged(_)
                         | Error::HealthFailed(_)
                         | Error::CopiesIncomplete(_)
+                        | Error::BackupSuspect { .. }
                 )
             {
                 let status = if matches!(e, Error::Interrupted { .. }) {

@@ -3,10 +3,12 @@
 
 use comfy_table::presets::NOTHING;
 use comfy_table::{Cell, CellAlignment, ColumnConstraint, ContentArrangement, Table};
-use larder::engine::delete::DeleteReport;
+use larder::engine::delete::{DeletePlan, DeleteReport};
 use larder::engine::export::ExportReport;
 use larder::engine::list::BackupSummary;
+use larder::engine::pin::PinReport;
 use larder::engine::progress::human_bytes;
+use larder::engine::prune::PruneReport;
 use larder::engine::recovery::plan::RecoveryPlan;
 use larder::engine::recovery::restore::RestoreReport;
 use larder::engine::sync::{CopyReport, Presence};
@@ -103,6 +105,35 @@ fn seconds(s: f64) -> String {
     }
 }
 
+/// What each validator found, one line per finding (and one per validator that found nothing).
+pub fn findings(runs: &[larder::repository::manifest::ValidatorRun]) {
+    for run in runs {
+        if run.findings.is_empty() {
+            say!(
+                "  validator '{}' ({} {}): no findings",
+                run.name,
+                run.plugin,
+                run.version
+            );
+        }
+        for f in &run.findings {
+            let column = f
+                .column
+                .as_deref()
+                .map(|c| format!(".{c}"))
+                .unwrap_or_default();
+            say!(
+                "  validator '{}': {} {} on {}{column}: {}",
+                run.name,
+                f.severity.to_string().to_uppercase(),
+                f.rule,
+                f.table,
+                f.message
+            );
+        }
+    }
+}
+
 pub fn backup_created(
     m: &Manifest,
     repo: &str,
@@ -112,12 +143,20 @@ pub fn backup_created(
 ) {
     let summary = BackupSummary::from(m);
     if as_json {
+        let status = if m.is_suspect() {
+            "suspect"
+        } else if failures.is_empty() {
+            "ok"
+        } else {
+            "partial"
+        };
         json(&serde_json::json!({
-            "status": if failures.is_empty() { "ok" } else { "partial" },
+            "status": status,
             "backup": summary,
             "repository": repo,
             "copies": copies,
             "copy_failures": failures,
+            "validators": m.validators,
         }));
         return;
     }
@@ -151,6 +190,7 @@ pub fn backup_created(
     for failure in failures {
         say!("  NOT copied to {failure}");
     }
+    findings(&m.validators);
     say!("  next: backup-cli backup validate {}", m.id);
 }
 
@@ -308,6 +348,33 @@ pub fn validation(report: Option<&ValidationReport>, copies: &[CopyValidation], 
     }
 }
 
+pub fn delete_plan(plan: &DeletePlan, as_json: bool) {
+    if as_json {
+        json(&serde_json::json!({ "status": "ok", "dry_run": true, "plan": plan }));
+        return;
+    }
+    say!(
+        "Dry run: deleting backup {} ({}) would remove:",
+        plan.backup_id,
+        plan.description
+    );
+    for target in &plan.reclaim {
+        say!(
+            "  on target '{}': its manifest, then garbage collection reclaims {} chunks ({}), keeping {} chunks other backups use",
+            target.target,
+            target.gc.chunks_deleted,
+            human_bytes(target.gc.bytes_freed),
+            target.gc.chunks_kept
+        );
+    }
+    if !plan.kept_on.is_empty() {
+        say!("  still kept on: {}", plan.kept_on.join(", "));
+    }
+    say!(
+        "Nothing was changed. To delete it, run the same command with --force instead of --dry-run."
+    );
+}
+
 pub fn deleted(report: &DeleteReport, as_json: bool) {
     if as_json {
         json(&serde_json::json!({ "status": "ok", "deleted": report }));
@@ -363,13 +430,93 @@ pub fn synced(reports: &[CopyReport], as_json: bool) {
     say!("{t}");
 }
 
+pub fn pruned(report: &PruneReport, as_json: bool) {
+    if as_json {
+        json(&serde_json::json!({ "status": "ok", "prune": report }));
+        return;
+    }
+    if report.backups.is_empty() {
+        say!("No backups; nothing to prune.");
+        return;
+    }
+    let mut t = table(&[
+        "BACKUP", "NAME", "CREATED", "POLICY", "DECISION", "RULE", "WHY",
+    ]);
+    for b in &report.backups {
+        t.add_row(vec![
+            Cell::new(&b.backup_id),
+            Cell::new(&b.name),
+            Cell::new(b.created_at.format("%Y-%m-%d %H:%M")),
+            Cell::new(b.policy.as_deref().unwrap_or("-")),
+            Cell::new(b.decision),
+            Cell::new(b.rule.as_str()),
+            Cell::new(&b.detail),
+        ]);
+    }
+    say!("{t}");
+    let doomed = report.to_delete().count();
+    for id in &report.damaged_kept {
+        say!("kept {id}: its manifest is damaged (prune never deletes what it cannot read)");
+    }
+    if report.dry_run {
+        say!(
+            "Dry run: {doomed} of {} backups would be deleted; nothing was changed.",
+            report.backups.len()
+        );
+        return;
+    }
+    say!("Deleted {doomed} of {} backups.", report.backups.len());
+    for target in &report.targets {
+        say!(
+            "  target '{}': {} backups removed, {} chunks ({}) reclaimed, {} chunks kept",
+            target.target,
+            target.backups_deleted.len(),
+            target.gc.chunks_deleted,
+            human_bytes(target.gc.bytes_freed),
+            target.gc.chunks_kept
+        );
+    }
+}
+
+pub fn pinned(report: &PinReport, as_json: bool) {
+    if as_json {
+        json(&serde_json::json!({ "status": "ok", "pin": report }));
+        return;
+    }
+    if !report.pinned {
+        say!(
+            "Unpinned backup {} on {}: retention applies to it again.",
+            report.backup_id,
+            report.targets.join(", ")
+        );
+        return;
+    }
+    say!(
+        "Pinned backup {} on {} {}{}: retention keeps it.",
+        report.backup_id,
+        report.targets.join(", "),
+        report
+            .until
+            .map_or("until unpinned".to_string(), |u| format!(
+                "until {}",
+                u.format("%Y-%m-%d %H:%M UTC")
+            )),
+        report
+            .reason
+            .as_ref()
+            .map_or(String::new(), |r| format!(" ({r})"))
+    );
+}
+
 pub fn plugins(plugins: &[PluginSummary], as_json: bool) {
     if as_json {
         json(&plugins);
         return;
     }
     if plugins.is_empty() {
-        say!("No plugins are configured (add a [[targets]] entry with type = \"plugin\").");
+        say!(
+            "No plugins are configured (add a [[targets]] entry with type = \"plugin\", or a [[validators]] entry)."
+        );
         return;
     }
     for p in plugins {
@@ -524,7 +671,7 @@ pub fn plan(plan: &RecoveryPlan, as_json: bool) {
     }
     say!("Steps:");
     for (i, s) in plan.steps.iter().enumerate() {
-        say!("  {}. {s}", i + 1);
+        say!("  {}. {}: {}", i + 1, s.name, s.detail);
     }
     if !plan.blockers.is_empty() {
         say!("Execute would refuse:");

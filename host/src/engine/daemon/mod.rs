@@ -589,6 +589,8 @@ async fn steps(
         pg_dump: setup.config.backup.pg_dump.clone(),
         split_bytes: None,
         schedule: Some(schedule.name.clone()),
+        // Validator plugins in the daemon: not yet (see README "Not yet").
+        validators: Vec::new(),
     };
     let manifest = backup::create(&setup.database, primary, &opts, &progress)
         .await

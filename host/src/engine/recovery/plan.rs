@@ -1,15 +1,19 @@
-//! `recovery plan`: what a recovery would do, read from the manifest and the destination database (the one restored into),
-//! without changing anything.
+//! `recovery plan`: what a recovery would do, without changing anything. [`select`] chooses
+//! the tables, [`facts::read`] reads the destination (the database restored into) once, and
+//! [`judge`], a pure function of (manifest, request, facts), gives the plan.
 //!
 //! The plan names the tables and rows, what will be overwritten, the foreign keys that cross
 //! a table subset's boundary, the requirements (server version, extensions, roles, privileges,
 //! space), an estimated duration from this repository's restore history, the risks in plain
-//! words, and the blockers that make `recovery execute` refuse.
+//! words, the strategy's steps, and the blockers that make `recovery execute` refuse.
 
+use super::facts::{self, Facts};
+use super::privileges::privileges_missing;
+use super::step::{Step, steps};
 use crate::engine::globals::{self, GlobalsPlan};
 use crate::engine::progress::human_bytes;
 use crate::error::{Error, Result};
-use crate::pg::{ConnectionSettings, catalog};
+use crate::pg::ConnectionSettings;
 use crate::repository::Repository;
 use crate::repository::history::DEFAULT_RESTORE_BYTES_PER_SECOND;
 use crate::repository::manifest::{BackupType, DatabaseLocale, Manifest, TableEntry, quote_ident};
@@ -132,13 +136,10 @@ pub struct NewDatabase {
 }
 
 impl NewDatabase {
-    /// Decides the locale: the source's when the destination server can create it, else C (valid with
-    /// every encoding), saying so.
-    async fn decide(
-        admin: &tokio_postgres::Client,
-        manifest: &Manifest,
-        destination_version_num: i32,
-    ) -> Result<NewDatabase> {
+    /// Decides the locale: the source's when the destination server can create it
+    /// (`available`, and a server version with the source's locale provider), else C (valid
+    /// with every encoding), saying so.
+    fn decide(manifest: &Manifest, destination_version_num: i32, available: bool) -> NewDatabase {
         let source = &manifest.source.locale;
         let encoding = manifest.source.encoding.clone();
         let provider_ok = match source.provider.as_str() {
@@ -151,7 +152,7 @@ impl NewDatabase {
                 DatabaseLocale::default(),
                 Some("the backup does not record the source's locale (taken by an older version): the destination server's default is used".into()),
             )
-        } else if provider_ok && catalog::locale_available(admin, source, &encoding).await? {
+        } else if provider_ok && available {
             (source.clone(), None)
         } else {
             (
@@ -168,13 +169,13 @@ impl NewDatabase {
                 )),
             )
         };
-        Ok(NewDatabase {
+        NewDatabase {
             template: "template0".into(),
             encoding,
             locale,
             differs,
             destination_version_num,
-        })
+        }
     }
 
     /// The `CREATE DATABASE` statement for database `name`.
@@ -236,6 +237,13 @@ fn describe_locale(l: &DatabaseLocale) -> String {
     out
 }
 
+/// One step of the recovery and what it will do with this backup and destination.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanStep {
+    pub name: Step,
+    pub detail: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RecoveryPlan {
     pub backup_id: String,
@@ -263,7 +271,8 @@ pub struct RecoveryPlan {
     pub risks: Vec<String>,
     /// Reasons `recovery execute` will refuse; empty when the plan can run.
     pub blockers: Vec<String>,
-    pub steps: Vec<String>,
+    /// The strategy's steps, as `recovery execute` runs and numbers them.
+    pub steps: Vec<PlanStep>,
     /// How a new database is created (null for the strategies that restore into an existing one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_database: Option<NewDatabase>,
@@ -409,13 +418,43 @@ pub(crate) async fn admin_connection(
     Err(last.unwrap_or_else(|| Error::Refused("no database to connect to".into())))
 }
 
+/// `recovery plan`: chooses the tables, reads the destination once, and judges the request.
 pub async fn plan(
     repo: &Repository,
     manifest: &Manifest,
     req: &PlanRequest,
 ) -> Result<RecoveryPlan> {
-    let schema_only = manifest.backup_type == BackupType::SchemaOnly;
-    if schema_only
+    let selection = select(manifest, req)?;
+    let admin = admin_connection(&req.destination, &manifest.source.database).await?;
+    let facts = facts::read(&admin, manifest, req, &selection.chosen).await?;
+    let throughput = repo.restore_throughput().await?;
+    Ok(judge(
+        manifest,
+        req,
+        selection,
+        &facts,
+        throughput,
+        chrono::Utc::now(),
+    ))
+}
+
+/// The tables a request chooses, and what its subset does to the foreign keys between them.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Indexes into the manifest's tables, in manifest order.
+    pub chosen: Vec<usize>,
+    /// Tables `--cascade` added.
+    pub cascade_added: Vec<String>,
+    /// Foreign keys that cross the subset's boundary the wrong way for the strategy (empty
+    /// with `--cascade`, which adds the missing side instead).
+    pub crossing: Vec<Crossing>,
+}
+
+/// Resolves `-t` (leaf partitions of a partitioned table included) and widens the subset along
+/// foreign keys with `--cascade`: `replace` must take the tables that reference a restored
+/// one (emptying it would break them), `new-database` the tables a restored one references.
+pub fn select(manifest: &Manifest, req: &PlanRequest) -> Result<Selection> {
+    if manifest.backup_type == BackupType::SchemaOnly
         && (req.strategy == Strategy::MissingRows
             || req.strategy == Strategy::Replace && req.tables.is_some())
     {
@@ -425,149 +464,145 @@ pub async fn plan(
             manifest.id
         )));
     }
-    let subset = req.tables.is_some();
-    let mut chosen: BTreeSet<usize> = match &req.tables {
-        Some(names) => resolve_names(manifest, names)?,
-        None => (0..manifest.tables.len()).collect(),
+    let Some(names) = &req.tables else {
+        return Ok(Selection {
+            chosen: (0..manifest.tables.len()).collect(),
+            ..Selection::default()
+        });
     };
+    let mut chosen = resolve_names(manifest, names)?;
     let name_of = |i: usize| manifest.tables[i].display_name();
-
-    // Foreign keys across the subset boundary.
-    let mut blockers = Vec::new();
-    let mut risks = Vec::new();
-    let mut crossing = Vec::new();
+    // The side of a crossing key the subset lacks: what the blocker asks to add.
+    let lacking = |c: &Crossing| match req.strategy {
+        Strategy::Replace => c.table.clone(),
+        _ => c.references.clone(),
+    };
+    let mut crossing: Vec<Crossing> = Vec::new();
     let mut cascade_added = Vec::new();
-    if subset {
-        let all_edges = edges(manifest);
-        loop {
-            let mut added = false;
-            for (fk, child, parent) in &all_edges {
-                let (c_in, p_in) = (chosen.contains(child), chosen.contains(parent));
-                // Which side must be inside the subset for the restore to be sound.
-                let missing = match req.strategy {
-                    Strategy::Replace if p_in && !c_in => Some(*child),
-                    Strategy::NewDatabase if c_in && !p_in => Some(*parent),
-                    _ => None,
-                };
-                if let Some(missing) = missing {
-                    if req.cascade {
-                        chosen.insert(missing);
-                        cascade_added.push(name_of(missing));
-                        added = true;
-                    } else if !crossing
-                        .iter()
-                        .any(|c: &Crossing| c.constraint == *fk && c.table == name_of(*child))
-                    {
-                        crossing.push(Crossing {
-                            constraint: fk.clone(),
-                            table: name_of(*child),
-                            references: name_of(*parent),
-                        });
-                    }
+    let all_edges = edges(manifest);
+    loop {
+        let mut added = false;
+        for (fk, child, parent) in &all_edges {
+            let (c_in, p_in) = (chosen.contains(child), chosen.contains(parent));
+            // Which side must be inside the subset for the restore to be sound.
+            let missing = match req.strategy {
+                Strategy::Replace if p_in && !c_in => Some(*child),
+                Strategy::NewDatabase if c_in && !p_in => Some(*parent),
+                _ => None,
+            };
+            if let Some(missing) = missing {
+                if req.cascade {
+                    chosen.insert(missing);
+                    cascade_added.push(name_of(missing));
+                    added = true;
+                } else if !crossing
+                    .iter()
+                    .any(|c| c.constraint == *fk && lacking(c) == name_of(missing))
+                {
+                    crossing.push(Crossing {
+                        constraint: fk.clone(),
+                        table: name_of(*child),
+                        references: name_of(*parent),
+                    });
                 }
             }
-            if !added {
-                break;
-            }
         }
-        if !crossing.is_empty() {
-            let needed: BTreeSet<String> = crossing
-                .iter()
-                .map(|c| {
-                    if req.strategy == Strategy::Replace {
-                        c.table.clone()
-                    } else {
-                        c.references.clone()
-                    }
-                })
-                .collect();
-            let why = crossing
-                .iter()
-                .map(|c| format!("{} references {} ({})", c.table, c.references, c.constraint))
-                .collect::<Vec<_>>()
-                .join("; ");
-            blockers.push(format!(
-                "foreign keys cross the subset: {why}. Add {} to -t, or pass --cascade to include them",
-                needed.into_iter().collect::<Vec<_>>().join(", ")
-            ));
-        }
-        for (fk, child, parent) in edges(manifest) {
-            let outward = chosen.contains(&child) && !chosen.contains(&parent);
-            if outward && req.strategy != Strategy::NewDatabase {
-                risks.push(format!(
-                    "{} references {} ({fk}), which is not restored: restored rows must find their match in its current rows (checked after loading; the restore is rolled back otherwise)",
-                    name_of(child),
-                    name_of(parent)
-                ));
-            }
+        if !added {
+            break;
         }
     }
-    let selected: Vec<usize> = chosen.into_iter().collect();
+    Ok(Selection {
+        chosen: chosen.into_iter().collect(),
+        cascade_added,
+        crossing,
+    })
+}
 
-    // The destination.
-    let mut destination_settings = req.destination.clone();
-    let admin = admin_connection(&req.destination, &manifest.source.database).await?;
+/// The database restored into: as requested, except that an unnamed `new-database` restore
+/// goes to the backup's database when it no longer exists on the destination server, else
+/// beside it as `<db>_restored_<backup-id>`.
+pub fn destination_settings(
+    manifest: &Manifest,
+    req: &PlanRequest,
+    databases: &BTreeSet<String>,
+) -> ConnectionSettings {
+    let mut settings = req.destination.clone();
     if req.strategy == Strategy::NewDatabase && !req.destination_named {
         let original = &manifest.source.database;
-        destination_settings.dbname = if catalog::database_exists(&admin, original).await? {
+        settings.dbname = if databases.contains(original) {
             format!("{original}_restored_{}", manifest.id.replace('-', "_"))
         } else {
             original.clone()
         };
     }
-    let destination_exists = catalog::database_exists(&admin, &destination_settings.dbname).await?;
-    let facts = catalog::destination_server(&admin).await?;
-    let new_database = if req.strategy == Strategy::NewDatabase {
-        Some(NewDatabase::decide(&admin, manifest, facts.version_num).await?)
-    } else {
-        None
-    };
-    let destination_client = if req.strategy != Strategy::NewDatabase {
-        if !destination_exists {
-            return Err(Error::Refused(format!(
-                "database {} does not exist on {}:{}; use -s new-database to recreate it",
-                destination_settings.dbname, destination_settings.host, destination_settings.port
-            )));
-        }
-        Some(destination_settings.connect().await?)
-    } else {
-        None
-    };
+    settings
+}
 
-    let mut tables = Vec::new();
-    for &i in &selected {
-        let t = &manifest.tables[i];
-        let destination_rows = match &destination_client {
-            Some(client) => catalog::row_count(client, &t.qualified()).await?,
-            None => None,
-        };
-        tables.push(PlanTable {
-            name: t.display_name(),
-            rows: t.rows,
-            bytes: t.logical_bytes,
-            destination_rows,
-        });
+/// The plan: a pure function of the backup, the request, its table selection, the facts read
+/// from the destination, this repository's measured restore throughput (bytes per second and
+/// how many restores) and the time now.
+pub fn judge(
+    manifest: &Manifest,
+    req: &PlanRequest,
+    selection: Selection,
+    facts: &Facts,
+    throughput: Option<(f64, usize)>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> RecoveryPlan {
+    let subset = req.tables.is_some();
+    let schema_only = manifest.backup_type == BackupType::SchemaOnly;
+    let Selection {
+        chosen: selected,
+        cascade_added,
+        crossing,
+    } = selection;
+    let server = &facts.server;
+    let destination_settings = destination_settings(manifest, req, &facts.databases);
+    let dbname = destination_settings.dbname.clone();
+    let destination_exists = facts.databases.contains(&dbname);
+    let database = facts.database.as_ref();
+    let mut blockers = Vec::new();
+    let mut risks = Vec::new();
+
+    if subset {
+        blockers.extend(crossing_blocker(req.strategy, &crossing));
+        risks.extend(outward_references(manifest, req.strategy, &selected));
     }
+    let tables: Vec<PlanTable> = selected
+        .iter()
+        .map(|&i| {
+            let t = &manifest.tables[i];
+            PlanTable {
+                name: t.display_name(),
+                rows: t.rows,
+                bytes: t.logical_bytes,
+                destination_rows: database
+                    .and_then(|db| db.tables.get(&t.display_name()))
+                    .map(|t| t.rows),
+            }
+        })
+        .collect();
+    let new_database = (req.strategy == Strategy::NewDatabase)
+        .then(|| NewDatabase::decide(manifest, server.version_num, facts.source_locale_available));
 
     // Requirements.
     let mut requirements = Vec::new();
     let backup_major = manifest.source.server_version_num / 10000;
-    let destination_major = facts.version_num / 10000;
+    let destination_major = server.version_num / 10000;
     let version_ok = destination_major >= backup_major;
     requirements.push(Requirement {
         name: "server version".into(),
         ok: version_ok,
         detail: format!(
             "destination server runs PostgreSQL {}, backup is from {}",
-            facts.version, manifest.source.server_version
+            server.version, manifest.source.server_version
         ),
     });
     if !version_ok {
         blockers.push(format!("the destination server (major {destination_major}) is older than the backup's (major {backup_major})"));
     }
-    let available = catalog::available_extensions(&admin).await?;
     for ext in &manifest.extensions {
-        let ok = available.contains(&ext.name);
+        let ok = facts.extensions.contains_key(&ext.name);
         requirements.push(Requirement {
             name: format!("extension {}", ext.name),
             ok,
@@ -602,19 +637,15 @@ pub async fn plan(
         }
     }
     let rewrites_schema = !subset && req.strategy != Strategy::MissingRows;
-    let (globals, role_blockers) = globals::plan(
-        &admin,
-        &globals::Inputs {
-            manifest,
-            facts: &facts,
-            dbname: &destination_settings.dbname,
-            new_database: req.strategy == Strategy::NewDatabase,
-            rewrites_schema,
-            no_owner: req.no_owner,
-            create_roles: req.create_roles,
-        },
-    )
-    .await?;
+    let (globals, role_blockers) = globals::plan(&globals::Inputs {
+        manifest,
+        facts,
+        dbname: &dbname,
+        new_database: req.strategy == Strategy::NewDatabase,
+        rewrites_schema,
+        no_owner: req.no_owner,
+        create_roles: req.create_roles,
+    });
     let mut roles_detail = vec![format!(
         "exist: {}",
         if globals.existing_roles.is_empty() {
@@ -641,36 +672,27 @@ pub async fn plan(
         detail: roles_detail.join("; "),
     });
     blockers.extend(role_blockers);
-    let needed = privileges_needed(
-        &admin,
-        destination_client.as_ref(),
-        manifest,
-        req,
-        &facts,
-        &tables,
-        &destination_settings.dbname,
-    )
-    .await?;
+    let missing = privileges_missing(manifest, req, facts, &selected, &dbname);
     requirements.push(Requirement {
         name: "privileges".into(),
-        ok: needed.missing.is_empty(),
-        detail: if needed.missing.is_empty() {
+        ok: missing.is_empty(),
+        detail: if missing.is_empty() {
             format!(
                 "{} may run every step of {}{}",
-                facts.user,
+                server.user,
                 req.strategy,
-                if facts.superuser {
+                if server.superuser {
                     " (superuser)"
                 } else {
                     " (checked statement by statement; not a superuser)"
                 }
             )
         } else {
-            format!("{} lacks: {}", facts.user, needed.missing.join("; "))
+            format!("{} lacks: {}", server.user, missing.join("; "))
         },
     });
-    for missing in &needed.missing {
-        blockers.push(format!("{} lacks {missing}", facts.user));
+    for lack in &missing {
+        blockers.push(format!("{} lacks {lack}", server.user));
     }
     let absent: Vec<&str> = tables
         .iter()
@@ -679,9 +701,8 @@ pub async fn plan(
         .collect();
     if subset && req.strategy == Strategy::Replace && !absent.is_empty() {
         blockers.push(format!(
-            "{} do not exist in {}: -s replace -t reloads existing tables; restore them beside it with -s new-database -t",
+            "{} do not exist in {dbname}: -s replace -t reloads existing tables; restore them beside it with -s new-database -t",
             absent.join(", "),
-            destination_settings.dbname
         ));
     }
     let bytes: u64 = tables.iter().map(|t| t.bytes).sum();
@@ -696,18 +717,17 @@ pub async fn plan(
     if req.strategy == Strategy::NewDatabase && destination_exists {
         // Never point at -s replace here: without --dest-db it overwrites the live database.
         blockers.push(format!(
-            "database {} already exists and new-database never touches an existing database: \
+            "database {dbname} already exists and new-database never touches an existing database: \
              choose another name with --dest-db NAME, or, if it is an earlier drill's copy nobody uses, \
              drop it first (DROP DATABASE {};)",
-            destination_settings.dbname,
-            quote_ident(&destination_settings.dbname)
+            quote_ident(&dbname)
         ));
     }
     if schema_only && req.strategy == Strategy::Replace && !req.schema_only {
         blockers.push(format!(
-            "backup {} is schema-only: -s replace would leave every table of {} empty. \
+            "backup {} is schema-only: -s replace would leave every table of {dbname} empty. \
              Restore a full backup (`latest` names the newest), or pass --schema-only to rebuild the structure without data",
-            manifest.id, destination_settings.dbname
+            manifest.id
         ));
     }
     if req.schema_only && !schema_only {
@@ -716,31 +736,22 @@ pub async fn plan(
             manifest.id, manifest.backup_type
         ));
     }
-    let other_database = manifest.source.database != destination_settings.dbname;
+    let other_database = manifest.source.database != dbname;
     if other_database && req.strategy != Strategy::NewDatabase && !req.from_other_database {
         blockers.push(format!(
-            "backup {} is of database {}, and -s {} would overwrite database {} with it: \
-             choose a backup of {}, or pass --from-other-database if that is what you mean",
-            manifest.id,
-            manifest.source.database,
-            req.strategy,
-            destination_settings.dbname,
-            destination_settings.dbname
+            "backup {} is of database {}, and -s {} would overwrite database {dbname} with it: \
+             choose a backup of {dbname}, or pass --from-other-database if that is what you mean",
+            manifest.id, manifest.source.database, req.strategy,
         ));
     }
     if req.strategy == Strategy::MissingRows
-        && let Some(client) = &destination_client
+        && let Some(db) = database
     {
-        let mut without_pk = Vec::new();
-        for &i in &selected {
-            let t = &manifest.tables[i];
-            if catalog::primary_key(client, &t.qualified())
-                .await?
-                .is_empty()
-            {
-                without_pk.push(t.display_name());
-            }
-        }
+        let without_pk: Vec<String> = tables
+            .iter()
+            .filter(|t| !db.tables.get(&t.name).is_some_and(|t| t.primary_key))
+            .map(|t| t.name.clone())
+            .collect();
         if !without_pk.is_empty() {
             blockers.push(format!(
                 "missing-rows matches rows by primary key, and {} have none (or do not exist in the destination): \
@@ -752,12 +763,11 @@ pub async fn plan(
 
     // New tables get their triggers after the load; existing tables' user triggers are
     // switched off for the restore's rows (by their owner) unless a privilege is missing.
-    let triggers_suppressed = needed.missing.is_empty();
+    let triggers_suppressed = missing.is_empty();
     let skip_foreign_key_triggers =
-        facts.superuser && (subset || req.strategy == Strategy::MissingRows);
+        server.superuser && (subset || req.strategy == Strategy::MissingRows);
 
-    // Estimate.
-    let (rate, estimate_basis) = match repo.restore_throughput().await? {
+    let (rate, estimate_basis) = match throughput {
         Some((rate, n)) => (
             rate,
             format!(
@@ -775,131 +785,38 @@ pub async fn plan(
     };
     let estimated_seconds = (bytes as f64 / rate).max(1.0);
 
-    // Risks and steps, in plain words.
-    let chunks = count_chunks(manifest, &selected);
-    let verify = match req.verification {
-        Verification::Rows => "count every table's rows",
-        Verification::Checksums => "count every table's rows and re-read it to compare checksums",
-    };
-    let mut steps = Vec::new();
-    match req.strategy {
-        Strategy::NewDatabase => {
-            // A failure drops the new database, so chunks are checked as they are loaded
-            // rather than all beforehand (`--dry-run` checks them all without loading).
-            if let Some(new) = &new_database {
-                steps.push(format!(
-                    "create database {} from {}, with the source database's settings (ALTER DATABASE … SET), comment and privileges, as pg_restore --create does",
-                    destination_settings.dbname,
-                    new.describe()
-                ));
-            }
-            steps.push("create the schema (pg_dump pre-data)".into());
-            if let Some(lo) = &manifest.large_objects {
-                steps.push(format!(
-                    "write the data of {} large object(s) ({})",
-                    lo.oids.len(),
-                    human_bytes(lo.content_bytes)
-                ));
-            }
-            steps.push(format!(
-                "load {} table(s) in parallel with COPY, checking each of the {chunks} chunks (SHA-256, decompression) before its rows are sent",
-                selected.len()
-            ));
-            steps.push("build indexes and constraints (independent ones in parallel), then foreign keys (validated in parallel), triggers and the rest".into());
-            steps.push(format!(
-                "set sequence values, ANALYZE, {verify}, check no constraint is left NOT VALID (those NOT VALID in the backup stay so)"
-            ));
-            steps.push("create event triggers last, as pg_restore does".into());
-            risks.push(format!(
-                "none for existing data: {} is a new database; on failure it is dropped again",
-                destination_settings.dbname
-            ));
-        }
-        Strategy::Replace if !subset => {
-            steps.push(verify_chunks_first(chunks));
-            steps.push(format!(
-                "in one transaction: drop schemas {} (and the backup's publications and event triggers) and recreate them from the backup",
-                manifest.schemas.join(", ")
-            ));
-            if let Some(lo) = &manifest.large_objects {
-                steps.push(format!(
-                    "replace the backup's {} large object(s) (others in the database are kept)",
-                    lo.oids.len()
-                ));
-            }
-            steps.push(format!("load every table, build post-data, set sequences, {verify}; commit only if all checks pass"));
-            risks.push(format!(
-                "replace drops every object in schemas {} of {}: anything created or changed since the backup ({}) is lost",
-                manifest.schemas.join(", "),
-                destination_settings.dbname,
-                manifest.created_at.format("%Y-%m-%d %H:%M UTC")
-            ));
-        }
-        Strategy::Replace => {
-            steps.push(verify_chunks_first(chunks));
-            steps.push(format!(
-                "in one transaction: switch off their user triggers, empty {} and reload them from the backup",
-                tables
-                    .iter()
-                    .map(|t| t.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-            steps.push(format!(
-                "check foreign keys, switch the triggers back on as they were, set owned sequences, {verify}; commit only if all checks pass"
-            ));
-            for t in &tables {
-                risks.push(format!(
-                    "replace empties {} ({} rows now, {} in the backup): rows written since the backup are lost",
-                    t.name,
-                    t.destination_rows.map_or("missing".into(), |r| r.to_string()),
-                    t.rows
-                ));
-            }
-        }
-        Strategy::MissingRows => {
-            steps.push(verify_chunks_first(chunks));
-            steps.push(
-                "in one transaction: switch off the tables' user triggers, load each table's backup rows into a temporary table".into(),
-            );
-            steps.push("insert the rows whose primary key is missing from the destination; check foreign keys; commit".into());
-            risks.push(
-                "rows that still exist keep their current values; only missing rows come back"
-                    .into(),
-            );
-        }
-    }
+    risks.extend(strategy_risks(
+        manifest,
+        req.strategy,
+        subset,
+        &tables,
+        &dbname,
+    ));
+    let steps = plan_steps(&StepInputs {
+        manifest,
+        req,
+        subset,
+        selected: &selected,
+        tables: &tables,
+        dbname: &dbname,
+        new_database: new_database.as_ref(),
+        globals: &globals,
+    });
 
-    if req.create_roles && !globals.statements.is_empty() {
-        steps.insert(
-            0,
-            format!(
-                "create the missing roles and their memberships: {}",
-                globals.statements.join("; ")
-            ),
-        );
-    }
-    if !globals.database_statements.is_empty() {
-        steps.push(format!(
-            "give the new database the backup's owner and settings: {}",
-            globals.database_statements.join("; ")
-        ));
-    }
-
-    Ok(RecoveryPlan {
+    RecoveryPlan {
         backup_id: manifest.id.clone(),
         backup_name: manifest.name.clone(),
         backup_created_at: manifest.created_at,
         backup_type: manifest.backup_type,
         backup_database: manifest.source.database.clone(),
-        backup_age_seconds: (chrono::Utc::now() - manifest.created_at).num_seconds(),
+        backup_age_seconds: (now - manifest.created_at).num_seconds(),
         requested: req.requested.clone(),
         passed_over: req.passed_over.clone(),
         strategy: req.strategy,
         destination: PlanDestination {
             host: destination_settings.host.clone(),
             port: destination_settings.port,
-            database: destination_settings.dbname.clone(),
+            database: dbname,
             exists: destination_exists,
         },
         subset,
@@ -921,13 +838,220 @@ pub async fn plan(
         selected,
         destination_settings,
         no_owner: req.no_owner,
-    })
+    }
 }
 
-fn verify_chunks_first(chunks: usize) -> String {
-    format!(
-        "verify the {chunks} chunks the restore reads (SHA-256, decompression) before touching the destination"
-    )
+/// The blocker for foreign keys that cross a subset, naming the tables to add.
+fn crossing_blocker(strategy: Strategy, crossing: &[Crossing]) -> Option<String> {
+    if crossing.is_empty() {
+        return None;
+    }
+    let needed: BTreeSet<&str> = crossing
+        .iter()
+        .map(|c| {
+            if strategy == Strategy::Replace {
+                c.table.as_str()
+            } else {
+                c.references.as_str()
+            }
+        })
+        .collect();
+    let why = crossing
+        .iter()
+        .map(|c| format!("{} references {} ({})", c.table, c.references, c.constraint))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some(format!(
+        "foreign keys cross the subset: {why}. Add {} to -t, or pass --cascade to include them",
+        needed.into_iter().collect::<Vec<_>>().join(", ")
+    ))
+}
+
+/// Restored tables that reference tables left as they are, in an existing database: their
+/// rows must match the current ones.
+fn outward_references(manifest: &Manifest, strategy: Strategy, selected: &[usize]) -> Vec<String> {
+    if strategy == Strategy::NewDatabase {
+        return Vec::new();
+    }
+    let name_of = |i: usize| manifest.tables[i].display_name();
+    edges(manifest)
+        .into_iter()
+        .filter(|(_, child, parent)| selected.contains(child) && !selected.contains(parent))
+        .map(|(fk, child, parent)| {
+            format!(
+                "{} references {} ({fk}), which is not restored: restored rows must find their match in its current rows (checked after loading; the restore is rolled back otherwise)",
+                name_of(child),
+                name_of(parent)
+            )
+        })
+        .collect()
+}
+
+/// What each strategy puts at risk, in plain words.
+fn strategy_risks(
+    manifest: &Manifest,
+    strategy: Strategy,
+    subset: bool,
+    tables: &[PlanTable],
+    dbname: &str,
+) -> Vec<String> {
+    match strategy {
+        Strategy::NewDatabase => vec![format!(
+            "none for existing data: {dbname} is a new database; on failure it is dropped again"
+        )],
+        Strategy::Replace if !subset => vec![format!(
+            "replace drops every object in schemas {} of {dbname}: anything created or changed since the backup ({}) is lost",
+            manifest.schemas.join(", "),
+            manifest.created_at.format("%Y-%m-%d %H:%M UTC")
+        )],
+        Strategy::Replace => tables
+            .iter()
+            .map(|t| {
+                format!(
+                    "replace empties {} ({} rows now, {} in the backup): rows written since the backup are lost",
+                    t.name,
+                    t.destination_rows.map_or("missing".into(), |r| r.to_string()),
+                    t.rows
+                )
+            })
+            .collect(),
+        Strategy::MissingRows => vec![
+            "rows that still exist keep their current values; only missing rows come back".into(),
+        ],
+    }
+}
+
+/// What the steps' descriptions need.
+struct StepInputs<'a> {
+    manifest: &'a Manifest,
+    req: &'a PlanRequest,
+    subset: bool,
+    selected: &'a [usize],
+    tables: &'a [PlanTable],
+    dbname: &'a str,
+    new_database: Option<&'a NewDatabase>,
+    globals: &'a GlobalsPlan,
+}
+
+/// The strategy's [`Step`] list, each step with what it will do here.
+fn plan_steps(input: &StepInputs<'_>) -> Vec<PlanStep> {
+    let StepInputs {
+        manifest,
+        req,
+        subset,
+        selected,
+        tables,
+        dbname,
+        new_database,
+        globals,
+    } = *input;
+    let chunks = count_chunks(manifest, selected);
+    let verify = match req.verification {
+        Verification::Rows => "count every table's rows",
+        Verification::Checksums => "count every table's rows and re-read it to compare checksums",
+    };
+    let table_names = tables
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let large_objects = manifest.large_objects.as_ref();
+    // replace -t reloads existing tables; a new database's subset is built like a whole one.
+    let reload = subset && req.strategy == Strategy::Replace;
+    let roles = (req.create_roles && !globals.statements.is_empty()).then(|| {
+        format!(
+            "; create the missing roles and their memberships: {}",
+            globals.statements.join("; ")
+        )
+    });
+    let roles = roles.as_deref().unwrap_or_default();
+    let filtered: Vec<String> = selected
+        .iter()
+        .map(|&i| &manifest.tables[i])
+        .filter(|t| t.filter.is_some())
+        .map(TableEntry::display_name)
+        .collect();
+    steps(req.strategy, subset)
+        .iter()
+        .map(|&step| {
+            let detail = match step {
+                Step::VerifyChunks => format!(
+                    "verify the {chunks} chunks the restore reads (SHA-256, decompression) before touching the destination"
+                ),
+                Step::CreateDatabase => format!(
+                    "create database {dbname} (under a temporary name until it is verified) from {}{roles}",
+                    new_database.map_or_else(|| "template0".to_string(), NewDatabase::describe)
+                ),
+                Step::Schema if req.strategy == Strategy::NewDatabase => {
+                    "create the schema (pg_dump pre-data)".to_string()
+                }
+                Step::Schema => format!(
+                    "in one transaction{roles}: drop schemas {} (and the backup's publications and event triggers) and recreate them from the backup{}",
+                    manifest.schemas.join(", "),
+                    large_objects.map_or(String::new(), |lo| format!(
+                        "; replace the backup's {} large object(s) (others in the database are kept)",
+                        lo.oids.len()
+                    ))
+                ),
+                Step::EmptyTables => format!(
+                    "in one transaction: switch off their user triggers, empty {table_names}{}",
+                    if filtered.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (of the extension configuration tables {}, only the rows their extension's filter selects, with DELETE)",
+                            filtered.join(", ")
+                        )
+                    }
+                ),
+                Step::Load if req.strategy == Strategy::MissingRows => {
+                    "in one transaction: switch off the tables' user triggers, load each table's backup rows into a temporary table \
+                     and insert the rows whose primary key is missing from the destination"
+                        .to_string()
+                }
+                Step::Load if reload => {
+                    format!("reload {table_names} from the backup, referenced tables first")
+                }
+                Step::Load => format!(
+                    "load {} table(s) in parallel with COPY{}{}",
+                    selected.len(),
+                    if req.strategy == Strategy::NewDatabase {
+                        format!(", checking each of the {chunks} chunks (SHA-256, decompression) before its rows are sent")
+                    } else {
+                        String::new()
+                    },
+                    large_objects.map_or(String::new(), |lo| format!(
+                        ", and write the data of {} large object(s) ({})",
+                        lo.oids.len(),
+                        human_bytes(lo.content_bytes)
+                    ))
+                ),
+                Step::PostData => "build indexes and constraints (independent ones in parallel), then foreign keys (validated in parallel), triggers and the rest (pg_dump post-data)".to_string(),
+                Step::CheckForeignKeys => "check the foreign keys touching the restored tables, then switch their user triggers back on as they were".to_string(),
+                Step::Sequences if reload => "set the values of the sequences the restored tables own".to_string(),
+                Step::Sequences => format!("set the values of the backup's {} sequence(s)", manifest.sequences.len()),
+                Step::VacuumAnalyze => "VACUUM (ANALYZE) each table, then validate the foreign keys on it".to_string(),
+                Step::EventTriggers => "create event triggers last, as pg_restore does".to_string(),
+                Step::Verify => format!(
+                    "{verify}, check no constraint is left NOT VALID (those NOT VALID in the backup stay so)"
+                ),
+                Step::Rename => format!(
+                    "rename it to {dbname}, with the source database's settings (ALTER DATABASE … SET), comment and privileges, as pg_restore --create does{}",
+                    if globals.database_statements.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; give it the backup's owner and settings: {}",
+                            globals.database_statements.join("; ")
+                        )
+                    }
+                ),
+                Step::Commit => "commit, only if every check passed (otherwise nothing is changed)".to_string(),
+                Step::Analyze => "ANALYZE the restored tables".to_string(),
+            };
+            PlanStep { name: step, detail }
+        })
+        .collect()
 }
 
 fn count_chunks(manifest: &Manifest, selected: &[usize]) -> usize {
@@ -947,143 +1071,4 @@ fn count_chunks(manifest: &Manifest, selected: &[usize]) -> usize {
             .large_objects
             .as_ref()
             .map_or(0, |lo| lo.data.chunks.len())
-}
-
-/// What the connected role lacks for the strategy's statements, each with what to grant.
-struct Privileges {
-    missing: Vec<String>,
-}
-
-/// Checks, as the role that will run the restore, every privilege the strategy's statements
-/// need, so that `recovery plan` and `--dry-run` fail where `execute` would.
-async fn privileges_needed(
-    admin: &tokio_postgres::Client,
-    destination: Option<&tokio_postgres::Client>,
-    manifest: &Manifest,
-    req: &PlanRequest,
-    facts: &catalog::DestinationServer,
-    tables: &[PlanTable],
-    dbname: &str,
-) -> Result<Privileges> {
-    let user = quote_ident(&facts.user);
-    let db = quote_ident(dbname);
-    let subset = req.tables.is_some();
-    let extension_names: Vec<String> = manifest.extensions.iter().map(|e| e.name.clone()).collect();
-    let mut missing = Vec::new();
-    let untrusted = |names: Vec<String>| {
-        names.into_iter().map(|e| {
-            format!(
-                "superuser, to create extension {e} (not a trusted extension): run the restore as a superuser, \
-                 or have one create it first (CREATE EXTENSION {};)",
-                quote_ident(&e)
-            )
-        })
-    };
-    match (req.strategy, destination) {
-        (Strategy::NewDatabase, _) => {
-            if !facts.superuser && !facts.createdb {
-                missing.push(format!(
-                    "CREATEDB, to create database {dbname}: ALTER ROLE {user} CREATEDB; (as a superuser)"
-                ));
-            }
-            missing.extend(untrusted(
-                catalog::untrusted_extensions(admin, &extension_names, None).await?,
-            ));
-        }
-        (Strategy::Replace, Some(client)) if !subset => {
-            for (schema, owner) in catalog::schemas_not_owned(client, &manifest.schemas).await? {
-                // pg_database_owner cannot be granted: its one member is the database's owner.
-                let or_grant = if owner == "pg_database_owner" {
-                    String::new()
-                } else {
-                    format!(" or GRANT {} TO {user};", quote_ident(&owner))
-                };
-                missing.push(format!(
-                    "ownership of schema {schema} (owned by {owner}), to drop and recreate it: \
-                     ALTER SCHEMA {} OWNER TO {user};{or_grant}",
-                    quote_ident(&schema)
-                ));
-            }
-            if manifest.schemas.iter().any(|s| s != "public")
-                && !catalog::database_privilege(client, "CREATE").await?
-            {
-                missing.push(format!(
-                    "CREATE on database {dbname}, to create the backup's schemas: GRANT CREATE ON DATABASE {db} TO {user};"
-                ));
-            }
-            missing.extend(untrusted(
-                catalog::untrusted_extensions(
-                    client,
-                    &extension_names,
-                    Some(manifest.schemas.as_slice()),
-                )
-                .await?,
-            ));
-        }
-        (_, Some(client)) => {
-            let names: Vec<String> = tables
-                .iter()
-                .filter(|t| t.destination_rows.is_some())
-                .filter_map(|t| manifest.find_table(&t.name).map(TableEntry::qualified))
-                .collect();
-            let wanted: &[&str] = if req.strategy == Strategy::Replace {
-                &["SELECT", "INSERT", "TRUNCATE"]
-            } else {
-                &["SELECT", "INSERT"]
-            };
-            for access in catalog::table_access(client, &names).await? {
-                let lacking: Vec<&str> = access
-                    .missing
-                    .iter()
-                    .copied()
-                    .filter(|p| wanted.contains(p))
-                    .collect();
-                if !lacking.is_empty() {
-                    missing.push(format!(
-                        "{} on {}: GRANT {} ON {} TO {user};",
-                        lacking.join(", "),
-                        access.table,
-                        lacking.join(", "),
-                        access.table
-                    ));
-                }
-                if access.user_triggers && !access.owned && !facts.superuser {
-                    let owner = access.owner.as_deref().unwrap_or("?");
-                    missing.push(format!(
-                        "ownership of {} (owned by {owner}), to switch off its user triggers for the restored rows: \
-                         GRANT {} TO {user}; or ALTER TABLE {} OWNER TO {user};",
-                        access.table,
-                        quote_ident(owner),
-                        access.table
-                    ));
-                }
-                if req.strategy == Strategy::Replace {
-                    for seq in &access.sequences_without_update {
-                        missing.push(format!(
-                            "UPDATE on sequence {seq}, to set its value: GRANT UPDATE ON SEQUENCE {seq} TO {user};"
-                        ));
-                    }
-                }
-            }
-            if req.strategy == Strategy::MissingRows
-                && !catalog::database_privilege(client, "TEMPORARY").await?
-            {
-                missing.push(format!(
-                    "TEMPORARY on database {dbname}, to stage the backup's rows: GRANT TEMPORARY ON DATABASE {db} TO {user};"
-                ));
-            }
-        }
-        (_, None) => {}
-    }
-    let rewrites_schema = !subset && req.strategy != Strategy::MissingRows;
-    if rewrites_schema && !req.no_owner && !facts.superuser {
-        for role in catalog::roles_not_assumable(admin, &manifest.roles).await? {
-            missing.push(format!(
-                "membership in role {role}, to make it the owner of the objects it owns in the backup: \
-                 GRANT {} TO {user}; (or pass --no-owner)",
-                quote_ident(&role)
-            ));
-        }
-    }
-    Ok(Privileges { missing })
 }

@@ -17,7 +17,6 @@
 use crate::engine::Progress;
 use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::engine::recovery::plan::{RecoveryPlan, Strategy, Verification, admin_connection};
-use crate::engine::validate::verify;
 use crate::error::{Error, Result};
 use crate::pg::ddl::{self, Entry, Script, builds_in_parallel};
 use crate::pg::snapshot::SESSION_SETTINGS;
@@ -28,6 +27,7 @@ use crate::repository::history::RestoreRecord;
 use crate::repository::manifest::{
     Manifest, SequenceValue, Stream, TableEntry, quote_ident, quote_literal,
 };
+use crate::repository::verify::Check;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use indicatif::ProgressBar;
@@ -111,15 +111,20 @@ pub async fn preflight(
     progress: &Progress,
 ) -> Result<usize> {
     plan.check_ready()?;
-    let check = verify(repo, manifest, Some(&plan.selected), jobs, progress).await?;
-    if let Some(first) = check.first_error() {
+    let check = Check::new(manifest, Some(&plan.selected));
+    let bar = progress.overall("validate", check.bytes());
+    let verified = repo
+        .verify(&check, jobs, |bytes| Progress::advance(&bar, bytes))
+        .await;
+    bar.finish_and_clear();
+    if let Some(first) = verified.first_error() {
         return Err(Error::ValidationFailed {
             backup_id: manifest.id.clone(),
             first: format!("{first}\n  nothing was changed on the target"),
-            problems: check.items.iter().map(|i| i.problems.len()).sum(),
+            problems: verified.problems(),
         });
     }
-    Ok(check.chunks_checked)
+    Ok(verified.chunks_checked)
 }
 
 pub async fn execute(

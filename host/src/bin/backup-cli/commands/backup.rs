@@ -54,6 +54,7 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
                 pg_dump: config.pg_dump.clone(),
                 split_bytes: None,
                 schedule: None,
+                validators: larder::plugin::validator::open_configured(&settings.loaded).await?,
             };
             let manifest =
                 engine::backup::create(&database, &repo, &opts, &settings.progress).await?;
@@ -89,6 +90,7 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
                     settings.json,
                 );
             }
+            engine::validators::verdict(&manifest)?;
             match failures.first() {
                 None => Ok(()),
                 Some(first) => Err(Error::CopiesIncomplete(format!(
@@ -174,14 +176,18 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
                 only: args.targets.clone(),
                 all_targets: args.all_targets,
             };
-            let report = engine::delete::delete(
+            let plan = engine::delete::plan(
                 &set.targets,
                 &args.backup_id,
                 &settings.database_name()?,
-                args.force,
                 &scope,
             )
             .await?;
+            if args.dry_run {
+                output::delete_plan(&plan, settings.json);
+                return Ok(());
+            }
+            let report = engine::delete::execute(&plan, args.force).await?;
             output::deleted(&report, settings.json);
             Ok(())
         }
@@ -196,6 +202,39 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
             )
             .await?;
             output::synced(&reports, settings.json);
+            Ok(())
+        }
+        BackupCommand::Prune(args) => {
+            let set = settings.targets().await?;
+            let report = engine::prune::prune(
+                &set.targets,
+                &settings.loaded.config.schedules,
+                None,
+                args.dry_run,
+                chrono::Utc::now(),
+            )
+            .await?;
+            output::pruned(&report, settings.json);
+            Ok(())
+        }
+        BackupCommand::Pin(args) => {
+            let set = settings.targets().await?;
+            let report = engine::pin::pin(
+                &set.targets,
+                &args.backup_id,
+                &settings.database_name()?,
+                args.until,
+                args.reason,
+                chrono::Utc::now(),
+            )
+            .await?;
+            output::pinned(&report, settings.json);
+            Ok(())
+        }
+        BackupCommand::Unpin(args) => {
+            let set = settings.targets().await?;
+            let report = engine::pin::unpin(&set.targets, &args.backup_id).await?;
+            output::pinned(&report, settings.json);
             Ok(())
         }
     }

@@ -9,7 +9,11 @@ pub async fn run(settings: &Settings, command: PluginCommand) -> Result<()> {
     match command {
         PluginCommand::List => {
             let set = settings.targets().await?;
-            output::plugins(&set.plugins, settings.json);
+            let mut plugins = set.plugins;
+            for validator in larder::plugin::validator::open_configured(&settings.loaded).await? {
+                plugins.push(validator.summary());
+            }
+            output::plugins(&plugins, settings.json);
             Ok(())
         }
         PluginCommand::Inspect(args) => {

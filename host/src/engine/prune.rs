@@ -1,0 +1,207 @@
+//! `backup prune`: apply the configured retention to the repository. Every backup gets a
+//! verdict (keep or delete, the deciding rule, why); unless it is a dry run the deleted ones
+//! go from every target that holds them, and garbage collection follows on every target.
+
+use crate::config::Schedule;
+use crate::engine::retention::{self, Candidate, Group, Health, PinState, Rule};
+use crate::engine::scheduler::Timetable;
+use crate::error::{Error, Result};
+use crate::repository::gc::{GcReport, collect_garbage};
+use crate::repository::history::ValidationState;
+use crate::repository::lock::RepoLock;
+use crate::repository::manifest::{BackupType, Manifest};
+use crate::repository::{Repository, backup_ids_on};
+use crate::targets::Target;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// One backup and what retention decided about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneEntry {
+    pub backup_id: String,
+    pub name: String,
+    pub database: String,
+    #[serde(rename = "type")]
+    pub backup_type: BackupType,
+    pub created_at: DateTime<Utc>,
+    /// `keep` or `delete`.
+    pub decision: &'static str,
+    pub rule: Rule,
+    pub detail: String,
+    /// `schedule NAME` whose policy governs it; None: no policy does.
+    pub policy: Option<String>,
+}
+
+/// What garbage collection did on one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetPrune {
+    pub target: String,
+    /// The backups removed from this target.
+    pub backups_deleted: Vec<String>,
+    #[serde(flatten)]
+    pub gc: GcReport,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub now: DateTime<Utc>,
+    /// Every backup, oldest first.
+    pub backups: Vec<PruneEntry>,
+    /// Damaged manifests are never pruned (their chunks stay until they are repaired or
+    /// deleted by hand); their ids.
+    pub damaged_kept: Vec<String>,
+    /// Per target, when not a dry run.
+    pub targets: Vec<TargetPrune>,
+}
+
+impl PruneReport {
+    pub fn to_delete(&self) -> impl Iterator<Item = &PruneEntry> {
+        self.backups.iter().filter(|b| b.decision == "delete")
+    }
+}
+
+/// Decides and (unless `dry_run`) deletes. `database`: only the backups of this database
+/// (its name in PostgreSQL); None: every backup in the repository.
+pub async fn prune(
+    targets: &[Arc<dyn Target>],
+    schedules: &[Schedule],
+    database: Option<&str>,
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> Result<PruneReport> {
+    let repo = Repository::open_for_reading(targets).await?;
+    let catalog = repo.catalog().await?;
+    let manifests: Vec<&Manifest> = catalog
+        .manifests
+        .iter()
+        .filter(|m| database.is_none_or(|d| m.source.database == d))
+        .collect();
+    let (groups, governing) = groups(schedules)?;
+    let mut candidates = Vec::new();
+    for manifest in &manifests {
+        let health = if let Some((run, finding)) = manifest.suspect_findings().next() {
+            Health::Suspect(format!(
+                "validator '{}' found {}: {}",
+                run.name, finding.table, finding.message
+            ))
+        } else {
+            match repo.validation_state(&manifest.id).await {
+                ValidationState::Passed => Health::Validated,
+                ValidationState::Failed(why) => Health::Suspect(why),
+                ValidationState::Unknown => Health::Unvalidated,
+            }
+        };
+        let pin = repo.pin_of(&manifest.id).await?.map(|p| PinState {
+            until: p.until,
+            reason: p.reason,
+        });
+        candidates.push(Candidate {
+            backup_id: manifest.id.clone(),
+            created_at: manifest.created_at,
+            chain: manifest.chain.clone(),
+            health,
+            pin,
+            group: governing(manifest),
+        });
+    }
+    let verdicts = retention::decide(&groups, &candidates, now);
+    let backups: Vec<PruneEntry> = manifests
+        .iter()
+        .zip(verdicts)
+        .map(|(m, v)| PruneEntry {
+            backup_id: m.id.clone(),
+            name: m.name.clone(),
+            database: m.source.database.clone(),
+            backup_type: m.backup_type,
+            created_at: m.created_at,
+            decision: if v.keep { "keep" } else { "delete" },
+            rule: v.rule,
+            detail: v.detail,
+            policy: v.policy,
+        })
+        .collect();
+    let mut report = PruneReport {
+        dry_run,
+        now,
+        backups,
+        damaged_kept: catalog
+            .damaged
+            .iter()
+            .map(|d| d.backup_id.clone())
+            .collect(),
+        targets: Vec::new(),
+    };
+    if dry_run {
+        return Ok(report);
+    }
+    let doomed: Vec<String> = report.to_delete().map(|b| b.backup_id.clone()).collect();
+    for target in targets {
+        let held = backup_ids_on(target).await?;
+        let here: Vec<String> = doomed
+            .iter()
+            .filter(|id| held.contains(id))
+            .cloned()
+            .collect();
+        let repo = Repository::open(target.clone()).await?;
+        let lock = RepoLock::exclusive(&repo, "backup prune").await?;
+        let result = async {
+            for id in &here {
+                repo.delete_manifest(id).await?;
+                // An expired pin goes with its backup.
+                repo.remove_pin(id).await?;
+            }
+            collect_garbage(&repo, &lock).await
+        }
+        .await;
+        let released = lock.release().await;
+        let gc = result.map_err(|e| {
+            Error::Repository(format!(
+                "pruning target '{}' stopped: {e}; the backups deleted so far there are gone, the rest are intact; run `backup-cli backup prune` again",
+                target.name()
+            ))
+        })?;
+        released?;
+        report.targets.push(TargetPrune {
+            target: target.name().to_string(),
+            backups_deleted: here,
+            gc,
+        });
+    }
+    Ok(report)
+}
+
+/// The policies (one group per schedule with `retention`), and which governs a backup: the
+/// schedule named in its manifest, else the first schedule of its type. A backup of a
+/// schedule without `retention` (or of one no longer configured) has none: it is kept.
+fn groups(schedules: &[Schedule]) -> Result<(Vec<Group>, impl Fn(&Manifest) -> Option<usize>)> {
+    let mut groups = Vec::new();
+    let mut of_schedule: Vec<Option<usize>> = Vec::new();
+    for schedule in schedules {
+        match &schedule.retention {
+            Some(policy) => {
+                of_schedule.push(Some(groups.len()));
+                groups.push(Group {
+                    label: format!("schedule {}", schedule.name),
+                    policy: policy.clone(),
+                    time_zone: Timetable::new(schedule)?.zone().clone(),
+                });
+            }
+            None => of_schedule.push(None),
+        }
+    }
+    let entries: Vec<(String, BackupType, Option<usize>)> = schedules
+        .iter()
+        .zip(of_schedule)
+        .map(|(s, g)| (s.name.clone(), s.backup_type, g))
+        .collect();
+    let governing = move |m: &Manifest| match &m.schedule {
+        Some(name) => entries.iter().find(|e| &e.0 == name).and_then(|e| e.2),
+        None => entries
+            .iter()
+            .find(|e| e.1 == m.backup_type)
+            .and_then(|e| e.2),
+    };
+    Ok((groups, governing))
+}

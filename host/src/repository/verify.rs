@@ -1,0 +1,335 @@
+//! Verification of a backup's stored objects against its manifest: the one primitive that
+//! `backup validate` and a restore's first step both run. Every chunk is read (through the
+//! read policy), decompressed and hashed; each stream's rows are counted and checksummed and
+//! must equal the manifest's totals and digests. Problems are collected, not stopped at.
+
+use super::Repository;
+use super::chunker::{RowChecksum, RowHasher};
+use super::manifest::{ChunkRef, Manifest, Stream, TableEntry};
+use futures_util::StreamExt;
+use serde::Serialize;
+
+/// What one stream group (a table, a DDL section, the large objects, the manifest) holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamReport {
+    /// A table (`schema.name`), a DDL section (`pre-data`, `post-data`) or `large objects`.
+    pub name: String,
+    pub expected_rows: u64,
+    pub found_rows: u64,
+    pub chunks: usize,
+    pub ok: bool,
+    pub problems: Vec<String>,
+}
+
+/// What [`Repository::verify`] found.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub chunks_checked: usize,
+    pub bytes_checked: u64,
+    pub items: Vec<StreamReport>,
+    pub warnings: Vec<String>,
+}
+
+impl VerifyReport {
+    /// The first problem, in the runbook's words.
+    pub fn first_error(&self) -> Option<String> {
+        first_problem(&self.items)
+    }
+
+    /// How many problems were found in all.
+    pub fn problems(&self) -> usize {
+        self.items.iter().map(|i| i.problems.len()).sum()
+    }
+}
+
+/// The first problem of `items`, in the runbook's words.
+pub fn first_problem(items: &[StreamReport]) -> Option<String> {
+    items.iter().flat_map(|i| i.problems.iter()).next().cloned()
+}
+
+/// What a verification reads: the streams of a backup, grouped as reports name them, and
+/// every chunk of them as (group, stream, chunk).
+pub struct Check<'a> {
+    manifest: &'a Manifest,
+    items: Vec<Item<'a>>,
+    work: Vec<(usize, usize, &'a ChunkRef)>,
+}
+
+/// How reports name the large objects' data.
+const LARGE_OBJECTS: &str = "large objects";
+
+struct Item<'a> {
+    name: String,
+    /// How errors name it: "table public.contacts" or "pre-data section".
+    what: String,
+    streams: Vec<&'a Stream>,
+    expected_rows: u64,
+    /// A table's `logical_bytes` (sections have no separate total).
+    expected_bytes: Option<u64>,
+    expected_checksum: Option<&'a str>,
+}
+
+impl<'a> Check<'a> {
+    /// The DDL sections, the selected tables (all when `None`) and the large objects.
+    pub fn new(manifest: &'a Manifest, selection: Option<&[usize]>) -> Check<'a> {
+        let selected: Vec<&TableEntry> = match selection {
+            Some(indices) => indices
+                .iter()
+                .filter_map(|&i| manifest.tables.get(i))
+                .collect(),
+            None => manifest.tables.iter().collect(),
+        };
+        let mut items = vec![
+            Item {
+                name: "pre-data".into(),
+                what: "pre-data section".into(),
+                streams: vec![&manifest.pre_data],
+                expected_rows: manifest.pre_data.rows,
+                expected_bytes: None,
+                expected_checksum: None,
+            },
+            Item {
+                name: "post-data".into(),
+                what: "post-data section".into(),
+                streams: vec![&manifest.post_data],
+                expected_rows: manifest.post_data.rows,
+                expected_bytes: None,
+                expected_checksum: None,
+            },
+        ];
+        items.extend(selected.into_iter().map(|t| Item {
+            name: t.display_name(),
+            what: format!("table {}", t.display_name()),
+            streams: t.parts.iter().collect(),
+            expected_rows: t.rows,
+            expected_bytes: Some(t.logical_bytes),
+            expected_checksum: Some(t.checksum.as_str()),
+        }));
+        if let Some(lo) = &manifest.large_objects {
+            items.push(Item {
+                name: LARGE_OBJECTS.into(),
+                what: LARGE_OBJECTS.into(),
+                streams: vec![&lo.data],
+                expected_rows: lo.data.rows,
+                expected_bytes: None,
+                expected_checksum: Some(lo.data.checksum.as_str()),
+            });
+        }
+
+        // (item, part, chunk) for every chunk, verified in parallel.
+        let work: Vec<(usize, usize, &ChunkRef)> = items
+            .iter()
+            .enumerate()
+            .flat_map(|(i, item)| {
+                item.streams
+                    .iter()
+                    .enumerate()
+                    .flat_map(move |(p, s)| s.chunks.iter().map(move |c| (i, p, c)))
+            })
+            .collect();
+        Check {
+            manifest,
+            items,
+            work,
+        }
+    }
+
+    /// The plain bytes the check reads (for a progress bar).
+    pub fn bytes(&self) -> u64 {
+        self.work.iter().map(|(_, _, c)| c.len).sum()
+    }
+}
+
+impl Repository {
+    /// Runs `check`, reading `jobs` chunks at a time (as [`Repository::read_chunk`] does, so
+    /// the read policy applies); `advance` hears of each chunk's plain bytes as it is read.
+    pub async fn verify(
+        &self,
+        check: &Check<'_>,
+        jobs: usize,
+        advance: impl Fn(u64),
+    ) -> VerifyReport {
+        let (repo, manifest, items, work) = (self, check.manifest, &check.items, &check.work);
+        let mut reports: Vec<StreamReport> = items
+            .iter()
+            .map(|item| StreamReport {
+                name: item.name.clone(),
+                expected_rows: item.expected_rows,
+                found_rows: 0,
+                chunks: item.streams.iter().map(|s| s.chunks.len()).sum(),
+                ok: true,
+                problems: Vec::new(),
+            })
+            .collect();
+        // Chunks are fetched, hashed and decompressed in parallel but counted in order: a row
+        // longer than the largest chunk continues into the next one.
+        let mut hashers: Vec<Vec<RowHasher>> = items
+            .iter()
+            .map(|i| i.streams.iter().map(|_| RowHasher::default()).collect())
+            .collect();
+        let mut bytes_checked = 0;
+        let mut chunks = futures_util::stream::iter(work.iter())
+            .map(|&(i, p, chunk)| {
+                let context = format!("{}, backup {}", items[i].what, manifest.id);
+                let advance = &advance;
+                async move {
+                    let result = repo.read_chunk(chunk, &context).await;
+                    advance(chunk.len);
+                    (i, p, chunk.len, result)
+                }
+            })
+            .buffered(jobs.max(1) * 2);
+        while let Some((i, p, len, result)) = chunks.next().await {
+            match result {
+                Ok(plain) => {
+                    hashers[i][p].push(&plain);
+                    bytes_checked += len;
+                }
+                Err(e) => {
+                    reports[i].ok = false;
+                    reports[i].problems.push(e.to_string());
+                }
+            }
+        }
+        drop(chunks);
+        let sums: Vec<Vec<RowChecksum>> = hashers
+            .into_iter()
+            .map(|parts| parts.into_iter().map(RowHasher::finish).collect())
+            .collect();
+        let failed = |what: &str| {
+            format!(
+                "Checksum verification failed: {what} (backup {})",
+                manifest.id
+            )
+        };
+        for ((item, report), parts) in items.iter().zip(reports.iter_mut()).zip(sums) {
+            // The manifest's own sums, checked before anything is read.
+            let mut listed = RowChecksum::default();
+            let mut listed_bytes = 0u64;
+            for stream in &item.streams {
+                let chunk_bytes = stream
+                    .chunks
+                    .iter()
+                    .fold(0u64, |sum, c| sum.saturating_add(c.len));
+                if chunk_bytes != stream.bytes {
+                    report.problems.push(failed(&format!(
+                        "the chunks of a {} part hold {chunk_bytes} bytes, the manifest says {}",
+                        item.what, stream.bytes
+                    )));
+                }
+                listed.rows = listed.rows.saturating_add(stream.rows);
+                listed_bytes = listed_bytes.saturating_add(stream.bytes);
+            }
+            if listed.rows != item.expected_rows
+                || item.expected_bytes.is_some_and(|b| b != listed_bytes)
+            {
+                report.problems.push(failed(&format!(
+                "the parts of {} hold {} rows and {listed_bytes} bytes, the manifest's totals say {} rows and {} bytes",
+                item.what,
+                listed.rows,
+                item.expected_rows,
+                item.expected_bytes.unwrap_or(listed_bytes)
+            )));
+            }
+            if !report.ok {
+                continue; // unreadable chunks already explain any count mismatch
+            }
+            let mut total = RowChecksum::default();
+            for (stream, sum) in item.streams.iter().zip(parts) {
+                if sum.rows != stream.rows {
+                    report.problems.push(format!(
+                    "Checksum verification failed: {} part has {} rows, manifest says {} (backup {})",
+                    item.name, sum.rows, stream.rows, manifest.id
+                ));
+                } else if sum.encode() != stream.checksum {
+                    report.problems.push(failed(&format!(
+                        "the rows of a {} part do not match the part's checksum",
+                        item.what
+                    )));
+                }
+                total.combine(sum);
+            }
+            report.found_rows = total.rows;
+            if total.rows != item.expected_rows {
+                report.problems.push(failed(&format!(
+                    "{} has {} rows, the manifest says {}",
+                    item.what, total.rows, item.expected_rows
+                )));
+            }
+            if let Some(expected) = item.expected_checksum
+                && total.encode() != expected
+            {
+                report.problems.push(format!(
+                "Checksum verification failed: rows of {} do not match the manifest checksum (backup {})",
+                item.what, manifest.id
+            ));
+            }
+            report.ok = report.problems.is_empty();
+        }
+        let mut warnings = Vec::new();
+        check_digests(repo, manifest, &mut reports, &mut warnings).await;
+
+        VerifyReport {
+            ok: reports.iter().all(|r| r.ok),
+            chunks_checked: work.len(),
+            bytes_checked,
+            items: reports,
+            warnings,
+        }
+    }
+}
+
+/// Compares the digests the manifest recorded at backup time with the manifest and the
+/// sections as they are now: a swapped section or a removed table fails here even though
+/// every chunk is intact.
+async fn check_digests(
+    repo: &Repository,
+    manifest: &Manifest,
+    reports: &mut Vec<StreamReport>,
+    warnings: &mut Vec<String>,
+) {
+    let Some(digests) = &manifest.digests else {
+        warnings.push(format!(
+            "backup {} was made before manifests recorded digests of their DDL sections and table list: a swapped section or a removed table cannot be detected in it",
+            manifest.id
+        ));
+        return;
+    };
+    let mut problems = Vec::new();
+    if manifest.tables_digest() != digests.tables {
+        problems.push(format!(
+            "Checksum verification failed: the manifest's table list does not match the digest recorded at backup time (a table removed, added or altered) (backup {})",
+            manifest.id
+        ));
+    }
+    reports.push(StreamReport {
+        name: "manifest".into(),
+        expected_rows: 0,
+        found_rows: 0,
+        chunks: 0,
+        ok: problems.is_empty(),
+        problems,
+    });
+    for (name, stream, expected) in [
+        ("pre-data", &manifest.pre_data, &digests.pre_data),
+        ("post-data", &manifest.post_data, &digests.post_data),
+    ] {
+        let Some(report) = reports.iter_mut().find(|r| r.name == name) else {
+            continue;
+        };
+        if !report.ok {
+            continue; // its chunks are already reported
+        }
+        let context = format!("{name} section, backup {}", manifest.id);
+        match repo.read_stream(stream, &context).await {
+            Ok(text) if &crate::repository::sha256_hex(&text) == expected => {}
+            Ok(_) => report.problems.push(format!(
+                "Checksum verification failed: the {name} section does not match the digest recorded at backup time (sections swapped or replaced) (backup {})",
+                manifest.id
+            )),
+            Err(e) => report.problems.push(e.to_string()),
+        }
+        report.ok = report.problems.is_empty();
+    }
+}

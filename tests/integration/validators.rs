@@ -1,0 +1,240 @@
+//! Validator plugins (`[[validators]]`, the `rules-validator` plugin) on the rows a backup
+//! streams: a mass DELETE makes the next backup suspect (kept, listed, exit 1, passed over by
+//! `latest`), and the column rules catch purpose-made bad data.
+
+use crate::support::{TestEnv, plugin_path, text};
+
+/// A configuration with the test's repository and one `rules-validator` entry with `rules`
+/// (TOML inline array).
+fn config_with_rules(env: &TestEnv, rules: &str) -> String {
+    format!(
+        r#"
+[repository]
+path = "{repo}"
+
+[plugins]
+cache_dir = "{cache}"
+
+[[validators]]
+name = "rules"
+path = "{plugin}"
+config = {{ rules = {rules} }}
+"#,
+        repo = env.repo_dir().display(),
+        cache = env.work.path().join("plugin-cache").display(),
+        plugin = plugin_path("rules_validator.wasm").display(),
+    )
+}
+
+/// `backup create --json` that must fail with exit 1; returns the parsed report and all output.
+fn suspect_backup(env: &TestEnv, name: &str) -> (serde_json::Value, String) {
+    let out = env.run(&["--json", "backup", "create", "-n", name]);
+    let all = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a suspect backup exits 1:\n{all}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("backup create printed invalid JSON ({e}):\n{all}"));
+    (report, all)
+}
+
+#[tokio::test]
+async fn a_mass_delete_makes_the_next_backup_suspect_kept_listed_and_passed_over_by_latest() {
+    let env = TestEnv::start("validators_shrink").await;
+    env.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE contacts (id int PRIMARY KEY, name text NOT NULL);
+             INSERT INTO contacts SELECT g, 'contact ' || g FROM generate_series(1, 500) g;",
+        )
+        .await
+        .expect("source data");
+    env.write_config(&config_with_rules(
+        &env,
+        r#"[ { table = "public.contacts", max_shrink_percent = 20 }, { table = "*", min_rows = 1 } ]"#,
+    ));
+
+    let first = env.run_json(&["backup", "create", "-n", "before"]);
+    assert_eq!(first["status"], "ok", "{first}");
+    assert_eq!(first["validators"][0]["name"], "rules");
+    assert_eq!(first["validators"][0]["plugin"], "rules-validator");
+    assert_eq!(
+        first["validators"][0]["findings"],
+        serde_json::json!([]),
+        "{first}"
+    );
+    let good = first["backup"]["id"].as_str().expect("id").to_string();
+
+    // The ransomware signal: 80 % of the table gone between two backups.
+    env.client()
+        .await
+        .batch_execute("DELETE FROM contacts WHERE id > 100")
+        .await
+        .expect("mass delete");
+    let (report, all) = suspect_backup(&env, "after");
+    assert!(all.contains("Backup Validation Failed"), "{all}");
+    assert_eq!(report["status"], "suspect", "{report}");
+    let findings = report["validators"][0]["findings"]
+        .as_array()
+        .expect("findings");
+    assert_eq!(findings.len(), 1, "{report}");
+    let finding = &findings[0];
+    assert_eq!(finding["rule"], "max_shrink_percent");
+    assert_eq!(finding["table"], "public.contacts");
+    assert_eq!(finding["severity"], "error");
+    assert_eq!(finding["count"], 400);
+    let message = finding["message"].as_str().expect("message");
+    assert!(
+        message.contains("80.0% fewer than the 500") && message.contains(&good),
+        "{message}"
+    );
+    let suspect = report["backup"]["id"].as_str().expect("id").to_string();
+
+    // Kept and listed as suspect; the manifest says why.
+    let list = env.run_json(&["backup", "list"]);
+    let listed = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|b| b["id"] == suspect.as_str())
+        .unwrap_or_else(|| panic!("suspect backup listed: {list}"));
+    assert_eq!(listed["status"], "suspect");
+    assert!(
+        listed["suspect_because"]
+            .as_str()
+            .is_some_and(|w| w.contains("public.contacts")),
+        "{listed}"
+    );
+    let manifest = env
+        .repo()
+        .await
+        .read_manifest(&suspect)
+        .await
+        .expect("suspect manifest kept");
+    assert!(manifest.is_suspect());
+    let human = text(&env.run_ok(&["backup", "list"]));
+    assert!(
+        human.contains(&format!("backup {suspect} is SUSPECT")),
+        "{human}"
+    );
+
+    // `latest` passes over it, saying why.
+    let resolved = env
+        .repo()
+        .await
+        .select("latest", &env.dbname)
+        .await
+        .expect("latest");
+    assert_eq!(resolved.manifest.id, good);
+    assert!(
+        resolved.passed_over[0].contains("suspect: validator 'rules'"),
+        "{:?}",
+        resolved.passed_over
+    );
+}
+
+#[tokio::test]
+async fn not_null_unique_pattern_and_null_share_rules_catch_purpose_made_data() {
+    let env = TestEnv::start("validators_columns").await;
+    env.client()
+        .await
+        .batch_execute(
+            r#"CREATE TABLE users (id int, email text, "Nick Name" text, note text);
+             INSERT INTO users VALUES
+               (1, 'ann@example.com', 'ann', NULL),
+               (2, 'bob@example.com', E'tab\there', NULL),
+               (3, NULL, 'nobody', NULL),
+               (4, 'ann@example.com', 'twin', 'x'),
+               (5, 'not-an-address', E'line\nbreak', NULL);"#,
+        )
+        .await
+        .expect("purpose-made data");
+    env.write_config(&config_with_rules(
+        &env,
+        r#"[
+  { table = "users", column = "email", not_null = true, unique = true, pattern = '^[^@\s]+@[^@\s]+$' },
+  { table = "public.users", column = "Nick Name", pattern = '^\S+$', severity = "warning" },
+  { table = "public.users", column = "note", max_null_percent = 50 },
+  { table = "public.users", column = "missing", not_null = true }
+]"#,
+    ));
+    let (report, all) = suspect_backup(&env, "columns");
+    let findings = report["validators"][0]["findings"]
+        .as_array()
+        .expect("findings");
+    let find = |rule: &str, column: &str| {
+        findings
+            .iter()
+            .find(|f| f["rule"] == rule && f["column"] == column)
+            .unwrap_or_else(|| panic!("no {rule} finding on {column}:\n{all}"))
+    };
+    assert_eq!(find("not_null", "email")["count"], 1);
+    assert_eq!(find("unique", "email")["count"], 1, "ann@ twice");
+    assert_eq!(find("pattern", "email")["count"], 1, "NULL is not checked");
+    // Decoded values: the tab and the line break inside values are seen as such.
+    let nick = find("pattern", "Nick Name");
+    assert_eq!(nick["count"], 2);
+    assert_eq!(nick["severity"], "warning");
+    let nulls = find("max_null_percent", "note");
+    assert_eq!(nulls["count"], 4);
+    assert!(
+        nulls["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("80.0%")),
+        "{nulls}"
+    );
+    let missing = find("column", "missing");
+    assert_eq!(missing["severity"], "warning");
+    assert!(all.contains("Backup Validation Failed"), "{all}");
+    assert!(
+        all.contains("validator 'rules', rule not_null: public.users.email is NULL in 1 of 5 rows"),
+        "{all}"
+    );
+}
+
+#[test]
+fn plugin_inspect_and_list_show_the_validator_world_and_its_grants() {
+    let work = tempfile::tempdir().expect("temporary folder");
+    let config = work.path().join("larder.toml");
+    let plugin = plugin_path("rules_validator.wasm");
+    std::fs::write(
+        &config,
+        format!(
+            "[repository]\npath = \"{repo}\"\n[plugins]\ncache_dir = \"{cache}\"\n\n[[validators]]\nname = \"rules\"\npath = \"{plugin}\"\nconfig = {{ rules = [ {{ table = \"*\", min_rows = 1 }} ] }}\n",
+            repo = work.path().join("repo").display(),
+            cache = work.path().join("cache").display(),
+            plugin = plugin.display()
+        ),
+    )
+    .expect("config");
+    let run = |args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_backup-cli"))
+            .env("BACKUP_CLI_CONFIG", &config)
+            .env_remove("BACKUP_CLI_REPO")
+            .arg("--json")
+            .args(args)
+            .output()
+            .expect("run backup-cli");
+        assert!(out.status.success(), "{args:?}:\n{}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let inspected = run(&["plugin", "inspect", plugin.to_str().expect("path")]);
+    assert_eq!(inspected["world"], "larder:plugin/validator", "{inspected}");
+    assert!(
+        !inspected["asks_for"]
+            .as_array()
+            .expect("asks_for")
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| a.contains("HTTP"))),
+        "the rules validator asks for no network: {inspected}"
+    );
+    let listed = run(&["plugin", "list"]);
+    let entry = &listed[0];
+    assert_eq!(entry["target"], "rules");
+    assert_eq!(entry["world"], "larder:plugin/validator@1.1.0");
+    assert_eq!(entry["name"], "rules-validator");
+    assert_eq!(entry["pinned"], false);
+    assert_eq!(entry["granted"], serde_json::json!(["config rules"]));
+}
