@@ -187,6 +187,7 @@ async fn a_big_table_split_into_block_ranges_keeps_every_row_once() {
         &repo,
         &manifest,
         &Objectives::default(),
+        &[],
         2,
         &Progress::hidden(),
     )

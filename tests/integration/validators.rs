@@ -1,6 +1,6 @@
 //! Validator plugins (`[[validators]]`, the `rules-validator` plugin) on the rows a backup
-//! streams: a mass DELETE makes the next backup suspect (kept, listed, exit 1, passed over by
-//! `latest`), and the column rules catch purpose-made bad data.
+//! streams (and `backup validate` re-reads): a mass DELETE makes the next backup suspect (kept,
+//! listed, exit 1, passed over by `latest`), and the column rules catch purpose-made bad data.
 
 use crate::support::{TestEnv, plugin_path, text};
 
@@ -119,6 +119,26 @@ async fn a_mass_delete_makes_the_next_backup_suspect_kept_listed_and_passed_over
         human.contains(&format!("backup {suspect} is SUSPECT")),
         "{human}"
     );
+
+    // `backup validate` re-reads the rows through the validators: the good backup passes,
+    // the suspect one fails again with the same finding.
+    let validated = env.run_json(&["backup", "validate", &good]);
+    assert_eq!(validated["ok"], true, "{validated}");
+    assert_eq!(
+        validated["validators"][0]["findings"],
+        serde_json::json!([]),
+        "{validated}"
+    );
+    let out = env.run(&["--json", "backup", "validate", &suspect]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("Backup Validation Failed"), "{said}");
+    let revalidated: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        revalidated["validators"][0]["findings"][0]["rule"], "max_shrink_percent",
+        "{revalidated}"
+    );
+    assert_eq!(revalidated["ok"], true, "every chunk intact: {revalidated}");
 
     // `latest` passes over it, saying why.
     let resolved = env

@@ -6,11 +6,13 @@
 
 use crate::config::Objectives;
 use crate::engine::Progress;
+use crate::engine::validators::{LineFeeder, checks_for, first_suspect};
 use crate::error::Result;
+use crate::plugin::validator::PluginValidator;
 use crate::repository::Repository;
 use crate::repository::history::ValidationRecord;
 use crate::repository::manifest::{BackupType, Manifest};
-use crate::repository::verify::{Check, StreamReport, first_problem};
+use crate::repository::verify::{Check, RowSink, StreamReport, first_problem};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -24,6 +26,10 @@ pub struct ValidationReport {
     pub rpo_seconds: u64,
     pub items: Vec<StreamReport>,
     pub warnings: Vec<String>,
+    /// What the `[[validators]]` found in the rows, re-read now (the manifest keeps what they
+    /// found when the backup was taken).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub validators: Vec<crate::repository::manifest::ValidatorRun>,
 }
 
 impl ValidationReport {
@@ -38,15 +44,31 @@ pub async fn validate(
     repo: &Repository,
     manifest: &Manifest,
     objectives: &Objectives,
+    validators: &[std::sync::Arc<PluginValidator>],
     jobs: usize,
     progress: &Progress,
 ) -> Result<ValidationReport> {
     let check = Check::new(manifest, None);
+    let feeder = if validators.is_empty() {
+        None
+    } else {
+        let manifests = repo.manifests().await?;
+        Some(LineFeeder::new(checks_for(
+            validators, manifest, &manifests,
+        )))
+    };
     let bar = progress.overall("validate", check.bytes());
     let verified = repo
-        .verify(&check, jobs, |bytes| Progress::advance(&bar, bytes))
+        .verify_feeding(
+            &check,
+            jobs,
+            |bytes| Progress::advance(&bar, bytes),
+            feeder.as_ref().map(|f| f as &dyn RowSink),
+        )
         .await;
     bar.finish_and_clear();
+    let runs = feeder.map(|f| f.runs()).unwrap_or_default();
+    let suspect = first_suspect(&runs);
     let mut report = ValidationReport {
         backup_id: manifest.id.clone(),
         name: manifest.name.clone(),
@@ -57,13 +79,18 @@ pub async fn validate(
         rpo_seconds: 0,
         items: verified.items,
         warnings: verified.warnings,
+        validators: runs,
     };
     let record = ValidationRecord {
         backup_id: manifest.id.clone(),
         at: chrono::Utc::now(),
-        ok: report.ok,
-        problems: report.items.iter().map(|i| i.problems.len()).sum(),
-        first_problem: report.first_error(),
+        // Rows a validator finds wrong make the backup no more trustworthy than a bad chunk.
+        ok: report.ok && suspect.is_none(),
+        problems: report.items.iter().map(|i| i.problems.len()).sum::<usize>()
+            + suspect.as_ref().map_or(0, |(_, n)| *n),
+        first_problem: report
+            .first_error()
+            .or_else(|| suspect.map(|(first, _)| format!("Backup Validation Failed: {first}"))),
     };
     if let Err(e) = repo.record_validation(&record).await {
         tracing::warn!("could not record the validation result: {e}");
@@ -130,6 +157,7 @@ pub async fn validate_copies(
     targets: &[std::sync::Arc<dyn crate::targets::Target>],
     manifest: &Manifest,
     objectives: &Objectives,
+    validators: &[std::sync::Arc<PluginValidator>],
     jobs: usize,
     progress: &Progress,
 ) -> Result<(Option<ValidationReport>, Vec<CopyValidation>)> {
@@ -179,7 +207,7 @@ pub async fn validate_copies(
                 continue;
             }
         };
-        let report = validate(&repo, &copy, objectives, jobs, progress).await?;
+        let report = validate(&repo, &copy, objectives, validators, jobs, progress).await?;
         copies.push(CopyValidation {
             target: target.name().to_string(),
             status: if report.ok {

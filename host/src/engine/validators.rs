@@ -123,18 +123,99 @@ impl RowChecks {
     }
 }
 
-/// `Err(BackupSuspect)` when a validator found an error in the backup's rows.
+/// Feeds the chunks a verification reads to the checks as whole lines (a row may continue
+/// into the next chunk).
+pub struct LineFeeder {
+    checks: RowChecks,
+    carry: tokio::sync::Mutex<Vec<u8>>,
+}
+
+impl LineFeeder {
+    pub fn new(checks: RowChecks) -> LineFeeder {
+        LineFeeder {
+            checks,
+            carry: tokio::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn runs(&self) -> Vec<ValidatorRun> {
+        self.checks.runs()
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::repository::verify::RowSink for LineFeeder {
+    async fn chunk(&self, table: usize, plain: &[u8]) {
+        let mut carry = self.carry.lock().await;
+        carry.extend_from_slice(plain);
+        let Some(end) = carry.iter().rposition(|&b| b == b'\n') else {
+            return;
+        };
+        let rest = carry.split_off(end + 1);
+        let lines = std::mem::replace(&mut *carry, rest);
+        drop(carry);
+        self.checks.feed(table, &[Bytes::from(lines)]).await;
+    }
+
+    async fn part_done(&self, table: usize, rows: u64) {
+        self.carry.lock().await.clear(); // COPY text ends every row, so nothing is lost
+        self.checks.part_done(table, rows).await;
+    }
+}
+
+/// The checks of every table of `manifest`, comparing with the previous full backup among
+/// `manifests`.
+pub fn checks_for(
+    validators: &[Arc<PluginValidator>],
+    manifest: &Manifest,
+    manifests: &[Manifest],
+) -> RowChecks {
+    let previous = previous_figures(manifests, &manifest.source.database, manifest.created_at);
+    RowChecks::new(
+        validators.to_vec(),
+        manifest
+            .tables
+            .iter()
+            .map(|t| {
+                let info = table_info(t.display_name(), &t.columns, &t.column_types, &previous);
+                (info, t.parts.len())
+            })
+            .collect(),
+    )
+}
+
+/// The first error finding of `runs`, in the words of [`verdict`].
+pub fn first_suspect(runs: &[ValidatorRun]) -> Option<(String, usize)> {
+    let mut errors = runs.iter().flat_map(|run| {
+        run.findings
+            .iter()
+            .filter(|f| f.severity >= crate::repository::manifest::Severity::Error)
+            .map(move |f| (run, f))
+    });
+    let (run, first) = errors.next()?;
+    Some((
+        format!(
+            "validator '{}', rule {}: {}",
+            run.name, first.rule, first.message
+        ),
+        1 + errors.count(),
+    ))
+}
+
+/// `Err(BackupSuspect)` when a validator found an error in the backup's rows (as its manifest
+/// records them).
 pub fn verdict(manifest: &Manifest) -> crate::error::Result<()> {
-    let mut suspect = manifest.suspect_findings();
-    match suspect.next() {
+    verdict_of(&manifest.id, &manifest.validators)
+}
+
+/// `Err(BackupSuspect)` when one of `runs` (of backup `backup_id`) has an error finding.
+pub fn verdict_of(backup_id: &str, runs: &[ValidatorRun]) -> crate::error::Result<()> {
+    match first_suspect(runs) {
         None => Ok(()),
-        Some((run, first)) => Err(crate::error::Error::BackupSuspect {
-            backup_id: manifest.id.clone(),
-            first: format!(
-                "validator '{}', rule {}: {}",
-                run.name, first.rule, first.message
-            ),
-            findings: 1 + suspect.count(),
+        Some((first, findings)) => Err(crate::error::Error::BackupSuspect {
+            backup_id: backup_id.to_string(),
+            first,
+            findings,
         }),
     }
 }

@@ -56,6 +56,16 @@ pub struct Check<'a> {
     work: Vec<(usize, usize, &'a ChunkRef)>,
 }
 
+/// Hears the plain bytes of every table part as a verification reads them, in order (the
+/// `[[validators]]` plugins re-check the rows this way on `backup validate`).
+#[async_trait::async_trait]
+pub trait RowSink: Send + Sync {
+    /// The next chunk of table `table` (its index in the manifest's tables).
+    async fn chunk(&self, table: usize, plain: &[u8]);
+    /// A part of `table` holding `rows` rows has been read to its end.
+    async fn part_done(&self, table: usize, rows: u64);
+}
+
 /// How reports name the large objects' data.
 const LARGE_OBJECTS: &str = "large objects";
 
@@ -68,17 +78,19 @@ struct Item<'a> {
     /// A table's `logical_bytes` (sections have no separate total).
     expected_bytes: Option<u64>,
     expected_checksum: Option<&'a str>,
+    /// For a table: its index in the manifest's tables.
+    table: Option<usize>,
 }
 
 impl<'a> Check<'a> {
     /// The DDL sections, the selected tables (all when `None`) and the large objects.
     pub fn new(manifest: &'a Manifest, selection: Option<&[usize]>) -> Check<'a> {
-        let selected: Vec<&TableEntry> = match selection {
+        let selected: Vec<(usize, &TableEntry)> = match selection {
             Some(indices) => indices
                 .iter()
-                .filter_map(|&i| manifest.tables.get(i))
+                .filter_map(|&i| manifest.tables.get(i).map(|t| (i, t)))
                 .collect(),
-            None => manifest.tables.iter().collect(),
+            None => manifest.tables.iter().enumerate().collect(),
         };
         let mut items = vec![
             Item {
@@ -88,6 +100,7 @@ impl<'a> Check<'a> {
                 expected_rows: manifest.pre_data.rows,
                 expected_bytes: None,
                 expected_checksum: None,
+                table: None,
             },
             Item {
                 name: "post-data".into(),
@@ -96,15 +109,17 @@ impl<'a> Check<'a> {
                 expected_rows: manifest.post_data.rows,
                 expected_bytes: None,
                 expected_checksum: None,
+                table: None,
             },
         ];
-        items.extend(selected.into_iter().map(|t| Item {
+        items.extend(selected.into_iter().map(|(index, t)| Item {
             name: t.display_name(),
             what: format!("table {}", t.display_name()),
             streams: t.parts.iter().collect(),
             expected_rows: t.rows,
             expected_bytes: Some(t.logical_bytes),
             expected_checksum: Some(t.checksum.as_str()),
+            table: Some(index),
         }));
         if let Some(lo) = &manifest.large_objects {
             items.push(Item {
@@ -114,6 +129,7 @@ impl<'a> Check<'a> {
                 expected_rows: lo.data.rows,
                 expected_bytes: None,
                 expected_checksum: Some(lo.data.checksum.as_str()),
+                table: None,
             });
         }
 
@@ -150,6 +166,17 @@ impl Repository {
         jobs: usize,
         advance: impl Fn(u64),
     ) -> VerifyReport {
+        self.verify_feeding(check, jobs, advance, None).await
+    }
+
+    /// [`Repository::verify`], handing every table part's bytes to `sink` as they are read.
+    pub async fn verify_feeding(
+        &self,
+        check: &Check<'_>,
+        jobs: usize,
+        advance: impl Fn(u64),
+        sink: Option<&dyn RowSink>,
+    ) -> VerifyReport {
         let (repo, manifest, items, work) = (self, check.manifest, &check.items, &check.work);
         let mut reports: Vec<StreamReport> = items
             .iter()
@@ -180,11 +207,34 @@ impl Repository {
                 }
             })
             .buffered(jobs.max(1) * 2);
+        // Items come whole and in order: a table's checks end when the next item starts.
+        let mut fed = vec![false; items.len()];
+        let end_item = |i: usize| {
+            let item = &items[i];
+            async move {
+                if let (Some(sink), Some(table)) = (sink, item.table) {
+                    for stream in &item.streams {
+                        sink.part_done(table, stream.rows).await;
+                    }
+                }
+            }
+        };
+        let mut current = None;
         while let Some((i, p, len, result)) = chunks.next().await {
+            if current != Some(i) {
+                if let Some(previous) = current {
+                    end_item(previous).await;
+                }
+                current = Some(i);
+                fed[i] = true;
+            }
             match result {
                 Ok(plain) => {
                     hashers[i][p].push(&plain);
                     bytes_checked += len;
+                    if let (Some(sink), Some(table)) = (sink, items[i].table) {
+                        sink.chunk(table, &plain).await;
+                    }
                 }
                 Err(e) => {
                     reports[i].ok = false;
@@ -193,6 +243,13 @@ impl Repository {
             }
         }
         drop(chunks);
+        if let Some(last) = current {
+            end_item(last).await;
+        }
+        // Tables without chunks (no rows) end too.
+        for (i, _) in fed.iter().enumerate().filter(|(_, fed)| !**fed) {
+            end_item(i).await;
+        }
         let sums: Vec<Vec<RowChecksum>> = hashers
             .into_iter()
             .map(|parts| parts.into_iter().map(RowHasher::finish).collect())

@@ -281,6 +281,7 @@ pub fn validation(report: Option<&ValidationReport>, copies: &[CopyValidation], 
         return;
     }
     if let Some(report) = report {
+        findings(&report.validators);
         let mut t = table(&[
             "TABLE",
             "ROWS (MANIFEST)",

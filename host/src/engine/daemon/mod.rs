@@ -615,6 +615,8 @@ async fn steps(
         &holding,
         &manifest,
         &setup.config.objectives,
+        // No validators: the daemon does not run them yet (its backups pass none either).
+        &[],
         setup.jobs,
         &progress,
     )

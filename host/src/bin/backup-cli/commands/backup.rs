@@ -125,6 +125,7 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
                 &targets,
                 &manifest,
                 &settings.loaded.config.objectives,
+                &larder::plugin::validator::open_configured(&settings.loaded).await?,
                 settings.jobs(args.jobs),
                 &settings.progress,
             )
@@ -148,7 +149,12 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
                 })
                 .collect();
             match (intact.first(), bad.first()) {
-                (_, None) => Ok(()),
+                (_, None) => match &report {
+                    Some(report) => {
+                        engine::validators::verdict_of(&report.backup_id, &report.validators)
+                    }
+                    None => Ok(()),
+                },
                 (Some(_), Some(_)) if args.any_copy => Ok(()),
                 (Some(first_intact), Some(_)) => Err(Error::CopiesDamaged(format!(
                     "backup {}: {}; intact on {}: restore with `--from {first_intact}`, repair the others with `backup-cli backup sync` (or accept one intact copy with --any-copy)",
