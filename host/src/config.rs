@@ -27,6 +27,10 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// Validator plugins: rule sets run on every backup's rows (`[[validators]]`).
     pub validators: Vec<ValidatorConfig>,
+    /// Notification channels (WebAssembly notifier plugins), referenced by `[alerts] levels`.
+    pub notifiers: Vec<NotifierConfig>,
+    /// The alert lifecycle: state, reminders, escalation levels, retries.
+    pub alerts: AlertsConfig,
 }
 
 /// One `[[validators]]` entry: a WebAssembly validator plugin and what it is granted (nothing
@@ -76,6 +80,75 @@ impl ValidatorConfig {
                 (key.clone(), text)
             })
             .collect()
+    }
+}
+
+/// One notification channel: a WebAssembly plugin of the `notifier` world.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierConfig {
+    /// Referenced by `[alerts] levels`.
+    pub name: String,
+    /// The component file (.wasm); relative paths are relative to the configuration file.
+    pub path: PathBuf,
+    /// The file's SHA-256 (`backup-cli plugin hash FILE`); loading refuses a mismatch.
+    pub sha256: Option<String>,
+    /// Values the plugin reads through `host.config` (e.g. `url`).
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Secrets the plugin reads through `host.secret`: name = "env:VAR" or "file:/path".
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Hosts the plugin may send HTTP requests to (as for `[[targets]]`).
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    /// `host:port` destinations the plugin may open TCP connections to (an SMTP relay).
+    #[serde(default)]
+    pub allow_tcp: Vec<String>,
+    /// Whether allow-listed names may lead to loopback, link-local or private addresses.
+    #[serde(default)]
+    pub allow_private: bool,
+    /// Memory cap per instance (default 256MiB).
+    pub memory: Option<String>,
+    /// Deadline per delivery (default 30s).
+    #[serde(default, with = "optional_duration")]
+    pub timeout: Option<Duration>,
+}
+
+/// The name under which `[monitor] alert_command` is one more channel in `[alerts] levels`.
+pub const ALERT_COMMAND_CHANNEL: &str = "alert_command";
+
+/// `[alerts]`: how alerts live, repeat, escalate and are retried.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Where alert state is kept (default `$XDG_STATE_HOME/larder/alerts`, else
+    /// `~/.local/state/larder/alerts`); one file per repository.
+    pub state_dir: Option<PathBuf>,
+    /// Re-send an alert that stays active this often ("0s": never; default 4h).
+    #[serde(with = "humantime_serde_compat")]
+    pub remind_every: Duration,
+    /// How long one delivery is retried with backoff before it goes to the dead-letter list.
+    #[serde(with = "humantime_serde_compat")]
+    pub retry_for: Duration,
+    /// Channels per escalation level: the first list is level 1 (database administrator), the
+    /// second level 2 (system administrator, development lead), … Names are `[[notifiers]]`
+    /// names or "alert_command". Empty: every channel at level 1, no escalation.
+    pub levels: Vec<Vec<String>>,
+    /// Escalation times per alert name ("Backup Failure" = "15m"), over the runbook's defaults;
+    /// `default` applies to alerts the runbook gives no time.
+    pub escalate_after: BTreeMap<String, String>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            state_dir: None,
+            remind_every: Duration::from_secs(4 * 3600),
+            retry_for: Duration::from_secs(30),
+            levels: Vec::new(),
+            escalate_after: BTreeMap::new(),
+        }
     }
 }
 
@@ -826,6 +899,16 @@ impl Loaded {
         }
     }
 
+    /// Where alert state is kept: `[alerts] state_dir`, else the user's state folder.
+    pub fn alert_state_dir(&self) -> PathBuf {
+        self.config
+            .alerts
+            .state_dir
+            .as_deref()
+            .map(|d| self.config_relative(d))
+            .unwrap_or_else(default_state_dir)
+    }
+
     /// Where compiled plugins are cached: `[plugins] cache_dir`, else the user's cache folder.
     pub fn plugin_cache_dir(&self) -> PathBuf {
         self.config
@@ -851,6 +934,17 @@ impl Loaded {
             .clone()
             .map(|url| (url, self.file_origin()))
     }
+}
+
+/// Where alert state is kept unless `[alerts] state_dir` says otherwise.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("larder/alerts");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".local/state/larder/alerts");
+    }
+    std::env::temp_dir().join("larder-alerts")
 }
 
 /// Where compiled plugins are cached unless `[plugins] cache_dir` says otherwise.

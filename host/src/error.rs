@@ -123,12 +123,13 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
 
-    #[error("alert delivery failed: {0}")]
-    Alert(String),
-
     /// `monitor health` found failing checks (already printed).
     #[error("health check failed: {0}")]
     HealthFailed(String),
+
+    /// `notify test` could not deliver through these channels (the report is printed).
+    #[error("notification test failed: {0}")]
+    NotifyFailed(String),
 
     /// A restore failed: `source` says why (in the runbook's words where it has them: its
     /// kind and exit code are the restore's), `state` what the destination was left in.
@@ -192,8 +193,8 @@ impl Error {
             Error::Locked(_) => "lock_held",
             Error::Refused(_) => "refused",
             Error::Unsupported(_) => "unsupported",
-            Error::Alert(_) => "alert_failed",
             Error::HealthFailed(_) => "health_failed",
+            Error::NotifyFailed(_) => "notify_failed",
             Error::Recovery { source, .. } => source.kind(),
             Error::Verification(_) => "verification_failed",
             Error::Internal(_) => "internal",

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod alerts;
 mod backup_consistency;
 mod backup_failures;
 mod backup_fidelity;

@@ -140,7 +140,7 @@ async fn health_checks_raise_and_deliver_the_runbooks_alerts() {
         "monitor",
         "alerts",
     ]);
-    let mut names: Vec<&str> = active
+    let mut names: Vec<&str> = active["alerts"]
         .as_array()
         .expect("alerts")
         .iter()

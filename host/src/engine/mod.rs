@@ -1,5 +1,6 @@
 //! Engine operations, one per file, named after the runbook's verbs.
 
+pub mod alerts;
 pub mod backup;
 pub mod daemon;
 pub mod delete;

@@ -467,47 +467,13 @@ fn finish(checked_at: DateTime<Utc>, checks: Vec<Check>) -> Health {
     }
 }
 
-/// Sends each failing check to the configured alert command as JSON on stdin.
-/// Returns how many alerts were delivered.
-pub async fn deliver(health: &Health, command: &str) -> crate::Result<usize> {
-    use tokio::io::AsyncWriteExt;
-    let host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    let mut sent = 0;
-    for check in health.alerts() {
-        let body = serde_json::json!({
-            "alert": check.alert, "check": check.name, "detail": check.detail,
-            "action": check.action, "host": host, "at": health.checked_at,
-        });
-        let mut child = tokio::process::Command::new("sh")
-            .args(["-c", command])
-            .stdin(std::process::Stdio::piped())
-            .env(
-                "LARDER_ALERT",
-                check.alert.as_deref().unwrap_or(&check.name),
-            )
-            .spawn()
-            .map_err(crate::Error::io(format!(
-                "starting the alert command `{command}`"
-            )))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(format!("{body}\n").as_bytes())
-                .await
-                .map_err(crate::Error::io("writing the alert to the alert command"))?;
-        }
-        let status = child
-            .wait()
-            .await
-            .map_err(crate::Error::io("waiting for the alert command"))?;
-        if !status.success() {
-            return Err(crate::Error::Alert(format!(
-                "the alert command `{command}` failed ({status})"
-            )));
-        }
-        sent += 1;
-    }
-    Ok(sent)
+/// Sends the health report's alerts through the alert room: new failures fire, active ones
+/// remind or escalate when due, passing checks resolve theirs. Never fails the health check.
+pub async fn deliver(
+    health: &Health,
+    loaded: &crate::config::Loaded,
+    scope: &crate::engine::alerts::Scope,
+) -> crate::engine::alerts::Report {
+    let (conditions, checked) = crate::engine::alerts::conditions_of(health);
+    crate::engine::alerts::observe(loaded, scope, &conditions, &checked).await
 }

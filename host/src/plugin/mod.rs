@@ -13,12 +13,15 @@
 //! are ever deserialized.
 
 pub mod bindings;
+pub mod entry;
 pub mod http;
 pub mod inspect;
+pub mod notifier;
 pub mod policy;
 pub mod sandbox;
 pub mod state;
 pub mod target;
+pub mod tcp;
 pub mod validator;
 
 use crate::error::{Error, Result};

@@ -8,6 +8,7 @@
 //! | time per call       | 30 s (epoch interruption and a host-side timeout) | `timeout = "60s"` |
 //! | guest-held handles  | 1024 resources per instance | (fixed)                             |
 //! | outbound HTTP       | none                        | `allow_hosts = ["s3.example.com"]`  |
+//! | outbound TCP        | none                        | `allow_tcp = ["relay.internal:25"]` |
 //! | private addresses   | refused (see [`Grants::admits`]) | `allow_private = true`         |
 //! | filesystem          | none                        | `dirs = [{ host, guest, mode }]`    |
 //! | configuration       | none                        | `config = { key = "value" }`        |
@@ -16,7 +17,7 @@
 //! | one object (`get`)  | 256 MiB                     | `max_object_size = "1GiB"`          |
 //! | texts (errors, log lines) | 4 KiB each, cut       | (fixed)                             |
 //! | `describe`          | name 128 B, version 64 B, 32 capabilities of 64 B | (fixed)   |
-//! | environment, args, stdio, sockets | never         | —                                   |
+//! | environment, args, stdio, UDP, listening | never  | —                                   |
 //!
 //! Clocks and randomness are the WASI defaults (wall clock, monotonic clock, secure random).
 
@@ -101,6 +102,8 @@ pub struct Grants {
     pub config: BTreeMap<String, String>,
     pub secrets: BTreeMap<String, String>,
     pub allow_hosts: Vec<String>,
+    /// `host:port` destinations the plugin may open TCP connections to (SMTP relays).
+    pub allow_tcp: Vec<String>,
     /// Whether allow-listed names may resolve to loopback, link-local or private addresses.
     pub allow_private: bool,
     pub dirs: Vec<DirGrant>,
@@ -116,6 +119,7 @@ impl std::fmt::Debug for Grants {
             .field("config", &self.config)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
             .field("allow_hosts", &self.allow_hosts)
+            .field("allow_tcp", &self.allow_tcp)
             .field("allow_private", &self.allow_private)
             .field("dirs", &self.dirs)
             .field("memory", &self.memory)
@@ -190,6 +194,9 @@ impl Grants {
         for host in &self.allow_hosts {
             out.push(format!("http {host}"));
         }
+        for destination in &self.allow_tcp {
+            out.push(format!("tcp {destination}"));
+        }
         for name in self.secrets.keys() {
             out.push(format!("secret {name}"));
         }
@@ -198,6 +205,14 @@ impl Grants {
         }
         out
     }
+}
+
+/// An `allow_tcp` entry as (host, port): `host:PORT` with an exact port (brackets around IPv6).
+pub fn tcp_destination(entry: &str) -> Option<(String, u16)> {
+    let entry = entry.trim().to_ascii_lowercase();
+    let (host, port) = split_port(&entry);
+    let port = port?.parse::<u16>().ok()?;
+    (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
 /// `host:port` → (`host`, Some(`port`)); IPv6 literals in brackets keep their colons.
@@ -291,6 +306,21 @@ mod tests {
         assert!(grants.admits("http", "localhost", 5432).is_err());
         assert_eq!(grants.admits("http", "minio.internal", 7000), Ok(false));
         assert_eq!(grants.admits("http", "[::1]", 9001), Ok(true));
+    }
+
+    #[test]
+    fn tcp_destinations_need_an_exact_port() {
+        assert_eq!(
+            tcp_destination("Relay.Internal:25"),
+            Some(("relay.internal".to_string(), 25))
+        );
+        assert_eq!(
+            tcp_destination("[::1]:2525"),
+            Some(("::1".to_string(), 2525))
+        );
+        assert_eq!(tcp_destination("relay.internal"), None);
+        assert_eq!(tcp_destination("relay.internal:*"), None);
+        assert_eq!(tcp_destination(":25"), None);
     }
 
     #[test]

@@ -28,12 +28,21 @@ pub fn new_store(
     plugin: &Arc<str>,
     grants: &Arc<Grants>,
 ) -> Result<Store<PluginState>> {
-    // Starts empty (no environment, arguments, stdio or preopens); sockets are refused
-    // explicitly too: the only network path is the allow-listed wasi:http hook.
+    // Starts empty (no environment, arguments, stdio or preopens). Sockets: TCP only to the
+    // `allow_tcp` destinations (checked per address by `tcp::admits`), never UDP; name lookups
+    // only when some TCP destination is granted. HTTP goes through the allow-listed hook.
     let mut wasi = WasiCtxBuilder::new();
-    wasi.allow_tcp(false)
+    let tcp = !grants.allow_tcp.is_empty();
+    wasi.allow_tcp(tcp)
         .allow_udp(false)
-        .allow_ip_name_lookup(false);
+        .allow_ip_name_lookup(tcp);
+    if tcp {
+        let (plugin, grants) = (plugin.clone(), grants.clone());
+        wasi.socket_addr_check(move |addr, use_| {
+            let (plugin, grants) = (plugin.clone(), grants.clone());
+            Box::pin(async move { super::tcp::admits(&plugin, &grants, addr, use_).await })
+        });
+    }
     for dir in &grants.dirs {
         let perms = if dir.writable {
             FsPerms::ReadWrite

@@ -12,7 +12,7 @@ use super::bindings::exports::larder::plugin::storage::ListPage;
 use super::bindings::larder::plugin::types::{Error as PluginError, PluginInfo};
 use super::policy::{self, Grants};
 use super::state::PluginState;
-use super::{Loaded, Runtime};
+use super::{Loaded, Runtime, sandbox};
 use crate::error::{Error, Result};
 use crate::targets::{ObjectInfo, Target, TargetError};
 use async_trait::async_trait;
@@ -20,9 +20,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Mutex, Semaphore};
-use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimitsBuilder, Trap};
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime::Store;
 
 struct Instance {
     store: Store<PluginState>,
@@ -52,12 +50,7 @@ impl PluginTarget {
         loaded: &Loaded,
         grants: Grants,
     ) -> Result<PluginTarget> {
-        let file = loaded
-            .path
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let plugin: Arc<str> = Arc::from(format!("{name} ({file})"));
+        let plugin = sandbox::label(name, loaded);
         let instance_pre = runtime
             .linker()
             .instantiate_pre(&loaded.component)
@@ -106,41 +99,9 @@ impl PluginTarget {
         .await
         .map_err(|_| target.deadline_error("describe"))?
         .map_err(|e| target.trap_error("describe", e))?;
-        target.info = target.checked_info(info)?;
+        target.info = sandbox::checked_info(&target.plugin, info)?;
         target.idle.get_mut().push(instance);
         Ok(target)
-    }
-
-    /// `describe`'s answer within [`policy::MAX_NAME`] and the other limits.
-    fn checked_info(&self, info: PluginInfo) -> Result<PluginInfo> {
-        let too_long = |what: &str, len: usize, max: usize| {
-            Error::Plugin(format!(
-                "plugin {} returned an invalid answer to `describe`: its {what} is {len} bytes, more than {max}",
-                self.plugin
-            ))
-        };
-        if info.name.len() > policy::MAX_NAME {
-            return Err(too_long("name", info.name.len(), policy::MAX_NAME));
-        }
-        if info.version.len() > policy::MAX_VERSION {
-            return Err(too_long("version", info.version.len(), policy::MAX_VERSION));
-        }
-        if info.capabilities.len() > policy::MAX_CAPABILITIES {
-            return Err(Error::Plugin(format!(
-                "plugin {} returned an invalid answer to `describe`: {} capabilities, more than {}",
-                self.plugin,
-                info.capabilities.len(),
-                policy::MAX_CAPABILITIES
-            )));
-        }
-        if let Some(long) = info
-            .capabilities
-            .iter()
-            .find(|c| c.len() > policy::MAX_CAPABILITY)
-        {
-            return Err(too_long("capability", long.len(), policy::MAX_CAPABILITY));
-        }
-        Ok(info)
     }
 
     pub fn info(&self) -> &PluginInfo {
@@ -152,52 +113,7 @@ impl PluginTarget {
     }
 
     async fn instantiate(&self) -> Result<Instance> {
-        let grants = &self.grants;
-        // Starts empty (no environment, arguments, stdio or preopens); sockets are refused
-        // explicitly too: the only network path is the allow-listed wasi:http hook.
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
-        for dir in &grants.dirs {
-            let perms = if dir.writable {
-                FsPerms::ReadWrite
-            } else {
-                FsPerms::ReadOnly
-            };
-            wasi.preopened_dir(&dir.host, &dir.guest, perms)
-                .map_err(|e| {
-                    Error::Plugin(format!(
-                        "plugin {}: cannot open granted directory {}: {e:#}",
-                        self.plugin,
-                        dir.host.display()
-                    ))
-                })?;
-        }
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(policy::MAX_RESOURCES);
-        let state = PluginState {
-            plugin: self.plugin.clone(),
-            grants: grants.clone(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(grants.memory as usize)
-                .instances(policy::MAX_CORE_INSTANCES)
-                .tables(policy::MAX_TABLES)
-                .memories(policy::MAX_MEMORIES)
-                .trap_on_grow_failure(true)
-                .build(),
-            wasi: wasi.build(),
-            http: wasmtime_wasi_http::WasiHttpCtx::new(),
-            table,
-            hooks: super::http::AllowListHooks {
-                plugin: self.plugin.clone(),
-                grants: grants.clone(),
-            },
-        };
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(grants.deadline_ticks());
+        let mut store = sandbox::new_store(self.pre.engine(), &self.plugin, &self.grants)?;
         let bindings = self
             .pre
             .instantiate_async(&mut store)
@@ -211,31 +127,11 @@ impl PluginTarget {
     }
 
     fn deadline_error(&self, call: &str) -> Error {
-        Error::Plugin(format!(
-            "plugin {} did not answer `{call}` within its {} deadline",
-            self.plugin,
-            humantime::format_duration(self.grants.call_timeout)
-        ))
+        sandbox::deadline_error(&self.plugin, &self.grants, call)
     }
 
     fn trap_error(&self, call: &str, e: wasmtime::Error) -> Error {
-        let why = match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => format!(
-                "ran past its {} deadline",
-                humantime::format_duration(self.grants.call_timeout)
-            ),
-            Some(Trap::UnreachableCodeReached) => "trapped (the plugin panicked)".to_string(),
-            Some(Trap::MemoryOutOfBounds) | Some(Trap::TableOutOfBounds) => {
-                format!("trapped ({})", Trap::MemoryOutOfBounds)
-            }
-            Some(trap) => format!("trapped ({trap})"),
-            None if format!("{e:#}").contains("grow") => format!(
-                "exceeded its memory limit of {} MiB",
-                self.grants.memory / (1024 * 1024)
-            ),
-            None => format!("failed: {e:#}"),
-        };
-        Error::Plugin(format!("plugin {} {why} during `{call}`", self.plugin))
+        sandbox::trap_error(&self.plugin, &self.grants, call, e)
     }
 
     /// Runs one call on an instance from the pool, under the deadline.

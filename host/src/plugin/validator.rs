@@ -430,34 +430,26 @@ pub async fn open_configured(loaded: &crate::config::Loaded) -> Result<Vec<Arc<P
                 entry.name
             )));
         }
-        if entry.sha256.is_none() && loaded.config.plugins.require_pinned_plugins {
-            return Err(Error::Refused(format!(
-                "{owner} has no sha256 pin and [plugins] require_pinned_plugins is on; add sha256 = \"…\" (from `backup-cli plugin hash {}`)",
-                entry.path.display()
-            )));
-        }
-        let path = loaded.config_relative(&entry.path);
-        let plugin = runtime.load(&path, entry.sha256.as_deref())?;
-        let mut secrets = std::collections::BTreeMap::new();
-        for (name, reference) in &entry.secrets {
-            secrets.insert(
-                name.clone(),
-                crate::config::resolve_secret(&owner, name, reference)?,
-            );
-        }
-        let memory = match &entry.memory {
-            Some(text) => crate::config::parse_bytes(text).ok_or_else(|| {
-                Error::Config(format!(
-                    "{owner}: memory '{text}' is not a size like 256MiB"
-                ))
-            })?,
-            None => policy::DEFAULT_MEMORY,
-        };
+        let (_, plugin) = super::entry::load_pinned(
+            &runtime,
+            loaded,
+            &owner,
+            &entry.path,
+            entry.sha256.as_deref(),
+        )?;
+        let settings = entry.settings();
+        let base = super::entry::plugin_grants(
+            &owner,
+            &super::entry::GrantEntry {
+                config: &settings,
+                secrets: &entry.secrets,
+                allow_hosts: &entry.allow_hosts,
+                allow_private: entry.allow_private,
+                memory: entry.memory.as_deref(),
+                timeout: entry.timeout,
+            },
+        )?;
         let grants = Grants {
-            config: entry.settings(),
-            secrets,
-            allow_hosts: entry.allow_hosts.clone(),
-            allow_private: entry.allow_private,
             dirs: entry
                 .dirs
                 .iter()
@@ -467,10 +459,8 @@ pub async fn open_configured(loaded: &crate::config::Loaded) -> Result<Vec<Arc<P
                     writable: d.mode == crate::config::DirMode::ReadWrite,
                 })
                 .collect(),
-            memory,
-            call_timeout: entry.timeout.unwrap_or(policy::DEFAULT_CALL_TIMEOUT),
             instances: entry.instances.unwrap_or(policy::DEFAULT_INSTANCES).max(1),
-            limits: policy::AnswerLimits::default(),
+            ..base
         };
         let mut validator = PluginValidator::new(&runtime, &entry.name, &plugin, grants).await?;
         validator.pinned = entry.sha256.is_some();

@@ -9,6 +9,7 @@ use crate::config::{
     DirMode, Loaded, Origin, PluginTargetConfig, TargetConfig, parse_bytes, resolve_secret,
 };
 use crate::error::{Error, Result};
+use crate::plugin::entry::{GrantEntry, load_pinned, plugin_grants};
 use crate::plugin::policy::{self, DirGrant, Grants};
 use crate::plugin::target::PluginTarget;
 use crate::plugin::{CacheStatus, Runtime};
@@ -264,26 +265,24 @@ async fn open_plugin(
     entry: &PluginTargetConfig,
 ) -> Result<(PluginTarget, PluginSummary)> {
     let owner = format!("plugin target '{}'", entry.name);
-    if entry.sha256.is_none() && loaded.config.plugins.require_pinned_plugins {
-        return Err(Error::Refused(format!(
-            "{owner} has no sha256 pin and [plugins] require_pinned_plugins is on; add sha256 = \"…\" (from `backup-cli plugin hash {}`)",
-            entry.path.display()
-        )));
-    }
-    let path = loaded.config_relative(&entry.path);
-    let loaded_plugin = runtime.load(&path, entry.sha256.as_deref())?;
-    let mut secrets = std::collections::BTreeMap::new();
-    for (name, reference) in &entry.secrets {
-        secrets.insert(name.clone(), resolve_secret(&owner, name, reference)?);
-    }
-    let memory = match &entry.memory {
-        Some(text) => parse_bytes(text).ok_or_else(|| {
-            Error::Config(format!(
-                "{owner}: memory '{text}' is not a size like 256MiB"
-            ))
-        })?,
-        None => policy::DEFAULT_MEMORY,
-    };
+    let (path, loaded_plugin) = load_pinned(
+        runtime,
+        loaded,
+        &owner,
+        &entry.path,
+        entry.sha256.as_deref(),
+    )?;
+    let base = plugin_grants(
+        &owner,
+        &GrantEntry {
+            config: &entry.config,
+            secrets: &entry.secrets,
+            allow_hosts: &entry.allow_hosts,
+            allow_private: entry.allow_private,
+            memory: entry.memory.as_deref(),
+            timeout: entry.timeout,
+        },
+    )?;
     let defaults = policy::AnswerLimits::default();
     let limits = policy::AnswerLimits {
         max_list_keys: entry.max_list_keys.unwrap_or(defaults.max_list_keys).max(1),
@@ -302,10 +301,6 @@ async fn open_plugin(
         },
     };
     let grants = Grants {
-        config: entry.config.clone(),
-        secrets,
-        allow_hosts: entry.allow_hosts.clone(),
-        allow_private: entry.allow_private,
         dirs: entry
             .dirs
             .iter()
@@ -315,10 +310,9 @@ async fn open_plugin(
                 writable: d.mode == DirMode::ReadWrite,
             })
             .collect(),
-        memory,
-        call_timeout: entry.timeout.unwrap_or(policy::DEFAULT_CALL_TIMEOUT),
         instances: entry.instances.unwrap_or(policy::DEFAULT_INSTANCES).max(1),
         limits,
+        ..base
     };
     let target = PluginTarget::new(runtime, &entry.name, &loaded_plugin, grants).await?;
     let info = target.info().clone();

@@ -10,12 +10,11 @@
 //! optionally `session_token`. The endpoint's host must be in the entry's `allow_hosts`.
 
 mod sigv4;
-mod transport;
 
 use exports::larder::plugin::storage::{Guest, ListPage, ObjectInfo};
+use http_send::{Endpoint, Response};
 use larder::plugin::host::{self, Level};
 use larder::plugin::types::{Error, PluginInfo};
-use transport::{Endpoint, Response};
 
 wit_bindgen::generate!({
     path: "../../wit/v1",
@@ -44,7 +43,8 @@ impl Bucket {
         let endpoint = Endpoint::parse(&required(
             host::config("endpoint"),
             "config value `endpoint`",
-        )?)?;
+        )?)
+        .map_err(contract_error)?;
         let prefix = host::config("prefix")
             .map(|p| p.trim_matches('/').to_string())
             .filter(|p| !p.is_empty())
@@ -89,7 +89,7 @@ impl Bucket {
             query,
             body,
         );
-        transport::send(
+        http_send::send(
             &self.endpoint,
             method,
             path,
@@ -97,6 +97,17 @@ impl Bucket {
             signed.headers,
             body,
         )
+        .map_err(contract_error)
+    }
+}
+
+/// An HTTP exchange's failure in this world's error type (the kinds are the same).
+fn contract_error(e: http_send::Error) -> Error {
+    match e {
+        http_send::Error::Denied(m) => Error::Denied(m),
+        http_send::Error::Unavailable(m) => Error::Unavailable(m),
+        http_send::Error::Invalid(m) => Error::Invalid(m),
+        http_send::Error::Other(m) => Error::Other(m),
     }
 }
 

@@ -68,6 +68,9 @@ pub enum Command {
     /// WebAssembly plugins: the configured ones, and what a plugin file is
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Alert channels ([[notifiers]] and [monitor] alert_command)
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// The effective configuration
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -134,15 +137,38 @@ pub enum MonitorCommand {
     /// Check the database, the repository, the newest backup and its validation, free space
     /// and schedules; exits 1 when a check fails
     Health(HealthArgs),
-    /// List the active alerts with the runbook's action and escalation
-    Alerts,
+    /// The alerts: each failing check and each alert the alert room tracks, with its level,
+    /// age and delivery results, and the dead-letter list
+    Alerts(AlertsArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct HealthArgs {
-    /// Send failing checks to the alert channel ([monitor] alert_command)
+    /// Deliver the alerts through the alert room: new failures fire, active ones remind or
+    /// escalate when due, passing checks resolve theirs ([[notifiers]], [monitor] alert_command)
     #[arg(long)]
     pub alert_on_failure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AlertsArgs {
+    /// Acknowledge the active alerts of this name (e.g. "Backup Failure", or an event id): no
+    /// more escalation until they resolve
+    #[arg(long, value_name = "NAME")]
+    pub ack: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a test event through each configured channel (or one) and report per channel
+    Test(NotifyTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NotifyTestArgs {
+    /// Only this channel (a [[notifiers]] name, or "alert_command")
+    #[arg(long, value_name = "NAME")]
+    pub notifier: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -848,23 +848,139 @@ pub fn health(health: &larder::engine::monitor::Health, as_json: bool) {
     );
 }
 
-pub fn alerts(health: &larder::engine::monitor::Health, as_json: bool) {
-    let active: Vec<_> = health.alerts().collect();
+pub fn alerts(overview: &larder::engine::alerts::Overview, as_json: bool) {
     if as_json {
-        json(&active);
+        json(overview);
         return;
     }
-    if active.is_empty() {
+    if overview.alerts.is_empty() {
         say!("No active alerts.");
+    } else {
+        let mut t = table(&[
+            "ALERT",
+            "CHECK",
+            "STATUS",
+            "LEVEL",
+            "AGE",
+            "LAST DELIVERIES",
+            "DETAIL",
+            "ACTION",
+        ]);
+        for a in &overview.alerts {
+            let age = a.age_seconds.map_or("-".to_string(), |s| {
+                humantime::format_duration(std::time::Duration::from_secs(s.max(0) as u64))
+                    .to_string()
+            });
+            let deliveries: Vec<String> = a
+                .deliveries
+                .iter()
+                .rev()
+                .take(3)
+                .map(|d| {
+                    format!(
+                        "{} {:?} {}",
+                        d.channel,
+                        d.state,
+                        if d.ok {
+                            "ok".to_string()
+                        } else {
+                            format!("failed ({} tries)", d.attempts)
+                        }
+                    )
+                    .to_lowercase()
+                })
+                .collect();
+            t.add_row(vec![
+                Cell::new(&a.alert),
+                Cell::new(&a.check),
+                Cell::new(a.status),
+                Cell::new(a.level.map_or("-".to_string(), |l| l.to_string())),
+                Cell::new(age),
+                Cell::new(if deliveries.is_empty() {
+                    "-".to_string()
+                } else {
+                    deliveries.join("\n")
+                }),
+                Cell::new(&a.detail),
+                Cell::new(&a.action),
+            ]);
+        }
+        say!("{t}");
+    }
+    if !overview.dead_letters.is_empty() {
+        let mut t = table(&[
+            "UNDELIVERED",
+            "CHANNEL",
+            "STATE",
+            "SINCE",
+            "ATTEMPTS",
+            "LAST ERROR",
+        ]);
+        for d in &overview.dead_letters {
+            t.add_row(vec![
+                Cell::new(&d.event.alert),
+                Cell::new(&d.channel),
+                Cell::new(format!("{:?}", d.event.state).to_lowercase()),
+                Cell::new(d.first_failed.format("%Y-%m-%d %H:%M UTC")),
+                Cell::new(d.attempts),
+                Cell::new(&d.last_error),
+            ]);
+        }
+        say!(
+            "Dead-letter list (delivered first on the next `monitor health --alert-on-failure`):\n{t}"
+        );
+    }
+}
+
+/// What `monitor health --alert-on-failure` delivered, on stderr.
+pub fn alert_report(report: &larder::engine::alerts::Report, failing: bool) {
+    for warning in &report.warnings {
+        note!("warning: {warning}");
+    }
+    if report.channels == 0 && failing {
+        note!(
+            "warning: no alert channel is configured ([[notifiers]] or [monitor] alert_command in the config); \
+             the failing checks are only reported here and in the exit code"
+        );
+    } else if !report.sent.is_empty() {
+        let sent: Vec<String> = report
+            .sent
+            .iter()
+            .filter(|s| s.ok)
+            .map(|s| {
+                format!(
+                    "{} ({:?}, level {}) to {}",
+                    s.alert, s.state, s.level, s.channel
+                )
+                .to_lowercase()
+            })
+            .collect();
+        note!(
+            "{} alert(s) sent{}; {} waiting in the dead-letter list",
+            sent.len(),
+            if sent.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", sent.join(", "))
+            },
+            report.dead_letters
+        );
+    }
+}
+
+/// `notify test`: one line per channel.
+pub fn notify_test(sent: &[larder::engine::alerts::Sent], as_json: bool) {
+    if as_json {
+        json(&sent);
         return;
     }
-    let mut t = table(&["ALERT", "CHECK", "DETAIL", "ACTION"]);
-    for c in active {
+    let mut t = table(&["CHANNEL", "RESULT", "ATTEMPTS", "ERROR"]);
+    for s in sent {
         t.add_row(vec![
-            Cell::new(c.alert.as_deref().unwrap_or("-")),
-            Cell::new(&c.name),
-            Cell::new(&c.detail),
-            Cell::new(c.action.as_deref().unwrap_or("-")),
+            Cell::new(&s.channel),
+            Cell::new(if s.ok { "delivered" } else { "FAILED" }),
+            Cell::new(s.attempts),
+            Cell::new(s.error.as_deref().unwrap_or("-")),
         ]);
     }
     say!("{t}");

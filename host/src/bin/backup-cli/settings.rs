@@ -67,6 +67,20 @@ impl Settings {
         )
     }
 
+    /// Whose alerts a command raises: this database, this repository's primary target.
+    pub async fn alert_scope(&self) -> Result<larder::engine::alerts::Scope> {
+        let set = self.targets().await?;
+        let repository = set
+            .select(&self.expected_targets())?
+            .first()
+            .map(|t| t.location())
+            .unwrap_or_default();
+        Ok(larder::engine::alerts::Scope {
+            database: self.database()?.describe(),
+            repository,
+        })
+    }
+
     /// The configured database's name: whose backups `latest` names.
     pub fn database_name(&self) -> Result<String> {
         Ok(self.database()?.dbname)

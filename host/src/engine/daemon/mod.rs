@@ -9,7 +9,7 @@
 
 pub mod state;
 
-use crate::config::{Config, Schedule};
+use crate::config::{Config, Loaded, Schedule};
 use crate::engine::interrupt::{self, CleanupGuard};
 use crate::engine::scheduler::{Event, Scheduler, Timetable};
 use crate::engine::{Progress, backup, monitor, sync, validate};
@@ -33,7 +33,10 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 
 /// Everything one configuration resolves to, as the daemon uses it.
 pub struct Setup {
-    pub config: Config,
+    /// The configuration (and its file, which relative paths are relative to).
+    pub loaded: Loaded,
+    /// Whose alerts health raises (the alert room's state for this repository).
+    pub alert_scope: crate::engine::alerts::Scope,
     pub database: ConnectionSettings,
     /// Every configured target (health looks at all of them).
     pub targets: TargetSet,
@@ -73,7 +76,7 @@ pub async fn run(load: &Loader) -> Result<()> {
     let _stop_cleanly = CleanupGuard::new();
     interrupt::defer_stop();
     let setup = Arc::new(load().await?);
-    let tables = timetables(&setup.config)?;
+    let tables = timetables(&setup.loaded.config)?;
     let target = primary_of(&setup)?.clone();
     let primary = if setup.may_create {
         Repository::open_or_init(target).await?
@@ -173,7 +176,7 @@ impl<'a> Daemon<'a> {
         tracing::info!(
             database = %database,
             repository = %primary.target().location(),
-            schedules = setup.config.schedules.len(),
+            schedules = setup.loaded.config.schedules.len(),
             "daemon started for database {database} on {}",
             primary.target().location()
         );
@@ -300,6 +303,7 @@ impl<'a> Daemon<'a> {
                 Event::Run { schedule, due } => {
                     if let Some(s) = self
                         .setup
+                        .loaded
                         .config
                         .schedules
                         .iter()
@@ -400,7 +404,7 @@ impl<'a> Daemon<'a> {
     }
 
     fn start_health(&mut self) {
-        self.next_health = Instant::now() + self.setup.config.daemon.health_every;
+        self.next_health = Instant::now() + self.setup.loaded.config.daemon.health_every;
         self.health = Some(Box::pin(check_health(self.setup.clone())));
     }
 
@@ -431,7 +435,7 @@ impl<'a> Daemon<'a> {
     async fn reload(&mut self) {
         tracing::info!("SIGHUP: reloading the configuration");
         let loaded = (self.load)().await.and_then(|setup| {
-            let tables = timetables(&setup.config)?;
+            let tables = timetables(&setup.loaded.config)?;
             let primary = primary_of(&setup)?;
             if setup.database.dbname != self.setup.database.dbname
                 || primary.location() != self.primary.target().location()
@@ -452,13 +456,13 @@ impl<'a> Daemon<'a> {
                 self.poll().await;
                 self.setup = Arc::new(setup);
                 self.scheduler = Scheduler::new(tables, |_| None, Utc::now());
-                self.next_health = Instant::now() + self.setup.config.daemon.health_every;
+                self.next_health = Instant::now() + self.setup.loaded.config.daemon.health_every;
                 self.record_upcoming();
                 self.save().await;
                 tracing::info!(
-                    schedules = self.setup.config.schedules.len(),
+                    schedules = self.setup.loaded.config.schedules.len(),
                     "configuration reloaded: {} schedule(s)",
-                    self.setup.config.schedules.len()
+                    self.setup.loaded.config.schedules.len()
                 );
             }
             Err(e) => tracing::error!(
@@ -480,7 +484,7 @@ impl<'a> Daemon<'a> {
         // A health check under way is dropped: it changes nothing.
         self.health = None;
         if let Some(mut running) = self.running.take() {
-            let grace = self.setup.config.daemon.stop_grace;
+            let grace = self.setup.loaded.config.daemon.stop_grace;
             tracing::info!(
                 run_id = %running.run_id,
                 "waiting up to {} for run {} to finish",
@@ -585,8 +589,8 @@ async fn steps(
         name: None,
         backup_type: schedule.backup_type,
         jobs: setup.jobs,
-        compression_level: setup.config.backup.compression_level,
-        pg_dump: setup.config.backup.pg_dump.clone(),
+        compression_level: setup.loaded.config.backup.compression_level,
+        pg_dump: setup.loaded.config.backup.pg_dump.clone(),
         split_bytes: None,
         schedule: Some(schedule.name.clone()),
         // Validator plugins in the daemon: not yet (see README "Not yet").
@@ -614,7 +618,7 @@ async fn steps(
     let (_, copies) = validate::validate_copies(
         &holding,
         &manifest,
-        &setup.config.objectives,
+        &setup.loaded.config.objectives,
         // No validators: the daemon does not run them yet (its backups pass none either).
         &[],
         setup.jobs,
@@ -665,22 +669,20 @@ async fn check_health(setup: Arc<Setup>) -> HealthRecord {
             .collect(),
         chosen: &setup.targets.chosen,
     };
-    let health = monitor::health(&setup.database, &targets, &setup.config).await;
+    let health = monitor::health(&setup.database, &targets, &setup.loaded.config).await;
     let alerts: Vec<String> = health
         .alerts()
         .map(|c| c.alert.clone().unwrap_or_else(|| c.name.clone()))
         .collect();
-    let (delivered, delivery_error) = match (&setup.config.monitor.alert_command, alerts.is_empty())
-    {
-        (_, true) => (0, None),
-        (Some(command), false) => match monitor::deliver(&health, command).await {
-            Ok(sent) => (sent, None),
-            Err(e) => (0, Some(e.to_string())),
-        },
-        (None, false) => (
-            0,
-            Some("no alert channel is configured ([monitor] alert_command)".into()),
-        ),
+    // Through the alert room, passing runs too (that is how alerts resolve).
+    let report = monitor::deliver(&health, &setup.loaded, &setup.alert_scope).await;
+    let delivered = report.delivered();
+    let delivery_error = if report.channels == 0 && !alerts.is_empty() {
+        Some("no alert channel is configured ([[notifiers]] or [monitor] alert_command)".into())
+    } else if report.warnings.is_empty() {
+        None
+    } else {
+        Some(report.warnings.join("; "))
     };
     HealthRecord {
         at: health.checked_at,

@@ -21,12 +21,14 @@ async fn setup(global: &Global) -> Result<Setup> {
     let settings = Settings::resolve(global)?;
     let targets = settings.targets().await?;
     let backup_targets = targets.select(&settings.expected_targets())?;
+    let alert_scope = settings.alert_scope().await?;
     Ok(Setup {
         database: settings.database()?,
+        alert_scope,
         jobs: settings.jobs(settings.loaded.config.backup.jobs),
         may_create: !targets.unchosen,
         backup_targets,
         targets,
-        config: settings.loaded.config,
+        loaded: settings.loaded,
     })
 }

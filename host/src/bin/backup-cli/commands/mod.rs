@@ -7,6 +7,7 @@ mod config;
 mod daemon;
 mod init;
 mod monitor;
+mod notify;
 mod plugin;
 mod recovery;
 mod repository;
@@ -47,6 +48,7 @@ async fn dispatch(settings: &Settings, command: Command) -> Result<()> {
         Command::Monitor(command) => monitor::run(settings, command).await,
         Command::Schedule(command) => schedule::run(settings, command).await,
         Command::Plugin(command) => plugin::run(settings, command).await,
+        Command::Notify(command) => notify::run(settings, command).await,
         Command::Config(command) => config::run(settings, command),
         Command::Repository(command) => repository::run(settings, command).await,
     }

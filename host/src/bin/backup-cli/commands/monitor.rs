@@ -1,5 +1,5 @@
 //! `backup-cli monitor …`: health checks over the database, the repository and its targets,
-//! and the alerts they raise.
+//! the alerts they raise (delivered through the alert room) and `monitor alerts [--ack NAME]`.
 
 use crate::cli::MonitorCommand;
 use crate::output;
@@ -11,17 +11,12 @@ pub async fn run(settings: &Settings, command: MonitorCommand) -> Result<()> {
         MonitorCommand::Health(args) => {
             let health = health(settings).await?;
             output::health(&health, settings.json);
-            if args.alert_on_failure && health.alerts().next().is_some() {
-                match &settings.loaded.config.monitor.alert_command {
-                    Some(command) => {
-                        let sent = engine::monitor::deliver(&health, command).await?;
-                        output::note!("{sent} alert(s) sent through `{command}`");
-                    }
-                    None => output::note!(
-                        "warning: no alert channel is configured ([monitor] alert_command in the config); \
-                         the failing checks are only reported here and in the exit code"
-                    ),
-                }
+            if args.alert_on_failure {
+                // Every run goes through the alert room, passing ones too: that is how an
+                // alert resolves.
+                let scope = settings.alert_scope().await?;
+                let report = engine::monitor::deliver(&health, &settings.loaded, &scope).await;
+                output::alert_report(&report, health.alerts().next().is_some());
             }
             match health.status {
                 engine::monitor::Status::Fail => Err(Error::HealthFailed(
@@ -34,9 +29,18 @@ pub async fn run(settings: &Settings, command: MonitorCommand) -> Result<()> {
                 _ => Ok(()),
             }
         }
-        MonitorCommand::Alerts => {
+        MonitorCommand::Alerts(args) => {
+            let scope = settings.alert_scope().await?;
+            if let Some(name) = &args.ack {
+                let acked = engine::alerts::ack(&settings.loaded, &scope, name).await?;
+                output::note!(
+                    "acknowledged {}: no escalation until resolved",
+                    acked.join(", ")
+                );
+            }
             let health = health(settings).await?;
-            output::alerts(&health, settings.json);
+            let overview = engine::alerts::overview(&settings.loaded, &scope, &health).await?;
+            output::alerts(&overview, settings.json);
             Ok(())
         }
     }

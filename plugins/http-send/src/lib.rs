@@ -1,14 +1,26 @@
-//! One HTTP exchange over `wasi:http/outgoing-handler`: whole request body out, whole response
-//! body in (objects are bounded in size).
+//! One HTTP exchange over `wasi:http/outgoing-handler` (guest side, for any Larder plugin world):
+//! whole request body out, whole response body in (objects and messages are bounded in size).
+//! Errors come in the contract's kinds, so each plugin maps them one-to-one onto its bindings.
 
 use std::io::{Read, Write};
 
-use crate::larder::plugin::types::Error;
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
     ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
 };
 use wasip2::io::streams::StreamError;
+
+/// Why an exchange failed, in the kinds of the contract's `error` variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The host refused the destination (not in `allow_hosts`).
+    Denied(String),
+    /// The receiver is down, unreachable or timed out: worth retrying.
+    Unavailable(String),
+    /// The request itself is wrong (a bad URL or header).
+    Invalid(String),
+    Other(String),
+}
 
 /// Where requests go: scheme and `host[:port]`.
 pub struct Endpoint {
@@ -37,6 +49,21 @@ impl Endpoint {
             https,
             authority: authority.to_string(),
         })
+    }
+
+    /// A whole URL, `scheme://host[:port][/path][?query]`: its endpoint and its path with query.
+    pub fn parse_url(url: &str) -> Result<(Endpoint, String), Error> {
+        let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
+        let split = url[after_scheme..]
+            .find('/')
+            .map(|i| i + after_scheme)
+            .unwrap_or(url.len());
+        let endpoint = Endpoint::parse(&url[..split])?;
+        let path = match &url[split..] {
+            "" => "/".to_string(),
+            path => path.to_string(),
+        };
+        Ok((endpoint, path))
     }
 }
 
@@ -90,7 +117,7 @@ pub fn send(
         .into_iter()
         .map(|(k, v)| (k, v.into_bytes()))
         .collect();
-    if method == "PUT" {
+    if method == "PUT" || method == "POST" {
         fields.push((
             "content-length".to_string(),
             body.len().to_string().into_bytes(),
@@ -102,6 +129,7 @@ pub fn send(
     let method = match method {
         "GET" => Method::Get,
         "PUT" => Method::Put,
+        "POST" => Method::Post,
         "HEAD" => Method::Head,
         "DELETE" => Method::Delete,
         other => Method::Other(other.to_string()),

@@ -1,0 +1,455 @@
+//! The alert room: every alert Larder raises goes through here, whoever found it (`monitor
+//! health --alert-on-failure`, a backup, the daemon).
+//!
+//! [`observe`] takes what is wrong now, advances each alert's life ([`lifecycle`]: de-dup,
+//! reminders, escalation by the runbook's times, resolve), delivers the due events through the
+//! channels of their levels ([`channels`]: notifier plugins and the alert command, with retries)
+//! and keeps what no channel took in a dead-letter list, retried first on the next run. Delivery
+//! never fails its caller: problems come back as warnings in the [`Report`].
+
+pub mod channels;
+pub mod lifecycle;
+pub mod store;
+
+use crate::config::Loaded;
+use crate::engine::monitor::{Health, Status};
+use crate::error::{Error, Result};
+use chrono::{DateTime, Utc};
+pub use lifecycle::{Alert, Condition, DeadLetter, Delivery, Event, EventState, Severity, State};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Whose alerts these are: one state per repository (the database's address may change, as
+/// when it fails over, and its alerts must stay the same alerts).
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The database in words (no password), as events name it.
+    pub database: String,
+    /// Where the repository is (the primary target's location).
+    pub repository: String,
+}
+
+impl Scope {
+    fn identity(&self) -> String {
+        self.repository.clone()
+    }
+}
+
+/// One delivery made (or failed) by a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sent {
+    pub channel: String,
+    pub alert: String,
+    pub id: String,
+    pub state: EventState,
+    pub level: u32,
+    pub ok: bool,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What one run of the alert room did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub sent: Vec<Sent>,
+    /// Events waiting in the dead-letter list after this run.
+    pub dead_letters: usize,
+    /// Channels configured (0: nowhere to send).
+    pub channels: usize,
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    pub fn delivered(&self) -> usize {
+        self.sent.iter().filter(|s| s.ok).count()
+    }
+}
+
+fn policy_of(loaded: &Loaded, levels: usize) -> Result<lifecycle::Policy> {
+    let alerts = &loaded.config.alerts;
+    let mut escalate_after = BTreeMap::new();
+    let mut default_escalation = lifecycle::DEFAULT_ESCALATION;
+    for (alert, text) in &alerts.escalate_after {
+        let every = humantime::parse_duration(text).map_err(|e| {
+            Error::Config(format!(
+                "[alerts] escalate_after.\"{alert}\" = '{text}' is not a duration like 15m or 2h: {e}"
+            ))
+        })?;
+        if alert == "default" {
+            default_escalation = every;
+        } else {
+            escalate_after.insert(alert.clone(), every);
+        }
+    }
+    Ok(lifecycle::Policy {
+        levels: levels.max(1) as u32,
+        remind_every: Some(alerts.remind_every).filter(|d| !d.is_zero()),
+        escalate_after,
+        default_escalation,
+    })
+}
+
+/// The failing checks of a health report as conditions, and every check it looked at.
+pub fn conditions_of(health: &Health) -> (Vec<Condition>, Vec<String>) {
+    let conditions = health
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .map(|c| Condition {
+            alert: c.alert.clone().unwrap_or_else(|| c.name.clone()),
+            check: c.name.clone(),
+            message: c.detail.clone(),
+            action: c.action.clone().unwrap_or_default(),
+            target: c
+                .name
+                .strip_prefix("target ")
+                .or_else(|| c.name.strip_prefix("disk space "))
+                .map(str::to_string),
+            backup_id: None,
+        })
+        .collect();
+    let checked = health.checks.iter().map(|c| c.name.clone()).collect();
+    (conditions, checked)
+}
+
+/// Advances every alert of `scope` given the failing `conditions` (out of the `checked` checks)
+/// and delivers what is due. Never fails: a broken channel or state folder is a warning.
+pub async fn observe(
+    loaded: &Loaded,
+    scope: &Scope,
+    conditions: &[Condition],
+    checked: &[String],
+) -> Report {
+    match observe_inner(loaded, scope, conditions, checked, Utc::now()).await {
+        Ok(report) => report,
+        Err(e) => {
+            tracing::warn!("alerts were not delivered: {e}");
+            Report {
+                warnings: vec![format!("alerts were not delivered: {e}")],
+                ..Report::default()
+            }
+        }
+    }
+}
+
+async fn observe_inner(
+    loaded: &Loaded,
+    scope: &Scope,
+    conditions: &[Condition],
+    checked: &[String],
+    now: DateTime<Utc>,
+) -> Result<Report> {
+    let channels = channels::open(loaded).await?;
+    let policy = policy_of(loaded, channels.levels.len())?;
+    let retry_for = loaded.config.alerts.retry_for;
+    let mut stored = store::open(&loaded.alert_state_dir(), &scope.identity()).await?;
+    let mut report = Report {
+        channels: channels.all.len(),
+        ..Report::default()
+    };
+    // What earlier runs could not deliver goes first, in order.
+    let waiting = std::mem::take(&mut stored.state.dead_letters);
+    for mut letter in waiting {
+        let Some(channel) = channels.named(&letter.channel) else {
+            report.warnings.push(format!(
+                "dropped an undelivered {} event: channel '{}' is no longer configured",
+                letter.event.alert, letter.channel
+            ));
+            continue;
+        };
+        let (attempts, error) = channel.send(&letter.event, retry_for).await;
+        letter.attempts += attempts;
+        note(
+            &mut stored.state,
+            &mut report,
+            channel.name(),
+            &letter.event,
+            attempts,
+            &error,
+            now,
+        );
+        if let Some(error) = error {
+            letter.last_error = error;
+            stored.state.dead_letters.push(letter);
+        }
+    }
+    let due = lifecycle::advance(
+        &mut stored.state,
+        conditions,
+        checked,
+        &policy,
+        &scope.database,
+        now,
+    );
+    for item in due {
+        for channel in channels.for_levels(&item.levels) {
+            let (attempts, error) = channel.send(&item.event, retry_for).await;
+            note(
+                &mut stored.state,
+                &mut report,
+                channel.name(),
+                &item.event,
+                attempts,
+                &error,
+                now,
+            );
+            if let Some(error) = error {
+                stored.state.dead_letters.push(DeadLetter {
+                    channel: channel.name().to_string(),
+                    event: item.event.clone(),
+                    first_failed: now,
+                    attempts,
+                    last_error: error,
+                });
+            }
+        }
+    }
+    report.dead_letters = stored.state.dead_letters.len();
+    stored.save()?;
+    Ok(report)
+}
+
+/// Records one delivery on its alert (active or resolved) and in the report; warns on failure.
+fn note(
+    state: &mut State,
+    report: &mut Report,
+    channel: &str,
+    event: &Event,
+    attempts: u32,
+    error: &Option<String>,
+    now: DateTime<Utc>,
+) {
+    if let Some(error) = error {
+        let warning = format!(
+            "{} ({}) was not delivered through '{channel}' after {attempts} attempt(s): {error}; kept for the next run",
+            event.alert,
+            serde_json::to_value(event.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        );
+        tracing::warn!("{warning}");
+        report.warnings.push(warning);
+    }
+    let delivery = Delivery {
+        channel: channel.to_string(),
+        state: event.state,
+        level: event.level,
+        at: now,
+        ok: error.is_none(),
+        attempts,
+        error: error.clone(),
+    };
+    if let Some(alert) = state
+        .active
+        .values_mut()
+        .chain(state.resolved.iter_mut())
+        .find(|a| a.id == event.id)
+    {
+        alert.record(delivery);
+    }
+    report.sent.push(Sent {
+        channel: channel.to_string(),
+        alert: event.alert.clone(),
+        id: event.id.clone(),
+        state: event.state,
+        level: event.level,
+        ok: error.is_none(),
+        attempts,
+        error: error.clone(),
+    });
+}
+
+/// `notify test`: a test event through each channel (or the one named), once each, no state.
+pub async fn test(loaded: &Loaded, scope: &Scope, only: Option<&str>) -> Result<Vec<Sent>> {
+    let channels = channels::open(loaded).await?;
+    let picked: Vec<&channels::Channel> = match only {
+        Some(name) => vec![channels.named(name).ok_or_else(|| {
+            Error::Config(format!(
+                "no alert channel named '{name}'; the channels are: {}",
+                channels
+                    .all
+                    .iter()
+                    .map(|c| c.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?],
+        None => channels.all.iter().collect(),
+    };
+    if picked.is_empty() {
+        return Err(Error::Config(
+            "no alert channel is configured: add a [[notifiers]] entry or [monitor] alert_command"
+                .into(),
+        ));
+    }
+    let now = Utc::now();
+    let mut details = BTreeMap::new();
+    details.insert("check".to_string(), "notify test".to_string());
+    let event = Event {
+        id: format!("test.{}", now.timestamp()),
+        alert: "Test Notification".into(),
+        check: "notify test".into(),
+        state: EventState::Test,
+        severity: Severity::Info,
+        level: 1,
+        database: scope.database.clone(),
+        target: None,
+        backup_id: None,
+        message: "A test event from `backup-cli notify test`: this channel works.".into(),
+        action: "Nothing to do.".into(),
+        fired_at: now,
+        sent_at: now,
+        resolved_at: None,
+        details,
+    };
+    let mut sent = Vec::new();
+    for channel in picked {
+        let (attempts, error) = channel
+            .send(
+                &event,
+                loaded.config.alerts.retry_for.min(Duration::from_secs(10)),
+            )
+            .await;
+        sent.push(Sent {
+            channel: channel.name().to_string(),
+            alert: event.alert.clone(),
+            id: event.id.clone(),
+            state: event.state,
+            level: 1,
+            ok: error.is_none(),
+            attempts,
+            error,
+        });
+    }
+    Ok(sent)
+}
+
+/// The alert state of `scope` (`monitor alerts`), without delivering anything.
+pub async fn status(loaded: &Loaded, scope: &Scope) -> Result<State> {
+    Ok(store::open(&loaded.alert_state_dir(), &scope.identity())
+        .await?
+        .state)
+}
+
+/// Acknowledges the active alerts named `name` (alert name, key or id): no more escalation
+/// until they resolve. Returns the keys acknowledged.
+pub async fn ack(loaded: &Loaded, scope: &Scope, name: &str) -> Result<Vec<String>> {
+    let mut stored = store::open(&loaded.alert_state_dir(), &scope.identity()).await?;
+    let now = Utc::now();
+    let mut acked = Vec::new();
+    for (key, alert) in stored.state.active.iter_mut() {
+        if alert.alert.eq_ignore_ascii_case(name) || key == name || alert.id == name {
+            alert.acked_at.get_or_insert(now);
+            acked.push(key.clone());
+        }
+    }
+    if acked.is_empty() {
+        let active: Vec<&str> = stored
+            .state
+            .active
+            .values()
+            .map(|a| a.alert.as_str())
+            .collect();
+        return Err(Error::Config(format!(
+            "no active alert named '{name}'; active: {}",
+            if active.is_empty() {
+                "none".to_string()
+            } else {
+                active.join(", ")
+            }
+        )));
+    }
+    stored.save()?;
+    Ok(acked)
+}
+
+/// One alert as `monitor alerts` shows it: a failing check now and/or an alert the room tracks.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertView {
+    pub alert: String,
+    pub check: String,
+    pub detail: String,
+    pub action: String,
+    /// `active`, `acknowledged`, or `not delivered` (failing now, never through the alert room:
+    /// no `--alert-on-failure` run has seen it yet).
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fired_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acked_at: Option<DateTime<Utc>>,
+    pub deliveries: Vec<Delivery>,
+}
+
+/// `monitor alerts`: the alerts, the events waiting in the dead-letter list, recent resolves.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    pub alerts: Vec<AlertView>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub resolved: Vec<Alert>,
+}
+
+/// Recent resolves `monitor alerts` shows.
+const SHOWN_RESOLVED: usize = 10;
+
+/// The failing checks of `health` joined with what the alert room knows of `scope`.
+pub async fn overview(loaded: &Loaded, scope: &Scope, health: &Health) -> Result<Overview> {
+    let state = status(loaded, scope).await?;
+    let now = Utc::now();
+    let view = |alert: &Alert, detail: String| AlertView {
+        alert: alert.alert.clone(),
+        check: alert.check.clone(),
+        detail,
+        action: alert.action.clone(),
+        status: if alert.acked_at.is_some() {
+            "acknowledged"
+        } else {
+            "active"
+        },
+        id: Some(alert.id.clone()),
+        level: Some(alert.level),
+        fired_at: Some(alert.fired_at),
+        age_seconds: Some((now - alert.fired_at).num_seconds()),
+        acked_at: alert.acked_at,
+        deliveries: alert.deliveries.clone(),
+    };
+    let (conditions, _) = conditions_of(health);
+    let mut alerts = Vec::new();
+    for condition in &conditions {
+        alerts.push(match state.active.get(&condition.key()) {
+            Some(known) => view(known, condition.message.clone()),
+            None => AlertView {
+                alert: condition.alert.clone(),
+                check: condition.check.clone(),
+                detail: condition.message.clone(),
+                action: condition.action.clone(),
+                status: "not delivered",
+                id: None,
+                level: None,
+                fired_at: None,
+                age_seconds: None,
+                acked_at: None,
+                deliveries: Vec::new(),
+            },
+        });
+    }
+    for (key, known) in &state.active {
+        if !conditions.iter().any(|c| c.key() == *key) {
+            alerts.push(view(known, known.message.clone()));
+        }
+    }
+    let skip = state.resolved.len().saturating_sub(SHOWN_RESOLVED);
+    Ok(Overview {
+        alerts,
+        dead_letters: state.dead_letters,
+        resolved: state.resolved.into_iter().skip(skip).collect(),
+    })
+}
