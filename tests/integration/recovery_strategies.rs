@@ -268,3 +268,70 @@ async fn the_runbooks_partial_recovery_restores_three_tables_beside_the_live_dat
         "contacts alone would lose its organizations and users"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn execute_runs_logs_and_times_the_steps_the_plan_lists() {
+    use larder::engine::recovery::{plan::Strategy, steps};
+    let env = TestEnv::start("steps").await;
+    env.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE parent (id int PRIMARY KEY); \
+             CREATE TABLE child (id int PRIMARY KEY, parent int REFERENCES parent); \
+             INSERT INTO parent SELECT generate_series(1, 10); \
+             INSERT INTO child SELECT g, g FROM generate_series(1, 10) g",
+        )
+        .await
+        .expect("schema");
+    env.backup("baseline").await;
+    let names = |strategy, subset| -> Vec<&str> {
+        steps(strategy, subset).iter().map(|s| s.name()).collect()
+    };
+    let ran = |report: &serde_json::Value| -> Vec<String> {
+        let steps = report["recovery"]["steps"].as_array().expect("steps");
+        assert!(
+            steps
+                .iter()
+                .all(|s| s["seconds"].as_f64().is_some_and(|t| t >= 0.0)),
+            "{report}"
+        );
+        steps
+            .iter()
+            .map(|s| s["name"].as_str().expect("name").to_string())
+            .collect()
+    };
+
+    let out = env.run_ok(&[
+        "-v",
+        "--json",
+        "recovery",
+        "execute",
+        "latest",
+        "--target-db",
+        "steps_copy",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(ran(&report), names(Strategy::NewDatabase, false));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("step 4/9: post-data"), "{log}");
+
+    env.client()
+        .await
+        .batch_execute("DELETE FROM child WHERE id > 5")
+        .await
+        .expect("delete");
+    let report = env.run_json(&["recovery", "execute", "latest", "-s", "missing-rows"]);
+    assert_eq!(ran(&report), names(Strategy::MissingRows, false));
+    assert_eq!(
+        report["recovery"]["tables"][0]["inserted_rows"], 5,
+        "{report}"
+    );
+    let out = env.run_ok(&[
+        "recovery", "execute", "latest", "-s", "replace", "-t", "parent", "-t", "child", "--yes",
+    ]);
+    assert!(
+        text(&out).contains("Steps: verify-chunks "),
+        "the text report times the steps: {}",
+        text(&out)
+    );
+}

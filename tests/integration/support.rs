@@ -302,7 +302,7 @@ pub async fn live_rows(
 ) -> Vec<String> {
     use futures_util::StreamExt;
     client
-        .batch_execute(larder::pg::snapshot::SESSION_SETTINGS)
+        .batch_execute(larder::pg::session::SESSION_SETTINGS)
         .await
         .expect("session settings");
     // Read with the backup's settings, empty search_path included: unqualified names are

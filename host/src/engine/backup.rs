@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::pg::catalog::{self, DataTable};
 use crate::pg::globals;
 use crate::pg::snapshot::{self, SnapshotLeader};
-use crate::pg::{ConnectionSettings, ddl, pg_dump};
+use crate::pg::{ConnectionSettings, ddl, pg_dump, pool};
 use crate::plugin::validator::PluginValidator;
 use crate::repository::chunker::RowChecksum;
 use crate::repository::gc::collect_garbage;
@@ -28,10 +28,9 @@ use crate::repository::{ChunkIndex, Repository};
 use chrono::Utc;
 use futures_util::StreamExt;
 use indicatif::ProgressBar;
-use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -530,53 +529,51 @@ impl Run<'_> {
         });
         let total: u64 = jobs.iter().map(|j| j.estimate).sum();
         let overall = self.progress.overall("backup", total);
-        let workers = opts.jobs.clamp(1, jobs.len());
-        let queue = Arc::new(Mutex::new(VecDeque::from(jobs)));
-        let mut set = tokio::task::JoinSet::new();
-        for _ in 0..workers {
-            let (settings, repo, index, queue, progress, overall, checks) = (
-                self.settings.clone(),
-                self.repo.clone(),
-                self.index.clone(),
-                queue.clone(),
-                self.progress.clone(),
-                overall.clone(),
-                checks.clone(),
+        let (settings, snapshot_id) = (self.settings.clone(), self.snapshot_id.to_string());
+        let open = move || {
+            let (settings, snapshot_id) = (settings.clone(), snapshot_id.clone());
+            async move { snapshot::worker(&settings, &snapshot_id).await }
+        };
+        let (repo, index, progress, bar, row_checks) = (
+            self.repo.clone(),
+            self.index.clone(),
+            self.progress.clone(),
+            overall.clone(),
+            checks.clone(),
+        );
+        let level = opts.compression_level;
+        let copy = move |client: Arc<tokio_postgres::Client>, job: PartJob| {
+            let (repo, index, progress, overall, checks) = (
+                repo.clone(),
+                index.clone(),
+                progress.clone(),
+                bar.clone(),
+                row_checks.clone(),
             );
-            let snapshot_id = self.snapshot_id.to_string();
-            let level = opts.compression_level;
-            set.spawn(async move {
-                let client = snapshot::worker(&settings, &snapshot_id).await?;
-                let mut done = Vec::new();
-                loop {
-                    let next = queue
-                        .lock()
-                        .map_err(|_| Error::Repository("work queue poisoned".into()))?
-                        .pop_front();
-                    let Some(job) = next else { break };
-                    let bar = progress.item(&job.label, job.estimate);
-                    let stored = copy_part(
-                        &client,
-                        &repo,
-                        &index,
-                        level,
-                        &job,
-                        (&bar, &overall),
-                        checks.as_deref(),
-                    )
-                    .await?;
-                    bar.finish_and_clear();
-                    done.push((job.table, job.part, stored));
-                }
-                Ok::<_, Error>(done)
-            });
-        }
-        let mut results = Vec::new();
-        while let Some(joined) = set.join_next().await {
-            let done =
-                joined.map_err(|e| Error::Repository(format!("backup worker failed: {e}")))??;
-            results.extend(done);
-        }
+            async move {
+                let bar = progress.item(&job.label, job.estimate);
+                let stored = copy_part(
+                    &client,
+                    &repo,
+                    &index,
+                    level,
+                    &job,
+                    (&bar, &overall),
+                    checks.as_deref(),
+                )
+                .await?;
+                bar.finish_and_clear();
+                Ok((job.table, job.part, stored))
+            }
+        };
+        let results = pool::run(
+            opts.jobs,
+            jobs,
+            open,
+            copy,
+            ("backup worker", Error::Internal),
+        )
+        .await?;
         overall.finish_and_clear();
         let runs = checks.map(|c| c.runs()).unwrap_or_default();
         Ok((results, runs))
@@ -723,5 +720,81 @@ async fn send(
             let (sent, ()) = tokio::join!(writer.send(batch), checks.feed(job.table, &pieces));
             sent
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(name: &str, bytes: i64, pages: i64) -> DataTable {
+        DataTable {
+            schema: "public".into(),
+            name: name.into(),
+            filter: None,
+            columns: vec!["id".into(), "v".into()],
+            column_types: vec!["integer".into(), "text".into()],
+            partition_of: None,
+            bytes,
+            pages,
+        }
+    }
+
+    const MIB: i64 = 1 << 20;
+
+    #[test]
+    fn plan_parts_splits_big_tables_into_block_ranges_that_cover_them() {
+        // 1 GiB at 4 jobs: split size 1 GiB / 16 = 64 MiB, so 16 ranges of 8 pages.
+        let jobs = plan_parts(&[table("big", 1024 * MIB, 128)], 4, None);
+        assert_eq!(jobs.len(), 16);
+        assert!(jobs.iter().all(|j| j.table == 0 && j.estimate == 64 << 20));
+        let mut parts: Vec<usize> = jobs.iter().map(|j| j.part).collect();
+        parts.sort();
+        assert_eq!(parts, (0..16).collect::<Vec<_>>());
+        let first = jobs.iter().find(|j| j.part == 0).unwrap();
+        assert!(
+            first
+                .sql
+                .contains("ctid >= '(0,0)'::tid AND ctid < '(8,0)'::tid")
+        );
+        let last = jobs.iter().find(|j| j.part == 15).unwrap();
+        assert!(
+            last.sql
+                .ends_with("WHERE ctid >= '(120,0)'::tid) TO STDOUT"),
+            "the last range is open-ended: {}",
+            last.sql
+        );
+        assert_eq!(last.label, "public.big [16/16]");
+    }
+
+    #[test]
+    fn plan_parts_keeps_small_tables_whole_and_orders_largest_first() {
+        let tables = [table("small", MIB, 10), table("medium", 50 * MIB, 100)];
+        let jobs = plan_parts(&tables, 2, None);
+        let order: Vec<(usize, &str)> = jobs.iter().map(|j| (j.table, j.sql.as_str())).collect();
+        assert_eq!(
+            order,
+            [
+                (1, "COPY public.medium (id, v) TO STDOUT"),
+                (0, "COPY public.small (id, v) TO STDOUT")
+            ]
+        );
+    }
+
+    #[test]
+    fn plan_parts_never_splits_more_ranges_than_pages_nor_an_extension_table() {
+        // An explicit split of 1 byte would ask for a range per byte: at most one per page.
+        let jobs = plan_parts(&[table("t", 10 * MIB, 3)], 8, Some(1));
+        assert_eq!(jobs.len(), 3);
+        let config = DataTable {
+            filter: Some("WHERE NOT builtin".into()),
+            ..table("settings", 1024 * MIB, 1000)
+        };
+        let jobs = plan_parts(&[config], 8, Some(1));
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(
+            jobs[0].sql,
+            "COPY (SELECT id, v FROM ONLY public.settings WHERE NOT builtin) TO STDOUT"
+        );
     }
 }

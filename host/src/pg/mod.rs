@@ -8,6 +8,8 @@ pub mod ddl;
 pub mod ephemeral;
 pub mod globals;
 pub mod pg_dump;
+pub mod pool;
+pub mod session;
 pub mod snapshot;
 
 pub use connect::{ConnectionSettings, SslMode};

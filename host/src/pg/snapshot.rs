@@ -6,18 +6,9 @@
 //! last worker is done, as `SET TRANSACTION SNAPSHOT` and `pg_dump --snapshot` require.
 
 use super::ConnectionSettings;
+use super::session;
 use crate::error::{Error, Result};
 use tokio_postgres::Client;
-
-/// Session settings that make COPY text deterministic and complete (the same set pg_dump uses,
-/// plus UTC so timestamps print the same whatever the server's time zone). The empty
-/// `search_path` is pg_dump's too: values that name objects (`regclass`, `regproc`, …) then
-/// print schema-qualified, so they read back the same under pg_dump's empty path in an export.
-pub const SESSION_SETTINGS: &str = "SET DateStyle = ISO; SET IntervalStyle = postgres; \
-    SET extra_float_digits = 3; SET TimeZone = 'UTC'; SET synchronize_seqscans = off; \
-    SET row_security = off; SET statement_timeout = 0; SET lock_timeout = 0; \
-    SET idle_in_transaction_session_timeout = 0; SET bytea_output = hex; \
-    SET search_path = ''";
 
 pub struct SnapshotLeader {
     client: Client,
@@ -28,11 +19,7 @@ pub struct SnapshotLeader {
 
 impl SnapshotLeader {
     pub async fn begin(settings: &ConnectionSettings) -> Result<SnapshotLeader> {
-        let client = settings.connect().await?;
-        client
-            .batch_execute(SESSION_SETTINGS)
-            .await
-            .map_err(Error::db("preparing the snapshot session"))?;
+        let client = session::open(settings, "", "preparing the snapshot session").await?;
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await
@@ -81,14 +68,9 @@ impl SnapshotLeader {
 
 /// A worker connection inside the leader's snapshot.
 pub async fn worker(settings: &ConnectionSettings, snapshot_id: &str) -> Result<Client> {
-    let client = settings.connect().await?;
     let sql = format!(
-        "{SESSION_SETTINGS}; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
         snapshot_id.replace('\'', "''")
     );
-    client
-        .batch_execute(&sql)
-        .await
-        .map_err(Error::db("importing the backup snapshot"))?;
-    Ok(client)
+    session::open(settings, &sql, "importing the backup snapshot").await
 }

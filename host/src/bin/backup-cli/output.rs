@@ -736,6 +736,12 @@ pub fn restored(report: &RestoreReport, as_json: bool) {
     for fallback in &report.fallbacks {
         say!("  fallback: {fallback}");
     }
+    let steps: Vec<String> = report
+        .steps
+        .iter()
+        .map(|s| format!("{} {}", s.name, seconds(s.seconds)))
+        .collect();
+    say!("Steps: {}.", steps.join(", "));
     if let Some(leftover) = &report.leftover_dropped {
         say!("  {leftover}");
     }

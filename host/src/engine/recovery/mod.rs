@@ -1,7 +1,7 @@
 //! Recovery: the plan (what a restore would do and whether it may) and its execution.
 //! `plan` reads the destination once (`facts`) and judges the request with pure rules
-//! (`plan`, `privileges`); `restore` carries it out.
-//! Both share the vocabulary of strategies and verification levels defined in `plan`.
+//! (`plan`, `privileges`); `restore` runs the strategy's [`Step`]s (one file per strategy,
+//! one per step); `step` is the list both share.
 
 pub mod facts;
 pub mod plan;
@@ -10,5 +10,15 @@ mod plan_tests;
 mod privileges;
 pub mod restore;
 pub mod step;
+
+mod load;
+mod missing_rows;
+mod new_database;
+mod post_data;
+mod replace;
+mod schema;
+mod sequences;
+mod vacuum;
+mod verify;
 
 pub use step::{Step, StepReport, steps};

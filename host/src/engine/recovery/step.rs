@@ -1,8 +1,10 @@
 //! The steps of a recovery: one list per strategy that `recovery plan` prints and
 //! `recovery execute` runs, logs ("step 4/8: post-data") and times, so the two cannot drift
-//! apart. [`steps`] gives each strategy's order; each step's SQL lives in the file named after it.
+//! apart. [`steps`] gives each strategy's order (its file holds the list); each step's SQL
+//! lives in the file named after the step.
 
 use super::plan::Strategy;
+use super::{missing_rows, new_database, replace};
 use crate::error::Result;
 use serde::Serialize;
 use std::future::Future;
@@ -92,50 +94,14 @@ impl std::fmt::Display for Step {
     }
 }
 
-/// The steps a strategy runs, in order; `subset` is a `-t` restore.
+/// The steps a strategy runs, in order; `subset` is a `-t` restore. Each strategy's file
+/// holds its list and runs it.
 pub fn steps(strategy: Strategy, subset: bool) -> &'static [Step] {
-    use Step::*;
     match (strategy, subset) {
-        (Strategy::NewDatabase, _) => &[
-            CreateDatabase,
-            Schema,
-            Load,
-            PostData,
-            Sequences,
-            VacuumAnalyze,
-            EventTriggers,
-            Verify,
-            Rename,
-        ],
-        (Strategy::Replace, false) => &[
-            VerifyChunks,
-            Schema,
-            Load,
-            PostData,
-            Sequences,
-            EventTriggers,
-            Verify,
-            Commit,
-            Analyze,
-        ],
-        (Strategy::Replace, true) => &[
-            VerifyChunks,
-            EmptyTables,
-            Load,
-            CheckForeignKeys,
-            Sequences,
-            Verify,
-            Commit,
-            Analyze,
-        ],
-        (Strategy::MissingRows, _) => &[
-            VerifyChunks,
-            Load,
-            CheckForeignKeys,
-            Verify,
-            Commit,
-            Analyze,
-        ],
+        (Strategy::NewDatabase, _) => new_database::STEPS,
+        (Strategy::Replace, false) => replace::STEPS,
+        (Strategy::Replace, true) => replace::TABLE_STEPS,
+        (Strategy::MissingRows, _) => missing_rows::STEPS,
     }
 }
 
@@ -171,11 +137,19 @@ impl Progression {
             .iter()
             .position(|&s| s == step)
             .map_or(0, |i| i + 1);
-        debug_assert!(number > 0, "{step} is not a step of this strategy");
-        tracing::info!("step {number}/{}: {step}", self.list.len());
         if let Ok(mut current) = self.current.lock() {
+            // The strategy's code and its list must agree, or the plan would print one order
+            // and execute run another.
+            let previous = current.and_then(|c| self.list.iter().position(|&s| s == c));
+            debug_assert_eq!(
+                number,
+                previous.map_or(1, |i| i + 2),
+                "{step} run out of the order {:?}",
+                self.list
+            );
             *current = Some(step);
         }
+        tracing::info!("step {number}/{}: {step}", self.list.len());
         let started = Instant::now();
         let out = work.await;
         let seconds = started.elapsed().as_secs_f64();
