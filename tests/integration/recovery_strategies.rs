@@ -307,7 +307,7 @@ async fn execute_runs_logs_and_times_the_steps_the_plan_lists() {
         "recovery",
         "execute",
         "latest",
-        "--target-db",
+        "--dest-db",
         "steps_copy",
     ]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
