@@ -263,12 +263,8 @@ async fn take(
         }
         Err(e) => Err(e),
     };
-    let released = lock.release().await;
-    match outcome {
-        Ok(manifest) => {
-            released?;
-            Ok(manifest)
-        }
+    match lock.release_with(outcome).await {
+        Ok(manifest) => Ok(manifest),
         Err(e) => {
             reclaim_after_failure(repo, &id).await;
             Err(e)

@@ -190,13 +190,11 @@ pub async fn execute(plan: &DeletePlan, force: bool) -> Result<DeleteReport> {
             collect_garbage(&repo, &lock).await
         }
         .await;
-        let released = lock.release().await;
         let GcReport {
             chunks_deleted,
             bytes_freed,
             chunks_kept,
-        } = result?;
-        released?;
+        } = lock.release_with(result).await?;
         report.chunks_deleted += chunks_deleted;
         report.bytes_freed += bytes_freed;
         report.chunks_kept += chunks_kept;

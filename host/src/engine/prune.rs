@@ -155,14 +155,13 @@ pub async fn prune(
             collect_garbage(&repo, &lock).await
         }
         .await;
-        let released = lock.release().await;
         let gc = result.map_err(|e| {
             Error::Repository(format!(
                 "pruning target '{}' stopped: {e}; the backups deleted so far there are gone, the rest are intact; run `backup-cli backup prune` again",
                 target.name()
             ))
-        })?;
-        released?;
+        });
+        let gc = lock.release_with(gc).await?;
         report.targets.push(TargetPrune {
             target: target.name().to_string(),
             backups_deleted: here,

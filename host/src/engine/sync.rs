@@ -50,10 +50,7 @@ pub async fn copy_backup(
 ) -> Result<CopyReport> {
     let lock = RepoLock::shared(dest, &manifest.id).await?;
     let result = copy_locked(source, dest, manifest, jobs, verify, progress).await;
-    let released = lock.release().await;
-    let report = result?;
-    released?;
-    Ok(report)
+    lock.release_with(result).await
 }
 
 /// What became of one chunk of a copy.

@@ -385,6 +385,16 @@ impl RepoLock {
         self.held.load(Ordering::SeqCst) && self.repo.owns(&self.key, &self.info.token).await
     }
 
+    /// Releases the lock once the work done under it has given `result`, and returns that:
+    /// the work's error first, else a failure to release (the one way to end a hold, so
+    /// no caller forgets the release on an error path).
+    pub async fn release_with<T>(self, result: Result<T>) -> Result<T> {
+        let released = self.release().await;
+        let out = result?;
+        released?;
+        Ok(out)
+    }
+
     /// Releases the lock, deleting its object only if it is still ours.
     pub async fn release(mut self) -> Result<()> {
         if let Some(task) = self.heartbeat.take() {
@@ -656,6 +666,30 @@ mod tests {
                 && text.contains("backup-cli repository unlock"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn release_with_releases_after_success_and_after_failure_keeping_the_error() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = repo(tmp.path()).await;
+        let lock = RepoLock::exclusive(&repo, "gc").await.expect("lock");
+        assert_eq!(lock.release_with(Ok(7)).await.expect("ok"), 7);
+        let lock = RepoLock::exclusive(&repo, "gc again")
+            .await
+            .expect("released");
+        let failed: Result<()> = lock
+            .release_with(Err(Error::Refused("the work failed".into())))
+            .await;
+        assert!(
+            matches!(&failed, Err(Error::Refused(m)) if m == "the work failed"),
+            "{failed:?}"
+        );
+        RepoLock::exclusive(&repo, "after a failure")
+            .await
+            .expect("released after a failure too")
+            .release()
+            .await
+            .expect("release");
     }
 
     #[tokio::test]
