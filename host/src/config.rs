@@ -16,11 +16,17 @@ pub const TEMPLATE: &str = include_str!("../../examples/backup-cli.toml");
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub database: DatabaseConfig,
+    /// Several databases, each with its own connection and objectives (`--db NAME` picks
+    /// one); empty: the one `[database]`.
+    pub databases: Vec<DatabaseEntry>,
     pub repository: RepositoryConfig,
     pub backup: BackupConfig,
     pub objectives: Objectives,
     pub monitor: MonitorConfig,
     pub schedules: Vec<Schedule>,
+    /// Retention per backup type, for backups no schedule with `retention` governs (e.g.
+    /// schema-only backups taken by hand before each migration).
+    pub retention: TypeRetention,
     /// Where the repository is kept. Empty: one `fs` target named `local` at `[repository] path`.
     pub targets: Vec<TargetConfig>,
     pub plugins: PluginsConfig,
@@ -324,6 +330,9 @@ pub struct Schedule {
     pub name: String,
     #[serde(rename = "type")]
     pub backup_type: BackupType,
+    /// The `[[databases]]` entry it backs up (optional when there is at most one).
+    #[serde(default)]
+    pub database: Option<String>,
     /// Five-field cron expression, read in `timezone`, e.g. "0 2 * * *".
     pub cron: String,
     /// Which of its backups are kept: `{ keep_within = "30d", min_keep = 3 }` and the other
@@ -452,6 +461,27 @@ fn min_keep_from<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error
     }
 }
 
+/// `[retention]`: a policy per backup type (`full`, `schema-only`), each written like a
+/// schedule's `retention`; days are counted in `timezone` (default UTC).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct TypeRetention {
+    #[serde(deserialize_with = "retention_from")]
+    pub full: Option<RetentionPolicy>,
+    #[serde(deserialize_with = "retention_from")]
+    pub schema_only: Option<RetentionPolicy>,
+    pub timezone: Option<String>,
+}
+
+impl TypeRetention {
+    pub fn of(&self, backup_type: BackupType) -> Option<&RetentionPolicy> {
+        match backup_type {
+            BackupType::Full => self.full.as_ref(),
+            BackupType::SchemaOnly => self.schema_only.as_ref(),
+        }
+    }
+}
+
 /// A retention value as written: `"30d"` (shorthand for `{ keep_within = "30d" }`) or a table.
 fn retention_from<'de, D: serde::Deserializer<'de>>(
     d: D,
@@ -529,6 +559,115 @@ pub struct DatabaseConfig {
     pub sslmode: Option<String>,
     pub password_file: Option<PathBuf>,
     pub sslrootcert: Option<PathBuf>,
+}
+
+impl Config {
+    /// The `[[databases]]` entry a command acts on: `--db NAME`, else the only one; None
+    /// when the configuration has no `[[databases]]` (the one `[database]` applies).
+    pub fn database_entry(&self, db: Option<&str>) -> Result<Option<&DatabaseEntry>> {
+        let names = || {
+            self.databases
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match (db, self.databases.as_slice()) {
+            (None, []) => Ok(None),
+            (Some(name), []) => Err(Error::Config(format!(
+                "--db {name}: the configuration has no [[databases]] entries (it names one database, in [database])"
+            ))),
+            (None, [only]) => Ok(Some(only)),
+            (None, _) => Err(Error::Config(format!(
+                "several databases are configured ({}); choose one with --db NAME",
+                names()
+            ))),
+            (Some(name), all) => all.iter().find(|d| d.name == name).map(Some).ok_or_else(|| {
+                Error::Config(format!(
+                    "--db {name}: no [[databases]] entry has that name; the configured ones are: {}",
+                    names()
+                ))
+            }),
+        }
+    }
+
+    /// What the file says that no single key can: names that must match.
+    fn check(&self, raw: &toml::Table) -> std::result::Result<(), String> {
+        if !self.databases.is_empty() && raw.contains_key("database") {
+            return Err("both [database] and [[databases]] are set; move [database] into a [[databases]] entry with a name".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for db in &self.databases {
+            if !seen.insert(db.name.as_str()) {
+                return Err(format!("two [[databases]] entries are named '{}'", db.name));
+            }
+        }
+        for schedule in &self.schedules {
+            match &schedule.database {
+                Some(name) if !seen.contains(name.as_str()) => {
+                    return Err(format!(
+                        "schedule '{}' names database '{name}', which no [[databases]] entry is",
+                        schedule.name
+                    ));
+                }
+                None if self.databases.len() > 1 => {
+                    return Err(format!(
+                        "schedule '{}' must name its database (`database = \"…\"`): several are configured",
+                        schedule.name
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One `[[databases]]` entry: a name, a connection (a URL or libpq `key=value` string; the
+/// password never in the file) and its class, whose runbook objectives apply unless
+/// overridden.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseEntry {
+    pub name: String,
+    pub url: Option<String>,
+    pub sslmode: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub sslrootcert: Option<PathBuf>,
+    #[serde(default = "default_class")]
+    pub class: DataClass,
+    /// Overrides the class's recovery-point objective.
+    #[serde(default, with = "optional_duration")]
+    pub rpo: Option<Duration>,
+    /// Overrides the class's recovery-time objective.
+    #[serde(default, with = "optional_duration")]
+    pub rto: Option<Duration>,
+}
+
+fn default_class() -> DataClass {
+    DataClass::Standard
+}
+
+impl DatabaseEntry {
+    /// Its connection keys, as `[database]` holds them for a single database.
+    pub fn connection(&self) -> DatabaseConfig {
+        DatabaseConfig {
+            url: self.url.clone(),
+            sslmode: self.sslmode.clone(),
+            password_file: self.password_file.clone(),
+            sslrootcert: self.sslrootcert.clone(),
+        }
+    }
+
+    /// Its recovery-point objective: `rpo`, else its class's (`[objectives.rpo]` table).
+    pub fn rpo(&self, objectives: &Objectives) -> Duration {
+        self.rpo.unwrap_or_else(|| objectives.rpo.of(self.class))
+    }
+
+    /// Its recovery-time objective: `rto`, else the runbook's for its class.
+    pub fn rto(&self) -> Duration {
+        self.rto.unwrap_or_else(|| self.class.rto())
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -611,10 +750,35 @@ impl Default for RpoTable {
 impl Objectives {
     /// The recovery-point objective that applies to this database.
     pub fn rpo(&self) -> Duration {
-        match self.class {
-            DataClass::Critical => self.rpo.critical,
-            DataClass::Standard => self.rpo.standard,
-            DataClass::NonCritical => self.rpo.non_critical,
+        self.rpo.of(self.class)
+    }
+}
+
+impl RpoTable {
+    pub fn of(&self, class: DataClass) -> Duration {
+        match class {
+            DataClass::Critical => self.critical,
+            DataClass::Standard => self.standard,
+            DataClass::NonCritical => self.non_critical,
+        }
+    }
+}
+
+impl DataClass {
+    /// The runbook's recovery-time objective: critical 2 h, standard 4 h, non-critical 8 h.
+    pub fn rto(self) -> Duration {
+        Duration::from_secs(match self {
+            DataClass::Critical => 2 * 3600,
+            DataClass::Standard => 4 * 3600,
+            DataClass::NonCritical => 8 * 3600,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataClass::Critical => "critical",
+            DataClass::Standard => "standard",
+            DataClass::NonCritical => "non-critical",
         }
     }
 }
@@ -727,6 +891,9 @@ impl Loaded {
         let parse_error = |e: toml::de::Error| Error::Config(format!("{}: {e}", path.display()));
         let config: Config = toml::from_str(&text).map_err(parse_error)?;
         let raw: toml::Table = toml::from_str(&text).map_err(parse_error)?;
+        config
+            .check(&raw)
+            .map_err(|why| Error::Config(format!("{}: {why}", path.display())))?;
         Ok(Loaded {
             config,
             path: Some(path.to_path_buf()),
@@ -1035,6 +1202,71 @@ mod tests {
         assert!(typo.to_string().contains("keep_lats"), "{typo}");
         let bad = parse("\"30 parsecs\"").expect_err("bad duration refused");
         assert!(bad.to_string().contains("30 parsecs"), "{bad}");
+    }
+
+    #[test]
+    fn the_runbook_strategy_example_parses_with_its_objectives() {
+        let text = include_str!("../../examples/runbook-strategy.toml");
+        let config: Config = toml::from_str(text).expect("example parses");
+        let raw: toml::Table = toml::from_str(text).expect("example parses");
+        config.check(&raw).expect("names match");
+        let db = config.database_entry(None).expect("one").expect("entry");
+        assert_eq!(db.rpo(&config.objectives), Duration::from_secs(3600));
+        assert_eq!(db.rto(), Duration::from_secs(2 * 3600));
+        let daily = &config.schedules[0];
+        assert_eq!(daily.retention.as_ref().map(|r| r.min_keep), Some(3));
+        assert_eq!(
+            config
+                .retention
+                .of(BackupType::SchemaOnly)
+                .and_then(|r| r.keep_within),
+            Some(Duration::from_secs(90 * 86400))
+        );
+    }
+
+    #[test]
+    fn several_databases_need_named_schedules_and_a_choice() {
+        let two = "[[databases]]\nname = \"a\"\nclass = \"critical\"\n[[databases]]\nname = \"b\"\nrpo = \"2h\"\n";
+        let parse = |extra: &str| {
+            let text = format!("{two}{extra}");
+            let config: Config = toml::from_str(&text).expect("parses");
+            let raw: toml::Table = toml::from_str(&text).expect("parses");
+            config.check(&raw).map(|()| config)
+        };
+        let config = parse("").expect("valid");
+        let err = config
+            .database_entry(None)
+            .expect_err("ambiguous")
+            .to_string();
+        assert!(
+            err.contains("several databases are configured (a, b); choose one with --db NAME"),
+            "{err}"
+        );
+        let b = config.database_entry(Some("b")).expect("b").expect("entry");
+        assert_eq!(
+            b.rpo(&config.objectives),
+            Duration::from_secs(7200),
+            "overridden"
+        );
+        assert_eq!(b.rto(), Duration::from_secs(4 * 3600), "standard class");
+        assert!(config.database_entry(Some("c")).is_err());
+        let unnamed = "[[schedules]]\nname = \"s\"\ntype = \"full\"\ncron = \"0 2 * * *\"\n";
+        assert!(
+            parse(unnamed)
+                .expect_err("must name")
+                .contains("must name its database")
+        );
+        let wrong = "[[schedules]]\nname = \"s\"\ndatabase = \"z\"\ntype = \"full\"\ncron = \"0 2 * * *\"\n";
+        assert!(
+            parse(wrong)
+                .expect_err("unknown")
+                .contains("names database 'z'")
+        );
+        assert!(
+            parse("[database]\nurl = \"postgres://x\"\n")
+                .expect_err("both")
+                .contains("both [database]")
+        );
     }
 
     #[test]

@@ -253,3 +253,118 @@ async fn prune_keeps_daily_buckets_in_the_schedules_zone_pins_and_never_counts_s
     );
     env.run_ok(&["backup", "validate", &b1]);
 }
+
+#[tokio::test]
+async fn two_databases_of_different_classes_each_backed_up_and_judged_by_its_own_rpo() {
+    let env = TestEnv::start("kitchen_pantry").await;
+    env.admin()
+        .await
+        .batch_execute("CREATE DATABASE reports")
+        .await
+        .expect("second database");
+    for db in ["kitchen_pantry", "reports"] {
+        env.client_for(db)
+            .await
+            .batch_execute(&format!(
+                "CREATE TABLE {db}_rows (id int PRIMARY KEY); INSERT INTO {db}_rows SELECT generate_series(1, 50);"
+            ))
+            .await
+            .expect("seed");
+    }
+    let reports_url = env.url().replace("/kitchen_pantry?", "/reports?");
+    env.write_config(&format!(
+        "[repository]\npath = \"{}\"\n\
+         [[databases]]\nname = \"kitchen\"\nurl = \"{}\"\nclass = \"critical\"\n\
+         [[databases]]\nname = \"reports\"\nurl = \"{reports_url}\"\nclass = \"non-critical\"\n\
+         [[schedules]]\nname = \"kitchen-daily\"\ndatabase = \"kitchen\"\ntype = \"full\"\ncron = \"0 2 * * *\"\nretention = \"30d\"\n\
+         [[schedules]]\nname = \"reports-daily\"\ndatabase = \"reports\"\ntype = \"full\"\ncron = \"0 3 * * *\"\nretention = {{ keep_last = 1 }}\n",
+        env.repo_dir().display(),
+        env.url(),
+    ));
+    let refused = env.run(&["backup", "create"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        crate::support::text(&refused).contains(
+            "several databases are configured (kitchen, reports); choose one with --db NAME"
+        ),
+        "{}",
+        crate::support::text(&refused)
+    );
+    let kitchen = env.run_json(&["backup", "create", "--db", "kitchen"]);
+    let reports = env.run_json(&["backup", "create", "--db", "reports"]);
+    let id = |v: &serde_json::Value| v["backup"]["id"].as_str().expect("id").to_string();
+    let (kitchen_id, reports_id) = (id(&kitchen), id(&reports));
+
+    // Both backups finished three hours ago: past the critical RPO (1 h), within the
+    // non-critical one (24 h).
+    let repo = env.repo().await;
+    for backup in [&kitchen_id, &reports_id] {
+        let m = repo.read_manifest(backup).await.expect("manifest");
+        let at = Utc::now() - Duration::hours(3);
+        repo.write_manifest(&Manifest {
+            created_at: at,
+            completed_at: at + Duration::minutes(1),
+            ..m
+        })
+        .await
+        .expect("age the backup");
+    }
+    let out = env.run(&["--json", "monitor", "health"]);
+    let health: serde_json::Value = serde_json::from_slice(&out.stdout).expect("health JSON");
+    let check = |name: &str| {
+        health["checks"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == name))
+            .unwrap_or_else(|| panic!("no check {name}: {health:#}"))
+            .clone()
+    };
+    assert_eq!(check("database kitchen")["status"], "ok", "{health:#}");
+    assert_eq!(check("database reports")["status"], "ok", "{health:#}");
+    let critical = check("latest backup kitchen");
+    assert_eq!(critical["status"], "warn", "{critical:#}");
+    assert!(
+        critical["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&kitchen_id) && d.contains("RPO 1h")),
+        "{critical:#}"
+    );
+    let relaxed = check("latest backup reports");
+    assert_eq!(relaxed["status"], "ok", "{relaxed:#}");
+    assert!(
+        relaxed["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&reports_id) && d.contains("RPO 1day")),
+        "{relaxed:#}"
+    );
+
+    // Each schedule counts its own database's backups; --db narrows the listing.
+    let schedules = env.run_json(&["schedule", "list"]);
+    let last = |name: &str| {
+        schedules
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == name))
+            .map(|s| s["last_backup_id"].clone())
+            .unwrap_or_else(|| panic!("no schedule {name}: {schedules:#}"))
+    };
+    assert_eq!(last("kitchen-daily"), serde_json::json!(kitchen_id));
+    assert_eq!(last("reports-daily"), serde_json::json!(reports_id));
+    let listed = env.run_json(&["backup", "list", "--db", "reports"]);
+    let ids: Vec<&str> = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|b| b["id"].as_str())
+        .collect();
+    assert_eq!(ids, [reports_id.as_str()]);
+    // A second backup of reports: its keep_last = 1 prunes the first, kitchen's stays.
+    env.run_ok(&["backup", "create", "--db", "reports"]);
+    let pruned = verdicts(&env.run_json(&["backup", "prune", "--db", "reports"]));
+    assert_eq!(pruned.len(), 2, "only the reports backups: {pruned:?}");
+    assert_eq!(
+        pruned.values().filter(|(d, _)| d == "delete").count(),
+        1,
+        "{pruned:?}"
+    );
+    let all = env.run_json(&["backup", "list"]);
+    assert_eq!(all.as_array().map(Vec::len), Some(2), "{all:#}");
+}

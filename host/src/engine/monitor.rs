@@ -88,52 +88,30 @@ pub struct Targets<'a> {
     pub chosen: &'a BTreeMap<String, String>,
 }
 
-pub async fn health(
-    settings: &ConnectionSettings,
-    stores: &Targets<'_>,
-    config: &Config,
-) -> Health {
+/// One database `monitor health` checks, against its own recovery-point objective.
+#[derive(Debug, Clone)]
+pub struct Monitored {
+    /// The `[[databases]]` name, which the checks carry (`database NAME`, `latest backup
+    /// NAME`); None: the one `[database]`, checks named as before.
+    pub name: Option<String>,
+    pub settings: ConnectionSettings,
+    pub rpo: std::time::Duration,
+}
+
+impl Monitored {
+    fn label(&self, check: &str) -> String {
+        match &self.name {
+            Some(name) => format!("{check} {name}"),
+            None => check.to_string(),
+        }
+    }
+}
+
+pub async fn health(databases: &[Monitored], stores: &Targets<'_>, config: &Config) -> Health {
     let now = Utc::now();
     let mut checks = Vec::new();
-
-    match settings.connect().await {
-        Ok(client) => {
-            let row = client
-                .query_one(
-                    "SELECT current_setting('server_version'), pg_is_in_recovery(), pg_database_size(current_database())",
-                    &[],
-                )
-                .await;
-            checks.push(match row {
-                Ok(row) => check(
-                    "database",
-                    Status::Ok,
-                    format!(
-                        "{}: PostgreSQL {}, {}, {}",
-                        settings.describe(),
-                        row.get::<_, String>(0),
-                        if row.get::<_, bool>(1) {
-                            "standby"
-                        } else {
-                            "primary"
-                        },
-                        human_bytes(row.get::<_, i64>(2).max(0) as u64)
-                    ),
-                ),
-                Err(e) => alert(
-                    "database",
-                    e.to_string(),
-                    "Database connection failed",
-                    "Restart PostgreSQL service",
-                ),
-            });
-        }
-        Err(e) => checks.push(alert(
-            "database",
-            e.to_string(),
-            "Database connection failed",
-            "Restart PostgreSQL service",
-        )),
+    for db in databases {
+        checks.push(database_check(db).await);
     }
 
     let held = holdings(stores.targets, |_| Scrutiny::Sample(SAMPLE_CHUNKS)).await;
@@ -142,10 +120,6 @@ pub async fn health(
     // The newest backup with an intact copy somewhere, and the newest of all.
     let newest = manifests
         .iter()
-        .max_by_key(|m| (m.completed_at, m.id.clone()));
-    let latest_full = manifests
-        .iter()
-        .filter(|m| m.backup_type == BackupType::Full && !intact_on(&m.id).is_empty())
         .max_by_key(|m| (m.completed_at, m.id.clone()));
 
     for target in stores.targets {
@@ -176,17 +150,29 @@ pub async fn health(
         }
     }
 
-    let rpo = config.objectives.rpo();
-    let any_full = manifests.iter().any(|m| m.backup_type == BackupType::Full);
-    match latest_full {
+    for db in databases {
+        // With several databases each is judged by its own backups and objective.
+        let own = |m: &&Manifest| db.name.is_none() || m.source.database == db.settings.dbname;
+        let latest_full = manifests
+            .iter()
+            .filter(own)
+            .filter(|m| m.backup_type == BackupType::Full && !intact_on(&m.id).is_empty())
+            .max_by_key(|m| (m.completed_at, m.id.clone()));
+        let rpo = db.rpo;
+        let latest_label = db.label("latest backup");
+        let any_full = manifests
+            .iter()
+            .filter(own)
+            .any(|m| m.backup_type == BackupType::Full);
+        match latest_full {
         None if any_full => checks.push(alert(
-            "latest backup",
+            &latest_label,
             "no full backup has an intact copy on any target",
             "Backup Corruption",
             "Create a new backup immediately (`backup-cli backup create`; escalate within 30 minutes)",
         )),
         None => checks.push(alert(
-            "latest backup",
+            &latest_label,
             "no full backup on any target",
             "Backup Failure",
             "Run `backup-cli backup create` now (escalate within 15 minutes)",
@@ -216,12 +202,13 @@ pub async fn health(
                 humantime::format_duration(rpo)
             );
             checks.push(if age > rpo {
-                Check { action: Some("Take a new backup: the newest one is older than the recovery-point objective".into()), ..check("latest backup", Status::Warn, detail) }
+                Check { action: Some("Take a new backup: the newest one is older than the recovery-point objective".into()), ..check(&latest_label, Status::Warn, detail) }
             } else {
-                check("latest backup", Status::Ok, detail)
+                check(&latest_label, Status::Ok, detail)
             });
             checks.push(validation_check(m, stores.targets, &held).await);
         }
+    }
     }
 
     let primary = stores
@@ -247,7 +234,11 @@ pub async fn health(
         }
     }
 
-    match schedule::status(&config.schedules, &manifests, now) {
+    let dbnames: BTreeMap<String, String> = databases
+        .iter()
+        .filter_map(|db| Some((db.name.clone()?, db.settings.dbname.clone())))
+        .collect();
+    match schedule::status(&config.schedules, &manifests, &dbnames, now) {
         Ok(statuses) => {
             for s in statuses {
                 let name = format!("schedule {}", s.name);
@@ -476,4 +467,49 @@ pub async fn deliver(
 ) -> crate::engine::alerts::Report {
     let (conditions, checked) = crate::engine::alerts::conditions_of(health);
     crate::engine::alerts::observe(loaded, scope, &conditions, &checked).await
+}
+
+/// Whether the database answers, and what it is.
+async fn database_check(db: &Monitored) -> Check {
+    let settings = &db.settings;
+    let name = db.label("database");
+    match settings.connect().await {
+        Ok(client) => {
+            let row = client
+                .query_one(
+                    "SELECT current_setting('server_version'), pg_is_in_recovery(), pg_database_size(current_database())",
+                    &[],
+                )
+                .await;
+            match row {
+                Ok(row) => check(
+                    &name,
+                    Status::Ok,
+                    format!(
+                        "{}: PostgreSQL {}, {}, {}",
+                        settings.describe(),
+                        row.get::<_, String>(0),
+                        if row.get::<_, bool>(1) {
+                            "standby"
+                        } else {
+                            "primary"
+                        },
+                        human_bytes(row.get::<_, i64>(2).max(0) as u64)
+                    ),
+                ),
+                Err(e) => alert(
+                    &name,
+                    e.to_string(),
+                    "Database connection failed",
+                    "Restart PostgreSQL service",
+                ),
+            }
+        }
+        Err(e) => alert(
+            &name,
+            e.to_string(),
+            "Database connection failed",
+            "Restart PostgreSQL service",
+        ),
+    }
 }

@@ -2,7 +2,7 @@
 //! verdict (keep or delete, the deciding rule, why); unless it is a dry run the deleted ones
 //! go from every target that holds them, and garbage collection follows on every target.
 
-use crate::config::Schedule;
+use crate::config::Config;
 use crate::engine::retention::{self, Candidate, Group, Health, PinState, Rule};
 use crate::engine::scheduler::Timetable;
 use crate::error::{Error, Result};
@@ -14,6 +14,7 @@ use crate::repository::{Repository, backup_ids_on};
 use crate::targets::Target;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// One backup and what retention decided about it.
@@ -66,7 +67,8 @@ impl PruneReport {
 /// (its name in PostgreSQL); None: every backup in the repository.
 pub async fn prune(
     targets: &[Arc<dyn Target>],
-    schedules: &[Schedule],
+    config: &Config,
+    databases: &BTreeMap<String, String>,
     database: Option<&str>,
     dry_run: bool,
     now: DateTime<Utc>,
@@ -78,7 +80,7 @@ pub async fn prune(
         .iter()
         .filter(|m| database.is_none_or(|d| m.source.database == d))
         .collect();
-    let (groups, governing) = groups(schedules)?;
+    let (groups, governing) = groups(config, databases)?;
     let mut candidates = Vec::new();
     for manifest in &manifests {
         let health = if let Some((run, finding)) = manifest.suspect_findings().next() {
@@ -171,10 +173,25 @@ pub async fn prune(
     Ok(report)
 }
 
-/// The policies (one group per schedule with `retention`), and which governs a backup: the
-/// schedule named in its manifest, else the first schedule of its type. A backup of a
-/// schedule without `retention` (or of one no longer configured) has none: it is kept.
-fn groups(schedules: &[Schedule]) -> Result<(Vec<Group>, impl Fn(&Manifest) -> Option<usize>)> {
+/// A schedule as the assignment of backups sees it.
+struct Entry {
+    name: String,
+    backup_type: BackupType,
+    /// Its database's name in PostgreSQL, when it names one.
+    dbname: Option<String>,
+    group: Option<usize>,
+}
+
+/// The policies (one group per schedule with `retention`, one per `[retention]` type), and
+/// which governs a backup: the schedule named in its manifest, else the first schedule of its
+/// type and database (`databases`: each `[[databases]]` name with its name in PostgreSQL);
+/// when that schedule has no `retention` (or there is none), its type's `[retention]` policy.
+/// A backup nothing governs is kept.
+fn groups(
+    config: &Config,
+    databases: &BTreeMap<String, String>,
+) -> Result<(Vec<Group>, impl Fn(&Manifest) -> Option<usize>)> {
+    let schedules = &config.schedules;
     let mut groups = Vec::new();
     let mut of_schedule: Vec<Option<usize>> = Vec::new();
     for schedule in schedules {
@@ -190,17 +207,52 @@ fn groups(schedules: &[Schedule]) -> Result<(Vec<Group>, impl Fn(&Manifest) -> O
             None => of_schedule.push(None),
         }
     }
-    let entries: Vec<(String, BackupType, Option<usize>)> = schedules
+    let entries: Vec<Entry> = schedules
         .iter()
         .zip(of_schedule)
-        .map(|(s, g)| (s.name.clone(), s.backup_type, g))
+        .map(|(s, group)| Entry {
+            name: s.name.clone(),
+            backup_type: s.backup_type,
+            dbname: s
+                .database
+                .as_ref()
+                .map(|n| databases.get(n).unwrap_or(n).clone()),
+            group,
+        })
         .collect();
-    let governing = move |m: &Manifest| match &m.schedule {
-        Some(name) => entries.iter().find(|e| &e.0 == name).and_then(|e| e.2),
-        None => entries
-            .iter()
-            .find(|e| e.1 == m.backup_type)
-            .and_then(|e| e.2),
+    let zone = match &config.retention.timezone {
+        None => jiff::tz::TimeZone::UTC,
+        Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| {
+            Error::Config(format!(
+                "[retention] timezone '{name}' is not known ({e}); use an IANA name such as America/New_York or UTC"
+            ))
+        })?,
+    };
+    let mut of_type = Vec::new();
+    for backup_type in [BackupType::Full, BackupType::SchemaOnly] {
+        if let Some(policy) = config.retention.of(backup_type) {
+            of_type.push((backup_type, groups.len()));
+            groups.push(Group {
+                label: format!("type {backup_type}"),
+                policy: policy.clone(),
+                time_zone: zone.clone(),
+            });
+        }
+    }
+    let governing = move |m: &Manifest| {
+        let schedule = match &m.schedule {
+            Some(name) => entries.iter().find(|e| &e.name == name),
+            None => entries.iter().find(|e| {
+                e.backup_type == m.backup_type
+                    && e.dbname.as_ref().is_none_or(|d| *d == m.source.database)
+            }),
+        };
+        schedule.and_then(|e| e.group).or_else(|| {
+            of_type
+                .iter()
+                .find(|(t, _)| *t == m.backup_type)
+                .map(|(_, g)| *g)
+        })
     };
     Ok((groups, governing))
 }

@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::repository::manifest::{BackupType, Manifest};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// A backup started this long before the time it was due still counts for that run (a
 /// timer that fires a little early, or a clock slightly ahead of the database server's).
@@ -41,6 +42,9 @@ impl std::fmt::Display for ScheduleState {
 #[derive(Debug, Clone, Serialize)]
 pub struct ScheduleStatus {
     pub name: String,
+    /// The `[[databases]]` entry it backs up (None: the one database).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
     #[serde(rename = "type")]
     pub backup_type: BackupType,
     pub cron: String,
@@ -87,15 +91,29 @@ impl ScheduleStatus {
     }
 }
 
-/// Every schedule's status at `now`, given the backups in the repository.
+/// Every schedule's status at `now`, given the backups in the repository. `databases` maps
+/// each `[[databases]]` name to its name in PostgreSQL: a schedule that names a database
+/// counts only that database's backups.
 pub fn status(
     schedules: &[Schedule],
     manifests: &[Manifest],
+    databases: &BTreeMap<String, String>,
     now: DateTime<Utc>,
 ) -> Result<Vec<ScheduleStatus>> {
     schedules
         .iter()
-        .map(|schedule| schedule_status(schedule, manifests, now))
+        .map(|schedule| {
+            let dbname = schedule
+                .database
+                .as_ref()
+                .map(|n| databases.get(n).unwrap_or(n).as_str());
+            let own: Vec<Manifest> = manifests
+                .iter()
+                .filter(|m| dbname.is_none_or(|d| m.source.database == d))
+                .cloned()
+                .collect();
+            schedule_status(schedule, &own, now)
+        })
         .collect()
 }
 
@@ -117,6 +135,7 @@ pub fn schedule_status(
     let grace = Duration::from_std(schedule.grace).unwrap_or_else(|_| Duration::hours(1));
     Ok(ScheduleStatus {
         name: schedule.name.clone(),
+        database: schedule.database.clone(),
         backup_type: schedule.backup_type,
         cron: schedule.cron.clone(),
         retention: schedule.retention.as_ref().map(|r| r.describe()),
@@ -163,6 +182,7 @@ mod tests {
 
     fn daily_at_seven(backup_type: BackupType) -> Schedule {
         Schedule {
+            database: None,
             name: "nightly".into(),
             backup_type,
             cron: "0 7 * * *".into(),
@@ -298,7 +318,9 @@ mod tests {
     fn a_cron_that_does_not_parse_names_its_schedule() {
         let mut schedule = daily_at_seven(BackupType::Full);
         schedule.cron = "every night".into();
-        let err = status(&[schedule], &[], at(9, 0)).unwrap_err().to_string();
+        let err = status(&[schedule], &[], &BTreeMap::new(), at(9, 0))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("schedule 'nightly'") && err.contains("every night"),
             "{err}"

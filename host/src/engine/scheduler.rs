@@ -292,6 +292,7 @@ mod tests {
 
     fn schedule(cron: &str, zone: &str) -> Schedule {
         Schedule {
+            database: None,
             name: "s".into(),
             backup_type: BackupType::Full,
             cron: cron.into(),

@@ -31,6 +31,10 @@ pub struct Global {
     /// $DATABASE_URL, else the config's database.url, else the libpq PG* variables]
     #[arg(long, global = true, value_name = "URL")]
     pub database_url: Option<String>,
+    /// The `[[databases]]` entry to act on [default: the only one; list, health and schedule
+    /// list show them all]
+    #[arg(long = "db", global = true, value_name = "NAME")]
+    pub db: Option<String>,
     /// Repository folder, replacing the configured targets [default: $BACKUP_CLI_REPO, else
     /// the config's [[targets]] or repository.path, else ./backups]
     #[arg(long, global = true, value_name = "PATH")]

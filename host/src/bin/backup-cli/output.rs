@@ -206,7 +206,13 @@ pub fn backup_list(backups: &[BackupSummary], repo: &str, as_json: bool) {
     // Without --wide: the columns an operator picks a backup by (duration, logical size and
     // status are in --wide and --json).
     let all = wide();
-    let mut headers = vec!["ID", "NAME", "TYPE", "CREATED (UTC)"];
+    // Several databases in one repository: one column says whose each backup is.
+    let several = backups.iter().any(|b| b.database != backups[0].database);
+    let mut headers = vec!["ID", "NAME"];
+    if several {
+        headers.push("DATABASE");
+    }
+    headers.extend(["TYPE", "CREATED (UTC)"]);
     if all {
         headers.push("DURATION");
     }
@@ -221,16 +227,18 @@ pub fn backup_list(backups: &[BackupSummary], repo: &str, as_json: bool) {
     headers.push("TARGETS");
     let mut t = table(&headers);
     for b in backups {
-        let mut row = vec![
-            Cell::new(&b.id),
-            Cell::new(&b.name),
+        let mut row = vec![Cell::new(&b.id), Cell::new(&b.name)];
+        if several {
+            row.push(Cell::new(&b.database));
+        }
+        row.extend([
             Cell::new(b.backup_type.map(|t| t.to_string()).unwrap_or_default()),
             Cell::new(
                 b.created_at
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                     .unwrap_or_default(),
             ),
-        ];
+        ]);
         if all {
             row.push(right(seconds(b.duration_seconds)));
         }

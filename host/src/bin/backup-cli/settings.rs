@@ -3,7 +3,7 @@
 //! or the configuration on its own.
 
 use crate::cli::Global;
-use larder::config::{Loaded, Origin};
+use larder::config::{DatabaseEntry, Loaded, Origin};
 use larder::engine::{self, Progress};
 use larder::pg::ConnectionSettings;
 use larder::repository::Repository;
@@ -21,6 +21,8 @@ pub struct Settings {
     /// The database URL and where it came from (`--database-url`, `$DATABASE_URL`, the
     /// config); `None`: the libpq variables and defaults apply.
     pub database_url: Option<(String, Origin)>,
+    /// `--db NAME`: the `[[databases]]` entry to act on.
+    pub db: Option<String>,
     /// Whether `--repo` or `$BACKUP_CLI_REPO` replaces the configured targets.
     pub repo_override: bool,
     /// How each target was chosen, for errors that need to say so.
@@ -45,6 +47,7 @@ impl Settings {
             database_url: loaded.database_url(global.database_url.as_deref()),
             chosen: configured::how_chosen(&loaded, global.repo.as_deref()),
             repo_override,
+            db: global.db.clone(),
             loaded,
             repo_flag: global.repo.clone(),
             json: global.json,
@@ -59,12 +62,64 @@ impl Settings {
         flag.unwrap_or(self.default_jobs).max(1)
     }
 
-    /// The database to back up or restore from.
+    /// The database to back up or restore from: the `[[databases]]` entry `--db` names (or
+    /// the only one), else the one `[database]` with `--database-url`/`$DATABASE_URL`.
     pub fn database(&self) -> Result<ConnectionSettings> {
-        ConnectionSettings::resolve(
-            self.database_url.as_ref().map(|(url, _)| url.as_str()),
-            &self.loaded.config.database,
-        )
+        match self.loaded.config.database_entry(self.db.as_deref())? {
+            Some(entry) => self.entry_settings(entry),
+            None => ConnectionSettings::resolve(
+                self.database_url.as_ref().map(|(url, _)| url.as_str()),
+                &self.loaded.config.database,
+            ),
+        }
+    }
+
+    /// An entry's own connection; `--database-url` would be ambiguous beside several, and
+    /// `$DATABASE_URL` does not apply to entries that name their own.
+    fn entry_settings(&self, entry: &DatabaseEntry) -> Result<ConnectionSettings> {
+        if let Some((_, Origin::Flag(_))) = &self.database_url {
+            return Err(Error::Config(format!(
+                "--database-url cannot be combined with [[databases]] (it would replace database '{}'); choose an entry with --db NAME",
+                entry.name
+            )));
+        }
+        ConnectionSettings::resolve(entry.url.as_deref(), &entry.connection())
+    }
+
+    /// The databases `monitor health` checks: `--db`'s, else every `[[databases]]` entry,
+    /// else the one database; each with its recovery-point objective.
+    pub fn monitored(&self) -> Result<Vec<engine::monitor::Monitored>> {
+        let config = &self.loaded.config;
+        if config.databases.is_empty() || self.db.is_some() {
+            let entry = config.database_entry(self.db.as_deref())?;
+            return Ok(vec![engine::monitor::Monitored {
+                name: entry.map(|e| e.name.clone()),
+                settings: self.database()?,
+                rpo: entry.map_or_else(|| config.objectives.rpo(), |e| e.rpo(&config.objectives)),
+            }]);
+        }
+        config
+            .databases
+            .iter()
+            .map(|entry| {
+                Ok(engine::monitor::Monitored {
+                    name: Some(entry.name.clone()),
+                    settings: self.entry_settings(entry)?,
+                    rpo: entry.rpo(&config.objectives),
+                })
+            })
+            .collect()
+    }
+
+    /// Each `[[databases]]` name with its database's name in PostgreSQL (whose backups are
+    /// that entry's).
+    pub fn database_names(&self) -> Result<BTreeMap<String, String>> {
+        self.loaded
+            .config
+            .databases
+            .iter()
+            .map(|entry| Ok((entry.name.clone(), self.entry_settings(entry)?.dbname)))
+            .collect()
     }
 
     /// Whose alerts a command raises: this database, this repository's primary target.

@@ -105,8 +105,12 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
             let set = settings.targets().await?;
             // Fails with a hint when no target holds a repository at all.
             let repo = Repository::open_for_reading(&set.targets).await?;
-            let backups =
+            let mut backups =
                 engine::list::list(&set.targets, args.limit, args.backup_type, args.verify).await;
+            if settings.db.is_some() {
+                let dbname = settings.database_name()?;
+                backups.retain(|b| b.database == dbname);
+            }
             output::backup_list(&backups, &repo.target().location(), settings.json);
             Ok(())
         }
@@ -212,10 +216,15 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
         }
         BackupCommand::Prune(args) => {
             let set = settings.targets().await?;
+            let only = match settings.db {
+                Some(_) => Some(settings.database_name()?),
+                None => None,
+            };
             let report = engine::prune::prune(
                 &set.targets,
-                &settings.loaded.config.schedules,
-                None,
+                &settings.loaded.config,
+                &settings.database_names()?,
+                only.as_deref(),
                 args.dry_run,
                 chrono::Utc::now(),
             )

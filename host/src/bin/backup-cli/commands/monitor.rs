@@ -59,5 +59,5 @@ async fn health(settings: &Settings) -> Result<engine::monitor::Health> {
         expected,
         chosen: &set.chosen,
     };
-    Ok(engine::monitor::health(&settings.database()?, &targets, &settings.loaded.config).await)
+    Ok(engine::monitor::health(&settings.monitored()?, &targets, &settings.loaded.config).await)
 }

@@ -21,6 +21,7 @@ pub async fn run(settings: &Settings, command: ScheduleCommand) -> Result<()> {
             let statuses: Vec<_> = engine::schedule::status(
                 &settings.loaded.config.schedules,
                 &manifests,
+                &settings.database_names()?,
                 chrono::Utc::now(),
             )?
             .into_iter()
