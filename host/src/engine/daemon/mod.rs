@@ -38,6 +38,8 @@ pub struct Setup {
     /// Whose alerts health raises (the alert room's state for this repository).
     pub alert_scope: crate::engine::alerts::Scope,
     pub database: ConnectionSettings,
+    /// The database as health checks it, with its recovery-point objective.
+    pub monitored: Vec<monitor::Monitored>,
     /// Every configured target (health looks at all of them).
     pub targets: TargetSet,
     /// The targets every backup goes to; the first is the primary.
@@ -669,7 +671,7 @@ async fn check_health(setup: Arc<Setup>) -> HealthRecord {
             .collect(),
         chosen: &setup.targets.chosen,
     };
-    let health = monitor::health(&setup.database, &targets, &setup.loaded.config).await;
+    let health = monitor::health(&setup.monitored, &targets, &setup.loaded.config).await;
     let alerts: Vec<String> = health
         .alerts()
         .map(|c| c.alert.clone().unwrap_or_else(|| c.name.clone()))

@@ -25,6 +25,7 @@ async fn setup(global: &Global) -> Result<Setup> {
     Ok(Setup {
         database: settings.database()?,
         alert_scope,
+        monitored: settings.monitored()?,
         jobs: settings.jobs(settings.loaded.config.backup.jobs),
         may_create: !targets.unchosen,
         backup_targets,
