@@ -290,8 +290,8 @@ async fn two_databases_of_different_classes_each_backed_up_and_judged_by_its_own
         "{}",
         crate::support::text(&refused)
     );
-    let kitchen = env.run_json(&["backup", "create", "--db", "kitchen"]);
-    let reports = env.run_json(&["backup", "create", "--db", "reports"]);
+    let kitchen = env.run_json(&["backup", "create", "--db", "kitchen", "-n", "kitchen-1"]);
+    let reports = env.run_json(&["backup", "create", "--db", "reports", "-n", "reports-1"]);
     let id = |v: &serde_json::Value| v["backup"]["id"].as_str().expect("id").to_string();
     let (kitchen_id, reports_id) = (id(&kitchen), id(&reports));
 
@@ -357,7 +357,7 @@ async fn two_databases_of_different_classes_each_backed_up_and_judged_by_its_own
         .collect();
     assert_eq!(ids, [reports_id.as_str()]);
     // A second backup of reports: its keep_last = 1 prunes the first, kitchen's stays.
-    env.run_ok(&["backup", "create", "--db", "reports"]);
+    env.run_ok(&["backup", "create", "--db", "reports", "-n", "reports-2"]);
     let pruned = verdicts(&env.run_json(&["backup", "prune", "--db", "reports"]));
     assert_eq!(pruned.len(), 2, "only the reports backups: {pruned:?}");
     assert_eq!(

@@ -5,27 +5,45 @@ use crate::output;
 use crate::settings::Settings;
 use larder::engine::daemon::state::DaemonView;
 use larder::{Error, Result, engine};
+use std::collections::BTreeMap;
 
 pub async fn run(settings: &Settings, command: ScheduleCommand) -> Result<()> {
     match command {
         ScheduleCommand::List => {
-            let (manifests, daemon) = match settings.repository().await {
-                Ok(repo) => (
-                    repo.manifests().await?,
-                    DaemonView::read(&repo, &settings.database_name()?).await?,
-                ),
+            // One daemon per database: each schedule shows its own database's daemon.
+            let dbnames = settings.database_names()?;
+            let mut daemons = BTreeMap::new();
+            let manifests = match settings.repository().await {
+                Ok(repo) => {
+                    let databases: Vec<String> = if dbnames.is_empty() {
+                        vec![settings.database_name()?]
+                    } else {
+                        dbnames.values().cloned().collect()
+                    };
+                    for db in databases {
+                        let view = DaemonView::read(&repo, &db).await?;
+                        daemons.insert(db, view);
+                    }
+                    repo.manifests().await?
+                }
                 // No repository yet: nothing ran.
-                Err(Error::NoRepository { .. }) => (Vec::new(), None),
+                Err(Error::NoRepository { .. }) => Vec::new(),
                 Err(e) => return Err(e),
             };
             let statuses: Vec<_> = engine::schedule::status(
                 &settings.loaded.config.schedules,
                 &manifests,
-                &settings.database_names()?,
+                &dbnames,
                 chrono::Utc::now(),
             )?
             .into_iter()
-            .map(|s| s.with_daemon(daemon.as_ref()))
+            .map(|s| {
+                let daemon = match &s.database {
+                    Some(entry) => dbnames.get(entry).and_then(|db| daemons.get(db)),
+                    None => daemons.values().next(),
+                };
+                s.with_daemon(daemon.and_then(Option::as_ref))
+            })
             .collect();
             output::schedules(&statuses, settings.json);
             Ok(())
