@@ -1,7 +1,9 @@
 //! Bad things happen; nothing is lost and the message says what and where: a corrupted or
 //! missing chunk, a database that is down or goes away, a killed backup, a full disk.
 
-use crate::support::{TestEnv, chunk_files, finish, flip_a_bit, send, text, wait_for_lock_waiter};
+use crate::support::{
+    TestEnv, chunk_files, finish, flip_a_bit, reported, send, text, wait_for_lock_waiter,
+};
 use larder::repository::chunk_key;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,11 +57,7 @@ async fn a_flipped_byte_in_one_chunk_is_named_by_validate() {
     );
 
     // By id: `latest` now passes over the backup that just failed validation.
-    let report: serde_json::Value = serde_json::from_slice(
-        &env.run(&["--json", "backup", "validate", &manifest.id])
-            .stdout,
-    )
-    .expect("json");
+    let report = reported(&env.run(&["--json", "backup", "validate", &manifest.id]));
     assert_eq!(report["ok"], false);
     let failed: Vec<&str> = report["items"]
         .as_array()

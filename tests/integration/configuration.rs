@@ -1,7 +1,7 @@
 //! One precedence for every setting (flags, environment, config file, defaults), shown by
 //! `config show` without secrets, and connection errors that say which kind they are.
 
-use crate::support::{TestEnv, text};
+use crate::support::{TestEnv, reported, text};
 use larder::pg::ephemeral::ClusterSetup;
 
 fn setting<'a>(shown: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
@@ -63,15 +63,13 @@ async fn the_environment_beats_the_config_file_and_connection_errors_name_their_
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", text(&out));
-    let shown: serde_json::Value = serde_json::from_slice(
+    let shown = reported(
         &cli()
             .env("PGPASSWORD", "right-secret")
             .args(["--json", "config", "show"])
             .output()
-            .expect("run")
-            .stdout,
-    )
-    .expect("config show JSON");
+            .expect("run"),
+    );
     let password = setting(&shown, "database.password");
     assert_eq!(password["origin"]["kind"], "env", "{shown}");
     assert_eq!(password["origin"]["name"], "PGPASSWORD", "{shown}");
@@ -115,15 +113,13 @@ async fn the_environment_beats_the_config_file_and_connection_errors_name_their_
         .expect("run");
     assert!(out.status.success(), "{}", text(&out));
     // The flag beats the environment.
-    let shown: serde_json::Value = serde_json::from_slice(
+    let shown = reported(
         &cli()
             .env("DATABASE_URL", &superuser)
             .args(["--json", "--database-url", &owner_url, "config", "show"])
             .output()
-            .expect("run")
-            .stdout,
-    )
-    .expect("JSON");
+            .expect("run"),
+    );
     assert_eq!(
         setting(&shown, "database.url")["origin"],
         serde_json::json!({"kind": "flag", "name": "--database-url"})

@@ -2,7 +2,7 @@
 //! after a ransomware hit and a failed copy: health, validate and list say which copies are
 //! intact, sync repairs what it relies on, and no single delete destroys every copy.
 
-use crate::support::{S3Server, TestEnv, chunk_files, fs_entry, s3_builtin_entry, text};
+use crate::support::{S3Server, TestEnv, chunk_files, fs_entry, reported, s3_builtin_entry, text};
 use std::path::{Path, PathBuf};
 
 struct ThreeTargets {
@@ -57,9 +57,7 @@ impl ThreeTargets {
 
     fn health(&self) -> (Option<i32>, serde_json::Value) {
         let out = self.env.run(&["--json", "monitor", "health"]);
-        let report = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("health JSON ({e}): {}", text(&out)));
-        (out.status.code(), report)
+        (out.status.code(), reported(&out))
     }
 }
 
@@ -160,7 +158,7 @@ async fn after_ransomware_on_the_primary_health_validate_and_sync_point_at_the_i
     // Validate reports each copy, fails naming the target, passes with --any-copy.
     let out = env.run(&["--json", "backup", "validate", "latest"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let validated: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let validated = reported(&out);
     assert_eq!(validated["backup_id"], tuesday.as_str(), "{validated}");
     assert_eq!(copy_status(&validated, "local"), "missing");
     assert_eq!(copy_status(&validated, "s3"), "intact");
@@ -174,7 +172,7 @@ async fn after_ransomware_on_the_primary_health_validate_and_sync_point_at_the_i
 
     // Sync does not count the overwritten chunks as already there: it rewrites them.
     let synced = env.run_json(&["backup", "sync"]);
-    let to_local: Vec<&serde_json::Value> = synced["copies"]
+    let to_local: Vec<&serde_json::Value> = synced
         .as_array()
         .expect("copies")
         .iter()
@@ -244,7 +242,7 @@ async fn a_target_left_behind_by_a_failed_copy_alerts_until_sync_and_deletes_kee
         "{health}"
     );
     let synced = env.run_json(&["backup", "sync"]);
-    let pairs: Vec<(String, String)> = synced["copies"]
+    let pairs: Vec<(String, String)> = synced
         .as_array()
         .expect("copies")
         .iter()
@@ -274,11 +272,8 @@ async fn a_target_left_behind_by_a_failed_copy_alerts_until_sync_and_deletes_kee
         text(&out)
     );
     let deleted = env.run_json(&["backup", "delete", &monday, "--force", "--target", "s3"]);
-    assert_eq!(deleted["deleted"]["targets"], serde_json::json!(["s3"]));
-    assert_eq!(
-        deleted["deleted"]["kept_on"],
-        serde_json::json!(["local", "offsite"])
-    );
+    assert_eq!(deleted["targets"], serde_json::json!(["s3"]));
+    assert_eq!(deleted["kept_on"], serde_json::json!(["local", "offsite"]));
     let listed = env.run_json(&["backup", "list"]);
     let monday_entry = listed
         .as_array()

@@ -223,12 +223,12 @@ async fn the_object_corpus_comes_back_from_restore_and_export_as_from_pg_restore
         "--verify",
         "checksums",
     ]);
-    assert_eq!(report["recovery"]["ok"], true, "{report}");
+    assert_eq!(report["ok"], true, "{report}");
     // NOT VALID at the source, and so after pg_restore: the checks (one inherited by the
     // inheritance children) and the keys (one referencing a partitioned table, with the copies
     // PostgreSQL keeps per referenced partition). The report names exactly those, and the new
     // database has exactly those NOT VALID, like pg_restore's.
-    let mut as_before: Vec<String> = report["recovery"]["not_valid_as_before"]
+    let mut as_before: Vec<String> = report["not_valid_as_before"]
         .as_array()
         .expect("not_valid_as_before")
         .iter()
@@ -307,7 +307,7 @@ async fn the_object_corpus_survives_replace_and_missing_rows_row_for_row() {
     let reference = contents(&env, "corpus_pgr", &manifest).await;
 
     let report = env.run_json(&["recovery", "execute", "latest", "-s", "replace", "--yes"]);
-    assert_eq!(report["recovery"]["ok"], true, "{report}");
+    assert_eq!(report["ok"], true, "{report}");
     let replaced = contents(&env, "corpus", &manifest).await;
     // Functions recreated in a database that keeps its `ALTER DEFAULT PRIVILEGES … REVOKE
     // EXECUTE … FROM PUBLIC` get that default instead of the ACL they had: pg_restore --clean
@@ -344,7 +344,7 @@ async fn the_object_corpus_survives_replace_and_missing_rows_row_for_row() {
     let report = env.run_json(&[
         "recovery", "execute", "latest", "-s", "replace", "-t", subset, "--yes",
     ]);
-    assert_eq!(report["recovery"]["ok"], true, "{report}");
+    assert_eq!(report["ok"], true, "{report}");
     assert!(
         env.all_rows("corpus", &manifest).await == before.rows,
         "replace -t left rows that differ from the backup"
@@ -367,7 +367,7 @@ async fn the_object_corpus_survives_replace_and_missing_rows_row_for_row() {
         "public.all_types,ünïcødé.tαblé,public.words,public.ident",
         "--yes",
     ]);
-    assert_eq!(report["recovery"]["ok"], true, "{report}");
+    assert_eq!(report["ok"], true, "{report}");
     assert!(
         env.all_rows("corpus", &manifest).await == before.rows,
         "missing-rows did not bring back exactly the deleted rows"

@@ -88,7 +88,7 @@ async fn large_objects_with_owners_grants_and_comments_round_trip() {
         "--verify",
         "checksums",
     ]);
-    let restored = &report["recovery"]["large_objects"];
+    let restored = &report["large_objects"];
     assert_eq!(restored["backup_count"], 3, "{report}");
     assert_eq!(restored["target_count"], 3, "{report}");
     assert_eq!(restored["checksum_ok"], true, "{report}");
@@ -129,10 +129,7 @@ async fn large_objects_with_owners_grants_and_comments_round_trip() {
         "checksums",
         "--yes",
     ]);
-    assert_eq!(
-        report["recovery"]["large_objects"]["checksum_ok"], true,
-        "{report}"
-    );
+    assert_eq!(report["large_objects"]["checksum_ok"], true, "{report}");
     let mut expected = source.clone();
     expected.push(
         env.client()

@@ -1,7 +1,7 @@
 //! `monitor health`, `monitor alerts` and `schedule list` raise the runbook's alerts (Backup
 //! Failure, Backup Corruption, Disk Space Low, Schedule Missed) and deliver them.
 
-use crate::support::{TestEnv, text};
+use crate::support::{TestEnv, reported, text};
 use larder::repository::chunk_key;
 
 fn alerts_of(health: &serde_json::Value) -> Vec<String> {
@@ -22,10 +22,7 @@ fn health(env: &TestEnv, config: &std::path::Path) -> (Option<i32>, serde_json::
         "monitor",
         "health",
     ]);
-    (
-        out.status.code(),
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out))),
-    )
+    (out.status.code(), reported(&out))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,7 +3,8 @@
 //! targets at once.
 
 use crate::support::{
-    S3Server, TestEnv, flip_a_bit, fs_entry, plugin_path, s3_builtin_entry, text,
+    S3Server, TestEnv, data, envelope, flip_a_bit, fs_entry, plugin_path, reported,
+    s3_builtin_entry, text,
 };
 use larder::repository::Repository;
 use larder::repository::manifest::Manifest;
@@ -94,9 +95,7 @@ fn run_ok(env: &TestEnv, args: &[&str]) -> std::process::Output {
 fn run_json(env: &TestEnv, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
-    let out = run_ok(env, &all);
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("invalid JSON ({e}): {}", text(&out)))
+    reported(&run_ok(env, &all))
 }
 
 /// The manifest of a backup kept in a directory with the repository layout.
@@ -200,7 +199,7 @@ async fn a_backup_through_the_offsite_plugin_validates_restores_and_reuses_the_c
             .expect("chmod");
     }
     let tampered = run(&env, &["--json", "plugin", "list"]);
-    let listed: serde_json::Value = serde_json::from_slice(&tampered.stdout).expect("JSON");
+    let listed = reported(&tampered);
     assert_eq!(listed[0]["cache"], "compiled", "{}", text(&tampered));
     assert!(
         text(&tampered).contains("writable by others"),
@@ -553,9 +552,7 @@ async fn three_targets_keep_copies_and_a_corrupt_copy_is_restored_from_another()
         ],
     );
     assert!(
-        restored["recovery"]["fallbacks"]
-            .to_string()
-            .contains(&chunk.id),
+        restored["fallbacks"].to_string().contains(&chunk.id),
         "{restored}"
     );
     assert_same_rows(&env, "pantry_fallback", &manifest).await;
@@ -566,7 +563,7 @@ async fn three_targets_keep_copies_and_a_corrupt_copy_is_restored_from_another()
     let listed = run_json(&env, &["backup", "list"]);
     assert_eq!(listed[0]["targets"]["offsite"], "incomplete", "{listed}");
     let synced = run_json(&env, &["backup", "sync"]);
-    let to: Vec<&str> = synced["copies"]
+    let to: Vec<&str> = synced
         .as_array()
         .expect("copies")
         .iter()
@@ -615,8 +612,10 @@ async fn a_failed_copy_keeps_the_backup_on_the_primary_and_sync_finishes_it() {
     ));
     let out = run(&env, &["--json", "backup", "create", "-n", "half copied"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let reported: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
-    assert_eq!(reported["status"], "partial", "{reported}");
+    let envelope = envelope(&out);
+    assert_eq!(envelope["status"], "failed", "{envelope}");
+    assert_eq!(envelope["kind"], "copies_incomplete", "{envelope}");
+    let reported = data(&envelope);
     let id = reported["backup"]["id"].as_str().expect("id").to_string();
     assert!(
         text(&out).contains("backup-cli backup sync"),
@@ -640,12 +639,12 @@ async fn a_failed_copy_keeps_the_backup_on_the_primary_and_sync_finishes_it() {
         secondary("behave")
     ));
     let synced = run_json(&env, &["backup", "sync"]);
-    assert_eq!(synced["copies"][0]["to"], "second", "{synced}");
-    assert_eq!(synced["copies"][0]["from"], "local", "{synced}");
+    assert_eq!(synced[0]["to"], "second", "{synced}");
+    assert_eq!(synced[0]["from"], "local", "{synced}");
     run_ok(&env, &["backup", "validate", &id, "--target", "second"]);
     let again = run_json(&env, &["backup", "sync"]);
     assert_eq!(
-        again["copies"].as_array().map(Vec::len),
+        again.as_array().map(Vec::len),
         Some(0),
         "nothing left to copy: {again}"
     );
@@ -676,7 +675,7 @@ async fn the_s3_plugin_pages_through_long_listings_when_garbage_collecting() {
     assert!(s3.keys("larder/chunks/").len() > 1100);
     let deleted = run_json(&env, &["backup", "delete", &id, "--force"]);
     assert!(
-        deleted["deleted"]["chunks_deleted"].as_u64().unwrap_or(0) > 1100,
+        deleted["chunks_deleted"].as_u64().unwrap_or(0) > 1100,
         "{deleted}"
     );
     assert!(

@@ -3,7 +3,7 @@
 //! the message is in recovery words, and the exit code is 130 / 143. A replace stopped by
 //! SIGINT is rolled back.
 
-use crate::support::{TestEnv, finish, send, text};
+use crate::support::{TestEnv, finish, reported, send, text};
 use larder::engine::recovery::restore::partial_name;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -209,11 +209,9 @@ async fn after_sigkill_the_production_name_is_absent_and_the_rerun_replaces_the_
         break out;
     };
     assert!(out.status.success(), "{}", text(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert_eq!(report["recovery"]["target_database"], "shop");
-    let dropped = report["recovery"]["leftover_dropped"]
-        .as_str()
-        .unwrap_or_default();
+    let report = reported(&out);
+    assert_eq!(report["target_database"], "shop");
+    let dropped = report["leftover_dropped"].as_str().unwrap_or_default();
     assert!(
         dropped.starts_with(&format!(
             "dropped {partial}, left by an interrupted restore"

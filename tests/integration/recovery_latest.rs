@@ -3,7 +3,7 @@
 //! database's; the plan and the confirmation say which backup that is, and hints never point a
 //! drill at the live database.
 
-use crate::support::{TestEnv, backup_rows, live_rows, scalar, text};
+use crate::support::{TestEnv, backup_rows, live_rows, reported, scalar, text};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn latest_after_a_schema_only_backup_restores_the_full_one_and_says_so() {
@@ -61,7 +61,7 @@ async fn latest_after_a_schema_only_backup_restores_the_full_one_and_says_so() {
     );
 
     let restored = env.run_json(&["recovery", "execute", "latest", "-s", "replace", "--yes"]);
-    assert_eq!(restored["recovery"]["backup_id"], full.id.as_str());
+    assert_eq!(restored["backup_id"], full.id.as_str());
     let repo = env.repo().await;
     let db = env.client().await;
     for table in ["order_items", "interactions"] {
@@ -172,7 +172,7 @@ async fn latest_ignores_another_databases_backups_and_replacing_from_one_needs_a
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", text(&out));
-    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let theirs = reported(&out);
     let theirs = theirs["backup"]["id"].as_str().expect("id").to_string();
 
     let plan = env.run_json(&["recovery", "plan", "latest", "-s", "replace"]);

@@ -2,7 +2,7 @@
 //! needs, so a fresh server gets them back with `--create-roles`, and the plan says what
 //! exists, what will be created and what is left by hand.
 
-use crate::support::{TestEnv, scalar, text};
+use crate::support::{TestEnv, reported, scalar, text};
 
 /// Roles, memberships, ownership and settings as a database's server has them.
 async fn globals_of(env: &TestEnv, db: &str) -> Vec<String> {
@@ -82,7 +82,7 @@ async fn a_fresh_server_gets_the_roles_owner_and_settings_back_with_create_roles
         .output()
         .expect("plan");
     assert!(plan.status.success(), "{}", text(&plan));
-    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("json");
+    let plan = reported(&plan);
     assert_eq!(plan["destination"]["database"], "kitchen_pantry");
     assert_eq!(plan["globals"]["existing_roles"], serde_json::json!([]));
     assert_eq!(
@@ -132,9 +132,9 @@ async fn a_fresh_server_gets_the_roles_owner_and_settings_back_with_create_roles
         .output()
         .expect("execute");
     assert!(done.status.success(), "{}", text(&done));
-    let done: serde_json::Value = serde_json::from_slice(&done.stdout).expect("json");
+    let done = reported(&done);
     assert_eq!(
-        done["recovery"]["roles_created"],
+        done["roles_created"],
         serde_json::json!(["kitchen_pantry_user", "pantry_readers"])
     );
     assert_eq!(

@@ -81,7 +81,7 @@ async fn the_database_owner_replaces_its_database_whole_and_by_table_without_sup
         OWNER,
         &["recovery", "execute", "latest", "-s", "replace", "--yes"],
     );
-    assert_eq!(out["recovery"]["ok"], true, "{out}");
+    assert_eq!(out["ok"], true, "{out}");
     assert_restored(
         &env,
         &manifest,
@@ -196,10 +196,7 @@ async fn the_owner_restores_missing_rows_and_with_createdb_a_new_database() {
         OWNER,
         &[&["recovery", "execute", "latest"][..], &partial].concat(),
     );
-    let copy = out["recovery"]["target_database"]
-        .as_str()
-        .expect("name")
-        .to_string();
+    let copy = out["target_database"].as_str().expect("name").to_string();
     let restored = env.client_for(&copy).await;
     assert_eq!(
         scalar(&restored, "SELECT count(*) FROM contacts").await,
@@ -302,5 +299,5 @@ async fn a_role_without_the_privileges_learns_from_the_plan_exactly_what_to_gran
             "--yes",
         ],
     );
-    assert_eq!(out["recovery"]["ok"], true, "{out}");
+    assert_eq!(out["ok"], true, "{out}");
 }

@@ -1,7 +1,7 @@
 //! Recovery never leaves a target half-done: dry runs write nothing, corrupted backups are
 //! caught before the target is touched, failures roll back or remove what was built.
 
-use crate::support::{TestEnv, flip_a_bit, scalar};
+use crate::support::{TestEnv, envelope, flip_a_bit, scalar};
 use larder::repository::chunk_key;
 use std::time::{Duration, Instant};
 
@@ -18,8 +18,17 @@ async fn a_dry_run_reads_everything_and_changes_nothing() {
     let before = env.pg_dump("dryrun", &[]);
     let databases = env.databases().await;
     for strategy in ["replace", "missing-rows", "new-database"] {
-        let out = env.run_json(&["recovery", "execute", "latest", "-s", strategy, "--dry-run"]);
-        assert_eq!(out["dry_run"], true);
+        let printed = envelope(&env.run_ok(&[
+            "--json",
+            "recovery",
+            "execute",
+            "latest",
+            "-s",
+            strategy,
+            "--dry-run",
+        ]));
+        assert_eq!(printed["status"], "ok", "{printed}");
+        let out = &printed["dry_run"];
         assert!(
             out["chunks_verified"].as_u64().expect("count") > 0,
             "the dry run reads the chunks"

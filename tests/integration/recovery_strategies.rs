@@ -123,7 +123,7 @@ async fn missing_rows_restores_exactly_the_deleted_rows_and_keeps_newer_work() {
         "-t",
         "interactions",
     ]);
-    let table = &out["recovery"]["tables"][0];
+    let table = &out["tables"][0];
     assert_eq!(
         table["inserted_rows"].as_u64(),
         Some(deleted),
@@ -203,17 +203,14 @@ async fn the_runbooks_partial_recovery_restores_three_tables_beside_the_live_dat
         "-t",
         "organizations,users,contacts",
     ]);
-    let target = out["recovery"]["target_database"]
-        .as_str()
-        .expect("target")
-        .to_string();
+    let target = out["target_database"].as_str().expect("target").to_string();
     assert!(
         target.starts_with("partial_restored_"),
         "the live database is left alone: {target}"
     );
     // By default every restored table's rows are counted in the target against the backup.
-    assert_eq!(out["recovery"]["verification"], "rows");
-    let tables = out["recovery"]["tables"].as_array().expect("tables");
+    assert_eq!(out["verification"], "rows");
+    let tables = out["tables"].as_array().expect("tables");
     assert_eq!(tables.len(), 3, "{out}");
     for table in tables {
         assert_eq!(table["ok"], true, "{table}");

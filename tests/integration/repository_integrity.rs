@@ -2,7 +2,7 @@
 //! collection; damaged, forged and crafted manifests; manifests edited to hide a table or swap
 //! sections; locks left by a crash on another host; and file modes whatever the umask.
 
-use crate::support::{S3Server, TestEnv, chunk_files, text};
+use crate::support::{S3Server, TestEnv, chunk_files, reported, text};
 use larder::repository::lock::RepoLock;
 use larder::repository::{Repository, manifest_key};
 use larder::targets::s3::{S3Settings, S3Target};
@@ -97,8 +97,7 @@ async fn concurrent_creates_deletes_and_gc_leave_every_successful_backup_restora
             no_panic(&out, kind);
             match (kind, out.status.success()) {
                 ("create", true) => {
-                    let json: serde_json::Value =
-                        serde_json::from_slice(&out.stdout).expect("create JSON");
+                    let json = reported(&out);
                     alive.push(json["backup"]["id"].as_str().expect("id").to_string());
                 }
                 ("delete", true) => {
@@ -249,7 +248,7 @@ async fn a_damaged_manifest_is_listed_and_the_other_backups_stay_usable() {
     env.run_ok(&["backup", "create", "-n", "after"]);
 
     let health = env.run(&["--json", "monitor", "health"]);
-    let health: serde_json::Value = serde_json::from_slice(&health.stdout).expect("health JSON");
+    let health = reported(&health);
     let corruption: Vec<&serde_json::Value> = health["checks"]
         .as_array()
         .expect("checks")

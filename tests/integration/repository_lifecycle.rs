@@ -2,7 +2,7 @@
 //! touches a chunk another backup needs, locks that keep garbage collection away from a
 //! running backup, and `init`.
 
-use crate::support::{TestEnv, chunk_files, text};
+use crate::support::{TestEnv, chunk_files, envelope, text};
 use larder::repository::chunk_key;
 use larder::repository::lock::RepoLock;
 
@@ -67,13 +67,10 @@ async fn deleting_a_backup_keeps_every_chunk_another_backup_uses() {
 
     let deleted = env.run_json(&["backup", "delete", &older.id, "--force"]);
     assert!(
-        deleted["deleted"]["chunks_deleted"]
-            .as_u64()
-            .expect("count")
-            > 0,
+        deleted["chunks_deleted"].as_u64().expect("count") > 0,
         "chunks only the older backup used are freed"
     );
-    assert!(deleted["deleted"]["chunks_kept"].as_u64().expect("count") > 0);
+    assert!(deleted["chunks_kept"].as_u64().expect("count") > 0);
     for chunk in newer.chunks() {
         assert!(
             env.repo_dir().join(chunk_key(&chunk.id)).is_file(),
@@ -270,8 +267,9 @@ async fn a_dry_run_delete_shows_what_goes_and_what_gc_reclaims_and_changes_nothi
     env.backup("newer").await;
     let chunks_before = chunk_files(&env.repo_dir());
 
-    let planned = env.run_json(&["backup", "delete", &older.id, "--dry-run"]);
-    assert_eq!(planned["dry_run"], true, "{planned}");
+    let printed = envelope(&env.run_ok(&["--json", "backup", "delete", &older.id, "--dry-run"]));
+    assert_eq!(printed["status"], "ok", "{printed}");
+    let planned = &printed["dry_run"];
     let plan = &planned["plan"];
     assert_eq!(plan["backup_id"], older.id.as_str(), "{planned}");
     let reclaim = &plan["reclaim"][0];
@@ -300,9 +298,6 @@ async fn a_dry_run_delete_shows_what_goes_and_what_gc_reclaims_and_changes_nothi
     // The deletion then does what the plan said.
     let deleted = env.run_json(&["backup", "delete", &older.id, "--force"]);
     for field in ["chunks_deleted", "bytes_freed", "chunks_kept"] {
-        assert_eq!(
-            deleted["deleted"][field], reclaim[field],
-            "{field}: {deleted}"
-        );
+        assert_eq!(deleted[field], reclaim[field], "{field}: {deleted}");
     }
 }

@@ -60,7 +60,7 @@ async fn craft(
 
 /// name → (decision, rule) from `backup prune --json`.
 fn verdicts(out: &serde_json::Value) -> BTreeMap<String, (String, String)> {
-    out["prune"]["backups"]
+    out["backups"]
         .as_array()
         .expect("backups in prune JSON")
         .iter()
@@ -136,7 +136,7 @@ async fn backups_failing_for_forty_days_keep_the_last_good_ones_on_every_target(
 
     let done = env.run_json(&["backup", "prune"]);
     assert_eq!(verdicts(&done), plan, "the run does what the dry run said");
-    let targets = done["prune"]["targets"].as_array().expect("targets");
+    let targets = done["targets"].as_array().expect("targets");
     assert_eq!(
         targets.len(),
         2,
@@ -196,7 +196,7 @@ async fn prune_keeps_daily_buckets_in_the_schedules_zone_pins_and_never_counts_s
     env.write_config(&config("America/New_York"));
     let pinned = env.run_json(&["backup", "pin", &b1, "--reason", "audit 2026"]);
     assert_eq!(
-        pinned["pin"]["targets"],
+        pinned["targets"],
         serde_json::json!(["local"]),
         "{pinned:#}"
     );
@@ -223,7 +223,7 @@ async fn prune_keeps_daily_buckets_in_the_schedules_zone_pins_and_never_counts_s
         ]),
         "New York days: b7 (day 3), b5 (day 2; suspect b6 fills no slot), b4 (the newest of day 1): {out:#}"
     );
-    let b1_row = out["prune"]["backups"]
+    let b1_row = out["backups"]
         .as_array()
         .and_then(|rows| rows.iter().find(|b| b["name"] == "b1"))
         .expect("b1");

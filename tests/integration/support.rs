@@ -211,7 +211,7 @@ impl TestEnv {
     pub fn run_json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
-        parsed(args, self.run_ok(&all))
+        ok_data(args, &self.run_ok(&all))
     }
 
     /// [`TestEnv::run_json`] connecting as `user`.
@@ -226,7 +226,7 @@ impl TestEnv {
             out.status,
             text(&out)
         );
-        parsed(args, out)
+        ok_data(args, &out)
     }
 
     /// Creates a full backup through the CLI and returns its manifest.
@@ -244,15 +244,47 @@ impl TestEnv {
     }
 }
 
-/// The JSON a successful `backup-cli --json args` printed.
-fn parsed(args: &[&str], out: Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "backup-cli {} printed invalid JSON ({e}): {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+/// The data of a successful `backup-cli --json args`, asserting its envelope says `ok`.
+fn ok_data(args: &[&str], out: &Output) -> serde_json::Value {
+    let envelope = envelope(out);
+    assert_eq!(
+        envelope["status"],
+        "ok",
+        "backup-cli {} printed a JSON envelope that is not ok: {envelope}",
+        args.join(" ")
+    );
+    data(&envelope)
+}
+
+/// The JSON envelope `backup-cli --json` printed on stdout: `{"status", "kind", "error",
+/// KEY: data}` (kind and error when it failed; data unless it failed before reporting).
+pub fn envelope(out: &Output) -> serde_json::Value {
+    let envelope: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("backup-cli printed invalid JSON ({e}): {}", text(out)));
+    assert!(
+        envelope["status"].is_string(),
+        "no status in the JSON envelope: {envelope}"
+    );
+    envelope
+}
+
+/// A command's data out of its envelope: the value of the one key beside status, kind and
+/// error (`Null` when there is none, as for an error).
+pub fn data(envelope: &serde_json::Value) -> serde_json::Value {
+    let data: Vec<&serde_json::Value> = envelope
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| !["status", "kind", "error"].contains(&key.as_str()))
+        .map(|(_, value)| value)
+        .collect();
+    assert!(data.len() <= 1, "more than one data key: {envelope}");
+    data.first().copied().cloned().unwrap_or_default()
+}
+
+/// The report a `backup-cli --json` run printed, whether it succeeded or failed.
+pub fn reported(out: &Output) -> serde_json::Value {
+    data(&envelope(out))
 }
 
 /// stdout and stderr together, for message assertions.

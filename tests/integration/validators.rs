@@ -2,7 +2,7 @@
 //! streams (and `backup validate` re-reads): a mass DELETE makes the next backup suspect (kept,
 //! listed, exit 1, passed over by `latest`), and the column rules catch purpose-made bad data.
 
-use crate::support::{TestEnv, plugin_path, text};
+use crate::support::{TestEnv, data, envelope, plugin_path, text};
 
 /// A configuration with the test's repository and one `rules-validator` entry with `rules`
 /// (TOML inline array).
@@ -26,7 +26,8 @@ config = {{ rules = {rules} }}
     )
 }
 
-/// `backup create --json` that must fail with exit 1; returns the parsed report and all output.
+/// `backup create --json` that must fail with exit 1 (status `failed`, kind `backup_suspect`);
+/// returns its report and all output.
 fn suspect_backup(env: &TestEnv, name: &str) -> (serde_json::Value, String) {
     let out = env.run(&["--json", "backup", "create", "-n", name]);
     let all = text(&out);
@@ -35,9 +36,10 @@ fn suspect_backup(env: &TestEnv, name: &str) -> (serde_json::Value, String) {
         Some(1),
         "a suspect backup exits 1:\n{all}"
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("backup create printed invalid JSON ({e}):\n{all}"));
-    (report, all)
+    let envelope = envelope(&out);
+    assert_eq!(envelope["status"], "failed", "{envelope}");
+    assert_eq!(envelope["kind"], "backup_suspect", "{envelope}");
+    (data(&envelope), all)
 }
 
 #[tokio::test]
@@ -57,7 +59,7 @@ async fn a_mass_delete_makes_the_next_backup_suspect_kept_listed_and_passed_over
     ));
 
     let first = env.run_json(&["backup", "create", "-n", "before"]);
-    assert_eq!(first["status"], "ok", "{first}");
+    assert_eq!(first["backup"]["status"], "complete", "{first}");
     assert_eq!(first["validators"][0]["name"], "rules");
     assert_eq!(first["validators"][0]["plugin"], "rules-validator");
     assert_eq!(
@@ -75,7 +77,7 @@ async fn a_mass_delete_makes_the_next_backup_suspect_kept_listed_and_passed_over
         .expect("mass delete");
     let (report, all) = suspect_backup(&env, "after");
     assert!(all.contains("Backup Validation Failed"), "{all}");
-    assert_eq!(report["status"], "suspect", "{report}");
+    assert_eq!(report["backup"]["status"], "suspect", "{report}");
     let findings = report["validators"][0]["findings"]
         .as_array()
         .expect("findings");

@@ -8,6 +8,7 @@
 use crate::engine::Progress;
 use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::engine::progress::human_bytes;
+use crate::engine::sync::{CopyReport, copy_backup};
 use crate::engine::validators::{PreviousFigures, RowChecks, previous_figures, table_info};
 use crate::error::{Error, Result};
 use crate::pg::catalog::{self, DataTable};
@@ -25,6 +26,7 @@ use crate::repository::manifest::{
 };
 use crate::repository::stream::{BATCH_BYTES, Stored, StreamWriter, store_bytes};
 use crate::repository::{ChunkIndex, Repository};
+use crate::targets::Target;
 use chrono::Utc;
 use futures_util::StreamExt;
 use indicatif::ProgressBar;
@@ -107,6 +109,68 @@ fn stopped(id: &str) -> impl FnOnce(Error) -> Error + '_ {
         },
         e => e,
     }
+}
+
+/// A backup written to its primary target and copied to the others.
+#[derive(Debug)]
+pub struct Created {
+    pub manifest: Manifest,
+    /// The primary target's name: the backup is complete there whatever became of the copies.
+    pub primary: String,
+    pub copies: Vec<CopyReport>,
+    /// One line per target the copy failed on (`target 'NAME': why`).
+    pub copy_failures: Vec<String>,
+}
+
+impl Created {
+    /// How the backup fails although it was written: `BackupSuspect` when a validator found
+    /// an error in its rows (it is kept, and `latest` passes over it), else `CopiesIncomplete`
+    /// when a copy failed (the backup is safe on the primary; the message says how to finish
+    /// the job).
+    pub fn verdict(&self) -> Option<Error> {
+        if let Err(suspect) = crate::engine::validators::verdict(&self.manifest) {
+            return Some(suspect);
+        }
+        let first = self.copy_failures.first()?;
+        Some(Error::CopiesIncomplete(format!(
+            "backup {} is complete on '{}' but copying it failed on {} target(s), first {first}; run `backup-cli backup sync` when the target is back",
+            self.manifest.id,
+            self.primary,
+            self.copy_failures.len()
+        )))
+    }
+}
+
+/// Takes a backup into `repo` (the primary), then copies it to each of `others` (a
+/// repository is started there when missing). A failed copy does not fail the backup: it
+/// is listed in [`Created::copy_failures`] and [`Created::verdict`] says so.
+pub async fn create_with_copies(
+    settings: &ConnectionSettings,
+    repo: &Repository,
+    others: &[Arc<dyn Target>],
+    opts: &BackupOptions,
+    progress: &Progress,
+) -> Result<Created> {
+    let manifest = create(settings, repo, opts, progress).await?;
+    let mut copies = Vec::new();
+    let mut copy_failures = Vec::new();
+    for target in others {
+        let copied = async {
+            let dest = Repository::open_or_init(target.clone()).await?;
+            copy_backup(repo, &dest, &manifest, opts.jobs, false, progress).await
+        }
+        .await;
+        match copied {
+            Ok(report) => copies.push(report),
+            Err(e) => copy_failures.push(format!("target '{}': {e}", target.name())),
+        }
+    }
+    Ok(Created {
+        manifest,
+        primary: repo.target().name().to_string(),
+        copies,
+        copy_failures,
+    })
 }
 
 async fn take(

@@ -50,6 +50,18 @@ impl Health {
     pub fn alerts(&self) -> impl Iterator<Item = &Check> {
         self.checks.iter().filter(|c| c.status == Status::Fail)
     }
+
+    /// `HealthFailed` naming the failing checks, when one failed.
+    pub fn failure(&self) -> Option<crate::Error> {
+        (self.status == Status::Fail).then(|| {
+            crate::Error::HealthFailed(
+                self.alerts()
+                    .map(|c| c.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        })
+    }
 }
 
 fn check(name: &str, status: Status, detail: impl Into<String>) -> Check {

@@ -228,3 +228,59 @@ pub async fn validate_copies(
     }
     Ok((shown, copies))
 }
+
+/// The verdict on the copies [`validate_copies`] checked: `None` when every copy is intact
+/// and no validator found an error in the rows (`BackupSuspect` when one did; with
+/// `any_copy`, `None` when one copy is intact); `CopiesDamaged` naming where it is intact and how to
+/// repair the others; with no intact copy, the first problem in the runbook's words
+/// (`ValidationFailed`), or `CopiesDamaged` when no copy could even be read.
+pub fn verdict(
+    backup_id: &str,
+    report: Option<&ValidationReport>,
+    copies: &[CopyValidation],
+    any_copy: bool,
+) -> Option<crate::error::Error> {
+    use crate::error::Error;
+    let intact: Vec<&str> = copies
+        .iter()
+        .filter(|c| c.status == CopyStatus::Intact)
+        .map(|c| c.target.as_str())
+        .collect();
+    let bad: Vec<String> = copies
+        .iter()
+        .filter(|c| c.status != CopyStatus::Intact)
+        .map(|c| {
+            format!(
+                "the copy on target '{}' is {} ({})",
+                c.target,
+                c.status.as_str(),
+                c.first_problem.as_deref().unwrap_or("no detail")
+            )
+        })
+        .collect();
+    let Some(first_bad) = bad.first() else {
+        // Every copy intact: the validators' findings in the rows decide.
+        return report.and_then(|r| {
+            crate::engine::validators::verdict_of(&r.backup_id, &r.validators).err()
+        });
+    };
+    match intact.first() {
+        Some(_) if any_copy => None,
+        Some(first_intact) => Some(Error::CopiesDamaged(format!(
+            "backup {backup_id}: {}; intact on {}: restore with `--from {first_intact}`, repair the others with `backup-cli backup sync` (or accept one intact copy with --any-copy)",
+            bad.join("; "),
+            intact.join(", ")
+        ))),
+        None => Some(match report {
+            Some(report) => Error::ValidationFailed {
+                backup_id: report.backup_id.clone(),
+                first: report.first_error().unwrap_or_else(|| first_bad.clone()),
+                problems: report.items.iter().map(|i| i.problems.len()).sum(),
+            },
+            None => Error::CopiesDamaged(format!(
+                "backup {backup_id}: no intact copy: {}",
+                bad.join("; ")
+            )),
+        }),
+    }
+}

@@ -15,6 +15,7 @@ use clap::Parser;
 use cli::Cli;
 use larder::Error;
 use larder::engine::interrupt;
+use output::Outcome;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -76,25 +77,15 @@ fn main() -> ExitCode {
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        // The report (JSON envelope included) is printed; the reason goes to stderr.
+        Ok(Outcome::Failed(e)) => {
+            output::note!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
         Err(e) => {
-            // A failed validation, health check or copy has already printed its JSON report.
-            if json
-                && !matches!(
-                    e,
-                    Error::ValidationFailed { .. }
-                        | Error::CopiesDamaged(_)
-                        | Error::HealthFailed(_)
-                        | Error::CopiesIncomplete(_)
-                        | Error::BackupSuspect { .. }
-                )
-            {
-                let status = if matches!(e, Error::Interrupted { .. }) {
-                    "interrupted"
-                } else {
-                    "error"
-                };
-                output::json(&serde_json::json!({ "status": status, "error": e.to_string() }));
+            if json {
+                output::error(&e);
             }
             output::note!("error: {e}");
             ExitCode::from(e.exit_code())

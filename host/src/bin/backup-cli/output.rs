@@ -3,22 +3,29 @@
 
 use comfy_table::presets::NOTHING;
 use comfy_table::{Cell, CellAlignment, ColumnConstraint, ContentArrangement, Table};
+use larder::Error;
+use larder::config::Setting;
+use larder::engine::alerts::{Overview, Sent};
+use larder::engine::backup::Created;
 use larder::engine::delete::{DeletePlan, DeleteReport};
 use larder::engine::export::ExportReport;
 use larder::engine::list::BackupSummary;
+use larder::engine::monitor::Health;
 use larder::engine::pin::PinReport;
 use larder::engine::progress::human_bytes;
 use larder::engine::prune::PruneReport;
 use larder::engine::recovery::plan::RecoveryPlan;
 use larder::engine::recovery::restore::RestoreReport;
+use larder::engine::schedule::ScheduleStatus;
 use larder::engine::sync::{CopyReport, Presence};
 use larder::engine::validate::{CopyStatus, CopyValidation, ValidationReport};
 use larder::plugin::inspect::Inspection;
-use larder::repository::manifest::Manifest;
+use larder::repository::lock::UnlockReport;
+use larder::repository::manifest::{Manifest, ValidatorRun};
 use larder::targets::configured::PluginSummary;
 use serde::Serialize;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Set once a write to stdout failed (the reader closed the pipe, as `| head -1` does): the
@@ -56,7 +63,74 @@ macro_rules! note {
 }
 pub(crate) use note;
 
-pub fn json(value: &impl Serialize) {
+/// A command's result as people and scripts see it: [`Report::human`] draws it for people;
+/// with `--json` it is serialized under [`Report::KEY`] in the envelope every command prints.
+pub trait Report: Serialize {
+    /// The key the data sits under in the JSON envelope (stable; listed in the README).
+    const KEY: &'static str;
+    /// Prints it for people.
+    fn human(&self);
+}
+
+/// How a command that ran to its end finished.
+#[must_use]
+pub enum Outcome {
+    /// It did what was asked: exit 0.
+    Done,
+    /// It ran and printed its report, but what it found is a failure (a damaged copy, a
+    /// failed health check, a copy that could not be made): an outcome, not an error; exits
+    /// with the error's code and says why on stderr.
+    Failed(Error),
+}
+
+impl Outcome {
+    pub fn of(failure: Option<Error>) -> Outcome {
+        failure.map_or(Outcome::Done, Outcome::Failed)
+    }
+}
+
+/// The one rendering path: `report` for people, or with `--json` the envelope
+/// `{"status": "ok"|"failed", "kind"?, "error"?, KEY: data}`; `failure` is how a completed
+/// report fails (exit 1), `None` for success.
+pub fn report<R: Report + ?Sized>(json: bool, report: &R, failure: Option<Error>) -> Outcome {
+    if json {
+        let status = if failure.is_some() { "failed" } else { "ok" };
+        let mut envelope = head(status, failure.as_ref());
+        match serde_json::to_value(report) {
+            Ok(data) => {
+                envelope.insert(R::KEY.into(), data);
+            }
+            Err(e) => note!("error: cannot encode the {} report as JSON: {e}", R::KEY),
+        }
+        print_json(&envelope);
+    } else {
+        report.human();
+    }
+    Outcome::of(failure)
+}
+
+/// The envelope of a command that failed before it had anything to report (`--json`):
+/// `{"status": "error"|"interrupted", "kind": …, "error": …}`.
+pub fn error(e: &Error) {
+    let status = match e {
+        Error::Interrupted { .. } => "interrupted",
+        _ => "error",
+    };
+    print_json(&head(status, Some(e)));
+}
+
+/// The envelope's status, and the kind and message of what failed.
+fn head(status: &str, failure: Option<&Error>) -> serde_json::Map<String, serde_json::Value> {
+    let mut head = serde_json::Map::new();
+    head.insert("status".into(), status.into());
+    if let Some(e) = failure {
+        head.insert("kind".into(), e.kind().into());
+        head.insert("error".into(), e.to_string().into());
+    }
+    head
+}
+
+fn print_json(value: &serde_json::Map<String, serde_json::Value>) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => say!("{text}"),
         Err(e) => note!("error: cannot encode JSON output: {e}"),
@@ -106,7 +180,7 @@ fn seconds(s: f64) -> String {
 }
 
 /// What each validator found, one line per finding (and one per validator that found nothing).
-pub fn findings(runs: &[larder::repository::manifest::ValidatorRun]) {
+fn findings(runs: &[ValidatorRun]) {
     for run in runs {
         if run.findings.is_empty() {
             say!(
@@ -134,32 +208,13 @@ pub fn findings(runs: &[larder::repository::manifest::ValidatorRun]) {
     }
 }
 
-pub fn backup_created(
+fn backup_created(
     m: &Manifest,
+    summary: &BackupSummary,
     repo: &str,
     copies: &[CopyReport],
     failures: &[String],
-    as_json: bool,
 ) {
-    let summary = BackupSummary::from(m);
-    if as_json {
-        let status = if m.is_suspect() {
-            "suspect"
-        } else if failures.is_empty() {
-            "ok"
-        } else {
-            "partial"
-        };
-        json(&serde_json::json!({
-            "status": status,
-            "backup": summary,
-            "repository": repo,
-            "copies": copies,
-            "copy_failures": failures,
-            "validators": m.validators,
-        }));
-        return;
-    }
     say!("Backup {} created ('{}')", m.id, m.name);
     say!(
         "  {} backup of {} (PostgreSQL {}): {} tables, {} rows, {} sequences",
@@ -194,11 +249,7 @@ pub fn backup_created(
     say!("  next: backup-cli backup validate {}", m.id);
 }
 
-pub fn backup_list(backups: &[BackupSummary], repo: &str, as_json: bool) {
-    if as_json {
-        json(&backups);
-        return;
-    }
+fn backup_list(backups: &[BackupSummary], repo: &str) {
     if backups.is_empty() {
         say!("No backups in {repo} yet. Create one with: backup-cli backup create");
         return;
@@ -277,17 +328,7 @@ pub fn backup_list(backups: &[BackupSummary], repo: &str, as_json: bool) {
     }
 }
 
-pub fn validation(report: Option<&ValidationReport>, copies: &[CopyValidation], as_json: bool) {
-    if as_json {
-        #[derive(Serialize)]
-        struct Validated<'a> {
-            #[serde(flatten)]
-            report: Option<&'a ValidationReport>,
-            copies: &'a [CopyValidation],
-        }
-        json(&Validated { report, copies });
-        return;
-    }
+fn validation(report: Option<&ValidationReport>, copies: &[CopyValidation]) {
     if let Some(report) = report {
         findings(&report.validators);
         let mut t = table(&[
@@ -357,11 +398,7 @@ pub fn validation(report: Option<&ValidationReport>, copies: &[CopyValidation], 
     }
 }
 
-pub fn delete_plan(plan: &DeletePlan, as_json: bool) {
-    if as_json {
-        json(&serde_json::json!({ "status": "ok", "dry_run": true, "plan": plan }));
-        return;
-    }
+fn delete_plan(plan: &DeletePlan) {
     say!(
         "Dry run: deleting backup {} ({}) would remove:",
         plan.backup_id,
@@ -384,11 +421,7 @@ pub fn delete_plan(plan: &DeletePlan, as_json: bool) {
     );
 }
 
-pub fn deleted(report: &DeleteReport, as_json: bool) {
-    if as_json {
-        json(&serde_json::json!({ "status": "ok", "deleted": report }));
-        return;
-    }
+fn deleted(report: &DeleteReport) {
     say!(
         "Deleted backup {} ('{}'): removed {} chunks ({}), kept {} chunks still used by other backups.",
         report.backup_id,
@@ -403,11 +436,7 @@ pub fn deleted(report: &DeleteReport, as_json: bool) {
     }
 }
 
-pub fn synced(reports: &[CopyReport], as_json: bool) {
-    if as_json {
-        json(&serde_json::json!({ "status": "ok", "copies": reports }));
-        return;
-    }
+fn synced(reports: &[CopyReport]) {
     if reports.is_empty() {
         say!("Every backup is complete on every target; nothing to copy.");
         return;
@@ -439,11 +468,7 @@ pub fn synced(reports: &[CopyReport], as_json: bool) {
     say!("{t}");
 }
 
-pub fn pruned(report: &PruneReport, as_json: bool) {
-    if as_json {
-        json(&serde_json::json!({ "status": "ok", "prune": report }));
-        return;
-    }
+fn pruned(report: &PruneReport) {
     if report.backups.is_empty() {
         say!("No backups; nothing to prune.");
         return;
@@ -487,11 +512,7 @@ pub fn pruned(report: &PruneReport, as_json: bool) {
     }
 }
 
-pub fn pinned(report: &PinReport, as_json: bool) {
-    if as_json {
-        json(&serde_json::json!({ "status": "ok", "pin": report }));
-        return;
-    }
+fn pinned(report: &PinReport) {
     if !report.pinned {
         say!(
             "Unpinned backup {} on {}: retention applies to it again.",
@@ -517,11 +538,7 @@ pub fn pinned(report: &PinReport, as_json: bool) {
     );
 }
 
-pub fn plugins(plugins: &[PluginSummary], as_json: bool) {
-    if as_json {
-        json(&plugins);
-        return;
-    }
+fn plugins(plugins: &[PluginSummary]) {
     if plugins.is_empty() {
         say!(
             "No plugins are configured (add a [[targets]] entry with type = \"plugin\", or a [[validators]] entry)."
@@ -546,11 +563,7 @@ pub fn plugins(plugins: &[PluginSummary], as_json: bool) {
     }
 }
 
-pub fn inspection(i: &Inspection, as_json: bool) {
-    if as_json {
-        json(i);
-        return;
-    }
+fn inspection(i: &Inspection) {
     say!("{}", i.path);
     say!("  sha256:  {}", i.sha256);
     say!("  size:    {}", human_bytes(i.size));
@@ -569,19 +582,11 @@ pub fn inspection(i: &Inspection, as_json: bool) {
     }
 }
 
-pub fn plugin_hash(file: &Path, sha256: &str, as_json: bool) {
-    if as_json {
-        json(&serde_json::json!({ "file": file, "sha256": sha256 }));
-    } else {
-        say!("{sha256}  {}", file.display());
-    }
+fn plugin_hash(file: &Path, sha256: &str) {
+    say!("{sha256}  {}", file.display());
 }
 
-pub fn initialised(config: &Path, repo: &Path, as_json: bool) {
-    if as_json {
-        json(&serde_json::json!({ "status": "ok", "config": config, "repository": repo }));
-        return;
-    }
+fn initialised(config: &Path, repo: &Path) {
     say!(
         "Wrote {} (edit the [database] section, or use DATABASE_URL / PG* variables).",
         config.display()
@@ -590,11 +595,7 @@ pub fn initialised(config: &Path, repo: &Path, as_json: bool) {
     say!("Next: backup-cli backup create");
 }
 
-pub fn plan(plan: &RecoveryPlan, as_json: bool) {
-    if as_json {
-        json(plan);
-        return;
-    }
+fn plan(plan: &RecoveryPlan) {
     let resolved = if plan.requested == plan.backup_id {
         String::new()
     } else {
@@ -690,21 +691,11 @@ pub fn plan(plan: &RecoveryPlan, as_json: bool) {
     }
 }
 
-pub fn dry_run(plan: &RecoveryPlan, chunks: usize, as_json: bool) {
-    if as_json {
-        json(
-            &serde_json::json!({ "status": "ok", "dry_run": true, "chunks_verified": chunks, "plan": plan }),
-        );
-        return;
-    }
+fn dry_run(chunks: usize) {
     say!("Dry run: {chunks} chunks read and verified, destination checked; nothing was written.");
 }
 
-pub fn restored(report: &RestoreReport, as_json: bool) {
-    if as_json {
-        json(&serde_json::json!({ "status": "ok", "recovery": report }));
-        return;
-    }
+fn restored(report: &RestoreReport) {
     let mut t = table(&[
         "TABLE",
         "ROWS (BACKUP)",
@@ -796,11 +787,7 @@ fn shell_word(text: &str) -> String {
     }
 }
 
-pub fn exported(report: &ExportReport, path: &str, as_json: bool) {
-    if as_json {
-        json(&serde_json::json!({ "status": "ok", "export": report, "file": path }));
-        return;
-    }
+fn exported(report: &ExportReport, path: &str) {
     say!(
         "Exported backup {} to {path}: {} tables, {} rows, {} of SQL{}.",
         report.backup_id,
@@ -828,11 +815,7 @@ fn status_word(status: larder::engine::monitor::Status) -> &'static str {
     }
 }
 
-pub fn health(health: &larder::engine::monitor::Health, as_json: bool) {
-    if as_json {
-        json(health);
-        return;
-    }
+fn health(health: &Health) {
     let mut t = table(&["CHECK", "STATUS", "DETAIL"]);
     for c in &health.checks {
         t.add_row(vec![
@@ -862,11 +845,7 @@ pub fn health(health: &larder::engine::monitor::Health, as_json: bool) {
     );
 }
 
-pub fn alerts(overview: &larder::engine::alerts::Overview, as_json: bool) {
-    if as_json {
-        json(overview);
-        return;
-    }
+fn alerts(overview: &Overview) {
     if overview.alerts.is_empty() {
         say!("No active alerts.");
     } else {
@@ -983,11 +962,7 @@ pub fn alert_report(report: &larder::engine::alerts::Report, failing: bool) {
 }
 
 /// `notify test`: one line per channel.
-pub fn notify_test(sent: &[larder::engine::alerts::Sent], as_json: bool) {
-    if as_json {
-        json(&sent);
-        return;
-    }
+fn notify_test(sent: &[Sent]) {
     let mut t = table(&["CHANNEL", "RESULT", "ATTEMPTS", "ERROR"]);
     for s in sent {
         t.add_row(vec![
@@ -1000,11 +975,7 @@ pub fn notify_test(sent: &[larder::engine::alerts::Sent], as_json: bool) {
     say!("{t}");
 }
 
-pub fn schedules(statuses: &[larder::engine::schedule::ScheduleStatus], as_json: bool) {
-    if as_json {
-        json(&statuses);
-        return;
-    }
+fn schedules(statuses: &[ScheduleStatus]) {
     if statuses.is_empty() {
         say!(
             "No schedules configured. Add [[schedules]] entries to the configuration (see examples/backup-cli.toml)."
@@ -1086,11 +1057,7 @@ pub fn schedules(statuses: &[larder::engine::schedule::ScheduleStatus], as_json:
     say!("{t}");
 }
 
-pub fn settings(settings: &[larder::config::Setting], as_json: bool) {
-    if as_json {
-        json(&settings);
-        return;
-    }
+fn settings(settings: &[Setting]) {
     let mut t = table(&["SETTING", "VALUE", "FROM"]);
     for s in settings {
         t.add_row(vec![
@@ -1103,11 +1070,7 @@ pub fn settings(settings: &[larder::config::Setting], as_json: bool) {
     say!("Precedence: flags, then environment variables, then the config file, then defaults.");
 }
 
-pub fn unlocked(reports: &[larder::repository::lock::UnlockReport], as_json: bool) {
-    if as_json {
-        json(&reports);
-        return;
-    }
+fn unlocked(reports: &[UnlockReport]) {
     let mut any = false;
     for report in reports {
         for found in &report.locks {
@@ -1138,6 +1101,278 @@ pub fn unlocked(reports: &[larder::repository::lock::UnlockReport], as_json: boo
     }
     if !any {
         say!("No repository locks.");
+    }
+}
+
+// What each command reports, and under which key its JSON data sits.
+
+/// `init`: the configuration file written and the repository started.
+#[derive(Serialize)]
+pub struct Initialised {
+    pub config: PathBuf,
+    pub repository: PathBuf,
+}
+
+impl Report for Initialised {
+    const KEY: &'static str = "initialised";
+    fn human(&self) {
+        initialised(&self.config, &self.repository);
+    }
+}
+
+/// `backup create`: the backup, the repository it was written to and its copies.
+#[derive(Serialize)]
+pub struct BackupCreated {
+    pub backup: BackupSummary,
+    pub repository: String,
+    pub copies: Vec<CopyReport>,
+    pub copy_failures: Vec<String>,
+    /// What each validator found in the rows (also kept in the manifest).
+    pub validators: Vec<ValidatorRun>,
+    #[serde(skip)]
+    manifest: Manifest,
+}
+
+impl BackupCreated {
+    pub fn new(created: Created, repository: String) -> BackupCreated {
+        BackupCreated {
+            backup: BackupSummary::from(&created.manifest),
+            repository,
+            copies: created.copies,
+            copy_failures: created.copy_failures,
+            validators: created.manifest.validators.clone(),
+            manifest: created.manifest,
+        }
+    }
+}
+
+impl Report for BackupCreated {
+    const KEY: &'static str = "created";
+    fn human(&self) {
+        backup_created(
+            &self.manifest,
+            &self.backup,
+            &self.repository,
+            &self.copies,
+            &self.copy_failures,
+        );
+    }
+}
+
+/// `backup list`: the backups, newest first (an array in JSON).
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct Backups {
+    pub backups: Vec<BackupSummary>,
+    /// Named when there are none yet.
+    #[serde(skip)]
+    pub repository: String,
+}
+
+impl Report for Backups {
+    const KEY: &'static str = "backups";
+    fn human(&self) {
+        backup_list(&self.backups, &self.repository);
+    }
+}
+
+/// `backup validate`: the report of the copy shown (its fields at the top level) and one
+/// line per copy.
+#[derive(Serialize)]
+pub struct Validation {
+    #[serde(flatten)]
+    pub report: Option<ValidationReport>,
+    pub copies: Vec<CopyValidation>,
+}
+
+impl Report for Validation {
+    const KEY: &'static str = "validation";
+    fn human(&self) {
+        validation(self.report.as_ref(), &self.copies);
+    }
+}
+
+impl Report for PruneReport {
+    const KEY: &'static str = "prune";
+    fn human(&self) {
+        pruned(self);
+    }
+}
+
+impl Report for PinReport {
+    const KEY: &'static str = "pin";
+    fn human(&self) {
+        pinned(self);
+    }
+}
+
+/// `backup delete --dry-run`: what the deletion would remove and reclaim.
+#[derive(Serialize)]
+pub struct DeleteDryRun<'a> {
+    pub plan: &'a DeletePlan,
+}
+
+impl Report for DeleteDryRun<'_> {
+    const KEY: &'static str = "dry_run";
+    fn human(&self) {
+        delete_plan(self.plan);
+    }
+}
+
+impl Report for DeleteReport {
+    const KEY: &'static str = "deleted";
+    fn human(&self) {
+        deleted(self);
+    }
+}
+
+/// `backup sync`: one line per backup copied to a target.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct Synced(pub Vec<CopyReport>);
+
+impl Report for Synced {
+    const KEY: &'static str = "copies";
+    fn human(&self) {
+        synced(&self.0);
+    }
+}
+
+/// `backup export -o FILE`: what was written, and where.
+#[derive(Serialize)]
+pub struct Exported {
+    #[serde(flatten)]
+    pub report: ExportReport,
+    pub file: String,
+}
+
+impl Report for Exported {
+    const KEY: &'static str = "export";
+    fn human(&self) {
+        exported(&self.report, &self.file);
+    }
+}
+
+impl Report for RecoveryPlan {
+    const KEY: &'static str = "plan";
+    fn human(&self) {
+        plan(self);
+    }
+}
+
+/// `recovery execute --dry-run`: the plan, and how many chunks were read and verified.
+#[derive(Serialize)]
+pub struct DryRun<'a> {
+    pub chunks_verified: usize,
+    pub plan: &'a RecoveryPlan,
+}
+
+impl Report for DryRun<'_> {
+    const KEY: &'static str = "dry_run";
+    fn human(&self) {
+        dry_run(self.chunks_verified);
+    }
+}
+
+impl Report for RestoreReport {
+    const KEY: &'static str = "recovery";
+    fn human(&self) {
+        restored(self);
+    }
+}
+
+impl Report for Health {
+    const KEY: &'static str = "health";
+    fn human(&self) {
+        health(self);
+    }
+}
+
+impl Report for Overview {
+    const KEY: &'static str = "alerts";
+    fn human(&self) {
+        alerts(self);
+    }
+}
+
+/// `notify test`: one line per alert channel the test event went through.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct NotifyTest(pub Vec<Sent>);
+
+impl Report for NotifyTest {
+    const KEY: &'static str = "sent";
+    fn human(&self) {
+        notify_test(&self.0);
+    }
+}
+
+/// `schedule list`.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct Schedules(pub Vec<ScheduleStatus>);
+
+impl Report for Schedules {
+    const KEY: &'static str = "schedules";
+    fn human(&self) {
+        schedules(&self.0);
+    }
+}
+
+/// `config show`: every effective setting and its origin.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct EffectiveSettings(pub Vec<Setting>);
+
+impl Report for EffectiveSettings {
+    const KEY: &'static str = "settings";
+    fn human(&self) {
+        settings(&self.0);
+    }
+}
+
+/// `repository unlock`: the locks found on each target and which were cleared.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct Unlocked(pub Vec<UnlockReport>);
+
+impl Report for Unlocked {
+    const KEY: &'static str = "unlocked";
+    fn human(&self) {
+        unlocked(&self.0);
+    }
+}
+
+/// `plugin list`.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct Plugins(pub Vec<PluginSummary>);
+
+impl Report for Plugins {
+    const KEY: &'static str = "plugins";
+    fn human(&self) {
+        plugins(&self.0);
+    }
+}
+
+impl Report for Inspection {
+    const KEY: &'static str = "inspection";
+    fn human(&self) {
+        inspection(self);
+    }
+}
+
+/// `plugin hash`: a plugin file's SHA-256, for its pin.
+#[derive(Serialize)]
+pub struct PluginHash {
+    pub file: PathBuf,
+    pub sha256: String,
+}
+
+impl Report for PluginHash {
+    const KEY: &'static str = "hash";
+    fn human(&self) {
+        plugin_hash(&self.file, &self.sha256);
     }
 }
 

@@ -1,12 +1,14 @@
 //! `backup-cli backup …`: create, list, validate, export, delete and sync backups.
 
 use crate::cli::BackupCommand;
-use crate::output;
+use crate::output::{
+    self, BackupCreated, Backups, DeleteDryRun, Exported, Outcome, Synced, Validation,
+};
 use crate::settings::Settings;
 use larder::repository::Repository;
 use larder::{Error, Result, engine};
 
-pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
+pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome> {
     match command {
         BackupCommand::Export(args) => {
             let repo = settings.repository().await?;
@@ -24,10 +26,14 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
                 )
             };
             let report = engine::export::export(&repo, &manifest, out, compress).await?;
-            if args.output != "-" {
-                output::exported(&report, &args.output, settings.json);
+            if args.output == "-" {
+                return Ok(Outcome::Done); // stdout holds the SQL
             }
-            Ok(())
+            let exported = Exported {
+                report,
+                file: args.output,
+            };
+            Ok(output::report(settings.json, &exported, None))
         }
         BackupCommand::Create(args) => {
             let database = settings.database()?;
@@ -56,50 +62,20 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
                 schedule: None,
                 validators: larder::plugin::validator::open_configured(&settings.loaded).await?,
             };
-            let manifest =
-                engine::backup::create(&database, &repo, &opts, &settings.progress).await?;
-            // Then a copy on every other selected target; a failed copy leaves the backup safe
-            // on the primary and says how to finish the job.
-            let mut copies = Vec::new();
-            let mut failures = Vec::new();
-            for target in &selected[1..] {
-                let copied = async {
-                    let dest = Repository::open_or_init(target.clone()).await?;
-                    engine::sync::copy_backup(
-                        &repo,
-                        &dest,
-                        &manifest,
-                        opts.jobs,
-                        false,
-                        &settings.progress,
-                    )
-                    .await
-                }
-                .await;
-                match copied {
-                    Ok(report) => copies.push(report),
-                    Err(e) => failures.push(format!("target '{}': {e}", target.name())),
-                }
+            let created = engine::backup::create_with_copies(
+                &database,
+                &repo,
+                &selected[1..],
+                &opts,
+                &settings.progress,
+            )
+            .await?;
+            let failure = created.verdict();
+            if settings.quiet && !settings.json {
+                return Ok(Outcome::of(failure));
             }
-            if settings.json || !settings.quiet {
-                output::backup_created(
-                    &manifest,
-                    &repo.target().location(),
-                    &copies,
-                    &failures,
-                    settings.json,
-                );
-            }
-            engine::validators::verdict(&manifest)?;
-            match failures.first() {
-                None => Ok(()),
-                Some(first) => Err(Error::CopiesIncomplete(format!(
-                    "backup {} is complete on '{}' but copying it failed on {} target(s), first {first}; run `backup-cli backup sync` when the target is back",
-                    manifest.id,
-                    selected[0].name(),
-                    failures.len()
-                ))),
-            }
+            let created = BackupCreated::new(created, repo.target().location());
+            Ok(output::report(settings.json, &created, failure))
         }
         BackupCommand::List(args) => {
             let set = settings.targets().await?;
@@ -111,8 +87,11 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
                 let dbname = settings.database_name()?;
                 backups.retain(|b| b.database == dbname);
             }
-            output::backup_list(&backups, &repo.target().location(), settings.json);
-            Ok(())
+            let backups = Backups {
+                backups,
+                repository: repo.target().location(),
+            };
+            Ok(output::report(settings.json, &backups, None))
         }
         BackupCommand::Validate(args) => {
             let set = settings.targets().await?;
@@ -134,51 +113,13 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
                 &settings.progress,
             )
             .await?;
-            output::validation(report.as_ref(), &copies, settings.json);
-            let intact: Vec<&str> = copies
-                .iter()
-                .filter(|c| c.status == engine::validate::CopyStatus::Intact)
-                .map(|c| c.target.as_str())
-                .collect();
-            let bad: Vec<String> = copies
-                .iter()
-                .filter(|c| c.status != engine::validate::CopyStatus::Intact)
-                .map(|c| {
-                    format!(
-                        "the copy on target '{}' is {} ({})",
-                        c.target,
-                        c.status.as_str(),
-                        c.first_problem.as_deref().unwrap_or("no detail")
-                    )
-                })
-                .collect();
-            match (intact.first(), bad.first()) {
-                (_, None) => match &report {
-                    Some(report) => {
-                        engine::validators::verdict_of(&report.backup_id, &report.validators)
-                    }
-                    None => Ok(()),
-                },
-                (Some(_), Some(_)) if args.any_copy => Ok(()),
-                (Some(first_intact), Some(_)) => Err(Error::CopiesDamaged(format!(
-                    "backup {}: {}; intact on {}: restore with `--from {first_intact}`, repair the others with `backup-cli backup sync` (or accept one intact copy with --any-copy)",
-                    manifest.id,
-                    bad.join("; "),
-                    intact.join(", ")
-                ))),
-                (None, Some(first)) => Err(match report {
-                    Some(report) => Error::ValidationFailed {
-                        backup_id: report.backup_id.clone(),
-                        first: report.first_error().unwrap_or_else(|| first.clone()),
-                        problems: report.items.iter().map(|i| i.problems.len()).sum(),
-                    },
-                    None => Error::CopiesDamaged(format!(
-                        "backup {}: no intact copy: {}",
-                        manifest.id,
-                        bad.join("; ")
-                    )),
-                }),
-            }
+            let failure =
+                engine::validate::verdict(&manifest.id, report.as_ref(), &copies, args.any_copy);
+            Ok(output::report(
+                settings.json,
+                &Validation { report, copies },
+                failure,
+            ))
         }
         BackupCommand::Delete(args) => {
             let set = settings.targets().await?;
@@ -194,12 +135,14 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
             )
             .await?;
             if args.dry_run {
-                output::delete_plan(&plan, settings.json);
-                return Ok(());
+                return Ok(output::report(
+                    settings.json,
+                    &DeleteDryRun { plan: &plan },
+                    None,
+                ));
             }
             let report = engine::delete::execute(&plan, args.force).await?;
-            output::deleted(&report, settings.json);
-            Ok(())
+            Ok(output::report(settings.json, &report, None))
         }
         BackupCommand::Sync(args) => {
             let set = settings.targets().await?;
@@ -211,8 +154,7 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
                 &settings.progress,
             )
             .await?;
-            output::synced(&reports, settings.json);
-            Ok(())
+            Ok(output::report(settings.json, &Synced(reports), None))
         }
         BackupCommand::Prune(args) => {
             let set = settings.targets().await?;
@@ -229,8 +171,7 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
                 chrono::Utc::now(),
             )
             .await?;
-            output::pruned(&report, settings.json);
-            Ok(())
+            Ok(output::report(settings.json, &report, None))
         }
         BackupCommand::Pin(args) => {
             let set = settings.targets().await?;
@@ -243,14 +184,12 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<()> {
                 chrono::Utc::now(),
             )
             .await?;
-            output::pinned(&report, settings.json);
-            Ok(())
+            Ok(output::report(settings.json, &report, None))
         }
         BackupCommand::Unpin(args) => {
             let set = settings.targets().await?;
             let report = engine::pin::unpin(&set.targets, &args.backup_id).await?;
-            output::pinned(&report, settings.json);
-            Ok(())
+            Ok(output::report(settings.json, &report, None))
         }
     }
 }

@@ -2,18 +2,18 @@
 //! from, without opening the database or the repository.
 
 use crate::cli::ConfigCommand;
-use crate::output;
+use crate::output::{self, EffectiveSettings, Outcome};
 use crate::settings::Settings;
 use larder::Result;
 use larder::config::{Origin, Setting, TargetConfig};
 use larder::pg::ConnectionSettings;
 use larder::targets::configured;
 
-pub fn run(settings: &Settings, command: ConfigCommand) -> Result<()> {
+pub fn run(settings: &Settings, command: ConfigCommand) -> Result<Outcome> {
     match command {
         ConfigCommand::Show => {
-            output::settings(&effective(settings), settings.json);
-            Ok(())
+            let effective = EffectiveSettings(effective(settings));
+            Ok(output::report(settings.json, &effective, None))
         }
     }
 }

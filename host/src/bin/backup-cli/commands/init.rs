@@ -2,7 +2,7 @@
 //! repository it names. Runs before any configuration exists, so it reads only the flags.
 
 use crate::cli::{Global, InitArgs};
-use crate::output;
+use crate::output::{self, Initialised, Outcome};
 use larder::config::Loaded;
 use larder::repository::Repository;
 use larder::targets::fs::{FsTarget, Modes};
@@ -10,7 +10,7 @@ use larder::{Error, Result};
 use std::path::Path;
 use std::sync::Arc;
 
-pub async fn run(global: &Global, args: InitArgs) -> Result<()> {
+pub async fn run(global: &Global, args: InitArgs) -> Result<Outcome> {
     let path = global
         .config
         .clone()
@@ -30,8 +30,11 @@ pub async fn run(global: &Global, args: InitArgs) -> Result<()> {
         .map(Arc::new)
         .map_err(|e| e.at("(repository root)", "creating the repository folder"))?;
     Repository::open_or_init(target).await?;
-    output::initialised(&path, &repo_path, global.json);
-    Ok(())
+    let initialised = Initialised {
+        config: path,
+        repository: repo_path,
+    };
+    Ok(output::report(global.json, &initialised, None))
 }
 
 /// Writes a file readable by its owner only (0600 whatever the umask): the configuration may

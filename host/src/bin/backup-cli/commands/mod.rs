@@ -14,16 +14,16 @@ mod repository;
 mod schedule;
 
 use crate::cli::{Cli, Command};
-use crate::output;
+use crate::output::{self, Outcome};
 use crate::settings::Settings;
 use larder::Result;
 
-pub async fn run(cli: Cli) -> Result<()> {
+pub async fn run(cli: Cli) -> Result<Outcome> {
     // init runs before any configuration exists, so it is handled before reading one.
     let command = match cli.command {
         Command::Init(args) => return init::run(&cli.global, args).await,
         // The daemon resolves its settings itself, again on every SIGHUP.
-        Command::Daemon(_) => return daemon::run(&cli.global).await,
+        Command::Daemon(_) => return daemon::run(&cli.global).await.map(|()| Outcome::Done),
         other => other,
     };
     let settings = Settings::resolve(&cli.global)?;
@@ -40,9 +40,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         .map_err(|e| settings.explain(e))
 }
 
-async fn dispatch(settings: &Settings, command: Command) -> Result<()> {
+async fn dispatch(settings: &Settings, command: Command) -> Result<Outcome> {
     match command {
-        Command::Init(_) | Command::Daemon(_) => Ok(()), // handled in `run`
+        Command::Init(_) | Command::Daemon(_) => Ok(Outcome::Done), // handled in `run`
         Command::Backup(command) => backup::run(settings, command).await,
         Command::Recovery(command) => recovery::run(settings, command).await,
         Command::Monitor(command) => monitor::run(settings, command).await,

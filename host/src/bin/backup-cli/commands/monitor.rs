@@ -2,32 +2,27 @@
 //! the alerts they raise (delivered through the alert room) and `monitor alerts [--ack NAME]`.
 
 use crate::cli::MonitorCommand;
-use crate::output;
+use crate::output::{self, Outcome};
 use crate::settings::Settings;
-use larder::{Error, Result, engine};
+use larder::{Result, engine};
 
-pub async fn run(settings: &Settings, command: MonitorCommand) -> Result<()> {
+pub async fn run(settings: &Settings, command: MonitorCommand) -> Result<Outcome> {
     match command {
         MonitorCommand::Health(args) => {
             let health = health(settings).await?;
-            output::health(&health, settings.json);
-            if args.alert_on_failure {
+            let alerted = if args.alert_on_failure {
                 // Every run goes through the alert room, passing ones too: that is how an
                 // alert resolves.
                 let scope = settings.alert_scope().await?;
-                let report = engine::monitor::deliver(&health, &settings.loaded, &scope).await;
+                Some(engine::monitor::deliver(&health, &settings.loaded, &scope).await)
+            } else {
+                None
+            };
+            let outcome = output::report(settings.json, &health, health.failure());
+            if let Some(report) = alerted {
                 output::alert_report(&report, health.alerts().next().is_some());
             }
-            match health.status {
-                engine::monitor::Status::Fail => Err(Error::HealthFailed(
-                    health
-                        .alerts()
-                        .map(|c| c.name.clone())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                )),
-                _ => Ok(()),
-            }
+            Ok(outcome)
         }
         MonitorCommand::Alerts(args) => {
             let scope = settings.alert_scope().await?;
@@ -40,8 +35,7 @@ pub async fn run(settings: &Settings, command: MonitorCommand) -> Result<()> {
             }
             let health = health(settings).await?;
             let overview = engine::alerts::overview(&settings.loaded, &scope, &health).await?;
-            output::alerts(&overview, settings.json);
-            Ok(())
+            Ok(output::report(settings.json, &overview, None))
         }
     }
 }

@@ -1,11 +1,11 @@
 //! `backup-cli plugin …`: the configured WebAssembly plugins and what a plugin file is.
 
 use crate::cli::PluginCommand;
-use crate::output;
+use crate::output::{self, Outcome, PluginHash, Plugins};
 use crate::settings::Settings;
 use larder::Result;
 
-pub async fn run(settings: &Settings, command: PluginCommand) -> Result<()> {
+pub async fn run(settings: &Settings, command: PluginCommand) -> Result<Outcome> {
     match command {
         PluginCommand::List => {
             let set = settings.targets().await?;
@@ -13,19 +13,20 @@ pub async fn run(settings: &Settings, command: PluginCommand) -> Result<()> {
             for validator in larder::plugin::validator::open_configured(&settings.loaded).await? {
                 plugins.push(validator.summary());
             }
-            output::plugins(&plugins, settings.json);
-            Ok(())
+            Ok(output::report(settings.json, &Plugins(plugins), None))
         }
         PluginCommand::Inspect(args) => {
             let runtime = larder::plugin::Runtime::new(settings.loaded.plugin_cache_dir())?;
             let inspection = larder::plugin::inspect::inspect(&runtime, &args.file)?;
-            output::inspection(&inspection, settings.json);
-            Ok(())
+            Ok(output::report(settings.json, &inspection, None))
         }
         PluginCommand::Hash(args) => {
             let sha256 = larder::plugin::inspect::hash(&args.file)?;
-            output::plugin_hash(&args.file, &sha256, settings.json);
-            Ok(())
+            let hash = PluginHash {
+                file: args.file,
+                sha256,
+            };
+            Ok(output::report(settings.json, &hash, None))
         }
     }
 }

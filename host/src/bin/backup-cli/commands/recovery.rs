@@ -2,7 +2,7 @@
 //! (or being told `--yes`) when it overwrites data.
 
 use crate::cli::{RecoveryArgs, RecoveryCommand};
-use crate::output;
+use crate::output::{self, DryRun, Outcome, Report};
 use crate::settings::Settings;
 use larder::engine::recovery::plan::{PlanRequest, RecoveryPlan, Strategy};
 use larder::pg::ConnectionSettings;
@@ -10,7 +10,7 @@ use larder::repository::latest::Selection;
 use larder::{Error, Result, engine};
 use std::io::IsTerminal;
 
-pub async fn run(settings: &Settings, command: RecoveryCommand) -> Result<()> {
+pub async fn run(settings: &Settings, command: RecoveryCommand) -> Result<Outcome> {
     match command {
         RecoveryCommand::Plan(args) => {
             let repo = settings.repository_from(args.from.as_deref()).await?;
@@ -24,8 +24,7 @@ pub async fn run(settings: &Settings, command: RecoveryCommand) -> Result<()> {
                 &request(settings, &args, &selection)?,
             )
             .await?;
-            output::plan(&plan, settings.json);
-            Ok(())
+            Ok(output::report(settings.json, &plan, None))
         }
         RecoveryCommand::Execute(args) => {
             let repo = settings
@@ -39,7 +38,7 @@ pub async fn run(settings: &Settings, command: RecoveryCommand) -> Result<()> {
             let plan = engine::recovery::plan::plan(&repo, manifest, &request).await?;
             let jobs = settings.jobs(args.jobs);
             if !settings.json {
-                output::plan(&plan, false);
+                plan.human();
             }
             if args.dry_run {
                 let verified = engine::recovery::restore::preflight(
@@ -50,8 +49,11 @@ pub async fn run(settings: &Settings, command: RecoveryCommand) -> Result<()> {
                     &settings.progress,
                 )
                 .await?;
-                output::dry_run(&plan, verified, settings.json);
-                return Ok(());
+                let dry_run = DryRun {
+                    chunks_verified: verified,
+                    plan: &plan,
+                };
+                return Ok(output::report(settings.json, &dry_run, None));
             }
             plan.check_ready()?;
             confirm(&plan, args.yes, settings.json)?;
@@ -63,8 +65,7 @@ pub async fn run(settings: &Settings, command: RecoveryCommand) -> Result<()> {
                 &settings.progress,
             )
             .await?;
-            output::restored(&report, settings.json);
-            Ok(())
+            Ok(output::report(settings.json, &report, None))
         }
     }
 }

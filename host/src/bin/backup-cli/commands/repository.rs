@@ -2,12 +2,12 @@
 //! processes).
 
 use crate::cli::RepositoryCommand;
-use crate::output;
+use crate::output::{self, Outcome, Unlocked};
 use crate::settings::Settings;
 use larder::repository::Repository;
 use larder::{Error, Result};
 
-pub async fn run(settings: &Settings, command: RepositoryCommand) -> Result<()> {
+pub async fn run(settings: &Settings, command: RepositoryCommand) -> Result<Outcome> {
     match command {
         RepositoryCommand::Unlock(args) => {
             let set = settings.targets().await?;
@@ -21,8 +21,7 @@ pub async fn run(settings: &Settings, command: RepositoryCommand) -> Result<()> 
                 };
                 reports.push(repo.unlock(args.force).await?);
             }
-            output::unlocked(&reports, settings.json);
-            Ok(())
+            Ok(output::report(settings.json, &Unlocked(reports), None))
         }
     }
 }

@@ -1,13 +1,13 @@
 //! `backup-cli schedule …`: the configured backup timetables and how they are being kept.
 
 use crate::cli::ScheduleCommand;
-use crate::output;
+use crate::output::{self, Outcome, Schedules};
 use crate::settings::Settings;
 use larder::engine::daemon::state::DaemonView;
 use larder::{Error, Result, engine};
 use std::collections::BTreeMap;
 
-pub async fn run(settings: &Settings, command: ScheduleCommand) -> Result<()> {
+pub async fn run(settings: &Settings, command: ScheduleCommand) -> Result<Outcome> {
     match command {
         ScheduleCommand::List => {
             // One daemon per database: each schedule shows its own database's daemon.
@@ -45,8 +45,7 @@ pub async fn run(settings: &Settings, command: ScheduleCommand) -> Result<()> {
                 s.with_daemon(daemon.and_then(Option::as_ref))
             })
             .collect();
-            output::schedules(&statuses, settings.json);
-            Ok(())
+            Ok(output::report(settings.json, &Schedules(statuses), None))
         }
     }
 }
