@@ -1,5 +1,7 @@
-//! How results look: aligned tables for people, JSON for machines. Field names in JSON are
-//! the serde names of the engine's report types, so CLI, JSON and docs share one vocabulary.
+//! How results look: aligned tables for people, JSON for machines. Every command hands its
+//! result to [`report`] (errors to [`error`]), which draws it or prints the one JSON envelope
+//! `{"status", "kind", "error", KEY: data}`. Field names in JSON are the serde names of the
+//! engine's report types, so CLI, JSON and docs share one vocabulary.
 
 use comfy_table::presets::NOTHING;
 use comfy_table::{Cell, CellAlignment, ColumnConstraint, ContentArrangement, Table};
@@ -94,19 +96,35 @@ impl Outcome {
 /// report fails (exit 1), `None` for success.
 pub fn report<R: Report + ?Sized>(json: bool, report: &R, failure: Option<Error>) -> Outcome {
     if json {
-        let status = if failure.is_some() { "failed" } else { "ok" };
-        let mut envelope = head(status, failure.as_ref());
-        match serde_json::to_value(report) {
-            Ok(data) => {
-                envelope.insert(R::KEY.into(), data);
-            }
-            Err(e) => note!("error: cannot encode the {} report as JSON: {e}", R::KEY),
-        }
-        print_json(&envelope);
+        print_json(&envelope(report, failure.as_ref()));
     } else {
         report.human();
     }
     Outcome::of(failure)
+}
+
+/// The envelope of a report: status `ok`, or `failed` with the kind and message of
+/// `failure`, and the data under `R::KEY`.
+fn envelope<R: Report + ?Sized>(
+    report: &R,
+    failure: Option<&Error>,
+) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(report) {
+        Ok(data) => {
+            let status = if failure.is_some() { "failed" } else { "ok" };
+            let mut envelope = head(status, failure);
+            envelope.insert(R::KEY.into(), data);
+            envelope
+        }
+        // Not expected of our own types, but scripts must still learn that the data is missing.
+        Err(e) => head(
+            "error",
+            Some(&Error::Internal(format!(
+                "cannot encode the {} report as JSON: {e}",
+                R::KEY
+            ))),
+        ),
+    }
 }
 
 /// The envelope of a command that failed before it had anything to report (`--json`):
@@ -1378,6 +1396,43 @@ impl Report for PluginHash {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Sample {
+        id: &'static str,
+    }
+
+    impl Report for Sample {
+        const KEY: &'static str = "sample";
+        fn human(&self) {}
+    }
+
+    #[test]
+    fn every_envelope_has_a_status_and_failures_a_kind_and_message() {
+        let ok = serde_json::Value::Object(envelope(&Sample { id: "b1" }, None));
+        assert_eq!(
+            ok,
+            serde_json::json!({"status": "ok", "sample": {"id": "b1"}})
+        );
+        let failure = Error::HealthFailed("database".into());
+        let failed = serde_json::Value::Object(envelope(&Sample { id: "b1" }, Some(&failure)));
+        assert_eq!(
+            failed,
+            serde_json::json!({
+                "status": "failed",
+                "kind": "health_failed",
+                "error": "health check failed: database",
+                "sample": {"id": "b1"},
+            })
+        );
+        let error = serde_json::Value::Object(head("error", Some(&Error::Config("bad".into()))));
+        assert_eq!(
+            error,
+            serde_json::json!({"status": "error", "kind": "config", "error": "configuration error: bad"})
+        );
+    }
+
     #[test]
     fn shell_words_are_quoted_unless_plain() {
         assert_eq!(super::shell_word("/tmp/export.sql"), "/tmp/export.sql");
