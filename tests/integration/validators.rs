@@ -2,7 +2,7 @@
 //! streams (and `backup validate` re-reads): a mass DELETE makes the next backup suspect (kept,
 //! listed, exit 1, passed over by `latest`), and the column rules catch purpose-made bad data.
 
-use crate::support::{TestEnv, data, envelope, plugin_path, text};
+use crate::support::{TestEnv, data, envelope, plugin_path, reported, text};
 
 /// A configuration with the test's repository and one `rules-validator` entry with `rules`
 /// (TOML inline array).
@@ -240,7 +240,7 @@ fn plugin_inspect_and_list_show_the_validator_world_and_its_grants() {
             .output()
             .expect("run backup-cli");
         assert!(out.status.success(), "{args:?}:\n{}", text(&out));
-        serde_json::from_slice(&out.stdout).expect("JSON")
+        reported(&out)
     };
     let inspected = run(&["plugin", "inspect", plugin.to_str().expect("path")]);
     assert_eq!(inspected["world"], "larder:plugin/validator", "{inspected}");
