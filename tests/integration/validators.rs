@@ -135,7 +135,10 @@ async fn a_mass_delete_makes_the_next_backup_suspect_kept_listed_and_passed_over
     let said = text(&out);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains("Backup Validation Failed"), "{said}");
-    let revalidated: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let printed = envelope(&out);
+    assert_eq!(printed["status"], "failed", "{printed}");
+    assert_eq!(printed["kind"], "backup_suspect", "{printed}");
+    let revalidated = data(&printed);
     assert_eq!(
         revalidated["validators"][0]["findings"][0]["rule"], "max_shrink_percent",
         "{revalidated}"
