@@ -1,6 +1,7 @@
 //! `backup-cli daemon` against a real PostgreSQL for about two minutes: a per-minute schedule
-//! is backed up, copied and validated, health is checked with alerts delivered, a second
-//! daemon is refused, and SIGTERM during a backup leaves nothing half-visible and no lock.
+//! is backed up, copied, validated and retention applied, health is checked with alerts
+//! delivered, a second daemon is refused, and SIGTERM during a backup leaves nothing
+//! half-visible and no lock.
 
 use crate::support::{TestEnv, finish, fs_entry, send, wait_for_lock_waiter};
 use larder::repository::Repository;
@@ -123,6 +124,7 @@ name = \"every-minute\"
 type = \"full\"
 cron = \"* * * * *\"
 timezone = \"Europe/Berlin\"
+retention = {{ keep_last = 1 }}
 ",
         fs_entry("primary", &primary),
         fs_entry("offsite", &offsite),
@@ -164,6 +166,13 @@ timezone = \"Europe/Berlin\"
         listed.to_string().contains(&backup_id),
         "backup list shows the daemon's backup: {listed}"
     );
+
+    // Retention ran after the validated backup (the floor keeps it: nothing to delete yet).
+    daemon
+        .wait_for("retention", Duration::from_secs(10), |l| {
+            l["run_id"] == run_id.as_str() && message(l).contains("retention applied")
+        })
+        .await;
 
     // Health runs periodically and its alert went through the alert command.
     daemon

@@ -1,8 +1,8 @@
 //! `backup-cli daemon`: runs the `[[schedules]]` of one repository and database by itself.
 //!
 //! One daemon per repository and database (a lock in the repository names its pid, host and
-//! start). Each run backs up, copies to the other targets and validates every copy, one run at a
-//! time; a failure raises the runbook's alert through a health check, and health is also
+//! start). Each run backs up, copies to the other targets, validates every copy and applies
+//! retention, one run at a time; a failure raises the runbook's alert through a health check, and health is also
 //! checked every `[daemon] health_every`. SIGTERM/SIGINT: no new runs, a running backup gets
 //! `[daemon] stop_grace` to finish and is then stopped (nothing half-visible, locks released),
 //! exit 0. SIGHUP reloads the configuration; a bad one is refused and the old one kept.
@@ -47,6 +47,10 @@ pub struct Setup {
     /// Whether the repository may be created on the primary (someone chose where it is).
     pub may_create: bool,
     pub jobs: usize,
+    /// Each `[[databases]]` name with its database's name in PostgreSQL (for retention).
+    pub database_names: std::collections::BTreeMap<String, String>,
+    /// The `[[validators]]` plugins each backup's rows go through.
+    pub validators: Vec<Arc<crate::plugin::validator::PluginValidator>>,
 }
 
 /// Reads the configuration again (at start and on SIGHUP).
@@ -544,7 +548,8 @@ fn log_run(record: &RunRecord) {
     }
 }
 
-/// One run: back up, copy to every other target, validate every copy.
+/// One run: back up (validators on its rows), copy to every other target, validate every
+/// copy, the validators' verdict, then retention when the schedule has a policy.
 async fn run_once(
     setup: Arc<Setup>,
     primary: Repository,
@@ -565,6 +570,7 @@ async fn run_once(
         stage: None,
         error: None,
         targets: Vec::new(),
+        pruned: Vec::new(),
     };
     if let Err((stage, e)) = steps(&setup, &primary, &schedule, &mut record).await {
         record.outcome = if matches!(e, Error::Interrupted { .. }) {
@@ -595,8 +601,7 @@ async fn steps(
         pg_dump: setup.loaded.config.backup.pg_dump.clone(),
         split_bytes: None,
         schedule: Some(schedule.name.clone()),
-        // Validator plugins in the daemon: not yet (see README "Not yet").
-        validators: Vec::new(),
+        validators: setup.validators.clone(),
     };
     let manifest = backup::create(&setup.database, primary, &opts, &progress)
         .await
@@ -656,6 +661,34 @@ async fn steps(
             "validate",
             Error::CopiesDamaged(format!("backup {}: {}", manifest.id, bad.join("; "))),
         ));
+    }
+    // A validator's error finding makes the backup suspect (kept, never counted by retention).
+    crate::engine::validators::verdict(&manifest).map_err(|e| ("validators", e))?;
+    // Retention only after a new backup of the schedule completed and validated.
+    if schedule.retention.is_some() {
+        let report = crate::engine::prune::prune(
+            &setup.targets.targets,
+            &setup.loaded.config,
+            &setup.database_names,
+            Some(&manifest.source.database),
+            false,
+            Utc::now(),
+        )
+        .await
+        .map_err(|e| ("retention", e))?;
+        record.pruned = report.to_delete().map(|b| b.backup_id.clone()).collect();
+        tracing::info!(
+            run_id = %record.run_id,
+            deleted = record.pruned.len(),
+            "run {}: retention applied, {} backup(s) deleted{}",
+            record.run_id,
+            record.pruned.len(),
+            if record.pruned.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", record.pruned.join(", "))
+            }
+        );
     }
     Ok(())
 }

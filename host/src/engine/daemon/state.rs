@@ -34,7 +34,7 @@ pub struct RunRecord {
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_id: Option<String>,
-    /// The step that failed: `backup`, `copy`, `validate`.
+    /// The step that failed: `backup`, `copy`, `validate`, `validators`, `retention`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,6 +42,9 @@ pub struct RunRecord {
     /// The targets the backup is on after the run (the primary first).
     #[serde(default)]
     pub targets: Vec<String>,
+    /// The backups retention deleted after the run.
+    #[serde(default)]
+    pub pruned: Vec<String>,
 }
 
 /// A due time that did not run.

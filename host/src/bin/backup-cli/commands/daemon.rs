@@ -23,6 +23,8 @@ async fn setup(global: &Global) -> Result<Setup> {
     let backup_targets = targets.select(&settings.expected_targets())?;
     let alert_scope = settings.alert_scope().await?;
     Ok(Setup {
+        validators: larder::plugin::validator::open_configured(&settings.loaded).await?,
+        database_names: settings.database_names()?,
         database: settings.database()?,
         alert_scope,
         monitored: settings.monitored()?,
