@@ -470,17 +470,6 @@ fn finish(checked_at: DateTime<Utc>, checks: Vec<Check>) -> Health {
     }
 }
 
-/// Sends the health report's alerts through the alert room: new failures fire, active ones
-/// remind or escalate when due, passing checks resolve theirs. Never fails the health check.
-pub async fn deliver(
-    health: &Health,
-    loaded: &crate::config::Loaded,
-    scope: &crate::engine::alerts::Scope,
-) -> crate::engine::alerts::Report {
-    let (conditions, checked) = crate::engine::alerts::conditions_of(health);
-    crate::engine::alerts::observe(loaded, scope, &conditions, &checked).await
-}
-
 /// Whether the database answers, and what it is.
 async fn database_check(db: &Monitored) -> Check {
     let settings = &db.settings;

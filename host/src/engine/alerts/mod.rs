@@ -91,6 +91,13 @@ fn policy_of(loaded: &Loaded, levels: usize) -> Result<lifecycle::Policy> {
     })
 }
 
+/// Sends a health report's alerts through the alert room: new failures fire, active ones
+/// remind or escalate when due, passing checks resolve theirs. Never fails the health check.
+pub async fn deliver_health(health: &Health, loaded: &Loaded, scope: &Scope) -> Report {
+    let (conditions, checked) = conditions_of(health);
+    observe(loaded, scope, &conditions, &checked).await
+}
+
 /// The failing checks of a health report as conditions, and every check it looked at.
 pub fn conditions_of(health: &Health) -> (Vec<Condition>, Vec<String>) {
     let conditions = health

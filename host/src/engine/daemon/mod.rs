@@ -710,7 +710,8 @@ async fn check_health(setup: Arc<Setup>) -> HealthRecord {
         .map(|c| c.alert.clone().unwrap_or_else(|| c.name.clone()))
         .collect();
     // Through the alert room, passing runs too (that is how alerts resolve).
-    let report = monitor::deliver(&health, &setup.loaded, &setup.alert_scope).await;
+    let report =
+        crate::engine::alerts::deliver_health(&health, &setup.loaded, &setup.alert_scope).await;
     let delivered = report.delivered();
     let delivery_error = if report.channels == 0 && !alerts.is_empty() {
         Some("no alert channel is configured ([[notifiers]] or [monitor] alert_command)".into())

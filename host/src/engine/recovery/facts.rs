@@ -2,7 +2,7 @@
 //! writes into an existing database, of that database, into a [`Facts`] value. The plan's
 //! rules are pure functions of (manifest, facts, request), tested without PostgreSQL.
 
-use super::plan::{PlanRequest, Strategy, destination_settings};
+use super::request::{PlanRequest, Strategy, destination_settings};
 use crate::error::{Error, Result};
 use crate::pg::ConnectionSettings;
 use crate::repository::manifest::{DatabaseLocale, Manifest, TableEntry};

@@ -2,7 +2,7 @@
 //! checked as it is read), in parallel over `--jobs` sessions into a new database or in
 //! foreign-key order into an existing one, and the large objects' data.
 
-use super::restore::Job;
+use super::job::Job;
 use crate::engine::Progress;
 use crate::error::{Error, Result};
 use crate::pg::ConnectionSettings;

@@ -2,22 +2,12 @@
 //! into a temporary table, and those whose primary key the target lacks are inserted; rows
 //! that still exist keep their current values.
 
-use super::restore::{Job, Outcome, TableResult};
+use super::job::{Job, Outcome, TableResult};
 use super::step::{Progression, Step};
 use super::{load, post_data, verify};
 use crate::error::{Error, Result};
 use crate::pg::catalog;
 use tokio_postgres::Client;
-
-/// The steps, in order.
-pub(super) const STEPS: &[Step] = &[
-    Step::VerifyChunks,
-    Step::Load,
-    Step::CheckForeignKeys,
-    Step::Verify,
-    Step::Commit,
-    Step::Analyze,
-];
 
 /// One table the load step inserted into.
 struct Inserted {

@@ -8,9 +8,11 @@ pub mod plan;
 #[cfg(test)]
 mod plan_tests;
 mod privileges;
+pub mod request;
 pub mod restore;
 pub mod step;
 
+mod job;
 mod load;
 mod missing_rows;
 mod new_database;

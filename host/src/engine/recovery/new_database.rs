@@ -2,8 +2,8 @@
 //! temporary name ([`partial_name`]), give it its name only once built and verified, and drop
 //! it again if anything fails or a signal stops it (nothing existing is touched).
 
+use super::job::{Job, Outcome};
 use super::plan::{Verification, admin_connection};
-use super::restore::{Job, Outcome};
 use super::step::{Progression, Step};
 use super::{load, post_data, schema, sequences, vacuum, verify};
 use crate::engine::interrupt::{CleanupGuard, interruptible};
@@ -13,19 +13,6 @@ use crate::repository::manifest::{quote_ident, quote_literal};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio_postgres::Client;
-
-/// The steps, in order.
-pub(super) const STEPS: &[Step] = &[
-    Step::CreateDatabase,
-    Step::Schema,
-    Step::Load,
-    Step::PostData,
-    Step::Sequences,
-    Step::VacuumAnalyze,
-    Step::EventTriggers,
-    Step::Verify,
-    Step::Rename,
-];
 
 /// Restores into a database created for it under a temporary name, renamed to the target's
 /// name once built and verified; dropped again if anything fails or a signal stops it.

@@ -3,7 +3,7 @@
 //! for the vacuum step to validate), event triggers last, and for existing tables the check
 //! of restored rows against their foreign keys and the user triggers switched off and on.
 
-use super::restore::Job;
+use super::job::Job;
 use crate::error::{Error, Result};
 use crate::pg::ConnectionSettings;
 use crate::pg::catalog;

@@ -3,7 +3,7 @@
 //! TEMPORARY, roles to assume, superuser for untrusted extensions), judged from the facts.
 
 use super::facts::Facts;
-use super::plan::{PlanRequest, Strategy};
+use super::request::{PlanRequest, Strategy};
 use crate::repository::manifest::{Manifest, quote_ident};
 use std::collections::BTreeSet;
 

@@ -2,38 +2,13 @@
 //! backup's schemas and rebuild them from the backup) or, with `-t`, the chosen tables (empty
 //! them and reload them, their triggers switched off and the foreign keys checked after).
 
-use super::restore::{Job, Outcome};
+use super::job::{Job, Outcome};
 use super::step::{Progression, Step};
 use super::{load, post_data, schema, sequences, verify};
 use crate::error::{Error, Result};
 use crate::pg::catalog;
 use crate::repository::manifest::TableEntry;
 use tokio_postgres::Client;
-
-/// The steps of a whole-database replace, in order.
-pub(super) const STEPS: &[Step] = &[
-    Step::VerifyChunks,
-    Step::Schema,
-    Step::Load,
-    Step::PostData,
-    Step::Sequences,
-    Step::EventTriggers,
-    Step::Verify,
-    Step::Commit,
-    Step::Analyze,
-];
-
-/// The steps of a table replace (`-t`), in order.
-pub(super) const TABLE_STEPS: &[Step] = &[
-    Step::VerifyChunks,
-    Step::EmptyTables,
-    Step::Load,
-    Step::CheckForeignKeys,
-    Step::Sequences,
-    Step::Verify,
-    Step::Commit,
-    Step::Analyze,
-];
 
 /// Whole-database replace: drop the backup's schemas and rebuild them.
 pub(super) async fn all(job: &Job, client: &Client, steps: &Progression) -> Result<Outcome> {

@@ -3,62 +3,30 @@
 //! The strategy (`new_database`, `replace`, `missing_rows`) runs its list of [`Step`]s in
 //! order, each logged and timed through a [`Progression`]; the steps' SQL lives in the files
 //! named after them (`schema`, `load`, `post_data`, `sequences`, `vacuum`, `verify`). This file
-//! holds what they share: the report, the restore's context, and the transaction frame of the
-//! strategies that restore into an existing database.
+//! holds the report and the transaction frame of the strategies that restore into an existing
+//! database; `job` the context they all share.
 //!
 //! Failure leaves nothing half-done: `new-database` builds under a temporary name (see
 //! [`partial_name`]), renames it only once verified, and drops it on failure or on SIGINT and
 //! SIGTERM; `replace` and `missing-rows` run in one transaction that is rolled back.
 
+use super::job::{Job, Outcome};
 use super::plan::{RecoveryPlan, Strategy, Verification};
 use super::step::{Progression, Step, StepReport, steps};
 use super::{missing_rows, new_database, replace, vacuum, verify};
 use crate::engine::Progress;
 use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::error::{Error, Result};
-use crate::pg::{ConnectionSettings, pool, session};
+use crate::pg::session;
 use crate::repository::Repository;
 use crate::repository::history::RestoreRecord;
-use crate::repository::manifest::{Manifest, TableEntry};
-use indicatif::ProgressBar;
+use crate::repository::manifest::Manifest;
 use serde::Serialize;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio_postgres::Client;
 
+pub use super::job::{LargeObjectResult, TableResult};
 pub use new_database::partial_name;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TableResult {
-    pub name: String,
-    /// Rows in the backup.
-    pub backup_rows: u64,
-    /// Rows in the target after the restore.
-    pub target_rows: i64,
-    /// Rows inserted by `missing-rows`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub inserted_rows: Option<u64>,
-    /// Whether the table's data checksum equals the one recorded at backup time
-    /// (null for `missing-rows`, where the target keeps rows of its own).
-    pub checksum_ok: Option<bool>,
-    pub ok: bool,
-}
-
-/// The large objects a restore wrote, checked as tables are.
-#[derive(Debug, Clone, Serialize)]
-pub struct LargeObjectResult {
-    /// Large objects in the backup.
-    pub backup_count: u64,
-    /// Of those, how many the target holds after the restore.
-    pub target_count: u64,
-    /// Bytes of content in the backup and in the target.
-    pub backup_bytes: u64,
-    pub target_bytes: u64,
-    /// Whether the content's checksum equals the backup's (`--verify checksums`; else null).
-    pub checksum_ok: Option<bool>,
-    pub ok: bool,
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RestoreReport {
@@ -154,7 +122,7 @@ pub async fn execute(
         by_hand,
     } = match plan.strategy {
         Strategy::NewDatabase => new_database::run(&job, &progression).await?,
-        Strategy::Replace | Strategy::MissingRows => job.in_transaction(&progression).await?,
+        Strategy::Replace | Strategy::MissingRows => in_transaction(&job, &progression).await?,
     };
     let duration = started.elapsed().as_secs_f64();
     let selected = plan.selected_tables(&manifest);
@@ -198,162 +166,81 @@ pub async fn execute(
     Ok(report)
 }
 
-/// Everything one restore needs, cheap to clone into workers.
-#[derive(Clone)]
-pub(super) struct Job {
-    pub repo: Repository,
-    pub manifest: Arc<Manifest>,
-    pub plan: RecoveryPlan,
-    pub jobs: usize,
-    pub progress: Progress,
-}
-
-/// What a strategy's steps found, for the report.
-pub(super) struct Outcome {
-    pub tables: Vec<TableResult>,
-    pub large_objects: Option<LargeObjectResult>,
-    /// NOT VALID constraints that were not so before the restore.
-    pub unvalidated: Vec<String>,
-    /// NOT VALID constraints that were so before (in the backup, or in the target).
-    pub not_valid_as_before: Vec<String>,
-    /// See [`RestoreReport::leftover_dropped`].
-    pub leftover_dropped: Option<String>,
-    /// Steps left for the operator.
-    pub by_hand: Vec<String>,
-}
-
-impl Job {
-    pub fn selected(&self) -> Vec<&TableEntry> {
-        self.plan.selected_tables(&self.manifest)
-    }
-
-    /// The selected tables' qualified names.
-    pub fn selected_names(&self) -> Vec<String> {
-        self.selected().iter().map(|t| t.qualified()).collect()
-    }
-
-    /// The progress bar over all the selected tables' bytes.
-    pub fn overall(&self) -> ProgressBar {
-        self.progress.overall(
-            "restore",
-            self.selected().iter().map(|t| t.logical_bytes).sum(),
-        )
-    }
-
-    /// The `--create-roles` statements, as one script (empty without the flag).
-    pub fn role_statements(&self) -> String {
-        if self.plan.create_roles {
-            self.plan.globals.role_sql.join(";\n")
-        } else {
-            String::new()
-        }
-    }
-
-    /// Runs `work` over `items` on `--jobs` restore sessions to `target`; the first error
-    /// stops the rest.
-    pub async fn in_parallel<T, R, F, Fut>(
-        &self,
-        target: &ConnectionSettings,
-        items: Vec<T>,
-        work: F,
-    ) -> Result<Vec<R>>
-    where
-        T: Send + 'static,
-        R: Send + 'static,
-        F: Fn(Arc<Client>, T) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R>> + Send,
-    {
-        let target = target.clone();
-        let open = move || {
-            let target = target.clone();
-            async move { session::restore(&target).await }
-        };
-        pool::run(
-            self.jobs,
-            items,
-            open,
-            work,
-            ("restore worker", Error::Internal),
-        )
+/// Runs the strategy's steps inside one transaction on the target, committing only if
+/// they succeed and verification passes, then analyzes the restored tables.
+async fn in_transaction(job: &Job, steps: &Progression) -> Result<Outcome> {
+    let _cleanup = CleanupGuard::new();
+    let session = session::restore(&job.plan.destination_settings).await?;
+    let client = &session;
+    // Only a superuser may set session_replication_role; the owner's restore switches
+    // off user triggers by name instead (`post_data::user_triggers_off`), and a
+    // whole-database replace needs neither: its tables get their triggers after the load.
+    let begin = if job.plan.skip_foreign_key_triggers {
+        "BEGIN; SET LOCAL lock_timeout = '60s'; SET LOCAL session_replication_role = replica"
+    } else {
+        "BEGIN; SET LOCAL lock_timeout = '60s'"
+    };
+    client
+        .batch_execute(begin)
         .await
-    }
-
-    /// Runs the strategy's steps inside one transaction on the target, committing only if
-    /// they succeed and verification passes, then analyzes the restored tables.
-    async fn in_transaction(&self, steps: &Progression) -> Result<Outcome> {
-        let _cleanup = CleanupGuard::new();
-        let session = session::restore(&self.plan.destination_settings).await?;
-        let client = &session;
-        // Only a superuser may set session_replication_role; the owner's restore switches
-        // off user triggers by name instead (`post_data::user_triggers_off`), and a
-        // whole-database replace needs neither: its tables get their triggers after the load.
-        let begin = if self.plan.skip_foreign_key_triggers {
-            "BEGIN; SET LOCAL lock_timeout = '60s'; SET LOCAL session_replication_role = replica"
-        } else {
-            "BEGIN; SET LOCAL lock_timeout = '60s'"
-        };
-        client
-            .batch_execute(begin)
-            .await
-            .map_err(Error::db("starting the recovery transaction"))?;
-        let body = async {
-            match (self.plan.strategy, self.plan.subset) {
-                (Strategy::Replace, false) => replace::all(self, client, steps).await,
-                (Strategy::Replace, true) => replace::tables(self, client, steps).await,
-                _ => missing_rows::run(self, client, steps).await,
-            }
-        };
-        match interruptible(body).await {
-            Ok(mut outcome) => {
-                outcome.by_hand = self.plan.globals.by_hand.clone();
-                steps
-                    .run(Step::Commit, async {
-                        client
-                            .batch_execute("COMMIT")
-                            .await
-                            .map_err(Error::db("committing the recovery"))
-                    })
-                    .await?;
-                steps
-                    .run(
-                        Step::Analyze,
-                        vacuum::analyze(client, &self.selected_names()),
-                    )
-                    .await?;
-                Ok(outcome)
-            }
-            Err(e) => {
-                // A stopped statement may still be running on the server; closing the
-                // connection discards the transaction just as surely as waiting for it.
-                let rolled_back = tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    client.batch_execute("ROLLBACK"),
-                )
-                .await;
-                let state = match rolled_back {
-                    Ok(Ok(())) => format!(
-                        "the transaction was rolled back: {} is exactly as it was",
-                        self.plan.destination_settings.dbname
-                    ),
-                    _ => format!(
-                        "the connection was closed before commit, so PostgreSQL discarded the changes: {} is as it was",
-                        self.plan.destination_settings.dbname
-                    ),
-                };
-                Err(match e {
-                    Error::Interrupted { signal, .. } => Error::Interrupted {
-                        signal,
-                        state: format!(
-                            "the {} restore of backup {} stopped before commit\n  {state}",
-                            self.plan.strategy, self.manifest.id
-                        ),
-                    },
-                    other => Error::Recovery {
-                        source: Box::new(other),
-                        state,
-                    },
+        .map_err(Error::db("starting the recovery transaction"))?;
+    let body = async {
+        match (job.plan.strategy, job.plan.subset) {
+            (Strategy::Replace, false) => replace::all(job, client, steps).await,
+            (Strategy::Replace, true) => replace::tables(job, client, steps).await,
+            _ => missing_rows::run(job, client, steps).await,
+        }
+    };
+    match interruptible(body).await {
+        Ok(mut outcome) => {
+            outcome.by_hand = job.plan.globals.by_hand.clone();
+            steps
+                .run(Step::Commit, async {
+                    client
+                        .batch_execute("COMMIT")
+                        .await
+                        .map_err(Error::db("committing the recovery"))
                 })
-            }
+                .await?;
+            steps
+                .run(
+                    Step::Analyze,
+                    vacuum::analyze(client, &job.selected_names()),
+                )
+                .await?;
+            Ok(outcome)
+        }
+        Err(e) => {
+            // A stopped statement may still be running on the server; closing the
+            // connection discards the transaction just as surely as waiting for it.
+            let rolled_back = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                client.batch_execute("ROLLBACK"),
+            )
+            .await;
+            let state = match rolled_back {
+                Ok(Ok(())) => format!(
+                    "the transaction was rolled back: {} is exactly as it was",
+                    job.plan.destination_settings.dbname
+                ),
+                _ => format!(
+                    "the connection was closed before commit, so PostgreSQL discarded the changes: {} is as it was",
+                    job.plan.destination_settings.dbname
+                ),
+            };
+            Err(match e {
+                Error::Interrupted { signal, .. } => Error::Interrupted {
+                    signal,
+                    state: format!(
+                        "the {} restore of backup {} stopped before commit\n  {state}",
+                        job.plan.strategy, job.manifest.id
+                    ),
+                },
+                other => Error::Recovery {
+                    source: Box::new(other),
+                    state,
+                },
+            })
         }
     }
 }

@@ -2,7 +2,7 @@
 //! the pre-data that creates the schema (a whole-database replace first drops the backup's
 //! schemas, publications, event triggers and large objects).
 
-use super::restore::Job;
+use super::job::Job;
 use crate::error::{Error, Result};
 use crate::pg::ddl::{Entry, Script};
 use crate::repository::manifest::{Stream, quote_ident};

@@ -1,7 +1,7 @@
 //! The sequences step: each sequence's value as the backup recorded it (every sequence of a
 //! whole-database restore; a table restore only the sequences its tables own).
 
-use super::restore::Job;
+use super::job::Job;
 use crate::error::{Error, Result};
 use crate::pg::catalog;
 use crate::repository::manifest::{SequenceValue, quote_ident};

@@ -1,10 +1,9 @@
 //! The steps of a recovery: one list per strategy that `recovery plan` prints and
 //! `recovery execute` runs, logs ("step 4/8: post-data") and times, so the two cannot drift
-//! apart. [`steps`] gives each strategy's order (its file holds the list); each step's SQL
+//! apart. [`steps`] gives each strategy's order (the strategy's file runs it); each step's SQL
 //! lives in the file named after the step.
 
-use super::plan::Strategy;
-use super::{missing_rows, new_database, replace};
+use super::request::Strategy;
 use crate::error::Result;
 use serde::Serialize;
 use std::future::Future;
@@ -98,12 +97,60 @@ impl std::fmt::Display for Step {
 /// holds its list and runs it.
 pub fn steps(strategy: Strategy, subset: bool) -> &'static [Step] {
     match (strategy, subset) {
-        (Strategy::NewDatabase, _) => new_database::STEPS,
-        (Strategy::Replace, false) => replace::STEPS,
-        (Strategy::Replace, true) => replace::TABLE_STEPS,
-        (Strategy::MissingRows, _) => missing_rows::STEPS,
+        (Strategy::NewDatabase, _) => NEW_DATABASE,
+        (Strategy::Replace, false) => REPLACE,
+        (Strategy::Replace, true) => REPLACE_TABLES,
+        (Strategy::MissingRows, _) => MISSING_ROWS,
     }
 }
+
+/// new-database: built under a temporary name, renamed once verified (`new_database.rs`).
+const NEW_DATABASE: &[Step] = &[
+    Step::CreateDatabase,
+    Step::Schema,
+    Step::Load,
+    Step::PostData,
+    Step::Sequences,
+    Step::VacuumAnalyze,
+    Step::EventTriggers,
+    Step::Verify,
+    Step::Rename,
+];
+
+/// A whole-database replace, in one transaction (`replace.rs`).
+const REPLACE: &[Step] = &[
+    Step::VerifyChunks,
+    Step::Schema,
+    Step::Load,
+    Step::PostData,
+    Step::Sequences,
+    Step::EventTriggers,
+    Step::Verify,
+    Step::Commit,
+    Step::Analyze,
+];
+
+/// A table replace (`-t`), in one transaction (`replace.rs`).
+const REPLACE_TABLES: &[Step] = &[
+    Step::VerifyChunks,
+    Step::EmptyTables,
+    Step::Load,
+    Step::CheckForeignKeys,
+    Step::Sequences,
+    Step::Verify,
+    Step::Commit,
+    Step::Analyze,
+];
+
+/// missing-rows, in one transaction (`missing_rows.rs`).
+const MISSING_ROWS: &[Step] = &[
+    Step::VerifyChunks,
+    Step::Load,
+    Step::CheckForeignKeys,
+    Step::Verify,
+    Step::Commit,
+    Step::Analyze,
+];
 
 /// How long one step took, for the report.
 #[derive(Debug, Clone, Serialize)]

@@ -2,8 +2,8 @@
 //! built, then VACUUM (ANALYZE) of each and the validation of its foreign keys; ANALYZE of the
 //! tables a restore into an existing database wrote, after its commit.
 
+use super::job::Job;
 use super::post_data::{TableWork, run_entry};
-use super::restore::Job;
 use crate::error::{Error, Result};
 use crate::pg::ConnectionSettings;
 use tokio_postgres::Client;

@@ -14,7 +14,7 @@ pub async fn run(settings: &Settings, command: MonitorCommand) -> Result<Outcome
                 // Every run goes through the alert room, passing ones too: that is how an
                 // alert resolves.
                 let scope = settings.alert_scope().await?;
-                Some(engine::monitor::deliver(&health, &settings.loaded, &scope).await)
+                Some(engine::alerts::deliver_health(&health, &settings.loaded, &scope).await)
             } else {
                 None
             };
