@@ -90,7 +90,7 @@ async fn large_objects_with_owners_grants_and_comments_round_trip() {
     ]);
     let restored = &report["large_objects"];
     assert_eq!(restored["backup_count"], 3, "{report}");
-    assert_eq!(restored["target_count"], 3, "{report}");
+    assert_eq!(restored["destination_count"], 3, "{report}");
     assert_eq!(restored["checksum_ok"], true, "{report}");
     assert_eq!(large_objects(&env, "lo_new").await, source);
     assert_eq!(

@@ -210,7 +210,7 @@ async fn after_sigkill_the_production_name_is_absent_and_the_rerun_replaces_the_
     };
     assert!(out.status.success(), "{}", text(&out));
     let report = reported(&out);
-    assert_eq!(report["target_database"], "shop");
+    assert_eq!(report["destination_database"], "shop");
     let dropped = report["leftover_dropped"].as_str().unwrap_or_default();
     assert!(
         dropped.starts_with(&format!(

@@ -196,7 +196,10 @@ async fn the_owner_restores_missing_rows_and_with_createdb_a_new_database() {
         OWNER,
         &[&["recovery", "execute", "latest"][..], &partial].concat(),
     );
-    let copy = out["target_database"].as_str().expect("name").to_string();
+    let copy = out["destination_database"]
+        .as_str()
+        .expect("name")
+        .to_string();
     let restored = env.client_for(&copy).await;
     assert_eq!(
         scalar(&restored, "SELECT count(*) FROM contacts").await,

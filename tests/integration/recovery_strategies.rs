@@ -1,6 +1,6 @@
 //! Each recovery strategy does what the runbook promises, on real data.
 
-use crate::support::{TestEnv, backup_rows, live_rows, scalar, text};
+use crate::support::{TestEnv, backup_rows, live_rows, reported, scalar, text};
 
 async fn kitchen(name: &str) -> (TestEnv, larder::repository::manifest::Manifest) {
     let env = TestEnv::start(name).await;
@@ -131,7 +131,7 @@ async fn missing_rows_restores_exactly_the_deleted_rows_and_keeps_newer_work() {
     );
     let interactions = manifest.find_table("interactions").expect("interactions");
     assert_eq!(
-        table["target_rows"].as_i64(),
+        table["destination_rows"].as_i64(),
         Some(interactions.rows as i64 + 1)
     );
     let kept: i64 = scalar(
@@ -203,7 +203,10 @@ async fn the_runbooks_partial_recovery_restores_three_tables_beside_the_live_dat
         "-t",
         "organizations,users,contacts",
     ]);
-    let target = out["target_database"].as_str().expect("target").to_string();
+    let target = out["destination_database"]
+        .as_str()
+        .expect("target")
+        .to_string();
     assert!(
         target.starts_with("partial_restored_"),
         "the live database is left alone: {target}"
@@ -214,7 +217,7 @@ async fn the_runbooks_partial_recovery_restores_three_tables_beside_the_live_dat
     assert_eq!(tables.len(), 3, "{out}");
     for table in tables {
         assert_eq!(table["ok"], true, "{table}");
-        assert_eq!(table["target_rows"], table["backup_rows"], "{table}");
+        assert_eq!(table["destination_rows"], table["backup_rows"], "{table}");
         assert!(table["checksum_ok"].is_null(), "not re-read: {table}");
     }
     let restored = env.client_for(&target).await;
@@ -285,7 +288,7 @@ async fn execute_runs_logs_and_times_the_steps_the_plan_lists() {
         steps(strategy, subset).iter().map(|s| s.name()).collect()
     };
     let ran = |report: &serde_json::Value| -> Vec<String> {
-        let steps = report["recovery"]["steps"].as_array().expect("steps");
+        let steps = report["steps"].as_array().expect("steps");
         assert!(
             steps
                 .iter()
@@ -307,7 +310,7 @@ async fn execute_runs_logs_and_times_the_steps_the_plan_lists() {
         "--dest-db",
         "steps_copy",
     ]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let report = reported(&out);
     assert_eq!(ran(&report), names(Strategy::NewDatabase, false));
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("step 4/9: post-data"), "{log}");
@@ -319,10 +322,7 @@ async fn execute_runs_logs_and_times_the_steps_the_plan_lists() {
         .expect("delete");
     let report = env.run_json(&["recovery", "execute", "latest", "-s", "missing-rows"]);
     assert_eq!(ran(&report), names(Strategy::MissingRows, false));
-    assert_eq!(
-        report["recovery"]["tables"][0]["inserted_rows"], 5,
-        "{report}"
-    );
+    assert_eq!(report["tables"][0]["inserted_rows"], 5, "{report}");
     let out = env.run_ok(&[
         "recovery", "execute", "latest", "-s", "replace", "-t", "parent", "-t", "child", "--yes",
     ]);

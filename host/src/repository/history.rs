@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 pub struct RestoreRecord {
     pub backup_id: String,
     pub strategy: String,
-    pub target_database: String,
+    /// The database restored into (`target_database` in records written before 0.2).
+    #[serde(alias = "target_database")]
+    pub destination_database: String,
     pub finished_at: DateTime<Utc>,
     pub tables: usize,
     pub rows: u64,

@@ -726,7 +726,7 @@ fn restored(report: &RestoreReport) {
         t.add_row(vec![
             Cell::new(&row.name),
             right(row.backup_rows),
-            right(row.target_rows),
+            right(row.destination_rows),
             right(row.inserted_rows.map_or("-".into(), |n| n.to_string())),
             Cell::new(match row.checksum_ok {
                 Some(true) => "ok",
@@ -740,9 +740,9 @@ fn restored(report: &RestoreReport) {
     if let Some(lo) = &report.large_objects {
         say!(
             "Large objects: {} of {} restored ({}){}.",
-            lo.target_count,
+            lo.destination_count,
             lo.backup_count,
-            human_bytes(lo.target_bytes),
+            human_bytes(lo.destination_bytes),
             match lo.checksum_ok {
                 Some(true) => ", checksum ok",
                 Some(false) => ", checksum MISMATCH",
@@ -765,7 +765,7 @@ fn restored(report: &RestoreReport) {
     say!(
         "Recovered backup {} into {} ({}) in {}: {} tables, {} rows verified; no constraint left NOT VALID{}.",
         report.backup_id,
-        report.target_database,
+        report.destination_database,
         report.strategy,
         seconds(report.duration_seconds),
         report.tables.len(),

@@ -18,13 +18,13 @@ pub struct TableResult {
     pub name: String,
     /// Rows in the backup.
     pub backup_rows: u64,
-    /// Rows in the target after the restore.
-    pub target_rows: i64,
+    /// Rows in the destination after the restore.
+    pub destination_rows: i64,
     /// Rows inserted by `missing-rows`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inserted_rows: Option<u64>,
     /// Whether the table's data checksum equals the one recorded at backup time
-    /// (null for `missing-rows`, where the target keeps rows of its own).
+    /// (null for `missing-rows`, where the destination keeps rows of its own).
     pub checksum_ok: Option<bool>,
     pub ok: bool,
 }
@@ -34,11 +34,11 @@ pub struct TableResult {
 pub struct LargeObjectResult {
     /// Large objects in the backup.
     pub backup_count: u64,
-    /// Of those, how many the target holds after the restore.
-    pub target_count: u64,
-    /// Bytes of content in the backup and in the target.
+    /// Of those, how many the destination holds after the restore.
+    pub destination_count: u64,
+    /// Bytes of content in the backup and in the destination.
     pub backup_bytes: u64,
-    pub target_bytes: u64,
+    pub destination_bytes: u64,
     /// Whether the content's checksum equals the backup's (`--verify checksums`; else null).
     pub checksum_ok: Option<bool>,
     pub ok: bool,
@@ -60,7 +60,7 @@ pub(super) struct Outcome {
     pub large_objects: Option<LargeObjectResult>,
     /// NOT VALID constraints that were not so before the restore.
     pub unvalidated: Vec<String>,
-    /// NOT VALID constraints that were so before (in the backup, or in the target).
+    /// NOT VALID constraints that were so before (in the backup, or in the destination).
     pub not_valid_as_before: Vec<String>,
     /// See [`super::restore::RestoreReport::leftover_dropped`].
     pub leftover_dropped: Option<String>,
@@ -95,11 +95,11 @@ impl Job {
         }
     }
 
-    /// Runs `work` over `items` on `--jobs` restore sessions to `target`; the first error
+    /// Runs `work` over `items` on `--jobs` restore sessions to `destination`; the first error
     /// stops the rest.
     pub async fn in_parallel<T, R, F, Fut>(
         &self,
-        target: &ConnectionSettings,
+        destination: &ConnectionSettings,
         items: Vec<T>,
         work: F,
     ) -> Result<Vec<R>>
@@ -109,10 +109,10 @@ impl Job {
         F: Fn(Arc<Client>, T) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R>> + Send,
     {
-        let target = target.clone();
+        let destination = destination.clone();
         let open = move || {
-            let target = target.clone();
-            async move { session::restore(&target).await }
+            let destination = destination.clone();
+            async move { session::restore(&destination).await }
         };
         pool::run(
             self.jobs,

@@ -19,7 +19,7 @@ use tokio_postgres::Client;
 /// sessions, largest first and interleaved by table; the rows each table received.
 pub(super) async fn in_parallel(
     job: &Job,
-    target: &ConnectionSettings,
+    destination: &ConnectionSettings,
 ) -> Result<HashMap<usize, u64>> {
     let parts: Vec<(usize, usize, u64)> = job
         .plan
@@ -38,7 +38,7 @@ pub(super) async fn in_parallel(
     let worker = job.clone();
     let bar = overall.clone();
     let loaded = job
-        .in_parallel(target, parts, move |client, (t, p, _)| {
+        .in_parallel(destination, parts, move |client, (t, p, _)| {
             let (job, overall) = (worker.clone(), bar.clone());
             async move {
                 let table = &job.manifest.tables[t];

@@ -1,5 +1,5 @@
 //! The missing-rows strategy, inside the recovery transaction: each table's backup rows go
-//! into a temporary table, and those whose primary key the target lacks are inserted; rows
+//! into a temporary table, and those whose primary key the destination lacks are inserted; rows
 //! that still exist keep their current values.
 
 use super::job::{Job, Outcome, TableResult};
@@ -14,12 +14,12 @@ struct Inserted {
     table: usize,
     /// The temporary table its backup rows went into (dropped at commit).
     scratch: String,
-    /// The primary-key match between the target (`x`) and the scratch table (`m`).
+    /// The primary-key match between the destination (`x`) and the scratch table (`m`).
     matches: String,
     rows: u64,
 }
 
-/// Re-inserts rows whose primary key is missing from the target.
+/// Re-inserts rows whose primary key is missing from the destination.
 pub(super) async fn run(job: &Job, client: &Client, steps: &Progression) -> Result<Outcome> {
     let names = job.selected_names();
     let (before, triggers_on, inserted) = steps
@@ -54,7 +54,7 @@ pub(super) async fn run(job: &Job, client: &Client, steps: &Progression) -> Resu
         .await
 }
 
-/// Loads table `t`'s backup rows into a temporary table and inserts those the target lacks.
+/// Loads table `t`'s backup rows into a temporary table and inserts those the destination lacks.
 async fn insert_missing(
     job: &Job,
     client: &Client,
@@ -81,9 +81,9 @@ async fn insert_missing(
     let rows = client
         .execute(
             &format!(
-                "INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {scratch} m \
-                 WHERE NOT EXISTS (SELECT 1 FROM ONLY {target} x WHERE {matches})",
-                target = table.qualified()
+                "INSERT INTO {destination} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {scratch} m \
+                 WHERE NOT EXISTS (SELECT 1 FROM ONLY {destination} x WHERE {matches})",
+                destination = table.qualified()
             ),
             &[],
         )
@@ -100,7 +100,7 @@ async fn insert_missing(
     })
 }
 
-/// Checks that no backup row of a table is still missing from the target.
+/// Checks that no backup row of a table is still missing from the destination.
 async fn still_missing(job: &Job, client: &Client, done: &Inserted) -> Result<TableResult> {
     let table = &job.manifest.tables[done.table];
     let (scratch, matches) = (&done.scratch, &done.matches);
@@ -126,7 +126,7 @@ async fn still_missing(job: &Job, client: &Client, done: &Inserted) -> Result<Ta
     Ok(TableResult {
         name: table.display_name(),
         backup_rows: table.rows,
-        target_rows: rows,
+        destination_rows: rows,
         inserted_rows: Some(done.rows),
         checksum_ok: None,
         ok: missing == 0,

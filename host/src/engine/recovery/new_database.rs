@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio_postgres::Client;
 
-/// Restores into a database created for it under a temporary name, renamed to the target's
+/// Restores into a database created for it under a temporary name, renamed to the destination's
 /// name once built and verified; dropped again if anything fails or a signal stops it.
 pub(super) async fn run(job: &Job, steps: &Progression) -> Result<Outcome> {
     let _cleanup = CleanupGuard::new();
-    let target = &job.plan.destination_settings;
-    let partial = partial_name(&target.dbname);
-    let admin = admin_connection(target, &job.manifest.source.database).await?;
+    let destination = &job.plan.destination_settings;
+    let partial = partial_name(&destination.dbname);
+    let admin = admin_connection(destination, &job.manifest.source.database).await?;
     let db = quote_ident(&partial);
     let roles = job.role_statements();
     // Set once the database exists: from then on a failure drops it.
@@ -28,7 +28,7 @@ pub(super) async fn run(job: &Job, steps: &Progression) -> Result<Outcome> {
     let built = async {
         let leftover_dropped = steps
             .run(Step::CreateDatabase, async {
-                let leftover = drop_leftover(&admin, &partial, &target.dbname).await?;
+                let leftover = drop_leftover(&admin, &partial, &destination.dbname).await?;
                 let creation = job.plan.new_database.as_ref().ok_or_else(|| {
                     Error::Internal("the plan does not say how to create the new database".into())
                 })?;
@@ -45,14 +45,14 @@ pub(super) async fn run(job: &Job, steps: &Progression) -> Result<Outcome> {
                     .await
                     .map_err(Error::db(format!(
                         "creating database {partial} (to become {}) from {}",
-                        target.dbname,
+                        destination.dbname,
                         creation.describe()
                     )))?;
                 created.store(true, Ordering::SeqCst);
                 interruptible(async {
                     let marker = format!(
                         "{PARTIAL_MARKER} of backup {} into {}; renamed when complete, dropped if it fails",
-                        job.manifest.id, target.dbname
+                        job.manifest.id, destination.dbname
                     );
                     admin
                         .batch_execute(&format!(
@@ -91,13 +91,13 @@ pub(super) async fn run(job: &Job, steps: &Progression) -> Result<Outcome> {
     let mut state = match dropped {
         Ok(()) => format!(
             "the half-built database {} was dropped (it was being built as {partial}); nothing else was changed",
-            target.dbname
+            destination.dbname
         ),
         Err(d) => format!(
             "the half-built database {partial} (to become {}) could not be dropped ({}); drop it by hand, or the next restore into {} drops it",
-            target.dbname,
+            destination.dbname,
             crate::error::error_chain(&d),
-            target.dbname
+            destination.dbname
         ),
     };
     if !roles.is_empty() {
@@ -138,13 +138,13 @@ pub(super) async fn run(job: &Job, steps: &Progression) -> Result<Outcome> {
 /// The steps from the schema to the verification, in `partial`, the temporary name.
 async fn build(job: &Job, steps: &Progression, partial: &str) -> Result<Outcome> {
     let started = Instant::now();
-    let target = job.plan.destination_settings.with_dbname(partial);
+    let destination = job.plan.destination_settings.with_dbname(partial);
     let names = job.selected_names();
     let (main, pre, mut post, paused) = steps
         .run(Step::Schema, async {
             let pre = schema::section(job, &job.manifest.pre_data, "pre-data").await?;
             let post = schema::section(job, &job.manifest.post_data, "post-data").await?;
-            let main = session::restore(&target).await?;
+            let main = session::restore(&destination).await?;
             schema::create(&main, &pre).await?;
             // Autovacuum would start on the new tables mid-restore, competing for CPU and
             // taking locks that index builds and foreign keys then wait for. It is paused on
@@ -158,7 +158,7 @@ async fn build(job: &Job, steps: &Progression, partial: &str) -> Result<Outcome>
     let event_triggers = post.take_event_triggers();
     let rows_loaded = steps
         .run(Step::Load, async {
-            let rows = load::in_parallel(job, &target).await?;
+            let rows = load::in_parallel(job, &destination).await?;
             load::large_objects(job, &main).await?;
             Ok(rows)
         })
@@ -168,14 +168,17 @@ async fn build(job: &Job, steps: &Progression, partial: &str) -> Result<Outcome>
         started.elapsed().as_secs_f64()
     );
     let work = steps
-        .run(Step::PostData, post_data::build(job, &main, &target, &post))
+        .run(
+            Step::PostData,
+            post_data::build(job, &main, &destination, &post),
+        )
         .await?;
     steps
         .run(Step::Sequences, sequences::all(job, &main))
         .await?;
     steps
         .run(Step::VacuumAnalyze, async {
-            vacuum::vacuum_and_validate(job, &target, &post.preamble, work).await?;
+            vacuum::vacuum_and_validate(job, &destination, &post.preamble, work).await?;
             vacuum::set_autovacuum(&main, &paused, true).await
         })
         .await?;
@@ -203,7 +206,7 @@ async fn build(job: &Job, steps: &Progression, partial: &str) -> Result<Outcome>
                     let worker = job.clone();
                     let rows_loaded = std::sync::Arc::new(rows_loaded.clone());
                     results = job
-                        .in_parallel(&target, job.plan.selected.clone(), move |client, t| {
+                        .in_parallel(&destination, job.plan.selected.clone(), move |client, t| {
                             let (job, rows_loaded) = (worker.clone(), rows_loaded.clone());
                             async move {
                                 let loaded = rows_loaded.get(&t).copied().unwrap_or(0);
@@ -230,10 +233,13 @@ async fn build(job: &Job, steps: &Progression, partial: &str) -> Result<Outcome>
 /// of the backup's globals (last, so a setting such as default_transaction_read_only cannot
 /// get in the restore's way); a setting the restoring role may not make is left by hand.
 async fn rename(job: &Job, admin: &Client, partial: &str) -> Result<Vec<String>> {
-    let target = &job.plan.destination_settings;
-    rename_into_place(admin, partial, &target.dbname).await?;
-    if let Err(e) = apply_database_properties(job, admin, &target.dbname, true).await {
-        tracing::warn!("database {} lacks the source's comment: {e}", target.dbname);
+    let destination = &job.plan.destination_settings;
+    rename_into_place(admin, partial, &destination.dbname).await?;
+    if let Err(e) = apply_database_properties(job, admin, &destination.dbname, true).await {
+        tracing::warn!(
+            "database {} lacks the source's comment: {e}",
+            destination.dbname
+        );
     }
     let mut by_hand = job.plan.globals.by_hand.clone();
     for statement in &job.plan.globals.database_sql {
@@ -282,24 +288,24 @@ async fn apply_database_properties(
 const PARTIAL_MARKER: &str = "Larder: partial restore";
 
 /// The temporary name a new database is built under: a partial database never carries the
-/// target's name, even after SIGKILL. At most 63 bytes (PostgreSQL's limit); a long target
+/// destination's name, even after SIGKILL. At most 63 bytes (PostgreSQL's limit); a long destination
 /// name is shortened and made unique with a hash of it.
-pub fn partial_name(target: &str) -> String {
+pub fn partial_name(destination: &str) -> String {
     const SUFFIX: &str = "_larder_partial";
-    if target.len() + SUFFIX.len() <= 63 {
-        return format!("{target}{SUFFIX}");
+    if destination.len() + SUFFIX.len() <= 63 {
+        return format!("{destination}{SUFFIX}");
     }
     let mut cut = 63 - SUFFIX.len() - 9;
-    while !target.is_char_boundary(cut) {
+    while !destination.is_char_boundary(cut) {
         cut -= 1;
     }
-    let hash = crate::repository::sha256_hex(target.as_bytes());
-    format!("{}_{}{SUFFIX}", &target[..cut], &hash[..8])
+    let hash = crate::repository::sha256_hex(destination.as_bytes());
+    format!("{}_{}{SUFFIX}", &destination[..cut], &hash[..8])
 }
 
-/// Drops the partial database an interrupted or killed restore into `target` left behind, and
+/// Drops the partial database an interrupted or killed restore into `destination` left behind, and
 /// says so; refuses when it is not ours or another restore is still building it.
-async fn drop_leftover(admin: &Client, partial: &str, target: &str) -> Result<Option<String>> {
+async fn drop_leftover(admin: &Client, partial: &str, destination: &str) -> Result<Option<String>> {
     let row = admin
         .query_opt(
             "SELECT coalesce(pg_catalog.shobj_description(d.oid, 'pg_database'), ''), \
@@ -315,13 +321,13 @@ async fn drop_leftover(admin: &Client, partial: &str, target: &str) -> Result<Op
     let (comment, sessions): (String, i64) = (row.get(0), row.get(1));
     if !comment.starts_with(PARTIAL_MARKER) {
         return Err(Error::Refused(format!(
-            "database {partial} exists and was not made by a Larder restore, but a restore into {target} \
+            "database {partial} exists and was not made by a Larder restore, but a restore into {destination} \
              builds under that name; rename or drop it, then retry"
         )));
     }
     if sessions > 0 {
         return Err(Error::Refused(format!(
-            "another restore is building {target} (as {partial}, {sessions} session(s) connected); \
+            "another restore is building {destination} (as {partial}, {sessions} session(s) connected); \
              wait for it to finish, or stop it, then retry (a killed restore's sessions end with \
              their statements: SELECT pid, query FROM pg_stat_activity WHERE datname = {} lists them)",
             quote_literal(partial)
@@ -340,8 +346,8 @@ async fn drop_leftover(admin: &Client, partial: &str, target: &str) -> Result<Op
 
 /// Gives the finished database its name. Sessions of the restore that just closed can take a
 /// moment to leave the server, and a rename needs the database to itself.
-async fn rename_into_place(admin: &Client, partial: &str, target: &str) -> Result<()> {
-    let (from, to) = (quote_ident(partial), quote_ident(target));
+async fn rename_into_place(admin: &Client, partial: &str, destination: &str) -> Result<()> {
+    let (from, to) = (quote_ident(partial), quote_ident(destination));
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
     loop {
         match admin
@@ -356,7 +362,7 @@ async fn rename_into_place(admin: &Client, partial: &str, target: &str) -> Resul
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
             Err(e) => {
-                return Err(Error::db(format!("renaming {partial} to {target}"))(e));
+                return Err(Error::db(format!("renaming {partial} to {destination}"))(e));
             }
         }
     }
@@ -365,7 +371,7 @@ async fn rename_into_place(admin: &Client, partial: &str, target: &str) -> Resul
         .await
     {
         tracing::warn!(
-            "database {target} keeps the comment of a partial restore: {}",
+            "database {destination} keeps the comment of a partial restore: {}",
             crate::error::error_chain(&e)
         );
     }

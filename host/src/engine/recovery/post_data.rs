@@ -26,7 +26,7 @@ pub(super) struct TableWork {
 pub(super) async fn build(
     job: &Job,
     main: &Client,
-    target: &ConnectionSettings,
+    destination: &ConnectionSettings,
     post: &Script,
 ) -> Result<Vec<TableWork>> {
     let started = std::time::Instant::now();
@@ -35,7 +35,7 @@ pub(super) async fn build(
         .iter()
         .cloned()
         .partition(|e| builds_in_parallel(&e.kind));
-    job.in_parallel(target, parallel, {
+    job.in_parallel(destination, parallel, {
         let preamble = post.preamble.clone();
         move |client, entry| {
             let preamble = preamble.clone();

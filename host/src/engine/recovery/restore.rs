@@ -32,7 +32,7 @@ pub use new_database::partial_name;
 pub struct RestoreReport {
     pub backup_id: String,
     pub strategy: Strategy,
-    pub target_database: String,
+    pub destination_database: String,
     /// What the per-table check compared (`rows`, or `checksums` too).
     pub verification: Verification,
     /// The measured recovery time (the real RTO of this restore).
@@ -47,9 +47,9 @@ pub struct RestoreReport {
     /// Constraints the restore left NOT VALID (a failure; empty in a finished restore).
     pub unvalidated_constraints: Vec<String>,
     /// Constraints that were NOT VALID in the backup (or, for `replace -t` and `missing-rows`,
-    /// in the target beforehand) and stay so, as `pg_dump`/`pg_restore` would leave them.
+    /// in the destination beforehand) and stay so, as `pg_dump`/`pg_restore` would leave them.
     pub not_valid_as_before: Vec<String>,
-    /// Objects missing or corrupt on the first target that were read from another.
+    /// Objects missing or corrupt on the first destination that were read from another.
     pub fallbacks: Vec<String>,
     /// The steps run, in order, each with its duration (see [`super::steps`]).
     pub steps: Vec<StepReport>,
@@ -129,7 +129,7 @@ pub async fn execute(
     let report = RestoreReport {
         backup_id: manifest.id.clone(),
         strategy: plan.strategy,
-        target_database: plan.destination_settings.dbname.clone(),
+        destination_database: plan.destination_settings.dbname.clone(),
         verification: plan.verification,
         duration_seconds: duration,
         chunks_verified,
@@ -155,7 +155,7 @@ pub async fn execute(
     repo.record_restore(&RestoreRecord {
         backup_id: report.backup_id.clone(),
         strategy: report.strategy.to_string(),
-        target_database: report.target_database.clone(),
+        destination_database: report.destination_database.clone(),
         finished_at: chrono::Utc::now(),
         tables: report.tables.len(),
         rows: report.rows,
@@ -166,7 +166,7 @@ pub async fn execute(
     Ok(report)
 }
 
-/// Runs the strategy's steps inside one transaction on the target, committing only if
+/// Runs the strategy's steps inside one transaction on the destination, committing only if
 /// they succeed and verification passes, then analyzes the restored tables.
 async fn in_transaction(job: &Job, steps: &Progression) -> Result<Outcome> {
     let _cleanup = CleanupGuard::new();

@@ -17,12 +17,12 @@ use tokio_postgres::Client;
 /// validations never overlap (same connection); neither blocks work on other tables.
 pub(super) async fn vacuum_and_validate(
     job: &Job,
-    target: &ConnectionSettings,
+    destination: &ConnectionSettings,
     preamble: &str,
     work: Vec<TableWork>,
 ) -> Result<()> {
     let (worker, preamble) = (job.clone(), preamble.to_string());
-    job.in_parallel(target, work, move |client, work| {
+    job.in_parallel(destination, work, move |client, work| {
         let (job, preamble) = (worker.clone(), preamble.clone());
         async move {
             if let Some(t) = work.table {

@@ -33,7 +33,7 @@ pub(super) async fn chunks(
     if let Some(first) = verified.first_error() {
         return Err(Error::ValidationFailed {
             backup_id: manifest.id.clone(),
-            first: format!("{first}\n  nothing was changed on the target"),
+            first: format!("{first}\n  nothing was changed on the destination"),
             problems: verified.problems(),
         });
     }
@@ -68,7 +68,7 @@ pub(super) async fn table(
     Ok(TableResult {
         name: table.display_name(),
         backup_rows: table.rows,
-        target_rows: rows,
+        destination_rows: rows,
         inserted_rows: None,
         checksum_ok,
         ok: checksum_ok != Some(false) && rows as u64 == table.rows,
@@ -134,9 +134,9 @@ pub(super) async fn large_objects(job: &Job, client: &Client) -> Result<Option<L
     };
     Ok(Some(LargeObjectResult {
         backup_count: lo.oids.len() as u64,
-        target_count: found.len() as u64,
+        destination_count: found.len() as u64,
         backup_bytes: lo.content_bytes,
-        target_bytes: bytes.max(0) as u64,
+        destination_bytes: bytes.max(0) as u64,
         ok: found.len() == lo.oids.len()
             && bytes.max(0) as u64 == lo.content_bytes
             && checksum_ok != Some(false),
@@ -176,8 +176,8 @@ pub(super) fn not_valid_in(sections: &[&Script]) -> HashSet<String> {
         .collect()
 }
 
-/// Tags of the constraints on `tables` that are NOT VALID in the target before the restore
-/// touches it (`replace -t` and `missing-rows` keep the target's constraints).
+/// Tags of the constraints on `tables` that are NOT VALID in the destination before the restore
+/// touches it (`replace -t` and `missing-rows` keep the destination's constraints).
 pub(super) async fn not_valid_now(client: &Client, tables: &[String]) -> Result<HashSet<String>> {
     Ok(catalog::unvalidated_constraints(client, tables)
         .await?
@@ -197,7 +197,7 @@ pub(super) fn checked(outcome: Outcome) -> Result<Outcome> {
                 "{} ({} rows in the backup, {} restored, checksum {})",
                 t.name,
                 t.backup_rows,
-                t.target_rows,
+                t.destination_rows,
                 match t.checksum_ok {
                     Some(true) => "ok",
                     Some(false) => "MISMATCH",
@@ -211,8 +211,8 @@ pub(super) fn checked(outcome: Outcome) -> Result<Outcome> {
             "verification failed for the large objects ({} in the backup with {} bytes, {} restored with {} bytes, checksum {})",
             lo.backup_count,
             lo.backup_bytes,
-            lo.target_count,
-            lo.target_bytes,
+            lo.destination_count,
+            lo.destination_bytes,
             match lo.checksum_ok {
                 Some(true) => "ok",
                 Some(false) => "MISMATCH",
