@@ -112,7 +112,6 @@ fn stopped(id: &str) -> impl FnOnce(Error) -> Error + '_ {
 }
 
 /// A backup written to its primary target and copied to the others.
-#[derive(Debug)]
 pub struct Created {
     pub manifest: Manifest,
     /// The primary target's name: the backup is complete there whatever became of the copies.
@@ -120,6 +119,8 @@ pub struct Created {
     pub copies: Vec<CopyReport>,
     /// One line per target the copy failed on (`target 'NAME': why`).
     pub copy_failures: Vec<String>,
+    /// The targets that hold the backup now: the primary, then each good copy.
+    pub holding: Vec<Arc<dyn Target>>,
 }
 
 impl Created {
@@ -131,6 +132,12 @@ impl Created {
         if let Err(suspect) = crate::engine::validators::verdict(&self.manifest) {
             return Some(suspect);
         }
+        self.copies_incomplete()
+    }
+
+    /// `CopiesIncomplete` when a copy failed: the backup is safe on the primary, and the
+    /// message says how to finish the job.
+    pub fn copies_incomplete(&self) -> Option<Error> {
         let first = self.copy_failures.first()?;
         Some(Error::CopiesIncomplete(format!(
             "backup {} is complete on '{}' but copying it failed on {} target(s), first {first}; run `backup-cli backup sync` when the target is back",
@@ -154,6 +161,7 @@ pub async fn create_with_copies(
     let manifest = create(settings, repo, opts, progress).await?;
     let mut copies = Vec::new();
     let mut copy_failures = Vec::new();
+    let mut holding = vec![repo.target().clone()];
     for target in others {
         let copied = async {
             let dest = Repository::open_or_init(target.clone()).await?;
@@ -161,7 +169,10 @@ pub async fn create_with_copies(
         }
         .await;
         match copied {
-            Ok(report) => copies.push(report),
+            Ok(report) => {
+                copies.push(report);
+                holding.push(target.clone());
+            }
             Err(e) => copy_failures.push(format!("target '{}': {e}", target.name())),
         }
     }
@@ -170,6 +181,7 @@ pub async fn create_with_copies(
         primary: repo.target().name().to_string(),
         copies,
         copy_failures,
+        holding,
     })
 }
 

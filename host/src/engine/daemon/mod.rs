@@ -12,7 +12,7 @@ pub mod state;
 use crate::config::{Config, Loaded, Schedule};
 use crate::engine::interrupt::{self, CleanupGuard};
 use crate::engine::scheduler::{Event, Scheduler, Timetable};
-use crate::engine::{Progress, backup, monitor, sync, validate};
+use crate::engine::{Progress, backup, monitor, validate};
 use crate::error::{Error, Result};
 use crate::pg::ConnectionSettings;
 use crate::repository::Repository;
@@ -603,30 +603,25 @@ async fn steps(
         schedule: Some(schedule.name.clone()),
         validators: setup.validators.clone(),
     };
-    let manifest = backup::create(&setup.database, primary, &opts, &progress)
-        .await
-        .map_err(|e| ("backup", e))?;
+    let created = backup::create_with_copies(
+        &setup.database,
+        primary,
+        &setup.backup_targets[1..],
+        &opts,
+        &progress,
+    )
+    .await
+    .map_err(|e| ("backup", e))?;
+    let manifest = &created.manifest;
+    let holding = &created.holding;
     record.backup_id = Some(manifest.id.clone());
-    let mut holding = vec![primary.target().clone()];
-    let mut copy_failures = Vec::new();
-    for target in setup.backup_targets.iter().skip(1) {
-        let copied = async {
-            let dest = Repository::open_or_init(target.clone()).await?;
-            sync::copy_backup(primary, &dest, &manifest, setup.jobs, false, &progress).await
-        }
-        .await;
-        match copied {
-            Ok(_) => holding.push(target.clone()),
-            Err(e) => copy_failures.push(format!("target '{}': {e}", target.name())),
-        }
-    }
     record.targets = holding.iter().map(|t| t.name().to_string()).collect();
     // Validate what exists even when a copy failed: the alert then says all that is wrong.
     let (_, copies) = validate::validate_copies(
-        &holding,
-        &manifest,
+        holding,
+        manifest,
         &setup.loaded.config.objectives,
-        // No validators: the daemon does not run them yet (its backups pass none either).
+        // No validators here: they ran over the backup's own rows while it was taken.
         &[],
         setup.jobs,
         &progress,
@@ -645,16 +640,8 @@ async fn steps(
             )
         })
         .collect();
-    if let Some(first) = copy_failures.first() {
-        return Err((
-            "copy",
-            Error::CopiesIncomplete(format!(
-                "backup {} is complete on '{}' but copying it failed on {} target(s), first {first}; run `backup-cli backup sync` when the target is back",
-                manifest.id,
-                primary.target().name(),
-                copy_failures.len()
-            )),
-        ));
+    if let Some(incomplete) = created.copies_incomplete() {
+        return Err(("copy", incomplete));
     }
     if !bad.is_empty() {
         return Err((
@@ -663,7 +650,7 @@ async fn steps(
         ));
     }
     // A validator's error finding makes the backup suspect (kept, never counted by retention).
-    crate::engine::validators::verdict(&manifest).map_err(|e| ("validators", e))?;
+    crate::engine::validators::verdict(manifest).map_err(|e| ("validators", e))?;
     // Retention only after a new backup of the schedule completed and validated.
     if schedule.retention.is_some() {
         let report = crate::engine::prune::prune(
