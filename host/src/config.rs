@@ -461,7 +461,7 @@ fn min_keep_from<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error
     }
 }
 
-/// `[retention]`: a policy per backup type (`full`, `schema-only`), each written like a
+/// `[retention]`: a policy per backup type (`full`, `schema-only`, `incremental`), each written like a
 /// schedule's `retention`; days are counted in `timezone` (default UTC).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
@@ -470,6 +470,8 @@ pub struct TypeRetention {
     pub full: Option<RetentionPolicy>,
     #[serde(deserialize_with = "retention_from")]
     pub schema_only: Option<RetentionPolicy>,
+    #[serde(deserialize_with = "retention_from")]
+    pub incremental: Option<RetentionPolicy>,
     pub timezone: Option<String>,
 }
 
@@ -478,6 +480,7 @@ impl TypeRetention {
         match backup_type {
             BackupType::Full => self.full.as_ref(),
             BackupType::SchemaOnly => self.schema_only.as_ref(),
+            BackupType::Incremental => self.incremental.as_ref(),
         }
     }
 }

@@ -191,6 +191,11 @@ async fn take(
     opts: &BackupOptions,
     progress: &Progress,
 ) -> Result<Manifest> {
+    if opts.backup_type == BackupType::Incremental {
+        return Err(Error::Unsupported(
+            "incremental backups are not available in this build yet".into(),
+        ));
+    }
     let created_at = Utc::now();
     let id = new_backup_id(created_at);
     // On a signal the CLI waits for this to stop cleanly (waiting for table locks, or
@@ -323,6 +328,7 @@ async fn take(
                 validators: streams.validators,
                 schedule: opts.schedule.clone(),
                 chain: None,
+                incremental: None,
             };
             let manifest = Manifest {
                 digests: Some(Digests {

@@ -4,6 +4,7 @@
 //! checksum and the chunks holding its COPY text, plus the DDL sections, sequence values and the
 //! snapshot it was taken from. It is written last and atomically; no manifest, no backup.
 
+use super::changes::Lsn;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -33,6 +34,8 @@ pub enum BackupType {
     Full,
     /// DDL and sequence values only (the runbook's "before each migration" backup).
     SchemaOnly,
+    /// The row changes since its parent in the chain (see [`IncrementalInfo`]).
+    Incremental,
 }
 
 impl fmt::Display for BackupType {
@@ -40,6 +43,7 @@ impl fmt::Display for BackupType {
         f.write_str(match self {
             BackupType::Full => "full",
             BackupType::SchemaOnly => "schema-only",
+            BackupType::Incremental => "incremental",
         })
     }
 }
@@ -50,8 +54,9 @@ impl FromStr for BackupType {
         match s {
             "full" => Ok(BackupType::Full),
             "schema-only" => Ok(BackupType::SchemaOnly),
+            "incremental" => Ok(BackupType::Incremental),
             other => Err(format!(
-                "unknown backup type '{other}' (expected full or schema-only)"
+                "unknown backup type '{other}' (expected full, schema-only or incremental)"
             )),
         }
     }
@@ -353,6 +358,60 @@ pub struct Manifest {
     /// Retention keeps every link a kept incremental needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<Chain>,
+    /// Change tracking: for an incremental, the changes it holds; for a full taken with
+    /// `[incremental] enabled`, where its chain's first incremental starts (no changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalInfo>,
+}
+
+/// What an incremental backup captured from the logical replication slot of its chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncrementalInfo {
+    /// The replication slot the changes were read from.
+    pub slot: String,
+    /// Its confirmed position when the capture started (the parent's `end_lsn`).
+    pub start_lsn: Lsn,
+    /// Where the capture stopped: every transaction committed before it is in the chain up to
+    /// here, none after it.
+    pub end_lsn: Lsn,
+    pub first_commit: Option<DateTime<Utc>>,
+    pub last_commit: Option<DateTime<Utc>>,
+    pub transactions: u64,
+    /// The change set: JSON Lines of [`crate::repository::changes::Change`], chunked like
+    /// table data; `rows` counts the records.
+    pub changes: Stream,
+    /// Row changes per table (tables without changes left out).
+    #[serde(default)]
+    pub tables: Vec<TableChanges>,
+    /// Tables replay cannot bring exactly up to date, with what to run about it.
+    #[serde(default)]
+    pub not_exact: Vec<NotExact>,
+    /// For a full: its snapshot as `pg_current_snapshot()` gives it (`xmin:xmax:xip,…`). The
+    /// slot is created just before the snapshot, so the first incremental leaves out the
+    /// transactions this snapshot already sees (no gap, no overlap). None for incrementals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+}
+
+/// Counts of row changes to one table in an incremental.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableChanges {
+    /// `schema.name`, as [`TableEntry::display_name`].
+    pub table: String,
+    pub inserts: u64,
+    pub updates: u64,
+    pub deletes: u64,
+    pub truncates: u64,
+}
+
+/// A table whose changes are not captured exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotExact {
+    /// `schema.name`.
+    pub table: String,
+    pub reason: String,
+    /// The statement that makes it exact (then take a new full backup).
+    pub fix: String,
 }
 
 /// How much a validator's finding matters: `error` and `critical` make the backup suspect.
@@ -463,6 +522,9 @@ impl Manifest {
         if let Some(lo) = &self.large_objects {
             check_stream("the large objects' data", &lo.data)?;
         }
+        if let Some(incremental) = &self.incremental {
+            check_stream("the change set", &incremental.changes)?;
+        }
         Ok(())
     }
 
@@ -498,6 +560,13 @@ impl Manifest {
             ));
             parts(&mut hash, &lo.data);
         }
+        if let Some(incremental) = &self.incremental {
+            hash.update(format!(
+                "changes {} {} {}\n",
+                incremental.slot, incremental.start_lsn, incremental.end_lsn
+            ));
+            parts(&mut hash, &incremental.changes);
+        }
         hex::encode(hash.finalize())
     }
 
@@ -514,6 +583,7 @@ impl Manifest {
             .saturating_add(self.pre_data.bytes)
             .saturating_add(self.post_data.bytes)
             .saturating_add(self.large_objects.as_ref().map_or(0, |lo| lo.data.bytes))
+            .saturating_add(self.incremental.as_ref().map_or(0, |i| i.changes.bytes))
     }
 
     /// Every chunk the backup references, data and DDL alike.
@@ -523,6 +593,7 @@ impl Manifest {
             .flat_map(|t| t.parts.iter())
             .chain([&self.pre_data, &self.post_data])
             .chain(self.large_objects.as_ref().map(|lo| &lo.data))
+            .chain(self.incremental.as_ref().map(|i| &i.changes))
             .flat_map(|s| s.chunks.iter())
     }
 
@@ -817,6 +888,7 @@ pub(crate) fn sample_manifest(id: &str) -> Manifest {
         validators: Vec::new(),
         schedule: None,
         chain: None,
+        incremental: None,
     }
 }
 
@@ -904,5 +976,107 @@ mod suspect_tests {
         let back: Manifest =
             serde_json::from_str(&serde_json::to_string(&manifest).expect("json")).expect("back");
         assert_eq!(back, manifest);
+    }
+}
+
+#[cfg(test)]
+mod incremental_tests {
+    use super::{
+        BackupType, Chain, ChunkRef, IncrementalInfo, Manifest, NotExact, Stream, TableChanges,
+    };
+    use crate::repository::changes::Lsn;
+
+    fn incremental(id: &str) -> Manifest {
+        let mut manifest = super::sample_manifest(id);
+        manifest.backup_type = BackupType::Incremental;
+        manifest.chain = Some(Chain {
+            parent: "20261202-030000-aaaa".into(),
+            base: "20261202-030000-aaaa".into(),
+        });
+        manifest.incremental = Some(IncrementalInfo {
+            slot: "larder_app".into(),
+            start_lsn: Lsn(0x16B3748),
+            end_lsn: Lsn(0x16B9000),
+            first_commit: Some(manifest.created_at),
+            last_commit: Some(manifest.created_at),
+            transactions: 2,
+            changes: Stream {
+                rows: 6,
+                bytes: 300,
+                checksum: "c".into(),
+                chunks: vec![ChunkRef {
+                    id: "a".repeat(64),
+                    len: 300,
+                    stored: 120,
+                }],
+            },
+            tables: vec![TableChanges {
+                table: "public.t".into(),
+                inserts: 1,
+                updates: 1,
+                ..TableChanges::default()
+            }],
+            not_exact: vec![NotExact {
+                table: "public.log".into(),
+                reason: "it has no replica identity".into(),
+                fix: "ALTER TABLE public.log REPLICA IDENTITY FULL".into(),
+            }],
+            snapshot: None,
+        });
+        manifest
+    }
+
+    #[test]
+    fn an_incremental_manifest_round_trips_and_counts_its_change_set() {
+        let manifest = incremental("20261202-040000-bbbb");
+        let json = serde_json::to_string(&manifest).unwrap();
+        assert!(json.contains(r#""type":"incremental""#), "{json}");
+        assert!(json.contains(r#""start_lsn":"0/16B3748""#), "{json}");
+        assert!(
+            !json.contains("snapshot\":null"),
+            "absent snapshot not written"
+        );
+        let back = Manifest::parse(&manifest.id, json.as_bytes()).unwrap();
+        assert_eq!(back, manifest);
+        assert_eq!(
+            back.chunks().count(),
+            1,
+            "the change set's chunks are the backup's"
+        );
+        assert_eq!(back.logical_bytes(), 300);
+        assert_eq!(
+            "incremental".parse::<BackupType>(),
+            Ok(BackupType::Incremental)
+        );
+        assert_eq!(BackupType::Incremental.to_string(), "incremental");
+    }
+
+    #[test]
+    fn a_damaged_change_set_reference_is_refused_and_changes_are_in_the_digest() {
+        let mut manifest = incremental("20261202-040000-bbbb");
+        let digest = manifest.tables_digest();
+        if let Some(info) = manifest.incremental.as_mut() {
+            info.end_lsn = Lsn(0x16BA000);
+        }
+        assert_ne!(manifest.tables_digest(), digest);
+        if let Some(info) = manifest.incremental.as_mut() {
+            info.changes.chunks[0].id = "../../x".into();
+        }
+        let json = serde_json::to_string(&manifest).unwrap();
+        let e = Manifest::parse(&manifest.id, json.as_bytes()).unwrap_err();
+        assert!(e.contains("the change set"), "{e}");
+    }
+
+    #[test]
+    fn manifests_without_change_tracking_read_as_before() {
+        let manifest = super::sample_manifest("20261202-040000-cccc");
+        let json = serde_json::to_string(&manifest).unwrap();
+        assert!(!json.contains("incremental"), "{json}");
+        assert_eq!(
+            Manifest::parse(&manifest.id, json.as_bytes())
+                .unwrap()
+                .incremental,
+            None
+        );
     }
 }

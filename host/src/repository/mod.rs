@@ -9,6 +9,7 @@
 //! ```
 //! Chunks are shared by all backups; a chunk already present is never written again.
 
+pub mod changes;
 pub mod chunker;
 mod copies;
 #[cfg(test)]
