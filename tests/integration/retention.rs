@@ -310,7 +310,7 @@ async fn two_databases_of_different_classes_each_backed_up_and_judged_by_its_own
         .expect("age the backup");
     }
     let out = env.run(&["--json", "monitor", "health"]);
-    let health: serde_json::Value = serde_json::from_slice(&out.stdout).expect("health JSON");
+    let health = crate::support::reported(&out);
     let check = |name: &str| {
         health["checks"]
             .as_array()
