@@ -1,6 +1,7 @@
 //! `backup export --format sql`: a plain SQL script that psql alone can restore.
 //!
-//! pre-data (as pg_dump wrote it), each table's rows as `COPY … FROM stdin` blocks, the large
+//! pre-data (as pg_dump wrote it), each table's rows as `COPY … FROM stdin` blocks (of an
+//! incremental: the base's, then its chain's changes as COPY blocks and statements), the large
 //! objects' data (loaded into a temporary table, then written with `lo_put`), sequence values,
 //! then post-data. Chunks are streamed one at a time, so memory stays bounded; the
 //! output is zstd-compressed when the file name ends in `.zst`.
@@ -10,6 +11,8 @@
 //! inside psql's `\restrict` mode (no meta-commands) whenever pg_dump's own sections use it.
 //! Event triggers come last, as in a restore.
 
+use crate::engine::recovery::chain::{self, Until};
+use crate::engine::recovery::replay::{self, Order, Output, ReplayPlan, Replayed};
 use crate::error::{Error, Result};
 use crate::pg::catalog;
 use crate::pg::ddl::Script;
@@ -26,6 +29,9 @@ pub struct ExportReport {
     /// Bytes of SQL written (before compression).
     pub bytes: u64,
     pub compressed: bool,
+    /// The chain's changes written after the base's rows (an incremental, or `--until`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<Replayed>,
 }
 
 enum Sink {
@@ -80,13 +86,22 @@ fn restrict_key() -> Result<String> {
     Ok(hex::encode(bytes))
 }
 
-/// Writes the script to `out`. `compress` wraps it in a zstd stream.
+/// Writes the script of `requested` to `out` (of an incremental, or with `until`: the base's
+/// data, then its chain's changes up to that point). `compress` wraps it in a zstd stream.
 pub async fn export(
     repo: &Repository,
-    manifest: &Manifest,
+    requested: &Manifest,
+    until: Option<Until>,
     out: Box<dyn Write + Send>,
     compress: bool,
 ) -> Result<ExportReport> {
+    let chain = chain::resolve(repo, requested, until).await?;
+    let replay = chain.map(|c| {
+        let restored = c.restored(requested);
+        let all: Vec<usize> = (0..restored.tables.len()).collect();
+        ReplayPlan::new(&c, restored, &all)
+    });
+    let manifest = replay.as_ref().map_or(requested, |r| &r.restored);
     let sink = if compress {
         Sink::Zstd(zstd::stream::write::Encoder::new(out, 3).map_err(Error::io("starting zstd"))?)
     } else {
@@ -158,6 +173,30 @@ pub async fn export(
         }
         w.put(b"\\.\n")?;
     }
+    let replayed = match &replay {
+        Some(plan) => {
+            w.put(
+                format!(
+                    "\n--\n-- Changes of the chain {} up to {}\n--\n\n",
+                    comment_text(&plan.describe()),
+                    comment_text(&plan.point)
+                )
+                .as_bytes(),
+            )?;
+            let mut put = |data: &[u8]| w.put(data);
+            let done = replay::replay(
+                repo,
+                plan,
+                manifest,
+                Output::Script(&mut put),
+                Order::ByTable,
+                &indicatif::ProgressBar::hidden(),
+            )
+            .await?;
+            Some(done)
+        }
+        None => None,
+    };
     if let Some(lo) = &manifest.large_objects {
         // pre-data created them (with owners, privileges and comments); this writes their data.
         let [create, copy, write] = catalog::LARGE_OBJECT_LOAD;
@@ -220,5 +259,6 @@ pub async fn export(
         rows: manifest.rows(),
         bytes,
         compressed: compress,
+        replayed,
     })
 }

@@ -1,18 +1,19 @@
 //! `backup validate`: re-read every object of a backup and prove it restorable.
 //!
 //! The reading and checking is the repository's [`Repository::verify`] (a restore runs it
-//! too); this adds the recovery-point objective, records the result, and judges each
-//! target's copy on its own.
+//! too); this adds the recovery-point objective, the earlier backups of an incremental's
+//! chain, records the result, and judges each target's copy on its own.
 
 use crate::config::Objectives;
 use crate::engine::Progress;
+use crate::engine::recovery::chain;
 use crate::engine::validators::{LineFeeder, checks_for, first_suspect};
 use crate::error::Result;
 use crate::plugin::validator::PluginValidator;
 use crate::repository::Repository;
 use crate::repository::history::ValidationRecord;
 use crate::repository::manifest::{BackupType, Manifest};
-use crate::repository::verify::{Check, RowSink, StreamReport, first_problem};
+use crate::repository::verify::{Check, RowSink, StreamReport, VerifyReport, first_problem};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,7 +59,7 @@ pub async fn validate(
         )))
     };
     let bar = progress.overall("validate", check.bytes());
-    let verified = repo
+    let mut verified = repo
         .verify_feeding(
             &check,
             jobs,
@@ -67,6 +68,9 @@ pub async fn validate(
         )
         .await;
     bar.finish_and_clear();
+    if manifest.backup_type == BackupType::Incremental {
+        verify_chain(repo, manifest, jobs, progress, &mut verified).await;
+    }
     let runs = feeder.map(|f| f.runs()).unwrap_or_default();
     let suspect = first_suspect(&runs);
     let mut report = ValidationReport {
@@ -112,6 +116,54 @@ pub async fn validate(
     // Objects that were missing or corrupt on the first target and read from another.
     report.warnings.extend(repo.notices());
     Ok(report)
+}
+
+/// An incremental is restorable only with every earlier backup of its chain: each is checked
+/// as the incremental is (its items named `backup <id>: …`), and a link that is missing,
+/// damaged or does not meet the next is a problem of the chain.
+async fn verify_chain(
+    repo: &Repository,
+    manifest: &Manifest,
+    jobs: usize,
+    progress: &Progress,
+    verified: &mut VerifyReport,
+) {
+    let chain = match chain::resolve(repo, manifest, None).await {
+        Ok(Some(chain)) => chain,
+        Ok(None) => return,
+        Err(e) => {
+            verified.ok = false;
+            verified.items.push(StreamReport {
+                name: "chain".into(),
+                expected_rows: 0,
+                found_rows: 0,
+                chunks: 0,
+                ok: false,
+                problems: vec![e.to_string()],
+            });
+            return;
+        }
+    };
+    let earlier =
+        std::iter::once(&chain.base).chain(chain.links.iter().filter(|l| l.id != manifest.id));
+    for link in earlier {
+        let check = Check::new(link, None);
+        let bar = progress.overall("validate", check.bytes());
+        let more = repo
+            .verify(&check, jobs, |bytes| Progress::advance(&bar, bytes))
+            .await;
+        bar.finish_and_clear();
+        verified.ok &= more.ok;
+        verified.chunks_checked += more.chunks_checked;
+        verified.bytes_checked += more.bytes_checked;
+        verified
+            .items
+            .extend(more.items.into_iter().map(|item| StreamReport {
+                name: format!("backup {}: {}", link.id, item.name),
+                ..item
+            }));
+        verified.warnings.extend(more.warnings);
+    }
 }
 
 /// What `backup validate` found of one target's copy of a backup.

@@ -1,6 +1,6 @@
 //! What a backup argument names: an id as given, or `latest` / `latest-schema`, which mean the
-//! newest backup of *this* database that a recovery may trust, passing over (and saying so)
-//! schema-only backups, backups of other databases, emergency snapshots, failed validations
+//! newest backup of *this* database that a recovery may trust (`latest`: a full or an
+//! incremental one), passing over (and saying so) schema-only backups, backups of other databases, emergency snapshots, failed validations
 //! and suspect backups (a validator found an error in their rows).
 
 use super::Repository;
@@ -8,7 +8,8 @@ use super::history::ValidationState;
 use super::manifest::{BackupType, Manifest};
 use crate::error::{Error, Result};
 
-/// The newest complete (full) backup of the database.
+/// The newest backup of the database holding its rows: a full or an incremental (whose
+/// restore replays its chain).
 pub const LATEST: &str = "latest";
 /// The newest schema-only backup of the database.
 pub const LATEST_SCHEMA: &str = "latest-schema";
@@ -34,9 +35,9 @@ impl Repository {
 
     /// Like [`Repository::resolve`], keeping what `latest` passed over, for the plan to show.
     pub async fn select(&self, id_or_latest: &str, database: &str) -> Result<Selection> {
-        let wanted = match id_or_latest {
-            LATEST => BackupType::Full,
-            LATEST_SCHEMA => BackupType::SchemaOnly,
+        let wanted: &[BackupType] = match id_or_latest {
+            LATEST => &[BackupType::Full, BackupType::Incremental],
+            LATEST_SCHEMA => &[BackupType::SchemaOnly],
             id => {
                 return Ok(Selection {
                     manifest: self.read_manifest(id).await?,
@@ -56,7 +57,7 @@ impl Repository {
         for manifest in manifests.into_iter().rev() {
             let why = if manifest.source.database != database {
                 Some(format!("a backup of database {}", manifest.source.database))
-            } else if manifest.backup_type != wanted {
+            } else if !wanted.contains(&manifest.backup_type) {
                 Some(format!("{} backup", manifest.backup_type))
             } else if manifest.name.starts_with(EMERGENCY_PREFIX) {
                 Some(format!(
@@ -85,7 +86,11 @@ impl Repository {
         Err(Error::Refused(format!(
             "`{id_or_latest}` names the newest {} backup of database {database} that is not an emergency backup, not suspect and has not failed validation, \
              and the repository at {} holds none; passed over: {}. Name a backup id (see `backup-cli backup list`)",
-            wanted,
+            wanted
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(" or "),
             self.target.location(),
             passed_over.join("; ")
         )))

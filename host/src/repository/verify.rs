@@ -5,7 +5,7 @@
 
 use super::Repository;
 use super::chunker::{RowChecksum, RowHasher};
-use super::manifest::{ChunkRef, Manifest, Stream, TableEntry};
+use super::manifest::{BackupType, ChunkRef, Manifest, Stream, TableEntry};
 use futures_util::StreamExt;
 use serde::Serialize;
 
@@ -68,6 +68,8 @@ pub trait RowSink: Send + Sync {
 
 /// How reports name the large objects' data.
 const LARGE_OBJECTS: &str = "large objects";
+/// How reports name an incremental's change set.
+const CHANGE_SET: &str = "change set";
 
 struct Item<'a> {
     name: String,
@@ -121,6 +123,21 @@ impl<'a> Check<'a> {
             expected_checksum: Some(t.checksum.as_str()),
             table: Some(index),
         }));
+        if let Some(info) = manifest
+            .incremental
+            .as_ref()
+            .filter(|_| manifest.backup_type == BackupType::Incremental)
+        {
+            items.push(Item {
+                name: CHANGE_SET.into(),
+                what: CHANGE_SET.into(),
+                streams: vec![&info.changes],
+                expected_rows: info.changes.rows,
+                expected_bytes: None,
+                expected_checksum: Some(info.changes.checksum.as_str()),
+                table: None,
+            });
+        }
         if let Some(lo) = &manifest.large_objects {
             items.push(Item {
                 name: LARGE_OBJECTS.into(),
@@ -149,6 +166,11 @@ impl<'a> Check<'a> {
             items,
             work,
         }
+    }
+
+    /// The backup it checks.
+    pub fn backup_id(&self) -> &str {
+        &self.manifest.id
     }
 
     /// The plain bytes the check reads (for a progress bar).

@@ -1,6 +1,7 @@
 //! Every command-line flag, with its help text, in one place.
 
 use clap::{Args, Parser, Subcommand};
+use larder::engine::recovery::chain;
 use larder::engine::recovery::plan::{Strategy, Verification};
 use larder::repository::manifest::BackupType;
 use std::path::PathBuf;
@@ -191,8 +192,9 @@ pub enum RecoveryCommand {
 
 #[derive(Debug, Args)]
 pub struct RecoveryArgs {
-    /// Backup id; `latest`: the newest full backup of the configured database that is not an
-    /// emergency backup and has not failed validation; `latest-schema`: the same, schema-only
+    /// Backup id (an incremental restores its base full and replays its chain up to it);
+    /// `latest`: the newest full or incremental backup of the configured database that is not
+    /// an emergency backup and has not failed validation; `latest-schema`: the same, schema-only
     pub backup_id: String,
     /// replace: the destination becomes exactly the backup (for the chosen tables);
     /// new-database: restore beside the live database; missing-rows: re-insert deleted rows
@@ -238,6 +240,21 @@ pub struct RecoveryArgs {
     /// re-read every table and compare its rows' checksum with the backup's (slower)
     #[arg(long, value_enum, default_value_t = Verification::Rows)]
     pub verify: Verification,
+    /// Replay the chain to the last transaction committed at or before this time (RFC 3339,
+    /// or `YYYY-MM-DD HH:MM:SS[+TZ]`, UTC without a zone); on a full backup, its incrementals
+    #[arg(long, value_name = "TIME", value_parser = chain::parse_time, conflicts_with = "until_lsn")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Replay the chain to the last transaction committed at or before this WAL position
+    /// (e.g. 0/16B3748)
+    #[arg(long, value_name = "LSN")]
+    pub until_lsn: Option<chain::Lsn>,
+}
+
+impl RecoveryArgs {
+    /// The point in time asked for, if any.
+    pub fn until(&self) -> Option<chain::Until> {
+        chain::Until::from_flags(self.until, self.until_lsn)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -356,6 +373,20 @@ pub struct ExportArgs {
     /// Output file (`-` for stdout); zstd-compressed when it ends in .zst
     #[arg(short, long, default_value = "-")]
     pub output: String,
+    /// The database as of the last transaction committed at or before this time (replays the
+    /// chain of a full or an incremental backup; same forms as `recovery plan --until`)
+    #[arg(long, value_name = "TIME", value_parser = chain::parse_time, conflicts_with = "until_lsn")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// The same, to a WAL position
+    #[arg(long, value_name = "LSN")]
+    pub until_lsn: Option<chain::Lsn>,
+}
+
+impl ExportArgs {
+    /// The point in time asked for, if any.
+    pub fn until(&self) -> Option<chain::Until> {
+        chain::Until::from_flags(self.until, self.until_lsn)
+    }
 }
 
 #[derive(Debug, Args)]

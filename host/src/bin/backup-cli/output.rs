@@ -17,6 +17,7 @@ use larder::engine::pin::PinReport;
 use larder::engine::progress::human_bytes;
 use larder::engine::prune::PruneReport;
 use larder::engine::recovery::plan::RecoveryPlan;
+use larder::engine::recovery::replay::ReplayPlan;
 use larder::engine::recovery::restore::RestoreReport;
 use larder::engine::schedule::ScheduleStatus;
 use larder::engine::sync::{CopyReport, Presence};
@@ -651,6 +652,9 @@ fn plan(plan: &RecoveryPlan) {
     if !plan.cascade_added.is_empty() {
         say!("  added by --cascade: {}", plan.cascade_added.join(", "));
     }
+    if let Some(replay) = &plan.replay {
+        replay_plan(replay);
+    }
     say!("Requirements:");
     for r in &plan.requirements {
         say!(
@@ -709,6 +713,49 @@ fn plan(plan: &RecoveryPlan) {
     }
 }
 
+fn replay_plan(replay: &ReplayPlan) {
+    say!("Chain: {}", replay.describe());
+    for link in &replay.chain {
+        say!(
+            "  {} ('{}'): {} change(s) in {} transaction(s), commits {} to {}, LSN {} to {}",
+            link.backup_id,
+            link.name,
+            link.changes,
+            link.transactions,
+            link.first_commit.map_or("-".to_string(), |c| c
+                .format("%Y-%m-%d %H:%M:%S UTC")
+                .to_string()),
+            link.last_commit.map_or("-".to_string(), |c| c
+                .format("%Y-%m-%d %H:%M:%S UTC")
+                .to_string()),
+            link.start_lsn,
+            link.end_lsn
+        );
+    }
+    say!("Point in time reached: {}", replay.point);
+    if !replay.tables.is_empty() {
+        let mut t = table(&[
+            "TABLE",
+            "INSERTS",
+            "UPDATES",
+            "DELETES",
+            "TRUNCATES",
+            "EXACT",
+        ]);
+        for row in &replay.tables {
+            t.add_row(vec![
+                Cell::new(&row.table),
+                right(row.inserts),
+                right(row.updates),
+                right(row.deletes),
+                right(row.truncates),
+                Cell::new(if row.exact { "yes" } else { "NO" }),
+            ]);
+        }
+        say!("{t}");
+    }
+}
+
 fn dry_run(chunks: usize) {
     say!("Dry run: {chunks} chunks read and verified, destination checked; nothing was written.");
 }
@@ -759,6 +806,23 @@ fn restored(report: &RestoreReport) {
         .map(|s| format!("{} {}", s.name, seconds(s.seconds)))
         .collect();
     say!("Steps: {}.", steps.join(", "));
+    if let Some(r) = &report.replayed {
+        say!(
+            "Replayed {} change(s) of {} transaction(s) from {} in {} statement(s); point in time reached: {}{}.",
+            r.changes,
+            r.transactions,
+            r.backups.join(", "),
+            r.statements,
+            r.last_commit_time
+                .map_or("the base backup".to_string(), |t| format!(
+                    "commit at {}",
+                    t.format("%Y-%m-%d %H:%M:%S%.6f UTC")
+                )),
+            r.last_commit_lsn
+                .as_ref()
+                .map_or(String::new(), |l| format!(" (LSN {l})"))
+        );
+    }
     if let Some(leftover) = &report.leftover_dropped {
         say!("  {leftover}");
     }

@@ -2,6 +2,7 @@
 //! sessions) that every strategy and step works with, and what they report back.
 
 use super::plan::RecoveryPlan;
+use super::replay::Replayed;
 use crate::engine::Progress;
 use crate::error::{Error, Result};
 use crate::pg::{ConnectionSettings, pool, session};
@@ -66,6 +67,8 @@ pub(super) struct Outcome {
     pub leftover_dropped: Option<String>,
     /// Steps left for the operator.
     pub by_hand: Vec<String>,
+    /// What the replay step applied (None without a chain).
+    pub replayed: Option<Replayed>,
 }
 
 impl Job {

@@ -3,11 +3,13 @@
 //! (`plan`, `privileges`); `restore` runs the strategy's [`Step`]s (one file per strategy,
 //! one per step); `step` is the list both share.
 
+pub mod chain;
 pub mod facts;
 pub mod plan;
 #[cfg(test)]
 mod plan_tests;
 mod privileges;
+pub mod replay;
 pub mod request;
 pub mod restore;
 pub mod step;

@@ -5,11 +5,12 @@
 use super::job::{Job, Outcome};
 use super::plan::{Verification, admin_connection};
 use super::step::{Progression, Step};
-use super::{load, post_data, schema, sequences, vacuum, verify};
+use super::{load, post_data, replay, schema, sequences, vacuum, verify};
 use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::error::{Error, Result};
 use crate::pg::{catalog, ddl, session};
 use crate::repository::manifest::{quote_ident, quote_literal};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio_postgres::Client;
@@ -167,6 +168,23 @@ async fn build(job: &Job, steps: &Progression, partial: &str) -> Result<Outcome>
         "schema and data loaded in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    // Before post-data: no key, index, foreign key or trigger is there yet to slow or trip it.
+    let replayed = match &job.plan.replay {
+        Some(_) => Some(
+            steps
+                .run(
+                    Step::Replay,
+                    replay::apply(job, &main, &replay::themselves(job), replay::Order::ByTable),
+                )
+                .await?,
+        ),
+        None => None,
+    };
+    // A replayed table is counted: the rows COPY stored are the base's.
+    let rows_loaded: HashMap<usize, u64> = rows_loaded
+        .into_iter()
+        .filter(|(t, _)| !replayed.as_ref().is_some_and(|r| r.changed.contains(t)))
+        .collect();
     let work = steps
         .run(
             Step::PostData,
@@ -191,27 +209,31 @@ async fn build(job: &Job, steps: &Progression, partial: &str) -> Result<Outcome>
     steps
         .run(Step::Verify, async {
             let verification = job.plan.verification;
-            let loaded = |t: usize| Some(rows_loaded.get(&t).copied().unwrap_or(0));
+            let loaded = |t: usize| rows_loaded.get(&t).copied();
             let mut results = Vec::new();
             match verification {
                 // The rows COPY stored are the count: nothing to read.
                 Verification::Rows => {
                     for &t in &job.plan.selected {
-                        let table = &job.manifest.tables[t];
-                        results.push(verify::table(&main, table, verification, loaded(t)).await?);
+                        let table =
+                            verify::after_replay(&job.manifest.tables[t], t, replayed.as_ref());
+                        results.push(verify::table(&main, &table, verification, loaded(t)).await?);
                     }
                 }
                 // Re-reading every table: as many sessions as the load had.
                 Verification::Checksums => {
                     let worker = job.clone();
-                    let rows_loaded = std::sync::Arc::new(rows_loaded.clone());
+                    let replayed = std::sync::Arc::new(replayed.clone());
                     results = job
                         .in_parallel(&destination, job.plan.selected.clone(), move |client, t| {
-                            let (job, rows_loaded) = (worker.clone(), rows_loaded.clone());
+                            let (job, replayed) = (worker.clone(), replayed.clone());
                             async move {
-                                let loaded = rows_loaded.get(&t).copied().unwrap_or(0);
-                                let table = &job.manifest.tables[t];
-                                verify::table(&client, table, verification, Some(loaded)).await
+                                let table = verify::after_replay(
+                                    &job.manifest.tables[t],
+                                    t,
+                                    replayed.as_ref().as_ref(),
+                                );
+                                verify::table(&client, &table, verification, None).await
                             }
                         })
                         .await?;
@@ -223,6 +245,7 @@ async fn build(job: &Job, steps: &Progression, partial: &str) -> Result<Outcome>
                 verify::outcome(&main, results, &[], &verify::not_valid_in(&[&pre, &post])).await?;
             verify::checked(Outcome {
                 large_objects,
+                replayed: replayed.clone(),
                 ..outcome
             })
         })

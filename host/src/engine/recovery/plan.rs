@@ -7,8 +7,10 @@
 //! space), an estimated duration from this repository's restore history, the risks in plain
 //! words, the strategy's steps, and the blockers that make `recovery execute` refuse.
 
+use super::chain;
 use super::facts::{self, Facts};
 use super::privileges::privileges_missing;
+use super::replay::ReplayPlan;
 pub use super::request::{PlanRequest, Strategy, Verification, destination_settings};
 use super::step::{Step, steps};
 use crate::engine::globals::{self, GlobalsPlan};
@@ -220,6 +222,9 @@ pub struct RecoveryPlan {
     #[serde(skip)]
     pub skip_foreign_key_triggers: bool,
     pub verification: Verification,
+    /// The incremental chain replayed after the base full (null for a backup restored as it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayPlan>,
     #[serde(skip)]
     pub selected: Vec<usize>,
     #[serde(skip)]
@@ -350,13 +355,20 @@ pub(crate) async fn admin_connection(
     Err(last.unwrap_or_else(|| Error::Refused("no database to connect to".into())))
 }
 
-/// `recovery plan`: chooses the tables, reads the destination once, and judges the request.
+/// `recovery plan`: resolves an incremental's chain (or `--until`'s), chooses the tables,
+/// reads the destination once, and judges the request.
 pub async fn plan(
     repo: &Repository,
-    manifest: &Manifest,
+    requested: &Manifest,
     req: &PlanRequest,
 ) -> Result<RecoveryPlan> {
+    let chain = chain::resolve(repo, requested, req.until).await?;
+    let restored = chain.as_ref().map(|c| c.restored(requested));
+    let manifest = restored.as_ref().unwrap_or(requested);
     let selection = select(manifest, req)?;
+    let replay = chain
+        .as_ref()
+        .map(|c| ReplayPlan::new(c, manifest.clone(), &selection.chosen));
     let admin = admin_connection(&req.destination, &manifest.source.database).await?;
     let facts = facts::read(&admin, manifest, req, &selection.chosen).await?;
     let throughput = repo.restore_throughput().await?;
@@ -367,6 +379,7 @@ pub async fn plan(
         &facts,
         throughput,
         chrono::Utc::now(),
+        replay,
     ))
 }
 
@@ -450,9 +463,9 @@ pub fn select(manifest: &Manifest, req: &PlanRequest) -> Result<Selection> {
     })
 }
 
-/// The plan: a pure function of the backup, the request, its table selection, the facts read
-/// from the destination, this repository's measured restore throughput (bytes per second and
-/// how many restores) and the time now.
+/// The plan: a pure function of the backup (as restored), the request, its table selection,
+/// the facts read from the destination, this repository's measured restore throughput (bytes
+/// per second and how many restores), the time now and the chain to replay.
 pub fn judge(
     manifest: &Manifest,
     req: &PlanRequest,
@@ -460,6 +473,7 @@ pub fn judge(
     facts: &Facts,
     throughput: Option<(f64, usize)>,
     now: chrono::DateTime<chrono::Utc>,
+    replay: Option<ReplayPlan>,
 ) -> RecoveryPlan {
     let subset = req.tables.is_some();
     let schema_only = manifest.backup_type == BackupType::SchemaOnly;
@@ -695,7 +709,17 @@ pub fn judge(
             ),
         ),
     };
-    let estimated_seconds = (bytes as f64 / rate).max(1.0);
+    let mut estimated_seconds = (bytes as f64 / rate).max(1.0);
+    let mut estimate_basis = estimate_basis;
+    if let Some(replay) = &replay {
+        estimated_seconds += replay.estimated_seconds;
+        estimate_basis.push_str(&format!(
+            "; replay of {} change(s) at an assumed {} changes/s",
+            replay.changes,
+            super::replay::CHANGES_PER_SECOND
+        ));
+        risks.extend(replay.risks());
+    }
 
     risks.extend(strategy_risks(
         manifest,
@@ -713,6 +737,8 @@ pub fn judge(
         dbname: &dbname,
         new_database: new_database.as_ref(),
         globals: &globals,
+        replay: replay.as_ref(),
+        strict_replay: subset && req.strategy == Strategy::Replace && !skip_foreign_key_triggers,
     });
 
     RecoveryPlan {
@@ -747,6 +773,7 @@ pub fn judge(
         triggers_suppressed,
         skip_foreign_key_triggers,
         verification: req.verification,
+        replay,
         selected,
         destination_settings,
         no_owner: req.no_owner,
@@ -843,6 +870,9 @@ struct StepInputs<'a> {
     dbname: &'a str,
     new_database: Option<&'a NewDatabase>,
     globals: &'a GlobalsPlan,
+    replay: Option<&'a ReplayPlan>,
+    /// The replay keeps the commit order across tables (live foreign keys).
+    strict_replay: bool,
 }
 
 /// The strategy's [`Step`] list, each step with what it will do here.
@@ -856,6 +886,8 @@ fn plan_steps(input: &StepInputs<'_>) -> Vec<PlanStep> {
         dbname,
         new_database,
         globals,
+        replay,
+        strict_replay,
     } = *input;
     let chunks = count_chunks(manifest, selected);
     let verify = match req.verification {
@@ -883,9 +915,9 @@ fn plan_steps(input: &StepInputs<'_>) -> Vec<PlanStep> {
         .filter(|t| t.filter.is_some())
         .map(TableEntry::display_name)
         .collect();
-    steps(req.strategy, subset)
-        .iter()
-        .map(|&step| {
+    steps(req.strategy, subset, replay.is_some())
+        .into_iter()
+        .map(|step| {
             let detail = match step {
                 Step::VerifyChunks => format!(
                     "verify the {chunks} chunks the restore reads (SHA-256, decompression) before touching the destination"
@@ -916,11 +948,19 @@ fn plan_steps(input: &StepInputs<'_>) -> Vec<PlanStep> {
                         )
                     }
                 ),
+                Step::Load if req.strategy == Strategy::MissingRows && replay.is_some() => {
+                    "in one transaction: switch off the tables' user triggers, load each table's base backup rows into a temporary table"
+                        .to_string()
+                }
                 Step::Load if req.strategy == Strategy::MissingRows => {
                     "in one transaction: switch off the tables' user triggers, load each table's backup rows into a temporary table \
                      and insert the rows whose primary key is missing from the destination"
                         .to_string()
                 }
+                Step::Replay if req.strategy == Strategy::MissingRows => format!(
+                    "{} into the temporary tables, then insert the rows whose primary key is missing from the destination",
+                    replay.map_or_else(String::new, |r| r.step_detail(false))
+                ),
                 Step::Load if reload => {
                     format!("reload {table_names} from the backup, referenced tables first")
                 }
@@ -938,6 +978,7 @@ fn plan_steps(input: &StepInputs<'_>) -> Vec<PlanStep> {
                         human_bytes(lo.content_bytes)
                     ))
                 ),
+                Step::Replay => replay.map_or_else(String::new, |r| r.step_detail(strict_replay)),
                 Step::PostData => "build indexes and constraints (independent ones in parallel), then foreign keys (validated in parallel), triggers and the rest (pg_dump post-data)".to_string(),
                 Step::CheckForeignKeys => "check the foreign keys touching the restored tables, then switch their user triggers back on as they were".to_string(),
                 Step::Sequences if reload => "set the values of the sequences the restored tables own".to_string(),
@@ -945,7 +986,12 @@ fn plan_steps(input: &StepInputs<'_>) -> Vec<PlanStep> {
                 Step::VacuumAnalyze => "VACUUM (ANALYZE) each table, then validate the foreign keys on it".to_string(),
                 Step::EventTriggers => "create event triggers last, as pg_restore does".to_string(),
                 Step::Verify => format!(
-                    "{verify}, check no constraint is left NOT VALID (those NOT VALID in the backup stay so)"
+                    "{verify}{}, check no constraint is left NOT VALID (those NOT VALID in the backup stay so)",
+                    if replay.is_some() {
+                        " (a replayed table against the rows the replay left it with; its checksum is the base's, so it is not compared)"
+                    } else {
+                        ""
+                    }
                 ),
                 Step::Rename => format!(
                     "rename it to {dbname}, with the source database's settings (ALTER DATABASE … SET), comment and privileges, as pg_restore --create does{}",

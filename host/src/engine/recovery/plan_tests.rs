@@ -93,6 +93,7 @@ fn request(strategy: Strategy, tables: Option<&str>) -> PlanRequest {
         schema_only: false,
         from_other_database: false,
         create_roles: false,
+        until: None,
     }
 }
 
@@ -137,7 +138,15 @@ fn destination(manifest: &Manifest) -> Facts {
 
 fn plan_with(manifest: &Manifest, req: &PlanRequest, facts: &Facts) -> RecoveryPlan {
     let selection = select(manifest, req).expect("selection");
-    judge(manifest, req, selection, facts, None, manifest.created_at)
+    judge(
+        manifest,
+        req,
+        selection,
+        facts,
+        None,
+        manifest.created_at,
+        None,
+    )
 }
 
 fn plan(req: &PlanRequest) -> RecoveryPlan {
@@ -592,6 +601,7 @@ fn space_and_duration_come_from_the_chosen_tables_bytes() {
         &facts,
         Some((1_000.0, 3)),
         m.created_at,
+        None,
     );
     let space = p
         .requirements
@@ -658,7 +668,11 @@ fn the_plan_lists_the_strategys_steps_in_the_order_execute_runs_them() {
     ] {
         let p = plan(&request(strategy, tables));
         let names: Vec<Step> = p.steps.iter().map(|s| s.name).collect();
-        assert_eq!(names, steps(strategy, tables.is_some()), "{strategy}");
+        assert_eq!(
+            names,
+            steps(strategy, tables.is_some(), false),
+            "{strategy}"
+        );
         assert!(p.steps.iter().all(|s| !s.detail.is_empty()));
     }
     let p = plan(&request(Strategy::NewDatabase, None));
@@ -766,4 +780,185 @@ fn refusals_for_the_backup_and_the_destination() {
         &p,
         "-s replace would leave every table of app empty"
     ));
+}
+
+mod chains {
+    use super::*;
+    use crate::engine::recovery::chain::{Chain, Lsn, Until};
+    use crate::engine::recovery::replay::ReplayPlan;
+    use crate::repository::manifest::{
+        BackupType, Chain as Link, IncrementalInfo, NotExact, TableChanges,
+    };
+
+    fn info(start: u64, end: u64, changes: u64, tables: Vec<TableChanges>) -> IncrementalInfo {
+        IncrementalInfo {
+            slot: "larder_app".into(),
+            start_lsn: Lsn(start),
+            end_lsn: Lsn(end),
+            first_commit: None,
+            last_commit: None,
+            transactions: changes / 2,
+            changes: Stream {
+                rows: changes,
+                ..Stream::default()
+            },
+            tables,
+            not_exact: Vec::new(),
+            snapshot: None,
+        }
+    }
+
+    fn incremental(id: &str, parent: &str, start: u64, end: u64) -> Manifest {
+        let mut m = backup();
+        m.id = id.into();
+        m.backup_type = BackupType::Incremental;
+        m.chain = Some(Link {
+            parent: parent.into(),
+            base: ID.into(),
+        });
+        m.incremental = Some(info(
+            start,
+            end,
+            40_000,
+            vec![TableChanges {
+                table: "public.contacts".into(),
+                inserts: 10,
+                updates: 5,
+                deletes: 1,
+                truncates: 0,
+            }],
+        ));
+        m
+    }
+
+    fn chain(until: Option<Until>) -> (Chain, Manifest) {
+        let mut base = backup();
+        base.incremental = Some(info(100, 100, 0, Vec::new()));
+        let first = incremental("20260310-080000-aaaa", ID, 100, 200);
+        let mut second = incremental("20260310-090000-bbbb", &first.id, 200, 300);
+        if let Some(i) = second.incremental.as_mut() {
+            i.not_exact.push(NotExact {
+                table: "public.contacts".into(),
+                reason: "no primary key or replica identity".into(),
+                fix: "ALTER TABLE public.contacts REPLICA IDENTITY FULL".into(),
+            });
+        }
+        second.sequences = vec![crate::repository::manifest::SequenceValue {
+            schema: "public".into(),
+            name: "contacts_id_seq".into(),
+            last_value: 99,
+            is_called: true,
+        }];
+        let requested = second.clone();
+        (
+            Chain {
+                base,
+                links: vec![first, second],
+                until,
+                requested: requested.id.clone(),
+            },
+            requested,
+        )
+    }
+
+    #[test]
+    fn a_chain_is_replayed_after_the_load_and_its_risks_and_time_are_in_the_plan() {
+        let (chain, requested) = chain(None);
+        let restored = chain.restored(&requested);
+        assert_eq!(
+            restored.id, requested.id,
+            "restored under the incremental's identity"
+        );
+        assert_eq!(restored.tables, chain.base.tables, "with the base's data");
+        assert_eq!(
+            restored.sequences[0].last_value, 99,
+            "sequences at the chain's end"
+        );
+        let req = request(Strategy::NewDatabase, None);
+        let selection = select(&restored, &req).expect("selection");
+        let replay = ReplayPlan::new(&chain, restored.clone(), &selection.chosen);
+        assert_eq!(replay.changes, 80_000);
+        assert_eq!(
+            replay.describe(),
+            format!("full {ID} → 20260310-080000-aaaa → 20260310-090000-bbbb")
+        );
+        let contacts = &replay.tables[0];
+        assert_eq!(
+            (contacts.inserts, contacts.updates, contacts.exact),
+            (20, 10, false)
+        );
+        let facts = destination(&restored);
+        let without = judge(
+            &restored,
+            &req,
+            selection.clone(),
+            &facts,
+            None,
+            restored.created_at,
+            None,
+        );
+        let p = judge(
+            &restored,
+            &req,
+            selection,
+            &facts,
+            None,
+            restored.created_at,
+            Some(replay),
+        );
+        let names: Vec<Step> = p.steps.iter().map(|s| s.name).collect();
+        assert_eq!(names, steps(Strategy::NewDatabase, false, true));
+        let at = |s: Step| names.iter().position(|&n| n == s).expect("step");
+        assert_eq!(at(Step::Replay), at(Step::Load) + 1);
+        assert!(
+            p.steps[at(Step::Replay)].detail.contains("80000 change(s)"),
+            "{:?}",
+            p.steps
+        );
+        assert!(
+            p.risks
+                .iter()
+                .any(|r| r.contains("public.contacts cannot be replayed exactly")
+                    && r.contains("REPLICA IDENTITY FULL")),
+            "{:?}",
+            p.risks
+        );
+        assert!(
+            p.estimated_seconds >= without.estimated_seconds + 3.9,
+            "{}",
+            p.estimated_seconds
+        );
+        let json = serde_json::to_value(&p).expect("json");
+        assert_eq!(json["replay"]["chain"][1]["start_lsn"], "0/C8");
+        assert_eq!(json["replay"]["not_exact"][0]["table"], "public.contacts");
+    }
+
+    #[test]
+    fn a_replace_of_tables_with_live_foreign_keys_keeps_the_commit_order() {
+        let (chain, requested) = chain(Some(Until::Lsn(Lsn(250))));
+        let restored = chain.restored(&requested);
+        let req = request(
+            Strategy::Replace,
+            Some("contacts,interactions,events,audit"),
+        );
+        let selection = select(&restored, &req).expect("selection");
+        let replay = ReplayPlan::new(&chain, restored.clone(), &selection.chosen);
+        assert!(replay.point.contains("LSN 0/FA"), "{}", replay.point);
+        let p = judge(
+            &restored,
+            &req,
+            selection,
+            &destination(&restored),
+            None,
+            restored.created_at,
+            Some(replay),
+        );
+        let detail = &p
+            .steps
+            .iter()
+            .find(|s| s.name == Step::Replay)
+            .expect("replay")
+            .detail;
+        assert!(detail.contains("foreign keys are live"), "{detail}");
+    }
 }

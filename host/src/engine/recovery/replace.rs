@@ -4,7 +4,7 @@
 
 use super::job::{Job, Outcome};
 use super::step::{Progression, Step};
-use super::{load, post_data, schema, sequences, verify};
+use super::{load, post_data, replay, schema, sequences, verify};
 use crate::error::{Error, Result};
 use crate::pg::catalog;
 use crate::repository::manifest::TableEntry;
@@ -32,6 +32,8 @@ pub(super) async fn all(job: &Job, client: &Client, steps: &Progression) -> Resu
             load::large_objects(job, client).await
         })
         .await?;
+    // Before post-data, as for a new database: no key or trigger is there yet.
+    let replayed = replay_step(job, client, steps, replay::Order::ByTable).await?;
     let event_triggers = post.take_event_triggers();
     steps
         .run(Step::PostData, post_data::apply(client, &post))
@@ -47,16 +49,34 @@ pub(super) async fn all(job: &Job, client: &Client, steps: &Progression) -> Resu
         .await?;
     steps
         .run(Step::Verify, async {
-            let tables = verify::tables_in(job, client).await?;
+            let tables = verify::tables_in(job, client, replayed.as_ref()).await?;
             let large_objects = verify::large_objects(job, client).await?;
             let outcome =
                 verify::outcome(client, tables, &[], &verify::not_valid_in(&[&pre, &post])).await?;
             verify::checked(Outcome {
                 large_objects,
+                replayed: replayed.clone(),
                 ..outcome
             })
         })
         .await
+}
+
+/// The replay step into the restored tables themselves, when the plan has a chain.
+async fn replay_step(
+    job: &Job,
+    client: &Client,
+    steps: &Progression,
+    order: replay::Order,
+) -> Result<Option<replay::Replayed>> {
+    if job.plan.replay.is_none() {
+        return Ok(None);
+    }
+    let into = replay::themselves(job);
+    let replayed = steps
+        .run(Step::Replay, replay::apply(job, client, &into, order))
+        .await?;
+    Ok(Some(replayed))
 }
 
 /// Subset replace: empty the chosen tables and reload them.
@@ -80,6 +100,14 @@ pub(super) async fn tables(job: &Job, client: &Client, steps: &Progression) -> R
             ),
         )
         .await?;
+    // The tables' keys and foreign keys are live: the commit order is kept across tables
+    // unless the foreign-key triggers are off (a superuser's restore checks them after).
+    let order = if job.plan.skip_foreign_key_triggers {
+        replay::Order::ByTable
+    } else {
+        replay::Order::Commit
+    };
+    let replayed = replay_step(job, client, steps, order).await?;
     steps
         .run(Step::CheckForeignKeys, async {
             post_data::check_foreign_keys(job, client).await?;
@@ -91,8 +119,12 @@ pub(super) async fn tables(job: &Job, client: &Client, steps: &Progression) -> R
         .await?;
     steps
         .run(Step::Verify, async {
-            let tables = verify::tables_in(job, client).await?;
-            verify::checked(verify::outcome(client, tables, &names, &before).await?)
+            let tables = verify::tables_in(job, client, replayed.as_ref()).await?;
+            let outcome = verify::outcome(client, tables, &names, &before).await?;
+            verify::checked(Outcome {
+                replayed: replayed.clone(),
+                ..outcome
+            })
         })
         .await
 }

@@ -1,7 +1,9 @@
 //! What a recovery is asked to do: the strategy, the verification, the request as given, and
-//! where it restores to. It imports nothing of recovery, so the plan, the facts, the
-//! privilege rules and the step lists can all read it without importing one another.
+//! where it restores to. It imports nothing of recovery but the point-in-time type, so the
+//! plan, the facts, the privilege rules and the step lists can all read it without importing
+//! one another.
 
+use super::chain::Until;
 use crate::pg::ConnectionSettings;
 use crate::repository::manifest::Manifest;
 use serde::{Deserialize, Serialize};
@@ -74,6 +76,8 @@ pub struct PlanRequest {
     pub from_other_database: bool,
     /// `--create-roles`: create the backup's roles missing on the destination server.
     pub create_roles: bool,
+    /// `--until` / `--until-lsn`: replay the chain only to this point.
+    pub until: Option<Until>,
 }
 
 /// The database restored into: as requested, except that an unnamed `new-database` restore

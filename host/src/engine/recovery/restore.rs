@@ -12,6 +12,7 @@
 
 use super::job::{Job, Outcome};
 use super::plan::{RecoveryPlan, Strategy, Verification};
+use super::replay::Replayed;
 use super::step::{Progression, Step, StepReport, steps};
 use super::{missing_rows, new_database, replace, vacuum, verify};
 use crate::engine::Progress;
@@ -60,10 +61,14 @@ pub struct RestoreReport {
     pub roles_created: Vec<String>,
     /// What is left for the operator (passwords not in the backup, settings that failed).
     pub by_hand: Vec<String>,
+    /// The incremental chain replayed after the base full, and the point in time reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<Replayed>,
     pub ok: bool,
 }
 
-/// Checks every chunk the plan reads; the dry run stops here.
+/// Checks every chunk the plan reads (the base's and the chain's change sets); the dry run
+/// stops here.
 pub async fn preflight(
     repo: &Repository,
     manifest: &Manifest,
@@ -72,7 +77,13 @@ pub async fn preflight(
     progress: &Progress,
 ) -> Result<usize> {
     plan.check_ready()?;
-    verify::chunks(repo, manifest, plan, jobs, progress).await
+    verify::chunks(repo, restored(manifest, plan), plan, jobs, progress).await
+}
+
+/// What the plan restores: `requested` itself, or for a chain the base's schema and data under
+/// the requested backup's identity.
+fn restored<'a>(requested: &'a Manifest, plan: &'a RecoveryPlan) -> &'a Manifest {
+    plan.replay.as_ref().map_or(requested, |r| &r.restored)
 }
 
 pub async fn execute(
@@ -82,7 +93,8 @@ pub async fn execute(
     jobs: usize,
     progress: &Progress,
 ) -> Result<RestoreReport> {
-    let progression = Progression::new(steps(plan.strategy, plan.subset));
+    let manifest = restored(manifest, plan);
+    let progression = Progression::new(steps(plan.strategy, plan.subset, plan.replay.is_some()));
     let chunks_verified = match plan.strategy {
         // The load checks each chunk before sending its rows, and a failure drops the new
         // database, so a separate pass over every chunk would only cost time.
@@ -92,6 +104,12 @@ pub async fn execute(
                 .iter()
                 .flat_map(|t| &t.parts)
                 .chain(manifest.large_objects.as_ref().map(|lo| &lo.data))
+                .chain(
+                    plan.replay
+                        .iter()
+                        .flat_map(|r| &r.links)
+                        .filter_map(|l| l.incremental.as_ref().map(|i| &i.changes)),
+                )
                 .map(|p| p.chunks.len())
                 .sum()
         }
@@ -120,12 +138,25 @@ pub async fn execute(
         not_valid_as_before,
         leftover_dropped,
         by_hand,
+        replayed,
     } = match plan.strategy {
         Strategy::NewDatabase => new_database::run(&job, &progression).await?,
         Strategy::Replace | Strategy::MissingRows => in_transaction(&job, &progression).await?,
     };
     let duration = started.elapsed().as_secs_f64();
     let selected = plan.selected_tables(&manifest);
+    let rows = match &replayed {
+        Some(r) => plan
+            .selected
+            .iter()
+            .map(|&t| {
+                r.rows
+                    .get(&t)
+                    .map_or(manifest.tables[t].rows, |&n| n.max(0) as u64)
+            })
+            .sum(),
+        None => selected.iter().map(|t| t.rows).sum(),
+    };
     let report = RestoreReport {
         backup_id: manifest.id.clone(),
         strategy: plan.strategy,
@@ -133,7 +164,7 @@ pub async fn execute(
         verification: plan.verification,
         duration_seconds: duration,
         chunks_verified,
-        rows: selected.iter().map(|t| t.rows).sum(),
+        rows,
         bytes: selected.iter().map(|t| t.logical_bytes).sum(),
         ok: tables.iter().all(|t| t.ok)
             && large_objects.as_ref().is_none_or(|lo| lo.ok)
@@ -151,6 +182,7 @@ pub async fn execute(
             Vec::new()
         },
         by_hand,
+        replayed,
     };
     repo.record_restore(&RestoreRecord {
         backup_id: report.backup_id.clone(),

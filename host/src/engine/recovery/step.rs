@@ -25,6 +25,8 @@ pub enum Step {
     EmptyTables,
     /// The tables' rows with `COPY … FROM STDIN` (and the large objects' data).
     Load,
+    /// The chain's changes after the base full, up to the backup or point in time asked for.
+    Replay,
     /// Indexes, constraints, foreign keys, triggers and the rest of pg_dump's post-data.
     PostData,
     /// Check the restored rows against the foreign keys, then switch user triggers back on.
@@ -54,6 +56,7 @@ impl Step {
             Step::Schema => "schema",
             Step::EmptyTables => "empty-tables",
             Step::Load => "load",
+            Step::Replay => "replay",
             Step::PostData => "post-data",
             Step::CheckForeignKeys => "check-foreign-keys",
             Step::Sequences => "sequences",
@@ -74,6 +77,7 @@ impl Step {
             Step::Schema => "creating the schema (pre-data)",
             Step::EmptyTables => "emptying the tables",
             Step::Load => "loading the data",
+            Step::Replay => "replaying the changes",
             Step::PostData => "building indexes, constraints and triggers (post-data)",
             Step::CheckForeignKeys => "checking foreign keys",
             Step::Sequences => "setting sequence values",
@@ -93,15 +97,21 @@ impl std::fmt::Display for Step {
     }
 }
 
-/// The steps a strategy runs, in order; `subset` is a `-t` restore. Each strategy's file
-/// holds its list and runs it.
-pub fn steps(strategy: Strategy, subset: bool) -> &'static [Step] {
-    match (strategy, subset) {
+/// The steps a strategy runs, in order; `subset` is a `-t` restore, `replay` one of an
+/// incremental chain (the replay step follows the load: before post-data builds keys and
+/// indexes where the strategy builds them). Each strategy's file holds its list and runs it.
+pub fn steps(strategy: Strategy, subset: bool, replay: bool) -> Vec<Step> {
+    let list = match (strategy, subset) {
         (Strategy::NewDatabase, _) => NEW_DATABASE,
         (Strategy::Replace, false) => REPLACE,
         (Strategy::Replace, true) => REPLACE_TABLES,
         (Strategy::MissingRows, _) => MISSING_ROWS,
+    };
+    let mut list = list.to_vec();
+    if replay && let Some(load) = list.iter().position(|&s| s == Step::Load) {
+        list.insert(load + 1, Step::Replay);
     }
+    list
 }
 
 /// new-database: built under a temporary name, renamed once verified (`new_database.rs`).
@@ -163,13 +173,13 @@ pub struct StepReport {
 /// one under way (for the message when a signal stops the restore).
 #[derive(Debug)]
 pub struct Progression {
-    list: &'static [Step],
+    list: Vec<Step>,
     current: Mutex<Option<Step>>,
     done: Mutex<Vec<StepReport>>,
 }
 
 impl Progression {
-    pub fn new(list: &'static [Step]) -> Progression {
+    pub fn new(list: Vec<Step>) -> Progression {
         Progression {
             list,
             current: Mutex::new(None),
@@ -233,6 +243,31 @@ mod tests {
         (Strategy::MissingRows, false),
     ];
 
+    #[test]
+    fn a_chain_is_replayed_right_after_the_load_and_before_keys_and_checks() {
+        for (strategy, subset) in ALL {
+            let plain = steps(strategy, subset, false);
+            assert!(!plain.contains(&Step::Replay), "{plain:?}");
+            let list = steps(strategy, subset, true);
+            assert_eq!(list.len(), plain.len() + 1);
+            assert_eq!(
+                at(&list, Step::Replay),
+                at(&list, Step::Load) + 1,
+                "{list:?}"
+            );
+            for after in [
+                Step::PostData,
+                Step::CheckForeignKeys,
+                Step::Sequences,
+                Step::Verify,
+            ] {
+                if list.contains(&after) {
+                    assert!(at(&list, Step::Replay) < at(&list, after), "{list:?}");
+                }
+            }
+        }
+    }
+
     fn at(list: &[Step], step: Step) -> usize {
         list.iter()
             .position(|&s| s == step)
@@ -242,7 +277,7 @@ mod tests {
     #[test]
     fn every_strategy_loads_then_verifies_each_step_once() {
         for (strategy, subset) in ALL {
-            let list = steps(strategy, subset);
+            let list = &steps(strategy, subset, false);
             let mut seen = std::collections::HashSet::new();
             assert!(list.iter().all(|s| seen.insert(*s)), "{list:?}");
             assert!(at(list, Step::Load) < at(list, Step::Verify), "{list:?}");
@@ -252,7 +287,7 @@ mod tests {
     #[test]
     fn an_existing_database_is_touched_only_after_every_chunk_is_verified() {
         for (strategy, subset) in ALL {
-            let list = steps(strategy, subset);
+            let list = &steps(strategy, subset, false);
             if strategy == Strategy::NewDatabase {
                 // The load checks each chunk before its rows are sent; a failure drops the
                 // new database, so there is no separate pass.
@@ -268,14 +303,14 @@ mod tests {
     #[test]
     fn the_schema_comes_before_the_data_and_post_data_after_it() {
         for (strategy, subset) in [(Strategy::NewDatabase, false), (Strategy::Replace, false)] {
-            let list = steps(strategy, subset);
+            let list = &steps(strategy, subset, false);
             assert!(at(list, Step::Schema) < at(list, Step::Load));
             assert!(at(list, Step::Load) < at(list, Step::PostData));
             assert!(at(list, Step::PostData) < at(list, Step::Sequences));
             // Event triggers are the last DDL, after every ALTER the restore itself runs.
             assert!(at(list, Step::Sequences) < at(list, Step::EventTriggers));
         }
-        let new = steps(Strategy::NewDatabase, false);
+        let new = &steps(Strategy::NewDatabase, false, false);
         assert_eq!(new[0], Step::CreateDatabase);
         assert!(at(new, Step::VacuumAnalyze) < at(new, Step::EventTriggers));
         assert_eq!(
@@ -288,17 +323,17 @@ mod tests {
     #[test]
     fn existing_tables_are_checked_against_foreign_keys_after_their_load() {
         for (strategy, subset) in [(Strategy::Replace, true), (Strategy::MissingRows, false)] {
-            let list = steps(strategy, subset);
+            let list = &steps(strategy, subset, false);
             assert!(at(list, Step::Load) < at(list, Step::CheckForeignKeys));
             assert!(!list.contains(&Step::Schema) && !list.contains(&Step::PostData));
         }
-        let subset = steps(Strategy::Replace, true);
+        let subset = &steps(Strategy::Replace, true, false);
         assert!(at(subset, Step::EmptyTables) < at(subset, Step::Load));
     }
 
     #[tokio::test]
     async fn a_progression_times_the_steps_it_ran_and_knows_the_current_one() {
-        let run = Progression::new(steps(Strategy::MissingRows, false));
+        let run = Progression::new(steps(Strategy::MissingRows, false, false));
         run.run(Step::VerifyChunks, async { Ok(()) }).await.unwrap();
         let failed: Result<()> = run
             .run(Step::Load, async {

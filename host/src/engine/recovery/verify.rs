@@ -4,6 +4,7 @@
 
 use super::job::{Job, LargeObjectResult, Outcome, TableResult};
 use super::plan::{RecoveryPlan, Verification};
+use super::replay::Replayed;
 use crate::engine::Progress;
 use crate::error::{Error, Result};
 use crate::pg::catalog;
@@ -13,10 +14,12 @@ use crate::repository::chunker::{RowChecksum, RowHasher};
 use crate::repository::manifest::{Manifest, TableEntry};
 use crate::repository::verify::Check;
 use futures_util::StreamExt;
+use std::borrow::Cow;
 use std::collections::HashSet;
 use tokio_postgres::Client;
 
-/// Checks every chunk the plan reads (SHA-256, decompression); the count checked.
+/// Checks every chunk the plan reads (SHA-256, decompression): the backup's selected tables
+/// and DDL, and a chain's change sets; the count checked.
 pub(super) async fn chunks(
     repo: &Repository,
     manifest: &Manifest,
@@ -24,20 +27,26 @@ pub(super) async fn chunks(
     jobs: usize,
     progress: &Progress,
 ) -> Result<usize> {
-    let check = Check::new(manifest, Some(&plan.selected));
-    let bar = progress.overall("validate", check.bytes());
-    let verified = repo
-        .verify(&check, jobs, |bytes| Progress::advance(&bar, bytes))
-        .await;
-    bar.finish_and_clear();
-    if let Some(first) = verified.first_error() {
-        return Err(Error::ValidationFailed {
-            backup_id: manifest.id.clone(),
-            first: format!("{first}\n  nothing was changed on the destination"),
-            problems: verified.problems(),
-        });
+    let links = plan.replay.iter().flat_map(|r| &r.links);
+    let checks = std::iter::once(Check::new(manifest, Some(&plan.selected)))
+        .chain(links.map(|link| Check::new(link, Some(&[]))));
+    let mut checked = 0;
+    for check in checks {
+        let bar = progress.overall("validate", check.bytes());
+        let verified = repo
+            .verify(&check, jobs, |bytes| Progress::advance(&bar, bytes))
+            .await;
+        bar.finish_and_clear();
+        if let Some(first) = verified.first_error() {
+            return Err(Error::ValidationFailed {
+                backup_id: check.backup_id().to_string(),
+                first: format!("{first}\n  nothing was changed on the destination"),
+                problems: verified.problems(),
+            });
+        }
+        checked += verified.chunks_checked;
     }
-    Ok(verified.chunks_checked)
+    Ok(checked)
 }
 
 /// Checks a restored table as `verification` asks: its row count, and with `checksums` an
@@ -62,7 +71,11 @@ pub(super) async fn table(
         }
         (Verification::Checksums, _) => {
             let (rows, sum) = table_state(client, table).await?;
-            (rows, Some(sum.encode() == table.checksum))
+            // A replayed table has no recorded checksum to compare with ([`after_replay`]).
+            (
+                rows,
+                (!table.checksum.is_empty()).then(|| sum.encode() == table.checksum),
+            )
         }
     };
     Ok(TableResult {
@@ -87,12 +100,37 @@ async fn table_state(client: &Client, table: &TableEntry) -> Result<(i64, RowChe
 }
 
 /// Checks every selected table on one connection (`replace`: none was created by the restore).
-pub(super) async fn tables_in(job: &Job, client: &Client) -> Result<Vec<TableResult>> {
+pub(super) async fn tables_in(
+    job: &Job,
+    client: &Client,
+    replayed: Option<&Replayed>,
+) -> Result<Vec<TableResult>> {
     let mut results = Vec::new();
-    for t in job.selected() {
-        results.push(table(client, t, job.plan.verification, None).await?);
+    for &t in &job.plan.selected {
+        let expected = after_replay(&job.manifest.tables[t], t, replayed);
+        results.push(table(client, &expected, job.plan.verification, None).await?);
     }
     Ok(results)
+}
+
+/// The table as the restore should leave it: after a replay that changed it, with the rows the
+/// replay left it with, and no checksum (the recorded one is the base's).
+pub(super) fn after_replay<'a>(
+    table: &'a TableEntry,
+    t: usize,
+    replayed: Option<&Replayed>,
+) -> Cow<'a, TableEntry> {
+    match replayed
+        .filter(|r| r.changed.contains(&t))
+        .and_then(|r| r.rows.get(&t))
+    {
+        Some(&rows) => Cow::Owned(TableEntry {
+            rows: rows.max(0) as u64,
+            checksum: String::new(),
+            ..table.clone()
+        }),
+        None => Cow::Borrowed(table),
+    }
 }
 
 /// Order-independent checksum of the lines a `COPY … TO STDOUT` produces.
@@ -164,6 +202,7 @@ pub(super) async fn outcome(
         not_valid_as_before: as_before.into_iter().map(|c| c.name).collect(),
         leftover_dropped: None,
         by_hand: Vec::new(),
+        replayed: None,
     })
 }
 

@@ -25,7 +25,8 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
                     args.output.ends_with(".zst"),
                 )
             };
-            let report = engine::export::export(&repo, &manifest, out, compress).await?;
+            let report =
+                engine::export::export(&repo, &manifest, args.until(), out, compress).await?;
             if args.output == "-" {
                 return Ok(Outcome::Done); // stdout holds the SQL
             }

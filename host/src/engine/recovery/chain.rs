@@ -1,0 +1,292 @@
+//! Which backups a restore reads: a full backup alone, or a chain — its base full, then each
+//! incremental after it, oldest first — replayed up to the requested incremental or to a point
+//! in time (`--until TIME`, `--until-lsn LSN`). A link that is missing or damaged on every
+//! target, or two links that do not meet (one ends where the next does not start), is a
+//! clear error naming it: a chain with a gap never restores.
+
+use crate::error::{Error, Result};
+use crate::repository::Repository;
+pub use crate::repository::changes::Lsn;
+use crate::repository::manifest::{BackupType, Manifest};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+use std::fmt;
+
+/// How far a chain is replayed: to the last transaction committed at or before a time, or at
+/// or before a WAL position. Transactions are replayed whole, in commit order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Until {
+    Time(DateTime<Utc>),
+    Lsn(Lsn),
+}
+
+impl Until {
+    /// `--until` or `--until-lsn` (the flags exclude each other).
+    pub fn from_flags(time: Option<DateTime<Utc>>, lsn: Option<Lsn>) -> Option<Until> {
+        time.map(Until::Time).or(lsn.map(Until::Lsn))
+    }
+
+    /// Whether the transaction that committed at `lsn` and `time` is replayed.
+    pub fn admits(&self, lsn: Lsn, time: DateTime<Utc>) -> bool {
+        match *self {
+            Until::Time(until) => time <= until,
+            Until::Lsn(until) => lsn <= until,
+        }
+    }
+}
+
+impl fmt::Display for Until {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Until::Time(t) => write!(f, "{}", t.format("%Y-%m-%d %H:%M:%S%.6f UTC")),
+            Until::Lsn(l) => write!(f, "LSN {l}"),
+        }
+    }
+}
+
+/// `--until`: RFC 3339 (`2026-12-02T14:32:00Z`) or `YYYY-MM-DD HH:MM:SS[.ffffff][+TZ]` as psql
+/// prints a `timestamptz`; without a zone the time is UTC.
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    let normal = text.replacen('T', " ", 1);
+    for format in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f %#z"] {
+        if let Ok(at) = DateTime::parse_from_str(&normal, format) {
+            return Ok(at.with_timezone(&Utc));
+        }
+    }
+    let without_zone = normal.strip_suffix(" UTC").unwrap_or(&normal);
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+        if let Ok(at) = NaiveDateTime::parse_from_str(without_zone, format) {
+            return Ok(at.and_utc());
+        }
+    }
+    Err(format!(
+        "'{text}' is not a time like 2026-12-02T14:32:00Z or 2026-12-02 14:32:00+01 (without a zone: UTC)"
+    ))
+}
+
+/// The backups a restore reads, base first, and how far it replays them.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    /// The full backup the chain starts from: its schema and table data are loaded.
+    pub base: Manifest,
+    /// The incrementals replayed after it, oldest first (possibly none: `--until` on a full
+    /// whose chain has no later change yet).
+    pub links: Vec<Manifest>,
+    pub until: Option<Until>,
+    /// The backup that was asked for (the last link, or the base with `--until`).
+    pub requested: String,
+}
+
+/// The chain a restore of `requested` reads: None for a full or schema-only backup restored
+/// as it is (no `--until`).
+pub async fn resolve(
+    repo: &Repository,
+    requested: &Manifest,
+    until: Option<Until>,
+) -> Result<Option<Chain>> {
+    let chain = match (requested.backup_type, until) {
+        (BackupType::Full, None) => return Ok(None),
+        (BackupType::SchemaOnly, None) => return Ok(None),
+        (BackupType::SchemaOnly, Some(_)) => {
+            return Err(Error::Refused(format!(
+                "backup {} is schema-only: it holds no rows to replay to a point in time; \
+                 name a full backup taken with change tracking, or one of its incrementals",
+                requested.id
+            )));
+        }
+        (BackupType::Incremental, _) => backwards(repo, requested, until).await?,
+        (BackupType::Full, Some(until)) => forwards(repo, requested, until).await?,
+    };
+    chain.check()?;
+    Ok(Some(chain))
+}
+
+/// The chain from the base up to the incremental `last`, following each link's parent.
+async fn backwards(repo: &Repository, last: &Manifest, until: Option<Until>) -> Result<Chain> {
+    let mut links = vec![last.clone()];
+    loop {
+        let child = links.last().map_or(last, |l| l);
+        let Some(link) = &child.chain else {
+            return Err(Error::Repository(format!(
+                "backup {} is incremental but does not name its parent: its manifest is damaged; \
+                 restore its base full backup, or an earlier incremental",
+                child.id
+            )));
+        };
+        let parent = repo
+            .read_manifest(&link.parent)
+            .await
+            .map_err(|e| broken(last, &link.parent, &link.base, &e))?;
+        match parent.backup_type {
+            BackupType::Full => {
+                if parent.id != link.base {
+                    return Err(Error::Repository(format!(
+                        "the chain of backup {} is inconsistent: it names base {}, but its links lead to full backup {}",
+                        last.id, link.base, parent.id
+                    )));
+                }
+                links.reverse();
+                return Ok(Chain {
+                    base: parent,
+                    links,
+                    until,
+                    requested: last.id.clone(),
+                });
+            }
+            BackupType::Incremental if links.len() < 100_000 => links.push(parent),
+            _ => {
+                return Err(Error::Repository(format!(
+                    "the chain of backup {} is inconsistent: its link {} is a {} backup",
+                    last.id, parent.id, parent.backup_type
+                )));
+            }
+        }
+    }
+}
+
+/// `--until` on a full backup: the incrementals built on it, oldest first, as far as the point
+/// in time needs.
+async fn forwards(repo: &Repository, base: &Manifest, until: Until) -> Result<Chain> {
+    let all = repo.manifests().await?;
+    let mut links: Vec<Manifest> = Vec::new();
+    let mut at = base.id.clone();
+    loop {
+        let next = all
+            .iter()
+            .filter(|m| m.backup_type == BackupType::Incremental)
+            .filter(|m| m.chain.as_ref().is_some_and(|c| c.parent == at))
+            .min_by_key(|m| (m.created_at, m.id.clone()));
+        let Some(next) = next else { break };
+        let starts_after = next.incremental.as_ref().is_some_and(|i| match until {
+            Until::Time(t) => i.first_commit.is_some_and(|first| first > t),
+            Until::Lsn(l) => i.start_lsn >= l,
+        });
+        if starts_after {
+            break;
+        }
+        at = next.id.clone();
+        links.push(next.clone());
+    }
+    Ok(Chain {
+        base: base.clone(),
+        links,
+        until: Some(until),
+        requested: base.id.clone(),
+    })
+}
+
+fn broken(last: &Manifest, missing: &str, base: &str, why: &Error) -> Error {
+    Error::Repository(format!(
+        "the chain of backup {} is broken: it needs backup {missing} (the chain starts at full backup {base}), \
+         which cannot be read on any target ({why}); restore an intact earlier backup of the chain, or the base full alone",
+        last.id
+    ))
+}
+
+impl Chain {
+    /// Every link meets the next (each incremental starts where the one before it ended) and
+    /// the point in time is not before the base.
+    fn check(&self) -> Result<()> {
+        let Some(info) = &self.base.incremental else {
+            return Err(Error::Refused(format!(
+                "backup {} was taken without change tracking, so no change after it was recorded: \
+                 it can only be restored as it is (leave out --until/--until-lsn); \
+                 set [incremental] enabled = true so the next full backup starts a chain",
+                self.base.id
+            )));
+        };
+        let mut end = (self.base.id.as_str(), info.end_lsn);
+        for link in &self.links {
+            let Some(info) = &link.incremental else {
+                return Err(Error::Repository(format!(
+                    "backup {} is incremental but records no changes: its manifest is damaged",
+                    link.id
+                )));
+            };
+            if info.start_lsn != end.1 {
+                return Err(Error::Repository(format!(
+                    "the chain is broken between backups {} and {}: {} starts at {} but {} ended at {}; \
+                     changes between them are missing, so neither it nor later incrementals can be restored exactly; \
+                     restore {} (or with --until before the gap)",
+                    end.0, link.id, link.id, info.start_lsn, end.0, end.1, end.0
+                )));
+            }
+            end = (link.id.as_str(), info.end_lsn);
+        }
+        match self.until {
+            Some(Until::Time(t)) if t < self.base.created_at => Err(Error::Refused(format!(
+                "--until {} is before full backup {} was taken ({}): the chain cannot go back in time; \
+                 name an older full backup with --until",
+                Until::Time(t),
+                self.base.id,
+                self.base.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+            ))),
+            Some(Until::Lsn(l)) if l < info.end_lsn => Err(Error::Refused(format!(
+                "--until-lsn {l} is before full backup {} (taken at LSN {}): name an older full backup",
+                self.base.id, info.end_lsn
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The backup as restored: the base's schema and data, the requested backup's identity,
+    /// and the sequence values at the end of the last link replayed (never behind any value
+    /// the replayed rows used).
+    pub fn restored(&self, requested: &Manifest) -> Manifest {
+        let mut restored = self.base.clone();
+        restored.id = requested.id.clone();
+        restored.name = requested.name.clone();
+        restored.backup_type = requested.backup_type;
+        restored.created_at = requested.created_at;
+        restored.completed_at = requested.completed_at;
+        restored.chain = requested.chain.clone();
+        if let Some(last) = self.links.last() {
+            restored.sequences = last.sequences.clone();
+        }
+        restored
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn until_times_take_rfc3339_and_psql_forms() {
+        let want = "2026-12-02T14:32:00Z".parse::<DateTime<Utc>>().unwrap();
+        for text in [
+            "2026-12-02T14:32:00Z",
+            "2026-12-02T15:32:00+01:00",
+            "2026-12-02 14:32:00",
+            "2026-12-02 14:32:00+00",
+            "2026-12-02 16:32:00+02",
+            "2026-12-02 15:32:00+0100",
+            "2026-12-02 14:32",
+        ] {
+            assert_eq!(parse_time(text), Ok(want), "{text}");
+        }
+        let micro = parse_time("2026-12-02 14:32:00.123456+00").unwrap();
+        assert_eq!(micro.timestamp_subsec_micros(), 123456);
+        assert!(
+            parse_time("yesterday")
+                .unwrap_err()
+                .contains("without a zone: UTC")
+        );
+    }
+
+    #[test]
+    fn until_admits_transactions_committed_at_or_before_it() {
+        let t = parse_time("2026-12-02 14:32:00").unwrap();
+        let lsn = Lsn(100);
+        let at = Until::Time(t);
+        assert!(at.admits(lsn, t));
+        assert!(!at.admits(lsn, t + chrono::Duration::microseconds(1)));
+        let at = Until::Lsn(Lsn(100));
+        assert!(at.admits(Lsn(100), t) && at.admits(Lsn(99), t) && !at.admits(Lsn(101), t));
+    }
+}

@@ -1,0 +1,1155 @@
+//! The replay step: the chain's change sets applied to the loaded base, transaction by
+//! transaction in commit order, up to the requested incremental or point in time.
+//!
+//! Fast because row changes are batched: consecutive inserts of a table go into one
+//! `COPY … FROM STDIN`, updates into one `UPDATE … FROM (VALUES …)` and deletes into one
+//! `DELETE … USING (VALUES …)`, each table's changes kept in their order. Where no constraint
+//! or trigger between tables is live (a new database or a whole replace before post-data,
+//! missing-rows' scratch tables, a superuser's `replace -t`), a window of changes is grouped
+//! by table before batching, which leaves every table exactly as the commit order would;
+//! otherwise only consecutive changes of one table are batched. Every update and delete must
+//! match exactly the rows it names (else the destination is not the chain's state, and the
+//! restore is undone), and the row count each table should have afterwards is kept for the
+//! verify step.
+
+use super::chain::{Chain, Lsn, Until};
+use super::job::Job;
+use crate::engine::Progress;
+use crate::engine::progress::human_bytes;
+use crate::error::{Error, Result};
+use crate::repository::Repository;
+use crate::repository::changes::Change;
+use crate::repository::manifest::{Manifest, NotExact, TableEntry, quote_ident, quote_literal};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures_util::{SinkExt, StreamExt};
+use indicatif::ProgressBar;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use tokio_postgres::Client;
+
+/// Row changes held before they are grouped by table and applied (bounded memory).
+const WINDOW: usize = 50_000;
+/// Rows per `UPDATE`/`DELETE` statement (the statement's text stays a few megabytes).
+const ROWS_PER_STATEMENT: usize = 2_000;
+/// Rows per `COPY` of inserts.
+const ROWS_PER_COPY: usize = 50_000;
+/// Change records replayed per second, for the plan's estimate.
+pub const CHANGES_PER_SECOND: f64 = 20_000.0;
+
+/// One incremental of the chain, as the plan shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainLink {
+    pub backup_id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub start_lsn: Lsn,
+    pub end_lsn: Lsn,
+    pub first_commit: Option<DateTime<Utc>>,
+    pub last_commit: Option<DateTime<Utc>>,
+    pub transactions: u64,
+    /// Change records it holds.
+    pub changes: u64,
+}
+
+/// What one table's changes in the replayed links are, and whether replay is exact for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableReplay {
+    pub table: String,
+    pub inserts: u64,
+    pub updates: u64,
+    pub deletes: u64,
+    pub truncates: u64,
+    /// False when capture recorded that replay cannot apply its changes exactly (see
+    /// `not_exact` for why and what to run).
+    pub exact: bool,
+}
+
+/// The replay a recovery plan will run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayPlan {
+    /// The base full backup loaded first.
+    pub base: String,
+    /// The incrementals replayed after it, oldest first.
+    pub chain: Vec<ChainLink>,
+    pub until: Option<Until>,
+    /// The point in time the restore reaches, in words.
+    pub point: String,
+    /// Change records in the replayed incrementals (all are replayed without `--until`).
+    pub changes: u64,
+    pub transactions: u64,
+    /// Tables with changes in the chain (of those restored).
+    pub tables: Vec<TableReplay>,
+    /// Tables replay cannot apply exactly, as capture recorded them.
+    pub not_exact: Vec<NotExact>,
+    /// Seconds the replay is estimated to add.
+    pub estimated_seconds: f64,
+    #[serde(skip)]
+    pub links: Vec<Manifest>,
+    /// The backup as restored: the base's schema and data, the requested backup's identity,
+    /// the sequences at the chain's end.
+    #[serde(skip)]
+    pub restored: Manifest,
+}
+
+impl ReplayPlan {
+    /// The replay of `chain` into `restored` ([`Chain::restored`]), for its tables `selected`.
+    pub fn new(chain: &Chain, restored: Manifest, selected: &[usize]) -> ReplayPlan {
+        let chosen: HashSet<String> = selected
+            .iter()
+            .filter_map(|&i| restored.tables.get(i).map(|t| t.display_name()))
+            .collect();
+        let mut tables: BTreeMap<String, TableReplay> = BTreeMap::new();
+        let mut not_exact: Vec<NotExact> = Vec::new();
+        let (mut changes, mut transactions) = (0, 0);
+        for info in chain.links.iter().filter_map(|l| l.incremental.as_ref()) {
+            changes += info.changes.rows;
+            transactions += info.transactions;
+            for t in info.tables.iter().filter(|t| chosen.contains(&t.table)) {
+                let entry = tables.entry(t.table.clone()).or_insert(TableReplay {
+                    table: t.table.clone(),
+                    inserts: 0,
+                    updates: 0,
+                    deletes: 0,
+                    truncates: 0,
+                    exact: true,
+                });
+                entry.inserts += t.inserts;
+                entry.updates += t.updates;
+                entry.deletes += t.deletes;
+                entry.truncates += t.truncates;
+            }
+            for n in info.not_exact.iter().filter(|n| chosen.contains(&n.table)) {
+                if !not_exact.iter().any(|e| e.table == n.table) {
+                    not_exact.push(n.clone());
+                }
+            }
+        }
+        for n in &not_exact {
+            if let Some(t) = tables.get_mut(&n.table) {
+                t.exact = false;
+            }
+        }
+        let chain_links = chain
+            .links
+            .iter()
+            .map(|l| {
+                let info = l.incremental.as_ref();
+                ChainLink {
+                    backup_id: l.id.clone(),
+                    name: l.name.clone(),
+                    created_at: l.created_at,
+                    start_lsn: info.map(|i| i.start_lsn).unwrap_or_default(),
+                    end_lsn: info.map(|i| i.end_lsn).unwrap_or_default(),
+                    first_commit: info.and_then(|i| i.first_commit),
+                    last_commit: info.and_then(|i| i.last_commit),
+                    transactions: info.map_or(0, |i| i.transactions),
+                    changes: info.map_or(0, |i| i.changes.rows),
+                }
+            })
+            .collect();
+        ReplayPlan {
+            base: chain.base.id.clone(),
+            chain: chain_links,
+            until: chain.until,
+            point: point(chain),
+            changes,
+            transactions,
+            tables: tables.into_values().collect(),
+            not_exact,
+            estimated_seconds: changes as f64 / CHANGES_PER_SECOND,
+            links: chain.links.clone(),
+            restored,
+        }
+    }
+
+    /// The chain in one line: `base 2026… → 2026… → 2026…`.
+    pub fn describe(&self) -> String {
+        std::iter::once(format!("full {}", self.base))
+            .chain(self.chain.iter().map(|l| l.backup_id.clone()))
+            .collect::<Vec<_>>()
+            .join(" → ")
+    }
+
+    /// Bytes of change sets the replay reads.
+    pub fn bytes(&self) -> u64 {
+        self.links
+            .iter()
+            .filter_map(|l| l.incremental.as_ref())
+            .map(|i| i.changes.bytes)
+            .sum()
+    }
+
+    /// The plan's risks of the replay.
+    pub fn risks(&self) -> Vec<String> {
+        let mut risks: Vec<String> = self
+            .not_exact
+            .iter()
+            .map(|n| {
+                format!(
+                    "table {} cannot be replayed exactly ({}): its restored rows may differ from the source's; {}",
+                    n.table, n.reason, n.fix
+                )
+            })
+            .collect();
+        if let (Some(Until::Time(t)), Some(last)) = (self.until, self.chain.last())
+            && last.last_commit.is_some_and(|c| c < t)
+        {
+            risks.push(format!(
+                "the chain's last recorded commit is {} (backup {}): changes between it and {} are in no backup yet and are not restored",
+                last.last_commit.map_or(String::new(), |c| c.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
+                last.backup_id,
+                Until::Time(t)
+            ));
+        }
+        risks
+    }
+
+    /// What the replay step will do, as the plan's step says it.
+    pub fn step_detail(&self, strict: bool) -> String {
+        format!(
+            "replay {} change(s) in {} transaction(s) of {} incremental(s) ({}; {}) up to {}, whole transactions in commit order; \
+             inserts batched into COPY, updates and deletes into multi-row statements{}",
+            self.changes,
+            self.transactions,
+            self.chain.len(),
+            self.describe(),
+            human_bytes(self.bytes()),
+            self.point,
+            if strict {
+                " (consecutive changes of one table at a time: the destination's foreign keys are live)"
+            } else {
+                ", grouped by table"
+            }
+        )
+    }
+}
+
+/// The point a chain reaches, in words.
+fn point(chain: &Chain) -> String {
+    let last = chain.links.last();
+    let end = last.map_or_else(
+        || format!("full backup {}", chain.base.id),
+        |l| {
+            format!(
+                "the end of backup {}{}",
+                l.id,
+                l.incremental.as_ref().and_then(|i| i.last_commit).map_or(
+                    String::new(),
+                    |c| format!(" (last commit {})", c.format("%Y-%m-%d %H:%M:%S%.6f UTC"))
+                )
+            )
+        },
+    );
+    match chain.until {
+        None => end,
+        Some(until) => {
+            format!("the last transaction committed at or before {until} (at most {end})")
+        }
+    }
+}
+
+/// What the replay did, for the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Replayed {
+    /// The incrementals read.
+    pub backups: Vec<String>,
+    pub transactions: u64,
+    /// Row changes applied (of the restored tables).
+    pub changes: u64,
+    /// Statements (COPY, UPDATE, DELETE, TRUNCATE) they took.
+    pub statements: u64,
+    /// The last transaction replayed: the point in time reached.
+    pub last_commit_time: Option<DateTime<Utc>>,
+    pub last_commit_lsn: Option<Lsn>,
+    /// Rows each replayed table should hold afterwards (its index in the manifest's tables).
+    #[serde(skip)]
+    pub rows: HashMap<usize, i64>,
+    /// The tables a change was applied to.
+    #[serde(skip)]
+    pub changed: HashSet<usize>,
+}
+
+type Row = Vec<Option<String>>;
+
+/// One row change of one table, its columns by name as the change set gives them.
+#[derive(Debug, Clone, PartialEq)]
+enum RowChange {
+    Insert {
+        values: Vec<(String, Option<String>)>,
+    },
+    /// `set`: the columns to write (unchanged TOAST columns and key columns that keep their
+    /// value left out).
+    Update {
+        key: Vec<(String, Option<String>)>,
+        set: Vec<(String, Option<String>)>,
+    },
+    Delete {
+        key: Vec<(String, Option<String>)>,
+    },
+}
+
+/// Consecutive row changes of one table applied as one statement.
+#[derive(Debug, Clone, PartialEq)]
+enum Batch {
+    Insert {
+        columns: Vec<String>,
+        rows: Vec<Row>,
+    },
+    Update {
+        key: Vec<String>,
+        set: Vec<String>,
+        rows: Vec<(Row, Row)>,
+    },
+    Delete {
+        key: Vec<String>,
+        rows: Vec<Row>,
+    },
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        match self {
+            Batch::Insert { rows, .. } | Batch::Delete { rows, .. } => rows.len(),
+            Batch::Update { rows, .. } => rows.len(),
+        }
+    }
+}
+
+fn names(values: &[(String, Option<String>)]) -> Vec<String> {
+    values.iter().map(|(n, _)| n.clone()).collect()
+}
+
+fn row(values: Vec<(String, Option<String>)>) -> Row {
+    values.into_iter().map(|(_, v)| v).collect()
+}
+
+/// The change record as a row change (None when it changes nothing replay writes: an update
+/// of unchanged TOAST columns only).
+fn row_change(change: Change) -> Option<(String, RowChange)> {
+    let pairs = |values: crate::repository::changes::Row| -> Vec<(String, Option<String>)> {
+        values.into_iter().collect()
+    };
+    match change {
+        Change::Insert { table, new } => Some((table, RowChange::Insert { values: pairs(new) })),
+        Change::Delete { table, key } => Some((table, RowChange::Delete { key: pairs(key) })),
+        Change::Update {
+            table,
+            key,
+            new,
+            unchanged,
+        } => {
+            let key = pairs(key);
+            let set: Vec<(String, Option<String>)> = pairs(new)
+                .into_iter()
+                .filter(|(column, value)| {
+                    !unchanged.contains(column)
+                        && !key.iter().any(|(k, v)| k == column && v == value)
+                })
+                .collect();
+            (!set.is_empty()).then_some((table, RowChange::Update { key, set }))
+        }
+        _ => None,
+    }
+}
+
+/// Groups one table's row changes, in order, into batches: a batch ends where the kind or the
+/// columns change, where an update would touch a row the batch already updates (one
+/// statement updates a row once), at an update that changes the key (it goes alone), and at
+/// the size limits.
+fn batches(changes: Vec<RowChange>) -> Vec<Batch> {
+    let mut out: Vec<Batch> = Vec::new();
+    let mut keys_in_last: HashSet<Row> = HashSet::new();
+    for change in changes {
+        let last = out.last_mut();
+        match (change, last) {
+            (RowChange::Insert { values }, Some(Batch::Insert { columns, rows }))
+                if rows.len() < ROWS_PER_COPY
+                    && columns.len() == values.len()
+                    && columns.iter().zip(&values).all(|(c, (n, _))| c == n) =>
+            {
+                rows.push(row(values));
+            }
+            (RowChange::Insert { values }, _) => out.push(Batch::Insert {
+                columns: names(&values),
+                rows: vec![row(values)],
+            }),
+            (RowChange::Delete { key }, Some(Batch::Delete { key: columns, rows }))
+                if rows.len() < ROWS_PER_STATEMENT && *columns == names(&key) =>
+            {
+                rows.push(row(key));
+            }
+            (RowChange::Delete { key }, _) => out.push(Batch::Delete {
+                key: names(&key),
+                rows: vec![row(key)],
+            }),
+            (RowChange::Update { key, set }, last) => {
+                let changes_key = set.iter().any(|(c, _)| key.iter().any(|(k, _)| k == c));
+                let (key_columns, set_columns) = (names(&key), names(&set));
+                let key_row = row(key);
+                let joins = !changes_key
+                    && matches!(last, Some(Batch::Update { key: k, set: s, rows })
+                        if rows.len() < ROWS_PER_STATEMENT
+                            && *k == key_columns
+                            && *s == set_columns
+                            && !keys_in_last.contains(&key_row));
+                if joins && let Some(Batch::Update { rows, .. }) = out.last_mut() {
+                    keys_in_last.insert(key_row.clone());
+                    rows.push((key_row, row(set)));
+                    continue;
+                }
+                keys_in_last.clear();
+                keys_in_last.insert(key_row.clone());
+                // An update that moves a row to another key joins nothing, and nothing joins
+                // it: no update without a key change writes the key columns.
+                out.push(Batch::Update {
+                    key: key_columns,
+                    set: set_columns,
+                    rows: vec![(key_row, row(set))],
+                });
+            }
+        }
+    }
+    out
+}
+
+/// One value in COPY's text format.
+fn copy_value(out: &mut String, value: &Option<String>) {
+    let Some(text) = value else {
+        out.push_str("\\N");
+        return;
+    };
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The rows of an insert batch as COPY text.
+fn copy_text(rows: &[Row]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        for (i, value) in row.iter().enumerate() {
+            if i > 0 {
+                out.push('\t');
+            }
+            copy_value(&mut out, value);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn literal(value: &Option<String>) -> String {
+    value.as_deref().map_or("NULL".to_string(), quote_literal)
+}
+
+/// The columns' types in the destination relation, by (unquoted) name.
+type Types = HashMap<String, String>;
+
+fn typed(types: &Types, relation: &str, column: &str) -> Result<String> {
+    types.get(column).cloned().ok_or_else(|| {
+        Error::Unsupported(format!(
+            "the change set names column {column} of {relation}, which the restored table does not have: \
+             the table's definition changed after the base backup; restore up to the incremental before the change, \
+             or take a new full backup"
+        ))
+    })
+}
+
+/// `t.k = v.k0::type AND …` (NULL keys, possible with REPLICA IDENTITY FULL, match NULL).
+fn key_match(types: &Types, relation: &str, key: &[String], rows: &[&Row]) -> Result<String> {
+    let mut terms = Vec::new();
+    for (i, column) in key.iter().enumerate() {
+        let nullable = rows.iter().any(|r| r.get(i).is_some_and(Option::is_none));
+        terms.push(format!(
+            "t.{} {} v.k{i}::{}",
+            quote_ident(column),
+            if nullable {
+                "IS NOT DISTINCT FROM"
+            } else {
+                "="
+            },
+            typed(types, relation, column)?
+        ));
+    }
+    Ok(terms.join(" AND "))
+}
+
+fn values_list<'a>(rows: impl Iterator<Item = Vec<&'a Option<String>>>) -> String {
+    rows.map(|r| {
+        format!(
+            "({})",
+            r.into_iter().map(literal).collect::<Vec<_>>().join(", ")
+        )
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+/// The statement of an update or delete batch (inserts go through COPY).
+fn statement(relation: &str, types: &Types, batch: &Batch) -> Result<String> {
+    match batch {
+        Batch::Insert { columns, .. } => Ok(format!(
+            "COPY {relation} ({}) FROM STDIN",
+            columns
+                .iter()
+                .map(|c| typed(types, relation, c).map(|_| quote_ident(c)))
+                .collect::<Result<Vec<_>>>()?
+                .join(", ")
+        )),
+        Batch::Update { key, set, rows } => {
+            let assignments = set
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    Ok(format!(
+                        "{} = v.s{i}::{}",
+                        quote_ident(c),
+                        typed(types, relation, c)?
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?
+                .join(", ");
+            let aliases: Vec<String> = (0..key.len())
+                .map(|i| format!("k{i}"))
+                .chain((0..set.len()).map(|i| format!("s{i}")))
+                .collect();
+            let keys: Vec<&Row> = rows.iter().map(|(k, _)| k).collect();
+            Ok(format!(
+                "UPDATE ONLY {relation} AS t SET {assignments} FROM (VALUES {}) AS v({}) WHERE {}",
+                values_list(rows.iter().map(|(k, s)| k.iter().chain(s).collect())),
+                aliases.join(", "),
+                key_match(types, relation, key, &keys)?
+            ))
+        }
+        Batch::Delete { key, rows } => {
+            let aliases: Vec<String> = (0..key.len()).map(|i| format!("k{i}")).collect();
+            let keys: Vec<&Row> = rows.iter().collect();
+            Ok(format!(
+                "DELETE FROM ONLY {relation} AS t USING (VALUES {}) AS v({}) WHERE {}",
+                values_list(rows.iter().map(|r| r.iter().collect())),
+                aliases.join(", "),
+                key_match(types, relation, key, &keys)?
+            ))
+        }
+    }
+}
+
+/// How the replay may order row changes of different tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Nothing between tables is live: group a window of changes by table.
+    ByTable,
+    /// Foreign keys between the destination's tables are live: keep the commit order across
+    /// tables, batching consecutive changes of one table only.
+    Commit,
+}
+
+/// Each restored table, into itself.
+pub(super) fn themselves(job: &Job) -> HashMap<usize, String> {
+    job.plan
+        .selected
+        .iter()
+        .map(|&t| (t, job.manifest.tables[t].qualified()))
+        .collect()
+}
+
+/// Applies the plan's chain to the loaded tables: `into` maps each restored table (its index
+/// in the manifest's tables) to the relation its rows are in (itself, or missing-rows'
+/// scratch table); changes of other tables are passed over.
+pub(super) async fn apply(
+    job: &Job,
+    client: &Client,
+    into: &HashMap<usize, String>,
+    order: Order,
+) -> Result<Replayed> {
+    let Some(plan) = &job.plan.replay else {
+        return Ok(Replayed::default());
+    };
+    let bar = job.progress.item("replay", plan.bytes());
+    let done = replay(
+        &job.repo,
+        plan,
+        &job.manifest,
+        Output::Database { client, into },
+        order,
+        &bar,
+    )
+    .await?;
+    bar.finish_and_clear();
+    Ok(done)
+}
+
+/// Where replayed changes go.
+pub enum Output<'a> {
+    /// Run on the destination, each restored table (its index in the manifest's tables)
+    /// into the relation its rows are in.
+    Database {
+        client: &'a Client,
+        into: &'a HashMap<usize, String>,
+    },
+    /// Written as SQL for psql, after the export's table data (every table of the manifest).
+    Script(&'a mut (dyn FnMut(&[u8]) -> Result<()> + Send)),
+}
+
+/// Reads the plan's change sets in order and sends each transaction up to the plan's point
+/// in time to `output`, for the tables of `manifest` (the restored one) it takes.
+pub async fn replay<'a>(
+    repo: &Repository,
+    plan: &ReplayPlan,
+    manifest: &'a Manifest,
+    output: Output<'a>,
+    order: Order,
+    bar: &ProgressBar,
+) -> Result<Replayed> {
+    let tables: Vec<usize> = match &output {
+        Output::Database { into, .. } => into.keys().copied().collect(),
+        Output::Script(_) => (0..manifest.tables.len()).collect(),
+    };
+    let mut replay = Replay {
+        output,
+        manifest,
+        by_name: tables
+            .iter()
+            .map(|&t| (manifest.tables[t].display_name(), t))
+            .collect(),
+        order,
+        until: plan.until,
+        window: Window::default(),
+        types: HashMap::new(),
+        in_transaction: false,
+        stopped: false,
+        done: Replayed {
+            rows: tables
+                .iter()
+                .map(|&t| (t, manifest.tables[t].rows as i64))
+                .collect(),
+            ..Replayed::default()
+        },
+    };
+    for link in &plan.links {
+        let Some(info) = &link.incremental else {
+            continue;
+        };
+        replay.done.backups.push(link.id.clone());
+        let context = format!("change set, backup {}", link.id);
+        let mut chunks = futures_util::stream::iter(info.changes.chunks.clone())
+            .map(|chunk| {
+                let (repo, context) = (repo.clone(), context.clone());
+                async move { repo.read_chunk(&chunk, &context).await }
+            })
+            .buffered(2);
+        let mut carry: Vec<u8> = Vec::new();
+        let mut line_no = 0u64;
+        while let Some(data) = chunks.next().await {
+            let data = data?;
+            Progress::advance(bar, data.len() as u64);
+            carry.extend_from_slice(&data);
+            let mut start = 0;
+            while let Some(end) = carry[start..].iter().position(|&b| b == b'\n') {
+                line_no += 1;
+                replay
+                    .line(&carry[start..start + end], &link.id, line_no)
+                    .await?;
+                start += end + 1;
+                if replay.stopped {
+                    break;
+                }
+            }
+            carry.drain(..start);
+            if replay.stopped {
+                break;
+            }
+        }
+        if !replay.stopped && !carry.is_empty() {
+            replay.line(&carry, &link.id, line_no + 1).await?;
+        }
+        if replay.in_transaction && !replay.stopped {
+            return Err(Error::Repository(format!(
+                "the change set of backup {} ends inside a transaction: it is damaged; restore the incremental before it",
+                link.id
+            )));
+        }
+        if replay.stopped {
+            break;
+        }
+    }
+    replay.flush().await?;
+    tracing::info!(
+        "replayed {} change(s) of {} transaction(s) in {} statement(s)",
+        replay.done.changes,
+        replay.done.transactions,
+        replay.done.statements
+    );
+    Ok(replay.done)
+}
+
+/// Row changes waiting to be applied, by table, in order.
+#[derive(Default)]
+struct Window {
+    tables: Vec<usize>,
+    changes: HashMap<usize, Vec<RowChange>>,
+    len: usize,
+}
+
+struct Replay<'a> {
+    output: Output<'a>,
+    manifest: &'a Manifest,
+    by_name: HashMap<String, usize>,
+    order: Order,
+    until: Option<Until>,
+    window: Window,
+    types: HashMap<usize, Types>,
+    in_transaction: bool,
+    /// A transaction beyond the point in time began: nothing more is replayed.
+    stopped: bool,
+    done: Replayed,
+}
+
+impl Replay<'_> {
+    /// One line of a change set.
+    async fn line(&mut self, line: &[u8], backup: &str, line_no: u64) -> Result<()> {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let change = Change::from_line(line).map_err(|e| {
+            Error::Repository(format!(
+                "line {line_no} of the change set of backup {backup} is {e}: the backup is damaged"
+            ))
+        })?;
+        match change {
+            Change::Begin {
+                commit_lsn,
+                commit_time,
+                ..
+            } => {
+                if self
+                    .until
+                    .is_some_and(|u| !u.admits(commit_lsn, commit_time))
+                {
+                    self.stopped = true;
+                    return Ok(());
+                }
+                self.in_transaction = true;
+                self.done.last_commit_time = Some(commit_time);
+                self.done.last_commit_lsn = Some(commit_lsn);
+            }
+            Change::Commit { .. } => {
+                self.in_transaction = false;
+                self.done.transactions += 1;
+            }
+            Change::Truncate { tables, .. } => {
+                self.outside_transaction(backup, line_no)?;
+                let chosen: Vec<usize> = tables
+                    .iter()
+                    .filter_map(|t| self.by_name.get(t).copied())
+                    .collect();
+                if chosen.is_empty() {
+                    return Ok(());
+                }
+                // Tables that reference one another are only emptied together.
+                self.flush().await?;
+                let relations: Vec<String> = chosen
+                    .iter()
+                    .map(|&t| format!("ONLY {}", self.relation(t)))
+                    .collect();
+                let sql = format!("TRUNCATE {}", relations.join(", "));
+                match &mut self.output {
+                    Output::Database { client, .. } => {
+                        client.batch_execute(&sql).await.map_err(Error::db(format!(
+                            "replaying TRUNCATE of {} (backup {backup})",
+                            tables.join(", ")
+                        )))?
+                    }
+                    Output::Script(out) => out(format!("{sql};\n").as_bytes())?,
+                }
+                self.done.statements += 1;
+                self.done.changes += 1;
+                for t in chosen {
+                    self.done.rows.insert(t, 0);
+                    self.done.changed.insert(t);
+                }
+            }
+            Change::Schema { table, .. } => {
+                return Err(Error::Unsupported(format!(
+                    "backup {backup} carries a change of the definition of table {table}, and replaying definition changes is not supported yet: \
+                     restore up to the incremental before it (or --until before the change), or restore a full backup taken after it"
+                )));
+            }
+            other => {
+                self.outside_transaction(backup, line_no)?;
+                let Some((table, change)) = row_change(other) else {
+                    return Ok(());
+                };
+                let Some(&t) = self.by_name.get(&table) else {
+                    return Ok(());
+                };
+                if self.order == Order::Commit
+                    && self.window.tables.last().is_some_and(|&last| last != t)
+                {
+                    self.flush().await?;
+                }
+                let window = &mut self.window;
+                let queue = window.changes.entry(t).or_insert_with(|| {
+                    window.tables.push(t);
+                    Vec::new()
+                });
+                queue.push(change);
+                window.len += 1;
+                self.done.changes += 1;
+                if window.len >= WINDOW {
+                    self.flush().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn outside_transaction(&self, backup: &str, line_no: u64) -> Result<()> {
+        if self.in_transaction {
+            return Ok(());
+        }
+        Err(Error::Repository(format!(
+            "line {line_no} of the change set of backup {backup} is a change outside any transaction: the backup is damaged"
+        )))
+    }
+
+    /// Applies the window, table by table, each in its order.
+    async fn flush(&mut self) -> Result<()> {
+        let window = std::mem::take(&mut self.window);
+        let mut changes = window.changes;
+        for t in window.tables {
+            let Some(queue) = changes.remove(&t) else {
+                continue;
+            };
+            for batch in batches(queue) {
+                self.run(t, &batch).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The relation table `t`'s rows are in.
+    fn relation(&self, t: usize) -> String {
+        match &self.output {
+            Output::Database { into, .. } => into[&t].clone(),
+            Output::Script(_) => self.manifest.tables[t].qualified(),
+        }
+    }
+
+    async fn run(&mut self, t: usize, batch: &Batch) -> Result<()> {
+        let relation = self.relation(t);
+        if !self.types.contains_key(&t) {
+            let types = match &self.output {
+                Output::Database { client, .. } => column_types(client, &relation).await?,
+                Output::Script(_) => recorded_types(&self.manifest.tables[t]),
+            };
+            self.types.insert(t, types);
+        }
+        let sql = statement(&relation, &self.types[&t], batch)?;
+        let doing = |what: &str| format!("replaying {} {what} of {relation}", batch.len());
+        let what = match batch {
+            Batch::Insert { .. } => "insert(s)",
+            Batch::Update { .. } => "update(s)",
+            Batch::Delete { .. } => "delete(s)",
+        };
+        let client = match &mut self.output {
+            Output::Script(out) => {
+                // psql runs it: a COPY block, or one statement.
+                match batch {
+                    Batch::Insert { rows, .. } => {
+                        out(format!("{sql};\n{}\\.\n", copy_text(rows)).as_bytes())?
+                    }
+                    _ => out(format!("{sql};\n").as_bytes())?,
+                }
+                self.done.statements += 1;
+                return Ok(());
+            }
+            Output::Database { client, .. } => *client,
+        };
+        let delta = match batch {
+            Batch::Insert { rows, .. } => {
+                let sink = client
+                    .copy_in::<_, Bytes>(sql.as_str())
+                    .await
+                    .map_err(Error::db(doing(what)))?;
+                let mut sink = std::pin::pin!(sink);
+                sink.send(Bytes::from(copy_text(rows)))
+                    .await
+                    .map_err(Error::db(doing(what)))?;
+                sink.as_mut()
+                    .finish()
+                    .await
+                    .map_err(Error::db(doing(what)))? as i64
+            }
+            Batch::Update { .. } | Batch::Delete { .. } => {
+                let matched = client
+                    .execute(sql.as_str(), &[])
+                    .await
+                    .map_err(Error::db(doing(what)))?;
+                if matched != batch.len() as u64 {
+                    return Err(Error::Verification(format!(
+                        "replay diverged: {} {what} of {relation} matched {matched} row(s) by key: the restored rows are not \
+                         the state the change set was recorded on (a table without a usable replica identity, or a damaged chain)",
+                        batch.len()
+                    )));
+                }
+                if matches!(batch, Batch::Update { .. }) {
+                    0
+                } else {
+                    -(matched as i64)
+                }
+            }
+        };
+        *self.done.rows.entry(t).or_default() += delta;
+        self.done.changed.insert(t);
+        self.done.statements += 1;
+        Ok(())
+    }
+}
+
+/// A table's column types as the backup recorded them (`format_type` under an empty
+/// search_path, so qualified wherever needed), by unquoted name.
+fn recorded_types(table: &TableEntry) -> Types {
+    table
+        .columns
+        .iter()
+        .zip(&table.column_types)
+        .map(|(column, kind)| (unquote(column), kind.clone()))
+        .collect()
+}
+
+/// An identifier as `quote_ident` wrote it, back to its name.
+fn unquote(ident: &str) -> String {
+    match ident.strip_prefix('"').and_then(|i| i.strip_suffix('"')) {
+        Some(inner) => inner.replace("\"\"", "\""),
+        None => ident.to_string(),
+    }
+}
+
+/// The columns of `relation` and their types as this session spells them.
+async fn column_types(client: &Client, relation: &str) -> Result<Types> {
+    let rows = client
+        .query(
+            "SELECT attname::text, pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute \
+             WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped",
+            &[&relation],
+        )
+        .await
+        .map_err(Error::db(format!("reading the columns of {relation}")))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(items: &[(&str, Option<&str>)]) -> Vec<(String, Option<String>)> {
+        items
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.map(str::to_string)))
+            .collect()
+    }
+
+    fn insert(id: &str, name: &str) -> RowChange {
+        RowChange::Insert {
+            values: pairs(&[("id", Some(id)), ("name", Some(name))]),
+        }
+    }
+
+    fn update(id: &str, name: &str) -> RowChange {
+        RowChange::Update {
+            key: pairs(&[("id", Some(id))]),
+            set: pairs(&[("name", Some(name))]),
+        }
+    }
+
+    fn delete(id: &str) -> RowChange {
+        RowChange::Delete {
+            key: pairs(&[("id", Some(id))]),
+        }
+    }
+
+    fn shape(batches: &[Batch]) -> Vec<(char, usize)> {
+        batches
+            .iter()
+            .map(|b| {
+                let kind = match b {
+                    Batch::Insert { .. } => 'i',
+                    Batch::Update { .. } => 'u',
+                    Batch::Delete { .. } => 'd',
+                };
+                (kind, b.len())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn consecutive_changes_of_a_kind_become_one_statement_in_their_order() {
+        let out = batches(vec![
+            insert("1", "a"),
+            insert("2", "b"),
+            insert("3", "c"),
+            update("1", "x"),
+            update("2", "y"),
+            delete("3"),
+            delete("2"),
+            insert("3", "again"),
+        ]);
+        assert_eq!(shape(&out), [('i', 3), ('u', 2), ('d', 2), ('i', 1)]);
+        let Batch::Insert { columns, rows } = &out[0] else {
+            panic!()
+        };
+        assert_eq!(columns, &["id", "name"]);
+        assert_eq!(rows[2], [Some("3".into()), Some("c".into())]);
+        let Batch::Update { key, set, rows } = &out[1] else {
+            panic!()
+        };
+        assert_eq!(
+            (key.as_slice(), set.as_slice()),
+            (&["id".to_string()][..], &["name".to_string()][..])
+        );
+        assert_eq!(rows[1], (vec![Some("2".into())], vec![Some("y".into())]));
+    }
+
+    #[test]
+    fn a_row_updated_twice_takes_two_statements_so_the_last_value_wins() {
+        let out = batches(vec![update("1", "x"), update("2", "y"), update("1", "z")]);
+        assert_eq!(shape(&out), [('u', 2), ('u', 1)]);
+        let Batch::Update { rows, .. } = &out[1] else {
+            panic!()
+        };
+        assert_eq!(rows[0].1, [Some("z".into())]);
+    }
+
+    #[test]
+    fn different_columns_and_key_changes_end_a_batch() {
+        let toast = RowChange::Update {
+            key: pairs(&[("id", Some("5"))]),
+            set: pairs(&[("id", Some("5")), ("small", Some("s"))]),
+        };
+        let moved = RowChange::Update {
+            key: pairs(&[("id", Some("6"))]),
+            set: pairs(&[("id", Some("60")), ("name", Some("m"))]),
+        };
+        let out = batches(vec![
+            update("1", "x"),
+            toast,
+            moved,
+            update("7", "after"),
+            RowChange::Insert {
+                values: pairs(&[("id", Some("8"))]),
+            },
+            insert("9", "n"),
+        ]);
+        assert_eq!(
+            shape(&out),
+            [('u', 1), ('u', 1), ('u', 1), ('u', 1), ('i', 1), ('i', 1)]
+        );
+    }
+
+    #[test]
+    fn big_runs_are_cut_at_the_statement_size() {
+        let out = batches(
+            (0..ROWS_PER_STATEMENT + 5)
+                .map(|i| delete(&i.to_string()))
+                .collect(),
+        );
+        assert_eq!(shape(&out), [('d', ROWS_PER_STATEMENT), ('d', 5)]);
+        let out = batches(
+            (0..ROWS_PER_STATEMENT * 2)
+                .map(|i| update(&i.to_string(), "v"))
+                .collect(),
+        );
+        assert_eq!(
+            shape(&out),
+            [('u', ROWS_PER_STATEMENT), ('u', ROWS_PER_STATEMENT)]
+        );
+    }
+
+    #[test]
+    fn an_update_keeps_unchanged_toast_columns_and_unchanged_keys_out_of_its_set() {
+        let change: Change = serde_json::from_str(
+            r#"{"op":"update","table":"public.t","key":{"id":"1"},"new":{"id":"1","name":"y","big":null},"unchanged":["big"]}"#,
+        )
+        .unwrap();
+        let (table, change) = row_change(change).unwrap();
+        assert_eq!(table, "public.t");
+        assert_eq!(
+            change,
+            RowChange::Update {
+                key: pairs(&[("id", Some("1"))]),
+                set: pairs(&[("name", Some("y"))]),
+            }
+        );
+        let only_toast: Change = serde_json::from_str(
+            r#"{"op":"update","table":"public.t","key":{"id":"1"},"new":{"id":"1","big":null},"unchanged":["big"]}"#,
+        )
+        .unwrap();
+        assert_eq!(row_change(only_toast), None, "nothing to write");
+    }
+
+    #[test]
+    fn copy_text_escapes_what_copy_reads_specially() {
+        let rows = vec![vec![
+            Some("a\tb\\c\nd\re".to_string()),
+            None,
+            Some(String::new()),
+        ]];
+        assert_eq!(copy_text(&rows), "a\\tb\\\\c\\nd\\re\t\\N\t\n");
+    }
+
+    #[test]
+    fn update_and_delete_statements_join_typed_values_by_key() {
+        let types: Types = [
+            ("id", "integer"),
+            ("name", "text"),
+            ("Odd Col", "numeric(10,2)"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let update = Batch::Update {
+            key: vec!["id".into()],
+            set: vec!["name".into(), "Odd Col".into()],
+            rows: vec![
+                (vec![Some("1".into())], vec![Some("it's".into()), None]),
+                (
+                    vec![Some("2".into())],
+                    vec![Some("b".into()), Some("1.50".into())],
+                ),
+            ],
+        };
+        assert_eq!(
+            statement("public.t", &types, &update).unwrap(),
+            "UPDATE ONLY public.t AS t SET name = v.s0::text, \"Odd Col\" = v.s1::numeric(10,2) \
+             FROM (VALUES ('1', 'it''s', NULL), ('2', 'b', '1.50')) AS v(k0, s0, s1) WHERE t.id = v.k0::integer"
+        );
+        let delete = Batch::Delete {
+            key: vec!["id".into(), "name".into()],
+            rows: vec![vec![Some("1".into()), None]],
+        };
+        assert_eq!(
+            statement("public.t", &types, &delete).unwrap(),
+            "DELETE FROM ONLY public.t AS t USING (VALUES ('1', NULL)) AS v(k0, k1) \
+             WHERE t.id = v.k0::integer AND t.name IS NOT DISTINCT FROM v.k1::text"
+        );
+        let unknown = Batch::Delete {
+            key: vec!["gone".into()],
+            rows: vec![vec![Some("1".into())]],
+        };
+        let e = statement("public.t", &types, &unknown)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("column gone of public.t") && e.contains("new full backup"),
+            "{e}"
+        );
+    }
+}
