@@ -211,7 +211,7 @@ async fn latest_ignores_another_databases_backups_and_replacing_from_one_needs_a
         .expect("run");
     assert_eq!(nobody.status.code(), Some(2));
     assert!(
-        text(&nobody).contains("newest full backup of database nobody")
+        text(&nobody).contains("newest full or incremental backup of database nobody")
             && text(&nobody).contains(&format!("{theirs} (a backup of database billing)")),
         "{}",
         text(&nobody)

@@ -285,7 +285,10 @@ async fn execute_runs_logs_and_times_the_steps_the_plan_lists() {
         .expect("schema");
     env.backup("baseline").await;
     let names = |strategy, subset| -> Vec<&str> {
-        steps(strategy, subset).iter().map(|s| s.name()).collect()
+        steps(strategy, subset, false)
+            .iter()
+            .map(|s| s.name())
+            .collect()
     };
     let ran = |report: &serde_json::Value| -> Vec<String> {
         let steps = report["steps"].as_array().expect("steps");

@@ -240,6 +240,13 @@ pub struct RecoveryArgs {
     /// re-read every table and compare its rows' checksum with the backup's (slower)
     #[arg(long, value_enum, default_value_t = Verification::Rows)]
     pub verify: Verification,
+    #[command(flatten)]
+    pub point: PointArgs,
+}
+
+/// `--until` / `--until-lsn`: how far an incremental chain is replayed.
+#[derive(Debug, Args)]
+pub struct PointArgs {
     /// Replay the chain to the last transaction committed at or before this time (RFC 3339,
     /// or `YYYY-MM-DD HH:MM:SS[+TZ]`, UTC without a zone); on a full backup, its incrementals
     #[arg(long, value_name = "TIME", value_parser = chain::parse_time, conflicts_with = "until_lsn")]
@@ -250,7 +257,7 @@ pub struct RecoveryArgs {
     pub until_lsn: Option<chain::Lsn>,
 }
 
-impl RecoveryArgs {
+impl PointArgs {
     /// The point in time asked for, if any.
     pub fn until(&self) -> Option<chain::Until> {
         chain::Until::from_flags(self.until, self.until_lsn)
@@ -311,7 +318,7 @@ pub struct PruneArgs {
 
 #[derive(Debug, Args)]
 pub struct PinArgs {
-    /// Backup id, `latest` (the newest full backup of the configured database) or `latest-schema`
+    /// Backup id, `latest` (the newest full or incremental backup of the configured database) or `latest-schema`
     pub backup_id: String,
     /// Keep it through this date (YYYY-MM-DD, UTC, inclusive) or until this time (RFC 3339)
     /// [default: until `backup unpin`]
@@ -366,27 +373,16 @@ pub enum ExportFormat {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Backup id, `latest` (the newest full backup of the configured database) or `latest-schema`
+    /// Backup id, `latest` (the newest full or incremental backup of the configured database) or `latest-schema`
     pub backup_id: String,
     #[arg(long, value_enum, default_value = "sql")]
     pub format: ExportFormat,
     /// Output file (`-` for stdout); zstd-compressed when it ends in .zst
     #[arg(short, long, default_value = "-")]
     pub output: String,
-    /// The database as of the last transaction committed at or before this time (replays the
-    /// chain of a full or an incremental backup; same forms as `recovery plan --until`)
-    #[arg(long, value_name = "TIME", value_parser = chain::parse_time, conflicts_with = "until_lsn")]
-    pub until: Option<chrono::DateTime<chrono::Utc>>,
-    /// The same, to a WAL position
-    #[arg(long, value_name = "LSN")]
-    pub until_lsn: Option<chain::Lsn>,
-}
-
-impl ExportArgs {
-    /// The point in time asked for, if any.
-    pub fn until(&self) -> Option<chain::Until> {
-        chain::Until::from_flags(self.until, self.until_lsn)
-    }
+    /// The database as of a point in time (the chain of a full or an incremental backup)
+    #[command(flatten)]
+    pub point: PointArgs,
 }
 
 #[derive(Debug, Args)]
@@ -425,7 +421,7 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Backup id, `latest` (the newest full backup of the configured database) or `latest-schema`
+    /// Backup id, `latest` (the newest full or incremental backup of the configured database) or `latest-schema`
     pub backup_id: String,
     /// Parallel readers [default: CPU count up to 8]
     #[arg(short, long)]
@@ -441,7 +437,7 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// Backup id, `latest` (the newest full backup of the configured database) or `latest-schema`
+    /// Backup id, `latest` (the newest full or incremental backup of the configured database) or `latest-schema`
     pub backup_id: String,
     /// Really delete (deletion is permanent)
     #[arg(long)]

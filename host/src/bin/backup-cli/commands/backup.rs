@@ -26,7 +26,7 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
                 )
             };
             let report =
-                engine::export::export(&repo, &manifest, args.until(), out, compress).await?;
+                engine::export::export(&repo, &manifest, args.point.until(), out, compress).await?;
             if args.output == "-" {
                 return Ok(Outcome::Done); // stdout holds the SQL
             }

@@ -96,7 +96,7 @@ fn request(settings: &Settings, args: &RecoveryArgs, selection: &Selection) -> R
         schema_only: args.schema_only,
         from_other_database: args.from_other_database,
         create_roles: args.create_roles,
-        until: args.until(),
+        until: args.point.until(),
     })
 }
 
