@@ -142,9 +142,27 @@ pub struct AlertsConfig {
     /// names or "alert_command". Empty: every channel at level 1, no escalation.
     pub levels: Vec<Vec<String>>,
     /// Escalation times per alert name ("Backup Failure" = "15m"), over the runbook's defaults;
-    /// `default` applies to alerts the runbook gives no time.
-    pub escalate_after: BTreeMap<String, String>,
+    /// `default` applies to alerts the runbook gives no time. Names must be in [`ALERT_NAMES`].
+    #[serde(deserialize_with = "duration_map::deserialize")]
+    pub escalate_after: BTreeMap<String, Duration>,
 }
+
+/// Every alert Larder raises, by the runbook's names: the keys `[alerts] escalate_after`
+/// accepts (besides [`DEFAULT_ESCALATION_KEY`]). A new alert is added here.
+pub const ALERT_NAMES: &[&str] = &[
+    "Backup Failure",
+    "Backup Corruption",
+    "Backup Validation Failed",
+    "Disk Space Low",
+    "Schedule Missed",
+    "RPO Breached",
+    "Replication Slot Lagging",
+    "Drill Failed",
+    "Database connection failed",
+];
+
+/// The `[alerts] escalate_after` key for alerts the runbook gives no escalation time.
+pub const DEFAULT_ESCALATION_KEY: &str = "default";
 
 impl Default for AlertsConfig {
     fn default() -> Self {
@@ -594,6 +612,63 @@ impl Config {
         }
     }
 
+    /// `[alerts]` and `[[notifiers]]` agree: channel names are unique, every level names
+    /// configured channels, escalation times name alerts Larder raises, TCP grants name a port.
+    fn check_alerts(&self) -> std::result::Result<(), String> {
+        let mut channels = Vec::new();
+        for notifier in &self.notifiers {
+            if notifier.name == ALERT_COMMAND_CHANNEL || channels.contains(&notifier.name.as_str())
+            {
+                return Err(format!(
+                    "two alert channels are named '{}' (\"{ALERT_COMMAND_CHANNEL}\" is the alert command's)",
+                    notifier.name
+                ));
+            }
+            channels.push(notifier.name.as_str());
+            if let Some(bad) = notifier
+                .allow_tcp
+                .iter()
+                .find(|entry| crate::plugin::policy::tcp_destination(entry).is_none())
+            {
+                return Err(format!(
+                    "notifier '{}': allow_tcp entry \"{bad}\" must be host:port with an exact port, e.g. \"relay.internal:25\"",
+                    notifier.name
+                ));
+            }
+        }
+        if self.monitor.alert_command.is_some() {
+            channels.push(ALERT_COMMAND_CHANNEL);
+        }
+        for (i, level) in self.alerts.levels.iter().enumerate() {
+            if level.is_empty() {
+                return Err(format!("[alerts] levels: level {} names no channel", i + 1));
+            }
+            if let Some(name) = level.iter().find(|n| !channels.contains(&n.as_str())) {
+                return Err(format!(
+                    "[alerts] levels: level {} names the channel '{name}', which is not configured; the channels are: {}",
+                    i + 1,
+                    if channels.is_empty() {
+                        "none (add a [[notifiers]] entry or [monitor] alert_command)".to_string()
+                    } else {
+                        channels.join(", ")
+                    }
+                ));
+            }
+        }
+        if let Some(name) = self
+            .alerts
+            .escalate_after
+            .keys()
+            .find(|n| *n != DEFAULT_ESCALATION_KEY && !ALERT_NAMES.contains(&n.as_str()))
+        {
+            return Err(format!(
+                "[alerts] escalate_after names \"{name}\", which is no alert Larder raises; the alerts are: {} (and \"{DEFAULT_ESCALATION_KEY}\" for the others)",
+                ALERT_NAMES.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
     /// What the file says that no single key can: names that must match.
     fn check(&self, raw: &toml::Table) -> std::result::Result<(), String> {
         if !self.databases.is_empty() && raw.contains_key("database") {
@@ -605,6 +680,7 @@ impl Config {
                 return Err(format!("two [[databases]] entries are named '{}'", db.name));
             }
         }
+        self.check_alerts()?;
         for schedule in &self.schedules {
             match &schedule.database {
                 Some(name) if !seen.contains(name.as_str()) => {
@@ -783,6 +859,29 @@ impl DataClass {
             DataClass::Standard => "standard",
             DataClass::NonCritical => "non-critical",
         }
+    }
+}
+
+/// A table of names to durations (`{ "Backup Failure" = "15m" }`).
+mod duration_map {
+    use serde::{Deserialize, Deserializer};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Duration>, D::Error> {
+        BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .map(|(name, text)| {
+                let every = humantime::parse_duration(&text).map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "\"{name}\" = '{text}' is not a duration like 15m or 2h: {e}"
+                    ))
+                })?;
+                Ok((name, every))
+            })
+            .collect()
     }
 }
 
@@ -1269,6 +1368,56 @@ mod tests {
             parse("[database]\nurl = \"postgres://x\"\n")
                 .expect_err("both")
                 .contains("both [database]")
+        );
+    }
+
+    #[test]
+    fn alert_routes_and_escalation_times_are_checked_when_the_configuration_loads() {
+        let parse = |text: &str| -> std::result::Result<Config, String> {
+            let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+            let raw: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+            config.check(&raw).map(|()| config)
+        };
+        let dba = "[[notifiers]]\nname = \"dba\"\npath = \"w.wasm\"\n";
+        let good = parse(&format!(
+            "{dba}[monitor]\nalert_command = \"true\"\n[alerts]\nlevels = [[\"dba\"], [\"alert_command\"]]\nescalate_after = {{ \"Backup Failure\" = \"5m\", default = \"1h\" }}\n"
+        ))
+        .expect("valid");
+        assert_eq!(
+            good.alerts.escalate_after.get("Backup Failure"),
+            Some(&Duration::from_secs(300))
+        );
+        let bad_time = parse("[alerts]\nescalate_after = { \"Backup Failure\" = \"soon\" }\n")
+            .expect_err("not a duration");
+        assert!(
+            bad_time.contains("\"Backup Failure\" = 'soon' is not a duration"),
+            "{bad_time}"
+        );
+        let typo = parse("[alerts]\nescalate_after = { \"Backup failure\" = \"5m\" }\n")
+            .expect_err("unknown alert");
+        assert!(
+            typo.contains("names \"Backup failure\", which is no alert Larder raises"),
+            "{typo}"
+        );
+        let route = parse(&format!(
+            "{dba}[alerts]\nlevels = [[\"dba\"], [\"pager\"]]\n"
+        ))
+        .expect_err("unknown channel");
+        assert!(
+            route.contains(
+                "level 2 names the channel 'pager', which is not configured; the channels are: dba"
+            ),
+            "{route}"
+        );
+        let twice = parse(&format!("{dba}{dba}")).expect_err("two named dba");
+        assert!(
+            twice.contains("two alert channels are named 'dba'"),
+            "{twice}"
+        );
+        let port = parse(&format!("{dba}allow_tcp = [\"relay.internal\"]\n")).expect_err("no port");
+        assert!(
+            port.contains("allow_tcp entry \"relay.internal\" must be host:port"),
+            "{port}"
         );
     }
 

@@ -1,8 +1,9 @@
 //! Validator plugins (`[[validators]]`, the `rules-validator` plugin) on the rows a backup
 //! streams (and `backup validate` re-reads): a mass DELETE makes the next backup suspect (kept,
-//! listed, exit 1, passed over by `latest`), and the column rules catch purpose-made bad data.
+//! listed, exit 1, passed over by `latest`, "Backup Validation Failed" delivered to a real
+//! receiver), and the column rules catch purpose-made bad data.
 
-use crate::support::{TestEnv, data, envelope, plugin_path, reported, text};
+use crate::support::{HttpReceiver, TestEnv, data, envelope, plugin_path, reported, text};
 
 /// A configuration with the test's repository and one `rules-validator` entry with `rules`
 /// (TOML inline array).
@@ -53,9 +54,17 @@ async fn a_mass_delete_makes_the_next_backup_suspect_kept_listed_and_passed_over
         )
         .await
         .expect("source data");
-    env.write_config(&config_with_rules(
-        &env,
-        r#"[ { table = "public.contacts", max_shrink_percent = 20 }, { table = "*", min_rows = 1 } ]"#,
+    let hooks = HttpReceiver::start();
+    env.write_config(&format!(
+        "{}\n[alerts]\nstate_dir = \"{state}\"\nretry_for = \"1s\"\n\n[[notifiers]]\nname = \"dba\"\npath = \"{hook}\"\nconfig = {{ url = \"{url}\" }}\nallow_hosts = [\"127.0.0.1:{port}\"]\n",
+        config_with_rules(
+            &env,
+            r#"[ { table = "public.contacts", max_shrink_percent = 20 }, { table = "*", min_rows = 1 } ]"#,
+        ),
+        state = env.work.path().join("alert-state").display(),
+        hook = plugin_path("webhook_notifier.wasm").display(),
+        url = hooks.url("/dba"),
+        port = hooks.port,
     ));
 
     let first = env.run_json(&["backup", "create", "-n", "before"]);
@@ -93,6 +102,29 @@ async fn a_mass_delete_makes_the_next_backup_suspect_kept_listed_and_passed_over
         "{message}"
     );
     let suspect = report["backup"]["id"].as_str().expect("id").to_string();
+
+    // The alert room delivered "Backup Validation Failed" once, about this database and backup
+    // (the clean backup before it sent nothing).
+    let sent = hooks.requests("/dba");
+    assert_eq!(sent.len(), 1, "{all}");
+    let event = sent[0].json();
+    assert_eq!(event["alert"], "Backup Validation Failed", "{event}");
+    assert_eq!(event["state"], "firing");
+    assert_eq!(event["database"], env.dbname.as_str());
+    assert_eq!(event["backup_id"], suspect.as_str());
+    assert!(
+        event["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_shrink_percent")),
+        "{event}"
+    );
+    assert!(
+        event["action"]
+            .as_str()
+            .is_some_and(|a| a.contains(&format!("backup-cli backup validate {suspect}"))),
+        "{event}"
+    );
+    assert!(all.contains("1 alert(s) sent"), "{all}");
 
     // Kept and listed as suspect; the manifest says why.
     let list = env.run_json(&["backup", "list"]);
@@ -158,6 +190,21 @@ async fn a_mass_delete_makes_the_next_backup_suspect_kept_listed_and_passed_over
         "{:?}",
         resolved.passed_over
     );
+
+    // The rows are back: the next backup passes its validators and resolves the alert.
+    env.client()
+        .await
+        .batch_execute(
+            "INSERT INTO contacts SELECT g, 'contact ' || g FROM generate_series(101, 500) g",
+        )
+        .await
+        .expect("rows back");
+    env.run_ok(&["backup", "create", "-n", "fixed"]);
+    let sent = hooks.requests("/dba");
+    assert_eq!(sent.len(), 2);
+    let resolve = sent[1].json();
+    assert_eq!(resolve["state"], "resolved", "{resolve}");
+    assert_eq!(resolve["id"], event["id"]);
 }
 
 #[tokio::test]
@@ -220,17 +267,22 @@ async fn not_null_unique_pattern_and_null_share_rules_catch_purpose_made_data() 
 }
 
 #[test]
-fn plugin_inspect_and_list_show_the_validator_world_and_its_grants() {
+fn plugin_inspect_and_list_show_the_validator_and_notifier_worlds_and_their_grants() {
     let work = tempfile::tempdir().expect("temporary folder");
     let config = work.path().join("larder.toml");
     let plugin = plugin_path("rules_validator.wasm");
+    let notifier_entry = format!(
+        "[[notifiers]]\nname = \"ops\"\npath = \"{}\"\nconfig = {{ url = \"https://hooks.example/larder\" }}\nallow_hosts = [\"hooks.example\"]\n",
+        plugin_path("webhook_notifier.wasm").display()
+    );
     std::fs::write(
         &config,
         format!(
-            "[repository]\npath = \"{repo}\"\n[plugins]\ncache_dir = \"{cache}\"\n\n[[validators]]\nname = \"rules\"\npath = \"{plugin}\"\nconfig = {{ rules = [ {{ table = \"*\", min_rows = 1 }} ] }}\n",
+            "[repository]\npath = \"{repo}\"\n[plugins]\ncache_dir = \"{cache}\"\n\n[[validators]]\nname = \"rules\"\npath = \"{plugin}\"\nconfig = {{ rules = [ {{ table = \"*\", min_rows = 1 }} ] }}\n\n{notifier}",
             repo = work.path().join("repo").display(),
             cache = work.path().join("cache").display(),
-            plugin = plugin.display()
+            plugin = plugin.display(),
+            notifier = notifier_entry,
         ),
     )
     .expect("config");
@@ -256,10 +308,37 @@ fn plugin_inspect_and_list_show_the_validator_world_and_its_grants() {
         "the rules validator asks for no network: {inspected}"
     );
     let listed = run(&["plugin", "list"]);
-    let entry = &listed[0];
+    let notifier = &listed[0];
+    assert_eq!(notifier["target"], "ops");
+    assert_eq!(notifier["world"], "larder:plugin/notifier@1.1.0");
+    assert_eq!(notifier["name"], "webhook-notifier");
+    assert_eq!(
+        notifier["granted"],
+        serde_json::json!(["http hooks.example", "config url"])
+    );
+    let entry = &listed[1];
     assert_eq!(entry["target"], "rules");
     assert_eq!(entry["world"], "larder:plugin/validator@1.1.0");
     assert_eq!(entry["name"], "rules-validator");
     assert_eq!(entry["pinned"], false);
     assert_eq!(entry["granted"], serde_json::json!(["config rules"]));
+
+    // A route to a channel nobody configured is refused when the configuration loads.
+    let current = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!("{current}\n[alerts]\nlevels = [[\"ops\"], [\"pager\"]]\n"),
+    )
+    .expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backup-cli"))
+        .env("BACKUP_CLI_CONFIG", &config)
+        .args(["plugin", "list"])
+        .output()
+        .expect("run backup-cli");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("level 2 names the channel 'pager', which is not configured"),
+        "{}",
+        text(&out)
+    );
 }

@@ -18,6 +18,11 @@ use std::sync::Arc;
 pub struct PluginNotifier {
     name: String,
     plugin: Arc<str>,
+    /// The file, its hash, whether its entry pins it, and how it was compiled, for `plugin list`.
+    path: std::path::PathBuf,
+    sha256: String,
+    pinned: bool,
+    cache: super::CacheStatus,
     pre: NotifierPre<PluginState>,
     grants: Arc<Grants>,
     info: PluginInfo,
@@ -55,6 +60,10 @@ impl PluginNotifier {
         let mut notifier = PluginNotifier {
             name: name.to_string(),
             plugin,
+            path: loaded.path.clone(),
+            sha256: loaded.sha256.clone(),
+            pinned: false,
+            cache: loaded.cache,
             pre,
             grants: Arc::new(grants),
             info: PluginInfo {
@@ -87,6 +96,22 @@ impl PluginNotifier {
 
     pub fn grants(&self) -> &Grants {
         &self.grants
+    }
+
+    /// The notifier as `plugin list` shows it.
+    pub fn summary(&self) -> crate::targets::configured::PluginSummary {
+        crate::targets::configured::PluginSummary {
+            target: self.name.clone(),
+            path: self.path.display().to_string(),
+            sha256: self.sha256.clone(),
+            pinned: self.pinned,
+            world: "larder:plugin/notifier@1.1.0",
+            name: self.info.name.clone(),
+            version: self.info.version.clone(),
+            capabilities: self.info.capabilities.clone(),
+            granted: self.grants.describe(),
+            cache: self.cache,
+        }
     }
 
     /// Delivers one event.
@@ -165,4 +190,42 @@ impl PluginNotifier {
             .await
             .unwrap_or_else(|_| Err(sandbox::deadline_error(&self.plugin, &self.grants, call)))
     }
+}
+
+/// Every `[[notifiers]]` entry loaded (pins checked) and instantiated once, in order.
+pub async fn open_configured(loaded: &crate::config::Loaded) -> Result<Vec<PluginNotifier>> {
+    let entries = &loaded.config.notifiers;
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let runtime = Runtime::new(loaded.plugin_cache_dir())?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let owner = format!("notifier '{}'", entry.name);
+        let (_, plugin) = super::entry::load_pinned(
+            &runtime,
+            loaded,
+            &owner,
+            &entry.path,
+            entry.sha256.as_deref(),
+        )?;
+        let grants = Grants {
+            allow_tcp: entry.allow_tcp.clone(),
+            ..super::entry::plugin_grants(
+                &owner,
+                &super::entry::GrantEntry {
+                    config: &entry.config,
+                    secrets: &entry.secrets,
+                    allow_hosts: &entry.allow_hosts,
+                    allow_private: entry.allow_private,
+                    memory: entry.memory.as_deref(),
+                    timeout: entry.timeout,
+                },
+            )?
+        };
+        let mut notifier = PluginNotifier::new(&runtime, &entry.name, &plugin, grants).await?;
+        notifier.pinned = entry.sha256.is_some();
+        out.push(notifier);
+    }
+    Ok(out)
 }

@@ -19,10 +19,10 @@ use std::sync::Arc;
 /// The name of the target a repository path alone makes.
 pub const DEFAULT_TARGET: &str = "local";
 
-/// A configured plugin (a target or a validator), as `plugin list` reports it.
+/// A configured plugin (a target, a notifier or a validator), as `plugin list` reports it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PluginSummary {
-    /// The entry's name (`[[targets]]` or `[[validators]]`).
+    /// The entry's name (`[[targets]]`, `[[notifiers]]` or `[[validators]]`).
     pub target: String,
     pub path: String,
     pub sha256: String,

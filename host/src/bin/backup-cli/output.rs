@@ -560,7 +560,7 @@ fn pinned(report: &PinReport) {
 fn plugins(plugins: &[PluginSummary]) {
     if plugins.is_empty() {
         say!(
-            "No plugins are configured (add a [[targets]] entry with type = \"plugin\", or a [[validators]] entry)."
+            "No plugins are configured (add a [[targets]] entry with type = \"plugin\", a [[notifiers]] or a [[validators]] entry)."
         );
         return;
     }

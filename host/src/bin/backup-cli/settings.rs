@@ -122,7 +122,8 @@ impl Settings {
             .collect()
     }
 
-    /// Whose alerts a command raises: this database, this repository's primary target.
+    /// Whose alerts a command raises: this database (by its `[[databases]]` name, else its name
+    /// in PostgreSQL), this repository's primary target.
     pub async fn alert_scope(&self) -> Result<larder::engine::alerts::Scope> {
         let set = self.targets().await?;
         let repository = set
@@ -130,8 +131,19 @@ impl Settings {
             .first()
             .map(|t| t.location())
             .unwrap_or_default();
+        self.alert_scope_at(repository)
+    }
+
+    /// Whose alerts a command raises about the repository at `repository` (a location).
+    pub fn alert_scope_at(&self, repository: String) -> Result<larder::engine::alerts::Scope> {
+        let connection = self.database()?;
+        let database = match self.loaded.config.database_entry(self.db.as_deref())? {
+            Some(entry) => entry.name.clone(),
+            None => connection.dbname.clone(),
+        };
         Ok(larder::engine::alerts::Scope {
-            database: self.database()?.describe(),
+            database,
+            connection: connection.describe(),
             repository,
         })
     }

@@ -5,15 +5,13 @@
 
 use super::lifecycle::{Event, EventState, Severity};
 use crate::config::{ALERT_COMMAND_CHANNEL, Loaded};
-use crate::error::{Error, Result};
-use crate::plugin::Runtime;
-use crate::plugin::entry::{GrantEntry, load_pinned, plugin_grants};
+use crate::error::Result;
 use crate::plugin::notifier::{self as plugin, NotifyFailure, PluginNotifier};
 use crate::plugin::policy;
 use std::time::{Duration, Instant};
 
 pub enum Channel {
-    Plugin(PluginNotifier),
+    Plugin(Box<PluginNotifier>),
     Command(String),
 }
 
@@ -91,67 +89,29 @@ impl Channels {
 /// Opens every `[[notifiers]]` plugin and the alert command, and maps `[alerts] levels` to them.
 pub async fn open(loaded: &Loaded) -> Result<Channels> {
     let config = &loaded.config;
-    let mut all = Vec::new();
-    if !config.notifiers.is_empty() {
-        let runtime = Runtime::new(loaded.plugin_cache_dir())?;
-        for entry in &config.notifiers {
-            if entry.name == ALERT_COMMAND_CHANNEL
-                || all.iter().any(|c: &Channel| c.name() == entry.name)
-            {
-                return Err(Error::Config(format!(
-                    "two alert channels are named '{}' (\"{ALERT_COMMAND_CHANNEL}\" is the alert command's)",
-                    entry.name
-                )));
-            }
-            let owner = format!("notifier '{}'", entry.name);
-            let (_, plugin) = load_pinned(
-                &runtime,
-                loaded,
-                &owner,
-                &entry.path,
-                entry.sha256.as_deref(),
-            )?;
-            let grants = policy::Grants {
-                allow_tcp: entry.allow_tcp.clone(),
-                ..plugin_grants(
-                    &owner,
-                    &GrantEntry {
-                        config: &entry.config,
-                        secrets: &entry.secrets,
-                        allow_hosts: &entry.allow_hosts,
-                        allow_private: entry.allow_private,
-                        memory: entry.memory.as_deref(),
-                        timeout: entry.timeout,
-                    },
-                )?
-            };
-            all.push(Channel::Plugin(
-                PluginNotifier::new(&runtime, &entry.name, &plugin, grants).await?,
-            ));
-        }
-    }
+    let mut all: Vec<Channel> = plugin::open_configured(loaded)
+        .await?
+        .into_iter()
+        .map(|p| Channel::Plugin(Box::new(p)))
+        .collect();
     if let Some(command) = &config.monitor.alert_command {
         all.push(Channel::Command(command.clone()));
     }
+    // Names were checked against the channels when the configuration loaded.
     let levels = if config.alerts.levels.is_empty() {
         vec![(0..all.len()).collect()]
     } else {
-        let mut levels = Vec::new();
-        for (i, names) in config.alerts.levels.iter().enumerate() {
-            let mut level = Vec::new();
-            for name in names {
-                let index = all.iter().position(|c| c.name() == name).ok_or_else(|| {
-                    Error::Config(format!(
-                        "[alerts] levels: level {} names the channel '{name}', which is not configured; the channels are: {}",
-                        i + 1,
-                        all.iter().map(Channel::name).collect::<Vec<_>>().join(", ")
-                    ))
-                })?;
-                level.push(index);
-            }
-            levels.push(level);
-        }
-        levels
+        config
+            .alerts
+            .levels
+            .iter()
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(|name| all.iter().position(|c| c.name() == name))
+                    .collect()
+            })
+            .collect()
     };
     Ok(Channels { all, levels })
 }

@@ -1,7 +1,7 @@
 //! The alert lifecycle as pure code: given what is wrong now, what was known before and the
 //! clock, which events are due (first firing, reminder, escalation, resolve) and to which levels.
 //!
-//! An alert is one (runbook alert, check) pair. It fires once, stays active while its check keeps
+//! An alert is one (database, runbook alert, check): two databases' alerts never merge. It fires once, stays active while its check keeps
 //! failing (re-sent only as a reminder or on escalation), escalates one level per escalation
 //! time unless acknowledged, and resolves when a run that looked at its check finds it passing.
 
@@ -44,10 +44,15 @@ pub struct Condition {
 }
 
 impl Condition {
-    /// The alert's identity: one alert per (alert, check).
-    pub fn key(&self) -> String {
-        format!("{} / {}", self.alert, self.check)
+    /// The identity of its alert on `database`: one alert per (database, alert, check).
+    pub fn key(&self, database: &str) -> String {
+        alert_key(database, &self.alert, &self.check)
     }
+}
+
+/// `Backup Validation Failed / backup validation / crm`: an alert's key in the state.
+pub fn alert_key(database: &str, alert: &str, check: &str) -> String {
+    format!("{alert} / {check} / {database}")
 }
 
 /// One event as delivered to channels (and kept in the dead-letter list).
@@ -95,6 +100,9 @@ pub struct Alert {
     pub id: String,
     pub alert: String,
     pub check: String,
+    /// The database it is about (its `[[databases]]` name, else its name in PostgreSQL).
+    #[serde(default)]
+    pub database: String,
     pub severity: Severity,
     pub message: String,
     pub action: String,
@@ -117,7 +125,7 @@ pub struct Alert {
 
 impl Alert {
     pub fn key(&self) -> String {
-        format!("{} / {}", self.alert, self.check)
+        alert_key(&self.database, &self.alert, &self.check)
     }
 
     pub fn record(&mut self, delivery: Delivery) {
@@ -140,7 +148,7 @@ pub struct DeadLetter {
 /// Everything the alert room remembers (one file per repository).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    /// Active alerts by key.
+    /// Active alerts by key ([`alert_key`]).
     #[serde(default)]
     pub active: BTreeMap<String, Alert>,
     /// Recently resolved alerts, newest last.
@@ -214,9 +222,9 @@ pub struct Due {
     pub levels: Vec<u32>,
 }
 
-/// Advances `state` to `now` given the failing `conditions`, where `checked` names every check
-/// this run looked at (an active alert of a check not looked at stays as it is). Returns the
-/// events to deliver, in order.
+/// Advances `state` to `now` given the failing `conditions` of `database`, where `checked` names
+/// every check this run looked at (an active alert of a check not looked at, or of another
+/// database, stays as it is). Returns the events to deliver, in order.
 pub fn advance(
     state: &mut State,
     conditions: &[Condition],
@@ -227,13 +235,14 @@ pub fn advance(
 ) -> Vec<Due> {
     let mut due = Vec::new();
     for condition in conditions {
-        let key = condition.key();
+        let key = condition.key(database);
         match state.active.get_mut(&key) {
             None => {
                 let alert = Alert {
-                    id: event_id(condition, now),
+                    id: event_id(condition, database, now),
                     alert: condition.alert.clone(),
                     check: condition.check.clone(),
+                    database: database.to_string(),
                     severity: severity_of(&condition.alert),
                     message: condition.message.clone(),
                     action: condition.action.clone(),
@@ -249,7 +258,7 @@ pub fn advance(
                 };
                 due.push(Due {
                     key: key.clone(),
-                    event: event_of(&alert, EventState::Firing, policy, database, now),
+                    event: event_of(&alert, EventState::Firing, policy, now),
                     levels: vec![1],
                 });
                 state.active.insert(key, alert);
@@ -265,7 +274,7 @@ pub fn advance(
                     alert.last_sent = now;
                     due.push(Due {
                         key: key.clone(),
-                        event: event_of(alert, EventState::Escalated, policy, database, now),
+                        event: event_of(alert, EventState::Escalated, policy, now),
                         levels: (from..=wanted).collect(),
                     });
                 } else if let Some(every) = policy.remind_every
@@ -275,18 +284,20 @@ pub fn advance(
                     alert.last_sent = now;
                     due.push(Due {
                         key: key.clone(),
-                        event: event_of(alert, EventState::Firing, policy, database, now),
+                        event: event_of(alert, EventState::Firing, policy, now),
                         levels: (1..=alert.level).collect(),
                     });
                 }
             }
         }
     }
-    let failing: Vec<String> = conditions.iter().map(Condition::key).collect();
+    let failing: Vec<String> = conditions.iter().map(|c| c.key(database)).collect();
     let cleared: Vec<String> = state
         .active
         .iter()
-        .filter(|(key, alert)| !failing.contains(key) && checked.contains(&alert.check))
+        .filter(|(key, alert)| {
+            !failing.contains(key) && alert.database == database && checked.contains(&alert.check)
+        })
         .map(|(key, _)| key.clone())
         .collect();
     for key in cleared {
@@ -294,7 +305,7 @@ pub fn advance(
             alert.resolved_at = Some(now);
             due.push(Due {
                 key: key.clone(),
-                event: event_of(&alert, EventState::Resolved, policy, database, now),
+                event: event_of(&alert, EventState::Resolved, policy, now),
                 levels: (1..=alert.level).collect(),
             });
             state.resolved.push(alert);
@@ -305,9 +316,9 @@ pub fn advance(
     due
 }
 
-/// `backup-failure.latest-backup.1733101200`: alert and check in lowercase words, and the
-/// firing time.
-fn event_id(condition: &Condition, fired: DateTime<Utc>) -> String {
+/// `backup-failure.latest-backup.crm.1733101200`: alert, check and database in lowercase
+/// words, and the firing time.
+fn event_id(condition: &Condition, database: &str, fired: DateTime<Utc>) -> String {
     let slug = |text: &str| {
         text.split(|c: char| !c.is_ascii_alphanumeric())
             .filter(|w| !w.is_empty())
@@ -316,21 +327,16 @@ fn event_id(condition: &Condition, fired: DateTime<Utc>) -> String {
             .join("-")
     };
     format!(
-        "{}.{}.{}",
+        "{}.{}.{}.{}",
         slug(&condition.alert),
         slug(&condition.check),
+        slug(database),
         fired.timestamp()
     )
 }
 
 /// The event for `alert` in `state` now.
-pub fn event_of(
-    alert: &Alert,
-    state: EventState,
-    policy: &Policy,
-    database: &str,
-    now: DateTime<Utc>,
-) -> Event {
+pub fn event_of(alert: &Alert, state: EventState, policy: &Policy, now: DateTime<Utc>) -> Event {
     let mut details = BTreeMap::new();
     details.insert("check".to_string(), alert.check.clone());
     if let Ok(host) = rustix::system::uname().nodename().to_str() {
@@ -351,7 +357,7 @@ pub fn event_of(
         state,
         severity: alert.severity,
         level: alert.level,
-        database: database.to_string(),
+        database: alert.database.clone(),
         target: alert.target.clone(),
         backup_id: alert.backup_id.clone(),
         message: alert.message.clone(),
@@ -406,7 +412,7 @@ mod tests {
         let first = advance(&mut state, &down, &checked, &p, "db", at(0));
         assert_eq!(summary(&first), [(EventState::Firing, 1, vec![1])]);
         let id = first[0].event.id.clone();
-        assert_eq!(id, "backup-failure.last-backup-attempt.1700000000");
+        assert_eq!(id, "backup-failure.last-backup-attempt.db.1700000000");
         // Ten minutes later: nothing new (no re-send of an active alert).
         assert!(advance(&mut state, &down, &checked, &p, "db", at(10)).is_empty());
         // Backup Failure escalates after 15 minutes, level 3 after 30.
@@ -456,6 +462,30 @@ mod tests {
         }
         assert!(advance(&mut state, &full, &checked, &p, "db", at(5)).is_empty());
         assert_eq!(state.active.values().next().map(|a| a.level), Some(1));
+    }
+
+    #[test]
+    fn two_databases_alerts_never_merge() {
+        let mut state = State::default();
+        let p = policy(1);
+        let suspect = [failing("Backup Validation Failed", "backup validation")];
+        let checked = ["backup validation".to_string()];
+        let crm = advance(&mut state, &suspect, &checked, &p, "crm", at(0));
+        let billing = advance(&mut state, &suspect, &checked, &p, "billing", at(0));
+        assert_eq!(crm.len(), 1);
+        assert_eq!(billing.len(), 1, "billing's alert is its own, not crm's");
+        assert_ne!(crm[0].event.id, billing[0].event.id);
+        assert_eq!(billing[0].event.database, "billing");
+        assert_eq!(state.active.len(), 2);
+        // A clean backup of crm resolves crm's alert only.
+        let clean = advance(&mut state, &[], &checked, &p, "crm", at(5));
+        assert_eq!(summary(&clean), [(EventState::Resolved, 1, vec![1])]);
+        assert_eq!(clean[0].event.database, "crm");
+        let left: Vec<&String> = state.active.keys().collect();
+        assert_eq!(
+            left,
+            ["Backup Validation Failed / backup validation / billing"]
+        );
     }
 
     #[test]

@@ -14,18 +14,23 @@ pub mod store;
 use crate::config::Loaded;
 use crate::engine::monitor::{Health, Status};
 use crate::error::{Error, Result};
+use crate::repository::manifest::Manifest;
 use chrono::{DateTime, Utc};
 pub use lifecycle::{Alert, Condition, DeadLetter, Delivery, Event, EventState, Severity, State};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Whose alerts these are: one state per repository (the database's address may change, as
-/// when it fails over, and its alerts must stay the same alerts).
+/// Whose alerts these are: one state per repository, and in it each database's own alerts.
 #[derive(Debug, Clone)]
 pub struct Scope {
-    /// The database in words (no password), as events name it.
+    /// The database's name (its `[[databases]]` entry's, else its name in PostgreSQL), as
+    /// events name it: part of every alert's key, so two databases' alerts never merge, and the
+    /// same when the database's address changes (as when it fails over).
     pub database: String,
+    /// The database's connection in words (host, port, name, user; no password), in every
+    /// event's details.
+    pub connection: String,
     /// Where the repository is (the primary target's location).
     pub repository: String,
 }
@@ -67,28 +72,19 @@ impl Report {
     }
 }
 
-fn policy_of(loaded: &Loaded, levels: usize) -> Result<lifecycle::Policy> {
+/// The configured lifecycle (`[alerts]`, checked when the configuration loaded).
+fn policy_of(loaded: &Loaded, levels: usize) -> lifecycle::Policy {
     let alerts = &loaded.config.alerts;
-    let mut escalate_after = BTreeMap::new();
-    let mut default_escalation = lifecycle::DEFAULT_ESCALATION;
-    for (alert, text) in &alerts.escalate_after {
-        let every = humantime::parse_duration(text).map_err(|e| {
-            Error::Config(format!(
-                "[alerts] escalate_after.\"{alert}\" = '{text}' is not a duration like 15m or 2h: {e}"
-            ))
-        })?;
-        if alert == "default" {
-            default_escalation = every;
-        } else {
-            escalate_after.insert(alert.clone(), every);
-        }
-    }
-    Ok(lifecycle::Policy {
+    let mut escalate_after = alerts.escalate_after.clone();
+    let default_escalation = escalate_after
+        .remove(crate::config::DEFAULT_ESCALATION_KEY)
+        .unwrap_or(lifecycle::DEFAULT_ESCALATION);
+    lifecycle::Policy {
         levels: levels.max(1) as u32,
         remind_every: Some(alerts.remind_every).filter(|d| !d.is_zero()),
         escalate_after,
         default_escalation,
-    })
+    }
 }
 
 /// Sends a health report's alerts through the alert room: new failures fire, active ones
@@ -121,6 +117,36 @@ pub fn conditions_of(health: &Health) -> (Vec<Condition>, Vec<String>) {
     (conditions, checked)
 }
 
+/// The runbook's alert for a suspect backup, and the check that raises it.
+pub const VALIDATION_ALERT: &str = "Backup Validation Failed";
+pub const VALIDATION_CHECK: &str = "backup validation";
+
+/// A new backup's validators' verdict through the alert room (`backup create` and the daemon
+/// both call this): a suspect backup raises "Backup Validation Failed" for its database (once,
+/// then reminders and escalation like any alert), a backup the validators found nothing wrong
+/// with resolves it. `None` when no validator looked at the backup (nothing to say either way).
+pub async fn observe_backup(loaded: &Loaded, scope: &Scope, manifest: &Manifest) -> Option<Report> {
+    if manifest.validators.is_empty() {
+        return None;
+    }
+    let conditions: Vec<Condition> = crate::engine::validators::verdict(manifest)
+        .err()
+        .map(|suspect| Condition {
+            alert: VALIDATION_ALERT.into(),
+            check: VALIDATION_CHECK.into(),
+            message: suspect.to_string(),
+            action: format!(
+                "Check the data before trusting newer backups (a mass DELETE? a bad load?): the findings are in `backup-cli backup validate {id}`; deleted rows come back from the last good backup with `backup-cli recovery execute <good-backup-id> -s missing-rows -t TABLE`",
+                id = manifest.id
+            ),
+            target: None,
+            backup_id: Some(manifest.id.clone()),
+        })
+        .into_iter()
+        .collect();
+    Some(observe(loaded, scope, &conditions, &[VALIDATION_CHECK.to_string()]).await)
+}
+
 /// Advances every alert of `scope` given the failing `conditions` (out of the `checked` checks)
 /// and delivers what is due. Never fails: a broken channel or state folder is a warning.
 pub async fn observe(
@@ -149,7 +175,7 @@ async fn observe_inner(
     now: DateTime<Utc>,
 ) -> Result<Report> {
     let channels = channels::open(loaded).await?;
-    let policy = policy_of(loaded, channels.levels.len())?;
+    let policy = policy_of(loaded, channels.levels.len());
     let retry_for = loaded.config.alerts.retry_for;
     let mut stored = store::open(&loaded.alert_state_dir(), &scope.identity()).await?;
     let mut report = Report {
@@ -190,7 +216,10 @@ async fn observe_inner(
         &scope.database,
         now,
     );
-    for item in due {
+    for mut item in due {
+        item.event
+            .details
+            .insert("connection".into(), scope.connection.clone());
         for channel in channels.for_levels(&item.levels) {
             let (attempts, error) = channel.send(&item.event, retry_for).await;
             note(
@@ -341,14 +370,15 @@ pub async fn status(loaded: &Loaded, scope: &Scope) -> Result<State> {
         .state)
 }
 
-/// Acknowledges the active alerts named `name` (alert name, key or id): no more escalation
-/// until they resolve. Returns the keys acknowledged.
+/// Acknowledges the active alerts of `scope`'s database named `name` (alert name, key or id):
+/// no more escalation until they resolve. Returns the keys acknowledged.
 pub async fn ack(loaded: &Loaded, scope: &Scope, name: &str) -> Result<Vec<String>> {
     let mut stored = store::open(&loaded.alert_state_dir(), &scope.identity()).await?;
     let now = Utc::now();
     let mut acked = Vec::new();
     for (key, alert) in stored.state.active.iter_mut() {
-        if alert.alert.eq_ignore_ascii_case(name) || key == name || alert.id == name {
+        let named = alert.alert.eq_ignore_ascii_case(name) || key == name || alert.id == name;
+        if named && alert.database == scope.database {
             alert.acked_at.get_or_insert(now);
             acked.push(key.clone());
         }
@@ -358,6 +388,7 @@ pub async fn ack(loaded: &Loaded, scope: &Scope, name: &str) -> Result<Vec<Strin
             .state
             .active
             .values()
+            .filter(|a| a.database == scope.database)
             .map(|a| a.alert.as_str())
             .collect();
         return Err(Error::Config(format!(
@@ -431,7 +462,7 @@ pub async fn overview(loaded: &Loaded, scope: &Scope, health: &Health) -> Result
     let (conditions, _) = conditions_of(health);
     let mut alerts = Vec::new();
     for condition in &conditions {
-        alerts.push(match state.active.get(&condition.key()) {
+        alerts.push(match state.active.get(&condition.key(&scope.database)) {
             Some(known) => view(known, condition.message.clone()),
             None => AlertView {
                 alert: condition.alert.clone(),
@@ -448,8 +479,12 @@ pub async fn overview(loaded: &Loaded, scope: &Scope, health: &Health) -> Result
             },
         });
     }
-    for (key, known) in &state.active {
-        if !conditions.iter().any(|c| c.key() == *key) {
+    for (key, known) in state
+        .active
+        .iter()
+        .filter(|(_, a)| a.database == scope.database)
+    {
+        if !conditions.iter().any(|c| c.key(&scope.database) == *key) {
             alerts.push(view(known, known.message.clone()));
         }
     }

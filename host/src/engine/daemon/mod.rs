@@ -615,6 +615,8 @@ async fn steps(
     let manifest = &created.manifest;
     let holding = &created.holding;
     record.backup_id = Some(manifest.id.clone());
+    // The validators' verdict through the alert room, as `backup create` raises it.
+    crate::engine::alerts::observe_backup(&setup.loaded, &setup.alert_scope, manifest).await;
     record.targets = holding.iter().map(|t| t.name().to_string()).collect();
     // Validate what exists even when a copy failed: the alert then says all that is wrong.
     let (_, copies) = validate::validate_copies(

@@ -72,11 +72,29 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
             )
             .await?;
             let failure = created.verdict();
-            if settings.quiet && !settings.json {
-                return Ok(Outcome::of(failure));
+            let created_suspect = created.manifest.is_suspect();
+            // The validators' verdict through the alert room ("Backup Validation Failed");
+            // delivery never fails the backup.
+            let alerted = match settings.alert_scope_at(repo.target().location()) {
+                Ok(scope) => {
+                    engine::alerts::observe_backup(&settings.loaded, &scope, &created.manifest)
+                        .await
+                }
+                Err(e) => {
+                    output::note!("warning: alerts were not delivered: {e}");
+                    None
+                }
+            };
+            let outcome = if settings.quiet && !settings.json {
+                Outcome::of(failure)
+            } else {
+                let created = BackupCreated::new(created, repo.target().location());
+                output::report(settings.json, &created, failure)
+            };
+            if let Some(report) = alerted {
+                output::alert_report(&report, created_suspect);
             }
-            let created = BackupCreated::new(created, repo.target().location());
-            Ok(output::report(settings.json, &created, failure))
+            Ok(outcome)
         }
         BackupCommand::List(args) => {
             let set = settings.targets().await?;

@@ -10,6 +10,9 @@ pub async fn run(settings: &Settings, command: PluginCommand) -> Result<Outcome>
         PluginCommand::List => {
             let set = settings.targets().await?;
             let mut plugins = set.plugins;
+            for notifier in larder::plugin::notifier::open_configured(&settings.loaded).await? {
+                plugins.push(notifier.summary());
+            }
             for validator in larder::plugin::validator::open_configured(&settings.loaded).await? {
                 plugins.push(validator.summary());
             }
