@@ -78,14 +78,17 @@ impl ValidatorConfig {
     pub fn settings(&self) -> BTreeMap<String, String> {
         self.config
             .iter()
-            .map(|(key, value)| {
-                let text = match value {
-                    toml::Value::String(s) => s.clone(),
-                    other => serde_json::to_string(other).unwrap_or_default(),
-                };
-                (key.clone(), text)
-            })
+            .map(|(key, value)| (key.clone(), setting_text(value)))
             .collect()
+    }
+}
+
+/// A plugin setting as `host.config` returns it: a string as it is, anything else (arrays,
+/// tables, numbers) as JSON text.
+pub fn setting_text(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => serde_json::to_string(other).unwrap_or_default(),
     }
 }
 

@@ -84,6 +84,10 @@ pub enum Error {
     #[error("{0}")]
     Plugin(String),
 
+    /// `plugin test` ran its conformance suite and some checks failed (the report is printed).
+    #[error("{0}")]
+    PluginTestFailed(String),
+
     /// A plugin file does not match the SHA-256 its entry pins.
     #[error(
         "plugin {path} does not match its pin: expected sha256 {expected}, the file has {actual}; refusing to load it (if the new file is trusted, update `sha256` after `backup-cli plugin hash {path}`)"
@@ -186,6 +190,7 @@ impl Error {
             Error::CopiesIncomplete(_) => "copies_incomplete",
             Error::BackupSuspect { .. } => "backup_suspect",
             Error::Plugin(_) => "plugin",
+            Error::PluginTestFailed(_) => "plugin_test_failed",
             Error::PluginPin { .. } => "plugin_pin",
             Error::Config(_) => "config",
             Error::Repository(_) => "repository",

@@ -260,6 +260,85 @@ impl PluginTarget {
             ),
         }
     }
+
+    /// Every object under `prefix`, page after page as the plugin gives them, checked (keys
+    /// under the prefix, a cursor that advances, the entry's limits); and how many pages it took.
+    pub async fn list_pages(
+        &self,
+        prefix: &str,
+    ) -> std::result::Result<(Vec<ObjectInfo>, usize), TargetError> {
+        let limits = &self.grants.limits;
+        let listing = async {
+            let mut out = Vec::new();
+            let mut cursor: Option<String> = None;
+            for pages in 1..=limits.max_list_pages {
+                let page: ListPage = self
+                    .call("list", false, |i| {
+                        let cursor = cursor.clone();
+                        let prefix = prefix.to_string();
+                        Box::pin(async move {
+                            i.bindings
+                                .larder_plugin_storage()
+                                .call_list(&mut i.store, &prefix, cursor.as_deref())
+                                .await
+                        })
+                    })
+                    .await?;
+                if out.len() + page.objects.len() > limits.max_list_keys {
+                    return Err(self.over_limit(
+                        prefix,
+                        format!("more than {} keys (max_list_keys)", limits.max_list_keys),
+                    ));
+                }
+                for object in page.objects {
+                    if !object.key.starts_with(prefix) || !crate::targets::is_valid_key(&object.key)
+                    {
+                        return Err(self.garbage(
+                            "list",
+                            format!(
+                                "key {:?} is not an object key under {prefix:?}",
+                                policy::bounded_text(object.key)
+                            ),
+                        ));
+                    }
+                    out.push(ObjectInfo {
+                        key: object.key,
+                        size: object.size,
+                    });
+                }
+                match page.next {
+                    Some(next) if Some(&next) == cursor.as_ref() => {
+                        return Err(
+                            self.garbage("list", "the next-page cursor did not advance".into())
+                        );
+                    }
+                    Some(next) if next.len() > policy::MAX_TEXT => {
+                        return Err(self.garbage(
+                            "list",
+                            format!("a next-page cursor of {} bytes", next.len()),
+                        ));
+                    }
+                    Some(next) => cursor = Some(next),
+                    None => return Ok((out, pages)),
+                }
+            }
+            Err(self.over_limit(
+                prefix,
+                format!("more than {} pages (max_list_pages)", limits.max_list_pages),
+            ))
+        };
+        tokio::time::timeout(limits.list_timeout, listing)
+            .await
+            .unwrap_or_else(|_| {
+                Err(self.over_limit(
+                    prefix,
+                    format!(
+                        "more than {} (list_timeout)",
+                        humantime::format_duration(limits.list_timeout)
+                    ),
+                ))
+            })
+    }
 }
 
 #[async_trait]
@@ -327,77 +406,7 @@ impl Target for PluginTarget {
     }
 
     async fn list(&self, prefix: &str) -> std::result::Result<Vec<ObjectInfo>, TargetError> {
-        let limits = &self.grants.limits;
-        let listing = async {
-            let mut out = Vec::new();
-            let mut cursor: Option<String> = None;
-            for _ in 0..limits.max_list_pages {
-                let page: ListPage = self
-                    .call("list", false, |i| {
-                        let cursor = cursor.clone();
-                        let prefix = prefix.to_string();
-                        Box::pin(async move {
-                            i.bindings
-                                .larder_plugin_storage()
-                                .call_list(&mut i.store, &prefix, cursor.as_deref())
-                                .await
-                        })
-                    })
-                    .await?;
-                if out.len() + page.objects.len() > limits.max_list_keys {
-                    return Err(self.over_limit(
-                        prefix,
-                        format!("more than {} keys (max_list_keys)", limits.max_list_keys),
-                    ));
-                }
-                for object in page.objects {
-                    if !object.key.starts_with(prefix) || !crate::targets::is_valid_key(&object.key)
-                    {
-                        return Err(self.garbage(
-                            "list",
-                            format!(
-                                "key {:?} is not an object key under {prefix:?}",
-                                policy::bounded_text(object.key)
-                            ),
-                        ));
-                    }
-                    out.push(ObjectInfo {
-                        key: object.key,
-                        size: object.size,
-                    });
-                }
-                match page.next {
-                    Some(next) if Some(&next) == cursor.as_ref() => {
-                        return Err(
-                            self.garbage("list", "the next-page cursor did not advance".into())
-                        );
-                    }
-                    Some(next) if next.len() > policy::MAX_TEXT => {
-                        return Err(self.garbage(
-                            "list",
-                            format!("a next-page cursor of {} bytes", next.len()),
-                        ));
-                    }
-                    Some(next) => cursor = Some(next),
-                    None => return Ok(out),
-                }
-            }
-            Err(self.over_limit(
-                prefix,
-                format!("more than {} pages (max_list_pages)", limits.max_list_pages),
-            ))
-        };
-        tokio::time::timeout(limits.list_timeout, listing)
-            .await
-            .unwrap_or_else(|_| {
-                Err(self.over_limit(
-                    prefix,
-                    format!(
-                        "more than {} (list_timeout)",
-                        humantime::format_duration(limits.list_timeout)
-                    ),
-                ))
-            })
+        self.list_pages(prefix).await.map(|(objects, _)| objects)
     }
 
     async fn delete(&self, key: &str) -> std::result::Result<(), TargetError> {

@@ -20,6 +20,9 @@ use crate::repository::manifest::{self, Finding, ValidatorRun};
 use std::sync::{Arc, Mutex};
 use wasmtime::Store;
 
+/// The rule of the finding a table gets when its validator could not check it.
+pub const FAILED_RULE: &str = "validator-failed";
+
 /// Most findings one `end-table` may return; more is an invalid answer.
 pub const MAX_FINDINGS: usize = 1000;
 
@@ -221,6 +224,7 @@ impl PluginValidator {
             instance: None,
             wants_rows: false,
             findings: Vec::new(),
+            failure: None,
         };
         let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let mut instance = match pooled {
@@ -293,12 +297,19 @@ pub struct TableSession {
     instance: Option<Instance>,
     wants_rows: bool,
     findings: Vec<Finding>,
+    /// Why the validator failed on this table, once it did.
+    failure: Option<String>,
 }
 
 impl TableSession {
     /// Whether the validator asked for the table's rows (and is still working).
     pub fn wants_rows(&self) -> bool {
         self.wants_rows && self.instance.is_some()
+    }
+
+    /// Why the validator could not check this table, once it failed.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
     }
 
     /// The validator could not check this table: that is a finding of severity `error`.
@@ -309,8 +320,9 @@ impl TableSession {
             self.table
         );
         self.instance = None;
+        self.failure = Some(e.to_string());
         self.findings.push(Finding {
-            rule: "validator-failed".into(),
+            rule: FAILED_RULE.into(),
             table: self.table.clone(),
             column: None,
             severity: manifest::Severity::Error,

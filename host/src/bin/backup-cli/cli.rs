@@ -129,6 +129,33 @@ pub enum PluginCommand {
     Inspect(PluginFileArgs),
     /// The SHA-256 of a plugin file, for its `sha256 = "…"` pin
     Hash(PluginFileArgs),
+    /// Runs the conformance suite of the plugin's world and prints each check (exit 1 naming
+    /// the checks that failed): storage put/get/stat/list/delete and error kinds in a scratch
+    /// folder, a notifier's test event to a loopback receiver, a validator's sample table
+    Test(PluginTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PluginTestArgs {
+    /// The component file (.wasm)
+    pub file: PathBuf,
+    /// The plugin's settings (what `host.config` returns, the `config` of its entry): a JSON
+    /// object or TOML, e.g. '{"url": "https://hooks.example/x"}' or 'rules = [ { table = "*", min_rows = 1 } ]'
+    #[arg(long, value_name = "JSON|TOML")]
+    pub plugin_config: Option<String>,
+    /// A secret the plugin may read, as in its entry's `secrets` (repeatable)
+    #[arg(long = "secret", value_name = "NAME=env:VAR|file:PATH")]
+    pub secrets: Vec<String>,
+    /// A host the plugin may send HTTP requests to, as in `allow_hosts` (repeatable); with
+    /// none and no `url` setting, a notifier talks to a loopback receiver the test starts
+    #[arg(long = "allow-host", value_name = "HOST[:PORT]")]
+    pub allow_hosts: Vec<String>,
+    /// A TCP destination the plugin may connect to, as in `allow_tcp` (repeatable)
+    #[arg(long = "allow-tcp", value_name = "HOST:PORT")]
+    pub allow_tcp: Vec<String>,
+    /// Deadline per call [default: 30s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]

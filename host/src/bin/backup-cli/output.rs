@@ -22,6 +22,7 @@ use larder::engine::recovery::restore::RestoreReport;
 use larder::engine::schedule::ScheduleStatus;
 use larder::engine::sync::{CopyReport, Presence};
 use larder::engine::validate::{CopyStatus, CopyValidation, ValidationReport};
+use larder::plugin::conformance::Conformance;
 use larder::plugin::inspect::Inspection;
 use larder::repository::lock::UnlockReport;
 use larder::repository::manifest::{Manifest, ValidatorRun};
@@ -598,6 +599,57 @@ fn inspection(i: &Inspection) {
     }
     for ask in &i.asks_for {
         say!("  can use: {ask}");
+    }
+}
+
+fn conformance(c: &Conformance) {
+    say!("{}", c.path);
+    say!("  world:   {}", c.world);
+    if !c.plugin.is_empty() {
+        say!(
+            "  plugin:  {} {}",
+            terminal_safe(&c.plugin),
+            terminal_safe(&c.version)
+        );
+    }
+    for setup in &c.setup {
+        say!("  setup:   {setup}");
+    }
+    for check in &c.checks {
+        say!(
+            "  {}  {:<18} {}",
+            if check.passed { "PASS" } else { "FAIL" },
+            check.check,
+            terminal_safe(&check.detail)
+        );
+    }
+    let failed = c.failed();
+    if failed.is_empty() {
+        say!("{} of {} checks passed", c.checks.len(), c.checks.len());
+    } else {
+        say!(
+            "{} of {} checks passed; failed: {}",
+            c.checks.len() - failed.len(),
+            c.checks.len(),
+            failed.join(", ")
+        );
+    }
+}
+
+/// Text a plugin wrote, with control characters (terminal escapes, newlines) shown escaped.
+fn terminal_safe(text: &str) -> String {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        text.to_string()
     }
 }
 
@@ -1441,6 +1493,13 @@ impl Report for Inspection {
     const KEY: &'static str = "inspection";
     fn human(&self) {
         inspection(self);
+    }
+}
+
+impl Report for Conformance {
+    const KEY: &'static str = "plugin_test";
+    fn human(&self) {
+        conformance(self);
     }
 }
 

@@ -1,4 +1,5 @@
-//! `backup-cli plugin …`: the configured WebAssembly plugins and what a plugin file is.
+//! `backup-cli plugin …`: the configured WebAssembly plugins, what a plugin file is, and its
+//! conformance suite.
 
 use crate::cli::PluginCommand;
 use crate::output::{self, Outcome, PluginHash, Plugins};
@@ -22,6 +23,29 @@ pub async fn run(settings: &Settings, command: PluginCommand) -> Result<Outcome>
             let runtime = larder::plugin::Runtime::new(settings.loaded.plugin_cache_dir())?;
             let inspection = larder::plugin::inspect::inspect(&runtime, &args.file)?;
             Ok(output::report(settings.json, &inspection, None))
+        }
+        PluginCommand::Test(args) => {
+            use larder::plugin::conformance;
+            let secrets = args
+                .secrets
+                .iter()
+                .map(|s| conformance::parse_secret(s))
+                .collect::<Result<_>>()?;
+            let request = conformance::Request {
+                path: args.file,
+                config: match &args.plugin_config {
+                    Some(text) => conformance::parse_settings(text)?,
+                    None => Default::default(),
+                },
+                secrets,
+                allow_hosts: args.allow_hosts,
+                allow_tcp: args.allow_tcp,
+                timeout: args.timeout,
+            };
+            let runtime = larder::plugin::Runtime::new(settings.loaded.plugin_cache_dir())?;
+            let report = conformance::run(&runtime, &request).await?;
+            let failure = report.failure();
+            Ok(output::report(settings.json, &report, failure))
         }
         PluginCommand::Hash(args) => {
             let sha256 = larder::plugin::inspect::hash(&args.file)?;
