@@ -373,6 +373,10 @@ pub struct Schedule {
     /// machines); less than `grace`.
     #[serde(default, with = "optional_duration")]
     pub jitter: Option<Duration>,
+    /// The targets its backups go to (the first is written, the others get copies), as
+    /// `backup create --target` takes them [default: `[backup] targets`, else all].
+    #[serde(default)]
+    pub targets: Vec<String>,
 }
 
 /// The daemon's policy for runs missed while it was not running.
@@ -397,6 +401,8 @@ pub struct DaemonConfig {
     /// stopped (its partial objects are then left to garbage collection, never visible).
     #[serde(with = "humantime_serde_compat")]
     pub stop_grace: Duration,
+    /// How each copy of a new backup is validated before retention runs.
+    pub validate: ValidateMode,
 }
 
 impl Default for DaemonConfig {
@@ -404,6 +410,29 @@ impl Default for DaemonConfig {
         DaemonConfig {
             health_every: Duration::from_secs(300),
             stop_grace: Duration::from_secs(60),
+            validate: ValidateMode::Full,
+        }
+    }
+}
+
+/// `[daemon] validate`: how deeply the daemon checks each copy of the backup it just took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ValidateMode {
+    /// Every chunk on every target read back and checked against its SHA-256 (storage
+    /// integrity; rows are not counted and `[[validators]]` do not re-read them).
+    Chunks,
+    /// What `backup validate` does: every chunk read, every table's rows counted and
+    /// checksummed against the manifest, the `[[validators]]` run over the rows again.
+    #[default]
+    Full,
+}
+
+impl ValidateMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValidateMode::Chunks => "chunks",
+            ValidateMode::Full => "full",
         }
     }
 }
@@ -672,6 +701,30 @@ impl Config {
         Ok(())
     }
 
+    /// The `[[schedules]]` entry named `name` (`backup create --schedule`).
+    pub fn schedule(&self, name: &str) -> Result<&Schedule> {
+        self.schedules
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "--schedule {name}: no [[schedules]] entry has that name; {}",
+                    if self.schedules.is_empty() {
+                        "the configuration has none".to_string()
+                    } else {
+                        format!(
+                            "the configured ones are: {}",
+                            self.schedules
+                                .iter()
+                                .map(|s| s.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                ))
+            })
+    }
+
     /// What the file says that no single key can: names that must match.
     fn check(&self, raw: &toml::Table) -> std::result::Result<(), String> {
         if !self.databases.is_empty() && raw.contains_key("database") {
@@ -684,7 +737,14 @@ impl Config {
             }
         }
         self.check_alerts()?;
+        let mut names = std::collections::BTreeSet::new();
         for schedule in &self.schedules {
+            if !names.insert(schedule.name.as_str()) {
+                return Err(format!(
+                    "two [[schedules]] entries are named '{}'; each needs its own name (runs, logs and retention are told apart by it)",
+                    schedule.name
+                ));
+            }
             match &schedule.database {
                 Some(name) if !seen.contains(name.as_str()) => {
                     return Err(format!(
@@ -1117,7 +1177,10 @@ impl Loaded {
             } else {
                 c.schedules
                     .iter()
-                    .map(|s| format!("{} ({})", s.name, s.cron))
+                    .map(|s| match &s.database {
+                        Some(db) => format!("{} ({}, database {db})", s.name, s.cron),
+                        None => format!("{} ({})", s.name, s.cron),
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             },
@@ -1274,7 +1337,19 @@ mod tests {
             toml::from_str("[[schedules]]\nname = \"d\"\ntype = \"full\"\ncron = \"0 2 * * *\"\n")
                 .expect("parses");
         assert_eq!(plain.schedules[0].missed, Missed::Skip);
+        assert!(plain.schedules[0].targets.is_empty());
+        assert_eq!(plain.daemon.validate, ValidateMode::Full, "full by default");
         assert!(toml::from_str::<Config>("[[schedules]]\nname = \"d\"\ntype = \"full\"\ncron = \"0 2 * * *\"\nmissed = \"twice\"\n").is_err());
+        let chunks: Config = toml::from_str(
+            "[daemon]\nvalidate = \"chunks\"\n[[schedules]]\nname = \"d\"\ntype = \"full\"\ncron = \"0 2 * * *\"\ntargets = [\"primary\", \"s3\"]\n",
+        )
+        .expect("parses");
+        assert_eq!(chunks.daemon.validate, ValidateMode::Chunks);
+        assert_eq!(chunks.schedules[0].targets, ["primary", "s3"]);
+        let bad = toml::from_str::<Config>("[daemon]\nvalidate = \"rows\"\n")
+            .expect_err("unknown mode")
+            .to_string();
+        assert!(bad.contains("chunks") && bad.contains("full"), "{bad}");
     }
 
     #[test]
@@ -1371,6 +1446,12 @@ mod tests {
             parse("[database]\nurl = \"postgres://x\"\n")
                 .expect_err("both")
                 .contains("both [database]")
+        );
+        let twice = "[[schedules]]\nname = \"s\"\ndatabase = \"a\"\ntype = \"full\"\ncron = \"0 2 * * *\"\n";
+        assert!(
+            parse(&format!("{twice}{twice}"))
+                .expect_err("same name twice")
+                .contains("two [[schedules]] entries are named 's'")
         );
     }
 

@@ -1,10 +1,16 @@
-//! `backup-cli daemon` against a real PostgreSQL for about two minutes: a per-minute schedule
-//! is backed up, copied, validated and retention applied, health is checked with alerts
-//! delivered, a second daemon is refused, and SIGTERM during a backup leaves nothing
-//! half-visible and no lock.
+//! `backup-cli daemon` against a real PostgreSQL: a schedule missed while no daemon ran is run
+//! once at start (the daemon's record says when it last ran, written as the daemon writes it),
+//! backed up, copied, validated and pruned by its policy on every target; health is checked
+//! with alerts delivered; a second daemon is refused; a bad reload is refused; SIGTERM during a
+//! backup leaves nothing half-visible and no lock; chunk validation names a damaged copy; two
+//! databases each get their own daemon running their own schedules.
 
+use crate::retention::craft;
 use crate::support::{TestEnv, finish, fs_entry, send, wait_for_lock_waiter};
+use chrono::{Duration as Days, Utc};
+use larder::engine::daemon::state::{DaemonState, Skipped};
 use larder::repository::Repository;
+use larder::repository::manifest::Manifest;
 use larder::targets::fs::FsTarget;
 use std::io::BufRead;
 use std::path::Path;
@@ -19,9 +25,11 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(env: &TestEnv) -> Daemon {
+    /// `backup-cli [extra] daemon --log-format json`.
+    fn start(env: &TestEnv, extra: &[&str]) -> Daemon {
         let mut child = env
             .cli()
+            .args(extra)
             .args(["daemon", "--log-format", "json"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -76,9 +84,13 @@ fn message(line: &serde_json::Value) -> &str {
     line["message"].as_str().unwrap_or("")
 }
 
-async fn backups_on(dir: &Path) -> Vec<String> {
+async fn repo_at(dir: &Path) -> Repository {
     let target = Arc::new(FsTarget::open("t", dir).expect("open target"));
-    let repo = Repository::open(target).await.expect("repository");
+    Repository::open(target).await.expect("repository")
+}
+
+async fn backups_on(dir: &Path) -> Vec<String> {
+    let repo = repo_at(dir).await;
     let mut ids: Vec<String> = repo
         .manifests()
         .await
@@ -101,39 +113,126 @@ fn locks_in(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Records in the daemon's state (as the daemon writes it) that `schedule` last came due two
+/// years ago, so a yearly schedule with `missed = "run-once"` runs as soon as a daemon starts.
+async fn last_due_long_ago(repo: &Repository, database: &str, schedule: &str) {
+    let now = Utc::now();
+    let mut state = DaemonState::read(repo, database)
+        .await
+        .expect("read the daemon's state")
+        .unwrap_or(DaemonState {
+            database: database.to_string(),
+            pid: 0,
+            host: String::new(),
+            started_at: now,
+            updated_at: now,
+            stopped_at: Some(now),
+            schedules: Vec::new(),
+            last_health: None,
+        });
+    let record = state.schedule_mut(schedule);
+    record.last_run = None;
+    record.last_skipped = Some(Skipped {
+        at: now,
+        due: now - Days::days(730),
+        reason: "missed".into(),
+        count: 1,
+    });
+    state.write(repo).await.expect("write the daemon's state");
+}
+
+/// A schedule due every 1 January at midnight in Berlin: never due while a test runs, so
+/// only a missed time (see [`last_due_long_ago`]) runs it.
+fn yearly(name: &str, extra: &str) -> String {
+    format!(
+        "\n[[schedules]]\nname = \"{name}\"\ntype = \"full\"\ncron = \"0 0 1 1 *\"\ntimezone = \"Europe/Berlin\"\nmissed = \"run-once\"\n{extra}\n"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn the_daemon_backs_up_copies_validates_checks_health_and_stops_cleanly() {
+async fn the_daemon_runs_a_missed_schedule_once_prunes_by_its_policy_on_every_target_and_stops_cleanly()
+ {
     let env = TestEnv::start("pantry").await;
     env.load_kitchen_pantry(0.01).await;
     let primary = env.work.path().join("primary");
     let offsite = env.work.path().join("offsite");
     let alerts = env.work.path().join("alerts.jsonl");
-    env.write_config(&format!(
-        "{}{}
+    let config = |cron: &str| {
+        format!(
+            "{}{}
 [monitor]
-# Never met: every health check raises Disk Space Low, which must reach the alert command.
+# Never met: every health check raises Disk Space Low, on both targets, which must reach the
+# alert command.
 min_free_space = \"1000TB\"
 alert_command = \"cat >> '{}'\"
 
 [daemon]
 health_every = \"20s\"
 stop_grace = \"2s\"
-
+{}
 [[schedules]]
-name = \"every-minute\"
-type = \"full\"
-cron = \"* * * * *\"
-timezone = \"Europe/Berlin\"
-retention = {{ keep_last = 1 }}
+name = \"offsite-schema\"
+type = \"schema-only\"
+cron = \"{cron}\"
+targets = [\"offsite\"]
 ",
-        fs_entry("primary", &primary),
-        fs_entry("offsite", &offsite),
-        alerts.display()
-    ));
-    let daemon = Daemon::start(&env);
+            fs_entry("primary", &primary),
+            fs_entry("offsite", &offsite),
+            alerts.display(),
+            yearly("yearly", "retention = { keep_within = \"7d\" }"),
+        )
+    };
+    env.write_config(&config("0 0 1 1 *"));
+
+    // A repository weeks old on both targets: crafted backups of the schedule (the real
+    // manifest writer, times set), validated or not, one pinned.
+    let seeded = env.run_json(&["backup", "create", "-n", "seed"]);
+    let seed_id = seeded["backup"]["id"]
+        .as_str()
+        .expect("seed id")
+        .to_string();
+    let repo = repo_at(&primary).await;
+    let seed: Manifest = repo.read_manifest(&seed_id).await.expect("seed manifest");
+    let now = Utc::now();
+    let expired = craft(&repo, &seed, "expired", now - Days::days(40), Some(true)).await;
+    let pinned = craft(&repo, &seed, "pinned", now - Days::days(35), Some(true)).await;
+    let suspect = craft(&repo, &seed, "suspect", now - Days::days(20), Some(false)).await;
+    let recent = craft(&repo, &seed, "recent", now - Days::days(2), Some(true)).await;
+    for dir in [&primary, &offsite] {
+        repo_at(dir)
+            .await
+            .delete_manifest(&seed_id)
+            .await
+            .expect("remove the seed");
+    }
+    env.run_ok(&["backup", "sync"]);
+    env.run_ok(&["backup", "pin", &pinned, "--reason", "audit"]);
+    let before = vec![
+        expired.clone(),
+        pinned.clone(),
+        recent.clone(),
+        suspect.clone(),
+    ];
+    let mut sorted = before.clone();
+    sorted.sort();
+    assert_eq!(
+        backups_on(&offsite).await,
+        sorted,
+        "crafted on both targets"
+    );
+    last_due_long_ago(&repo, "pantry", "yearly").await;
+
+    let daemon = Daemon::start(&env, &[]);
     daemon
         .wait_for("its start", Duration::from_secs(30), |l| {
             message(l).starts_with("daemon started for database pantry")
+        })
+        .await;
+    // The time missed while no daemon ran is run once, at once.
+    daemon
+        .wait_for("the missed run", Duration::from_secs(10), |l| {
+            l["schedule"] == "yearly"
+                && message(l).contains("running once now (missed = \"run-once\")")
         })
         .await;
 
@@ -148,64 +247,106 @@ retention = {{ keep_last = 1 }}
         "{said}"
     );
 
-    // The first run: backed up, copied to the second target, validated on both.
+    // The run: backed up, copied to the second target, validated on both.
     let done = daemon
-        .wait_for("a finished run", Duration::from_secs(100), |l| {
+        .wait_for("a finished run", Duration::from_secs(60), |l| {
             l["outcome"].is_string()
         })
         .await;
     assert_eq!(done["outcome"], "ok", "{}", daemon.log());
     let run_id = done["run_id"].as_str().expect("run id").to_string();
-    assert!(run_id.starts_with("every-minute@"), "{run_id}");
-    assert!(done["seconds"].as_f64().is_some(), "{done}");
-    let backup_id = done["backup_id"].as_str().expect("backup id").to_string();
-    assert_eq!(backups_on(&primary).await, vec![backup_id.clone()]);
-    assert_eq!(backups_on(&offsite).await, vec![backup_id.clone()]);
-    let listed = env.run_json(&["backup", "list"]);
+    // Due at midnight in Berlin, 23:00 UTC on 31 December.
     assert!(
-        listed.to_string().contains(&backup_id),
-        "backup list shows the daemon's backup: {listed}"
+        run_id.starts_with("yearly@") && run_id.ends_with("1231T230000Z"),
+        "{run_id}"
     );
+    assert!(done["seconds"].as_f64().is_some(), "{done}");
+    let new = done["backup_id"].as_str().expect("backup id").to_string();
 
-    // Retention ran after the validated backup (the floor keeps it: nothing to delete yet).
-    daemon
+    // Retention did what the policy says on every target: younger than 7 days and the pinned
+    // one stay; the expired and the suspect (older than keep_within) go.
+    let applied = daemon
         .wait_for("retention", Duration::from_secs(10), |l| {
             l["run_id"] == run_id.as_str() && message(l).contains("retention applied")
         })
         .await;
+    assert_eq!(applied["deleted"], 2, "{applied}");
+    let mut kept = vec![pinned.clone(), recent.clone(), new.clone()];
+    kept.sort();
+    assert_eq!(backups_on(&primary).await, kept, "{}", daemon.log());
+    assert_eq!(backups_on(&offsite).await, kept, "{}", daemon.log());
+    // What stayed is whole: garbage collection kept every chunk they use, on both targets.
+    env.run_ok(&["backup", "validate", &pinned]);
 
-    // Health runs periodically and its alert went through the alert command.
-    daemon
+    // Health runs periodically; its alert went through the alert command, and two targets
+    // low on space are one alert in the daemon's record.
+    let checked = daemon
         .wait_for("a health check", Duration::from_secs(30), |l| {
             l["health"] == "fail"
         })
         .await;
+    let raised = checked["alerts"].as_str().unwrap_or_default();
+    assert_eq!(raised.matches("Disk Space Low").count(), 1, "{checked}");
     let delivered = std::fs::read_to_string(&alerts).unwrap_or_default();
     assert!(
         delivered.contains("Disk Space Low"),
         "the alert command received: {delivered}"
     );
 
-    // `schedule list` shows the daemon running and the schedule's last run.
+    // `schedule list` shows the daemon running and the schedule's last run and what it pruned.
     let schedules = env.run_json(&["schedule", "list"]);
-    let text = schedules.to_string();
-    assert!(
-        text.contains(&run_id) && text.contains("\"running\":true"),
-        "{schedules}"
+    let yearly_row = schedules
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "yearly"))
+        .expect("yearly in schedule list");
+    assert_eq!(
+        yearly_row["last_run"]["run_id"],
+        run_id.as_str(),
+        "{schedules:#}"
     );
+    let mut pruned: Vec<String> = yearly_row["last_run"]["pruned"]
+        .as_array()
+        .expect("pruned")
+        .iter()
+        .filter_map(|p| p.as_str().map(str::to_string))
+        .collect();
+    pruned.sort();
+    let mut gone = vec![expired.clone(), suspect.clone()];
+    gone.sort();
+    assert_eq!(pruned, gone, "{schedules:#}");
+    assert_eq!(yearly_row["daemon"]["running"], true, "{schedules:#}");
 
-    // SIGTERM while the next backup waits for a table: stopped after the grace period,
-    // nothing half-visible, every lock released, exit 0.
+    // SIGHUP with a bad configuration: refused, the running one kept.
+    env.write_config(&config("every night"));
+    send(&daemon.child, "HUP");
+    daemon
+        .wait_for("the refused reload", Duration::from_secs(10), |l| {
+            message(l).contains("configuration reload refused, the running configuration is kept")
+                && message(l).contains("every night")
+        })
+        .await;
+    env.write_config(&config("0 0 1 1 *"));
+
+    // SIGTERM with nothing running: a clean stop, exit 0.
+    send(&daemon.child, "TERM");
+    let lines = daemon.lines.clone();
+    let out = finish(daemon.child).await;
+    let log = lines.lock().expect("log lines").join("\n");
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("daemon stopped"), "{log}");
+
+    // SIGTERM while a run waits for a table: stopped after the grace period, nothing
+    // half-visible, every lock released, exit 0.
+    last_due_long_ago(&repo, "pantry", "yearly").await;
     let blocker = env.client().await;
     blocker
         .batch_execute("BEGIN; LOCK TABLE pantry_items IN ACCESS EXCLUSIVE MODE")
         .await
         .expect("lock");
+    let daemon = Daemon::start(&env, &[]);
     daemon
-        .wait_for("the next run starting", Duration::from_secs(75), |l| {
-            message(l).starts_with("run every-minute@")
-                && message(l).contains("started")
-                && l["run_id"] != run_id.as_str()
+        .wait_for("the next run starting", Duration::from_secs(30), |l| {
+            message(l).starts_with("run yearly@") && message(l).contains("started")
         })
         .await;
     wait_for_lock_waiter(&blocker, "pantry_items").await;
@@ -223,7 +364,7 @@ retention = {{ keep_last = 1 }}
     blocker.batch_execute("ROLLBACK").await.expect("unlock");
     assert_eq!(
         backups_on(&primary).await,
-        vec![backup_id.clone()],
+        kept,
         "the stopped backup is not visible"
     );
     assert!(locks_in(&primary).is_empty(), "{:?}", locks_in(&primary));
@@ -234,4 +375,156 @@ retention = {{ keep_last = 1 }}
         text.contains("\"running\":false") && text.contains("\"outcome\":\"interrupted\""),
         "{schedules}"
     );
+
+    // By hand, as a schedule would: its type and its targets (only offsite).
+    let by_hand = env.run_json(&["backup", "create", "--schedule", "offsite-schema"]);
+    let id = by_hand["backup"]["id"].as_str().expect("id").to_string();
+    assert_eq!(by_hand["backup"]["type"], "schema-only", "{by_hand:#}");
+    assert!(backups_on(&offsite).await.contains(&id));
+    assert!(!backups_on(&primary).await.contains(&id));
+    let m = repo_at(&offsite)
+        .await
+        .read_manifest(&id)
+        .await
+        .expect("manifest");
+    assert_eq!(m.schedule.as_deref(), Some("offsite-schema"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunk_validation_in_the_daemon_names_a_damaged_copy_raises_the_alert_and_prunes_nothing() {
+    let env = TestEnv::start("larder_chunks").await;
+    env.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE pantry (id int PRIMARY KEY, item text);
+             INSERT INTO pantry SELECT g, 'item ' || g FROM generate_series(1, 2000) g;",
+        )
+        .await
+        .expect("seed table");
+    let primary = env.work.path().join("primary");
+    let offsite = env.work.path().join("offsite");
+    let alerts = env.work.path().join("alerts.jsonl");
+    env.write_config(&format!(
+        "{}{}
+[monitor]
+alert_command = \"cat >> '{}'\"
+
+[daemon]
+validate = \"chunks\"
+health_every = \"1h\"
+{}",
+        fs_entry("primary", &primary),
+        fs_entry("offsite", &offsite),
+        alerts.display(),
+        yearly("yearly", "retention = { keep_last = 1 }"),
+    ));
+    let first = env.run_json(&["backup", "create", "-n", "first"]);
+    let first = first["backup"]["id"].as_str().expect("id").to_string();
+    // Silent corruption on offsite: every chunk keeps its size, so the copy of the next backup
+    // (unchanged rows, the same chunks) relies on them; only reading them finds it.
+    for chunk in crate::support::chunk_files(&offsite) {
+        crate::support::flip_a_bit(&chunk);
+    }
+    last_due_long_ago(&repo_at(&primary).await, "larder_chunks", "yearly").await;
+    let daemon = Daemon::start(&env, &[]);
+    let done = daemon
+        .wait_for("a finished run", Duration::from_secs(60), |l| {
+            l["outcome"].is_string()
+        })
+        .await;
+    assert_eq!(done["outcome"], "failed", "{}", daemon.log());
+    assert_eq!(done["stage"], "validate", "{done}");
+    let said = message(&done);
+    assert!(
+        said.contains("the copy on target 'offsite' is damaged") && !said.contains("'primary' is"),
+        "{said}"
+    );
+    // Retention runs only after a validated backup: keep_last = 1 deleted nothing.
+    let second = done["backup_id"].as_str().expect("backup id").to_string();
+    let mut both = vec![first, second];
+    both.sort();
+    assert_eq!(backups_on(&primary).await, both);
+    // The failure triggered a health check at once, whose alert reached the command.
+    daemon
+        .wait_for(
+            "the health check after the failure",
+            Duration::from_secs(30),
+            |l| l["health"] == "fail",
+        )
+        .await;
+    let delivered = std::fs::read_to_string(&alerts).unwrap_or_default();
+    assert!(delivered.contains("Backup Corruption"), "{delivered}");
+    send(&daemon.child, "TERM");
+    let out = finish(daemon.child).await;
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_databases_each_get_a_daemon_that_runs_only_their_own_schedules() {
+    let (env, databases) = crate::retention::two_databases().await;
+    env.write_config(&format!(
+        "{databases}[daemon]\nhealth_every = \"1h\"\n{}{}",
+        yearly("kitchen-yearly", "database = \"kitchen\""),
+        yearly("reports-yearly", "database = \"reports\""),
+    ));
+    let repo = Repository::open_or_init(Arc::new(
+        FsTarget::open("local", &env.repo_dir()).expect("open target"),
+    ))
+    .await
+    .expect("repository");
+    last_due_long_ago(&repo, "kitchen_pantry", "kitchen-yearly").await;
+    last_due_long_ago(&repo, "reports", "kitchen-yearly").await;
+    last_due_long_ago(&repo, "reports", "reports-yearly").await;
+    let kitchen = Daemon::start(&env, &["--db", "kitchen"]);
+    let reports = Daemon::start(&env, &["--db", "reports"]);
+    for (daemon, schedule) in [(&kitchen, "kitchen-yearly"), (&reports, "reports-yearly")] {
+        let done = daemon
+            .wait_for("its run", Duration::from_secs(60), |l| {
+                l["outcome"].is_string()
+            })
+            .await;
+        assert_eq!(done["outcome"], "ok", "{}", daemon.log());
+        assert!(
+            done["run_id"]
+                .as_str()
+                .is_some_and(|r| r.starts_with(&format!("{schedule}@"))),
+            "{done}"
+        );
+    }
+    // The reports daemon never ran the kitchen's schedule, whatever its record said.
+    assert!(
+        !reports.log().contains("kitchen-yearly@"),
+        "{}",
+        reports.log()
+    );
+    let mut by_db: Vec<(String, Option<String>)> = repo
+        .manifests()
+        .await
+        .expect("manifests")
+        .into_iter()
+        .map(|m| (m.source.database, m.schedule))
+        .collect();
+    by_db.sort();
+    assert_eq!(
+        by_db,
+        [
+            (
+                "kitchen_pantry".to_string(),
+                Some("kitchen-yearly".to_string())
+            ),
+            ("reports".to_string(), Some("reports-yearly".to_string())),
+        ]
+    );
+    let table = crate::support::text(&env.run_ok(&["--wide", "schedule", "list"]));
+    for db in ["kitchen_pantry", "reports"] {
+        assert!(
+            table.contains(&format!("Daemon for database {db}: running")),
+            "{table}"
+        );
+    }
+    for daemon in [kitchen, reports] {
+        send(&daemon.child, "TERM");
+        let out = finish(daemon.child).await;
+        assert_eq!(out.status.code(), Some(0));
+    }
 }

@@ -4,6 +4,7 @@
 
 use crate::support::{TestEnv, fs_entry};
 use chrono::{DateTime, Duration, Utc};
+use larder::repository::Repository;
 use larder::repository::history::ValidationRecord;
 use larder::repository::id::new_backup_id;
 use larder::repository::manifest::Manifest;
@@ -24,16 +25,16 @@ async fn seeded(dbname: &str) -> (TestEnv, Manifest) {
     (env, seed)
 }
 
-/// Writes `seed` again as a backup taken at `at` (validated `ok`, or not when None), through
-/// the repository's own manifest writer; the seed itself is removed afterwards by the caller.
-async fn craft(
-    env: &TestEnv,
+/// Writes `seed` again into `repo` as a backup taken at `at` (validated `ok`, or not when
+/// None), through the repository's own manifest writer; the seed itself is removed afterwards
+/// by the caller.
+pub async fn craft(
+    repo: &Repository,
     seed: &Manifest,
     name: &str,
     at: DateTime<Utc>,
     ok: Option<bool>,
 ) -> String {
-    let repo = env.repo().await;
     let manifest = Manifest {
         id: new_backup_id(at),
         name: name.to_string(),
@@ -101,7 +102,7 @@ async fn backups_failing_for_forty_days_keep_the_last_good_ones_on_every_target(
     let now = Utc::now();
     for days_ago in 41..=50 {
         craft(
-            &env,
+            &env.repo().await,
             &seed,
             &format!("good-{days_ago}"),
             now - Duration::days(days_ago),
@@ -180,13 +181,14 @@ async fn prune_keeps_daily_buckets_in_the_schedules_zone_pins_and_never_counts_s
         .and_utc();
     // Winter in New York or summer, the offsets (-5 or -4) put 03:00 UTC into the day before.
     let at = |day: i64, hour: i64| day0 + Duration::days(day) + Duration::hours(hour);
-    let b1 = craft(&env, &seed, "b1", at(0, 13), Some(true)).await;
-    let b2 = craft(&env, &seed, "b2", at(1, 3), Some(true)).await;
-    craft(&env, &seed, "b3", at(1, 13), None).await;
-    craft(&env, &seed, "b4", at(2, 3), Some(true)).await;
-    craft(&env, &seed, "b5", at(2, 13), Some(true)).await;
-    craft(&env, &seed, "b6", at(3, 3), Some(false)).await;
-    craft(&env, &seed, "b7", at(3, 13), Some(true)).await;
+    let repo = env.repo().await;
+    let b1 = craft(&repo, &seed, "b1", at(0, 13), Some(true)).await;
+    let b2 = craft(&repo, &seed, "b2", at(1, 3), Some(true)).await;
+    craft(&repo, &seed, "b3", at(1, 13), None).await;
+    craft(&repo, &seed, "b4", at(2, 3), Some(true)).await;
+    craft(&repo, &seed, "b5", at(2, 13), Some(true)).await;
+    craft(&repo, &seed, "b6", at(3, 3), Some(false)).await;
+    craft(&repo, &seed, "b7", at(3, 13), Some(true)).await;
     env.repo()
         .await
         .delete_manifest(&seed.id)
@@ -204,6 +206,21 @@ async fn prune_keeps_daily_buckets_in_the_schedules_zone_pins_and_never_counts_s
         .format("%Y-%m-%d")
         .to_string();
     env.run_ok(&["backup", "pin", &b2, "--until", &tomorrow]);
+    // A pin keeps a backup from a hand's delete too, and says how to lift it.
+    let refused = env.run(&["backup", "delete", &b1, "--force"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "{}",
+        crate::support::text(&refused)
+    );
+    let said = crate::support::text(&refused);
+    assert!(
+        said.contains(&format!(
+            "backup {b1} is pinned (until unpinned: audit 2026)"
+        )) && said.contains(&format!("backup-cli backup unpin {b1}")),
+        "{said}"
+    );
     let out = env.run_json(&["backup", "prune", "--dry-run"]);
     let expected = |rows: &[(&str, &str, &str)]| -> BTreeMap<String, (String, String)> {
         rows.iter()
@@ -254,8 +271,10 @@ async fn prune_keeps_daily_buckets_in_the_schedules_zone_pins_and_never_counts_s
     env.run_ok(&["backup", "validate", &b1]);
 }
 
-#[tokio::test]
-async fn two_databases_of_different_classes_each_backed_up_and_judged_by_its_own_rpo() {
+/// A cluster with two databases of different classes, `kitchen_pantry` (critical, the
+/// entry `kitchen`) and `reports` (non-critical), each with a small table; and the
+/// configuration's `[repository]` and `[[databases]]` for them.
+pub async fn two_databases() -> (TestEnv, String) {
     let env = TestEnv::start("kitchen_pantry").await;
     env.admin()
         .await
@@ -272,14 +291,22 @@ async fn two_databases_of_different_classes_each_backed_up_and_judged_by_its_own
             .expect("seed");
     }
     let reports_url = env.url().replace("/kitchen_pantry?", "/reports?");
-    env.write_config(&format!(
+    let config = format!(
         "[repository]\npath = \"{}\"\n\
          [[databases]]\nname = \"kitchen\"\nurl = \"{}\"\nclass = \"critical\"\n\
-         [[databases]]\nname = \"reports\"\nurl = \"{reports_url}\"\nclass = \"non-critical\"\n\
-         [[schedules]]\nname = \"kitchen-daily\"\ndatabase = \"kitchen\"\ntype = \"full\"\ncron = \"0 2 * * *\"\nretention = \"30d\"\n\
-         [[schedules]]\nname = \"reports-daily\"\ndatabase = \"reports\"\ntype = \"full\"\ncron = \"0 3 * * *\"\nretention = {{ keep_last = 1 }}\n",
+         [[databases]]\nname = \"reports\"\nurl = \"{reports_url}\"\nclass = \"non-critical\"\n",
         env.repo_dir().display(),
         env.url(),
+    );
+    (env, config)
+}
+
+#[tokio::test]
+async fn two_databases_of_different_classes_each_backed_up_and_judged_by_its_own_rpo() {
+    let (env, databases) = two_databases().await;
+    env.write_config(&format!(
+        "{databases}[[schedules]]\nname = \"kitchen-daily\"\ndatabase = \"kitchen\"\ntype = \"full\"\ncron = \"0 2 * * *\"\nretention = \"30d\"\n\
+         [[schedules]]\nname = \"reports-daily\"\ndatabase = \"reports\"\ntype = \"full\"\ncron = \"0 3 * * *\"\nretention = {{ keep_last = 1 }}\n",
     ));
     let refused = env.run(&["backup", "create"]);
     assert_eq!(refused.status.code(), Some(2));
@@ -367,4 +394,69 @@ async fn two_databases_of_different_classes_each_backed_up_and_judged_by_its_own
     );
     let all = env.run_json(&["backup", "list"]);
     assert_eq!(all.as_array().map(Vec::len), Some(2), "{all:#}");
+    // --limit counts kitchen's backups, not the newest of all (reports-2) filtered away.
+    let newest_kitchen = env.run_json(&["backup", "list", "--db", "kitchen", "--limit", "1"]);
+    let ids: Vec<&str> = newest_kitchen
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|b| b["id"].as_str())
+        .collect();
+    assert_eq!(ids, [kitchen_id.as_str()], "{newest_kitchen:#}");
+
+    // A backup taken as a schedule would: its database without --db, its name recorded.
+    let scheduled = env.run_json(&["backup", "create", "--schedule", "reports-daily"]);
+    let scheduled_id = id(&scheduled);
+    let m = repo.read_manifest(&scheduled_id).await.expect("manifest");
+    assert_eq!(
+        (m.source.database.as_str(), m.schedule.as_deref()),
+        ("reports", Some("reports-daily"))
+    );
+    let wrong_db = env.run(&[
+        "backup",
+        "create",
+        "--schedule",
+        "reports-daily",
+        "--db",
+        "kitchen",
+    ]);
+    assert_eq!(wrong_db.status.code(), Some(2));
+    assert!(
+        crate::support::text(&wrong_db)
+            .contains("that schedule backs up database 'reports', not 'kitchen'"),
+        "{}",
+        crate::support::text(&wrong_db)
+    );
+    let unknown = env.run(&["backup", "create", "--schedule", "hourly"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        crate::support::text(&unknown).contains(
+            "--schedule hourly: no [[schedules]] entry has that name; the configured ones are: kitchen-daily, reports-daily"
+        ),
+        "{}",
+        crate::support::text(&unknown)
+    );
+
+    // The table names each schedule's database; config show names each database's class.
+    let table = crate::support::text(&env.run_ok(&["--wide", "schedule", "list"]));
+    let header = table
+        .lines()
+        .find(|l| l.contains("NAME"))
+        .unwrap_or_default();
+    assert!(header.contains("DATABASE"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("reports-daily") && l.contains(" reports ")),
+        "{table}"
+    );
+    let shown = env.run_json(&["config", "show"]).to_string();
+    assert!(
+        shown.contains("databases.kitchen (resolved)")
+            && shown.contains("class critical (RPO 1h, RTO 2h)")
+            && shown.contains("databases.reports (resolved)")
+            && shown.contains("class non-critical (RPO 1day, RTO 8h)")
+            && !shown.contains("\"database.url\""),
+        "{shown}"
+    );
 }

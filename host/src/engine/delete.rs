@@ -1,6 +1,7 @@
 //! `backup delete`: remove a backup's manifest from the targets chosen (every target that
 //! holds it, or `--target` ones), then garbage-collect the chunks no other backup uses there.
-//! Removing the last copies everywhere, with more than one target, takes `--all-targets`.
+//! Removing the last copies everywhere, with more than one target, takes `--all-targets`; a
+//! pinned backup (`backup pin`) is refused until it is unpinned.
 //! First a [`DeletePlan`] (what goes from where, what garbage collection will reclaim; all
 //! that `--dry-run` prints), then its execution under each target's exclusive lock.
 
@@ -96,6 +97,21 @@ pub async fn plan(
         }
         Err(e) => return Err(e),
     };
+    // A pin keeps a backup whatever deletes it: retention, or an operator by hand.
+    if let Some(pin) = repo
+        .pin_of(&id)
+        .await?
+        .filter(|p| p.is_active(chrono::Utc::now()))
+    {
+        return Err(Error::Refused(format!(
+            "backup {id} is pinned ({}{}); nothing was deleted. Unpin it first: backup-cli backup unpin {id}",
+            pin.until.map_or("until unpinned".to_string(), |u| format!(
+                "until {}",
+                u.format("%Y-%m-%d %H:%M UTC")
+            )),
+            pin.reason.map(|r| format!(": {r}")).unwrap_or_default()
+        )));
+    }
     let mut holders = Vec::new();
     for target in targets {
         if backup_ids_on(target).await?.contains(&id) {

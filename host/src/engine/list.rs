@@ -107,7 +107,8 @@ impl BackupSummary {
     }
 }
 
-/// Newest first, optionally of one type and at most `limit` entries, with the targets holding
+/// Newest first, optionally of one type and one database (its name in PostgreSQL; `limit`
+/// counts after both), at most `limit` entries, with the targets holding
 /// each: every backup found on any of `targets` (one kept only on a secondary shows too).
 /// Copies are judged by their listing (every chunk there with its recorded size); `verify`
 /// reads and hashes every chunk of every copy.
@@ -116,6 +117,7 @@ pub async fn list(
     targets: &[Arc<dyn Target>],
     limit: Option<usize>,
     backup_type: Option<BackupType>,
+    database: Option<&str>,
     verify: bool,
 ) -> Vec<BackupSummary> {
     let scrutiny = if verify {
@@ -136,6 +138,7 @@ pub async fn list(
     let mut summaries: Vec<BackupSummary> = manifests
         .values()
         .filter(|m| backup_type.is_none_or(|t| m.backup_type == t))
+        .filter(|m| database.is_none_or(|d| m.source.database == d))
         .map(BackupSummary::from)
         .collect();
     if backup_type.is_none() {

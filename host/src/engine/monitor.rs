@@ -169,6 +169,8 @@ pub async fn health(databases: &[Monitored], stores: &Targets<'_>, config: &Conf
             .iter()
             .filter(own)
             .filter(|m| m.backup_type == BackupType::Full && !intact_on(&m.id).is_empty())
+            // A suspect backup (a validator found an error in its rows) is no recovery point.
+            .filter(|m| !m.is_suspect())
             .max_by_key(|m| (m.completed_at, m.id.clone()));
         let rpo = db.rpo;
         let latest_label = db.label("latest backup");
@@ -176,7 +178,16 @@ pub async fn health(databases: &[Monitored], stores: &Targets<'_>, config: &Conf
             .iter()
             .filter(own)
             .any(|m| m.backup_type == BackupType::Full);
+        let intact_suspect = manifests.iter().filter(own).any(|m| {
+            m.backup_type == BackupType::Full && m.is_suspect() && !intact_on(&m.id).is_empty()
+        });
         match latest_full {
+        None if intact_suspect => checks.push(alert(
+            &latest_label,
+            "every intact full backup is suspect: a validator found errors in its rows (`backup-cli backup list` marks them)",
+            "Backup Validation Failed",
+            "Check the rows the validator named, then take a new backup (`backup-cli backup create`; escalate within 30 minutes)",
+        )),
         None if any_full => checks.push(alert(
             &latest_label,
             "no full backup has an intact copy on any target",

@@ -1,8 +1,9 @@
 //! `schedule list`: the configured backup timetables and whether each one ran on time.
 //!
-//! Larder does not need its own scheduler to be trusted: cron or systemd timers run
-//! `backup-cli backup create`, and this compares the timetable with the backups that exist.
-//! Everything here is a function of the configuration, the manifests and the clock it is given.
+//! Whoever runs the schedules (`backup-cli daemon`, or cron and systemd timers running
+//! `backup-cli backup create --schedule NAME`), this compares the timetable with the good
+//! backups that exist. Everything here is a function of the configuration, the manifests
+//! and the clock it is given.
 
 use crate::config::Schedule;
 use crate::engine::daemon::state::{DaemonSummary, DaemonView, RunRecord, Skipped};
@@ -118,7 +119,8 @@ pub fn status(
 }
 
 /// One schedule's status at `now`: its last and next due times from the cron expression
-/// (in the schedule's time zone), its newest backup of the schedule's type, and [`judge`]'s verdict.
+/// (in the schedule's time zone), its newest good (not suspect) backup of the schedule's type,
+/// and [`judge`]'s verdict.
 pub fn schedule_status(
     schedule: &Schedule,
     manifests: &[Manifest],
@@ -127,9 +129,11 @@ pub fn schedule_status(
     let timetable = Timetable::new(schedule)?;
     let previous_due = timetable.last_at_or_before(now);
     let next_due = timetable.next_after(now);
+    // Only a good backup is a run that happened: a suspect one (a validator found an error
+    // in its rows) is evidence, not a recovery point.
     let last = manifests
         .iter()
-        .filter(|m| m.backup_type == schedule.backup_type)
+        .filter(|m| m.backup_type == schedule.backup_type && !m.is_suspect())
         .max_by_key(|m| m.completed_at);
     // A grace too long for chrono's range is as good as an hour, the configured default.
     let grace = Duration::from_std(schedule.grace).unwrap_or_else(|_| Duration::hours(1));
@@ -193,6 +197,7 @@ mod tests {
             timezone: None,
             missed: crate::config::Missed::Skip,
             jitter: None,
+            targets: Vec::new(),
         }
     }
 
@@ -290,6 +295,39 @@ mod tests {
         assert_eq!(
             schema.last_backup_id.as_deref(),
             Some("20260310-070100-bbbbbbbb")
+        );
+    }
+
+    #[test]
+    fn a_suspect_backup_is_not_the_schedules_run() {
+        use crate::repository::manifest::{Finding, Severity, ValidatorRun};
+        let schedule = daily_at_seven(BackupType::Full);
+        let good = backup(
+            "20260309-070000-aaaaaaaa",
+            BackupType::Full,
+            at(7, 0) - Duration::days(1),
+        );
+        let mut suspect = backup("20260310-070100-bbbbbbbb", BackupType::Full, at(7, 1));
+        suspect.validators = vec![ValidatorRun {
+            name: "rules".into(),
+            plugin: "rules-validator".into(),
+            version: "0.1.0".into(),
+            sha256: "0".repeat(64),
+            findings: vec![Finding {
+                rule: "max_shrink_percent".into(),
+                table: "public.pantry_items".into(),
+                column: None,
+                severity: Severity::Error,
+                message: "shrank by 90%".into(),
+                count: 0,
+            }],
+        }];
+        let s = schedule_status(&schedule, &[good, suspect], at(9, 0)).unwrap();
+        assert_eq!(s.status, ScheduleState::Missed, "today's run is suspect");
+        assert_eq!(
+            s.last_backup_id.as_deref(),
+            Some("20260309-070000-aaaaaaaa"),
+            "the newest good backup"
         );
     }
 

@@ -301,6 +301,7 @@ mod tests {
             timezone: Some(zone.into()),
             missed: Missed::Skip,
             jitter: None,
+            targets: Vec::new(),
         }
     }
 

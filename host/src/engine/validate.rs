@@ -213,49 +213,13 @@ pub async fn validate_copies(
     jobs: usize,
     progress: &Progress,
 ) -> Result<(Option<ValidationReport>, Vec<CopyValidation>)> {
-    use crate::error::Error;
     let mut copies = Vec::new();
     let mut shown: Option<ValidationReport> = None;
     for target in targets {
-        let line = |status, first_problem: Option<String>| CopyValidation {
-            target: target.name().to_string(),
-            status,
-            chunks_checked: 0,
-            bytes_checked: 0,
-            problems: usize::from(first_problem.is_some()),
-            first_problem,
-        };
-        let repo = match Repository::open(target.clone()).await {
-            Ok(repo) => repo,
-            Err(e @ Error::NoRepository { .. }) => {
-                copies.push(line(CopyStatus::Missing, Some(e.to_string())));
-                continue;
-            }
-            Err(e) => {
-                copies.push(line(CopyStatus::Unreachable, Some(e.to_string())));
-                continue;
-            }
-        };
-        let copy = match repo.read_manifest(&manifest.id).await {
-            Ok(copy) => copy,
-            Err(Error::BackupNotFound(_)) => {
-                copies.push(line(
-                    CopyStatus::Missing,
-                    Some(format!(
-                        "Backup file not found: {} (backup {}, target '{}')",
-                        crate::repository::manifest_key(&manifest.id),
-                        manifest.id,
-                        target.name()
-                    )),
-                ));
-                continue;
-            }
-            Err(e @ Error::ChecksumMismatch { .. }) => {
-                copies.push(line(CopyStatus::Damaged, Some(e.to_string())));
-                continue;
-            }
-            Err(e) => {
-                copies.push(line(CopyStatus::Unreachable, Some(e.to_string())));
+        let (repo, copy) = match open_copy(target, manifest).await {
+            Ok(opened) => opened,
+            Err(line) => {
+                copies.push(line);
                 continue;
             }
         };
@@ -279,6 +243,108 @@ pub async fn validate_copies(
         }
     }
     Ok((shown, copies))
+}
+
+/// The daemon's `validate = "chunks"`: on each of `targets` on its own, the copy's manifest
+/// and every chunk it names read back and checked against its SHA-256 (rows are not counted,
+/// validators not re-run), the result recorded on the target as `backup validate` records
+/// its own. One line per target, as [`validate_copies`] gives them.
+pub async fn validate_chunks(
+    targets: &[std::sync::Arc<dyn crate::targets::Target>],
+    manifest: &Manifest,
+    jobs: usize,
+) -> Vec<CopyValidation> {
+    use futures_util::StreamExt;
+    let mut copies = Vec::new();
+    for target in targets {
+        let (repo, copy) = match open_copy(target, manifest).await {
+            Ok(opened) => opened,
+            Err(line) => {
+                copies.push(line);
+                continue;
+            }
+        };
+        let mut seen = std::collections::HashSet::new();
+        let context = format!("backup {}, target '{}'", copy.id, target.name());
+        let results: Vec<Result<u64>> =
+            futures_util::stream::iter(copy.chunks().filter(|c| seen.insert(c.id.clone())))
+                .map(|chunk| {
+                    let (repo, context) = (&repo, &context);
+                    async move {
+                        repo.read_chunk_with(chunk, context, |_| ())
+                            .await
+                            .map(|()| chunk.len)
+                    }
+                })
+                .buffer_unordered(jobs.max(1) * 2)
+                .collect()
+                .await;
+        let problems: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+            .collect();
+        let record = ValidationRecord {
+            backup_id: copy.id.clone(),
+            at: chrono::Utc::now(),
+            ok: problems.is_empty(),
+            problems: problems.len(),
+            first_problem: problems.first().cloned(),
+        };
+        if let Err(e) = repo.record_validation(&record).await {
+            tracing::warn!("could not record the validation result: {e}");
+        }
+        copies.push(CopyValidation {
+            target: target.name().to_string(),
+            status: if problems.is_empty() {
+                CopyStatus::Intact
+            } else {
+                CopyStatus::Damaged
+            },
+            chunks_checked: results.len(),
+            bytes_checked: results.iter().filter_map(|r| r.as_ref().ok()).sum(),
+            problems: problems.len(),
+            first_problem: problems.into_iter().next(),
+        });
+    }
+    copies
+}
+
+/// The repository on `target` and its copy of `manifest`; when there is none to check, the
+/// line that says why (missing, damaged manifest, unreachable).
+async fn open_copy(
+    target: &std::sync::Arc<dyn crate::targets::Target>,
+    manifest: &Manifest,
+) -> std::result::Result<(Repository, Manifest), CopyValidation> {
+    use crate::error::Error;
+    let line = |status, first_problem: String| CopyValidation {
+        target: target.name().to_string(),
+        status,
+        chunks_checked: 0,
+        bytes_checked: 0,
+        problems: 1,
+        first_problem: Some(first_problem),
+    };
+    let repo = match Repository::open(target.clone()).await {
+        Ok(repo) => repo,
+        Err(e @ Error::NoRepository { .. }) => {
+            return Err(line(CopyStatus::Missing, e.to_string()));
+        }
+        Err(e) => return Err(line(CopyStatus::Unreachable, e.to_string())),
+    };
+    match repo.read_manifest(&manifest.id).await {
+        Ok(copy) => Ok((repo, copy)),
+        Err(Error::BackupNotFound(_)) => Err(line(
+            CopyStatus::Missing,
+            format!(
+                "Backup file not found: {} (backup {}, target '{}')",
+                crate::repository::manifest_key(&manifest.id),
+                manifest.id,
+                target.name()
+            ),
+        )),
+        Err(e @ Error::ChecksumMismatch { .. }) => Err(line(CopyStatus::Damaged, e.to_string())),
+        Err(e) => Err(line(CopyStatus::Unreachable, e.to_string())),
+    }
 }
 
 /// The verdict on the copies [`validate_copies`] checked: `None` when every copy is intact

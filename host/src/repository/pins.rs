@@ -19,6 +19,13 @@ pub struct Pin {
     pub reason: Option<String>,
 }
 
+impl Pin {
+    /// Whether it still keeps its backup at `now` (no `until`, or `until` ahead).
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.until.is_none_or(|until| until > now)
+    }
+}
+
 fn pin_key(backup_id: &str) -> String {
     format!("pins/{backup_id}.json")
 }

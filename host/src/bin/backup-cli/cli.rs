@@ -430,6 +430,10 @@ pub struct CreateArgs {
     /// copies) [default: config backup.targets, else every configured target]
     #[arg(long = "target", value_name = "NAME")]
     pub targets: Vec<String>,
+    /// Take the backup as this [[schedules]] entry would: its type, database and targets, and
+    /// its retention policy governs the backup
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["backup_type", "targets"])]
+    pub schedule: Option<String>,
 }
 
 #[derive(Debug, Args)]

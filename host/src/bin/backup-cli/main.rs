@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.global.json;
+    let daemon = matches!(cli.command, cli::Command::Daemon(_));
     output::set_wide(cli.global.wide);
     let result = runtime.block_on(async {
         if let Err(e) = interrupt::listen() {
@@ -60,10 +61,18 @@ fn main() -> ExitCode {
                         result = &mut work => result,
                         signal = interrupt::received_again() => Err(Error::Interrupted {
                             signal,
-                            state: "interrupted again: stopped without finishing the clean-up; \
-                                    a restore's transaction is discarded by PostgreSQL, and a partial \
-                                    database (named *_larder_partial) is dropped by the next restore \
-                                    into the same database".into(),
+                            state: if daemon {
+                                "interrupted again: the daemon stopped without waiting for its \
+                                 running backup; that backup is not visible (no manifest was \
+                                 written) and the chunks it wrote are reclaimed by the next garbage \
+                                 collection; the locks of this process are cleared by the next \
+                                 daemon on this host or `backup-cli repository unlock`".into()
+                            } else {
+                                "interrupted again: stopped without finishing the clean-up; \
+                                 a restore's transaction is discarded by PostgreSQL, and a partial \
+                                 database (named *_larder_partial) is dropped by the next restore \
+                                 into the same database".into()
+                            },
                         }),
                     }
                 } else {

@@ -1119,7 +1119,14 @@ fn schedules(statuses: &[ScheduleStatus]) {
     let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
         t.map_or("-".to_string(), |t| t.format("%Y-%m-%d %H:%M").to_string())
     };
-    if let Some(daemon) = statuses.iter().find_map(|s| s.daemon.as_ref()) {
+    // One daemon per database: each once, in the order of the schedules.
+    let mut daemons: Vec<&larder::engine::daemon::state::DaemonSummary> = Vec::new();
+    for daemon in statuses.iter().filter_map(|s| s.daemon.as_ref()) {
+        if !daemons.iter().any(|d| d.database == daemon.database) {
+            daemons.push(daemon);
+        }
+    }
+    for daemon in daemons {
         if daemon.running {
             say!(
                 "Daemon for database {}: running (pid {} on {}, since {})",
@@ -1154,8 +1161,13 @@ fn schedules(statuses: &[ScheduleStatus]) {
             );
         }
     }
-    let mut t = table(&[
-        "NAME",
+    // Several databases: which one each schedule backs up.
+    let several = statuses.iter().any(|s| s.database.is_some());
+    let mut header = vec!["NAME"];
+    if several {
+        header.push("DATABASE");
+    }
+    header.extend([
         "TYPE",
         "CRON",
         "TIME ZONE",
@@ -1165,6 +1177,7 @@ fn schedules(statuses: &[ScheduleStatus]) {
         "NEXT DUE",
         "STATUS",
     ]);
+    let mut t = table(&header);
     for s in statuses {
         let last_run = s.last_run.as_ref().map_or("-".to_string(), |r| {
             format!(
@@ -1176,8 +1189,11 @@ fn schedules(statuses: &[ScheduleStatus]) {
                     .unwrap_or_default()
             )
         });
-        t.add_row(vec![
-            Cell::new(&s.name),
+        let mut row = vec![Cell::new(&s.name)];
+        if several {
+            row.push(Cell::new(s.database.as_deref().unwrap_or("-")));
+        }
+        row.extend([
             Cell::new(s.backup_type),
             Cell::new(&s.cron),
             Cell::new(&s.timezone),
@@ -1187,6 +1203,7 @@ fn schedules(statuses: &[ScheduleStatus]) {
             Cell::new(when(s.next_start.or(s.next_due))),
             Cell::new(s.status),
         ]);
+        t.add_row(row);
     }
     say!("{t}");
 }

@@ -3,15 +3,17 @@
 //! or the configuration on its own.
 
 use crate::cli::Global;
-use larder::config::{DatabaseEntry, Loaded, Origin};
+use larder::config::{DatabaseEntry, Loaded, Origin, Schedule};
 use larder::engine::{self, Progress};
 use larder::pg::ConnectionSettings;
 use larder::repository::Repository;
+use larder::targets::Target;
 use larder::targets::configured::{self, TargetSet};
 use larder::{Error, Result};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// What every command needs, worked out from flags, environment and config before it runs.
 pub struct Settings {
@@ -65,7 +67,12 @@ impl Settings {
     /// The database to back up or restore from: the `[[databases]]` entry `--db` names (or
     /// the only one), else the one `[database]` with `--database-url`/`$DATABASE_URL`.
     pub fn database(&self) -> Result<ConnectionSettings> {
-        match self.loaded.config.database_entry(self.db.as_deref())? {
+        self.database_of(self.db.as_deref())
+    }
+
+    /// [`Settings::database`] for the `[[databases]]` entry `db` (None: the only one).
+    pub fn database_of(&self, db: Option<&str>) -> Result<ConnectionSettings> {
+        match self.loaded.config.database_entry(db)? {
             Some(entry) => self.entry_settings(entry),
             None => ConnectionSettings::resolve(
                 self.database_url.as_ref().map(|(url, _)| url.as_str()),
@@ -166,6 +173,20 @@ impl Settings {
         } else {
             self.loaded.config.backup.targets.clone()
         }
+    }
+
+    /// The targets a schedule's backups go to (the first is written, the others get copies):
+    /// its `targets`, else those every backup goes to; `--repo` replaces both.
+    pub fn schedule_targets(
+        &self,
+        set: &TargetSet,
+        schedule: &Schedule,
+    ) -> Result<Vec<Arc<dyn Target>>> {
+        if schedule.targets.is_empty() || self.repo_override {
+            return set.select(&self.expected_targets());
+        }
+        set.select(&schedule.targets)
+            .map_err(|e| Error::Config(format!("schedule '{}' targets: {e}", schedule.name)))
     }
 
     /// The repository for reading: `first` (or the first configured target), falling back to

@@ -1,15 +1,16 @@
 //! `backup-cli daemon`: runs the `[[schedules]]` of one repository and database by itself.
 //!
 //! One daemon per repository and database (a lock in the repository names its pid, host and
-//! start). Each run backs up, copies to the other targets, validates every copy and applies
-//! retention, one run at a time; a failure raises the runbook's alert through a health check, and health is also
-//! checked every `[daemon] health_every`. SIGTERM/SIGINT: no new runs, a running backup gets
-//! `[daemon] stop_grace` to finish and is then stopped (nothing half-visible, locks released),
-//! exit 0. SIGHUP reloads the configuration; a bad one is refused and the old one kept.
+//! start); it runs the schedules of its database only. Each run backs up, copies to the
+//! schedule's other targets, validates every copy (`[daemon] validate`: chunks or full) and
+//! applies retention, one run at a time; a failure raises the runbook's alert through a
+//! health check, and health is also checked every `[daemon] health_every`. SIGTERM/SIGINT:
+//! no new runs, a running backup gets `[daemon] stop_grace` to finish and is then stopped
+//! (nothing half-visible, locks released), exit 0. SIGHUP reloads the configuration; a bad one is refused and the old one kept.
 
 pub mod state;
 
-use crate::config::{Config, Loaded, Schedule};
+use crate::config::{Loaded, Schedule, ValidateMode};
 use crate::engine::interrupt::{self, CleanupGuard};
 use crate::engine::scheduler::{Event, Scheduler, Timetable};
 use crate::engine::{Progress, backup, monitor, validate};
@@ -51,6 +52,15 @@ pub struct Setup {
     pub database_names: std::collections::BTreeMap<String, String>,
     /// The `[[validators]]` plugins each backup's rows go through.
     pub validators: Vec<Arc<crate::plugin::validator::PluginValidator>>,
+    /// The schedules of this database, each with the targets its backups go to (the first
+    /// is written, the others get copies).
+    pub schedules: Vec<(Schedule, Vec<Arc<dyn Target>>)>,
+}
+
+impl Setup {
+    fn schedule(&self, name: &str) -> Option<&(Schedule, Vec<Arc<dyn Target>>)> {
+        self.schedules.iter().find(|(s, _)| s.name == name)
+    }
 }
 
 /// Reads the configuration again (at start and on SIGHUP).
@@ -59,14 +69,20 @@ pub type Loader = dyn Fn() -> Pin<Box<dyn Future<Output = Result<Setup>>>>;
 /// Work the daemon polls itself (not spawned: the engine's futures are not all `Send`).
 type Task<T> = Pin<Box<dyn Future<Output = T>>>;
 
-/// Every schedule's timetable; a bad one is a configuration error naming it.
-fn timetables(config: &Config) -> Result<Vec<Timetable>> {
-    if config.schedules.is_empty() {
-        return Err(Error::Config(
-            "no [[schedules]] in the configuration: the daemon has nothing to run (see examples/backup-cli.toml)".into(),
-        ));
+/// The timetable of each of the daemon's schedules; a bad one is a configuration error
+/// naming it.
+fn timetables(setup: &Setup) -> Result<Vec<Timetable>> {
+    if setup.schedules.is_empty() {
+        return Err(Error::Config(format!(
+            "no [[schedules]] for database '{}' in the configuration: the daemon has nothing to run (see examples/backup-cli.toml)",
+            setup.database.dbname
+        )));
     }
-    config.schedules.iter().map(Timetable::new).collect()
+    setup
+        .schedules
+        .iter()
+        .map(|(schedule, _)| Timetable::new(schedule))
+        .collect()
 }
 
 fn primary_of(setup: &Setup) -> Result<&Arc<dyn Target>> {
@@ -82,7 +98,7 @@ pub async fn run(load: &Loader) -> Result<()> {
     let _stop_cleanly = CleanupGuard::new();
     interrupt::defer_stop();
     let setup = Arc::new(load().await?);
-    let tables = timetables(&setup.loaded.config)?;
+    let tables = timetables(&setup)?;
     let target = primary_of(&setup)?.clone();
     let primary = if setup.may_create {
         Repository::open_or_init(target).await?
@@ -182,7 +198,7 @@ impl<'a> Daemon<'a> {
         tracing::info!(
             database = %database,
             repository = %primary.target().location(),
-            schedules = setup.loaded.config.schedules.len(),
+            schedules = setup.schedules.len(),
             "daemon started for database {database} on {}",
             primary.target().location()
         );
@@ -307,14 +323,7 @@ impl<'a> Daemon<'a> {
         for event in events {
             match event {
                 Event::Run { schedule, due } => {
-                    if let Some(s) = self
-                        .setup
-                        .loaded
-                        .config
-                        .schedules
-                        .iter()
-                        .find(|s| s.name == schedule)
-                    {
+                    if let Some((s, _)) = self.setup.schedule(&schedule) {
                         self.queue.push_back((s.clone(), due));
                     }
                 }
@@ -441,7 +450,7 @@ impl<'a> Daemon<'a> {
     async fn reload(&mut self) {
         tracing::info!("SIGHUP: reloading the configuration");
         let loaded = (self.load)().await.and_then(|setup| {
-            let tables = timetables(&setup.loaded.config)?;
+            let tables = timetables(&setup)?;
             let primary = primary_of(&setup)?;
             if setup.database.dbname != self.setup.database.dbname
                 || primary.location() != self.primary.target().location()
@@ -466,9 +475,9 @@ impl<'a> Daemon<'a> {
                 self.record_upcoming();
                 self.save().await;
                 tracing::info!(
-                    schedules = self.setup.loaded.config.schedules.len(),
+                    schedules = self.setup.schedules.len(),
                     "configuration reloaded: {} schedule(s)",
-                    self.setup.loaded.config.schedules.len()
+                    self.setup.schedules.len()
                 );
             }
             Err(e) => tracing::error!(
@@ -603,33 +612,52 @@ async fn steps(
         schedule: Some(schedule.name.clone()),
         validators: setup.validators.clone(),
     };
+    let targets = setup
+        .schedule(&schedule.name)
+        .map_or(setup.backup_targets.as_slice(), |(_, t)| t.as_slice());
+    // The daemon's repository is where its backups go unless the schedule names others.
+    let written = match targets.first() {
+        Some(first) if first.name() != primary.target().name() => {
+            Repository::open_or_init(first.clone())
+                .await
+                .map_err(|e| ("backup", e))?
+        }
+        _ => primary.clone(),
+    };
     let created = backup::create_with_copies(
         &setup.database,
-        primary,
-        &setup.backup_targets[1..],
+        &written,
+        targets.get(1..).unwrap_or_default(),
         &opts,
         &progress,
     )
     .await
     .map_err(|e| ("backup", e))?;
     let manifest = &created.manifest;
-    let holding = &created.holding;
     record.backup_id = Some(manifest.id.clone());
     // The validators' verdict through the alert room, as `backup create` raises it.
     crate::engine::alerts::observe_backup(&setup.loaded, &setup.alert_scope, manifest).await;
+    let holding = &created.holding;
     record.targets = holding.iter().map(|t| t.name().to_string()).collect();
     // Validate what exists even when a copy failed: the alert then says all that is wrong.
-    let (_, copies) = validate::validate_copies(
-        holding,
-        manifest,
-        &setup.loaded.config.objectives,
-        // No validators here: they ran over the backup's own rows while it was taken.
-        &[],
-        setup.jobs,
-        &progress,
-    )
-    .await
-    .map_err(|e| ("validate", e))?;
+    let copies = match setup.loaded.config.daemon.validate {
+        ValidateMode::Full => {
+            validate::validate_copies(
+                holding,
+                manifest,
+                &setup.loaded.config.objectives,
+                // The validators read the rows as the backup streamed them; their findings
+                // are in the manifest, judged below.
+                &[],
+                setup.jobs,
+                &progress,
+            )
+            .await
+            .map_err(|e| ("validate", e))?
+            .1
+        }
+        ValidateMode::Chunks => validate::validate_chunks(holding, manifest, setup.jobs).await,
+    };
     let bad: Vec<String> = copies
         .iter()
         .filter(|c| c.status != validate::CopyStatus::Intact)
@@ -682,6 +710,19 @@ async fn steps(
     Ok(())
 }
 
+/// The runbook alerts health raised, each once (two targets low on space are one "Disk
+/// Space Low"), in the order of the checks.
+fn distinct_alerts(health: &monitor::Health) -> Vec<String> {
+    let mut alerts: Vec<String> = Vec::new();
+    for check in health.alerts() {
+        let alert = check.alert.clone().unwrap_or_else(|| check.name.clone());
+        if !alerts.contains(&alert) {
+            alerts.push(alert);
+        }
+    }
+    alerts
+}
+
 /// `monitor health` with alert delivery, as `monitor health --alert-on-failure` does it.
 async fn check_health(setup: Arc<Setup>) -> HealthRecord {
     let targets = monitor::Targets {
@@ -694,10 +735,7 @@ async fn check_health(setup: Arc<Setup>) -> HealthRecord {
         chosen: &setup.targets.chosen,
     };
     let health = monitor::health(&setup.monitored, &targets, &setup.loaded.config).await;
-    let alerts: Vec<String> = health
-        .alerts()
-        .map(|c| c.alert.clone().unwrap_or_else(|| c.name.clone()))
-        .collect();
+    let alerts = distinct_alerts(&health);
     // Through the alert room, passing runs too (that is how alerts resolve).
     let report =
         crate::engine::alerts::deliver_health(&health, &setup.loaded, &setup.alert_scope).await;
@@ -720,5 +758,39 @@ async fn check_health(setup: Arc<Setup>) -> HealthRecord {
         alerts,
         delivered,
         delivery_error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_targets_low_on_space_are_one_alert_in_the_daemons_record() {
+        let check = |name: &str, alert: Option<&str>| monitor::Check {
+            name: name.into(),
+            status: if alert.is_some() {
+                monitor::Status::Fail
+            } else {
+                monitor::Status::Ok
+            },
+            detail: String::new(),
+            alert: alert.map(str::to_string),
+            action: None,
+        };
+        let health = monitor::Health {
+            status: monitor::Status::Fail,
+            checked_at: Utc::now(),
+            checks: vec![
+                check("disk space primary", Some("Disk Space Low")),
+                check("target offsite", None),
+                check("disk space offsite", Some("Disk Space Low")),
+                check("latest backup", Some("Backup Failure")),
+            ],
+        };
+        assert_eq!(
+            distinct_alerts(&health),
+            ["Disk Space Low", "Backup Failure"]
+        );
     }
 }

@@ -37,15 +37,30 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
             Ok(output::report(settings.json, &exported, None))
         }
         BackupCommand::Create(args) => {
-            let database = settings.database()?;
+            let schedule = match &args.schedule {
+                Some(name) => Some(settings.loaded.config.schedule(name)?),
+                None => None,
+            };
+            let db = match (schedule.and_then(|s| s.database.as_deref()), &settings.db) {
+                (Some(theirs), Some(given)) if theirs != given => {
+                    return Err(Error::Config(format!(
+                        "--schedule {}: that schedule backs up database '{theirs}', not '{given}' (--db); leave out --db",
+                        args.schedule.as_deref().unwrap_or_default()
+                    )));
+                }
+                (Some(theirs), _) => Some(theirs),
+                (None, given) => given.as_deref(),
+            };
+            let database = settings.database_of(db)?;
             let config = &settings.loaded.config.backup;
             let set = settings.targets().await?;
-            let names = if args.targets.is_empty() && !settings.repo_override {
-                config.targets.clone()
-            } else {
-                args.targets.clone()
+            let selected = match schedule {
+                Some(schedule) => settings.schedule_targets(&set, schedule)?,
+                None if args.targets.is_empty() && !settings.repo_override => {
+                    set.select(&config.targets)?
+                }
+                None => set.select(&args.targets)?,
             };
-            let selected = set.select(&names)?;
             // A repository is started where someone chose one (flag, environment, config),
             // never at the default path nobody chose (cron's working directory).
             let repo = if set.unchosen {
@@ -55,12 +70,12 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
             };
             let opts = engine::backup::BackupOptions {
                 name: args.name,
-                backup_type: args.backup_type,
+                backup_type: schedule.map_or(args.backup_type, |s| s.backup_type),
                 jobs: settings.jobs(args.jobs.or(config.jobs)),
                 compression_level: args.compression_level.unwrap_or(config.compression_level),
                 pg_dump: config.pg_dump.clone(),
                 split_bytes: None,
-                schedule: None,
+                schedule: args.schedule,
                 validators: larder::plugin::validator::open_configured(&settings.loaded).await?,
             };
             let created = engine::backup::create_with_copies(
@@ -100,12 +115,18 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
             let set = settings.targets().await?;
             // Fails with a hint when no target holds a repository at all.
             let repo = Repository::open_for_reading(&set.targets).await?;
-            let mut backups =
-                engine::list::list(&set.targets, args.limit, args.backup_type, args.verify).await;
-            if settings.db.is_some() {
-                let dbname = settings.database_name()?;
-                backups.retain(|b| b.database == dbname);
-            }
+            let database = match settings.db {
+                Some(_) => Some(settings.database_name()?),
+                None => None,
+            };
+            let backups = engine::list::list(
+                &set.targets,
+                args.limit,
+                args.backup_type,
+                database.as_deref(),
+                args.verify,
+            )
+            .await;
             let backups = Backups {
                 backups,
                 repository: repo.target().location(),

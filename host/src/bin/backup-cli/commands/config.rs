@@ -5,7 +5,7 @@ use crate::cli::ConfigCommand;
 use crate::output::{self, EffectiveSettings, Outcome};
 use crate::settings::Settings;
 use larder::Result;
-use larder::config::{Origin, Setting, TargetConfig};
+use larder::config::{DatabaseConfig, Origin, Setting, TargetConfig};
 use larder::pg::ConnectionSettings;
 use larder::targets::configured;
 
@@ -36,45 +36,41 @@ fn effective(settings: &Settings) -> Vec<Setting> {
         },
         origin: loaded.origin.clone(),
     }];
-    let url = settings.database_url.as_ref();
-    let url_origin = url.map(|(_, o)| o.clone()).unwrap_or(Origin::Default);
-    out.push(Setting {
-        setting: "database.url".into(),
-        value: url
-            .map(|(u, _)| larder::logging::redact_for_display(u))
-            .unwrap_or_else(|| "unset: the libpq PG* variables and defaults".into()),
-        origin: url_origin.clone(),
-    });
-    match ConnectionSettings::resolve(url.map(|(u, _)| u.as_str()), &loaded.config.database) {
-        Ok(resolved) => {
-            out.push(Setting {
-                setting: "database (resolved)".into(),
-                value: format!(
-                    "{} sslmode={}",
-                    resolved.describe(),
-                    resolved.sslmode.as_str()
-                ),
-                origin: url_origin.clone(),
-            });
-            out.push(Setting {
-                setting: "database.password".into(),
-                value: match resolved.password_source {
-                    Some(source) => format!("set, from {source} (not shown)"),
-                    None => "none".into(),
-                },
-                origin: match resolved.password_source {
-                    Some("PGPASSWORD") => Origin::Env("PGPASSWORD".into()),
-                    Some("password_file") => loaded.origin_of("database", "password_file"),
-                    Some("the database URL") => url_origin,
-                    _ => Origin::Default,
-                },
-            });
-        }
-        Err(e) => out.push(Setting {
-            setting: "database (resolved)".into(),
-            value: format!("error: {e}"),
-            origin: url_origin,
-        }),
+    if loaded.config.databases.is_empty() {
+        let url = settings.database_url.as_ref();
+        let url_origin = url.map(|(_, o)| o.clone()).unwrap_or(Origin::Default);
+        out.push(Setting {
+            setting: "database.url".into(),
+            value: url
+                .map(|(u, _)| larder::logging::redact_for_display(u))
+                .unwrap_or_else(|| "unset: the libpq PG* variables and defaults".into()),
+            origin: url_origin.clone(),
+        });
+        out.extend(connection(
+            settings,
+            "database",
+            url.map(|(u, _)| u.as_str()),
+            &loaded.config.database,
+            url_origin,
+            String::new(),
+        ));
+    }
+    let file = Origin::ConfigFile(loaded.path.clone().unwrap_or_default());
+    for entry in &loaded.config.databases {
+        let objectives = format!(
+            ", class {} (RPO {}, RTO {})",
+            entry.class.as_str(),
+            humantime::format_duration(entry.rpo(&loaded.config.objectives)),
+            humantime::format_duration(entry.rto())
+        );
+        out.extend(connection(
+            settings,
+            &format!("databases.{}", entry.name),
+            entry.url.as_deref(),
+            &entry.connection(),
+            file.clone(),
+            objectives,
+        ));
     }
     let (repo_path, repo_origin) = loaded.repository_path(settings.repo_flag.as_deref());
     let one_folder = settings.repo_override || loaded.config.targets.is_empty();
@@ -114,4 +110,54 @@ fn effective(settings: &Settings) -> Vec<Setting> {
     }
     out.extend(loaded.settings());
     out
+}
+
+/// A database's resolved connection and where its password comes from (never the password);
+/// `key`: `database` or `databases.NAME`; `extra` is appended to the connection's line.
+fn connection(
+    settings: &Settings,
+    key: &str,
+    url: Option<&str>,
+    config: &DatabaseConfig,
+    url_origin: Origin,
+    extra: String,
+) -> Vec<Setting> {
+    let loaded = &settings.loaded;
+    let resolved = match ConnectionSettings::resolve(url, config) {
+        Ok(resolved) => resolved,
+        Err(e) => {
+            return vec![Setting {
+                setting: format!("{key} (resolved)"),
+                value: format!("error: {e}"),
+                origin: url_origin,
+            }];
+        }
+    };
+    let section = key.split('.').next().unwrap_or(key);
+    vec![
+        Setting {
+            setting: format!("{key} (resolved)"),
+            value: format!(
+                "{} sslmode={}{extra}",
+                resolved.describe(),
+                resolved.sslmode.as_str()
+            ),
+            origin: url_origin.clone(),
+        },
+        Setting {
+            setting: format!("{key}.password"),
+            value: match resolved.password_source {
+                Some(source) => format!("set, from {source} (not shown)"),
+                None => "none".into(),
+            },
+            origin: match resolved.password_source {
+                Some("PGPASSWORD") => Origin::Env("PGPASSWORD".into()),
+                Some("password_file") if section == "database" => {
+                    loaded.origin_of("database", "password_file")
+                }
+                Some("password_file") | Some("the database URL") => url_origin,
+                _ => Origin::Default,
+            },
+        },
+    ]
 }

@@ -22,7 +22,22 @@ async fn setup(global: &Global) -> Result<Setup> {
     let targets = settings.targets().await?;
     let backup_targets = targets.select(&settings.expected_targets())?;
     let alert_scope = settings.alert_scope().await?;
+    // This database's schedules (a schedule without `database` is the only database's).
+    let entry = settings
+        .loaded
+        .config
+        .database_entry(settings.db.as_deref())?
+        .map(|e| e.name.clone());
+    let schedules = settings
+        .loaded
+        .config
+        .schedules
+        .iter()
+        .filter(|s| s.database.is_none() || s.database == entry)
+        .map(|s| Ok((s.clone(), settings.schedule_targets(&targets, s)?)))
+        .collect::<Result<Vec<_>>>()?;
     Ok(Setup {
+        schedules,
         validators: larder::plugin::validator::open_configured(&settings.loaded).await?,
         database_names: settings.database_names()?,
         database: settings.database()?,
