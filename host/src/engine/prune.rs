@@ -229,7 +229,11 @@ fn groups(
         })?,
     };
     let mut of_type = Vec::new();
-    for backup_type in [BackupType::Full, BackupType::SchemaOnly] {
+    for backup_type in [
+        BackupType::Full,
+        BackupType::SchemaOnly,
+        BackupType::Incremental,
+    ] {
         if let Some(policy) = config.retention.of(backup_type) {
             of_type.push((backup_type, groups.len()));
             groups.push(Group {
@@ -255,4 +259,41 @@ fn groups(
         })
     };
     Ok((groups, governing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repository::manifest::sample_manifest;
+
+    #[test]
+    fn a_backup_goes_to_its_schedules_policy_else_its_types() {
+        let config: Config = toml::from_str(
+            "[[schedules]]\nname = \"daily-full\"\ntype = \"full\"\ncron = \"0 2 * * *\"\nretention = \"30d\"\n\
+             [[schedules]]\nname = \"four-hourly\"\ntype = \"incremental\"\ncron = \"0 */4 * * *\"\n\
+             [retention]\nincremental = \"7d\"\nschema-only = \"90d\"\n",
+        )
+        .expect("config");
+        let databases = BTreeMap::new();
+        let (groups, governing) = groups(&config, &databases).expect("groups");
+        let label = |backup_type, schedule: Option<&str>| {
+            let mut m = sample_manifest("20261201-020000-abcd");
+            m.backup_type = backup_type;
+            m.schedule = schedule.map(str::to_string);
+            governing(&m).map(|g| groups[g].label.clone())
+        };
+        assert_eq!(
+            label(BackupType::Full, None).as_deref(),
+            Some("schedule daily-full")
+        );
+        // The incremental schedule has no retention of its own: its type's applies.
+        assert_eq!(
+            label(BackupType::Incremental, Some("four-hourly")).as_deref(),
+            Some("type incremental")
+        );
+        assert_eq!(
+            label(BackupType::SchemaOnly, None).as_deref(),
+            Some("type schema-only")
+        );
+    }
 }
