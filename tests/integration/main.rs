@@ -17,6 +17,7 @@ mod daemon;
 mod fidelity_corpus;
 mod fidelity_data;
 mod json_envelope;
+mod many_tables;
 mod monitoring;
 mod plugin_conformance;
 mod plugins;

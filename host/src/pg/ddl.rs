@@ -20,6 +20,11 @@ pub struct Entry {
     pub sql: String,
 }
 
+/// Objects of a section run per transaction by [`Script::batches`]: each takes a lock or two,
+/// and a server at the default `max_locks_per_transaction = 64` has room for a few thousand
+/// locks in all, shared by every session.
+pub const OBJECTS_PER_TRANSACTION: usize = 100;
+
 /// A pg_dump section split into its session preamble and its objects.
 #[derive(Debug, Clone, Default)]
 pub struct Script {
@@ -297,6 +302,27 @@ impl Script {
         out
     }
 
+    /// The section as executable batches of at most [`OBJECTS_PER_TRANSACTION`] objects, every
+    /// batch with the session preamble first. Each batch sent on its own commits on its own, so a schema of
+    /// thousands of tables never holds a lock per table in one transaction (which fails at the
+    /// server's default `max_locks_per_transaction`); inside an explicit transaction the batches
+    /// simply run one after another.
+    pub fn batches(&self) -> impl Iterator<Item = String> + '_ {
+        let batch = |entries: &[Entry]| {
+            let mut out = self.preamble.clone();
+            for entry in entries {
+                out.push_str(&entry.sql);
+            }
+            out
+        };
+        // An empty section still runs its preamble once.
+        let empty = self.entries.is_empty().then(|| batch(&[]));
+        self.entries
+            .chunks(OBJECTS_PER_TRANSACTION)
+            .map(batch)
+            .chain(empty)
+    }
+
     /// pg_dump's tags (`table constraint`) of the constraints this section adds NOT VALID:
     /// they were NOT VALID at the source and a faithful restore keeps them so.
     pub fn not_valid_tags(&self) -> impl Iterator<Item = &str> {
@@ -554,6 +580,37 @@ mod tests {
     use super::*;
 
     const SAMPLE: &str = "\\restrict abc\nSET statement_timeout = 0;\n\n--\n-- Name: t t_pkey; Type: CONSTRAINT; Schema: public; Owner: bob\n--\n\nALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (id);\n\n--\n-- Name: t_idx; Type: INDEX; Schema: public; Owner: bob\n--\n\nCREATE INDEX t_idx ON public.t USING btree (v);\nALTER TABLE public.t OWNER TO bob;\n\n\\unrestrict abc\n";
+
+    #[test]
+    fn a_schema_of_thousands_of_objects_runs_in_batches_each_with_the_preamble() {
+        let entries: String = (0..250)
+            .map(|i| {
+                format!("--\n-- Name: t{i}; Type: TABLE; Schema: public; Owner: bob\n--\n\nCREATE TABLE public.t{i} (id int);\n\n")
+            })
+            .collect();
+        let script = parse(&format!("SET statement_timeout = 0;\n\n{entries}"));
+        assert_eq!(script.entries.len(), 250);
+        let batches: Vec<String> = script.batches().collect();
+        assert_eq!(
+            batches.len(),
+            3,
+            "250 objects in batches of {OBJECTS_PER_TRANSACTION}"
+        );
+        for batch in &batches {
+            assert!(batch.starts_with("SET statement_timeout = 0;"), "{batch}");
+        }
+        let created = |b: &String| b.matches("CREATE TABLE").count();
+        assert_eq!(
+            batches.iter().map(created).collect::<Vec<_>>(),
+            [100, 100, 50]
+        );
+        assert!(batches[0].contains("public.t0 ") && batches[2].contains("public.t249 "));
+        let empty = parse("SET statement_timeout = 0;\n");
+        assert_eq!(
+            empty.batches().collect::<Vec<_>>(),
+            ["SET statement_timeout = 0;\n"]
+        );
+    }
 
     fn parse(sql: &str) -> Script {
         Script::parse(sql).expect("pg_dump output parses")

@@ -86,19 +86,14 @@ pub(super) async fn run(job: &Job, steps: &Progression) -> Result<Outcome> {
         Err(e) if !created.load(Ordering::SeqCst) => return Err(e),
         Err(e) => e,
     };
-    let dropped = admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .await;
-    let mut state = match dropped {
+    let mut state = match drop_half_built(&admin, &partial).await {
         Ok(()) => format!(
             "the half-built database {} was dropped (it was being built as {partial}); nothing else was changed",
             destination.dbname
         ),
         Err(d) => format!(
-            "the half-built database {partial} (to become {}) could not be dropped ({}); drop it by hand, or the next restore into {} drops it",
-            destination.dbname,
-            crate::error::error_chain(&d),
-            destination.dbname
+            "the half-built database {partial} (to become {}) could not be dropped ({d}); drop it by hand, or the next restore into {} drops it",
+            destination.dbname, destination.dbname
         ),
     };
     if !roles.is_empty() {
@@ -309,6 +304,47 @@ async fn apply_database_properties(
 
 /// The first words of the comment a partial database carries, which mark it as ours.
 const PARTIAL_MARKER: &str = "Larder: partial restore";
+
+/// Drops the half-built database after a failure. A server short of locks or still ending the
+/// failed sessions can refuse the first attempt: then wait until no session is left on the
+/// database (at most ~10 s) and try again, three times in all. The error is the server's own
+/// message of the last attempt.
+async fn drop_half_built(admin: &Client, partial: &str) -> std::result::Result<(), String> {
+    let drop = format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_ident(partial)
+    );
+    let mut last = String::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            for _ in 0..20 {
+                let sessions = admin
+                    .query_one(
+                        "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = $1",
+                        &[&partial],
+                    )
+                    .await
+                    .map(|row| row.get::<_, i64>(0))
+                    .unwrap_or(0);
+                if sessions == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+        match admin.batch_execute(&drop).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                last = crate::error::error_chain(&e);
+                tracing::warn!(
+                    "dropping {partial} failed (attempt {}): {last}",
+                    attempt + 1
+                );
+            }
+        }
+    }
+    Err(last)
+}
 
 /// The temporary name a new database is built under: a partial database never carries the
 /// destination's name, even after SIGKILL. At most 63 bytes (PostgreSQL's limit); a long destination

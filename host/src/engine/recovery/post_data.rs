@@ -98,22 +98,29 @@ pub(super) async fn build(
             }),
         }
     }
-    let rest: String = rest.iter().map(|e| e.sql.as_str()).collect();
-    main.batch_execute(&format!("{}{rest}", post.preamble))
-        .await
-        .map_err(Error::db(
+    let rest = Script {
+        preamble: post.preamble.clone(),
+        entries: rest,
+    };
+    for batch in rest.batches() {
+        main.batch_execute(&batch).await.map_err(Error::db(
             "creating triggers, rules and the rest (post-data)",
         ))?;
+    }
     work.sort_by_key(|w| std::cmp::Reverse(w.bytes));
     Ok(work)
 }
 
-/// Runs a whole post-data script (event triggers aside) in one go, as a replace does.
+/// Runs a whole post-data script (event triggers aside) in order, as a replace does (inside
+/// its transaction).
 pub(super) async fn apply(client: &Client, post: &Script) -> Result<()> {
-    client
-        .batch_execute(&post.to_sql())
-        .await
-        .map_err(Error::db("post-data (indexes, constraints, triggers)"))
+    for batch in post.batches() {
+        client
+            .batch_execute(&batch)
+            .await
+            .map_err(Error::db("post-data (indexes, constraints, triggers)"))?;
+    }
+    Ok(())
 }
 
 /// Checks the restored rows of existing tables against every foreign key on or to them.

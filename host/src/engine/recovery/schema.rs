@@ -30,12 +30,16 @@ pub(super) async fn section(job: &Job, stream: &Stream, name: &str) -> Result<Sc
     })
 }
 
-/// Creates the schema: pg_dump's pre-data.
+/// Creates the schema: pg_dump's pre-data, in batches ([`Script::batches`]; a new database
+/// that fails half-way is dropped, a replace runs them inside its transaction).
 pub(super) async fn create(client: &Client, pre: &Script) -> Result<()> {
-    client
-        .batch_execute(&pre.to_sql())
-        .await
-        .map_err(Error::db("creating the schema (pre-data)"))
+    for batch in pre.batches() {
+        client
+            .batch_execute(&batch)
+            .await
+            .map_err(Error::db("creating the schema (pre-data)"))?;
+    }
+    Ok(())
 }
 
 /// Whole-database replace: drops what the backup's pre-data and post-data create again.

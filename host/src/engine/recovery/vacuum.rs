@@ -6,6 +6,7 @@ use super::job::Job;
 use super::post_data::{TableWork, run_entry};
 use crate::error::{Error, Result};
 use crate::pg::ConnectionSettings;
+use crate::pg::ddl::OBJECTS_PER_TRANSACTION;
 use tokio_postgres::Client;
 
 /// Per table over `--jobs` connections, biggest first: VACUUM (ANALYZE), then validate its
@@ -67,16 +68,20 @@ pub(super) async fn set_autovacuum(
     } else {
         "SET (autovacuum_enabled = off, toast.autovacuum_enabled = off)"
     };
-    let sql: String = tables
-        .iter()
-        .map(|t| format!("ALTER TABLE {t} {change};\n"))
-        .collect();
-    client
-        .batch_execute(&sql)
-        .await
-        .map_err(Error::db(if enabled {
-            "resetting autovacuum on the restored tables"
-        } else {
-            "pausing autovacuum on the new tables"
-        }))
+    // A transaction per batch: one lock per table (and TOAST table) held to the end of it.
+    for batch in tables.chunks(OBJECTS_PER_TRANSACTION) {
+        let sql: String = batch
+            .iter()
+            .map(|t| format!("ALTER TABLE {t} {change};\n"))
+            .collect();
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(Error::db(if enabled {
+                "resetting autovacuum on the restored tables"
+            } else {
+                "pausing autovacuum on the new tables"
+            }))?;
+    }
+    Ok(())
 }
