@@ -454,6 +454,13 @@ health_every = \"1h\"
         .await;
     let delivered = std::fs::read_to_string(&alerts).unwrap_or_default();
     assert!(delivered.contains("Backup Corruption"), "{delivered}");
+    // The run that failed after its backup is the last backup attempt, and says where.
+    assert!(
+        delivered.lines().any(|l| l.contains("Backup Failure")
+            && l.contains("last backup attempt")
+            && l.contains("failed at validate")),
+        "{delivered}"
+    );
     send(&daemon.child, "TERM");
     let out = finish(daemon.child).await;
     assert_eq!(out.status.code(), Some(0));

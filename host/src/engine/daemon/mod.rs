@@ -410,6 +410,25 @@ impl<'a> Daemon<'a> {
         };
         log_run(&record);
         let failed = record.outcome != Outcome::Ok;
+        // A failed backup records its own event; a run that failed after it (copy, validate,
+        // validators, retention) is recorded here, so health raises Backup Failure for it too
+        // until a newer backup succeeds.
+        if record.outcome == Outcome::Failed
+            && let Some(stage) = record.stage.as_deref().filter(|s| *s != "backup")
+        {
+            let event = crate::repository::history::Event {
+                at: Utc::now(),
+                kind: "backup-failed".into(),
+                detail: format!(
+                    "daemon run {} failed at {stage}: {}",
+                    record.run_id,
+                    record.error.as_deref().unwrap_or_default()
+                ),
+            };
+            if let Err(e) = self.primary.record_event(&event).await {
+                tracing::warn!("could not record the failed run: {e}");
+            }
+        }
         self.state.schedule_mut(&running.schedule).last_run = Some(record);
         self.save().await;
         if failed {
