@@ -325,7 +325,14 @@ targets = [\"offsite\"]
                 && message(l).contains("every night")
         })
         .await;
+    // Fixed, it is taken on the next SIGHUP.
     env.write_config(&config("0 0 1 1 *"));
+    send(&daemon.child, "HUP");
+    daemon
+        .wait_for("the reload", Duration::from_secs(10), |l| {
+            message(l) == "configuration reloaded: 2 schedule(s)"
+        })
+        .await;
 
     // SIGTERM with nothing running: a clean stop, exit 0.
     send(&daemon.child, "TERM");
