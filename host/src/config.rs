@@ -37,6 +37,62 @@ pub struct Config {
     pub notifiers: Vec<NotifierConfig>,
     /// The alert lifecycle: state, reminders, escalation levels, retries.
     pub alerts: AlertsConfig,
+    /// Change tracking for incremental backups (a logical replication slot per database).
+    pub incremental: IncrementalConfig,
+}
+
+/// `[incremental]`: with `enabled`, a full backup starts a chain (a logical replication slot
+/// created at its snapshot) and `backup create --type incremental` stores the changes since
+/// the chain's last backup.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IncrementalConfig {
+    pub enabled: bool,
+    /// The replication slot's name; default `larder_<database>`.
+    pub slot: Option<String>,
+    /// The publication pgoutput reads; default the slot's name.
+    pub publication: Option<String>,
+    /// `monitor health` raises "Replication Slot Lagging" when a slot retains more WAL.
+    #[serde(deserialize_with = "bytes_from_text")]
+    pub max_retained_wal: u64,
+}
+
+impl Default for IncrementalConfig {
+    fn default() -> Self {
+        IncrementalConfig {
+            enabled: false,
+            slot: None,
+            publication: None,
+            max_retained_wal: 10_000_000_000,
+        }
+    }
+}
+
+impl IncrementalConfig {
+    /// The slot of `database`'s chain: `slot`, else `larder_` and the database's name in the
+    /// letters slot names allow (lower-case, digits, `_`; at most 63).
+    pub fn slot_for(&self, database: &str) -> String {
+        match &self.slot {
+            Some(slot) => slot.clone(),
+            None => {
+                let name: String = format!("larder_{database}")
+                    .chars()
+                    .map(|c| match c.to_ascii_lowercase() {
+                        c @ ('a'..='z' | '0'..='9' | '_') => c,
+                        _ => '_',
+                    })
+                    .take(63)
+                    .collect();
+                name
+            }
+        }
+    }
+
+    pub fn publication_for(&self, database: &str) -> String {
+        self.publication
+            .clone()
+            .unwrap_or_else(|| self.slot_for(database))
+    }
 }
 
 /// One `[[validators]]` entry: a WebAssembly validator plugin and what it is granted (nothing
@@ -727,6 +783,21 @@ impl Config {
 
     /// What the file says that no single key can: names that must match.
     fn check(&self, raw: &toml::Table) -> std::result::Result<(), String> {
+        if let Some(slot) = &self.incremental.slot {
+            if self.databases.len() > 1 {
+                return Err("[incremental] slot names one slot, and several databases are configured (each needs its own); remove it to use the default larder_<database>".into());
+            }
+            if slot.is_empty()
+                || slot.len() > 63
+                || !slot
+                    .chars()
+                    .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+            {
+                return Err(format!(
+                    "[incremental] slot '{slot}' is not a replication slot name (lower-case letters, digits and _, at most 63)"
+                ));
+            }
+        }
         if !self.databases.is_empty() && raw.contains_key("database") {
             return Err("both [database] and [[databases]] are set; move [database] into a [[databases]] entry with a name".into());
         }

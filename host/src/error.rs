@@ -123,6 +123,11 @@ pub enum Error {
     #[error("{0}")]
     Refused(String),
 
+    /// Change tracking for incremental backups cannot go on as asked (the server's settings,
+    /// privileges, an invalidated slot, DDL mid-chain); the message says what to do.
+    #[error("{0}")]
+    ChangeTracking(String),
+
     /// The database holds something this version cannot back up faithfully.
     #[error("{0}")]
     Unsupported(String),
@@ -198,6 +203,7 @@ impl Error {
             Error::Locked(_) => "lock_held",
             Error::Refused(_) => "refused",
             Error::Unsupported(_) => "unsupported",
+            Error::ChangeTracking(_) => "change_tracking",
             Error::HealthFailed(_) => "health_failed",
             Error::NotifyFailed(_) => "notify_failed",
             Error::Recovery { source, .. } => source.kind(),

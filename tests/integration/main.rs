@@ -16,6 +16,7 @@ mod copies_on_every_target;
 mod daemon;
 mod fidelity_corpus;
 mod fidelity_data;
+mod incremental;
 mod json_envelope;
 mod many_tables;
 mod monitoring;

@@ -5,7 +5,9 @@
 //! while N workers COPY the tables (largest first, big ones split into block ranges) and one
 //! more the large objects' data; read the sequence values; write the manifest last. Any failure leaves no visible backup.
 
+use crate::config::IncrementalConfig;
 use crate::engine::Progress;
+use crate::engine::incremental;
 use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::engine::progress::human_bytes;
 use crate::engine::sync::{CopyReport, copy_backup};
@@ -22,7 +24,8 @@ use crate::repository::history::Event;
 use crate::repository::id::new_backup_id;
 use crate::repository::lock::RepoLock;
 use crate::repository::manifest::{
-    BackupType, DatabaseProperty, Digests, LargeObjects, Manifest, SourceInfo, Stream, TableEntry,
+    BackupType, DatabaseProperty, Digests, IncrementalInfo, LargeObjects, Manifest, SourceInfo,
+    Stream, TableEntry,
 };
 use crate::repository::stream::{BATCH_BYTES, Stored, StreamWriter, store_bytes};
 use crate::repository::{ChunkIndex, Repository};
@@ -48,6 +51,9 @@ pub struct BackupOptions {
     pub schedule: Option<String>,
     /// The `[[validators]]` plugins that check the rows as they are copied.
     pub validators: Vec<Arc<PluginValidator>>,
+    /// Change tracking (`[incremental]`): with it on, a full backup starts a chain; an
+    /// incremental backup needs one.
+    pub incremental: IncrementalConfig,
 }
 
 impl Default for BackupOptions {
@@ -61,6 +67,7 @@ impl Default for BackupOptions {
             split_bytes: None,
             schedule: None,
             validators: Vec::new(),
+            incremental: IncrementalConfig::default(),
         }
     }
 }
@@ -99,7 +106,7 @@ pub async fn create(
 }
 
 /// Says what a stop left of backup `id`: nothing visible (no manifest is written after it).
-fn stopped(id: &str) -> impl FnOnce(Error) -> Error + '_ {
+pub(crate) fn stopped(id: &str) -> impl FnOnce(Error) -> Error + '_ {
     move |e| match e {
         Error::Interrupted { signal, state } if state.is_empty() => Error::Interrupted {
             signal,
@@ -192,9 +199,7 @@ async fn take(
     progress: &Progress,
 ) -> Result<Manifest> {
     if opts.backup_type == BackupType::Incremental {
-        return Err(Error::Unsupported(
-            "incremental backups are not available in this build yet".into(),
-        ));
+        return incremental::capture::take(settings, repo, opts).await;
     }
     let created_at = Utc::now();
     let id = new_backup_id(created_at);
@@ -215,7 +220,20 @@ async fn take(
         foreign_keys,
         large_objects,
         globals,
+        chain,
     ) = interruptible(async {
+        // The chain's slot is created just before the snapshot (see IncrementalInfo::snapshot).
+        let chain = match (full, opts.incremental.enabled) {
+            (true, true) => Some(
+                incremental::slot::begin_chain(settings, &opts.incremental, &settings.dbname)
+                    .await?,
+            ),
+            (true, false) => {
+                retire_slot(settings, &opts.incremental).await;
+                None
+            }
+            (false, _) => None,
+        };
         let leader = SnapshotLeader::begin(settings).await?;
         let server = catalog::server_info(leader.client()).await?;
         let pg_dump = pg_dump::find(opts.pg_dump.as_deref(), server.major()).await?;
@@ -251,6 +269,7 @@ async fn take(
             foreign_keys,
             large_objects,
             globals,
+            chain,
         ))
     })
     .await
@@ -328,7 +347,18 @@ async fn take(
                 validators: streams.validators,
                 schedule: opts.schedule.clone(),
                 chain: None,
-                incremental: None,
+                incremental: chain.map(|start| IncrementalInfo {
+                    slot: start.slot,
+                    start_lsn: start.consistent,
+                    end_lsn: start.consistent,
+                    first_commit: None,
+                    last_commit: None,
+                    transactions: 0,
+                    changes: Stream::default(),
+                    tables: Vec::new(),
+                    not_exact: start.not_exact,
+                    snapshot: Some(leader.snapshot.clone()),
+                }),
             };
             let manifest = Manifest {
                 digests: Some(Digests {
@@ -354,8 +384,21 @@ async fn take(
     }
 }
 
+/// With tracking off, drops the database's slot if an earlier chain left one (it would keep
+/// WAL on the server for nobody); a failure is only logged.
+async fn retire_slot(settings: &ConnectionSettings, config: &IncrementalConfig) {
+    match incremental::slot::retire(settings, config, &settings.dbname).await {
+        Ok(true) => tracing::warn!(
+            "[incremental] is not enabled: dropped replication slot {} of the earlier chain",
+            config.slot_for(&settings.dbname)
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("could not check for a replication slot to drop: {e}"),
+    }
+}
+
 /// After a failed backup, removes the chunks it wrote if no other backup is running.
-async fn reclaim_after_failure(repo: &Repository, id: &str) {
+pub(crate) async fn reclaim_after_failure(repo: &Repository, id: &str) {
     let Ok(lock) = RepoLock::exclusive(repo, &format!("clean-up after failed backup {id}")).await
     else {
         tracing::info!(

@@ -1,7 +1,7 @@
 //! `backup list`: the backups in the repository, newest first, as people and scripts see them.
 
 use super::sync::{Holdings, Presence, Scrutiny, holdings};
-use crate::repository::manifest::{BackupType, Manifest};
+use crate::repository::manifest::{BackupType, Chain, Manifest};
 use crate::targets::Target;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -40,6 +40,13 @@ pub struct BackupSummary {
     pub server_version: String,
     /// On which storage targets the backup is kept, and whether each copy is complete.
     pub targets: BTreeMap<String, Presence>,
+    /// For an incremental: the backup it follows (`parent`) and its chain's full (`base`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Chain>,
+    /// With change tracking (a full that starts a chain, an incremental): the change records
+    /// it holds (0 for the full).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<u64>,
 }
 
 impl From<&Manifest> for BackupSummary {
@@ -69,6 +76,8 @@ impl From<&Manifest> for BackupSummary {
             database: m.source.database.clone(),
             server_version: m.source.server_version.clone(),
             targets: BTreeMap::new(),
+            chain: m.chain.clone(),
+            changes: m.incremental.as_ref().map(|i| i.changes.rows),
         }
     }
 }
@@ -94,6 +103,21 @@ impl BackupSummary {
             database: String::new(),
             server_version: String::new(),
             targets: BTreeMap::new(),
+            chain: None,
+            changes: None,
+        }
+    }
+
+    /// Its type as `backup list` shows it, with its place in a chain: `full (chain base)`,
+    /// `incremental <- PARENT`.
+    pub fn type_and_chain(&self) -> String {
+        let Some(backup_type) = self.backup_type else {
+            return String::new();
+        };
+        match (&self.chain, self.changes) {
+            (Some(chain), _) => format!("{backup_type} <- {}", chain.parent),
+            (None, Some(_)) => format!("{backup_type} (chain base)"),
+            (None, None) => backup_type.to_string(),
         }
     }
 

@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod delete;
 pub mod export;
 pub mod globals;
+pub mod incremental;
 pub mod interrupt;
 pub mod list;
 pub mod monitor;

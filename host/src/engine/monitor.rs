@@ -5,7 +5,8 @@
 //! Space Low, Schedule Missed) with its action and escalation window, so the alert an operator
 //! receives says what to do.
 
-use crate::config::Config;
+use crate::config::{Config, IncrementalConfig};
+use crate::engine::incremental::slot;
 use crate::engine::progress::human_bytes;
 use crate::engine::schedule;
 use crate::engine::sync::{Holdings, Presence, Scrutiny, holdings};
@@ -124,6 +125,7 @@ pub async fn health(databases: &[Monitored], stores: &Targets<'_>, config: &Conf
     let mut checks = Vec::new();
     for db in databases {
         checks.push(database_check(db).await);
+        checks.extend(slot_check(db, &config.incremental).await);
     }
 
     let held = holdings(stores.targets, |_| Scrutiny::Sample(SAMPLE_CHUNKS)).await;
@@ -479,6 +481,56 @@ fn finish(checked_at: DateTime<Utc>, checks: Vec<Check>) -> Health {
         checked_at,
         checks,
     }
+}
+
+/// The database's replication slot for incremental backups: the WAL it keeps on the server
+/// ("Replication Slot Lagging" above `[incremental] max_retained_wal`), and whether
+/// PostgreSQL invalidated it. None when there is no slot and tracking is off.
+async fn slot_check(db: &Monitored, config: &IncrementalConfig) -> Option<Check> {
+    let slot_name = config.slot_for(&db.settings.dbname);
+    let name = db.label("replication slot");
+    let client = db.settings.connect().await.ok()?;
+    let state = match slot::state(&client, &slot_name).await {
+        Ok(state) => state,
+        Err(e) => return Some(check(&name, Status::Warn, e.to_string())),
+    };
+    let Some(state) = state else {
+        return config.enabled.then(|| {
+            check(
+                &name,
+                Status::Warn,
+                format!("change tracking is on but slot {slot_name} does not exist yet: the next full backup creates it"),
+            )
+        });
+    };
+    let retained = state.retained.unwrap_or(0);
+    Some(if state.wal_status.as_deref() == Some("lost") {
+        alert(
+            &name,
+            format!(
+                "slot {slot_name} was invalidated by PostgreSQL (wal_status = lost): its chain of incremental backups is broken"
+            ),
+            "Backup Failure",
+            "Take a new full backup (`backup-cli backup create`) to start a new chain (escalate within 15 minutes)",
+        )
+    } else if retained > config.max_retained_wal {
+        alert(
+            &name,
+            format!(
+                "slot {slot_name} retains {} of WAL on the server, above [incremental] max_retained_wal {}",
+                human_bytes(retained),
+                human_bytes(config.max_retained_wal)
+            ),
+            "Replication Slot Lagging",
+            "Take an incremental backup (`backup-cli backup create --type incremental`), which advances the slot, or disable tracking if the chain is not needed; the server's disk fills otherwise (escalate within 1 hour)",
+        )
+    } else {
+        check(
+            &name,
+            Status::Ok,
+            format!("slot {slot_name} retains {} of WAL", human_bytes(retained)),
+        )
+    })
 }
 
 /// Whether the database answers, and what it is.

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use tokio_postgres::Client;
 
 /// Filters out system schemas and objects that belong to extensions (their DDL recreates them).
-const USER_RELATION: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
+pub(crate) const USER_RELATION: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
     AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%' \
     AND c.relpersistence <> 't' \
     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \

@@ -15,6 +15,8 @@ pub struct SnapshotLeader {
     pub snapshot_id: String,
     pub lsn: Option<String>,
     pub xmin: String,
+    /// `pg_current_snapshot()` as text (`xmin:xmax:xip,…`): which transactions it sees.
+    pub snapshot: String,
 }
 
 impl SnapshotLeader {
@@ -28,7 +30,7 @@ impl SnapshotLeader {
             .query_one(
                 "SELECT pg_export_snapshot(), \
                  CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, \
-                 pg_snapshot_xmin(pg_current_snapshot())::text",
+                 pg_snapshot_xmin(pg_current_snapshot())::text, pg_current_snapshot()::text",
                 &[],
             )
             .await
@@ -38,6 +40,7 @@ impl SnapshotLeader {
             snapshot_id: row.get(0),
             lsn: row.get(1),
             xmin: row.get(2),
+            snapshot: row.get(3),
         })
     }
 

@@ -25,7 +25,7 @@ use larder::engine::validate::{CopyStatus, CopyValidation, ValidationReport};
 use larder::plugin::conformance::Conformance;
 use larder::plugin::inspect::Inspection;
 use larder::repository::lock::UnlockReport;
-use larder::repository::manifest::{Manifest, ValidatorRun};
+use larder::repository::manifest::{BackupType, IncrementalInfo, Manifest, ValidatorRun};
 use larder::targets::configured::PluginSummary;
 use serde::Serialize;
 use std::io::Write;
@@ -265,8 +265,56 @@ fn backup_created(
     for failure in failures {
         say!("  NOT copied to {failure}");
     }
+    if let Some(info) = &m.incremental {
+        tracking(m.backup_type, info);
+    }
     findings(&m.validators);
     say!("  next: backup-cli backup validate {}", m.id);
+}
+
+/// What a backup taken with change tracking says about its chain and changes.
+fn tracking(backup_type: BackupType, info: &IncrementalInfo) {
+    if backup_type == BackupType::Incremental {
+        say!(
+            "  changes: {} records in {} transactions, LSN {} to {}{}",
+            info.changes.rows,
+            info.transactions,
+            info.start_lsn,
+            info.end_lsn,
+            match (info.first_commit, info.last_commit) {
+                (Some(first), Some(last)) => format!(
+                    ", commits {} to {}",
+                    first.format("%Y-%m-%d %H:%M:%S%.6f"),
+                    last.format("%Y-%m-%d %H:%M:%S%.6f UTC")
+                ),
+                _ => String::new(),
+            }
+        );
+        for t in &info.tables {
+            say!(
+                "    {}: {} inserts, {} updates, {} deletes, {} truncates",
+                t.table,
+                t.inserts,
+                t.updates,
+                t.deletes,
+                t.truncates
+            );
+        }
+    } else {
+        say!(
+            "  change tracking: slot {}, the chain's incrementals start at LSN {}",
+            info.slot,
+            info.start_lsn
+        );
+    }
+    for n in &info.not_exact {
+        say!(
+            "  NOT exact: {}: {}; run `{}` and take a new full backup",
+            n.table,
+            n.reason,
+            n.fix
+        );
+    }
 }
 
 fn backup_list(backups: &[BackupSummary], repo: &str) {
@@ -303,7 +351,7 @@ fn backup_list(backups: &[BackupSummary], repo: &str) {
             row.push(Cell::new(&b.database));
         }
         row.extend([
-            Cell::new(b.backup_type.map(|t| t.to_string()).unwrap_or_default()),
+            Cell::new(b.type_and_chain()),
             Cell::new(
                 b.created_at
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
@@ -1280,6 +1328,10 @@ pub struct BackupCreated {
     pub copy_failures: Vec<String>,
     /// What each validator found in the rows (also kept in the manifest).
     pub validators: Vec<ValidatorRun>,
+    /// Change tracking: the chain's slot and, for an incremental, what it captured (the
+    /// manifest's `incremental`, less the change set's chunk list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalInfo>,
     #[serde(skip)]
     manifest: Manifest,
 }
@@ -1292,6 +1344,10 @@ impl BackupCreated {
             copies: created.copies,
             copy_failures: created.copy_failures,
             validators: created.manifest.validators.clone(),
+            incremental: created.manifest.incremental.clone().map(|mut info| {
+                info.changes.chunks.clear();
+                info
+            }),
             manifest: created.manifest,
         }
     }

@@ -630,6 +630,7 @@ async fn steps(
         split_bytes: None,
         schedule: Some(schedule.name.clone()),
         validators: setup.validators.clone(),
+        incremental: setup.loaded.config.incremental.clone(),
     };
     let targets = setup
         .schedule(&schedule.name)

@@ -77,6 +77,7 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
                 split_bytes: None,
                 schedule: args.schedule,
                 validators: larder::plugin::validator::open_configured(&settings.loaded).await?,
+                incremental: settings.loaded.config.incremental.clone(),
             };
             let created = engine::backup::create_with_copies(
                 &database,
@@ -182,6 +183,7 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
                 ));
             }
             let report = engine::delete::execute(&plan, args.force).await?;
+            retire_orphaned_slot(settings, &set.targets).await;
             Ok(output::report(settings.json, &report, None))
         }
         BackupCommand::Sync(args) => {
@@ -211,6 +213,9 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
                 chrono::Utc::now(),
             )
             .await?;
+            if !args.dry_run {
+                retire_orphaned_slot(settings, &set.targets).await;
+            }
             Ok(output::report(settings.json, &report, None))
         }
         BackupCommand::Pin(args) => {
@@ -230,6 +235,36 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
             let set = settings.targets().await?;
             let report = engine::pin::unpin(&set.targets, &args.backup_id).await?;
             Ok(output::report(settings.json, &report, None))
+        }
+    }
+}
+
+/// With change tracking on, drops the database's replication slot once deleting backups left
+/// none of its chain (it would keep WAL on the server for nobody); a failure is only logged.
+async fn retire_orphaned_slot(
+    settings: &Settings,
+    targets: &[std::sync::Arc<dyn larder::targets::Target>],
+) {
+    let config = &settings.loaded.config.incremental;
+    if !config.enabled {
+        return;
+    }
+    let retired = async {
+        let database = settings.database()?;
+        let manifests = Repository::open_for_reading(targets)
+            .await?
+            .manifests()
+            .await?;
+        engine::incremental::slot::retire_orphaned(&database, config, &manifests).await
+    }
+    .await;
+    match retired {
+        Ok(Some(slot)) => tracing::warn!(
+            "no backup of its chain is left: dropped replication slot {slot}; the next full backup starts a new chain"
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!("could not check the replication slot of incremental backups: {e}")
         }
     }
 }

@@ -1,0 +1,563 @@
+//! Incremental backups (#15, capture): a full backup taken with `[incremental] enabled`
+//! starts a chain at its own snapshot; `backup create --type incremental` stores exactly the
+//! changes since the chain's last backup, once, whatever kills it; DDL, an invalidated slot,
+//! missing privileges and retained WAL are reported clearly.
+
+use crate::support::{TestEnv, envelope, finish, reported, scalar, send, text};
+use larder::pg::ephemeral::ClusterSetup;
+use larder::repository::changes::{Change, Lsn};
+use larder::repository::manifest::{BackupType, IncrementalInfo, Manifest};
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+fn config(env: &TestEnv, incremental: &str) -> String {
+    format!(
+        "[repository]\npath = '{}'\n\n[incremental]\n{incremental}\n",
+        env.repo_dir().display()
+    )
+}
+
+/// Takes a backup through the CLI (`--json`) and returns its manifest.
+async fn create(env: &TestEnv, args: &[&str]) -> Manifest {
+    let mut all = vec!["backup", "create"];
+    all.extend_from_slice(args);
+    let out = env.run_json(&all);
+    let id = out["backup"]["id"].as_str().expect("backup id").to_string();
+    env.repo().await.read_manifest(&id).await.expect("manifest")
+}
+
+fn info(m: &Manifest) -> &IncrementalInfo {
+    m.incremental.as_ref().expect("change tracking info")
+}
+
+/// The change records of an incremental, in order.
+async fn changes(env: &TestEnv, m: &Manifest) -> Vec<Change> {
+    let data = env
+        .repo()
+        .await
+        .read_stream(&info(m).changes, "the change set")
+        .await
+        .expect("read the change set");
+    data.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| Change::from_line(l).expect("a change record"))
+        .collect()
+}
+
+fn counts(m: &Manifest, table: &str) -> (u64, u64, u64, u64) {
+    info(m)
+        .tables
+        .iter()
+        .find(|t| t.table == table)
+        .map_or((0, 0, 0, 0), |t| {
+            (t.inserts, t.updates, t.deletes, t.truncates)
+        })
+}
+
+fn inserted_ids(changes: &[Change], table: &str) -> BTreeSet<i64> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Insert { table: t, new } if t == table => {
+                new["id"].as_deref().and_then(|v| v.parse().ok())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+async fn slot_confirmed(env: &TestEnv, slot: &str) -> Option<Lsn> {
+    let row = env
+        .client()
+        .await
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .expect("read the slot");
+    row.map(|r| r.get::<_, String>(0).parse().expect("an LSN"))
+}
+
+/// Waits until no session holds the slot (a killed client's backend finishes its query).
+async fn wait_slot_free(env: &TestEnv, slot: &str) {
+    let db = env.client().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let active: bool = db
+            .query_one(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .expect("slot")
+            .get(0);
+        if !active {
+            return;
+        }
+        assert!(Instant::now() < deadline, "slot {slot} stayed in use");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The peak resident memory (VmHWM, KiB) of a running child, read until it exits.
+async fn run_measured(mut child: std::process::Child) -> (std::process::Output, u64) {
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    while child.try_wait().expect("poll child").is_none() {
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        {
+            peak = kib;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (finish(child).await, peak)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_holds_exactly_the_changes_since_the_full_even_across_a_kill() {
+    let env = TestEnv::start("incr_exact").await;
+    env.write_config(&config(&env, "enabled = true"));
+    let db = env.client().await;
+    db.batch_execute(
+        "CREATE TABLE ticks (id bigserial PRIMARY KEY, pad text NOT NULL DEFAULT '');
+         CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL);
+         INSERT INTO accounts SELECT g, 100 FROM generate_series(1, 50) g;
+         CREATE TABLE docs (id int PRIMARY KEY, title text, body text);
+         INSERT INTO docs SELECT 1, 'first', string_agg(md5(g::text), '') FROM generate_series(1, 2000) g;
+         CREATE TABLE log (msg text);
+         INSERT INTO log VALUES ('before');
+         CREATE TABLE scratch (id int PRIMARY KEY);
+         INSERT INTO scratch SELECT generate_series(1, 10);
+         CREATE ROLE plain LOGIN;",
+    )
+    .await
+    .expect("schema");
+
+    // Without REPLICATION the full backup refuses to start a chain, and says what to run.
+    let out = env.run_as("plain", &["--json", "backup", "create"]);
+    let refused = envelope(&out);
+    assert_eq!(refused["kind"], "change_tracking", "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("ALTER ROLE plain REPLICATION"),
+        "{refused}"
+    );
+
+    // Rows committed one by one while the full backup starts its chain: each must be in the
+    // full or in the first incremental, never both, never neither.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, db) = (stop.clone(), env.client().await);
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                db.batch_execute("INSERT INTO ticks DEFAULT VALUES")
+                    .await
+                    .expect("tick");
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let full = create(&env, &["-n", "base"]).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.expect("writer");
+    assert_eq!(full.backup_type, BackupType::Full);
+    let base = info(&full).clone();
+    assert_eq!(base.slot, "larder_incr_exact");
+    assert_eq!(base.start_lsn, base.end_lsn, "a full starts its chain");
+    assert!(base.snapshot.is_some());
+    let log_fix = base
+        .not_exact
+        .iter()
+        .find(|n| n.table == "public.log")
+        .expect("the table without a key is reported");
+    assert_eq!(log_fix.fix, "ALTER TABLE public.log REPLICA IDENTITY FULL");
+    assert_eq!(slot_confirmed(&env, &base.slot).await, Some(base.end_lsn));
+
+    db.batch_execute(
+        "BEGIN; UPDATE accounts SET balance = balance - 10 WHERE id = 1;
+                UPDATE accounts SET balance = balance + 10 WHERE id = 2; COMMIT;
+         DELETE FROM accounts WHERE id = 50;
+         UPDATE docs SET title = 'renamed' WHERE id = 1;
+         TRUNCATE scratch;
+         INSERT INTO log VALUES ('after');",
+    )
+    .await
+    .expect("changes");
+    let inc1 = create(&env, &["--type", "incremental", "-n", "inc1"]).await;
+    assert_eq!(inc1.backup_type, BackupType::Incremental);
+    let chain = inc1.chain.clone().expect("a chain");
+    assert_eq!(
+        (chain.parent.as_str(), chain.base.as_str()),
+        (full.id.as_str(), full.id.as_str())
+    );
+    let i1 = info(&inc1).clone();
+    assert_eq!(i1.start_lsn, base.end_lsn);
+    assert!(i1.end_lsn > i1.start_lsn);
+    assert_eq!(counts(&inc1, "public.accounts"), (0, 2, 1, 0));
+    assert_eq!(counts(&inc1, "public.docs"), (0, 1, 0, 0));
+    assert_eq!(counts(&inc1, "public.scratch"), (0, 0, 0, 1));
+    assert_eq!(
+        counts(&inc1, "public.log"),
+        (0, 0, 0, 0),
+        "not captured, reported"
+    );
+    assert!(i1.first_commit.is_some() && i1.first_commit <= i1.last_commit);
+    assert_eq!(
+        inc1.tables
+            .iter()
+            .map(|t| t.display_name())
+            .collect::<Vec<_>>(),
+        full.tables
+            .iter()
+            .map(|t| t.display_name())
+            .collect::<Vec<_>>(),
+        "the chain's schema, no rows"
+    );
+    assert!(
+        inc1.tables
+            .iter()
+            .all(|t| t.rows == 0 && t.parts.is_empty())
+    );
+    assert_eq!(
+        slot_confirmed(&env, &base.slot).await,
+        Some(i1.end_lsn),
+        "advanced after the manifest"
+    );
+
+    let records = changes(&env, &inc1).await;
+    assert_eq!(records.len() as u64, i1.changes.rows);
+    // Transactions whole: begin, changes, commit with the same xid and commit LSN.
+    let mut open = None;
+    let mut transactions = 0;
+    for record in &records {
+        match record {
+            Change::Begin {
+                xid, commit_lsn, ..
+            } => {
+                assert!(open.is_none(), "nested begin");
+                open = Some((*xid, *commit_lsn));
+            }
+            Change::Commit { xid, commit_lsn } => {
+                assert_eq!(open.take(), Some((*xid, *commit_lsn)));
+                transactions += 1;
+            }
+            _ => assert!(open.is_some(), "a change outside a transaction: {record:?}"),
+        }
+    }
+    assert_eq!(transactions, i1.transactions);
+    let update = records
+        .iter()
+        .find(|c| matches!(c, Change::Update { table, .. } if table == "public.docs"))
+        .expect("the docs update");
+    let Change::Update {
+        key,
+        new,
+        unchanged,
+        ..
+    } = update
+    else {
+        unreachable!()
+    };
+    assert_eq!(key.get("id"), Some(&Some("1".to_string())));
+    assert_eq!(new.get("title"), Some(&Some("renamed".to_string())));
+    assert_eq!(
+        unchanged,
+        &["body"],
+        "the TOASTed column was not sent: kept on replay"
+    );
+    assert!(!new.contains_key("body"));
+    assert!(records.iter().any(|c| matches!(c,
+        Change::Truncate { tables, .. } if tables == &["public.scratch"])));
+    assert!(records.iter().any(|c| matches!(c,
+        Change::Delete { table, key } if table == "public.accounts" && key.get("id") == Some(&Some("50".into())))));
+
+    // No gap, no overlap between the full and its first incremental.
+    let in_full: BTreeSet<i64> =
+        crate::support::backup_rows(&env.repo().await, &full, "public.ticks")
+            .await
+            .iter()
+            .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+            .collect();
+    let in_inc = inserted_ids(&records, "public.ticks");
+    let live: BTreeSet<i64> = db
+        .query("SELECT id FROM ticks", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        in_full.is_disjoint(&in_inc),
+        "a row in both the full and the incremental"
+    );
+    assert_eq!(
+        in_full.union(&in_inc).copied().collect::<BTreeSet<_>>(),
+        live
+    );
+    assert!(!in_full.is_empty());
+
+    // A large transaction, and an incremental killed while it reads it: no backup is left
+    // and the slot has not moved, so the next incremental carries every change.
+    db.batch_execute(
+        "INSERT INTO accounts VALUES (101, 1), (102, 2), (103, 3);
+         INSERT INTO ticks (pad) SELECT repeat('x', 200) FROM generate_series(1, 300000);",
+    )
+    .await
+    .expect("a large transaction");
+    let before = env.repo().await.backup_ids().await.unwrap();
+    let child = env
+        .cli()
+        .args(["backup", "create", "--type", "incremental", "-n", "killed"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start backup-cli");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while scalar(
+        &db,
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%peek_binary_changes%' AND pid <> pg_backend_pid()",
+    )
+    .await
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the incremental never read the slot");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    send(&child, "KILL");
+    let killed = finish(child).await;
+    assert!(!killed.status.success());
+    assert_eq!(
+        env.repo().await.backup_ids().await.unwrap(),
+        before,
+        "no visible backup"
+    );
+    wait_slot_free(&env, &base.slot).await;
+    assert_eq!(
+        slot_confirmed(&env, &base.slot).await,
+        Some(i1.end_lsn),
+        "the slot did not move"
+    );
+
+    let child = env
+        .cli()
+        .args(["backup", "create", "--type", "incremental", "-n", "inc2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start backup-cli");
+    let (out, peak_kib) = run_measured(child).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("NOT exact: public.log")
+            && said.contains("ALTER TABLE public.log REPLICA IDENTITY FULL"),
+        "backup create names the table it cannot follow and the fix:\n{said}"
+    );
+    let ids = env.repo().await.backup_ids().await.unwrap();
+    let inc2 = env
+        .repo()
+        .await
+        .read_manifest(ids.last().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(inc2.name, "inc2");
+    let i2 = info(&inc2);
+    assert_eq!(i2.start_lsn, i1.end_lsn);
+    assert_eq!(inc2.chain.as_ref().unwrap().parent, inc1.id);
+    assert_eq!(inc2.chain.as_ref().unwrap().base, full.id);
+    assert_eq!(counts(&inc2, "public.accounts"), (3, 0, 0, 0));
+    assert_eq!(counts(&inc2, "public.ticks"), (300_000, 0, 0, 0));
+    // Bounded memory: the change set is streamed, never held whole.
+    let change_kib = i2.changes.bytes / 1024;
+    println!("large transaction: change set {change_kib} KiB, peak RSS {peak_kib} KiB");
+    assert!(
+        change_kib > 60_000,
+        "the change set is large: {change_kib} KiB"
+    );
+    assert!(
+        peak_kib < change_kib / 2,
+        "peak RSS {peak_kib} KiB for a {change_kib} KiB change set"
+    );
+
+    // backup list shows the chain.
+    let list = env.run_json(&["backup", "list"]);
+    let listed = list.as_array().unwrap();
+    let inc2_row = listed.iter().find(|b| b["id"] == inc2.id.as_str()).unwrap();
+    assert_eq!(inc2_row["type"], "incremental");
+    assert_eq!(inc2_row["chain"]["parent"], inc1.id.as_str());
+    assert_eq!(inc2_row["chain"]["base"], full.id.as_str());
+    let table = text(&env.run_ok(&["--wide", "backup", "list"]));
+    assert!(
+        table.contains(&format!("incremental <- {}", inc1.id)),
+        "{table}"
+    );
+    assert!(table.contains("full (chain base)"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_refuses_a_server_without_logical_wal_level_and_says_how() {
+    let setup = ClusterSetup {
+        settings: vec![("wal_level".into(), "replica".into())],
+        ..ClusterSetup::default()
+    };
+    let env = TestEnv::start_with("incr_wal", setup, "disable").await;
+    env.write_config(&config(&env, "enabled = true"));
+    let out = env.run(&["--json", "backup", "create"]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = envelope(&out);
+    assert_eq!(e["kind"], "change_tracking", "{e}");
+    let message = e["error"].as_str().unwrap();
+    assert!(message.contains("wal_level = logical"), "{message}");
+    assert!(
+        message.contains("ALTER SYSTEM SET wal_level = logical"),
+        "{message}"
+    );
+    assert!(env.repo().await.backup_ids().await.unwrap().is_empty());
+    // An incremental is refused the same way.
+    env.write_config(&config(&env, "enabled = false"));
+    let said = env.run_failing(&["backup", "create", "--type", "incremental"]);
+    assert!(said.contains("wal_level = logical"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_an_invalidated_slot_and_retained_wal_are_reported_and_a_retired_slot_dropped() {
+    let env = TestEnv::start("incr_edges").await;
+    env.write_config(&config(&env, "enabled = true\nmax_retained_wal = \"1kB\""));
+    let db = env.client().await;
+    db.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' FROM generate_series(1, 100) g;",
+    )
+    .await
+    .unwrap();
+    let said = env.run_failing(&["backup", "create", "--type", "incremental"]);
+    assert!(
+        said.contains("no chain to add an incremental backup to"),
+        "{said}"
+    );
+    let full = create(&env, &[]).await;
+    let slot = info(&full).slot.clone();
+    db.batch_execute("INSERT INTO t SELECT g, 'w' FROM generate_series(101, 2000) g")
+        .await
+        .unwrap();
+
+    // Retained WAL above max_retained_wal: health raises "Replication Slot Lagging".
+    let out = env.run(&["--json", "monitor", "health"]);
+    let health = reported(&out);
+    let check = health["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "replication slot")
+        .unwrap_or_else(|| panic!("{health}"))
+        .clone();
+    assert_eq!(check["alert"], "Replication Slot Lagging", "{check}");
+    assert!(check["detail"].as_str().unwrap().contains(&slot), "{check}");
+
+    // DDL mid-chain: refused clearly, nothing written, the slot untouched.
+    db.batch_execute("ALTER TABLE t ADD COLUMN w int")
+        .await
+        .unwrap();
+    let out = env.run(&["--json", "backup", "create", "--type", "incremental"]);
+    let e = envelope(&out);
+    assert_eq!(e["kind"], "change_tracking", "{e}");
+    let message = e["error"].as_str().unwrap();
+    assert!(
+        message.contains("public.t") && message.contains("take a new full backup"),
+        "{message}"
+    );
+    assert_eq!(
+        env.repo().await.backup_ids().await.unwrap(),
+        vec![full.id.clone()]
+    );
+    assert_eq!(slot_confirmed(&env, &slot).await, Some(info(&full).end_lsn));
+
+    // A new full starts a new chain, which goes on.
+    let full2 = create(&env, &[]).await;
+    db.batch_execute("UPDATE t SET w = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    let inc = create(&env, &["--type", "incremental"]).await;
+    assert_eq!(inc.chain.as_ref().unwrap().base, full2.id);
+    assert_eq!(counts(&inc, "public.t"), (0, 1, 0, 0));
+
+    // PostgreSQL invalidates the slot: the next incremental fails clearly, and health alerts.
+    db.batch_execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+        .await
+        .unwrap();
+    db.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        db.batch_execute(
+            "INSERT INTO t SELECT g, repeat('z', 500) FROM generate_series(10000, 14000) g ON CONFLICT (id) DO UPDATE SET v = excluded.v;
+             SELECT pg_switch_wal();",
+        )
+        .await
+        .unwrap();
+        db.batch_execute("CHECKPOINT").await.unwrap();
+        let status: Option<String> = db
+            .query_one(
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if status.as_deref() == Some("lost") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slot was not invalidated: {status:?}"
+        );
+    }
+    let out = env.run(&["--json", "backup", "create", "--type", "incremental"]);
+    let e = envelope(&out);
+    assert_eq!(e["kind"], "change_tracking", "{e}");
+    let message = e["error"].as_str().unwrap();
+    assert!(
+        message.contains("invalidated") && message.contains("take a new full backup"),
+        "{message}"
+    );
+    let out = env.run(&["--json", "monitor", "health"]);
+    let health = reported(&out);
+    let alerts: Vec<&str> = health["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["alert"].as_str())
+        .collect();
+    assert!(alerts.contains(&"Backup Failure"), "{health}");
+    let slot_check = health["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "replication slot")
+        .unwrap();
+    assert!(
+        slot_check["detail"]
+            .as_str()
+            .unwrap()
+            .contains("wal_status = lost"),
+        "{slot_check}"
+    );
+
+    // Tracking turned off: the next full backup drops the retired chain's slot.
+    env.write_config(&config(&env, "enabled = false"));
+    create(&env, &[]).await;
+    assert_eq!(slot_confirmed(&env, &slot).await, None);
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM pg_replication_slots").await,
+        0
+    );
+}
