@@ -381,11 +381,12 @@ async fn an_incremental_holds_exactly_the_changes_since_the_full_even_across_a_k
     let change_kib = i2.changes.bytes / 1024;
     println!("large transaction: change set {change_kib} KiB, peak RSS {peak_kib} KiB");
     assert!(
-        change_kib > 60_000,
+        change_kib > 75_000,
         "the change set is large: {change_kib} KiB"
     );
+    // Holding it whole would take more than the change set itself on top of the process.
     assert!(
-        peak_kib < change_kib / 2,
+        peak_kib < 64 * 1024,
         "peak RSS {peak_kib} KiB for a {change_kib} KiB change set"
     );
 
