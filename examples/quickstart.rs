@@ -2,7 +2,8 @@
 //!
 //! Starts a private PostgreSQL cluster, loads the Kitchen Pantry sample, then runs the
 //! runbook's commands with the real `backup-cli` binary against a repository in
-//! `./quickstart-backups`: `backup create`, `backup list`, `backup validate latest`, then the
+//! `./quickstart-backups` with change tracking on (`[incremental] enabled`): `backup create`,
+//! a few row changes, `backup create --type incremental`, `backup list`, `backup validate latest`, then the
 //! other half of the job, `recovery plan` and `recovery execute` into a new database beside the
 //! live one (verified table by table), and compares the two databases itself. At the end it
 //! says where everything is. Run it with `scripts/quickstart` (which builds the binary first).
@@ -15,6 +16,21 @@ use std::process::Command;
 
 const SCHEMA: &str = include_str!("kitchen-pantry/schema.sql");
 const GENERATE: &str = include_str!("kitchen-pantry/generate.sql");
+/// What the quick start changes between its full and its incremental backup.
+const CHANGES: &str = "UPDATE contacts SET notes = 'called back' WHERE id IN (SELECT id FROM contacts ORDER BY id LIMIT 5); \
+    DELETE FROM interactions WHERE id = (SELECT max(id) FROM interactions); \
+    INSERT INTO pantry_items (organization_id, sku, name, quantity, unit_price) \
+    SELECT min(id), 'QS-1', 'Quick start jam', 12, 4.50 FROM organizations";
+
+/// Removes the quick start's configuration file when it ends, however it ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// The database the quick start recovers into, beside the live `kitchen_pantry`.
 const RESTORED: &str = "kitchen_pantry_restored";
 
@@ -76,12 +92,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     })?;
 
     let url = cluster.url("kitchen_pantry");
+    // Change tracking for the incremental backup: the one setting the quick start needs.
+    let config =
+        std::env::temp_dir().join(format!("larder-quickstart-{}.toml", std::process::id()));
+    std::fs::write(&config, "[incremental]\nenabled = true\n")?;
+    let _remove = RemoveOnDrop(config.clone());
     let step = |title: &str, args: &[&str]| -> Result<(), Box<dyn std::error::Error>> {
         println!("\n==> {title}\n$ backup-cli {}", args.join(" "));
         let status = Command::new(&cli)
             .args(args)
             .env("DATABASE_URL", &url)
             .env("BACKUP_CLI_REPO", &repo)
+            .env("BACKUP_CLI_CONFIG", &config)
             .status()?;
         if !status.success() {
             return Err(format!("backup-cli {} failed ({status})", args.join(" ")).into());
@@ -89,6 +111,23 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Ok(())
     };
     step("Take a backup", &["backup", "create", "-n", "quickstart"])?;
+    println!("\n==> Changing a few rows (an update, a delete, an insert)");
+    runtime.block_on(async {
+        let settings = larder::pg::ConnectionSettings::resolve(Some(&url), &Default::default())?;
+        settings.connect().await?.batch_execute(CHANGES).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    step(
+        "Take an incremental backup: only the changes since the last one",
+        &[
+            "backup",
+            "create",
+            "--type",
+            "incremental",
+            "-n",
+            "quickstart-changes",
+        ],
+    )?;
     step("List backups", &["backup", "list"])?;
     step(
         "Validate the newest backup",

@@ -42,6 +42,7 @@ fn the_quick_start_backs_up_validates_and_recovers_into_an_identical_database() 
     assert!(out.status.success(), "quick start failed:\n{said}");
     for step in [
         "$ backup-cli backup create -n quickstart",
+        "$ backup-cli backup create --type incremental -n quickstart-changes",
         "$ backup-cli backup list",
         "$ backup-cli backup validate latest",
         "$ backup-cli recovery plan latest -s new-database --dest-db kitchen_pantry_restored",

@@ -202,13 +202,22 @@ fn schema_only(table: &TableEntry) -> TableEntry {
     }
 }
 
-/// Where WAL is flushed to: decoding reads no further, so the capture ends there (a later
-/// position could make the slot skip a commit this capture did not read).
+/// Where the capture ends: the WAL flushed after every transaction committed so far.
+/// Decoding reads no further than the flushed WAL, so a commit not yet flushed
+/// (`synchronous_commit = off`) would wait for the next incremental; a small logical message
+/// committed with `synchronous_commit = on` flushes everything before it first.
 async fn flushed_lsn(client: &Client) -> Result<Lsn> {
+    client
+        .batch_execute(
+            "SET synchronous_commit = on; \
+             SELECT pg_logical_emit_message(true, 'larder', 'incremental backup')",
+        )
+        .await
+        .map_err(Error::db("flushing the WAL up to now"))?;
     let row = client
         .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
         .await
-        .map_err(Error::db("reading the current WAL position"))?;
+        .map_err(Error::db("reading the flushed WAL position"))?;
     row.get::<_, String>(0)
         .parse()
         .map_err(|e| Error::Internal(format!("the server returned {e}")))
