@@ -587,4 +587,14 @@ async fn ddl_an_invalidated_slot_and_retained_wal_are_reported_and_a_retired_slo
         scalar(&db, "SELECT count(*) FROM pg_replication_slots").await,
         0
     );
+    // Tracking on, and deleting backups leaves none that records the slot: it goes too.
+    env.write_config(&config(&env, "enabled = true"));
+    create(&env, &[]).await;
+    let mut ids = env.repo().await.backup_ids().await.unwrap();
+    ids.reverse(); // newest first: an incremental before the full it is built on
+    for (n, id) in ids.iter().enumerate() {
+        env.run_ok(&["backup", "delete", id, "--force"]);
+        let left = slot_confirmed(&env, &slot).await.is_some();
+        assert_eq!(left, n + 1 < ids.len(), "after deleting {id}");
+    }
 }
