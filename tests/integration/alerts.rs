@@ -5,6 +5,10 @@
 
 use crate::support::*;
 
+// The channels that are not HTTP: e-mail over SMTP, and a notifier written in Python.
+mod email;
+mod python_notifier;
+
 fn notifier_entry(name: &str, file: &str, config: &str, extra: &str) -> String {
     format!(
         "[[notifiers]]\nname = \"{name}\"\npath = \"{}\"\nconfig = {{ {config} }}\n{extra}\n",
