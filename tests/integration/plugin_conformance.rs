@@ -73,7 +73,7 @@ fn names(report: &serde_json::Value) -> Vec<String> {
 }
 
 #[test]
-fn the_shipped_storage_plugins_pass_in_a_scratch_folder_and_on_s3() {
+fn the_offsite_directory_plugin_passes_in_a_scratch_folder() {
     let offsite = passes("offsite_dir_target.wasm", &[], &[]);
     assert_eq!(offsite["world"], "larder:plugin/storage-target");
     assert_eq!(offsite["plugin"], "offsite-dir-target");
@@ -102,7 +102,10 @@ fn the_shipped_storage_plugins_pass_in_a_scratch_folder_and_on_s3() {
         detail(&offsite, "missing-object").contains("not-found"),
         "{offsite}"
     );
+}
 
+#[test]
+fn the_s3_plugin_passes_against_an_s3_server_and_leaves_nothing_behind() {
     let s3 = S3Server::start("plugin-test");
     let config = format!(
         r#"{{"endpoint": "{}", "bucket": "plugin-test", "region": "us-east-1", "prefix": "kit/"}}"#,
