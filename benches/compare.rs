@@ -262,6 +262,14 @@ fn run() -> Result<(), Failure> {
         ),
     )?;
     std::fs::create_dir_all(work.path().join("offsite"))?;
+    // The same backup and restore in an encrypted repository (`[repository] encryption`).
+    std::fs::write(
+        work.path().join("encrypted.toml"),
+        format!("[repository]\npath = \"{w}/repo-sealed\"\nencryption = true\n"),
+    )?;
+    let sealed = format!(
+        "env -u BACKUP_CLI_REPO BACKUP_CLI_PASSPHRASE=bench-passphrase {cli} --config {w}/encrypted.toml"
+    );
     // The same backup with `rules-validator` checking every table's rows as they are copied:
     // a key rule (not null, unique) on every table, plus a pattern, a NULL share and a unique
     // business key where the schema has them, and row-count rules everywhere.
@@ -357,6 +365,11 @@ config = {{ rules = [
                 Some(format!("{w}/offsite")),
             ),
             (
+                "backup-cli backup create (encrypted)",
+                format!("rm -rf {w}/repo-sealed && {sealed} backup create --jobs {jobs}"),
+                Some(format!("{w}/repo-sealed")),
+            ),
+            (
                 "backup-cli second full (unchanged)",
                 format!("{cli} backup create --jobs {jobs}"),
                 Some(format!("{w}/repo")),
@@ -378,6 +391,13 @@ config = {{ rules = [
                 "backup-cli recovery execute -s new-database",
                 format!(
                     "{psql} -d postgres -c 'DROP DATABASE IF EXISTS r2' && {cli} recovery execute latest -s new-database --dest-db r2 --jobs {jobs} --yes"
+                ),
+                None,
+            ),
+            (
+                "backup-cli recovery execute -s new-database (encrypted)",
+                format!(
+                    "{psql} -d postgres -c 'DROP DATABASE IF EXISTS r2' && {sealed} recovery execute latest -s new-database --dest-db r2 --jobs {jobs} --yes"
                 ),
                 None,
             ),
@@ -547,6 +567,19 @@ fn report(
             1.25,
         ),
         (
+            "encrypted backup wall ≤ 1.10 × unencrypted",
+            wall_vs("backup-cli backup create (encrypted)", backup),
+            1.10,
+        ),
+        (
+            "encrypted restore wall ≤ 1.05 × unencrypted",
+            wall_vs(
+                "backup-cli recovery execute -s new-database (encrypted)",
+                "backup-cli recovery execute -s new-database",
+            ),
+            1.05,
+        ),
+        (
             "validate ≤ 0.3 × backup wall",
             wall_vs("backup-cli backup validate", backup),
             0.3,
@@ -577,6 +610,8 @@ fn report(
     let peak = [
         "backup-cli backup create",
         "backup-cli backup create (offsite plugin)",
+        "backup-cli backup create (encrypted)",
+        "backup-cli recovery execute -s new-database (encrypted)",
         "backup-cli backup create (rules-validator, every table)",
         "backup-cli backup validate",
         "backup-cli recovery execute -s new-database",

@@ -890,6 +890,20 @@ pub struct RepositoryConfig {
     /// Let the owner's group read the repository folders and objects (0750/0640 instead of
     /// 0700/0600), for every `fs` target.
     pub group_access: bool,
+    /// New repositories are encrypted, and a repository that is not is refused.
+    pub encryption: bool,
+    /// A file holding the repository's passphrase (else `$BACKUP_CLI_PASSPHRASE` or a prompt).
+    pub passphrase_file: Option<PathBuf>,
+    /// An X25519 identity (`backup-cli key identity`) that opens a recipient slot.
+    pub identity_file: Option<PathBuf>,
+    /// A write-only host's writer key (`backup-cli key add --writer FILE`).
+    pub writer_key_file: Option<PathBuf>,
+    /// This host's Ed25519 signing key (`backup-cli key signer -o FILE`): it signs every
+    /// manifest it writes.
+    pub signing_key_file: Option<PathBuf>,
+    /// The signers (`larder-signer-…`) whose manifests restores, exports and validation
+    /// accept; empty: signatures are checked when present but not required.
+    pub trusted_signers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1294,6 +1308,20 @@ impl Loaded {
         match &self.config.repository.path {
             Some(path) => (self.config_relative(path), self.file_origin()),
             None => (PathBuf::from("backups"), Origin::Default),
+        }
+    }
+
+    /// Where this host finds the keys of an encrypted repository (`[repository]`).
+    pub fn key_source(&self) -> crate::repository::keys::KeySource {
+        let repository = &self.config.repository;
+        let path = |p: &Option<PathBuf>| p.as_deref().map(|p| self.config_relative(p));
+        crate::repository::keys::KeySource {
+            encryption: repository.encryption,
+            passphrase_file: path(&repository.passphrase_file),
+            identity_file: path(&repository.identity_file),
+            writer_key_file: path(&repository.writer_key_file),
+            signing_key_file: path(&repository.signing_key_file),
+            trusted_signers: repository.trusted_signers.clone(),
         }
     }
 

@@ -116,6 +116,15 @@ pub enum Error {
         chosen: String,
     },
 
+    /// An encrypted repository this host cannot open (or, holding the writer key only, read):
+    /// the message names the repository and what is needed.
+    #[error("{0}")]
+    KeyRequired(String),
+
+    /// A manifest whose signature is broken, missing or by an untrusted signer.
+    #[error("{0}")]
+    SignatureRefused(String),
+
     #[error("repository is locked: {0}")]
     Locked(String),
 
@@ -200,6 +209,8 @@ impl Error {
             Error::Config(_) => "config",
             Error::Repository(_) => "repository",
             Error::NoRepository { .. } => "no_repository",
+            Error::KeyRequired(_) => "key_required",
+            Error::SignatureRefused(_) => "signature_refused",
             Error::Locked(_) => "lock_held",
             Error::Refused(_) => "refused",
             Error::Unsupported(_) => "unsupported",

@@ -171,7 +171,7 @@ pub async fn create_with_copies(
     let mut holding = vec![repo.target().clone()];
     for target in others {
         let copied = async {
-            let dest = Repository::open_or_init(target.clone()).await?;
+            let dest = Repository::open_or_init_copy(target.clone(), repo).await?;
             copy_backup(repo, &dest, &manifest, opts.jobs, false, progress).await
         }
         .await;
@@ -359,6 +359,7 @@ async fn take(
                     not_exact: start.not_exact,
                     snapshot: Some(leader.snapshot.clone()),
                 }),
+                signature: None,
             };
             let manifest = Manifest {
                 digests: Some(Digests {
@@ -369,7 +370,7 @@ async fn take(
                 ..manifest
             };
             match leader.finish().await {
-                Ok(()) => repo.write_manifest(&manifest).await.map(|()| manifest),
+                Ok(()) => repo.write_manifest(&manifest).await,
                 Err(e) => Err(e),
             }
         }
@@ -420,7 +421,13 @@ pub(crate) async fn reclaim_after_failure(repo: &Repository, id: &str) {
 /// Stops before writing when the target clearly lacks room.
 async fn preflight_space(repo: &Repository, tables: &[DataTable]) -> Result<()> {
     let heap: u64 = tables.iter().map(|t| t.bytes.max(0) as u64).sum();
-    let (ratio, basis) = match repo.manifests().await?.last() {
+    // A write-only host cannot read the previous backup's figures: it assumes the default.
+    let manifests = if repo.can_read() {
+        repo.manifests().await?
+    } else {
+        Vec::new()
+    };
+    let (ratio, basis) = match manifests.last() {
         Some(m) => match m.logical_bytes() {
             0 => (DEFAULT_RATIO, "default".to_string()),
             logical => (

@@ -9,7 +9,7 @@ use super::Progress;
 use crate::error::{Error, Result};
 use crate::repository::lock::RepoLock;
 use crate::repository::manifest::Manifest;
-use crate::repository::{Repository, backup_ids_on, chunk_key, verify_chunk};
+use crate::repository::{Repository, backup_ids_on, chunk_key};
 use crate::targets::Target;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -99,8 +99,9 @@ async fn copy_locked(
                         Ok(stored) => {
                             let (key, chunk, context) =
                                 (key.clone(), chunk.clone(), context.to_string());
+                            let check = dest.chunk_check();
                             tokio::task::spawn_blocking(move || {
-                                verify_chunk(&key, &chunk, &stored, &context).is_ok()
+                                check.check(&key, &chunk, &stored, &context).is_ok()
                             })
                             .await
                             .map_err(|e| {
@@ -321,8 +322,9 @@ async fn target_holdings(
                     let verdict = match target.get(&key).await {
                         Ok(stored) => {
                             let (key, chunk) = (key.clone(), chunk.clone());
+                            let check = repo.chunk_check();
                             tokio::task::spawn_blocking(move || {
-                                verify_chunk(&key, &chunk, &stored, &context).err()
+                                check.check(&key, &chunk, &stored, &context).err()
                             })
                             .await
                             .map_err(|e| {
@@ -422,7 +424,7 @@ pub async fn sync(
             if copies.get(target.name()) == Some(&Presence::Complete) {
                 continue;
             }
-            let dest = Repository::open_or_init(target.clone()).await?;
+            let dest = Repository::open_or_init_copy(target.clone(), &source).await?;
             let check = verify || suspected.contains(target.name());
             reports.push(copy_backup(&source, &dest, manifest, jobs, check, progress).await?);
         }

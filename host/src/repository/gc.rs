@@ -22,6 +22,13 @@ pub struct GcReport {
 /// The chunk keys every manifest (usable or damaged) refers to, leaving out backup `without`.
 async fn referenced(repo: &Repository, without: Option<&str>) -> Result<HashSet<String>> {
     let catalog = repo.catalog().await?;
+    // A damaged sealed manifest names no chunk that can be read out of it.
+    if let Some(damaged) = catalog.damaged.first().filter(|_| repo.is_encrypted()) {
+        return Err(Error::Refused(format!(
+            "{}; in an encrypted repository the chunks of a damaged manifest cannot be told, so nothing is collected until it is repaired (`backup-cli backup sync` from a good copy) or deleted",
+            damaged.error
+        )));
+    }
     let kept = |id: &str| without != Some(id);
     let mut keys: HashSet<String> = catalog
         .manifests

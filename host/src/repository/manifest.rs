@@ -362,6 +362,10 @@ pub struct Manifest {
     /// `[incremental] enabled`, where its chain's first incremental starts (no changes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<IncrementalInfo>,
+    /// The writing host's Ed25519 signature and the link to the previous backup of the
+    /// database (see `repository::signing`); None when the host has no signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<super::signing::ManifestSignature>,
 }
 
 /// What an incremental backup captured from the logical replication slot of its chain.
@@ -889,6 +893,7 @@ pub(crate) fn sample_manifest(id: &str) -> Manifest {
         schedule: None,
         chain: None,
         incremental: None,
+        signature: None,
     }
 }
 

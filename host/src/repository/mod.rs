@@ -1,32 +1,42 @@
 //! The repository format, the same on every target.
 //!
 //! ```text
-//! larder-repository.json        format version (written once, by init)
+//! larder-repository.json        format version and whether it is encrypted (written once, by init)
+//! keys.json                     an encrypted repository's key slots (see keys.rs)
 //! chunks/<2 hex>/<sha256>       zstd-compressed content, addressed by the SHA-256 of the plain bytes
+//!                               (encrypted: by its keyed HMAC, and sealed; see crypto.rs)
 //! backups/<backup-id>.json      one manifest per backup, written last and atomically
 //! locks/<name>.json             running backups (shared) and garbage collection (exclusive)
 //! restores/<timestamp>.json     measured restore durations, for estimates (recovery)
 //! ```
 //! Chunks are shared by all backups; a chunk already present is never written again.
+//! In an encrypted repository every chunk and manifest passes through [`crypto::Keyring`] at
+//! the one read/write boundary here (`put_chunk`, `write_manifest`, `ChunkCheck`,
+//! `manifest_from`).
 
 pub mod changes;
 pub mod chunker;
 mod copies;
+pub mod crypto;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod gc;
 pub mod history;
 pub mod id;
+pub mod keys;
 pub mod latest;
 pub mod lock;
 pub mod manifest;
 pub mod pins;
+pub mod signing;
 pub mod stream;
 pub mod verify;
+pub mod x25519;
 
 use crate::error::{Error, Result};
 use crate::targets::{Target, TargetError};
 use bytes::Bytes;
+use crypto::{Keyring, OpenError};
 use manifest::{ChunkRef, Manifest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -41,6 +51,9 @@ struct FormatFile {
     format: u32,
     created_at: chrono::DateTime<chrono::Utc>,
     created_by: String,
+    /// Chunks and manifests are sealed; `keys.json` holds the key slots.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    encrypted: bool,
 }
 
 /// Which chunks a backup can reuse, and the ones it has written itself.
@@ -74,6 +87,8 @@ pub struct Repository {
     target: Arc<dyn Target>,
     fallbacks: Vec<Arc<dyn Target>>,
     notices: Arc<Mutex<Vec<String>>>,
+    /// An encrypted repository's keys as this host holds them.
+    keyring: Option<Arc<Keyring>>,
 }
 
 /// The object key of a chunk. Ids come from checked manifests (hex); anything else still
@@ -109,7 +124,7 @@ impl Repository {
                         format.format
                     )));
                 }
-                Ok(repo)
+                repo.unlocked(format.encrypted).await
             }
             Err(TargetError::NotFound { .. }) => Err(Error::NoRepository {
                 target: repo.target.name().to_string(),
@@ -144,15 +159,87 @@ impl Repository {
         Err(first_error.unwrap_or_else(|| Error::Config("no storage target is configured".into())))
     }
 
-    /// Opens the repository, creating the format file first if the target is empty.
+    /// With the keys of an encrypted repository (refusing a plain one when
+    /// `[repository] encryption` asks for encryption).
+    async fn unlocked(mut self, encrypted: bool) -> Result<Repository> {
+        if encrypted {
+            let keys = keys::read(&self.target).await?;
+            self.keyring = Some(keys::unlock(&keys, &self.target.location())?);
+        } else if keys::source().encryption {
+            return Err(Error::Refused(format!(
+                "the repository at {} is not encrypted but [repository] encryption = true; refusing to use it (point the configuration at an encrypted repository, or set encryption = false)",
+                self.target.location()
+            )));
+        }
+        Ok(self)
+    }
+
+    /// Opens the repository, creating it first if the target is empty (encrypted when
+    /// `[repository] encryption` or `init --encrypt` asks for it).
     pub async fn open_or_init(target: Arc<dyn Target>) -> Result<Repository> {
+        match target.stat(FORMAT_KEY).await {
+            Ok(Some(_)) => return Repository::open(target).await,
+            Ok(None) => {}
+            Err(e) => return Err(e.at(FORMAT_KEY, "opening the repository")),
+        }
+        let keys = if keys::source().encryption {
+            let passphrase = keys::passphrase("for the new repository", true)?.ok_or_else(|| {
+                Error::KeyRequired(format!(
+                    "creating an encrypted repository at {} needs a passphrase: set {}, [repository] passphrase_file, or run on a terminal; nothing was written",
+                    target.location(),
+                    keys::PASSPHRASE_ENV
+                ))
+            })?;
+            Some(keys::KeysFile::create(&passphrase, "initial passphrase")?)
+        } else {
+            None
+        };
+        Repository::open_or_create(target, keys).await
+    }
+
+    /// Opens the repository on `target` as a copy of `like` (same keys), creating it there,
+    /// with `like`'s keys file, when the target is empty.
+    pub async fn open_or_init_copy(target: Arc<dyn Target>, like: &Repository) -> Result<Repository> {
+        let keys = match &like.keyring {
+            Some(_) => Some(keys::read(&like.target).await?),
+            None => None,
+        };
+        let repo = match (keys, target.stat(FORMAT_KEY).await) {
+            (Some(keys), Ok(None)) => {
+                keys::write(&target, &keys).await?;
+                let keyring = keys::unlock(&keys, &target.location())?;
+                Repository::open_or_create(target, Some((keys, keyring))).await?
+            }
+            _ => Repository::open_or_init(target).await?,
+        };
+        let id = |r: &Repository| r.keyring.as_ref().map(|k| k.repository().to_string());
+        if id(&repo) != id(like) {
+            return Err(Error::Repository(format!(
+                "target '{}' holds another repository ({}) than target '{}' ({}): copies share one repository's keys; use an empty target for the copy",
+                repo.target.name(),
+                id(&repo).unwrap_or_else(|| "not encrypted".into()),
+                like.target.name(),
+                id(like).unwrap_or_else(|| "not encrypted".into()),
+            )));
+        }
+        Ok(repo)
+    }
+
+    async fn open_or_create(
+        target: Arc<dyn Target>,
+        keys: Option<(keys::KeysFile, Arc<Keyring>)>,
+    ) -> Result<Repository> {
         match target.stat(FORMAT_KEY).await {
             Ok(Some(_)) => Repository::open(target).await,
             Ok(None) => {
+                if let Some((keys, _)) = &keys {
+                    keys::write(&target, keys).await?;
+                }
                 let format = FormatFile {
                     format: FORMAT_VERSION,
                     created_at: chrono::Utc::now(),
                     created_by: format!("backup-cli {}", crate::TOOL_VERSION),
+                    encrypted: keys.is_some(),
                 };
                 let body = serde_json::to_vec_pretty(&format)
                     .map_err(|e| Error::Repository(format!("encoding {FORMAT_KEY}: {e}")))?;
@@ -160,7 +247,8 @@ impl Repository {
                     .put(FORMAT_KEY, Bytes::from(body))
                     .await
                     .map_err(|e| e.at(FORMAT_KEY, "initialising the repository"))?;
-                let repo = Repository::on(target);
+                let mut repo = Repository::on(target);
+                repo.keyring = keys.map(|(_, keyring)| keyring);
                 repo.flush().await?;
                 Ok(repo)
             }
@@ -173,6 +261,38 @@ impl Repository {
             target,
             fallbacks: Vec::new(),
             notices: Arc::new(Mutex::new(Vec::new())),
+            keyring: None,
+        }
+    }
+
+    /// Whether chunks and manifests are sealed.
+    pub fn is_encrypted(&self) -> bool {
+        self.keyring.is_some()
+    }
+
+    /// Whether this host can read backups (not an encrypted repository's writer key only).
+    pub fn can_read(&self) -> bool {
+        self.keyring.as_ref().is_none_or(|k| k.can_read())
+    }
+
+    /// The keys this host holds of an encrypted repository.
+    pub fn keyring(&self) -> Option<&Arc<Keyring>> {
+        self.keyring.as_ref()
+    }
+
+    /// The content address of a chunk: its SHA-256, or in an encrypted repository its keyed
+    /// HMAC.
+    pub fn chunk_id(&self, plain: &[u8]) -> String {
+        match &self.keyring {
+            Some(keyring) => keyring.chunk_id(plain),
+            None => sha256_hex(plain),
+        }
+    }
+
+    /// What checks a stored chunk of this repository (cheap to clone, for worker threads).
+    pub fn chunk_check(&self) -> ChunkCheck {
+        ChunkCheck {
+            keyring: self.keyring.clone(),
         }
     }
 
@@ -205,8 +325,25 @@ impl Repository {
     /// The chunks that backups reference, with their stored sizes: a new backup reuses these
     /// instead of writing them again. Orphans of interrupted backups are not in it (they may
     /// never have been made durable), so they are rewritten.
+    /// A write-only host cannot read manifests: it deduplicates against the chunks listed.
     pub async fn chunk_index(&self) -> Result<ChunkIndex> {
         let mut known = HashMap::new();
+        if !self.can_read() {
+            let listed = self
+                .target
+                .list("chunks/")
+                .await
+                .map_err(|e| e.at("chunks/", "listing chunks"))?;
+            for object in listed {
+                if let Some((_, id)) = object.key.rsplit_once('/') {
+                    known.insert(id.to_string(), object.size);
+                }
+            }
+            return Ok(ChunkIndex {
+                known,
+                fresh: Mutex::new(HashMap::new()),
+            });
+        }
         for manifest in self.manifests().await? {
             for chunk in manifest.chunks() {
                 known.insert(chunk.id.clone(), chunk.stored);
@@ -226,12 +363,19 @@ impl Repository {
             .map_err(|e| e.at("(flush)", "making written chunks durable"))
     }
 
-    pub async fn put_chunk(&self, id: &str, compressed: Bytes) -> Result<()> {
+    /// Stores a compressed chunk (sealed in an encrypted repository); returns its stored size.
+    pub async fn put_chunk(&self, id: &str, compressed: Vec<u8>) -> Result<u64> {
         let key = chunk_key(id);
+        let stored = match &self.keyring {
+            Some(keyring) => keyring.seal(&key, &compressed)?,
+            None => compressed,
+        };
+        let size = stored.len() as u64;
         self.target
-            .put(&key, compressed)
+            .put(&key, Bytes::from(stored))
             .await
-            .map_err(|e| e.at(&key, "writing chunk"))
+            .map_err(|e| e.at(&key, "writing chunk"))?;
+        Ok(size)
     }
 
     /// Reads a chunk, decompresses it and checks its SHA-256. `context` names the table and
@@ -269,8 +413,11 @@ impl Repository {
     ) -> Result<(Bytes, Vec<u8>)> {
         let stored = target.get(key).await.map_err(|e| e.at(key, context))?;
         let (key, chunk, context) = (key.to_string(), chunk.clone(), context.to_string());
+        let check = self.chunk_check();
         tokio::task::spawn_blocking(move || {
-            verify_chunk(&key, &chunk, &stored, &context).map(|plain| (stored, plain))
+            check
+                .check(&key, &chunk, &stored, &context)
+                .map(|plain| (stored, plain))
         })
         .await
         .map_err(|e| Error::Internal(format!("chunk verification worker failed: {e}")))?
@@ -308,17 +455,42 @@ impl Repository {
         Ok(out)
     }
 
-    pub async fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+    /// Writes a manifest, signed first when this host has a signing key and it is not yet
+    /// signed (a copy keeps its writer's signature); returns it as written.
+    pub async fn write_manifest(&self, manifest: &Manifest) -> Result<Manifest> {
         let key = manifest_key(&manifest.id);
-        let body = serde_json::to_vec_pretty(manifest)
+        let mut manifest = manifest.clone();
+        if manifest.signature.is_none()
+            && let Some(path) = keys::source().signing_key_file
+        {
+            let signing = signing::SigningKey::read(&path)?;
+            // A write-only host cannot read the previous backup: its manifests start no link.
+            let previous = if self.can_read() {
+                self.manifests()
+                    .await?
+                    .into_iter()
+                    .filter(|m| m.source.database == manifest.source.database && m.id != manifest.id)
+                    .filter(|m| m.created_at <= manifest.created_at)
+                    .max_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)))
+            } else {
+                None
+            };
+            signing::sign(&mut manifest, previous.as_ref(), &signing)?;
+        }
+        let body = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| Error::Repository(format!("encoding manifest {}: {e}", manifest.id)))?;
+        let body = match &self.keyring {
+            Some(keyring) => keyring.seal(&key, &body)?,
+            None => body,
+        };
         // Chunks first, then the manifest: a visible manifest never refers to a lost chunk.
         self.flush().await?;
         self.target
             .put(&key, Bytes::from(body))
             .await
             .map_err(|e| e.at(&key, format!("writing manifest of backup {}", manifest.id)))?;
-        self.flush().await
+        self.flush().await?;
+        Ok(manifest)
     }
 
     pub async fn read_manifest(&self, backup_id: &str) -> Result<Manifest> {
@@ -326,11 +498,11 @@ impl Repository {
             return Err(Error::BackupNotFound(backup_id.to_string()));
         }
         let key = manifest_key(backup_id);
-        self.first_good(&key, |source| Self::manifest_from(source, backup_id))
+        self.first_good(&key, |source| self.manifest_from(source, backup_id))
             .await
     }
 
-    async fn manifest_from(target: Arc<dyn Target>, backup_id: &str) -> Result<Manifest> {
+    async fn manifest_from(&self, target: Arc<dyn Target>, backup_id: &str) -> Result<Manifest> {
         let key = manifest_key(backup_id);
         let bytes = match target.get(&key).await {
             Ok(bytes) => bytes,
@@ -338,6 +510,24 @@ impl Repository {
                 return Err(Error::BackupNotFound(backup_id.to_string()));
             }
             Err(e) => return Err(e.at(&key, format!("backup {backup_id}"))),
+        };
+        let bytes = match &self.keyring {
+            Some(keyring) => match keyring.open(&key, &bytes) {
+                Ok(plain) => Bytes::from(plain),
+                Err(OpenError::WriteOnly) => {
+                    return Err(keys::write_only(&format!("read backup {backup_id}")));
+                }
+                Err(why) => {
+                    return Err(Error::ChecksumMismatch {
+                        object: key.clone(),
+                        detail: format!(
+                            "the manifest of backup {backup_id} on target '{}': {why}",
+                            target.name()
+                        ),
+                    });
+                }
+            },
+            None => bytes,
         };
         Manifest::parse(backup_id, &bytes).map_err(|why| Error::ChecksumMismatch {
             object: key.clone(),
@@ -460,12 +650,55 @@ pub async fn backup_ids_on(target: &Arc<dyn Target>) -> Result<Vec<String>> {
     Ok(ids)
 }
 
-/// Decompresses a stored chunk and checks it against its reference.
+/// Decompresses a stored chunk of a plain repository and checks it against its reference.
 pub fn verify_chunk(key: &str, chunk: &ChunkRef, stored: &[u8], context: &str) -> Result<Vec<u8>> {
-    let mismatch = |why: String| Error::ChecksumMismatch {
-        object: key.to_string(),
-        detail: format!("{context}: {why}"),
-    };
+    ChunkCheck::default().check(key, chunk, stored, context)
+}
+
+/// Checks stored chunks of one repository: opens them when it is encrypted (an object that
+/// fails authentication is a checksum failure), decompresses, and compares the content
+/// address.
+#[derive(Clone, Default)]
+pub struct ChunkCheck {
+    keyring: Option<Arc<Keyring>>,
+}
+
+impl ChunkCheck {
+    pub fn check(&self, key: &str, chunk: &ChunkRef, stored: &[u8], context: &str) -> Result<Vec<u8>> {
+        let mismatch = |why: String| Error::ChecksumMismatch {
+            object: key.to_string(),
+            detail: format!("{context}: {why}"),
+        };
+        match &self.keyring {
+            Some(keyring) => {
+                let opened = keyring.open(key, stored).map_err(|why| match why {
+                    OpenError::WriteOnly => keys::write_only("read chunks"),
+                    why => mismatch(why.to_string()),
+                })?;
+                let plain = decompress_checked(&opened, chunk, mismatch)?;
+                if keyring.chunk_id(&plain) != chunk.id {
+                    return Err(mismatch("its keyed content address does not match".into()));
+                }
+                Ok(plain)
+            }
+            None => {
+                let plain = decompress_checked(stored, chunk, mismatch)?;
+                let actual = sha256_hex(&plain);
+                if actual != chunk.id {
+                    return Err(mismatch(format!("SHA-256 is {actual}")));
+                }
+                Ok(plain)
+            }
+        }
+    }
+}
+
+/// Decompresses a chunk's zstd frame, checking its sizes against the reference first.
+fn decompress_checked(
+    stored: &[u8],
+    chunk: &ChunkRef,
+    mismatch: impl Fn(String) -> Error,
+) -> Result<Vec<u8>> {
     // The capacity comes from the manifest: check it against the format's limit and the
     // size the compressed frame itself declares before allocating it.
     if chunk.len > manifest::MAX_CHUNK_LEN {
@@ -496,10 +729,6 @@ pub fn verify_chunk(key: &str, chunk: &ChunkRef, stored: &[u8], context: &str) -
             chunk.len,
             plain.len()
         )));
-    }
-    let actual = sha256_hex(&plain);
-    if actual != chunk.id {
-        return Err(mismatch(format!("SHA-256 is {actual}")));
     }
     Ok(plain)
 }

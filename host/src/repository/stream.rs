@@ -91,15 +91,14 @@ fn store(
         .map_err(|e| Error::Repository(format!("zstd level {level}: {e}")))?;
     let mut emit = |data: &[u8]| -> Result<()> {
         let ended = rows.push(data);
-        let id = super::sha256_hex(data);
+        let id = repo.chunk_id(data);
         let stored = match index.stored_size(&id) {
             Some(size) => size,
             None => {
                 let compressed = compressor
                     .compress(data)
                     .map_err(|e| Error::Repository(format!("compressing chunk {id}: {e}")))?;
-                let size = compressed.len() as u64;
-                handle.block_on(repo.put_chunk(&id, Bytes::from(compressed)))?;
+                let size = handle.block_on(repo.put_chunk(&id, compressed))?;
                 index.record(&id, size);
                 new_bytes += size;
                 size

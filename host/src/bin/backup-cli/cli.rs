@@ -82,6 +82,9 @@ pub enum Command {
     /// Repository maintenance: locks left by crashed processes
     #[command(subcommand)]
     Repository(RepositoryCommand),
+    /// Key slots of an encrypted repository: passphrases, recipients, writer keys
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Run the [[schedules]] until stopped: back up, copy, validate; health checks with alerts
     /// (SIGTERM/SIGINT stop cleanly, SIGHUP reloads the configuration)
     Daemon(DaemonArgs),
@@ -105,6 +108,52 @@ pub enum ConfigCommand {
     /// Every effective setting and where it came from (flag, environment, config file,
     /// default); passwords are never shown
     Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// The repository's key slots
+    List,
+    /// Add a key slot (a new passphrase from $BACKUP_CLI_NEW_PASSPHRASE or a prompt, or a
+    /// recipient's public key), or write a writer key for a write-only backup host
+    Add(KeyAddArgs),
+    /// Remove a key slot (removing the last one is refused)
+    Remove(KeyRemoveArgs),
+    /// Make an X25519 identity file; its recipient goes to `key add --recipient`
+    Identity(KeyIdentityArgs),
+    /// Make an Ed25519 signing key file (`[repository] signing_key_file`); its signer goes to
+    /// `[repository] trusted_signers`
+    Signer(KeyIdentityArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("slot").required(true).multiple(false)))]
+pub struct KeyAddArgs {
+    /// A new passphrase slot
+    #[arg(long, group = "slot")]
+    pub passphrase: bool,
+    /// A recipient slot for this public key (`larder-recipient-…`)
+    #[arg(long, value_name = "RECIPIENT", group = "slot")]
+    pub recipient: Option<String>,
+    /// Write the writer key to FILE (mode 0600): a host with only it can back up but not read
+    #[arg(long, value_name = "FILE", group = "slot")]
+    pub writer: Option<PathBuf>,
+    /// What the slot is for (shown by `key list`)
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyRemoveArgs {
+    /// The slot's id (`key list`)
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyIdentityArgs {
+    /// Where to write the key (mode 0600; refused if it exists)
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -269,6 +318,10 @@ pub struct RecoveryArgs {
     pub verify: Verification,
     #[command(flatten)]
     pub point: PointArgs,
+    /// Use a backup whose manifest is unsigned or signed by a key not in
+    /// `[repository] trusted_signers` (a broken signature is refused even so)
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 /// `--until` / `--until-lsn`: how far an incremental chain is replayed.
@@ -311,6 +364,10 @@ pub struct InitArgs {
     /// Overwrite an existing configuration file
     #[arg(long)]
     pub force: bool,
+    /// Create an encrypted repository (sets `[repository] encryption = true`); the
+    /// passphrase comes from $BACKUP_CLI_PASSPHRASE, passphrase_file or a prompt
+    #[arg(long)]
+    pub encrypt: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -334,6 +391,9 @@ pub enum BackupCommand {
     Pin(PinArgs),
     /// Remove a backup's pin
     Unpin(UnpinArgs),
+    /// Check every manifest's signature and each database's chain of backups: names any
+    /// gap (a backup deleted or hidden) and any backup altered after the next was written
+    VerifyHistory,
 }
 
 #[derive(Debug, Args)]
@@ -410,6 +470,10 @@ pub struct ExportArgs {
     /// The database as of a point in time (the chain of a full or an incremental backup)
     #[command(flatten)]
     pub point: PointArgs,
+    /// Use a backup whose manifest is unsigned or signed by a key not in
+    /// `[repository] trusted_signers` (a broken signature is refused even so)
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Args)]
@@ -464,6 +528,10 @@ pub struct ValidateArgs {
     /// Succeed when one copy is intact, even if another target's copy is damaged or missing
     #[arg(long)]
     pub any_copy: bool,
+    /// Use a backup whose manifest is unsigned or signed by a key not in
+    /// `[repository] trusted_signers` (a broken signature is refused even so)
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Args)]

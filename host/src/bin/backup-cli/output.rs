@@ -897,6 +897,12 @@ fn restored(report: &RestoreReport) {
             }
         );
     }
+    if let Some(signer) = &report.signature.signer {
+        say!("  signed by {signer}: signature verified");
+    }
+    if let Some(risk) = &report.signature.risk {
+        say!("  risk taken: {risk}");
+    }
     for fallback in &report.fallbacks {
         say!("  fallback: {fallback}");
     }
@@ -1310,12 +1316,19 @@ fn unlocked(reports: &[UnlockReport]) {
 pub struct Initialised {
     pub config: PathBuf,
     pub repository: PathBuf,
+    /// The AEAD of an encrypted repository.
+    pub encryption: Option<String>,
 }
 
 impl Report for Initialised {
     const KEY: &'static str = "initialised";
     fn human(&self) {
         initialised(&self.config, &self.repository);
+        if let Some(cipher) = &self.encryption {
+            say!(
+                "Encrypted with {cipher}; keep the passphrase safe: without it (or another key slot, `backup-cli key add`) no backup can be read."
+            );
+        }
     }
 }
 
@@ -1638,5 +1651,164 @@ mod tests {
         );
         assert_eq!(super::shell_word("it's"), "'it'\\''s'");
         assert_eq!(super::shell_word(""), "''");
+    }
+}
+
+/// One key slot as `key list` shows it (never the wrapped secret).
+#[derive(Serialize)]
+pub struct SlotSummary {
+    pub id: String,
+    pub kind: &'static str,
+    pub label: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// A recipient slot's public key.
+    pub recipient: Option<String>,
+}
+
+impl SlotSummary {
+    pub fn of(slot: &larder::repository::keys::Slot) -> SlotSummary {
+        SlotSummary {
+            id: slot.id.clone(),
+            kind: slot.kind_name(),
+            label: slot.label.clone(),
+            created_at: slot.created_at,
+            recipient: match &slot.kind {
+                larder::repository::keys::SlotKind::Recipient { recipient, .. } => {
+                    Some(recipient.clone())
+                }
+                larder::repository::keys::SlotKind::Passphrase { .. } => None,
+            },
+        }
+    }
+}
+
+/// `key list`.
+#[derive(Serialize)]
+pub struct KeySlots {
+    pub repository: String,
+    pub cipher: String,
+    /// The repository's public key.
+    pub public_key: String,
+    pub slots: Vec<SlotSummary>,
+}
+
+impl KeySlots {
+    pub fn new(repository: String, keys: &larder::repository::keys::KeysFile) -> KeySlots {
+        KeySlots {
+            repository,
+            cipher: keys.cipher.to_string(),
+            public_key: keys.public_key.clone(),
+            slots: keys.slots.iter().map(SlotSummary::of).collect(),
+        }
+    }
+}
+
+impl Report for KeySlots {
+    const KEY: &'static str = "keys";
+    fn human(&self) {
+        say!(
+            "Repository {} is encrypted with {}; {} key slot(s):",
+            self.repository,
+            self.cipher,
+            self.slots.len()
+        );
+        let mut t = table(&["SLOT", "KIND", "LABEL", "CREATED", "RECIPIENT"]);
+        for slot in &self.slots {
+            t.add_row(vec![
+                Cell::new(&slot.id),
+                Cell::new(slot.kind),
+                Cell::new(&slot.label),
+                Cell::new(slot.created_at.format("%Y-%m-%d %H:%M")),
+                Cell::new(slot.recipient.as_deref().unwrap_or("")),
+            ]);
+        }
+        say!("{t}");
+    }
+}
+
+/// `key add` / `key remove`: what changed, and on which targets.
+#[derive(Serialize)]
+pub struct KeyChanged {
+    pub action: &'static str,
+    pub slot: Option<SlotSummary>,
+    /// The writer key file written.
+    pub file: Option<PathBuf>,
+    /// The targets whose keys file was rewritten.
+    pub targets: Vec<String>,
+}
+
+impl Report for KeyChanged {
+    const KEY: &'static str = "key";
+    fn human(&self) {
+        match (&self.slot, &self.file) {
+            (Some(slot), _) => say!(
+                "Key slot {} ({}{}) {} on {}.",
+                slot.id,
+                slot.kind,
+                if slot.label.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", slot.label)
+                },
+                self.action.trim_start_matches("slot "),
+                self.targets.join(", ")
+            ),
+            (None, Some(file)) => say!(
+                "Wrote the writer key to {}: a host with only it can create backups but cannot read or restore any.",
+                file.display()
+            ),
+            (None, None) => {}
+        }
+    }
+}
+
+/// `key identity` / `key signer`: the secret file written and its public half.
+#[derive(Serialize)]
+pub struct NewKeyFile {
+    pub file: PathBuf,
+    /// The recipient (`larder-recipient-…`) or signer (`larder-signer-…`).
+    pub public: String,
+    pub kind: &'static str,
+}
+
+impl Report for NewKeyFile {
+    const KEY: &'static str = "key";
+    fn human(&self) {
+        say!("Wrote the {} to {} (keep it secret).", self.kind, self.file.display());
+        if self.kind == "identity" {
+            say!("Its recipient: {}", self.public);
+            say!("Next: backup-cli key add --recipient {}", self.public);
+        } else {
+            say!("Its signer: {}", self.public);
+            say!("Next: add it to [repository] trusted_signers on every host that restores");
+        }
+    }
+}
+
+/// `backup verify-history`.
+#[derive(Serialize)]
+pub struct VerifiedHistory {
+    pub repository: String,
+    #[serde(flatten)]
+    pub history: larder::repository::signing::History,
+}
+
+impl Report for VerifiedHistory {
+    const KEY: &'static str = "history";
+    fn human(&self) {
+        let h = &self.history;
+        say!(
+            "{} backup(s) of {} database(s) in {}, {} with a verified signature.",
+            h.backups,
+            h.databases,
+            self.repository,
+            h.signed
+        );
+        if h.problems.is_empty() {
+            say!("History intact: every link to a previous backup holds.");
+        }
+        for p in &h.problems {
+            say!("  backup {} ({}): {}", p.backup_id, p.database, p.problem);
+        }
     }
 }

@@ -40,6 +40,7 @@ impl Settings {
     /// Reads the configuration and resolves the global flags against it.
     pub fn resolve(global: &Global) -> Result<Settings> {
         let loaded = Loaded::discover(global.config.as_deref())?;
+        larder::repository::keys::configure(loaded.key_source());
         let repo_override = matches!(
             loaded.repository_path(global.repo.as_deref()).1,
             Origin::Flag(_) | Origin::Env(_)

@@ -52,6 +52,9 @@ pub struct RestoreReport {
     pub not_valid_as_before: Vec<String>,
     /// Objects missing or corrupt on the first destination that were read from another.
     pub fallbacks: Vec<String>,
+    /// Who signed the backup's manifest (its signature verified), or the risk
+    /// `--allow-unsigned` took.
+    pub signature: crate::repository::signing::Checked,
     /// The steps run, in order, each with its duration (see [`super::steps`]).
     pub steps: Vec<StepReport>,
     /// A partial database an interrupted or killed earlier restore left, dropped before this one.
@@ -174,6 +177,7 @@ pub async fn execute(
         unvalidated_constraints: unvalidated,
         not_valid_as_before,
         fallbacks: repo.notices(),
+        signature: Default::default(),
         steps: progression.reports(),
         leftover_dropped,
         roles_created: if plan.create_roles {

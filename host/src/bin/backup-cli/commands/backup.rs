@@ -5,7 +5,7 @@ use crate::output::{
     self, BackupCreated, Backups, DeleteDryRun, Exported, Outcome, Synced, Validation,
 };
 use crate::settings::Settings;
-use larder::repository::Repository;
+use larder::repository::{Repository, signing};
 use larder::{Error, Result, engine};
 
 pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome> {
@@ -15,6 +15,7 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
             let manifest = repo
                 .resolve(&args.backup_id, &settings.database_name()?)
                 .await?;
+            signing::check_configured(&manifest, args.allow_unsigned)?;
             let (out, compress): (Box<dyn std::io::Write + Send>, bool) = if args.output == "-" {
                 (Box::new(std::io::stdout()), false)
             } else {
@@ -145,6 +146,7 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
                 .await?
                 .resolve(&args.backup_id, &settings.database_name()?)
                 .await?;
+            signing::check_configured(&manifest, args.allow_unsigned)?;
             let (report, copies) = engine::validate::validate_copies(
                 &targets,
                 &manifest,
@@ -235,6 +237,25 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
             let set = settings.targets().await?;
             let report = engine::pin::unpin(&set.targets, &args.backup_id).await?;
             Ok(output::report(settings.json, &report, None))
+        }
+        BackupCommand::VerifyHistory => {
+            let repo = settings.repository().await?;
+            let trusted = larder::repository::keys::source().trusted_signers;
+            let history = signing::verify_history(&repo, &trusted).await?;
+            let failure = history.problems.first().map(|first| {
+                Error::SignatureRefused(format!(
+                    "the history of the repository at {} has {} problem(s), first: backup {}: {}",
+                    repo.target().location(),
+                    history.problems.len(),
+                    first.backup_id,
+                    first.problem
+                ))
+            });
+            let report = output::VerifiedHistory {
+                repository: repo.target().location(),
+                history,
+            };
+            Ok(output::report(settings.json, &report, failure))
         }
     }
 }

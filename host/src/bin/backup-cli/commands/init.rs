@@ -21,25 +21,32 @@ pub async fn run(global: &Global, args: InitArgs) -> Result<Outcome> {
             path.display()
         )));
     }
-    write_private(&path, larder::config::TEMPLATE.as_bytes())
+    let template = if args.encrypt {
+        larder::config::TEMPLATE.replacen("# encryption = false", "encryption = true", 1)
+    } else {
+        larder::config::TEMPLATE.to_string()
+    };
+    write_private(&path, template.as_bytes())
         .map_err(Error::io(format!("writing {}", path.display())))?;
     let loaded = Loaded::discover(Some(&path))?;
+    larder::repository::keys::configure(loaded.key_source());
     let (repo_path, _) = loaded.repository_path(global.repo.as_deref());
     let modes = Modes::new(loaded.config.repository.group_access);
     let target = FsTarget::create("local", &repo_path, modes)
         .map(Arc::new)
         .map_err(|e| e.at("(repository root)", "creating the repository folder"))?;
-    Repository::open_or_init(target).await?;
+    let repo = Repository::open_or_init(target).await?;
     let initialised = Initialised {
         config: path,
         repository: repo_path,
+        encryption: repo.keyring().map(|k| k.cipher().to_string()),
     };
     Ok(output::report(global.json, &initialised, None))
 }
 
 /// Writes a file readable by its owner only (0600 whatever the umask): the configuration may
 /// name secrets' locations and the database.
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut file = std::fs::OpenOptions::new()

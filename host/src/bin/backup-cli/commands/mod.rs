@@ -6,6 +6,7 @@ mod backup;
 mod config;
 mod daemon;
 mod init;
+mod key;
 mod monitor;
 mod notify;
 mod plugin;
@@ -51,5 +52,6 @@ async fn dispatch(settings: &Settings, command: Command) -> Result<Outcome> {
         Command::Notify(command) => notify::run(settings, command).await,
         Command::Config(command) => config::run(settings, command),
         Command::Repository(command) => repository::run(settings, command).await,
+        Command::Key(command) => key::run(settings, command).await,
     }
 }

@@ -7,6 +7,7 @@ use crate::settings::Settings;
 use larder::engine::recovery::plan::{PlanRequest, RecoveryPlan, Strategy};
 use larder::pg::ConnectionSettings;
 use larder::repository::latest::Selection;
+use larder::repository::signing;
 use larder::{Error, Result, engine};
 use std::io::IsTerminal;
 
@@ -18,12 +19,14 @@ pub async fn run(settings: &Settings, command: RecoveryCommand) -> Result<Outcom
                 .select(&args.backup_id, &settings.database_name()?)
                 .await?;
             let manifest = &selection.manifest;
-            let plan = engine::recovery::plan::plan(
+            let checked = signing::check_configured(manifest, args.allow_unsigned)?;
+            let mut plan = engine::recovery::plan::plan(
                 &repo,
                 manifest,
                 &request(settings, &args, &selection)?,
             )
             .await?;
+            plan.risks.extend(checked.risk);
             Ok(output::report(settings.json, &plan, None))
         }
         RecoveryCommand::Execute(args) => {
@@ -35,7 +38,9 @@ pub async fn run(settings: &Settings, command: RecoveryCommand) -> Result<Outcom
                 .await?;
             let manifest = &selection.manifest;
             let request = request(settings, &args.recovery, &selection)?;
-            let plan = engine::recovery::plan::plan(&repo, manifest, &request).await?;
+            let checked = signing::check_configured(manifest, args.recovery.allow_unsigned)?;
+            let mut plan = engine::recovery::plan::plan(&repo, manifest, &request).await?;
+            plan.risks.extend(checked.risk.clone());
             let jobs = settings.jobs(args.jobs);
             if !settings.json {
                 plan.human();
@@ -57,7 +62,7 @@ pub async fn run(settings: &Settings, command: RecoveryCommand) -> Result<Outcom
             }
             plan.check_ready()?;
             confirm(&plan, args.yes, settings.json)?;
-            let report = engine::recovery::restore::execute(
+            let mut report = engine::recovery::restore::execute(
                 &repo,
                 manifest,
                 &plan,
@@ -65,6 +70,7 @@ pub async fn run(settings: &Settings, command: RecoveryCommand) -> Result<Outcom
                 &settings.progress,
             )
             .await?;
+            report.signature = checked;
             Ok(output::report(settings.json, &report, None))
         }
     }

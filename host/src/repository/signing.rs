@@ -1,0 +1,346 @@
+//! Tamper evidence: every manifest signed (Ed25519) by the key of the host that wrote it,
+//! recording the hash of the previous manifest of the same database, so an edited, reordered
+//! or deleted backup in the middle of a history is detected.
+//!
+//! The signature covers the manifest's JSON without its signature, and the link to the
+//! previous backup. Readers check it against `[repository] trusted_signers`
+//! ([`check`]); `backup verify-history` walks the links ([`verify_history`]).
+
+use super::Repository;
+use super::manifest::Manifest;
+use crate::error::{Error, Result};
+use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const SIGNING_PREFIX: &str = "LARDER-SIGNING-";
+const SIGNER_PREFIX: &str = "larder-signer-";
+const CONTEXT: &[u8] = b"larder manifest signature v1\n";
+
+/// A manifest's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSignature {
+    /// The writing host's public key (`larder-signer-…`).
+    pub signer: String,
+    /// The newest backup of the same database when this one was written.
+    pub previous: Option<PreviousLink>,
+    /// Ed25519 over the manifest without its signature and the link (hex).
+    pub value: String,
+}
+
+/// A link to the previous backup of the same database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousLink {
+    pub id: String,
+    /// SHA-256 of that manifest's JSON (signature included).
+    pub sha256: String,
+}
+
+/// A host's signing key.
+pub struct SigningKey {
+    pair: Ed25519KeyPair,
+}
+
+impl SigningKey {
+    /// Reads `LARDER-SIGNING-<64 hex>` from `path`.
+    pub fn read(path: &Path) -> Result<SigningKey> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!("cannot read the signing key {}: {e}", path.display()))
+        })?;
+        let seed = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(SIGNING_PREFIX))
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "{} holds no signing key (a line {SIGNING_PREFIX}<64 hex digits>)",
+                    path.display()
+                ))
+            })?;
+        let pair = Ed25519KeyPair::from_seed_unchecked(&seed)
+            .map_err(|_| Error::Config(format!("{}: not an Ed25519 seed", path.display())))?;
+        Ok(SigningKey { pair })
+    }
+
+    /// A new key's text and its signer (public key) text.
+    pub fn generate() -> Result<(String, String)> {
+        let seed = super::crypto::random32()?;
+        let pair = Ed25519KeyPair::from_seed_unchecked(&seed)
+            .map_err(|_| Error::Internal("making a signing key failed".into()))?;
+        Ok((
+            format!("{SIGNING_PREFIX}{}", hex::encode(seed)),
+            signer_text(pair.public_key().as_ref()),
+        ))
+    }
+
+    pub fn signer(&self) -> String {
+        signer_text(self.pair.public_key().as_ref())
+    }
+}
+
+fn signer_text(public: &[u8]) -> String {
+    format!("{SIGNER_PREFIX}{}", hex::encode(public))
+}
+
+/// SHA-256 of a manifest's JSON as stored (signature included): what a link records.
+pub fn manifest_hash(manifest: &Manifest) -> Result<String> {
+    serde_json::to_vec(manifest)
+        .map(|json| super::sha256_hex(&json))
+        .map_err(|e| Error::Internal(format!("encoding manifest {}: {e}", manifest.id)))
+}
+
+fn signed_bytes(manifest: &Manifest, previous: &Option<PreviousLink>) -> Result<Vec<u8>> {
+    let unsigned = Manifest {
+        signature: None,
+        ..manifest.clone()
+    };
+    let encode = |e: serde_json::Error| Error::Internal(format!("encoding manifest: {e}"));
+    let mut out = CONTEXT.to_vec();
+    out.extend(serde_json::to_vec(&unsigned).map_err(encode)?);
+    out.push(b'\n');
+    out.extend(serde_json::to_vec(previous).map_err(encode)?);
+    Ok(out)
+}
+
+/// Signs `manifest`, linking it to `previous` (the newest backup of its database).
+pub fn sign(manifest: &mut Manifest, previous: Option<&Manifest>, key: &SigningKey) -> Result<()> {
+    let previous = previous
+        .map(|p| {
+            Ok::<_, Error>(PreviousLink {
+                id: p.id.clone(),
+                sha256: manifest_hash(p)?,
+            })
+        })
+        .transpose()?;
+    let value = key.pair.sign(&signed_bytes(manifest, &previous)?);
+    manifest.signature = Some(ManifestSignature {
+        signer: key.signer(),
+        previous,
+        value: hex::encode(value.as_ref()),
+    });
+    Ok(())
+}
+
+/// What a manifest's signature says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Signed by `signer`, and the signature holds.
+    Signed { signer: String, trusted: bool },
+    Unsigned,
+    /// The signature does not match the manifest: it was edited after signing.
+    Broken { signer: String },
+}
+
+/// Checks `manifest`'s signature; `trusted`: the signers `[repository] trusted_signers` lists.
+pub fn verify(manifest: &Manifest, trusted: &[String]) -> Verdict {
+    let Some(signature) = &manifest.signature else {
+        return Verdict::Unsigned;
+    };
+    let signer = signature.signer.clone();
+    let holds = signature
+        .signer
+        .strip_prefix(SIGNER_PREFIX)
+        .and_then(|h| hex::decode(h).ok())
+        .zip(hex::decode(&signature.value).ok())
+        .zip(signed_bytes(manifest, &signature.previous).ok())
+        .is_some_and(|((public, value), message)| {
+            UnparsedPublicKey::new(&ED25519, public)
+                .verify(&message, &value)
+                .is_ok()
+        });
+    if !holds {
+        return Verdict::Broken { signer };
+    }
+    Verdict::Signed {
+        trusted: trusted.iter().any(|t| t.trim() == signer),
+        signer,
+    }
+}
+
+/// Whether a restore, export or validation may use `manifest`: a broken signature is always
+/// refused; with `trusted_signers` configured, an unsigned or untrusted one is refused unless
+/// `allow_unsigned`. Returns the signer when trusted, and the risk taken otherwise.
+pub fn check(manifest: &Manifest, trusted: &[String], allow_unsigned: bool) -> Result<Checked> {
+    let refuse = |why: String| {
+        Error::SignatureRefused(format!(
+            "backup {}: {why}; refusing to use it (restore from another backup, or pass --allow-unsigned to take the risk)",
+            manifest.id
+        ))
+    };
+    match verify(manifest, trusted) {
+        Verdict::Broken { signer } => Err(Error::SignatureRefused(format!(
+            "backup {}: its manifest does not match its signature by {signer}: it was edited after it was written (a changed row count or chunk list, or a forged manifest); it cannot be trusted",
+            manifest.id
+        ))),
+        Verdict::Signed {
+            signer,
+            trusted: true,
+        } => Ok(Checked {
+            signer: Some(signer),
+            risk: None,
+        }),
+        Verdict::Signed { signer, .. } if trusted.is_empty() => Ok(Checked {
+            signer: Some(signer),
+            risk: None,
+        }),
+        Verdict::Unsigned if trusted.is_empty() => Ok(Checked::default()),
+        Verdict::Signed { signer, .. } => {
+            let why = format!("it is signed by {signer}, which is not in [repository] trusted_signers");
+            if allow_unsigned {
+                Ok(Checked {
+                    signer: None,
+                    risk: Some(format!("--allow-unsigned: {why}; it may have been forged")),
+                })
+            } else {
+                Err(refuse(why))
+            }
+        }
+        Verdict::Unsigned => {
+            let why = "its manifest is not signed, and [repository] trusted_signers asks for signatures".to_string();
+            if allow_unsigned {
+                Ok(Checked {
+                    signer: None,
+                    risk: Some(format!(
+                        "--allow-unsigned: backup {} is not signed; nothing proves who wrote it or that it was not edited",
+                        manifest.id
+                    )),
+                })
+            } else {
+                Err(refuse(why))
+            }
+        }
+    }
+}
+
+/// [`check`] against this host's `[repository] trusted_signers`.
+pub fn check_configured(manifest: &Manifest, allow_unsigned: bool) -> Result<Checked> {
+    check(
+        manifest,
+        &super::keys::source().trusted_signers,
+        allow_unsigned,
+    )
+}
+
+/// What [`check`] found acceptable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Checked {
+    /// The signer whose valid signature the manifest carries.
+    pub signer: Option<String>,
+    /// The risk `--allow-unsigned` accepted.
+    pub risk: Option<String>,
+}
+
+/// One problem `verify-history` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryProblem {
+    pub database: String,
+    pub backup_id: String,
+    pub problem: String,
+}
+
+/// What `backup verify-history` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct History {
+    pub backups: usize,
+    pub signed: usize,
+    pub databases: usize,
+    pub problems: Vec<HistoryProblem>,
+}
+
+/// Checks every manifest's signature and each database's chain of links: a link to a backup
+/// that is gone is a gap, one whose hash differs an altered backup.
+pub async fn verify_history(repo: &Repository, trusted: &[String]) -> Result<History> {
+    let catalog = repo.catalog().await?;
+    let mut problems = Vec::new();
+    for damaged in &catalog.damaged {
+        problems.push(HistoryProblem {
+            database: String::new(),
+            backup_id: damaged.backup_id.clone(),
+            problem: damaged.error.clone(),
+        });
+    }
+    let by_id: BTreeMap<&str, &Manifest> =
+        catalog.manifests.iter().map(|m| (m.id.as_str(), m)).collect();
+    let mut databases = BTreeMap::new();
+    let mut signed = 0;
+    for manifest in &catalog.manifests {
+        *databases.entry(manifest.source.database.as_str()).or_insert(0) += 1;
+        let problem = |problem: String| HistoryProblem {
+            database: manifest.source.database.clone(),
+            backup_id: manifest.id.clone(),
+            problem,
+        };
+        match verify(manifest, trusted) {
+            Verdict::Broken { signer } => {
+                problems.push(problem(format!(
+                    "its manifest does not match its signature by {signer}: edited after it was written"
+                )));
+                continue;
+            }
+            Verdict::Unsigned => {
+                if !trusted.is_empty() {
+                    problems.push(problem("not signed".into()));
+                }
+                continue;
+            }
+            Verdict::Signed { signer, trusted: false } if !trusted.is_empty() => {
+                problems.push(problem(format!("signed by {signer}, not a trusted signer")));
+            }
+            Verdict::Signed { .. } => {}
+        }
+        signed += 1;
+        let Some(link) = manifest.signature.as_ref().and_then(|s| s.previous.as_ref()) else {
+            continue;
+        };
+        match by_id.get(link.id.as_str()) {
+            None => problems.push(problem(format!(
+                "gap: the previous backup of database {} when it was written, {}, is missing (deleted or hidden)",
+                manifest.source.database, link.id
+            ))),
+            Some(previous) if manifest_hash(previous)? != link.sha256 => problems.push(problem(format!(
+                "the previous backup {} was altered after this one was written (its hash differs from the one signed here)",
+                link.id
+            ))),
+            Some(_) => {}
+        }
+    }
+    Ok(History {
+        backups: catalog.manifests.len(),
+        signed,
+        databases: databases.len(),
+        problems,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_catch_edits_and_untrusted_signers() {
+        let (text, signer) = SigningKey::generate().expect("key");
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("signing");
+        std::fs::write(&path, text).expect("write");
+        let key = SigningKey::read(&path).expect("read");
+        assert_eq!(key.signer(), signer);
+        let mut manifest = super::super::manifest::sample_manifest("20261202-000000-0001");
+        sign(&mut manifest, None, &key).expect("sign");
+        let trusted = vec![signer.clone()];
+        assert_eq!(
+            verify(&manifest, &trusted),
+            Verdict::Signed { signer: signer.clone(), trusted: true }
+        );
+        assert!(check(&manifest, &trusted, false).is_ok());
+        assert!(check(&manifest, &["larder-signer-00".into()], false).is_err());
+        assert!(check(&manifest, &["larder-signer-00".into()], true).is_ok_and(|c| c.risk.is_some()));
+        let mut edited = manifest.clone();
+        edited.name.push('!');
+        assert!(matches!(verify(&edited, &trusted), Verdict::Broken { .. }));
+        assert!(check(&edited, &trusted, true).is_err());
+        let unsigned = Manifest { signature: None, ..manifest.clone() };
+        assert!(check(&unsigned, &trusted, false).is_err());
+        assert!(check(&unsigned, &[], false).is_ok());
+    }
+}

@@ -1,0 +1,112 @@
+//! Tamper evidence (#18): manifests signed by the writing host, checked against
+//! `[repository] trusted_signers` by restores, exports and validation, and chained per
+//! database so that `backup verify-history` names a backup deleted from the middle.
+
+use crate::support::{TestEnv, envelope, reported, text};
+use std::path::Path;
+
+fn signer(env: &TestEnv, file: &Path) -> String {
+    env.run_json(&["key", "signer", "-o", file.to_str().expect("path")])["public"]
+        .as_str()
+        .expect("signer")
+        .to_string()
+}
+
+fn configure(env: &TestEnv, key: &Path, trusted: &str) {
+    env.write_config(&format!(
+        "[repository]\npath = \"{}\"\nsigning_key_file = \"{}\"\ntrusted_signers = [\"{trusted}\"]\n",
+        env.repo_dir().display(),
+        key.display()
+    ));
+}
+
+fn backup(env: &TestEnv, name: &str) -> String {
+    env.run_json(&["backup", "create", "-n", name])["backup"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
+/// Runs `args` (with --json), expecting a refusal of kind `signature_refused` saying `why`.
+fn refused(env: &TestEnv, args: &[&str], why: &str) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = env.run(&all);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let failed = envelope(&out);
+    assert_eq!(failed["kind"], "signature_refused", "{failed}");
+    assert!(
+        failed["error"].as_str().is_some_and(|e| e.contains(why)),
+        "expected '{why}': {failed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_manifests_refuse_edits_and_untrusted_signers_and_history_names_a_gap() {
+    let env = TestEnv::start("pantry").await;
+    env.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE jars (id int PRIMARY KEY, label text);
+             INSERT INTO jars SELECT g, 'jar ' || g FROM generate_series(1, 100) g;",
+        )
+        .await
+        .expect("table");
+    let host = env.work.path().join("backup-host.signing");
+    let stranger = env.work.path().join("stranger.signing");
+    let trusted = signer(&env, &host);
+    signer(&env, &stranger);
+    configure(&env, &host, &trusted);
+    let monday = backup(&env, "monday");
+    let tuesday = backup(&env, "tuesday");
+    let wednesday = backup(&env, "wednesday");
+
+    let history = env.run_json(&["backup", "verify-history"]);
+    assert_eq!(history["signed"], 3, "{history}");
+    assert_eq!(history["problems"], serde_json::json!([]), "{history}");
+    let report = env.run_json(&["recovery", "execute", &tuesday, "--dest-db", "jars_tuesday"]);
+    assert_eq!(report["signature"]["signer"], trusted.as_str(), "{report}");
+
+    // A row count edited by hand: the signature no longer holds, even with --allow-unsigned.
+    let path = env.repo_dir().join("backups").join(format!("{wednesday}.json"));
+    let original = std::fs::read(&path).expect("manifest");
+    let mut edited: serde_json::Value = serde_json::from_slice(&original).expect("json");
+    let rows = edited["tables"][0]["rows"].as_u64().expect("rows");
+    edited["tables"][0]["rows"] = (rows + 1).into();
+    std::fs::write(&path, serde_json::to_vec(&edited).expect("json")).expect("write");
+    let edited_why = "was edited after it was written";
+    refused(&env, &["recovery", "execute", &wednesday, "--dest-db", "x"], edited_why);
+    refused(&env, &["backup", "validate", &wednesday], edited_why);
+    refused(&env, &["backup", "validate", &wednesday, "--allow-unsigned"], edited_why);
+    let out = env.run(&["--json", "backup", "verify-history"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(reported(&out)["problems"].to_string().contains(&wednesday), "{}", text(&out));
+    std::fs::write(&path, &original).expect("restore the manifest");
+
+    // Tuesday's manifest deleted from the middle: Wednesday's link names the gap.
+    std::fs::remove_file(env.repo_dir().join("backups").join(format!("{tuesday}.json")))
+        .expect("delete manifest");
+    let out = env.run(&["--json", "backup", "verify-history"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let problems = reported(&out)["problems"].clone();
+    assert_eq!(problems.as_array().map(Vec::len), Some(1), "{problems}");
+    assert_eq!(problems[0]["backup_id"], wednesday.as_str(), "{problems}");
+    let problem = problems[0]["problem"].as_str().expect("problem");
+    assert!(problem.contains("gap") && problem.contains(&tuesday), "{problem}");
+    assert!(!problems.to_string().contains(&monday), "{problems}");
+
+    // A backup signed by a key that is not trusted: refused, unless the risk is taken (and
+    // then the plan says so).
+    configure(&env, &stranger, &trusted);
+    let forged = backup(&env, "forged");
+    refused(
+        &env,
+        &["recovery", "plan", &forged, "--dest-db", "x"],
+        "not in [repository] trusted_signers",
+    );
+    let plan = env.run_json(&["recovery", "plan", &forged, "--dest-db", "x", "--allow-unsigned"]);
+    assert!(
+        plan["risks"].to_string().contains("--allow-unsigned"),
+        "{plan}"
+    );
+}
