@@ -55,9 +55,8 @@ pub struct KeysFile {
     pub slots: Vec<Slot>,
 }
 
-/// One way to open the repository.
+/// One way to open the repository (`kind` and its fields flattened in).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Slot {
     /// Short hex id (`key remove ID`).
     pub id: String,
