@@ -96,7 +96,11 @@ async fn an_encrypted_repository_hides_the_data_needs_the_passphrase_and_falls_b
         assert!(dir.join("keys.json").exists());
         for file in all {
             let bytes = std::fs::read(&file).expect("read object");
-            assert!(!contains(&bytes, MARKER), "{} holds the marker", file.display());
+            assert!(
+                !contains(&bytes, MARKER),
+                "{} holds the marker",
+                file.display()
+            );
             assert!(
                 !contains(&bytes, "secret_recipes"),
                 "{} names the table",
@@ -195,12 +199,32 @@ async fn a_write_only_host_backs_up_and_deduplicates_but_cannot_read_and_slots_a
     // The admin host adds a recipient slot for the restore host and writes a writer key.
     let identity = env.work.path().join("restore-host.identity");
     let writer = env.work.path().join("backup-host.writer");
-    let args = ["--json", "key", "identity", "-o", identity.to_str().expect("path")];
+    let args = [
+        "--json",
+        "key",
+        "identity",
+        "-o",
+        identity.to_str().expect("path"),
+    ];
     let made = reported(&ok(run_with(&env, None, &args), &args));
     let recipient = made["public"].as_str().expect("recipient").to_string();
-    let args = ["--json", "key", "add", "--recipient", &recipient, "--label", "restore host"];
+    let args = [
+        "--json",
+        "key",
+        "add",
+        "--recipient",
+        &recipient,
+        "--label",
+        "restore host",
+    ];
     ok(run_with(&env, Some(PASSPHRASE), &args), &args);
-    let args = ["--json", "key", "add", "--writer", writer.to_str().expect("path")];
+    let args = [
+        "--json",
+        "key",
+        "add",
+        "--writer",
+        writer.to_str().expect("path"),
+    ];
     ok(run_with(&env, Some(PASSPHRASE), &args), &args);
     let args = ["--json", "key", "list"];
     let listed = reported(&ok(run_with(&env, Some(PASSPHRASE), &args), &args));
@@ -219,9 +243,11 @@ async fn a_write_only_host_backs_up_and_deduplicates_but_cannot_read_and_slots_a
         "[repository]\nencryption = true\nwriter_key_file = \"{}\"\n{targets}",
         writer.display()
     ));
-    db.batch_execute(&format!("INSERT INTO secret_recipes VALUES (2, '{MARKER} 2')"))
-        .await
-        .expect("new row");
+    db.batch_execute(&format!(
+        "INSERT INTO secret_recipes VALUES (2, '{MARKER} 2')"
+    ))
+    .await
+    .expect("new row");
     let args = ["--json", "backup", "create", "-n", "by-the-backup-host"];
     let second = reported(&ok(run_with(&env, None, &args), &args));
     let second_id = second["backup"]["id"].as_str().expect("id").to_string();
@@ -235,11 +261,35 @@ async fn a_write_only_host_backs_up_and_deduplicates_but_cannot_read_and_slots_a
     );
     for file in files(&repo) {
         let bytes = std::fs::read(&file).expect("object");
-        assert!(!contains(&bytes, MARKER), "{} holds the marker", file.display());
+        assert!(
+            !contains(&bytes, MARKER),
+            "{} holds the marker",
+            file.display()
+        );
     }
     let export = env.work.path().join("export.sql");
-    assert_write_only_refused(&env, &["--json", "recovery", "execute", &second_id, "--dest-db", "stolen"]);
-    assert_write_only_refused(&env, &["--json", "backup", "export", &second_id, "-o", export.to_str().expect("path")]);
+    assert_write_only_refused(
+        &env,
+        &[
+            "--json",
+            "recovery",
+            "execute",
+            &second_id,
+            "--dest-db",
+            "stolen",
+        ],
+    );
+    assert_write_only_refused(
+        &env,
+        &[
+            "--json",
+            "backup",
+            "export",
+            &second_id,
+            "-o",
+            export.to_str().expect("path"),
+        ],
+    );
     assert!(!export.exists(), "the refused export wrote a file");
     assert_write_only_refused(&env, &["--json", "key", "add", "--recipient", &recipient]);
 
@@ -248,7 +298,14 @@ async fn a_write_only_host_backs_up_and_deduplicates_but_cannot_read_and_slots_a
         "[repository]\nidentity_file = \"{}\"\n{targets}",
         identity.display()
     ));
-    let args = ["--json", "recovery", "execute", &second_id, "--dest-db", "pantry_restored"];
+    let args = [
+        "--json",
+        "recovery",
+        "execute",
+        &second_id,
+        "--dest-db",
+        "pantry_restored",
+    ];
     ok(run_with(&env, None, &args), &args);
     let restored = env.client_for("pantry_restored").await;
     let notes: Vec<String> = restored
@@ -274,5 +331,10 @@ async fn a_write_only_host_backs_up_and_deduplicates_but_cannot_read_and_slots_a
         text(&out)
     );
     let out = run_with(&env, Some(PASSPHRASE), &["--json", "key", "list"]);
-    assert_eq!(reported(&out)["slots"].as_array().map(Vec::len), Some(1), "{}", text(&out));
+    assert_eq!(
+        reported(&out)["slots"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        text(&out)
+    );
 }

@@ -68,31 +68,53 @@ async fn signed_manifests_refuse_edits_and_untrusted_signers_and_history_names_a
     assert_eq!(report["signature"]["signer"], trusted.as_str(), "{report}");
 
     // A row count edited by hand: the signature no longer holds, even with --allow-unsigned.
-    let path = env.repo_dir().join("backups").join(format!("{wednesday}.json"));
+    let path = env
+        .repo_dir()
+        .join("backups")
+        .join(format!("{wednesday}.json"));
     let original = std::fs::read(&path).expect("manifest");
     let mut edited: serde_json::Value = serde_json::from_slice(&original).expect("json");
     let rows = edited["tables"][0]["rows"].as_u64().expect("rows");
     edited["tables"][0]["rows"] = (rows + 1).into();
     std::fs::write(&path, serde_json::to_vec(&edited).expect("json")).expect("write");
     let edited_why = "was edited after it was written";
-    refused(&env, &["recovery", "execute", &wednesday, "--dest-db", "x"], edited_why);
+    refused(
+        &env,
+        &["recovery", "execute", &wednesday, "--dest-db", "x"],
+        edited_why,
+    );
     refused(&env, &["backup", "validate", &wednesday], edited_why);
-    refused(&env, &["backup", "validate", &wednesday, "--allow-unsigned"], edited_why);
+    refused(
+        &env,
+        &["backup", "validate", &wednesday, "--allow-unsigned"],
+        edited_why,
+    );
     let out = env.run(&["--json", "backup", "verify-history"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(reported(&out)["problems"].to_string().contains(&wednesday), "{}", text(&out));
+    assert!(
+        reported(&out)["problems"].to_string().contains(&wednesday),
+        "{}",
+        text(&out)
+    );
     std::fs::write(&path, &original).expect("restore the manifest");
 
     // Tuesday's manifest deleted from the middle: Wednesday's link names the gap.
-    std::fs::remove_file(env.repo_dir().join("backups").join(format!("{tuesday}.json")))
-        .expect("delete manifest");
+    std::fs::remove_file(
+        env.repo_dir()
+            .join("backups")
+            .join(format!("{tuesday}.json")),
+    )
+    .expect("delete manifest");
     let out = env.run(&["--json", "backup", "verify-history"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let problems = reported(&out)["problems"].clone();
     assert_eq!(problems.as_array().map(Vec::len), Some(1), "{problems}");
     assert_eq!(problems[0]["backup_id"], wednesday.as_str(), "{problems}");
     let problem = problems[0]["problem"].as_str().expect("problem");
-    assert!(problem.contains("gap") && problem.contains(&tuesday), "{problem}");
+    assert!(
+        problem.contains("gap") && problem.contains(&tuesday),
+        "{problem}"
+    );
     assert!(!problems.to_string().contains(&monday), "{problems}");
 
     // A backup signed by a key that is not trusted: refused, unless the risk is taken (and
@@ -104,7 +126,14 @@ async fn signed_manifests_refuse_edits_and_untrusted_signers_and_history_names_a
         &["recovery", "plan", &forged, "--dest-db", "x"],
         "not in [repository] trusted_signers",
     );
-    let plan = env.run_json(&["recovery", "plan", &forged, "--dest-db", "x", "--allow-unsigned"]);
+    let plan = env.run_json(&[
+        "recovery",
+        "plan",
+        &forged,
+        "--dest-db",
+        "x",
+        "--allow-unsigned",
+    ]);
     assert!(
         plan["risks"].to_string().contains("--allow-unsigned"),
         "{plan}"

@@ -14,6 +14,7 @@
 //! object moved to another name fails to open. Chunk names are the HMAC-SHA256 of the plain
 //! bytes under the naming key: equal content still deduplicates, but names reveal nothing.
 
+use super::x25519;
 use crate::error::{Error, Result};
 use ring::aead::{self, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -22,7 +23,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use super::x25519;
 
 /// An X25519 public key (u-coordinate).
 pub type PublicKey = [u8; 32];
@@ -152,8 +152,12 @@ pub fn seal_with(cipher: Cipher, key: &[u8; 32], aad: &[u8], plain: &[u8]) -> Re
     out.extend_from_slice(&nonce);
     out.extend_from_slice(plain);
     let mut body = out.split_off(NONCE_LEN);
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
-        .map_err(|_| Error::Internal("sealing failed".into()))?;
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut body,
+    )
+    .map_err(|_| Error::Internal("sealing failed".into()))?;
     out.extend_from_slice(&body);
     Ok(out)
 }

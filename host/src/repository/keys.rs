@@ -17,6 +17,8 @@
 //! the passphrase is asked and stretched once.
 
 use super::crypto::{self, Cipher, Keyring};
+use super::crypto::{PublicKey, SecretKey};
+use super::x25519;
 use crate::error::{Error, Result};
 use crate::targets::{Target, TargetError};
 use bytes::Bytes;
@@ -24,8 +26,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use super::crypto::{PublicKey, SecretKey};
-use super::x25519;
 
 /// The keys file's object key.
 pub const KEYS_KEY: &str = "keys.json";
@@ -264,7 +264,12 @@ impl KeysFile {
         self.push_slot(id, label, kind, &kek, secret)
     }
 
-    fn add_recipient(&mut self, secret: &Secret, recipient: &PublicKey, label: &str) -> Result<String> {
+    fn add_recipient(
+        &mut self,
+        secret: &Secret,
+        recipient: &PublicKey,
+        label: &str,
+    ) -> Result<String> {
         let id = self.new_slot_id()?;
         let ephemeral = crypto::random32()?;
         let ephemeral_public = x25519::public_key(&ephemeral);
@@ -357,8 +362,8 @@ fn passphrase_key(kind: &SlotKind, passphrase: &str) -> Result<[u8; 32]> {
                 "a key slot uses the passphrase KDF '{kdf}' with {iterations} iterations, which this backup-cli does not read"
             ))
         })?;
-    let salt = hex::decode(salt)
-        .map_err(|_| Error::Repository("a key slot's salt is not hex".into()))?;
+    let salt =
+        hex::decode(salt).map_err(|_| Error::Repository("a key slot's salt is not hex".into()))?;
     let mut out = [0u8; 32];
     ring::pbkdf2::derive(
         ring::pbkdf2::PBKDF2_HMAC_SHA256,
@@ -434,7 +439,10 @@ pub async fn read(target: &Arc<dyn Target>) -> Result<KeysFile> {
         Err(e) => return Err(e.at(KEYS_KEY, "reading the repository's keys")),
     };
     let keys: KeysFile = serde_json::from_slice(&bytes).map_err(|e| {
-        Error::Repository(format!("{KEYS_KEY} on {} is unreadable: {e}", target.location()))
+        Error::Repository(format!(
+            "{KEYS_KEY} on {} is unreadable: {e}",
+            target.location()
+        ))
     })?;
     if keys.format != KEYS_FORMAT {
         return Err(Error::Repository(format!(
@@ -503,8 +511,12 @@ fn prompt(text: &str) -> Result<Option<String>> {
         .open("/dev/tty")
         .map_err(Error::io("opening the terminal for the passphrase"))?;
     let stty = |mode: &str| {
-        tty.try_clone()
-            .and_then(|t| std::process::Command::new("stty").arg(mode).stdin(t).status())
+        tty.try_clone().and_then(|t| {
+            std::process::Command::new("stty")
+                .arg(mode)
+                .stdin(t)
+                .status()
+        })
     };
     stty("-echo").map_err(Error::io("switching terminal echo off (stty)"))?;
     let mut writer = &tty;
@@ -632,20 +644,38 @@ mod tests {
     #[test]
     fn slots_open_with_their_passphrase_or_identity_only() {
         let (mut keys, keyring) = KeysFile::create("right horse", "first").expect("create");
-        assert!(keys.open_with_passphrase("right horse").expect("kdf").is_some());
-        assert!(keys.open_with_passphrase("wrong horse").expect("kdf").is_none());
+        assert!(
+            keys.open_with_passphrase("right horse")
+                .expect("kdf")
+                .is_some()
+        );
+        assert!(
+            keys.open_with_passphrase("wrong horse")
+                .expect("kdf")
+                .is_none()
+        );
         let (identity, recipient) = new_identity().expect("identity");
         let recipient = parse_recipient(&recipient).expect("recipient");
         add_slot(&mut keys, &keyring, Some(&recipient), None, "laptop").expect("add");
         let identity = parse_identity(&identity, Path::new("id")).expect("parse");
-        let opened = keys.open_with_identity(&identity).expect("open").expect("slot");
-        assert_eq!(opened.bytes(), keyring.secret_material().expect("secret").to_vec());
+        let opened = keys
+            .open_with_identity(&identity)
+            .expect("open")
+            .expect("slot");
+        assert_eq!(
+            opened.bytes(),
+            keyring.secret_material().expect("secret").to_vec()
+        );
         let stranger = [9u8; 32];
         assert!(keys.open_with_identity(&stranger).expect("open").is_none());
         // A writer key seals what the full key opens, and opens nothing itself.
-        let writer = writer_keyring(&keys, &writer_key(&keys, &keyring).expect("writer")).expect("ours");
+        let writer =
+            writer_keyring(&keys, &writer_key(&keys, &keyring).expect("writer")).expect("ours");
         let sealed = writer.seal("backups/x.json", b"{}").expect("seal");
-        assert_eq!(keyring.open("backups/x.json", &sealed).expect("open"), b"{}");
+        assert_eq!(
+            keyring.open("backups/x.json", &sealed).expect("open"),
+            b"{}"
+        );
         assert!(!writer.can_read());
         assert_eq!(writer.chunk_id(b"a"), keyring.chunk_id(b"a"));
         let other = KeysFile::create("x", "other").expect("create").0;

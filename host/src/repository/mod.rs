@@ -199,7 +199,10 @@ impl Repository {
 
     /// Opens the repository on `target` as a copy of `like` (same keys), creating it there,
     /// with `like`'s keys file, when the target is empty.
-    pub async fn open_or_init_copy(target: Arc<dyn Target>, like: &Repository) -> Result<Repository> {
+    pub async fn open_or_init_copy(
+        target: Arc<dyn Target>,
+        like: &Repository,
+    ) -> Result<Repository> {
         let keys = match &like.keyring {
             Some(_) => Some(keys::read(&like.target).await?),
             None => None,
@@ -469,7 +472,9 @@ impl Repository {
                 self.manifests()
                     .await?
                     .into_iter()
-                    .filter(|m| m.source.database == manifest.source.database && m.id != manifest.id)
+                    .filter(|m| {
+                        m.source.database == manifest.source.database && m.id != manifest.id
+                    })
                     .filter(|m| m.created_at <= manifest.created_at)
                     .max_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)))
             } else {
@@ -664,7 +669,13 @@ pub struct ChunkCheck {
 }
 
 impl ChunkCheck {
-    pub fn check(&self, key: &str, chunk: &ChunkRef, stored: &[u8], context: &str) -> Result<Vec<u8>> {
+    pub fn check(
+        &self,
+        key: &str,
+        chunk: &ChunkRef,
+        stored: &[u8],
+        context: &str,
+    ) -> Result<Vec<u8>> {
         let mismatch = |why: String| Error::ChecksumMismatch {
             object: key.to_string(),
             detail: format!("{context}: {why}"),

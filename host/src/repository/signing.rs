@@ -46,7 +46,10 @@ impl SigningKey {
     /// Reads `LARDER-SIGNING-<64 hex>` from `path`.
     pub fn read(path: &Path) -> Result<SigningKey> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::Config(format!("cannot read the signing key {}: {e}", path.display()))
+            Error::Config(format!(
+                "cannot read the signing key {}: {e}",
+                path.display()
+            ))
         })?;
         let seed = text
             .lines()
@@ -126,10 +129,15 @@ pub fn sign(manifest: &mut Manifest, previous: Option<&Manifest>, key: &SigningK
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Signed by `signer`, and the signature holds.
-    Signed { signer: String, trusted: bool },
+    Signed {
+        signer: String,
+        trusted: bool,
+    },
     Unsigned,
     /// The signature does not match the manifest: it was edited after signing.
-    Broken { signer: String },
+    Broken {
+        signer: String,
+    },
 }
 
 /// Checks `manifest`'s signature; `trusted`: the signers `[repository] trusted_signers` lists.
@@ -186,7 +194,8 @@ pub fn check(manifest: &Manifest, trusted: &[String], allow_unsigned: bool) -> R
         }),
         Verdict::Unsigned if trusted.is_empty() => Ok(Checked::default()),
         Verdict::Signed { signer, .. } => {
-            let why = format!("it is signed by {signer}, which is not in [repository] trusted_signers");
+            let why =
+                format!("it is signed by {signer}, which is not in [repository] trusted_signers");
             if allow_unsigned {
                 Ok(Checked {
                     signer: None,
@@ -197,7 +206,9 @@ pub fn check(manifest: &Manifest, trusted: &[String], allow_unsigned: bool) -> R
             }
         }
         Verdict::Unsigned => {
-            let why = "its manifest is not signed, and [repository] trusted_signers asks for signatures".to_string();
+            let why =
+                "its manifest is not signed, and [repository] trusted_signers asks for signatures"
+                    .to_string();
             if allow_unsigned {
                 Ok(Checked {
                     signer: None,
@@ -260,12 +271,17 @@ pub async fn verify_history(repo: &Repository, trusted: &[String]) -> Result<His
             problem: damaged.error.clone(),
         });
     }
-    let by_id: BTreeMap<&str, &Manifest> =
-        catalog.manifests.iter().map(|m| (m.id.as_str(), m)).collect();
+    let by_id: BTreeMap<&str, &Manifest> = catalog
+        .manifests
+        .iter()
+        .map(|m| (m.id.as_str(), m))
+        .collect();
     let mut databases = BTreeMap::new();
     let mut signed = 0;
     for manifest in &catalog.manifests {
-        *databases.entry(manifest.source.database.as_str()).or_insert(0) += 1;
+        *databases
+            .entry(manifest.source.database.as_str())
+            .or_insert(0) += 1;
         let problem = |problem: String| HistoryProblem {
             database: manifest.source.database.clone(),
             backup_id: manifest.id.clone(),
@@ -284,13 +300,20 @@ pub async fn verify_history(repo: &Repository, trusted: &[String]) -> Result<His
                 }
                 continue;
             }
-            Verdict::Signed { signer, trusted: false } if !trusted.is_empty() => {
+            Verdict::Signed {
+                signer,
+                trusted: false,
+            } if !trusted.is_empty() => {
                 problems.push(problem(format!("signed by {signer}, not a trusted signer")));
             }
             Verdict::Signed { .. } => {}
         }
         signed += 1;
-        let Some(link) = manifest.signature.as_ref().and_then(|s| s.previous.as_ref()) else {
+        let Some(link) = manifest
+            .signature
+            .as_ref()
+            .and_then(|s| s.previous.as_ref())
+        else {
             continue;
         };
         match by_id.get(link.id.as_str()) {
@@ -330,16 +353,24 @@ mod tests {
         let trusted = vec![signer.clone()];
         assert_eq!(
             verify(&manifest, &trusted),
-            Verdict::Signed { signer: signer.clone(), trusted: true }
+            Verdict::Signed {
+                signer: signer.clone(),
+                trusted: true
+            }
         );
         assert!(check(&manifest, &trusted, false).is_ok());
         assert!(check(&manifest, &["larder-signer-00".into()], false).is_err());
-        assert!(check(&manifest, &["larder-signer-00".into()], true).is_ok_and(|c| c.risk.is_some()));
+        assert!(
+            check(&manifest, &["larder-signer-00".into()], true).is_ok_and(|c| c.risk.is_some())
+        );
         let mut edited = manifest.clone();
         edited.name.push('!');
         assert!(matches!(verify(&edited, &trusted), Verdict::Broken { .. }));
         assert!(check(&edited, &trusted, true).is_err());
-        let unsigned = Manifest { signature: None, ..manifest.clone() };
+        let unsigned = Manifest {
+            signature: None,
+            ..manifest.clone()
+        };
         assert!(check(&unsigned, &trusted, false).is_err());
         assert!(check(&unsigned, &[], false).is_ok());
     }

@@ -1774,7 +1774,11 @@ pub struct NewKeyFile {
 impl Report for NewKeyFile {
     const KEY: &'static str = "key";
     fn human(&self) {
-        say!("Wrote the {} to {} (keep it secret).", self.kind, self.file.display());
+        say!(
+            "Wrote the {} to {} (keep it secret).",
+            self.kind,
+            self.file.display()
+        );
         if self.kind == "identity" {
             say!("Its recipient: {}", self.public);
             say!("Next: backup-cli key add --recipient {}", self.public);

@@ -54,7 +54,11 @@ pub async fn run(settings: &Settings, command: KeyCommand) -> Result<Outcome> {
             let targets = save(settings, &repo, &keys).await?;
             let changed = KeyChanged {
                 action: "slot added",
-                slot: keys.slots.iter().find(|s| s.id == id).map(output::SlotSummary::of),
+                slot: keys
+                    .slots
+                    .iter()
+                    .find(|s| s.id == id)
+                    .map(output::SlotSummary::of),
                 file: None,
                 targets,
             };
