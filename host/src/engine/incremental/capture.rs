@@ -150,6 +150,7 @@ pub(crate) async fn take(
                 not_exact: parent_info.not_exact.clone(),
                 snapshot: None,
             }),
+            signature: None,
         };
         let digests = parent.digests.as_ref().map(|d| Digests {
             pre_data: d.pre_data.clone(),
@@ -168,8 +169,7 @@ pub(crate) async fn take(
                 parent.id
             )));
         }
-        repo.write_manifest(&manifest).await?;
-        Ok(manifest)
+        repo.write_manifest(&manifest).await
     }
     .await;
     match lock.release_with(outcome).await {
