@@ -1205,6 +1205,38 @@ impl Loaded {
             self.origin_of("repository", "group_access"),
         );
         add(
+            "repository.encryption",
+            if c.repository.encryption {
+                "true: new repositories encrypted, plain ones refused".into()
+            } else {
+                "false: an encrypted repository is still opened".into()
+            },
+            self.origin_of("repository", "encryption"),
+        );
+        let keys = self.key_source();
+        for (name, path) in [
+            ("passphrase_file", &keys.passphrase_file),
+            ("identity_file", &keys.identity_file),
+            ("writer_key_file", &keys.writer_key_file),
+            ("signing_key_file", &keys.signing_key_file),
+        ] {
+            add(
+                &format!("repository.{name}"),
+                path.as_ref()
+                    .map_or_else(|| "none".into(), |p| p.display().to_string()),
+                self.origin_of("repository", name),
+            );
+        }
+        add(
+            "repository.trusted_signers",
+            if keys.trusted_signers.is_empty() {
+                "none: signatures checked when present, not required".into()
+            } else {
+                keys.trusted_signers.join(", ")
+            },
+            self.origin_of("repository", "trusted_signers"),
+        );
+        add(
             "backup.jobs",
             or(c.backup.jobs.map(|j| j.to_string()), "CPU count, at most 8"),
             self.origin_of("backup", "jobs"),
