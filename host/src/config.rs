@@ -39,6 +39,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Change tracking for incremental backups (a logical replication slot per database).
     pub incremental: IncrementalConfig,
+    /// Restore drills (`recovery drill`): where they restore to and the smoke checks they run.
+    pub drill: DrillConfig,
 }
 
 /// `[incremental]`: with `enabled`, a full backup starts a chain (a logical replication slot
@@ -92,6 +94,69 @@ impl IncrementalConfig {
         self.publication
             .clone()
             .unwrap_or_else(|| self.slot_for(database))
+    }
+}
+
+/// `[drill]`: where `recovery drill` restores to and what it checks in the restored database.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrillConfig {
+    /// A server to restore drills into (a new database on it, dropped afterwards), as a
+    /// connection URL to any of its databases; default: a throwaway local PostgreSQL.
+    pub target_url: Option<String>,
+    /// Smoke checks run in the restored database (`[[drill.checks]]`).
+    pub checks: Vec<DrillCheck>,
+}
+
+/// One `[[drill.checks]]` entry: a query run in the restored database, and what it must give.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillCheck {
+    /// How the report names it (default: the query).
+    #[serde(default)]
+    pub name: Option<String>,
+    pub sql: String,
+    /// `expect = "42"` (or 42, 1.5, true): the first column of the first row, as PostgreSQL
+    /// prints it, equals this text; `expect = { rows = 3 }`: the query returns 3 rows; absent:
+    /// the query runs without an error.
+    #[serde(default)]
+    pub expect: Option<Expect>,
+}
+
+/// What a drill check's query must return.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged, try_from = "toml::Value")]
+pub enum Expect {
+    /// The number of rows.
+    Rows {
+        rows: u64,
+    },
+    /// The first column of the first row, compared as text.
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    /// As PostgreSQL prints a boolean: `t` or `f`.
+    Bool(bool),
+}
+
+impl TryFrom<toml::Value> for Expect {
+    type Error = String;
+    fn try_from(value: toml::Value) -> std::result::Result<Expect, String> {
+        let rows = match &value {
+            toml::Value::String(text) => return Ok(Expect::Text(text.clone())),
+            toml::Value::Integer(n) => return Ok(Expect::Integer(*n)),
+            toml::Value::Float(x) => return Ok(Expect::Float(*x)),
+            toml::Value::Boolean(b) => return Ok(Expect::Bool(*b)),
+            toml::Value::Table(table) if table.len() == 1 => table.get("rows"),
+            _ => None,
+        };
+        match rows.and_then(toml::Value::as_integer).map(u64::try_from) {
+            Some(Ok(rows)) => Ok(Expect::Rows { rows }),
+            _ => Err(format!(
+                "expect = {value} is not an expectation: write a value (\"text\", 42, true), compared as text with the \
+                 first column of the first row, or {{ rows = N }}, the number of rows"
+            )),
+        }
     }
 }
 
@@ -781,6 +846,15 @@ impl Config {
             })
     }
 
+    /// The recovery-time and recovery-point objectives of the database `db` names (as
+    /// [`Config::database_entry`] finds it): its entry's, else `[objectives]` for its class.
+    pub fn objectives_for(&self, db: Option<&str>) -> Result<(Duration, Duration)> {
+        Ok(match self.database_entry(db)? {
+            Some(entry) => (entry.rto(&self.objectives), entry.rpo(&self.objectives)),
+            None => (self.objectives.rto(), self.objectives.rpo()),
+        })
+    }
+
     /// What the file says that no single key can: names that must match.
     fn check(&self, raw: &toml::Table) -> std::result::Result<(), String> {
         if let Some(slot) = &self.incremental.slot {
@@ -877,9 +951,9 @@ impl DatabaseEntry {
         self.rpo.unwrap_or_else(|| objectives.rpo.of(self.class))
     }
 
-    /// Its recovery-time objective: `rto`, else the runbook's for its class.
-    pub fn rto(&self) -> Duration {
-        self.rto.unwrap_or_else(|| self.class.rto())
+    /// Its recovery-time objective: `rto`, else its class's (`[objectives.rto]` table).
+    pub fn rto(&self, objectives: &Objectives) -> Duration {
+        self.rto.unwrap_or_else(|| objectives.rto.of(self.class))
     }
 }
 
@@ -942,6 +1016,9 @@ pub enum DataClass {
 pub struct Objectives {
     pub class: DataClass,
     pub rpo: RpoTable,
+    /// Recovery-time objectives per class (runbook: critical 2 h, standard 4 h, non-critical
+    /// 8 h); `recovery drill` measures against them.
+    pub rto: RtoTable,
 }
 
 impl Default for Objectives {
@@ -949,39 +1026,87 @@ impl Default for Objectives {
         Objectives {
             class: DataClass::Standard,
             rpo: RpoTable::default(),
+            rto: RtoTable::default(),
         }
     }
 }
 
+/// One duration per data class (`[objectives.rpo]`, `[objectives.rto]`); a class left out
+/// keeps the runbook's value for `K` ([`Rpo`] or [`Rto`]).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
-pub struct RpoTable {
+#[serde(
+    deny_unknown_fields,
+    default,
+    rename_all = "kebab-case",
+    bound = "K: Runbook"
+)]
+pub struct PerClass<K> {
     #[serde(with = "humantime_serde_compat")]
     pub critical: Duration,
     #[serde(with = "humantime_serde_compat")]
     pub standard: Duration,
     #[serde(with = "humantime_serde_compat")]
     pub non_critical: Duration,
+    #[serde(skip)]
+    objective: std::marker::PhantomData<K>,
 }
 
-impl Default for RpoTable {
-    fn default() -> Self {
-        RpoTable {
-            critical: Duration::from_secs(3600),
-            standard: Duration::from_secs(4 * 3600),
-            non_critical: Duration::from_secs(24 * 3600),
-        }
+/// The objective a [`PerClass`] table holds, with the runbook's value per class.
+pub trait Runbook {
+    fn runbook(class: DataClass) -> Duration;
+}
+
+/// Recovery-point objectives: critical 1 h, standard 4 h, non-critical 24 h.
+#[derive(Debug, Clone)]
+pub struct Rpo;
+
+/// Recovery-time objectives: critical 2 h, standard 4 h, non-critical 8 h.
+#[derive(Debug, Clone)]
+pub struct Rto;
+
+impl Runbook for Rpo {
+    fn runbook(class: DataClass) -> Duration {
+        Duration::from_secs(match class {
+            DataClass::Critical => 3600,
+            DataClass::Standard => 4 * 3600,
+            DataClass::NonCritical => 24 * 3600,
+        })
     }
 }
+
+impl Runbook for Rto {
+    fn runbook(class: DataClass) -> Duration {
+        class.rto()
+    }
+}
+
+pub type RpoTable = PerClass<Rpo>;
+pub type RtoTable = PerClass<Rto>;
 
 impl Objectives {
     /// The recovery-point objective that applies to this database.
     pub fn rpo(&self) -> Duration {
         self.rpo.of(self.class)
     }
+
+    /// The recovery-time objective that applies to this database.
+    pub fn rto(&self) -> Duration {
+        self.rto.of(self.class)
+    }
 }
 
-impl RpoTable {
+impl<K: Runbook> Default for PerClass<K> {
+    fn default() -> Self {
+        PerClass {
+            critical: K::runbook(DataClass::Critical),
+            standard: K::runbook(DataClass::Standard),
+            non_critical: K::runbook(DataClass::NonCritical),
+            objective: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K> PerClass<K> {
     pub fn of(&self, class: DataClass) -> Duration {
         match class {
             DataClass::Critical => self.critical,
@@ -1278,6 +1403,22 @@ impl Loaded {
             self.origin_of("objectives", "rpo"),
         );
         add(
+            "objectives.rto (this class)",
+            humantime::format_duration(c.objectives.rto()).to_string(),
+            self.origin_of("objectives", "rto"),
+        );
+        add(
+            "drill.target_url",
+            or(
+                c.drill
+                    .target_url
+                    .as_deref()
+                    .map(crate::logging::redact_for_display),
+                "none: a throwaway local PostgreSQL",
+            ),
+            self.origin_of("drill", "target_url"),
+        );
+        add(
             "monitor.min_free_space",
             c.monitor.min_free_space.to_string() + " bytes",
             self.origin_of("monitor", "min_free_space"),
@@ -1434,6 +1575,67 @@ mod tests {
         assert_eq!(config.backup.compression_level, 2);
         assert_eq!(config.objectives.rpo(), Duration::from_secs(4 * 3600));
         assert_eq!(config.objectives.rpo.critical, Duration::from_secs(3600));
+        assert_eq!(config.objectives.rto(), Duration::from_secs(4 * 3600));
+        assert!(config.drill.target_url.is_none() && config.drill.checks.is_empty());
+    }
+
+    #[test]
+    fn a_class_left_out_of_an_objectives_table_keeps_the_runbooks_value_for_that_objective() {
+        let config: Config = toml::from_str(
+            "[objectives]\nclass = \"critical\"\n[objectives.rto]\ncritical = \"30m\"\n",
+        )
+        .expect("parses");
+        assert_eq!(config.objectives.rto(), Duration::from_secs(30 * 60));
+        assert_eq!(
+            config.objectives.rto.standard,
+            Duration::from_secs(4 * 3600)
+        );
+        assert_eq!(
+            config.objectives.rto.non_critical,
+            Duration::from_secs(8 * 3600)
+        );
+        assert_eq!(
+            config.objectives.rpo.non_critical,
+            Duration::from_secs(24 * 3600)
+        );
+        let (rto, rpo) = config.objectives_for(None).expect("objectives");
+        assert_eq!(
+            (rto, rpo),
+            (Duration::from_secs(1800), Duration::from_secs(3600))
+        );
+    }
+
+    #[test]
+    fn drill_checks_expect_a_scalar_as_text_or_a_row_count() {
+        let config: Config = toml::from_str(
+            "[drill]\ntarget_url = \"postgres://staging/postgres\"\n\
+             [[drill.checks]]\nsql = \"SELECT 1\"\nexpect = 1\n\
+             [[drill.checks]]\nname = \"n\"\nsql = \"SELECT 'a'\"\nexpect = \"a\"\n\
+             [[drill.checks]]\nsql = \"SELECT true\"\nexpect = true\n\
+             [[drill.checks]]\nsql = \"SELECT 1\"\nexpect = { rows = 1 }\n\
+             [[drill.checks]]\nsql = \"SELECT 1\"\n",
+        )
+        .expect("parses");
+        let expects: Vec<Option<Expect>> = config
+            .drill
+            .checks
+            .iter()
+            .map(|c| c.expect.clone())
+            .collect();
+        assert_eq!(
+            expects,
+            [
+                Some(Expect::Integer(1)),
+                Some(Expect::Text("a".into())),
+                Some(Expect::Bool(true)),
+                Some(Expect::Rows { rows: 1 }),
+                None
+            ]
+        );
+        let bad = toml::from_str::<Config>(
+            "[[drill.checks]]\nsql = \"SELECT 1\"\nexpect = { count = 1 }\n",
+        );
+        assert!(bad.is_err(), "an unknown expectation is refused");
     }
 
     #[test]
@@ -1523,7 +1725,7 @@ mod tests {
         config.check(&raw).expect("names match");
         let db = config.database_entry(None).expect("one").expect("entry");
         assert_eq!(db.rpo(&config.objectives), Duration::from_secs(3600));
-        assert_eq!(db.rto(), Duration::from_secs(2 * 3600));
+        assert_eq!(db.rto(&config.objectives), Duration::from_secs(2 * 3600));
         let daily = &config.schedules[0];
         assert_eq!(daily.retention.as_ref().map(|r| r.min_keep), Some(3));
         assert_eq!(
@@ -1559,7 +1761,11 @@ mod tests {
             Duration::from_secs(7200),
             "overridden"
         );
-        assert_eq!(b.rto(), Duration::from_secs(4 * 3600), "standard class");
+        assert_eq!(
+            b.rto(&config.objectives),
+            Duration::from_secs(4 * 3600),
+            "standard class"
+        );
         assert!(config.database_entry(Some("c")).is_err());
         let unnamed = "[[schedules]]\nname = \"s\"\ntype = \"full\"\ncron = \"0 2 * * *\"\n";
         assert!(

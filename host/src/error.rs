@@ -159,6 +159,10 @@ pub enum Error {
     #[error("{0}")]
     Verification(String),
 
+    /// A restore drill failed or missed its recovery-time objective (the report is printed).
+    #[error("Drill Failed: {0}")]
+    DrillFailed(String),
+
     /// A bug in backup-cli rather than a problem with the input (a worker that panicked).
     #[error("internal error (please report it): {0}")]
     Internal(String),
@@ -219,6 +223,7 @@ impl Error {
             Error::NotifyFailed(_) => "notify_failed",
             Error::Recovery { source, .. } => source.kind(),
             Error::Verification(_) => "verification_failed",
+            Error::DrillFailed(_) => "drill_failed",
             Error::Internal(_) => "internal",
             Error::Interrupted { .. } => "interrupted",
             Error::Io { .. } => "io",

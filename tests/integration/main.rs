@@ -14,6 +14,7 @@ mod configuration;
 mod connection_urls;
 mod copies_on_every_target;
 mod daemon;
+mod drills;
 mod encryption;
 mod fidelity_corpus;
 mod fidelity_data;

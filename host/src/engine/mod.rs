@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod backup;
 pub mod daemon;
 pub mod delete;
+pub mod drill;
 pub mod export;
 pub mod globals;
 pub mod incremental;

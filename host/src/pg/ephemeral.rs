@@ -19,6 +19,8 @@ pub struct EphemeralCluster {
     child: Option<Child>,
     run_as: Option<(u32, u32)>,
     settings: Vec<(String, String)>,
+    /// initdb and postgres run in a process group of their own (see [`EphemeralCluster::start_apart`]).
+    apart: bool,
 }
 
 /// Finds the PostgreSQL server binaries: `$LARDER_PG_BINDIR`, `pg_config --bindir`, or the
@@ -95,8 +97,19 @@ impl EphemeralCluster {
         EphemeralCluster::start_with(ClusterSetup::default())
     }
 
+    /// Like [`EphemeralCluster::start`], with the server in a process group of its own: a
+    /// Ctrl-C at the terminal reaches only the caller, which stops the server when it has
+    /// finished with it (a restore drill reports the interruption, then removes the cluster).
+    pub fn start_apart() -> Result<EphemeralCluster> {
+        EphemeralCluster::create(ClusterSetup::default(), true)
+    }
+
     /// Like [`EphemeralCluster::start`], with extra files and settings.
     pub fn start_with(setup: ClusterSetup) -> Result<EphemeralCluster> {
+        EphemeralCluster::create(setup, false)
+    }
+
+    fn create(setup: ClusterSetup, apart: bool) -> Result<EphemeralCluster> {
         let bindir = server_bindir()?;
         let run_as = if rustix::process::geteuid().is_root() {
             Some(account_ids("postgres").ok_or_else(|| {
@@ -124,6 +137,7 @@ impl EphemeralCluster {
             child: None,
             run_as,
             settings: setup.settings,
+            apart,
         };
         let data = cluster.data_dir();
         let output = cluster
@@ -177,6 +191,14 @@ impl EphemeralCluster {
 
     fn command(&self, program: &str) -> Command {
         let path = self.bindir.join(program);
+        let mut cmd = self.plain_command(path);
+        if self.apart {
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        }
+        cmd
+    }
+
+    fn plain_command(&self, path: PathBuf) -> Command {
         match self.run_as {
             Some((uid, gid)) => {
                 let mut cmd = Command::new("setpriv");
@@ -293,6 +315,17 @@ impl EphemeralCluster {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Leaves the server running and its folder in place (`recovery drill --keep`); returns
+    /// the folder. Stopping and removing it is then the operator's: see [`kept_note`].
+    pub fn keep(mut self) -> PathBuf {
+        let dir = self.dir.path().to_path_buf();
+        // Dropping the handle does not stop the process; forgetting the cluster keeps the
+        // folder that dropping its TempDir would remove.
+        self.child = None;
+        std::mem::forget(self);
+        dir
+    }
+
     /// Stops the server (fast shutdown: running sessions are cut off). The files stay until drop.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -309,6 +342,15 @@ impl EphemeralCluster {
             let _ = child.wait();
         }
     }
+}
+
+/// How to stop and remove a cluster left by [`EphemeralCluster::keep`] in `dir`, as shell
+/// commands.
+pub fn kept_note(dir: &Path) -> String {
+    let dir = dir.display().to_string().replace('\'', "'\\''");
+    format!(
+        "stop it with: kill -INT \"$(head -1 '{dir}/data/postmaster.pid')\"; then remove it with: rm -rf '{dir}'"
+    )
 }
 
 impl Drop for EphemeralCluster {

@@ -1,6 +1,7 @@
 //! What happened to the repository, kept in it: measured restores (`restores/`, so recovery
-//! plans estimate from this site's own history), the last validation of each backup
-//! (`validations/`) and failed backup attempts (`events/`), which `monitor health` reads.
+//! plans estimate from this site's own history), restore drills (`drills/`: the measured
+//! recovery time against the RTO), the last validation of each backup (`validations/`) and
+//! failed backup attempts (`events/`), which `monitor health` reads.
 
 use super::Repository;
 use crate::error::{Error, Result};
@@ -60,6 +61,140 @@ impl Repository {
         }
         rates.sort_by(f64::total_cmp);
         Ok(Some((rates[rates.len() / 2], rates.len())))
+    }
+}
+
+/// One restore drill (`recovery drill`): what was restored where, how long each step took,
+/// what the checks found, and whether the recovery time met the objective.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrillRecord {
+    /// `<started, %Y%m%d-%H%M%S>-<backup id>`.
+    pub drill_id: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// `passed`, `failed` (a step, a check or a validator failed, or the RTO was missed) or
+    /// `interrupted` (SIGINT/SIGTERM).
+    pub outcome: DrillOutcome,
+    pub backup_id: String,
+    pub backup_name: String,
+    /// The database the backup was taken of.
+    pub database: String,
+    /// The point in time restored: the backup's snapshot.
+    pub point_in_time: DateTime<Utc>,
+    /// How the backup was chosen: `latest`, its id, or `random within 30d`.
+    pub chosen: String,
+    pub scratch: Scratch,
+    /// Every step in order with its duration: the scratch place, the restore's own steps
+    /// (see `recovery plan`), the validators and the checks.
+    pub steps: Vec<DrillStep>,
+    /// The restore's steps alone (what `recovery plan` estimates from).
+    pub restore_seconds: f64,
+    /// The measured recovery time: every step from the start of the scratch place to the
+    /// last check (what the RTO is compared with).
+    pub recovery_seconds: f64,
+    pub rto_seconds: f64,
+    pub rto_met: bool,
+    /// Age of the restored point when the drill started, and the database's RPO.
+    pub point_age_seconds: i64,
+    pub rpo_seconds: f64,
+    pub rpo_met: bool,
+    pub tables: usize,
+    pub rows: u64,
+    /// Logical (COPY text) bytes restored.
+    pub bytes: u64,
+    /// `rows` or `checksums`: what the restore's verification compared.
+    pub verification: String,
+    /// What the `[[validators]]` found in the restored rows.
+    pub validators: Vec<super::manifest::ValidatorRun>,
+    pub checks: Vec<CheckResult>,
+    /// Why the drill failed, in words (null when it passed).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrillOutcome {
+    Passed,
+    Failed,
+    Interrupted,
+}
+
+impl DrillOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrillOutcome::Passed => "passed",
+            DrillOutcome::Failed => "failed",
+            DrillOutcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Where a drill restored to, and whether it is gone again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scratch {
+    /// `throwaway-cluster` (a local PostgreSQL the drill started) or `server` (`[drill] target_url`).
+    pub kind: String,
+    /// Host and port of the scratch server.
+    pub server: String,
+    /// The database restored into.
+    pub database: String,
+    /// The throwaway cluster's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
+    /// `--keep`: left in place (how to remove it is in `note`).
+    pub kept: bool,
+    /// Removed after the drill (false when kept, or when removing it failed: see `note`).
+    pub removed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// One step of a drill and how long it took.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrillStep {
+    pub name: String,
+    pub seconds: f64,
+}
+
+/// One `[[drill.checks]]` query and what it gave.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub sql: String,
+    /// What it had to give, in words: `value 42`, `3 rows`, `no error`.
+    pub expected: String,
+    /// What it gave: the value, `N rows`, or null when it failed.
+    pub got: Option<String>,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub seconds: f64,
+}
+
+impl Repository {
+    pub async fn record_drill(&self, record: &DrillRecord) -> Result<()> {
+        self.put_json(&format!("drills/{}.json", record.drill_id), record)
+            .await
+    }
+
+    /// Past drills, oldest first (at most the newest `limit`); unreadable records are skipped.
+    pub async fn drills(&self, limit: Option<usize>) -> Result<Vec<DrillRecord>> {
+        let mut objects = self
+            .target()
+            .list("drills/")
+            .await
+            .map_err(|e| e.at("drills/", "reading drill history"))?;
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        let skip = limit.map_or(0, |n| objects.len().saturating_sub(n));
+        let mut drills = Vec::new();
+        for object in objects.iter().skip(skip) {
+            match self.get_json::<DrillRecord>(&object.key).await {
+                Ok(Some(record)) => drills.push(record),
+                Ok(None) => tracing::warn!("drill record {} cannot be read; skipped", object.key),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        Ok(drills)
     }
 }
 

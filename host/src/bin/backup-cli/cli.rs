@@ -264,6 +264,46 @@ pub enum RecoveryCommand {
     Plan(RecoveryArgs),
     /// Carry out a recovery, then verify row counts, checksums and constraints
     Execute(ExecuteArgs),
+    /// Restore drill: restore a backup into a scratch place (a throwaway local PostgreSQL, or a
+    /// new database on [drill] target_url), verify it, run the validators and [[drill.checks]],
+    /// measure the recovery time against the RTO, record it; removed afterwards unless --keep
+    Drill(DrillArgs),
+    /// Past restore drills, oldest first: backup, recovery time against the RTO, outcome
+    Drills(DrillsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Backup id, or `latest` (the newest full backup a recovery may trust) [default: latest]
+    #[arg(conflicts_with = "random_within")]
+    pub backup_id: Option<String>,
+    /// Restore a backup chosen at random among those `latest` could name taken within this
+    /// long, e.g. 30d
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub random_within: Option<std::time::Duration>,
+    /// Leave the scratch database or throwaway PostgreSQL in place (the report says how to
+    /// remove it)
+    #[arg(long)]
+    pub keep: bool,
+    /// How to prove the restored tables: checksums = re-read every table and compare its rows'
+    /// checksum with the backup's; rows = count each table's rows (faster)
+    #[arg(long, value_enum, default_value_t = Verification::Checksums)]
+    pub verify: Verification,
+    /// Parallel connections [default: CPU count up to 8]
+    #[arg(short, long)]
+    pub jobs: Option<usize>,
+    /// Read the backup from this storage target first (the others remain fallbacks)
+    #[arg(long, value_name = "TARGET")]
+    pub from: Option<String>,
+    #[command(flatten)]
+    pub point: PointArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillsArgs {
+    /// Only the newest N drills
+    #[arg(short = 'l', long, value_name = "N")]
+    pub limit: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -67,6 +67,9 @@ macro_rules! note {
 }
 pub(crate) use note;
 
+mod drill;
+pub use drill::Drills;
+
 /// A command's result as people and scripts see it: [`Report::human`] draws it for people;
 /// with `--json` it is serialized under [`Report::KEY`] in the envelope every command prints.
 pub trait Report: Serialize {

@@ -4,7 +4,7 @@
 //!
 //! The plan names the tables and rows, what will be overwritten, the foreign keys that cross
 //! a table subset's boundary, the requirements (server version, extensions, roles, privileges,
-//! space), an estimated duration from this repository's restore history, the risks in plain
+//! space), an estimated duration from this repository's restore drills and history, the risks in plain
 //! words, the strategy's steps, and the blockers that make `recovery execute` refuse.
 
 use super::chain;
@@ -18,7 +18,7 @@ use crate::engine::progress::human_bytes;
 use crate::error::{Error, Result};
 use crate::pg::ConnectionSettings;
 use crate::repository::Repository;
-use crate::repository::history::DEFAULT_RESTORE_BYTES_PER_SECOND;
+use crate::repository::history::{DEFAULT_RESTORE_BYTES_PER_SECOND, DrillOutcome, DrillRecord};
 use crate::repository::manifest::{BackupType, DatabaseLocale, Manifest, TableEntry, quote_ident};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -372,7 +372,11 @@ pub async fn plan(
     let admin = admin_connection(&req.destination, &manifest.source.database).await?;
     let facts = facts::read(&admin, manifest, req, &selection.chosen).await?;
     let throughput = repo.restore_throughput().await?;
-    Ok(judge(
+    let drills = repo.drills(Some(RECENT_DRILLS)).await.unwrap_or_else(|e| {
+        tracing::warn!("the plan's estimate leaves out the drill history: {e}");
+        Vec::new()
+    });
+    let mut plan = judge(
         manifest,
         req,
         selection,
@@ -380,7 +384,69 @@ pub async fn plan(
         throughput,
         chrono::Utc::now(),
         replay,
-    ))
+    );
+    estimate_from_drills(&mut plan, &drills);
+    Ok(plan)
+}
+
+/// Drill records a plan looks through for its estimate (the newest).
+const RECENT_DRILLS: usize = 50;
+
+/// A backup's size class: the power of ten its logical bytes fall in (1–10 MB, 10–100 MB, …).
+pub fn size_class(bytes: u64) -> u32 {
+    bytes.max(1).ilog10()
+}
+
+/// A size class in words: `10 MB–100 MB`.
+fn size_class_words(class: u32) -> String {
+    let si = |power: u32| {
+        let units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+        let unit = units.get((power / 3) as usize).copied().unwrap_or("EB");
+        format!("{} {unit}", 10u64.pow(power % 3))
+    };
+    format!("{}–{}", si(class), si(class + 1))
+}
+
+/// Prefers the measured restore time of the newest passed drill (`recovery drill`) of a
+/// backup in the plan's size class over the restore-throughput median: scaled to the plan's
+/// bytes, and said so in the estimate's basis.
+pub fn estimate_from_drills(plan: &mut RecoveryPlan, drills: &[DrillRecord]) {
+    let bytes: u64 = plan.tables.iter().map(|t| t.bytes).sum();
+    let class = size_class(bytes);
+    let Some(last) = drills.iter().rev().find(|d| {
+        d.outcome == DrillOutcome::Passed && d.restore_seconds > 0.0 && size_class(d.bytes) == class
+    }) else {
+        return;
+    };
+    let scaled = if last.bytes > 0 {
+        last.restore_seconds * bytes as f64 / last.bytes as f64
+    } else {
+        last.restore_seconds
+    };
+    plan.estimated_seconds =
+        scaled.max(1.0) + plan.replay.as_ref().map_or(0.0, |r| r.estimated_seconds);
+    plan.estimate_basis = format!(
+        "the last restore drill in this size class ({}): drill {} restored {} of backup {} in {:.1} s on {}, scaled to {}",
+        size_class_words(class),
+        last.drill_id,
+        human_bytes(last.bytes),
+        last.backup_id,
+        last.restore_seconds,
+        last.started_at.format("%Y-%m-%d"),
+        human_bytes(bytes)
+    );
+    if let Some(replay) = &plan.replay {
+        plan.estimate_basis.push_str(&replay_basis(replay));
+    }
+}
+
+/// The replay's part of an estimate's basis.
+fn replay_basis(replay: &ReplayPlan) -> String {
+    format!(
+        "; replay of {} change(s) at an assumed {} changes/s",
+        replay.changes,
+        super::replay::CHANGES_PER_SECOND
+    )
 }
 
 /// The tables a request chooses, and what its subset does to the foreign keys between them.
@@ -713,11 +779,7 @@ pub fn judge(
     let mut estimate_basis = estimate_basis;
     if let Some(replay) = &replay {
         estimated_seconds += replay.estimated_seconds;
-        estimate_basis.push_str(&format!(
-            "; replay of {} change(s) at an assumed {} changes/s",
-            replay.changes,
-            super::replay::CHANGES_PER_SECOND
-        ));
+        estimate_basis.push_str(&replay_basis(replay));
         risks.extend(replay.risks());
     }
 

@@ -962,3 +962,75 @@ mod chains {
         assert!(detail.contains("foreign keys are live"), "{detail}");
     }
 }
+
+#[test]
+fn the_estimate_prefers_the_last_passed_drill_of_the_same_size_class() {
+    use crate::repository::history::{DrillOutcome, DrillRecord, Scratch};
+    let m = backup();
+    let drill = |id: &str, outcome: DrillOutcome, bytes: u64, seconds: f64| DrillRecord {
+        drill_id: id.into(),
+        started_at: m.created_at,
+        finished_at: m.created_at,
+        outcome,
+        backup_id: ID.into(),
+        backup_name: "nightly".into(),
+        database: "app".into(),
+        point_in_time: m.created_at,
+        chosen: "latest".into(),
+        scratch: Scratch {
+            kind: "throwaway-cluster".into(),
+            server: "127.0.0.1:5433".into(),
+            database: "app".into(),
+            data_dir: None,
+            kept: false,
+            removed: true,
+            note: None,
+        },
+        steps: Vec::new(),
+        restore_seconds: seconds,
+        recovery_seconds: seconds + 1.0,
+        rto_seconds: 7200.0,
+        rto_met: true,
+        point_age_seconds: 60,
+        rpo_seconds: 3600.0,
+        rpo_met: true,
+        tables: 8,
+        rows: 377,
+        bytes,
+        verification: "checksums".into(),
+        validators: Vec::new(),
+        checks: Vec::new(),
+        error: None,
+    };
+    // The whole backup is 37,700 bytes: the 10 kB–100 kB class.
+    let mut p = plan(&request(Strategy::NewDatabase, None));
+    let before = p.estimate_basis.clone();
+    estimate_from_drills(
+        &mut p,
+        &[drill("other-class", DrillOutcome::Passed, 5_000_000, 50.0)],
+    );
+    assert_eq!(
+        p.estimate_basis, before,
+        "a drill of another size class is no measure"
+    );
+    let drills = [
+        drill("measured", DrillOutcome::Passed, 50_000, 10.0),
+        drill("broken", DrillOutcome::Failed, 40_000, 2.0),
+        drill("bigger", DrillOutcome::Passed, 5_000_000, 50.0),
+    ];
+    estimate_from_drills(&mut p, &drills);
+    assert!(
+        (p.estimated_seconds - 7.54).abs() < 1e-9,
+        "{}",
+        p.estimated_seconds
+    );
+    assert!(
+        p.estimate_basis.starts_with(
+            "the last restore drill in this size class (10 kB–100 kB): drill measured restored"
+        ),
+        "{}",
+        p.estimate_basis
+    );
+    assert_eq!(size_class(999), 2);
+    assert_eq!(size_class(0), 0);
+}

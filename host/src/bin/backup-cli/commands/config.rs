@@ -61,7 +61,7 @@ fn effective(settings: &Settings) -> Vec<Setting> {
             ", class {} (RPO {}, RTO {})",
             entry.class.as_str(),
             humantime::format_duration(entry.rpo(&loaded.config.objectives)),
-            humantime::format_duration(entry.rto())
+            humantime::format_duration(entry.rto(&loaded.config.objectives))
         );
         out.extend(connection(
             settings,

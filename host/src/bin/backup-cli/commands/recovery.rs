@@ -1,8 +1,8 @@
 //! `backup-cli recovery …`: plan a recovery from a backup, and carry it out after asking
-//! (or being told `--yes`) when it overwrites data.
+//! (or being told `--yes`) when it overwrites data; restore drills and their history.
 
-use crate::cli::{RecoveryArgs, RecoveryCommand};
-use crate::output::{self, DryRun, Outcome, Report};
+use crate::cli::{DrillArgs, RecoveryArgs, RecoveryCommand};
+use crate::output::{self, Drills, DryRun, Outcome, Report};
 use crate::settings::Settings;
 use larder::engine::recovery::plan::{PlanRequest, RecoveryPlan, Strategy};
 use larder::pg::ConnectionSettings;
@@ -73,7 +73,52 @@ pub async fn run(settings: &Settings, command: RecoveryCommand) -> Result<Outcom
             report.signature = checked;
             Ok(output::report(settings.json, &report, None))
         }
+        RecoveryCommand::Drill(args) => {
+            let repo = settings.repository_from(args.from.as_deref()).await?;
+            let request = drill_request(settings, &args).await?;
+            let scope = settings.alert_scope().await?;
+            let report = engine::drill::run(
+                &repo,
+                &request,
+                Some((&settings.loaded, &scope)),
+                &settings.progress,
+            )
+            .await?;
+            let failure = report.failure();
+            Ok(output::report(settings.json, &report, failure))
+        }
+        RecoveryCommand::Drills(args) => {
+            let repo = settings.repository().await?;
+            let drills = repo.drills(args.limit).await?;
+            Ok(output::report(settings.json, &Drills(drills), None))
+        }
     }
+}
+
+/// The drill the flags and the configuration ask for.
+async fn drill_request(
+    settings: &Settings,
+    args: &DrillArgs,
+) -> Result<engine::drill::DrillRequest> {
+    let config = &settings.loaded.config;
+    let objectives = config.objectives_for(settings.db.as_deref())?;
+    let choice = match (&args.backup_id, args.random_within) {
+        (_, Some(within)) => engine::drill::Choice::RandomWithin(within),
+        (Some(id), None) => engine::drill::Choice::Named(id.clone()),
+        (None, None) => engine::drill::Choice::Named(larder::repository::latest::LATEST.into()),
+    };
+    let mut request = engine::drill::DrillRequest::configured(
+        &config.drill,
+        choice,
+        settings.database_name()?,
+        objectives,
+        larder::plugin::validator::open_configured(&settings.loaded).await?,
+        settings.jobs(args.jobs),
+    )?;
+    request.keep = args.keep;
+    request.until = args.point.until();
+    request.verification = args.verify;
+    Ok(request)
 }
 
 /// The destination (the database restored into): `--dest-url`, else the configured
