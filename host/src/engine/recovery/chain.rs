@@ -234,17 +234,15 @@ impl Chain {
         }
     }
 
-    /// The backup as restored: the base's schema and data, the requested backup's identity,
-    /// and the sequence values at the end of the last link replayed (never behind any value
-    /// the replayed rows used).
+    /// The backup as restored: the base's schema, data and type (so it checks as the base
+    /// does: its digests cover them), the requested backup's identity, and the sequence values
+    /// at the end of the last link replayed (never behind any value the replayed rows used).
     pub fn restored(&self, requested: &Manifest) -> Manifest {
         let mut restored = self.base.clone();
         restored.id = requested.id.clone();
         restored.name = requested.name.clone();
-        restored.backup_type = requested.backup_type;
         restored.created_at = requested.created_at;
         restored.completed_at = requested.completed_at;
-        restored.chain = requested.chain.clone();
         if let Some(last) = self.links.last() {
             restored.sequences = last.sequences.clone();
         }

@@ -169,7 +169,13 @@ async fn build(job: &Job, steps: &Progression, partial: &str) -> Result<Outcome>
             steps
                 .run(
                     Step::Replay,
-                    replay::apply(job, &main, &replay::themselves(job), replay::Order::ByTable),
+                    replay::apply(
+                        job,
+                        &main,
+                        &replay::themselves(job),
+                        replay::Order::ByTable,
+                        false,
+                    ),
                 )
                 .await?,
         ),

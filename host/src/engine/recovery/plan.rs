@@ -386,6 +386,7 @@ pub async fn plan(
         replay,
     );
     estimate_from_drills(&mut plan, &drills);
+    plan.backup_type = requested.backup_type;
     Ok(plan)
 }
 

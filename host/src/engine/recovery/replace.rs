@@ -33,7 +33,7 @@ pub(super) async fn all(job: &Job, client: &Client, steps: &Progression) -> Resu
         })
         .await?;
     // Before post-data, as for a new database: no key or trigger is there yet.
-    let replayed = replay_step(job, client, steps, replay::Order::ByTable).await?;
+    let replayed = replay_step(job, client, steps, replay::Order::ByTable, false).await?;
     let event_triggers = post.take_event_triggers();
     steps
         .run(Step::PostData, post_data::apply(client, &post))
@@ -62,19 +62,24 @@ pub(super) async fn all(job: &Job, client: &Client, steps: &Progression) -> Resu
         .await
 }
 
-/// The replay step into the restored tables themselves, when the plan has a chain.
+/// The replay step into the restored tables themselves, when the plan has a chain
+/// (`indexed`: their keys are indexed already).
 async fn replay_step(
     job: &Job,
     client: &Client,
     steps: &Progression,
     order: replay::Order,
+    indexed: bool,
 ) -> Result<Option<replay::Replayed>> {
     if job.plan.replay.is_none() {
         return Ok(None);
     }
     let into = replay::themselves(job);
     let replayed = steps
-        .run(Step::Replay, replay::apply(job, client, &into, order))
+        .run(
+            Step::Replay,
+            replay::apply(job, client, &into, order, indexed),
+        )
         .await?;
     Ok(Some(replayed))
 }
@@ -107,7 +112,7 @@ pub(super) async fn tables(job: &Job, client: &Client, steps: &Progression) -> R
     } else {
         replay::Order::Commit
     };
-    let replayed = replay_step(job, client, steps, order).await?;
+    let replayed = replay_step(job, client, steps, order, true).await?;
     steps
         .run(Step::CheckForeignKeys, async {
             post_data::check_foreign_keys(job, client).await?;

@@ -568,6 +568,7 @@ pub(super) async fn apply(
     client: &Client,
     into: &HashMap<usize, String>,
     order: Order,
+    indexed: bool,
 ) -> Result<Replayed> {
     let Some(plan) = &job.plan.replay else {
         return Ok(Replayed::default());
@@ -577,7 +578,11 @@ pub(super) async fn apply(
         &job.repo,
         plan,
         &job.manifest,
-        Output::Database { client, into },
+        Output::Database {
+            client,
+            into,
+            indexed,
+        },
         order,
         &bar,
     )
@@ -593,6 +598,10 @@ pub enum Output<'a> {
     Database {
         client: &'a Client,
         into: &'a HashMap<usize, String>,
+        /// The relations' keys are indexed already. If not (before post-data), a table
+        /// updated or deleted from in more than one statement gets a temporary index on its
+        /// key for the replay, so each statement finds its rows without reading the table.
+        indexed: bool,
     },
     /// Written as SQL for psql, after the export's table data (every table of the manifest).
     Script(&'a mut (dyn FnMut(&[u8]) -> Result<()> + Send)),
@@ -623,6 +632,13 @@ pub async fn replay<'a>(
         until: plan.until,
         window: Window::default(),
         types: HashMap::new(),
+        heavy: plan
+            .tables
+            .iter()
+            .filter(|t| t.updates + t.deletes > ROWS_PER_STATEMENT as u64)
+            .map(|t| t.table.clone())
+            .collect(),
+        key_indexes: HashMap::new(),
         in_transaction: false,
         stopped: false,
         done: Replayed {
@@ -681,6 +697,7 @@ pub async fn replay<'a>(
         }
     }
     replay.flush().await?;
+    replay.drop_key_indexes().await?;
     tracing::info!(
         "replayed {} change(s) of {} transaction(s) in {} statement(s)",
         replay.done.changes,
@@ -706,6 +723,10 @@ struct Replay<'a> {
     until: Option<Until>,
     window: Window,
     types: HashMap<usize, Types>,
+    /// Tables the plan updates or deletes from in more than one statement.
+    heavy: HashSet<String>,
+    /// The temporary key indexes made for the replay, by table, to drop after it.
+    key_indexes: HashMap<usize, String>,
     in_transaction: bool,
     /// A transaction beyond the point in time began: nothing more is replayed.
     stopped: bool,
@@ -835,6 +856,55 @@ impl Replay<'_> {
         Ok(())
     }
 
+    /// Before the first update or delete of a heavily changed table without indexes: an
+    /// index on the key it is matched by.
+    async fn index_key(&mut self, t: usize, relation: &str, batch: &Batch) -> Result<()> {
+        let key = match batch {
+            Batch::Update { key, .. } | Batch::Delete { key, .. } => key,
+            Batch::Insert { .. } => return Ok(()),
+        };
+        let Output::Database {
+            client,
+            indexed: false,
+            ..
+        } = &self.output
+        else {
+            return Ok(());
+        };
+        let table = &self.manifest.tables[t];
+        if self.key_indexes.contains_key(&t) || !self.heavy.contains(&table.display_name()) {
+            return Ok(());
+        }
+        let name = format!("larder_replay_key_{t}");
+        let columns: Vec<String> = key.iter().map(|c| quote_ident(c)).collect();
+        client
+            .batch_execute(&format!(
+                "CREATE INDEX {name} ON {relation} ({})",
+                columns.join(", ")
+            ))
+            .await
+            .map_err(Error::db(format!(
+                "indexing the key of {relation} for the replay"
+            )))?;
+        self.key_indexes
+            .insert(t, format!("{}.{name}", quote_ident(&table.schema)));
+        Ok(())
+    }
+
+    /// Drops the replay's own indexes (post-data builds the table's).
+    async fn drop_key_indexes(&mut self) -> Result<()> {
+        if let Output::Database { client, .. } = &self.output {
+            for index in self.key_indexes.values() {
+                client
+                    .batch_execute(&format!("DROP INDEX {index}"))
+                    .await
+                    .map_err(Error::db(format!("dropping the replay's index {index}")))?;
+            }
+        }
+        self.key_indexes.clear();
+        Ok(())
+    }
+
     /// The relation table `t`'s rows are in.
     fn relation(&self, t: usize) -> String {
         match &self.output {
@@ -853,6 +923,7 @@ impl Replay<'_> {
             self.types.insert(t, types);
         }
         let sql = statement(&relation, &self.types[&t], batch)?;
+        self.index_key(t, &relation, batch).await?;
         let doing = |what: &str| format!("replaying {} {what} of {relation}", batch.len());
         let what = match batch {
             Batch::Insert { .. } => "insert(s)",
