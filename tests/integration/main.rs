@@ -20,6 +20,7 @@ mod fidelity_corpus;
 mod fidelity_data;
 mod incremental;
 mod json_envelope;
+mod pitr;
 mod many_tables;
 mod monitoring;
 mod plugin_conformance;
