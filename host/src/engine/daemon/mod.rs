@@ -714,6 +714,14 @@ async fn steps(
         .await
         .map_err(|e| ("retention", e))?;
         record.pruned = report.to_delete().map(|b| b.backup_id.clone()).collect();
+        if !record.pruned.is_empty() {
+            crate::engine::incremental::slot::retire_after_deleting(
+                &setup.database,
+                &setup.loaded.config.incremental,
+                &setup.targets.targets,
+            )
+            .await;
+        }
         tracing::info!(
             run_id = %record.run_id,
             deleted = record.pruned.len(),

@@ -247,6 +247,36 @@ pub async fn retire(
     Ok(dropped > 0)
 }
 
+/// After backups were deleted (`backup delete`, `backup prune`, the daemon's retention): with
+/// change tracking on, drops the database's slot once no backup of its chain is left (it would
+/// keep WAL on the server for nobody). A failure is only logged: the deletion stands.
+pub async fn retire_after_deleting(
+    database: &ConnectionSettings,
+    config: &IncrementalConfig,
+    targets: &[std::sync::Arc<dyn crate::targets::Target>],
+) {
+    if !config.enabled {
+        return;
+    }
+    let retired = async {
+        let manifests = crate::repository::Repository::open_for_reading(targets)
+            .await?
+            .manifests()
+            .await?;
+        retire_orphaned(database, config, &manifests).await
+    }
+    .await;
+    match retired {
+        Ok(Some(slot)) => tracing::warn!(
+            "no backup of its chain is left: dropped replication slot {slot}; the next full backup starts a new chain"
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!("could not check the replication slot of incremental backups: {e}")
+        }
+    }
+}
+
 /// After backups were deleted (`backup prune`, `backup delete`): drops the database's slot
 /// when no backup left in `manifests` belongs to its chain. Returns the slot dropped.
 pub async fn retire_orphaned(

@@ -260,32 +260,19 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
     }
 }
 
-/// With change tracking on, drops the database's replication slot once deleting backups left
-/// none of its chain (it would keep WAL on the server for nobody); a failure is only logged.
+/// [`engine::incremental::slot::retire_after_deleting`] for the configured database.
 async fn retire_orphaned_slot(
     settings: &Settings,
     targets: &[std::sync::Arc<dyn larder::targets::Target>],
 ) {
     let config = &settings.loaded.config.incremental;
-    if !config.enabled {
-        return;
-    }
-    let retired = async {
-        let database = settings.database()?;
-        let manifests = Repository::open_for_reading(targets)
-            .await?
-            .manifests()
-            .await?;
-        engine::incremental::slot::retire_orphaned(&database, config, &manifests).await
-    }
-    .await;
-    match retired {
-        Ok(Some(slot)) => tracing::warn!(
-            "no backup of its chain is left: dropped replication slot {slot}; the next full backup starts a new chain"
-        ),
-        Ok(None) => {}
-        Err(e) => {
+    match settings.database() {
+        Ok(database) => {
+            engine::incremental::slot::retire_after_deleting(&database, config, targets).await
+        }
+        Err(e) if config.enabled => {
             tracing::warn!("could not check the replication slot of incremental backups: {e}")
         }
+        Err(_) => {}
     }
 }
