@@ -524,6 +524,29 @@ pub struct DaemonConfig {
     pub stop_grace: Duration,
     /// How each copy of a new backup is validated before retention runs.
     pub validate: ValidateMode,
+    /// Where `/metrics`, `/health` and the status page are served: an IP address and port
+    /// (default loopback only, `127.0.0.1:9187`), or `"off"`.
+    #[serde(deserialize_with = "listen_from")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// The listener's default: loopback only; all interfaces only when configured.
+pub const DEFAULT_LISTEN: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9187),
+);
+
+fn listen_from<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "[daemon] listen = '{text}' is not an IP address and port like 127.0.0.1:9187 (or \"off\"): {e}"
+        ))
+    })
 }
 
 impl Default for DaemonConfig {
@@ -532,6 +555,7 @@ impl Default for DaemonConfig {
             health_every: Duration::from_secs(300),
             stop_grace: Duration::from_secs(60),
             validate: ValidateMode::Full,
+            listen: Some(DEFAULT_LISTEN),
         }
     }
 }
@@ -1449,6 +1473,13 @@ impl Loaded {
             },
         );
         add(
+            "daemon.listen",
+            c.daemon
+                .listen
+                .map_or_else(|| "off".to_string(), |a| a.to_string()),
+            self.origin_of("daemon", "listen"),
+        );
+        add(
             "plugins.require_pinned_plugins",
             c.plugins.require_pinned_plugins.to_string(),
             self.origin_of("plugins", "require_pinned_plugins"),
@@ -1683,6 +1714,25 @@ mod tests {
             .expect_err("unknown mode")
             .to_string();
         assert!(bad.contains("chunks") && bad.contains("full"), "{bad}");
+    }
+
+    #[test]
+    fn the_listener_is_loopback_unless_configured() {
+        let listen = |text: &str| toml::from_str::<Config>(text).map(|c| c.daemon.listen);
+        assert_eq!(listen("").expect("default"), Some(DEFAULT_LISTEN));
+        assert_eq!(DEFAULT_LISTEN.to_string(), "127.0.0.1:9187");
+        assert_eq!(listen("[daemon]\nlisten = \"off\"\n").expect("off"), None);
+        assert_eq!(
+            listen("[daemon]\nlisten = \"0.0.0.0:9100\"\n")
+                .expect("all interfaces")
+                .map(|a| a.to_string()),
+            Some("0.0.0.0:9100".into())
+        );
+        let bad = listen("[daemon]\nlisten = \"localhost\"\n").expect_err("no port");
+        assert!(
+            bad.to_string().contains("not an IP address and port"),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -97,6 +97,8 @@ pub async fn create(
             at: Utc::now(),
             kind: "backup-failed".into(),
             detail: e.to_string(),
+            database: Some(settings.dbname.clone()),
+            backup_type: Some(opts.backup_type),
         };
         if let Err(record) = repo.record_event(&event).await {
             tracing::warn!("could not record the failure: {record}");

@@ -65,7 +65,7 @@ impl Health {
     }
 }
 
-fn check(name: &str, status: Status, detail: impl Into<String>) -> Check {
+pub fn check(name: &str, status: Status, detail: impl Into<String>) -> Check {
     Check {
         name: name.into(),
         status,
@@ -75,7 +75,7 @@ fn check(name: &str, status: Status, detail: impl Into<String>) -> Check {
     }
 }
 
-fn alert(name: &str, detail: impl Into<String>, alert: &str, action: &str) -> Check {
+pub fn alert(name: &str, detail: impl Into<String>, alert: &str, action: &str) -> Check {
     Check {
         name: name.into(),
         status: Status::Fail,
@@ -474,7 +474,7 @@ async fn validation_check(m: &Manifest, targets: &[Arc<dyn Target>], held: &Hold
     }
 }
 
-fn finish(checked_at: DateTime<Utc>, checks: Vec<Check>) -> Health {
+pub fn finish(checked_at: DateTime<Utc>, checks: Vec<Check>) -> Health {
     let status = checks.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
     Health {
         status,
@@ -534,7 +534,7 @@ async fn slot_check(db: &Monitored, config: &IncrementalConfig) -> Option<Check>
 }
 
 /// Whether the database answers, and what it is.
-async fn database_check(db: &Monitored) -> Check {
+pub async fn database_check(db: &Monitored) -> Check {
     let settings = &db.settings;
     let name = db.label("database");
     match settings.connect().await {

@@ -13,6 +13,7 @@
 //! are ever deserialized.
 
 pub mod bindings;
+pub mod calls;
 pub mod conformance;
 pub mod entry;
 pub mod http;

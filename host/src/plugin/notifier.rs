@@ -186,9 +186,17 @@ impl PluginNotifier {
                 .map_err(|e| sandbox::trap_error(&self.plugin, &self.grants, call, e))
         };
         let grace = policy::EPOCH_TICK * 4;
-        tokio::time::timeout(self.grants.call_timeout + grace, work)
-            .await
-            .unwrap_or_else(|_| Err(sandbox::deadline_error(&self.plugin, &self.grants, call)))
+        let outcome = tokio::time::timeout(self.grants.call_timeout + grace, work).await;
+        super::calls::record(
+            &self.plugin,
+            call,
+            match &outcome {
+                Ok(Ok(_)) => super::calls::Result::Ok,
+                Ok(Err(_)) => super::calls::Result::Trap,
+                Err(_) => super::calls::Result::Timeout,
+            },
+        );
+        outcome.unwrap_or_else(|_| Err(sandbox::deadline_error(&self.plugin, &self.grants, call)))
     }
 }
 

@@ -12,7 +12,7 @@ use super::bindings::exports::larder::plugin::storage::ListPage;
 use super::bindings::larder::plugin::types::{Error as PluginError, PluginInfo};
 use super::policy::{self, Grants};
 use super::state::PluginState;
-use super::{Loaded, Runtime, sandbox};
+use super::{Loaded, Runtime, calls, sandbox};
 use crate::error::{Error, Result};
 use crate::targets::{ObjectInfo, Target, TargetError};
 use async_trait::async_trait;
@@ -179,12 +179,21 @@ impl PluginTarget {
         let outcome =
             tokio::time::timeout(self.grants.call_timeout + grace, f(&mut instance)).await;
         let answer = match outcome {
-            Ok(Ok(answer)) => answer,
+            Ok(Ok(answer)) => {
+                let result = match answer {
+                    Ok(_) => calls::Result::Ok,
+                    Err(_) => calls::Result::Error,
+                };
+                calls::record(&self.plugin, call, result);
+                answer
+            }
             Ok(Err(trap)) => {
+                calls::record(&self.plugin, call, calls::Result::Trap);
                 self.discard(&instance);
                 return Err(failed(self.trap_error(call, trap)));
             }
             Err(_) => {
+                calls::record(&self.plugin, call, calls::Result::Timeout);
                 self.discard(&instance);
                 return Err(failed(self.deadline_error(call)));
             }

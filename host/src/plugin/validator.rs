@@ -195,7 +195,15 @@ impl PluginValidator {
             .store
             .set_epoch_deadline(self.grants.deadline_ticks());
         let grace = policy::EPOCH_TICK * 4;
-        match tokio::time::timeout(self.grants.call_timeout + grace, f(instance)).await {
+        let outcome = tokio::time::timeout(self.grants.call_timeout + grace, f(instance)).await;
+        let result = match &outcome {
+            Ok(Ok(Ok(_))) => super::calls::Result::Ok,
+            Ok(Ok(Err(_))) => super::calls::Result::Error,
+            Ok(Err(_)) => super::calls::Result::Trap,
+            Err(_) => super::calls::Result::Timeout,
+        };
+        super::calls::record(&self.plugin, call, result);
+        match outcome {
             Ok(Ok(Ok(answer))) => Ok(answer),
             Ok(Ok(Err(refused))) => Err(Error::Plugin(format!(
                 "plugin {} refused `{call}`: {}",

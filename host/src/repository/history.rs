@@ -215,6 +215,12 @@ pub struct Event {
     /// `backup-failed`
     pub kind: String,
     pub detail: String,
+    /// The database (its name in PostgreSQL) and backup type a failed backup was of; None
+    /// in events recorded before they said so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_type: Option<super::manifest::BackupType>,
 }
 
 /// What the last validations of a backup, on every target that has one, say together.

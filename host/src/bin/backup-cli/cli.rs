@@ -221,6 +221,17 @@ pub enum MonitorCommand {
     /// The alerts: each failing check and each alert the alert room tracks, with its level,
     /// age and delivery results, and the dead-letter list
     Alerts(AlertsArgs),
+    /// Print the Prometheus metrics once (the daemon serves the same at /metrics), for
+    /// node_exporter's textfile collector
+    Metrics(MetricsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Write them to this file instead of stdout, atomically (a temporary file beside it,
+    /// then renamed), as the textfile collector needs
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -1511,6 +1511,25 @@ impl Report for Health {
     }
 }
 
+/// `monitor metrics`: the Prometheus text for people and collectors (none when it went to a
+/// file), the snapshot it was made from with `--json`.
+#[derive(Serialize)]
+pub struct Metrics {
+    #[serde(flatten)]
+    pub snapshot: larder::engine::metrics::Snapshot,
+    #[serde(skip)]
+    pub text: Option<String>,
+}
+
+impl Report for Metrics {
+    const KEY: &'static str = "metrics";
+    fn human(&self) {
+        if let Some(text) = &self.text {
+            say!("{}", text.trim_end());
+        }
+    }
+}
+
 impl Report for Overview {
     const KEY: &'static str = "alerts";
     fn human(&self) {

@@ -156,6 +156,10 @@ pub struct State {
     pub resolved: Vec<Alert>,
     #[serde(default)]
     pub dead_letters: Vec<DeadLetter>,
+    /// Deliveries that failed, per channel, since the state was made (only ever grows: the
+    /// `larder_notification_failures_total` counter).
+    #[serde(default)]
+    pub failures: BTreeMap<String, u64>,
 }
 
 /// How alerts repeat and escalate.

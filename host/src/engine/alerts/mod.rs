@@ -268,6 +268,7 @@ fn note(
         );
         tracing::warn!("{warning}");
         report.warnings.push(warning);
+        *state.failures.entry(channel.to_string()).or_default() += 1;
     }
     let delivery = Delivery {
         channel: channel.to_string(),

@@ -76,6 +76,15 @@ pub async fn open(dir: &Path, identity: &str) -> Result<Stored> {
     })
 }
 
+/// The state of `identity` as last saved, read without the lock (for metrics and the status
+/// page, which must not wait for a run that is delivering): missing or unreadable is empty.
+pub fn peek(dir: &Path, identity: &str) -> State {
+    std::fs::read(dir.join(file_name(identity)))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
 impl Stored {
     /// Writes the state back (temporary file, then rename).
     pub fn save(&self) -> Result<()> {

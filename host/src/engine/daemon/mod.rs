@@ -424,6 +424,15 @@ impl<'a> Daemon<'a> {
                     record.run_id,
                     record.error.as_deref().unwrap_or_default()
                 ),
+                database: Some(self.setup.database.dbname.clone()),
+                backup_type: self
+                    .setup
+                    .loaded
+                    .config
+                    .schedules
+                    .iter()
+                    .find(|s| s.name == running.schedule)
+                    .map(|s| s.backup_type),
             };
             if let Err(e) = self.primary.record_event(&event).await {
                 tracing::warn!("could not record the failed run: {e}");

@@ -37,7 +37,62 @@ pub async fn run(settings: &Settings, command: MonitorCommand) -> Result<Outcome
             let overview = engine::alerts::overview(&settings.loaded, &scope, &health).await?;
             Ok(output::report(settings.json, &overview, None))
         }
+        MonitorCommand::Metrics(args) => {
+            let snapshot = metrics(settings).await?;
+            let text = engine::metrics::render(&snapshot);
+            if let Some(path) = &args.output {
+                write_atomically(path, &text)?;
+            }
+            let printed = output::Metrics {
+                snapshot,
+                text: args.output.is_none().then_some(text),
+            };
+            Ok(output::report(settings.json, &printed, None))
+        }
     }
+}
+
+/// One scrape of the configured targets and databases, through the metrics index kept in
+/// the local state folder.
+async fn metrics(settings: &Settings) -> Result<engine::metrics::Snapshot> {
+    let set = settings.targets().await?;
+    let expected = set.select(&settings.expected_targets())?;
+    let targets = engine::metrics::ordered_targets(&set.targets, &expected);
+    let monitored = settings.monitored()?;
+    let scope = settings.alert_scope().await?;
+    let sources = engine::metrics::Sources {
+        loaded: &settings.loaded,
+        targets: &targets,
+        monitored: &monitored,
+        scope: &scope,
+    };
+    let path = sources.index_path();
+    let mut index = engine::metrics::Index::load(&path);
+    let snapshot = engine::metrics::scrape(&sources, &mut index).await;
+    if snapshot.manifests_read > 0 {
+        index.save(&path);
+    }
+    Ok(snapshot)
+}
+
+/// Writes `text` to `path` through a temporary file in the same folder and a rename, so a
+/// reader (node_exporter) never sees half a file.
+fn write_atomically(path: &std::path::Path, text: &str) -> Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    let context = || format!("writing the metrics to {}", path.display());
+    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(larder::Error::io(context()))?;
+    std::io::Write::write_all(&mut temp, text.as_bytes()).map_err(larder::Error::io(context()))?;
+    // Readable by the collector, which runs as another user (a temporary file is 0600).
+    use std::os::unix::fs::PermissionsExt;
+    temp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(larder::Error::io(context()))?;
+    temp.persist(path)
+        .map_err(|e| larder::Error::io(context())(e.error))?;
+    Ok(())
 }
 
 /// `monitor health` over every configured target.
