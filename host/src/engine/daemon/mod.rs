@@ -107,12 +107,38 @@ pub async fn run(load: &Loader) -> Result<()> {
     };
     let database = setup.database.dbname.clone();
     let lock = RepoLock::daemon(&primary, &database).await?;
+    serve_http(&setup).await;
     let result = Daemon::start(setup, primary.clone(), tables, load)
         .await
         .serve()
         .await;
     let released = lock.release().await;
     result.and(released)
+}
+
+/// Starts the `/metrics`, `/health` and status page listener on `[daemon] listen`. A port
+/// that cannot be had is logged as an error and the schedules run without it: backups
+/// matter more than their metrics (whose absence the alert rules catch).
+async fn serve_http(setup: &Setup) {
+    let Some(addr) = setup.loaded.config.daemon.listen else {
+        return;
+    };
+    let view = crate::engine::listener::View {
+        loaded: setup.loaded.clone(),
+        targets: crate::engine::metrics::ordered_targets(
+            &setup.targets.targets,
+            &setup.backup_targets,
+        ),
+        monitored: setup.monitored.clone(),
+        scope: setup.alert_scope.clone(),
+    };
+    match crate::engine::listener::start(addr, view).await {
+        Ok(bound) => tracing::info!(
+            listen = %bound,
+            "serving /metrics, /health and the status page on http://{bound}/"
+        ),
+        Err(e) => tracing::error!("{e}; the schedules run without it"),
+    }
 }
 
 /// The run under way.
