@@ -187,6 +187,15 @@ async fn metrics_health_and_status_page_tell_the_repository_as_it_is() {
         .expect("backup id")
         .to_string();
     let manifest: Manifest = env.repo().await.read_manifest(&id).await.expect("manifest");
+    // A replication slot that holds back WAL written after it.
+    env.client()
+        .await
+        .batch_execute(
+            "SELECT pg_create_logical_replication_slot('larder_watch', 'pgoutput');
+             INSERT INTO items SELECT g, 'more ' || g FROM generate_series(2001, 4000) g;",
+        )
+        .await
+        .expect("a slot and some WAL");
     // Raise the alert through the alert room, as cron's `monitor health` would.
     let health = env.run(&["monitor", "health", "--alert-on-failure"]);
     assert_eq!(health.status.code(), Some(1), "{}", text(&health));
@@ -281,6 +290,15 @@ async fn metrics_health_and_status_page_tell_the_repository_as_it_is() {
         tomorrow_two
     };
     assert_eq!(next, seconds(due));
+    let retained = value(
+        &samples,
+        "larder_replication_slot_retained_bytes",
+        &[("database", "metrics_pantry"), ("slot", "larder_watch")],
+    );
+    assert!(
+        retained.is_some_and(|b| b > 0.0),
+        "the slot's WAL: {retained:?}"
+    );
     assert_eq!(
         value(&samples, "larder_target_up", &[("target", "local")]),
         Some(1.0)
