@@ -522,7 +522,7 @@ async fn databases(
             rpo_seconds: Some(db.rpo.as_secs()),
             rto_seconds: Some(
                 entry
-                    .map_or_else(|| config.objectives.class.rto(), |e| e.rto())
+                    .map_or_else(|| config.objectives.rto(), |e| e.rto(&config.objectives))
                     .as_secs(),
             ),
             reachable: Some(reachable),
