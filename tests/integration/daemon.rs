@@ -3,7 +3,8 @@
 //! backed up, copied, validated and pruned by its policy on every target; health is checked
 //! with alerts delivered; a second daemon is refused; a bad reload is refused; SIGTERM during a
 //! backup leaves nothing half-visible and no lock; chunk validation names a damaged copy; two
-//! databases each get their own daemon running their own schedules.
+//! databases each get their own daemon running their own schedules; an incremental schedule
+//! runs on the chain of the last full backup.
 
 use crate::retention::craft;
 use crate::support::{TestEnv, finish, fs_entry, send, wait_for_lock_waiter};
@@ -541,4 +542,73 @@ async fn two_databases_each_get_a_daemon_that_runs_only_their_own_schedules() {
         let out = finish(daemon.child).await;
         assert_eq!(out.status.code(), Some(0));
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incremental_schedule_runs_from_the_daemon_through_the_chain_of_the_last_full() {
+    let env = TestEnv::start("ledger").await;
+    env.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE entries (id int PRIMARY KEY, note text);
+             INSERT INTO entries SELECT g, 'before' FROM generate_series(1, 20) g;",
+        )
+        .await
+        .expect("seed");
+    env.write_config(&format!(
+        "[repository]\npath = '{}'\n\n[incremental]\nenabled = true\n\n[daemon]\nhealth_every = \"1h\"\n\
+         \n[[schedules]]\nname = \"incr-yearly\"\ntype = \"incremental\"\ncron = \"0 0 1 1 *\"\n\
+         timezone = \"Europe/Berlin\"\nmissed = \"run-once\"\n",
+        env.repo_dir().display()
+    ));
+    let full = env.run_json(&["backup", "create", "-n", "base"]);
+    let full_id = full["backup"]["id"].as_str().expect("full id").to_string();
+    env.client()
+        .await
+        .batch_execute(
+            "SET synchronous_commit = on;
+             INSERT INTO entries SELECT g, 'after' FROM generate_series(21, 30) g;
+             DELETE FROM entries WHERE id = 1;",
+        )
+        .await
+        .expect("changes after the full");
+    let repo = env.repo().await;
+    last_due_long_ago(&repo, "ledger", "incr-yearly").await;
+
+    let daemon = Daemon::start(&env, &[]);
+    let done = daemon
+        .wait_for("the incremental run", Duration::from_secs(60), |l| {
+            l["outcome"].is_string()
+        })
+        .await;
+    assert_eq!(done["outcome"], "ok", "{}", daemon.log());
+    assert!(
+        done["run_id"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("incr-yearly@")),
+        "{done}"
+    );
+    let incremental = repo
+        .manifests()
+        .await
+        .expect("manifests")
+        .into_iter()
+        .find(|m| m.id != full_id)
+        .unwrap_or_else(|| panic!("no incremental was written; log:\n{}", daemon.log()));
+    assert_eq!(incremental.backup_type.to_string(), "incremental");
+    assert_eq!(incremental.schedule.as_deref(), Some("incr-yearly"));
+    assert_eq!(
+        incremental.chain.as_ref().map(|c| c.base.as_str()),
+        Some(full_id.as_str())
+    );
+    let changes = incremental.incremental.as_ref().expect("incremental info");
+    let entries = changes
+        .tables
+        .iter()
+        .find(|t| t.table == "public.entries")
+        .unwrap_or_else(|| panic!("no changes of public.entries: {:?}", changes.tables));
+    assert_eq!((entries.inserts, entries.deletes), (10, 1), "{entries:?}");
+    send(&daemon.child, "TERM");
+    let out = finish(daemon.child).await;
+    assert_eq!(out.status.code(), Some(0));
 }
