@@ -460,15 +460,24 @@ health_every = \"1h\"
             |l| l["health"] == "fail",
         )
         .await;
-    let delivered = std::fs::read_to_string(&alerts).unwrap_or_default();
-    assert!(delivered.contains("Backup Corruption"), "{delivered}");
-    // The run that failed after its backup is the last backup attempt, and says where.
-    assert!(
-        delivered.lines().any(|l| l.contains("Backup Failure")
+    // The run that failed after its backup is the last backup attempt, and says where. The
+    // alert command is run once per alert, so wait (at most 30 s) until both have arrived.
+    let failure_named = |l: &str| {
+        l.contains("Backup Failure")
             && l.contains("last backup attempt")
-            && l.contains("failed at validate")),
-        "{delivered}"
-    );
+            && l.contains("failed at validate")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let delivered = loop {
+        let delivered = std::fs::read_to_string(&alerts).unwrap_or_default();
+        let both = delivered.contains("Backup Corruption") && delivered.lines().any(failure_named);
+        if both || Instant::now() > deadline {
+            break delivered;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(delivered.contains("Backup Corruption"), "{delivered}");
+    assert!(delivered.lines().any(failure_named), "{delivered}");
     send(&daemon.child, "TERM");
     let out = finish(daemon.child).await;
     assert_eq!(out.status.code(), Some(0));

@@ -12,7 +12,8 @@
 //! Event triggers come last, as in a restore.
 
 use crate::engine::recovery::chain::{self, Until};
-use crate::engine::recovery::replay::{self, Order, Output, ReplayPlan, Replayed};
+use crate::engine::recovery::replay::{self, Order, Output, Replayed};
+use crate::engine::recovery::replay_plan::ReplayPlan;
 use crate::error::{Error, Result};
 use crate::pg::catalog;
 use crate::pg::ddl::Script;

@@ -365,7 +365,7 @@ pub struct Manifest {
     /// The writing host's Ed25519 signature and the link to the previous backup of the
     /// database (see `repository::signing`); None when the host has no signing key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signature: Option<super::signing::ManifestSignature>,
+    pub signature: Option<ManifestSignature>,
 }
 
 /// What an incremental backup captured from the logical replication slot of its chain.
@@ -465,6 +465,25 @@ pub struct Finding {
     /// Rows that broke the rule (0 when the rule is about the table as a whole).
     #[serde(default)]
     pub count: u64,
+}
+
+/// A manifest's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSignature {
+    /// The writing host's public key (`larder-signer-…`).
+    pub signer: String,
+    /// The newest backup of the same database when this one was written.
+    pub previous: Option<PreviousLink>,
+    /// Ed25519 over the manifest without its signature and the link (hex).
+    pub value: String,
+}
+
+/// A link to the previous backup of the same database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousLink {
+    pub id: String,
+    /// SHA-256 of that manifest's JSON (signature included).
+    pub sha256: String,
 }
 
 /// The backups an incremental needs to be restored.

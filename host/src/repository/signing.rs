@@ -7,35 +7,16 @@
 //! ([`check`]); `backup verify-history` walks the links ([`verify_history`]).
 
 use super::Repository;
-use super::manifest::Manifest;
+use super::manifest::{Manifest, ManifestSignature, PreviousLink};
 use crate::error::{Error, Result};
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 const SIGNING_PREFIX: &str = "LARDER-SIGNING-";
 const SIGNER_PREFIX: &str = "larder-signer-";
 const CONTEXT: &[u8] = b"larder manifest signature v1\n";
-
-/// A manifest's signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManifestSignature {
-    /// The writing host's public key (`larder-signer-…`).
-    pub signer: String,
-    /// The newest backup of the same database when this one was written.
-    pub previous: Option<PreviousLink>,
-    /// Ed25519 over the manifest without its signature and the link (hex).
-    pub value: String,
-}
-
-/// A link to the previous backup of the same database.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PreviousLink {
-    pub id: String,
-    /// SHA-256 of that manifest's JSON (signature included).
-    pub sha256: String,
-}
 
 /// A host's signing key.
 pub struct SigningKey {

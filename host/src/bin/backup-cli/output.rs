@@ -17,7 +17,7 @@ use larder::engine::pin::PinReport;
 use larder::engine::progress::human_bytes;
 use larder::engine::prune::PruneReport;
 use larder::engine::recovery::plan::RecoveryPlan;
-use larder::engine::recovery::replay::ReplayPlan;
+use larder::engine::recovery::replay_plan::ReplayPlan;
 use larder::engine::recovery::restore::RestoreReport;
 use larder::engine::schedule::ScheduleStatus;
 use larder::engine::sync::{CopyReport, Presence};

@@ -1,15 +1,17 @@
 //! The shared context of one restore (`Job`: the repository, the manifest, the plan, the
 //! sessions) that every strategy and step works with, and what they report back.
 
+use super::chain::Lsn;
 use super::plan::RecoveryPlan;
-use super::replay::Replayed;
 use crate::engine::Progress;
 use crate::error::{Error, Result};
 use crate::pg::{ConnectionSettings, pool, session};
 use crate::repository::Repository;
 use crate::repository::manifest::{Manifest, TableEntry};
+use chrono::{DateTime, Utc};
 use indicatif::ProgressBar;
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use tokio_postgres::Client;
@@ -126,4 +128,25 @@ impl Job {
         )
         .await
     }
+}
+
+/// What the replay did, for the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Replayed {
+    /// The incrementals read.
+    pub backups: Vec<String>,
+    pub transactions: u64,
+    /// Row changes applied (of the restored tables).
+    pub changes: u64,
+    /// Statements (COPY, UPDATE, DELETE, TRUNCATE) they took.
+    pub statements: u64,
+    /// The last transaction replayed: the point in time reached.
+    pub last_commit_time: Option<DateTime<Utc>>,
+    pub last_commit_lsn: Option<Lsn>,
+    /// Rows each replayed table should hold afterwards (its index in the manifest's tables).
+    #[serde(skip)]
+    pub rows: HashMap<usize, i64>,
+    /// The tables a change was applied to.
+    #[serde(skip)]
+    pub changed: HashSet<usize>,
 }

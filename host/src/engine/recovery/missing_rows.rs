@@ -3,8 +3,9 @@
 //! primary key the destination lacks are inserted; rows that still exist keep their current
 //! values.
 
+use super::job::Replayed;
 use super::job::{Job, Outcome, TableResult};
-use super::replay::{self, Replayed};
+use super::replay;
 use super::step::{Progression, Step};
 use super::{load, post_data, verify};
 use crate::error::{Error, Result};

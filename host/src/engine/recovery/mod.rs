@@ -10,6 +10,7 @@ pub mod plan;
 mod plan_tests;
 mod privileges;
 pub mod replay;
+pub mod replay_plan;
 pub mod request;
 pub mod restore;
 pub mod step;

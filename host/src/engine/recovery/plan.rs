@@ -10,7 +10,7 @@
 use super::chain;
 use super::facts::{self, Facts};
 use super::privileges::privileges_missing;
-use super::replay::ReplayPlan;
+use super::replay_plan::ReplayPlan;
 pub use super::request::{PlanRequest, Strategy, Verification, destination_settings};
 use super::step::{Step, steps};
 use crate::engine::globals::{self, GlobalsPlan};
@@ -446,7 +446,7 @@ fn replay_basis(replay: &ReplayPlan) -> String {
     format!(
         "; replay of {} change(s) at an assumed {} changes/s",
         replay.changes,
-        super::replay::CHANGES_PER_SECOND
+        super::replay_plan::CHANGES_PER_SECOND
     )
 }
 

@@ -785,7 +785,7 @@ fn refusals_for_the_backup_and_the_destination() {
 mod chains {
     use super::*;
     use crate::engine::recovery::chain::{Chain, Lsn, Until};
-    use crate::engine::recovery::replay::ReplayPlan;
+    use crate::engine::recovery::replay_plan::ReplayPlan;
     use crate::repository::manifest::{
         BackupType, Chain as Link, IncrementalInfo, NotExact, TableChanges,
     };

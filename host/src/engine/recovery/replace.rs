@@ -70,7 +70,7 @@ async fn replay_step(
     steps: &Progression,
     order: replay::Order,
     indexed: bool,
-) -> Result<Option<replay::Replayed>> {
+) -> Result<Option<super::job::Replayed>> {
     if job.plan.replay.is_none() {
         return Ok(None);
     }

@@ -10,9 +10,9 @@
 //! [`partial_name`]), renames it only once verified, and drops it on failure or on SIGINT and
 //! SIGTERM; `replace` and `missing-rows` run in one transaction that is rolled back.
 
+use super::job::Replayed;
 use super::job::{Job, Outcome};
 use super::plan::{RecoveryPlan, Strategy, Verification};
-use super::replay::Replayed;
 use super::step::{Progression, Step, StepReport, steps};
 use super::{missing_rows, new_database, replace, vacuum, verify};
 use crate::engine::Progress;

@@ -2,9 +2,9 @@
 //! table's row count (and, with `--verify checksums`, the checksum of its rows), the large
 //! objects, and that no constraint is left NOT VALID that was not so in the backup.
 
+use super::job::Replayed;
 use super::job::{Job, LargeObjectResult, Outcome, TableResult};
 use super::plan::{RecoveryPlan, Verification};
-use super::replay::Replayed;
 use crate::engine::Progress;
 use crate::error::{Error, Result};
 use crate::pg::catalog;
