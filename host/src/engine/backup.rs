@@ -7,6 +7,8 @@
 
 use crate::config::IncrementalConfig;
 use crate::engine::Progress;
+pub use crate::engine::backup_run::BackupOptions;
+use crate::engine::backup_run::{reclaim_after_failure, stopped};
 use crate::engine::incremental;
 use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::engine::progress::human_bytes;
@@ -17,9 +19,7 @@ use crate::pg::catalog::{self, DataTable};
 use crate::pg::globals;
 use crate::pg::snapshot::{self, SnapshotLeader};
 use crate::pg::{ConnectionSettings, ddl, pg_dump, pool};
-use crate::plugin::validator::PluginValidator;
 use crate::repository::chunker::RowChecksum;
-use crate::repository::gc::collect_garbage;
 use crate::repository::history::Event;
 use crate::repository::id::new_backup_id;
 use crate::repository::lock::RepoLock;
@@ -33,44 +33,8 @@ use crate::targets::Target;
 use chrono::Utc;
 use futures_util::StreamExt;
 use indicatif::ProgressBar;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-#[derive(Debug, Clone)]
-pub struct BackupOptions {
-    pub name: Option<String>,
-    pub backup_type: BackupType,
-    pub jobs: usize,
-    pub compression_level: i32,
-    pub pg_dump: Option<PathBuf>,
-    /// Tables larger than about this are split into block ranges copied in parallel;
-    /// default: total size / (4 × jobs), at least 64 MiB.
-    pub split_bytes: Option<u64>,
-    /// The `[[schedules]]` entry this backup is taken for (recorded in the manifest).
-    pub schedule: Option<String>,
-    /// The `[[validators]]` plugins that check the rows as they are copied.
-    pub validators: Vec<Arc<PluginValidator>>,
-    /// Change tracking (`[incremental]`): with it on, a full backup starts a chain; an
-    /// incremental backup needs one.
-    pub incremental: IncrementalConfig,
-}
-
-impl Default for BackupOptions {
-    fn default() -> Self {
-        BackupOptions {
-            name: None,
-            backup_type: BackupType::Full,
-            jobs: super::default_jobs(),
-            compression_level: 2,
-            pg_dump: None,
-            split_bytes: None,
-            schedule: None,
-            validators: Vec::new(),
-            incremental: IncrementalConfig::default(),
-        }
-    }
-}
 
 /// Compression ratio assumed for the space estimate when the repository has no history.
 const DEFAULT_RATIO: f64 = 0.5;
@@ -105,19 +69,6 @@ pub async fn create(
         }
     }
     result
-}
-
-/// Says what a stop left of backup `id`: nothing visible (no manifest is written after it).
-pub(crate) fn stopped(id: &str) -> impl FnOnce(Error) -> Error + '_ {
-    move |e| match e {
-        Error::Interrupted { signal, state } if state.is_empty() => Error::Interrupted {
-            signal,
-            state: format!(
-                "backup {id} was stopped before its manifest was written, so it is not listed and cannot be restored; no lock is left, and chunks it wrote are reclaimed by garbage collection"
-            ),
-        },
-        e => e,
-    }
 }
 
 /// A backup written to its primary target and copied to the others.
@@ -398,26 +349,6 @@ async fn retire_slot(settings: &ConnectionSettings, config: &IncrementalConfig) 
         Ok(false) => {}
         Err(e) => tracing::warn!("could not check for a replication slot to drop: {e}"),
     }
-}
-
-/// After a failed backup, removes the chunks it wrote if no other backup is running.
-pub(crate) async fn reclaim_after_failure(repo: &Repository, id: &str) {
-    let Ok(lock) = RepoLock::exclusive(repo, &format!("clean-up after failed backup {id}")).await
-    else {
-        tracing::info!(
-            "backup {id} failed; its chunks will be reclaimed by the next garbage collection"
-        );
-        return;
-    };
-    match collect_garbage(repo, &lock).await {
-        Ok(report) => tracing::warn!(
-            "backup {id} failed; removed {} chunks ({} bytes) it had written",
-            report.chunks_deleted,
-            report.bytes_freed
-        ),
-        Err(e) => tracing::warn!("backup {id} failed and its chunks could not be removed yet: {e}"),
-    }
-    let _ = lock.release().await;
 }
 
 /// Stops before writing when the target clearly lacks room.

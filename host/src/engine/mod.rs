@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod backup;
+pub mod backup_run;
 pub mod daemon;
 pub mod delete;
 pub mod drill;

@@ -11,7 +11,7 @@
 
 use super::pgoutput::{self, Decoder, Message, Relation};
 use super::{Visibility, slot};
-use crate::engine::backup::{BackupOptions, reclaim_after_failure, stopped};
+use crate::engine::backup_run::{BackupOptions, reclaim_after_failure, stopped};
 use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::error::{Error, Result};
 use crate::pg::ConnectionSettings;
