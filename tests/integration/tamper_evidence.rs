@@ -1,8 +1,11 @@
 //! Tamper evidence (#18): manifests signed by the writing host, checked against
 //! `[repository] trusted_signers` by restores, exports and validation, and chained per
-//! database so that `backup verify-history` names a backup deleted from the middle.
+//! database so that `backup verify-history` names a backup deleted from the middle, and every
+//! restore and export checks the backup's links to its neighbours and reports the signer.
 
 use crate::support::{TestEnv, envelope, reported, text};
+use larder::repository::manifest::Manifest;
+use larder::repository::signing::{SigningKey, sign};
 use std::path::Path;
 
 fn signer(env: &TestEnv, file: &Path) -> String {
@@ -64,8 +67,74 @@ async fn signed_manifests_refuse_edits_and_untrusted_signers_and_history_names_a
     let history = env.run_json(&["backup", "verify-history"]);
     assert_eq!(history["signed"], 3, "{history}");
     assert_eq!(history["problems"], serde_json::json!([]), "{history}");
+    // The restore report is the auditor's evidence: the signer, and both links verified.
     let report = env.run_json(&["recovery", "execute", &tuesday, "--dest-db", "jars_tuesday"]);
-    assert_eq!(report["signature"]["signer"], trusted.as_str(), "{report}");
+    let signature = &report["signature"];
+    assert_eq!(signature["signer"], trusted.as_str(), "{report}");
+    assert_eq!(signature["signature_verified"], true, "{signature}");
+    assert_eq!(signature["chain_verified"], true, "{signature}");
+    let chain = &signature["chain"];
+    assert_eq!(chain["previous"]["backup_id"], monday.as_str(), "{chain}");
+    assert_eq!(chain["previous"]["state"], "verified", "{chain}");
+    assert_eq!(chain["next"]["backup_id"], wednesday.as_str(), "{chain}");
+    assert_eq!(chain["next"]["state"], "verified", "{chain}");
+    let sql = env.work.path().join("wednesday.sql");
+    let sql = sql.to_str().expect("path");
+    let out = env.run_ok(&["backup", "export", &wednesday, "-o", sql]);
+    let said = text(&out);
+    assert!(
+        said.contains(&format!(
+            "signed by {trusted}: signature and chain verified"
+        )) && said.contains("next: none, the newest backup"),
+        "{said}"
+    );
+
+    // Monday's manifest rewritten and signed again with the trusted key (an attacker holding
+    // the backup host's key): its own signature holds, but Tuesday's link gives it away, so
+    // restoring either is refused unless the risk is taken.
+    let monday_path = env
+        .repo_dir()
+        .join("backups")
+        .join(format!("{monday}.json"));
+    let honest = std::fs::read(&monday_path).expect("manifest");
+    let mut rewritten: Manifest = serde_json::from_slice(&honest).expect("manifest");
+    rewritten.name = "monday (rewritten)".into();
+    rewritten.signature = None;
+    sign(
+        &mut rewritten,
+        None,
+        &SigningKey::read(&host).expect("signing key"),
+    )
+    .expect("sign");
+    std::fs::write(
+        &monday_path,
+        serde_json::to_vec_pretty(&rewritten).expect("json"),
+    )
+    .expect("write");
+    refused(
+        &env,
+        &["recovery", "execute", &tuesday, "--dest-db", "x"],
+        &format!("its previous backup {monday} was altered after this one was written"),
+    );
+    refused(
+        &env,
+        &["backup", "export", &monday, "-o", sql],
+        &format!("its manifest was replaced after backup {tuesday} was written"),
+    );
+    let risked = env.run_json(&["backup", "export", &tuesday, "-o", sql, "--allow-unsigned"]);
+    let signature = &risked["signature"];
+    assert_eq!(signature["chain_verified"], false, "{signature}");
+    assert_eq!(
+        signature["chain"]["previous"]["state"], "altered",
+        "{signature}"
+    );
+    assert!(
+        signature["risks"]
+            .to_string()
+            .contains("the history was rewritten"),
+        "{signature}"
+    );
+    std::fs::write(&monday_path, &honest).expect("restore the manifest");
 
     // A row count edited by hand: the signature no longer holds, even with --allow-unsigned.
     let path = env
@@ -116,6 +185,20 @@ async fn signed_manifests_refuse_edits_and_untrusted_signers_and_history_names_a
         "{problem}"
     );
     assert!(!problems.to_string().contains(&monday), "{problems}");
+    // A restore of Wednesday says so, without refusing (pruning leaves such gaps too).
+    let exported = env.run_json(&["backup", "export", &wednesday, "-o", sql]);
+    let signature = &exported["signature"];
+    assert_eq!(signature["signature_verified"], true, "{signature}");
+    assert_eq!(signature["chain_verified"], false, "{signature}");
+    assert_eq!(
+        signature["chain"]["previous"]["backup_id"],
+        tuesday.as_str(),
+        "{signature}"
+    );
+    assert_eq!(
+        signature["chain"]["previous"]["state"], "missing",
+        "{signature}"
+    );
 
     // A backup signed by a key that is not trusted: refused, unless the risk is taken (and
     // then the plan says so).

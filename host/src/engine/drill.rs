@@ -392,6 +392,9 @@ async fn attempt_drill(
         .step(
             "plan",
             interruptible(async {
+                // As every restore: the manifests' signatures and the backup's history links.
+                crate::engine::recovery::provenance::check(repo, manifest, req.until, false)
+                    .await?;
                 let plan = plan::plan(repo, manifest, &request).await?;
                 plan.check_ready()?;
                 Ok(plan)

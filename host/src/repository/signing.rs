@@ -157,6 +157,11 @@ pub fn check(manifest: &Manifest, trusted: &[String], allow_unsigned: bool) -> R
             manifest.id
         ))
     };
+    let verified = |signer: String| Checked {
+        signer: Some(signer),
+        signature_verified: true,
+        ..Checked::default()
+    };
     match verify(manifest, trusted) {
         Verdict::Broken { signer } => Err(Error::SignatureRefused(format!(
             "backup {}: its manifest does not match its signature by {signer}: it was edited after it was written (a changed row count or chunk list, or a forged manifest); it cannot be trusted",
@@ -165,22 +170,16 @@ pub fn check(manifest: &Manifest, trusted: &[String], allow_unsigned: bool) -> R
         Verdict::Signed {
             signer,
             trusted: true,
-        } => Ok(Checked {
-            signer: Some(signer),
-            risk: None,
-        }),
-        Verdict::Signed { signer, .. } if trusted.is_empty() => Ok(Checked {
-            signer: Some(signer),
-            risk: None,
-        }),
+        } => Ok(verified(signer)),
+        Verdict::Signed { signer, .. } if trusted.is_empty() => Ok(verified(signer)),
         Verdict::Unsigned if trusted.is_empty() => Ok(Checked::default()),
         Verdict::Signed { signer, .. } => {
             let why =
                 format!("it is signed by {signer}, which is not in [repository] trusted_signers");
             if allow_unsigned {
                 Ok(Checked {
-                    signer: None,
-                    risk: Some(format!("--allow-unsigned: {why}; it may have been forged")),
+                    risks: vec![format!("--allow-unsigned: {why}; it may have been forged")],
+                    ..Checked::default()
                 })
             } else {
                 Err(refuse(why))
@@ -192,11 +191,11 @@ pub fn check(manifest: &Manifest, trusted: &[String], allow_unsigned: bool) -> R
                     .to_string();
             if allow_unsigned {
                 Ok(Checked {
-                    signer: None,
-                    risk: Some(format!(
+                    risks: vec![format!(
                         "--allow-unsigned: backup {} is not signed; nothing proves who wrote it or that it was not edited",
                         manifest.id
-                    )),
+                    )],
+                    ..Checked::default()
                 })
             } else {
                 Err(refuse(why))
@@ -214,13 +213,305 @@ pub fn check_configured(manifest: &Manifest, allow_unsigned: bool) -> Result<Che
     )
 }
 
-/// What [`check`] found acceptable.
+/// What the checks of a backup's manifest found acceptable: its signature, and for a restore
+/// its place in its database's history.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Checked {
     /// The signer whose valid signature the manifest carries.
     pub signer: Option<String>,
-    /// The risk `--allow-unsigned` accepted.
-    pub risk: Option<String>,
+    /// The signature holds (and its signer is trusted, when `trusted_signers` is set).
+    pub signature_verified: bool,
+    /// Every link between this backup and its neighbours in the history holds: the previous
+    /// backup it recorded is in the repository unchanged (or it is the first), and the next
+    /// one recorded it as it is now (or it is the newest).
+    pub chain_verified: bool,
+    /// The links a restore checked (None for validation, and for an unsigned backup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainCheck>,
+    /// Besides the backup, the manifests the restore reads (an incremental chain's base and
+    /// links), each signature checked the same way.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also_checked: Vec<String>,
+    /// The risks `--allow-unsigned` accepted.
+    pub risks: Vec<String>,
+}
+
+impl Checked {
+    /// One line of evidence for the restore report.
+    pub fn evidence(&self) -> String {
+        let Some(signer) = &self.signer else {
+            return if self.risks.is_empty() {
+                "not signed, and no [repository] trusted_signers asks for signatures: nothing proves who wrote it".into()
+            } else {
+                "signature not verified (--allow-unsigned: see the risks)".into()
+            };
+        };
+        let what = if self.chain_verified {
+            "signature and chain verified"
+        } else {
+            "signature verified"
+        };
+        let mut line = format!("signed by {signer}: {what}");
+        if let Some(chain) = &self.chain {
+            line.push_str(&format!(
+                " (previous: {}; next: {})",
+                chain.previous.detail, chain.next.detail
+            ));
+        }
+        if !self.also_checked.is_empty() {
+            line.push_str(&format!(
+                "; signatures of {} also verified",
+                self.also_checked.join(", ")
+            ));
+        }
+        line
+    }
+}
+
+/// A backup's links to its neighbours in its database's history, as a restore found them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainCheck {
+    pub previous: LinkCheck,
+    pub next: LinkCheck,
+}
+
+/// One link: the neighbour, and what was found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkCheck {
+    pub backup_id: Option<String>,
+    pub state: LinkState,
+    /// In words.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkState {
+    /// The link holds: the neighbour's hash is the one signed.
+    Verified,
+    /// No neighbour on that side: the first (or the newest) backup of its database.
+    End,
+    /// The previous backup is no longer in the repository (pruned, or deleted).
+    Missing,
+    /// No signed link to check: written by a host that could not read the history (a writer
+    /// key), or concurrently with its neighbour.
+    Unlinked,
+    /// The hashes differ (refused unless `--allow-unsigned`).
+    Altered,
+}
+
+impl LinkCheck {
+    fn new(backup_id: Option<&str>, state: LinkState, detail: String) -> LinkCheck {
+        LinkCheck {
+            backup_id: backup_id.map(str::to_string),
+            state,
+            detail,
+        }
+    }
+
+    fn holds(&self) -> bool {
+        matches!(self.state, LinkState::Verified | LinkState::End)
+    }
+}
+
+/// What a restore (or export) of `requested` may rely on: [`check`] of its signature and of
+/// every manifest in `also` (an incremental chain's base and links), then its links to the
+/// previous and the next backup of its database against what the repository holds. A link
+/// whose hash differs (the previous backup altered, or this one replaced, after the other was
+/// signed) is refused unless `allow_unsigned`; a previous backup no longer there (pruned or
+/// deleted) or a missing link is said, not refused.
+pub async fn check_restore(
+    repo: &Repository,
+    requested: &Manifest,
+    also: &[&Manifest],
+    trusted: &[String],
+    allow_unsigned: bool,
+) -> Result<Checked> {
+    let mut checked = check(requested, trusted, allow_unsigned)?;
+    for manifest in also.iter().filter(|m| m.id != requested.id) {
+        let member = check(manifest, trusted, allow_unsigned)?;
+        checked.signature_verified &= member.signature_verified;
+        checked.risks.extend(member.risks);
+        checked.also_checked.push(manifest.id.clone());
+    }
+    if checked.signer.is_none() {
+        return Ok(checked);
+    }
+    let chain = ChainCheck {
+        previous: previous_link(repo, requested).await?,
+        next: next_link(repo, requested).await?,
+    };
+    for link in [&chain.previous, &chain.next] {
+        if link.state != LinkState::Altered {
+            continue;
+        }
+        let why = format!("backup {}: {}", requested.id, link.detail);
+        if !allow_unsigned {
+            return Err(Error::SignatureRefused(format!(
+                "{why}; the history was rewritten by a holder of a signing key: refusing to use it (`backup verify-history` lists what changed; pass --allow-unsigned to take the risk)"
+            )));
+        }
+        checked.risks.push(format!(
+            "--allow-unsigned: {why}; the history was rewritten"
+        ));
+    }
+    checked.chain_verified =
+        checked.signature_verified && chain.previous.holds() && chain.next.holds();
+    checked.chain = Some(chain);
+    Ok(checked)
+}
+
+/// The link `manifest` signed to the previous backup of its database.
+async fn previous_link(repo: &Repository, manifest: &Manifest) -> Result<LinkCheck> {
+    let link = manifest
+        .signature
+        .as_ref()
+        .and_then(|s| s.previous.as_ref());
+    let Some(link) = link else {
+        return Ok(match neighbour(repo, manifest, Side::Before).await? {
+            None => LinkCheck::new(
+                None,
+                LinkState::End,
+                "none, the first backup of its database".into(),
+            ),
+            Some(older) => LinkCheck::new(
+                Some(&older.id),
+                LinkState::Unlinked,
+                format!(
+                    "{} is older but was not linked (written by a host that cannot read the history)",
+                    older.id
+                ),
+            ),
+        });
+    };
+    Ok(match repo.read_manifest(&link.id).await {
+        Err(Error::BackupNotFound(_)) => LinkCheck::new(
+            Some(&link.id),
+            LinkState::Missing,
+            format!(
+                "{} is no longer in the repository (pruned, or deleted: `backup verify-history`)",
+                link.id
+            ),
+        ),
+        Err(e) => return Err(e),
+        Ok(previous) if manifest_hash(&previous)? == link.sha256 => LinkCheck::new(
+            Some(&link.id),
+            LinkState::Verified,
+            format!("{} unchanged", link.id),
+        ),
+        Ok(_) => LinkCheck::new(
+            Some(&link.id),
+            LinkState::Altered,
+            format!(
+                "its previous backup {} was altered after this one was written (its hash differs from the one signed here)",
+                link.id
+            ),
+        ),
+    })
+}
+
+/// The link the next backup of `manifest`'s database signed to it.
+async fn next_link(repo: &Repository, manifest: &Manifest) -> Result<LinkCheck> {
+    let Some(next) = neighbour(repo, manifest, Side::After).await? else {
+        return Ok(LinkCheck::new(
+            None,
+            LinkState::End,
+            "none, the newest backup of its database".into(),
+        ));
+    };
+    let link = next.signature.as_ref().and_then(|s| s.previous.as_ref());
+    Ok(match link {
+        Some(link) if link.id == manifest.id => {
+            if manifest_hash(manifest)? == link.sha256 {
+                LinkCheck::new(
+                    Some(&next.id),
+                    LinkState::Verified,
+                    format!("{} links to it unchanged", next.id),
+                )
+            } else {
+                LinkCheck::new(
+                    Some(&next.id),
+                    LinkState::Altered,
+                    format!(
+                        "its manifest was replaced after backup {} was written (the hash that backup signed for it differs)",
+                        next.id
+                    ),
+                )
+            }
+        }
+        Some(link) => LinkCheck::new(
+            Some(&next.id),
+            LinkState::Unlinked,
+            format!(
+                "{} links to {} instead (this backup was written concurrently, or added later)",
+                next.id, link.id
+            ),
+        ),
+        None => LinkCheck::new(
+            Some(&next.id),
+            LinkState::Unlinked,
+            format!(
+                "{} has no link (written by a host that cannot read the history)",
+                next.id
+            ),
+        ),
+    })
+}
+
+enum Side {
+    Before,
+    After,
+}
+
+/// The nearest backup of `manifest`'s database before or after it (by creation time), read
+/// one manifest at a time outward from its id, so a restore does not read the whole catalog.
+async fn neighbour(repo: &Repository, manifest: &Manifest, side: Side) -> Result<Option<Manifest>> {
+    let ids = repo.backup_ids().await?;
+    // Ids sort by their creation second; backups of the same second are all read.
+    let second = manifest.id.get(..15).unwrap_or(&manifest.id);
+    let mut candidates: Vec<&String> = match side {
+        Side::Before => ids
+            .iter()
+            .filter(|id| id.as_str() < manifest.id.as_str() || id.starts_with(second))
+            .rev()
+            .collect(),
+        Side::After => ids
+            .iter()
+            .filter(|id| id.as_str() > manifest.id.as_str() || id.starts_with(second))
+            .collect(),
+    };
+    candidates.retain(|id| **id != manifest.id);
+    let key = |m: &Manifest| (m.created_at, m.id.clone());
+    let mut found: Option<Manifest> = None;
+    for id in candidates {
+        if let Some(best) = &found
+            && !id.starts_with(best.id.get(..15).unwrap_or(&best.id))
+        {
+            break;
+        }
+        let other = match repo.read_manifest(id).await {
+            Ok(other) => other,
+            // Gone while reading, or damaged: `backup verify-history` reports those.
+            Err(Error::BackupNotFound(_) | Error::ChecksumMismatch { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let wanted = other.source.database == manifest.source.database
+            && match side {
+                Side::Before => key(&other) < key(manifest),
+                Side::After => key(&other) > key(manifest),
+            };
+        if !wanted {
+            continue;
+        }
+        let closer = found.as_ref().is_none_or(|best| match side {
+            Side::Before => key(&other) > key(best),
+            Side::After => key(&other) < key(best),
+        });
+        if closer {
+            found = Some(other);
+        }
+    }
+    Ok(found)
 }
 
 /// One problem `verify-history` found.
@@ -342,7 +633,7 @@ mod tests {
         assert!(check(&manifest, &trusted, false).is_ok());
         assert!(check(&manifest, &["larder-signer-00".into()], false).is_err());
         assert!(
-            check(&manifest, &["larder-signer-00".into()], true).is_ok_and(|c| c.risk.is_some())
+            check(&manifest, &["larder-signer-00".into()], true).is_ok_and(|c| !c.risks.is_empty())
         );
         let mut edited = manifest.clone();
         edited.name.push('!');

@@ -26,6 +26,7 @@ use larder::plugin::conformance::Conformance;
 use larder::plugin::inspect::Inspection;
 use larder::repository::lock::UnlockReport;
 use larder::repository::manifest::{BackupType, IncrementalInfo, Manifest, ValidatorRun};
+use larder::repository::signing::Checked;
 use larder::targets::configured::PluginSummary;
 use serde::Serialize;
 use std::io::Write;
@@ -900,12 +901,7 @@ fn restored(report: &RestoreReport) {
             }
         );
     }
-    if let Some(signer) = &report.signature.signer {
-        say!("  signed by {signer}: signature verified");
-    }
-    if let Some(risk) = &report.signature.risk {
-        say!("  risk taken: {risk}");
-    }
+    signature_evidence(&report.signature);
     for fallback in &report.fallbacks {
         say!("  fallback: {fallback}");
     }
@@ -1467,12 +1463,23 @@ pub struct Exported {
     #[serde(flatten)]
     pub report: ExportReport,
     pub file: String,
+    /// Who signed the backup, and what of its signature and history was verified.
+    pub signature: Checked,
 }
 
 impl Report for Exported {
     const KEY: &'static str = "export";
     fn human(&self) {
         exported(&self.report, &self.file);
+        signature_evidence(&self.signature);
+    }
+}
+
+/// The report's lines on the backup's signature and history: evidence for an auditor.
+fn signature_evidence(checked: &Checked) {
+    say!("  {}", checked.evidence());
+    for risk in &checked.risks {
+        say!("  risk taken: {risk}");
     }
 }
 

@@ -9,6 +9,7 @@ pub mod plan;
 #[cfg(test)]
 mod plan_tests;
 mod privileges;
+pub mod provenance;
 pub mod replay;
 pub mod replay_plan;
 pub mod request;

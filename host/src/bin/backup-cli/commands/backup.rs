@@ -15,7 +15,10 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
             let manifest = repo
                 .resolve(&args.backup_id, &settings.database_name()?)
                 .await?;
-            signing::check_configured(&manifest, args.allow_unsigned)?;
+            let until = args.point.until();
+            let signature =
+                engine::recovery::provenance::check(&repo, &manifest, until, args.allow_unsigned)
+                    .await?;
             let (out, compress): (Box<dyn std::io::Write + Send>, bool) = if args.output == "-" {
                 (Box::new(std::io::stdout()), false)
             } else {
@@ -26,14 +29,14 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
                     args.output.ends_with(".zst"),
                 )
             };
-            let report =
-                engine::export::export(&repo, &manifest, args.point.until(), out, compress).await?;
+            let report = engine::export::export(&repo, &manifest, until, out, compress).await?;
             if args.output == "-" {
                 return Ok(Outcome::Done); // stdout holds the SQL
             }
             let exported = Exported {
                 report,
                 file: args.output,
+                signature,
             };
             Ok(output::report(settings.json, &exported, None))
         }

@@ -5,9 +5,9 @@ use crate::cli::{DrillArgs, RecoveryArgs, RecoveryCommand};
 use crate::output::{self, Drills, DryRun, Outcome, Report};
 use crate::settings::Settings;
 use larder::engine::recovery::plan::{PlanRequest, RecoveryPlan, Strategy};
+use larder::engine::recovery::provenance;
 use larder::pg::ConnectionSettings;
 use larder::repository::latest::Selection;
-use larder::repository::signing;
 use larder::{Error, Result, engine};
 use std::io::IsTerminal;
 
@@ -19,14 +19,11 @@ pub async fn run(settings: &Settings, command: RecoveryCommand) -> Result<Outcom
                 .select(&args.backup_id, &settings.database_name()?)
                 .await?;
             let manifest = &selection.manifest;
-            let checked = signing::check_configured(manifest, args.allow_unsigned)?;
-            let mut plan = engine::recovery::plan::plan(
-                &repo,
-                manifest,
-                &request(settings, &args, &selection)?,
-            )
-            .await?;
-            plan.risks.extend(checked.risk);
+            let request = request(settings, &args, &selection)?;
+            let checked =
+                provenance::check(&repo, manifest, request.until, args.allow_unsigned).await?;
+            let mut plan = engine::recovery::plan::plan(&repo, manifest, &request).await?;
+            plan.risks.extend(checked.risks);
             Ok(output::report(settings.json, &plan, None))
         }
         RecoveryCommand::Execute(args) => {
@@ -38,9 +35,11 @@ pub async fn run(settings: &Settings, command: RecoveryCommand) -> Result<Outcom
                 .await?;
             let manifest = &selection.manifest;
             let request = request(settings, &args.recovery, &selection)?;
-            let checked = signing::check_configured(manifest, args.recovery.allow_unsigned)?;
+            let checked =
+                provenance::check(&repo, manifest, request.until, args.recovery.allow_unsigned)
+                    .await?;
             let mut plan = engine::recovery::plan::plan(&repo, manifest, &request).await?;
-            plan.risks.extend(checked.risk.clone());
+            plan.risks.extend(checked.risks.clone());
             let jobs = settings.jobs(args.jobs);
             if !settings.json {
                 plan.human();
