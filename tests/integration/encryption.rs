@@ -162,6 +162,57 @@ async fn an_encrypted_repository_hides_the_data_needs_the_passphrase_and_falls_b
         .await
         .expect("restored row");
     assert_eq!(row.get::<_, String>(0), format!("{MARKER} 7"));
+
+    // The records kept beside the backups are sealed too: the measured restore (naming the
+    // database restored into) and a pin with the operator's reason. Both still read back:
+    // the next plan estimates from the restore, and the pin keeps the backup.
+    let reason = format!("kept for the {MARKER} audit");
+    let args = ["--json", "backup", "pin", &id, "--reason", &reason];
+    ok(run_with(&env, Some(PASSPHRASE), &args), &args);
+    for dir in [&local, &offsite] {
+        for file in files(dir) {
+            let bytes = std::fs::read(&file).expect("read object");
+            assert!(
+                !contains(&bytes, MARKER) && !contains(&bytes, "pantry_restored"),
+                "{} holds the marker or the restored database's name",
+                file.display()
+            );
+        }
+    }
+    assert!(
+        files(&local)
+            .iter()
+            .any(|f| f.starts_with(local.join("restores"))),
+        "no restore record"
+    );
+    let args = [
+        "--json",
+        "recovery",
+        "plan",
+        &id,
+        "--dest-db",
+        "pantry_again",
+    ];
+    let plan = reported(&ok(run_with(&env, Some(PASSPHRASE), &args), &args));
+    assert!(
+        plan["estimate_basis"]
+            .as_str()
+            .is_some_and(|b| b.contains("1 measured restore")),
+        "{plan}"
+    );
+    let out = run_with(
+        &env,
+        Some(PASSPHRASE),
+        &["--json", "backup", "delete", &id, "--dry-run"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        envelope(&out)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("is pinned") && e.contains(&reason)),
+        "{}",
+        text(&out)
+    );
 }
 
 /// The write-only host's refusals: exit 1, `key_required`, saying why.
@@ -234,6 +285,7 @@ async fn a_write_only_host_backs_up_and_deduplicates_but_cannot_read_and_slots_a
         [Some("passphrase"), Some("recipient")],
         "{listed}"
     );
+    assert_eq!(slots[0]["kdf"], "argon2id", "{listed}");
     let passphrase_slot = slots[0]["id"].as_str().expect("id").to_string();
     let recipient_slot = slots[1]["id"].as_str().expect("id").to_string();
 

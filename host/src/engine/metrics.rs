@@ -486,8 +486,8 @@ async fn read_events(repo: &Repository, index: &mut Index) {
             continue;
         }
         let failure = match repo.target().get(key).await {
-            Ok(bytes) => serde_json::from_slice::<Event>(&bytes)
-                .ok()
+            Ok(bytes) => repo
+                .open_record::<Event>(key, &bytes)
                 .filter(|e| e.kind == "backup-failed")
                 .map(|e| Failure {
                     at: e.at,

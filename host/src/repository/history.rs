@@ -2,6 +2,13 @@
 //! plans estimate from this site's own history), restore drills (`drills/`: the measured
 //! recovery time against the RTO), the last validation of each backup (`validations/`) and
 //! failed backup attempts (`events/`), which `monitor health` reads.
+//!
+//! In an encrypted repository these records, and pins (`pins/`), are sealed like manifests:
+//! they name the database, its tables (drill checks, validation problems), its sizes and
+//! where it was restored. A record that does not open (not sealed for this repository, or
+//! read by a host holding the writer key only) counts as unreadable, as a damaged one does.
+//! Only the repository's format file, its keys file and locks (holder host and pid, which a
+//! writer-key host must read) stay plain.
 
 use super::Repository;
 use crate::error::{Error, Result};
@@ -49,7 +56,7 @@ impl Repository {
             let Ok(bytes) = self.target().get(&object.key).await else {
                 continue;
             };
-            let Ok(record) = serde_json::from_slice::<RestoreRecord>(&bytes) else {
+            let Some(record) = self.open_record::<RestoreRecord>(&object.key, &bytes) else {
                 continue;
             };
             if record.seconds > 0.0 && record.bytes > 0 {
@@ -245,9 +252,9 @@ impl Repository {
             let Ok(bytes) = target.get(&key).await else {
                 continue;
             };
-            match serde_json::from_slice::<ValidationRecord>(&bytes) {
-                Ok(record) if record.ok => return ValidationState::Passed,
-                Ok(record) => {
+            match self.open_record::<ValidationRecord>(&key, &bytes) {
+                Some(record) if record.ok => return ValidationState::Passed,
+                Some(record) => {
                     state = ValidationState::Failed(format!(
                         "failed validation on target '{}' at {}: {}",
                         target.name(),
@@ -257,7 +264,7 @@ impl Repository {
                             .unwrap_or_else(|| "problems found".into())
                     ))
                 }
-                Err(_) => {}
+                None => {}
             }
         }
         state
@@ -298,23 +305,55 @@ impl Repository {
         }
     }
 
+    /// Writes a record (sealed in an encrypted repository).
     pub(super) async fn put_json(&self, key: &str, value: &impl Serialize) -> Result<()> {
         let body = serde_json::to_vec_pretty(value)
             .map_err(|e| Error::Repository(format!("encoding {key}: {e}")))?;
+        let body = match self.keyring() {
+            Some(keyring) => keyring.seal(key, &body)?,
+            None => body,
+        };
         self.target()
             .put(key, Bytes::from(body))
             .await
             .map_err(|e| e.at(key, "recording history"))
     }
 
+    /// Reads a record; None when there is none or it cannot be read.
     pub(super) async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,
     ) -> Result<Option<T>> {
         match self.target().get(key).await {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+            Ok(bytes) => Ok(self.open_record(key, &bytes)),
             Err(crate::targets::TargetError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.at(key, "reading history")),
         }
+    }
+
+    /// A record as stored under `key`, opened and parsed; None (with a warning) when it does
+    /// not open or parse.
+    pub fn open_record<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        stored: &[u8],
+    ) -> Option<T> {
+        let opened;
+        let plain = match self.keyring() {
+            Some(keyring) => match keyring.open(key, stored) {
+                Ok(bytes) => {
+                    opened = bytes;
+                    &opened[..]
+                }
+                Err(why) => {
+                    tracing::warn!("{key} cannot be read: {why}");
+                    return None;
+                }
+            },
+            None => stored,
+        };
+        serde_json::from_slice(plain)
+            .inspect_err(|e| tracing::warn!("{key} cannot be read: {e}"))
+            .ok()
     }
 }

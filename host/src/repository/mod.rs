@@ -12,7 +12,8 @@
 //! Chunks are shared by all backups; a chunk already present is never written again.
 //! In an encrypted repository every chunk and manifest passes through [`crypto::Keyring`] at
 //! the one read/write boundary here (`put_chunk`, `write_manifest`, `ChunkCheck`,
-//! `manifest_from`).
+//! `manifest_from`), and every record of `history` and `pins` at theirs (`put_json`,
+//! `open_record`).
 
 pub mod changes;
 pub mod chunker;

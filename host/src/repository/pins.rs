@@ -1,6 +1,7 @@
 //! Pins: backups an operator marked to keep (`backup pin`), recorded beside them as
 //! `pins/<id>.json` on every target that holds a copy. Retention never deletes a backup with
-//! an active pin; a pin with `until` in the past no longer counts.
+//! an active pin; a pin with `until` in the past no longer counts. Sealed in an encrypted
+//! repository (its reason is the operator's words about the database), see `history`.
 
 use super::Repository;
 use crate::error::{Error, Result};
@@ -63,9 +64,9 @@ impl Repository {
                 Err(TargetError::NotFound { .. }) => continue,
                 Err(e) => return Err(e.at(&key, format!("reading the pin of backup {backup_id}"))),
             };
-            let pin: Pin = serde_json::from_slice(&bytes).map_err(|e| {
+            let pin: Pin = self.open_record(&key, &bytes).ok_or_else(|| {
                 Error::Repository(format!(
-                    "{key} on target '{}' is not a pin ({e}); remove it with `backup-cli backup unpin {backup_id}` and pin again",
+                    "{key} on target '{}' is not a pin this host can read (damaged, not sealed for this repository, or this host holds the writer key only); remove it with `backup-cli backup unpin {backup_id}` and pin again",
                     target.name()
                 ))
             })?;

@@ -1692,6 +1692,9 @@ pub struct SlotSummary {
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// A recipient slot's public key.
     pub recipient: Option<String>,
+    /// A passphrase slot's key derivation: `argon2id`, or `pbkdf2-hmac-sha256` (slots made
+    /// before argon2id; add a new passphrase slot and remove the old one to move on).
+    pub kdf: Option<String>,
 }
 
 impl SlotSummary {
@@ -1706,6 +1709,10 @@ impl SlotSummary {
                     Some(recipient.clone())
                 }
                 larder::repository::keys::SlotKind::Passphrase { .. } => None,
+            },
+            kdf: match &slot.kind {
+                larder::repository::keys::SlotKind::Passphrase { kdf, .. } => Some(kdf.clone()),
+                larder::repository::keys::SlotKind::Recipient { .. } => None,
             },
         }
     }
@@ -1741,14 +1748,19 @@ impl Report for KeySlots {
             self.cipher,
             self.slots.len()
         );
-        let mut t = table(&["SLOT", "KIND", "LABEL", "CREATED", "RECIPIENT"]);
+        let mut t = table(&["SLOT", "KIND", "LABEL", "CREATED", "RECIPIENT / KDF"]);
         for slot in &self.slots {
             t.add_row(vec![
                 Cell::new(&slot.id),
                 Cell::new(slot.kind),
                 Cell::new(&slot.label),
                 Cell::new(slot.created_at.format("%Y-%m-%d %H:%M")),
-                Cell::new(slot.recipient.as_deref().unwrap_or("")),
+                Cell::new(
+                    slot.recipient
+                        .as_deref()
+                        .or(slot.kdf.as_deref())
+                        .unwrap_or(""),
+                ),
             ]);
         }
         say!("{t}");
