@@ -8,7 +8,7 @@
 //! live one (verified table by table), and compares the two databases itself. At the end it
 //! says where everything is. Run it with `scripts/quickstart` (which builds the binary first).
 //!
-//! Options: `--scale S` (default 0.02; 1 ≈ 1 GB), `--repo PATH`.
+//! Options: `--scale S` (default 0.02; 1 ≈ 1.2 GB), `--repo PATH`.
 
 use larder::pg::ephemeral::EphemeralCluster;
 use std::path::PathBuf;
