@@ -7,7 +7,7 @@ use crate::support::{TestEnv, envelope, finish, reported, scalar, send, text};
 use larder::pg::ephemeral::ClusterSetup;
 use larder::repository::changes::{Change, Lsn};
 use larder::repository::manifest::{BackupType, IncrementalInfo, Manifest};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -597,4 +597,220 @@ async fn ddl_an_invalidated_slot_and_retained_wal_are_reported_and_a_retired_slo
         let left = slot_confirmed(&env, &slot).await.is_some();
         assert_eq!(left, n + 1 < ids.len(), "after deleting {id}");
     }
+}
+
+/// `schema.name` of each table a full reused, and from which backup.
+fn reused(m: &Manifest) -> BTreeMap<String, String> {
+    m.tables
+        .iter()
+        .filter_map(|t| {
+            let from = t.tracked.as_ref()?.reused_from.clone()?;
+            Some((t.display_name(), from))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_reads_only_the_tables_the_change_stream_says_changed() {
+    let env = TestEnv::start("incr_reuse").await;
+    env.write_config(&config(&env, "enabled = true"));
+    let db = env.client().await;
+    db.batch_execute(
+        "CREATE TABLE orgs (id int PRIMARY KEY, name text NOT NULL);
+         INSERT INTO orgs SELECT g, 'org ' || g FROM generate_series(1, 300) g;
+         CREATE TABLE people (id int PRIMARY KEY, org int REFERENCES orgs, note text);
+         INSERT INTO people SELECT g, g % 300 + 1, md5(g::text) FROM generate_series(1, 3000) g;
+         CREATE TABLE quiet (id int PRIMARY KEY, body text);
+         INSERT INTO quiet SELECT g, repeat(md5(g::text), 40) FROM generate_series(1, 500) g;
+         CREATE TABLE notes (id int PRIMARY KEY, body text);
+         INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 100) g;
+         CREATE TABLE wiped (id int PRIMARY KEY);
+         INSERT INTO wiped SELECT generate_series(1, 50);
+         CREATE TABLE altered (id int PRIMARY KEY, v text);
+         INSERT INTO altered SELECT g, 'v' FROM generate_series(1, 20) g;
+         CREATE TABLE renamed (id int PRIMARY KEY, v text);
+         INSERT INTO renamed VALUES (1, 'a');
+         CREATE TABLE log (msg text);
+         INSERT INTO log VALUES ('before');",
+    )
+    .await
+    .expect("the tables");
+    let first = create(&env, &["-n", "first"]).await;
+    assert!(reused(&first).is_empty(), "the first full reads everything");
+    assert!(
+        first.tables.iter().all(|t| t.tracked.is_some()),
+        "every table's identity is recorded for the next full"
+    );
+
+    // One change captured by an incremental, the others still in the slot when the next full
+    // starts: rows, a TRUNCATE, DDL without row changes, a rename there and back, a table
+    // whose changes are not captured.
+    db.batch_execute("UPDATE notes SET body = 'edited' WHERE id = 7")
+        .await
+        .expect("a change");
+    let inc = create(&env, &["--type", "incremental", "-n", "inc"]).await;
+    assert_eq!(counts(&inc, "public.notes"), (0, 1, 0, 0));
+    db.batch_execute(
+        "UPDATE people SET note = 'moved' WHERE id = 3;
+         TRUNCATE wiped;
+         ALTER TABLE altered ADD COLUMN w int NOT NULL DEFAULT 7;
+         ALTER TABLE renamed RENAME TO renamed_for_a_while;
+         ALTER TABLE renamed_for_a_while RENAME TO renamed;
+         INSERT INTO log VALUES ('after');",
+    )
+    .await
+    .expect("more changes");
+    let out = env.run_ok(&["backup", "create", "-n", "second"]);
+    let said = text(&out);
+    let second = env
+        .repo()
+        .await
+        .manifests()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.name == "second")
+        .expect("the second full");
+    assert_eq!(
+        reused(&second),
+        BTreeMap::from([
+            ("public.orgs".to_string(), first.id.clone()),
+            ("public.quiet".to_string(), first.id.clone()),
+        ]),
+        "only the tables no change, TRUNCATE or DDL touched are reused"
+    );
+    assert!(
+        said.contains(&format!(
+            "reused (not read): 2 tables, 2 from backup {}",
+            first.id
+        )),
+        "{said}"
+    );
+    for name in ["public.orgs", "public.quiet"] {
+        let (was, now) = (
+            first.find_table(name).unwrap(),
+            second.find_table(name).unwrap(),
+        );
+        assert_eq!(
+            (&was.parts, was.rows, &was.checksum),
+            (&now.parts, now.rows, &now.checksum),
+            "{name}: the same chunks, rows and checksum"
+        );
+    }
+    assert_eq!(second.find_table("public.wiped").unwrap().rows, 0);
+    assert!(
+        second
+            .find_table("public.altered")
+            .unwrap()
+            .columns
+            .contains(&"w".to_string())
+    );
+
+    // Nothing changed: every table it can follow is reused, each from the backup that read it.
+    let third = create(&env, &["-n", "third"]).await;
+    let expected: BTreeMap<String, String> = [
+        ("public.orgs", &first.id),
+        ("public.quiet", &first.id),
+        ("public.people", &second.id),
+        ("public.notes", &second.id),
+        ("public.wiped", &second.id),
+        ("public.altered", &second.id),
+        ("public.renamed", &second.id),
+    ]
+    .into_iter()
+    .map(|(t, id)| (t.to_string(), id.clone()))
+    .collect();
+    assert_eq!(
+        reused(&third),
+        expected,
+        "public.log has no replica identity: always read"
+    );
+
+    // The backups that read the rows are deleted (and their chunks collected): the newest
+    // full still validates and restores, its reused entries hold their chunks themselves.
+    for id in [&inc.id, &first.id, &second.id] {
+        env.run_ok(&["backup", "delete", id, "--force"]);
+    }
+    env.run_ok(&["backup", "validate", &third.id]);
+    env.run_ok(&[
+        "recovery",
+        "execute",
+        &third.id,
+        "-s",
+        "new-database",
+        "--dest-db",
+        "reuse_restored",
+        "--verify",
+        "checksums",
+    ]);
+    assert_eq!(
+        env.all_rows("reuse_restored", &third).await,
+        env.all_rows("incr_reuse", &third).await,
+        "the restore equals the source"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_committed_while_the_chain_is_re_created_is_seen_by_the_bridge_slot() {
+    use larder::engine::incremental::{reuse, slot};
+    let env = TestEnv::start("incr_bridge").await;
+    env.write_config(&config(&env, "enabled = true"));
+    let db = env.client().await;
+    db.batch_execute(
+        "CREATE TABLE calm (id int PRIMARY KEY);
+         INSERT INTO calm SELECT generate_series(1, 10);
+         CREATE TABLE busy (id int PRIMARY KEY);
+         INSERT INTO busy SELECT generate_series(1, 10);",
+    )
+    .await
+    .expect("the tables");
+    create(&env, &["-n", "first"]).await;
+
+    // The steps of a full backup's start, with a commit after the old slot was read and
+    // before the slot is re-created and the snapshot taken.
+    let (settings, repo) = (env.settings(), env.repo().await);
+    let config = larder::config::IncrementalConfig {
+        enabled: true,
+        ..Default::default()
+    };
+    let preparing = slot::prepare_chain(&settings, &config, "incr_bridge")
+        .await
+        .expect("prepare the chain");
+    let watch = reuse::watch(&settings, &preparing, &repo)
+        .await
+        .expect("the old slot is readable");
+    db.batch_execute("INSERT INTO busy VALUES (11)")
+        .await
+        .expect("a late change");
+    preparing.start().await.expect("re-create the slot");
+    let leader = larder::pg::snapshot::SnapshotLeader::begin(&settings)
+        .await
+        .expect("the snapshot");
+    let server = larder::pg::catalog::server_info(leader.client())
+        .await
+        .unwrap();
+    let tables = larder::pg::catalog::data_tables(leader.client(), server.block_size)
+        .await
+        .unwrap();
+    let relations = reuse::relations(leader.client(), &config.publication_for("incr_bridge"))
+        .await
+        .unwrap();
+    let evidence = watch
+        .finish(&leader.snapshot)
+        .await
+        .expect("the bridge slot read");
+    let reusable: BTreeSet<String> = evidence
+        .entries(&tables, &relations, |_| true)
+        .into_keys()
+        .collect();
+    assert_eq!(reusable, BTreeSet::from(["public.calm".to_string()]));
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'larder_reuse_%'"
+        )
+        .await,
+        0,
+        "the bridge slot is dropped"
+    );
 }

@@ -9,7 +9,7 @@ use crate::config::IncrementalConfig;
 use crate::engine::Progress;
 pub use crate::engine::backup_run::BackupOptions;
 use crate::engine::backup_run::{reclaim_after_failure, stopped};
-use crate::engine::incremental;
+use crate::engine::incremental::{self, reuse};
 use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::engine::progress::human_bytes;
 use crate::engine::sync::{CopyReport, copy_backup};
@@ -25,7 +25,7 @@ use crate::repository::id::new_backup_id;
 use crate::repository::lock::RepoLock;
 use crate::repository::manifest::{
     BackupType, DatabaseProperty, Digests, IncrementalInfo, LargeObjects, Manifest, SourceInfo,
-    Stream, TableEntry,
+    Stream, TableEntry, Tracked,
 };
 use crate::repository::stream::{BATCH_BYTES, Stored, StreamWriter, store_bytes};
 use crate::repository::{ChunkIndex, Repository};
@@ -33,6 +33,7 @@ use crate::targets::Target;
 use chrono::Utc;
 use futures_util::StreamExt;
 use indicatif::ProgressBar;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -174,18 +175,27 @@ async fn take(
         large_objects,
         globals,
         chain,
+        tracking,
     ) = interruptible(async {
-        // The chain's slot is created just before the snapshot (see IncrementalInfo::snapshot).
-        let chain = match (full, opts.incremental.enabled) {
-            (true, true) => Some(
-                incremental::slot::begin_chain(settings, &opts.incremental, &settings.dbname)
-                    .await?,
-            ),
+        // The chain's slot is created just before the snapshot (see IncrementalInfo::snapshot);
+        // what the old one still holds is read first, to prove which tables are unchanged.
+        let (chain, watch) = match (full, opts.incremental.enabled) {
+            (true, true) => {
+                let preparing =
+                    incremental::slot::prepare_chain(settings, &opts.incremental, &settings.dbname)
+                        .await?;
+                // Validators check the rows a backup reads: with them, every table is read.
+                let watch = match opts.validators.is_empty() {
+                    true => reuse::watch(settings, &preparing, repo).await,
+                    false => None,
+                };
+                (Some(preparing.start().await?), watch)
+            }
             (true, false) => {
                 retire_slot(settings, &opts.incremental).await;
-                None
+                (None, None)
             }
-            (false, _) => None,
+            (false, _) => (None, None),
         };
         let leader = SnapshotLeader::begin(settings).await?;
         let server = catalog::server_info(leader.client()).await?;
@@ -209,6 +219,18 @@ async fn take(
             (Vec::new(), 0)
         };
         let globals = globals::read(leader.client(), &roles).await?;
+        let tracking = match &chain {
+            Some(_) => {
+                let publication = opts.incremental.publication_for(&settings.dbname);
+                let relations = reuse::relations(leader.client(), &publication).await?;
+                let evidence = match watch {
+                    Some(watch) => watch.finish(&leader.snapshot).await,
+                    None => None,
+                };
+                Some((relations, evidence))
+            }
+            None => None,
+        };
         preflight_space(repo, &tables).await?;
         Ok((
             leader,
@@ -223,6 +245,7 @@ async fn take(
             large_objects,
             globals,
             chain,
+            tracking,
         ))
     })
     .await
@@ -237,6 +260,23 @@ async fn take(
     let lock = RepoLock::shared(repo, &id).await?;
     let written = match repo.chunk_index().await {
         Ok(index) => {
+            // Read under the shared lock: the chunks it lists stay until this manifest is written.
+            let (relations, reused) = match tracking {
+                Some((relations, Some(evidence))) => {
+                    let reused =
+                        evidence.entries(&tables, &relations, |id| index.stored_size(id).is_some());
+                    (relations, reused)
+                }
+                Some((relations, None)) => (relations, HashMap::new()),
+                None => (HashMap::new(), HashMap::new()),
+            };
+            if !reused.is_empty() {
+                tracing::info!(
+                    "{} of {} tables unchanged since the previous backup: their entries are reused, not read",
+                    reused.len(),
+                    tables.len()
+                );
+            }
             let run = Run {
                 settings,
                 repo,
@@ -246,6 +286,8 @@ async fn take(
                 snapshot_id: &leader.snapshot_id,
                 database: &server.database,
                 previous: &previous,
+                relations: &relations,
+                reused: &reused,
             };
             // A stop while streaming leaves no manifest, so nothing is visible; the lock is
             // released below and the chunks written are reclaimed by garbage collection.
@@ -416,6 +458,10 @@ struct Run<'a> {
     database: &'a str,
     /// The previous backup's figures per table, for validators.
     previous: &'a PreviousFigures,
+    /// With change tracking: every table's identity at the snapshot, by `schema.name`.
+    relations: &'a reuse::Relations,
+    /// The entries reused instead of read (tables proven unchanged), by `schema.name`.
+    reused: &'a HashMap<String, TableEntry>,
 }
 
 impl Run<'_> {
@@ -426,6 +472,11 @@ impl Run<'_> {
         (lo_oids, lo_bytes): (Vec<u32>, i64),
     ) -> Result<Streams> {
         let level = self.opts.compression_level;
+        let read: Vec<DataTable> = tables
+            .iter()
+            .filter(|t| !self.reused.contains_key(&t.display_name()))
+            .cloned()
+            .collect();
         let ddl = |section: &'static str| async move {
             let sql = pg_dump
                 .section(self.settings, self.snapshot_id, section)
@@ -470,12 +521,12 @@ impl Run<'_> {
         ) = tokio::try_join!(
             ddl("pre-data"),
             ddl("post-data"),
-            self.copy_tables(tables),
+            self.copy_tables(&read),
             self.copy_large_objects(lo_oids.len(), lo_bytes),
             properties
         )?;
 
-        let mut entries: Vec<TableEntry> = tables
+        let mut entries: Vec<TableEntry> = read
             .iter()
             .map(|t| TableEntry {
                 schema: t.schema.clone(),
@@ -488,9 +539,14 @@ impl Run<'_> {
                 logical_bytes: 0,
                 checksum: String::new(),
                 parts: Vec::new(),
+                tracked: self.relations.get(&t.display_name()).map(|r| Tracked {
+                    relation: r.stamp.clone(),
+                    published: r.published.clone(),
+                    reused_from: None,
+                }),
             })
             .collect();
-        let mut checksums = vec![RowChecksum::default(); tables.len()];
+        let mut checksums = vec![RowChecksum::default(); read.len()];
         let mut new_bytes = pre.new_bytes + post.new_bytes;
         let mut parts = parts;
         parts.sort_by_key(|(table, part, _)| (*table, *part));
@@ -505,6 +561,15 @@ impl Run<'_> {
         for (entry, checksum) in entries.iter_mut().zip(checksums) {
             entry.checksum = checksum.encode();
         }
+        // The reused entries join the ones read, in the catalog's order.
+        let mut entries = entries.into_iter();
+        let entries: Vec<TableEntry> = tables
+            .iter()
+            .filter_map(|t| match self.reused.get(&t.display_name()) {
+                Some(reused) => Some(reused.clone()),
+                None => entries.next(),
+            })
+            .collect();
         let large_objects = lo_data.map(|stored| {
             new_bytes += stored.new_bytes;
             LargeObjects {

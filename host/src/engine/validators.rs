@@ -326,6 +326,7 @@ mod tests {
                 logical_bytes: rows * 10,
                 checksum: String::new(),
                 parts: Vec::new(),
+                tracked: None,
             });
             m
         };

@@ -58,6 +58,11 @@ impl DataTable {
     pub fn qualified(&self) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
     }
+
+    /// `schema.name`, as manifests name tables (`TableEntry::display_name`).
+    pub fn display_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
 }
 
 pub async fn server_info(client: &Client) -> Result<ServerInfo> {

@@ -109,6 +109,27 @@ pub struct TableEntry {
     pub checksum: String,
     /// Ranges of the table's data, each restorable on its own.
     pub parts: Vec<Stream>,
+    /// In a full backup taken with change tracking: the table's identity at the snapshot, and
+    /// whether the entry was reused from an earlier backup instead of read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracked: Option<Tracked>,
+}
+
+/// A tracked table in a full backup (see `engine::incremental::reuse`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tracked {
+    /// The table's OID and the `xmin` of its `pg_class` row at the snapshot (`16384:745`):
+    /// DDL on the table (a rename, a column added or retyped, a rewrite) changes it.
+    pub relation: String,
+    /// How the chain's publication published the table at the snapshot (its OID and
+    /// `xmin`, and the `xmin` of the table's entry in it, or `all`), if it did: a table
+    /// removed from the publication and added again gets another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<String>,
+    /// When this full did not read the table because the change stream proved it unchanged:
+    /// the backup that read these rows (their chunks are shared, referenced from here too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
 }
 
 impl TableEntry {

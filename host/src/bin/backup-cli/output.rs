@@ -272,6 +272,25 @@ fn backup_created(
     if let Some(info) = &m.incremental {
         tracking(m.backup_type, info);
     }
+    let mut reused = std::collections::BTreeMap::<&str, usize>::new();
+    for from in m
+        .tables
+        .iter()
+        .filter_map(|t| t.tracked.as_ref()?.reused_from.as_deref())
+    {
+        *reused.entry(from).or_default() += 1;
+    }
+    if !reused.is_empty() {
+        let from: Vec<String> = reused
+            .iter()
+            .map(|(id, n)| format!("{n} from backup {id}"))
+            .collect();
+        say!(
+            "  unchanged since the backup that read them, reused (not read): {} tables, {}",
+            reused.values().sum::<usize>(),
+            from.join(", ")
+        );
+    }
     findings(&m.validators);
     say!("  next: backup-cli backup validate {}", m.id);
 }

@@ -32,7 +32,6 @@ use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use tokio_postgres::Client;
-use tokio_postgres::types::ToSql;
 
 /// What to do about a broken chain.
 const NEW_FULL: &str = "take a new full backup (`backup-cli backup create`) to start a new chain";
@@ -198,6 +197,7 @@ fn schema_only(table: &TableEntry) -> TableEntry {
         logical_bytes: 0,
         checksum: RowChecksum::default().encode(),
         parts: Vec::new(),
+        tracked: None,
         ..table.clone()
     }
 }
@@ -206,7 +206,7 @@ fn schema_only(table: &TableEntry) -> TableEntry {
 /// Decoding reads no further than the flushed WAL, so a commit not yet flushed
 /// (`synchronous_commit = off`) would wait for the next incremental; a small logical message
 /// committed with `synchronous_commit = on` flushes everything before it first.
-async fn flushed_lsn(client: &Client) -> Result<Lsn> {
+pub(super) async fn flushed_lsn(client: &Client) -> Result<Lsn> {
     client
         .batch_execute(
             "SET synchronous_commit = on; \
@@ -344,18 +344,7 @@ impl Reading<'_> {
         level: i32,
     ) -> Result<Captured> {
         let context = || format!("reading the changes of replication slot {}", self.slot);
-        let end = self.end.to_string();
-        let names = quote_ident(self.publication);
-        let params: [&(dyn ToSql + Sync); 3] = [&self.slot, &end, &names];
-        let rows = self
-            .client
-            .query_raw(
-                "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, NULL, \
-                 'proto_version', '1', 'publication_names', $3)",
-                params,
-            )
-            .await
-            .map_err(Error::db(context()))?;
+        let rows = slot::peek(self.client, self.slot, self.end, self.publication).await?;
         let mut rows = std::pin::pin!(rows);
         let writer = StreamWriter::start(repo.clone(), index, level, Box::new(|_, _| {}));
         let mut state = Capture::new(self);
@@ -552,6 +541,7 @@ mod tests {
             logical_bytes: 50,
             checksum: "x".into(),
             parts: Vec::new(),
+            tracked: None,
         }
     }
 

@@ -4,9 +4,11 @@
 //! - [`slot`]: the prerequisites, publication and slot a chain reads from.
 //! - [`pgoutput`]: decoding the server's built-in `pgoutput` messages into change records.
 //! - [`capture`]: `backup create --type incremental`.
+//! - [`reuse`]: a full backup that reads only the tables the change stream says changed.
 
 pub mod capture;
 pub mod pgoutput;
+pub mod reuse;
 pub mod slot;
 
 use std::collections::HashSet;

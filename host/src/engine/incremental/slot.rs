@@ -3,8 +3,9 @@
 //! A full backup taken with `[incremental] enabled` checks the server can track changes
 //! (`wal_level = logical`, the REPLICATION attribute, a UTF8 database), sets up the
 //! publication (every table whose changes can be captured exactly, unless an existing one
-//! publishes `FOR ALL TABLES`), then drops and creates the slot just before its own snapshot.
-//! Incrementals read the slot and advance it; health reports the WAL it retains.
+//! publishes `FOR ALL TABLES`), then drops and creates the slot just before its own snapshot
+//! (in between, `reuse` reads what the old slot still holds). Incrementals read the slot and
+//! advance it; health reports the WAL it retains.
 
 use crate::config::IncrementalConfig;
 use crate::error::{Error, Result};
@@ -12,6 +13,7 @@ use crate::pg::catalog::USER_RELATION;
 use crate::pg::{ConnectionSettings, session};
 use crate::repository::changes::Lsn;
 use crate::repository::manifest::{Manifest, NotExact, quote_ident};
+use std::collections::HashMap;
 use tokio_postgres::Client;
 
 /// A slot as `pg_replication_slots` shows it.
@@ -145,18 +147,30 @@ async fn publish(client: &Client, publication: &str, tables: &[String]) -> Resul
     Ok(())
 }
 
-/// Starts a chain: publication, then the slot (dropped first if it exists). Call just before
-/// the full backup's snapshot: every transaction committed after the returned consistent
-/// point is decoded, and the first incremental leaves out those the snapshot sees.
-pub async fn begin_chain(
+/// A chain about to start: the server checked, the publication set up, the old slot (if
+/// any) not yet dropped, so what it still holds can be read first (see `reuse::watch`).
+pub struct Preparing {
+    client: Client,
+    pub slot: String,
+    pub publication: String,
+    pub not_exact: Vec<NotExact>,
+    /// What the publication published before it was re-created (`reuse::published`).
+    pub published: HashMap<String, String>,
+}
+
+/// Prepares a chain: checks the server, sets up the publication, and checks no session uses
+/// the slot. [`Preparing::start`] then re-creates the slot.
+pub async fn prepare_chain(
     settings: &ConnectionSettings,
     config: &IncrementalConfig,
     database: &str,
-) -> Result<ChainStart> {
+) -> Result<Preparing> {
     let client = open_checked(settings).await?;
     let slot = config.slot_for(database);
+    let publication = config.publication_for(database);
     let (tracked, not_exact) = not_exact(&client).await?;
-    publish(&client, &config.publication_for(database), &tracked).await?;
+    let published = super::reuse::published(&client, &publication).await?;
+    publish(&client, &publication, &tracked).await?;
     if let Some(state) = state(&client, &slot).await?
         && state.active
     {
@@ -164,28 +178,78 @@ pub async fn begin_chain(
             "replication slot {slot} is in use (an incremental backup running?); try again when it is done"
         )));
     }
-    client
-        .execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .map_err(Error::db(format!("dropping the old replication slot {slot}")))?;
+    Ok(Preparing {
+        client,
+        slot,
+        publication,
+        not_exact,
+        published,
+    })
+}
+
+impl Preparing {
+    /// Starts the chain: drops the slot if it exists and creates it. Call just before the
+    /// full backup's snapshot: every transaction committed after the returned consistent
+    /// point is decoded, and the first incremental leaves out those the snapshot sees.
+    pub async fn start(self) -> Result<ChainStart> {
+        let Preparing {
+            client,
+            slot,
+            not_exact,
+            ..
+        } = self;
+        client
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(Error::db(format!("dropping the old replication slot {slot}")))?;
+        let consistent = create(&client, &slot, false).await?;
+        Ok(ChainStart {
+            slot,
+            consistent,
+            not_exact,
+        })
+    }
+}
+
+/// Creates a logical slot decoding through `pgoutput` (a temporary one lives as long as the
+/// session); returns its consistent point.
+pub async fn create(client: &Client, slot: &str, temporary: bool) -> Result<Lsn> {
     let row = client
         .query_one(
-            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
+            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput', $2)",
+            &[&slot, &temporary],
         )
         .await
         .map_err(Error::db(format!(
             "creating replication slot {slot} (see max_replication_slots)"
         )))?;
-    let consistent = parse_lsn(row.get(0))?;
-    Ok(ChainStart {
-        slot,
-        consistent,
-        not_exact,
-    })
+    parse_lsn(row.get(0))
+}
+
+/// The changes a slot holds up to `end`, one `pgoutput` message per row, without consuming
+/// them (the slot stays where it is).
+pub async fn peek(
+    client: &Client,
+    slot: &str,
+    end: Lsn,
+    publication: &str,
+) -> Result<tokio_postgres::RowStream> {
+    let end = end.to_string();
+    let names = quote_ident(publication);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&slot, &end, &names];
+    client
+        .query_raw(
+            "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, NULL, \
+             'proto_version', '1', 'publication_names', $3)",
+            params,
+        )
+        .await
+        .map_err(Error::db(format!(
+            "reading the changes of replication slot {slot}"
+        )))
 }
 
 /// The slot's state; None when it does not exist.

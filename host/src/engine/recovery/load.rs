@@ -290,6 +290,7 @@ mod tests {
                 logical_bytes: 0,
                 checksum: String::new(),
                 parts: Vec::new(),
+                tracked: None,
             })
             .collect();
         m.foreign_keys = keys

@@ -25,6 +25,7 @@ fn table(name: &str, rows: u64, bytes: u64) -> TableEntry {
         logical_bytes: bytes,
         checksum: String::new(),
         parts: vec![Stream::default()],
+        tracked: None,
     }
 }
 
