@@ -464,14 +464,46 @@ impl Default for MonitorConfig {
     }
 }
 
-/// A backup that should happen on a timetable; `schedule list` and `monitor health` check
-/// that it did.
+/// What a schedule runs: a backup of one type, or a restore drill (`recovery drill`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleType {
+    Full,
+    SchemaOnly,
+    Incremental,
+    /// A restore drill of the schedule's database (the runbook's monthly restore test).
+    Drill,
+}
+
+impl ScheduleType {
+    /// The type of backup it takes (None: a drill takes none).
+    pub fn backup_type(self) -> Option<BackupType> {
+        match self {
+            ScheduleType::Full => Some(BackupType::Full),
+            ScheduleType::SchemaOnly => Some(BackupType::SchemaOnly),
+            ScheduleType::Incremental => Some(BackupType::Incremental),
+            ScheduleType::Drill => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ScheduleType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.backup_type() {
+            Some(backup_type) => backup_type.fmt(f),
+            None => f.write_str("drill"),
+        }
+    }
+}
+
+/// A backup or a restore drill that should happen on a timetable; `schedule list` and
+/// `monitor health` check that it did.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     pub name: String,
     #[serde(rename = "type")]
-    pub backup_type: BackupType,
+    pub schedule_type: ScheduleType,
     /// The `[[databases]]` entry it backs up (optional when there is at most one).
     #[serde(default)]
     pub database: Option<String>,
@@ -498,6 +530,55 @@ pub struct Schedule {
     /// `backup create --target` takes them [default: `[backup] targets`, else all].
     #[serde(default)]
     pub targets: Vec<String>,
+    /// A drill's backup: an id or `latest` (the default), as `recovery drill` takes it.
+    #[serde(default)]
+    pub backup: Option<String>,
+    /// A drill of a backup chosen at random among those taken within this long, as
+    /// `recovery drill --random-within` (instead of `backup`).
+    #[serde(default, with = "optional_duration")]
+    pub random_within: Option<Duration>,
+}
+
+impl Schedule {
+    /// The type of backup the schedule takes; a drill schedule takes none, which `backup
+    /// create --schedule` is told.
+    pub fn backup_type(&self) -> Result<BackupType> {
+        self.schedule_type.backup_type().ok_or_else(|| {
+            Error::Config(format!(
+                "--schedule {0}: that schedule is a restore drill, not a backup; run it with `backup-cli recovery drill --schedule {0}`",
+                self.name
+            ))
+        })
+    }
+
+    /// What `type` allows: a drill keeps no backups (no `retention`) and writes to no target
+    /// (no `targets`); `backup` and `random_within` choose a drill's backup, one or the other.
+    fn check(&self) -> std::result::Result<(), String> {
+        let name = &self.name;
+        if self.schedule_type == ScheduleType::Drill {
+            if self.retention.is_some() {
+                return Err(format!(
+                    "schedule '{name}' is a drill: it takes no backup, so it has no `retention` (put the policy on the schedule of the backups)"
+                ));
+            }
+            if !self.targets.is_empty() {
+                return Err(format!(
+                    "schedule '{name}' is a drill: it writes no backup, so it has no `targets` (a drill reads the repository, and restores where [drill] target_url says)"
+                ));
+            }
+            if self.backup.is_some() && self.random_within.is_some() {
+                return Err(format!(
+                    "schedule '{name}': `backup` and `random_within` both choose the drill's backup; keep one"
+                ));
+            }
+        } else if self.backup.is_some() || self.random_within.is_some() {
+            return Err(format!(
+                "schedule '{name}' takes a {} backup: `backup` and `random_within` are for `type = \"drill\"` schedules",
+                self.schedule_type
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The daemon's policy for runs missed while it was not running.
@@ -879,6 +960,55 @@ impl Config {
         })
     }
 
+    /// Where the daemon of the database `db` names (as [`Config::database_entry`] finds it)
+    /// listens: its entry's `listen`, else `[daemon] listen`. Two databases with schedules
+    /// (each runs a daemon) cannot share an address: the second daemon would find the port
+    /// taken, so this refuses to start either, naming both and what to set.
+    pub fn daemon_listen(&self, db: Option<&str>) -> Result<Option<std::net::SocketAddr>> {
+        let of = |entry: &DatabaseEntry| entry.listen.unwrap_or(self.daemon.listen);
+        let Some(entry) = self.database_entry(db)? else {
+            return Ok(self.daemon.listen);
+        };
+        let Some(addr) = of(entry) else {
+            return Ok(None);
+        };
+        let runs_a_daemon = |other: &DatabaseEntry| {
+            self.schedules
+                .iter()
+                .any(|s| s.database.as_deref() == Some(other.name.as_str()))
+        };
+        let shared: Vec<&str> = self
+            .databases
+            .iter()
+            .filter(|other| other.name != entry.name && runs_a_daemon(other))
+            .filter(|other| {
+                of(other).is_some_and(|a| {
+                    a.port() == addr.port()
+                        && (a.ip() == addr.ip()
+                            || a.ip().is_unspecified()
+                            || addr.ip().is_unspecified())
+                })
+            })
+            .map(|other| other.name.as_str())
+            .collect();
+        if shared.is_empty() {
+            return Ok(Some(addr));
+        }
+        let from = if entry.listen.is_some() {
+            format!("[[databases]] '{}' listen", entry.name)
+        } else {
+            "[daemon] listen".to_string()
+        };
+        Err(Error::Config(format!(
+            "{from} = \"{addr}\" is also where the daemon of [[databases]] {} would listen: each database's daemon needs its own port. Give each [[databases]] entry its own `listen = \"127.0.0.1:PORT\"` (or `listen = \"off\"`)",
+            shared
+                .iter()
+                .map(|n| format!("'{n}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+
     /// What the file says that no single key can: names that must match.
     fn check(&self, raw: &toml::Table) -> std::result::Result<(), String> {
         if let Some(slot) = &self.incremental.slot {
@@ -914,6 +1044,7 @@ impl Config {
                     schedule.name
                 ));
             }
+            schedule.check()?;
             match &schedule.database {
                 Some(name) if !seen.contains(name.as_str()) => {
                     return Err(format!(
@@ -953,6 +1084,16 @@ pub struct DatabaseEntry {
     /// Overrides the class's recovery-time objective.
     #[serde(default, with = "optional_duration")]
     pub rto: Option<Duration>,
+    /// Where this database's daemon serves `/metrics`, `/health` and the status page, instead
+    /// of `[daemon] listen` (every database's daemon needs a port of its own), or `"off"`.
+    #[serde(default, deserialize_with = "entry_listen_from")]
+    pub listen: Option<Option<std::net::SocketAddr>>,
+}
+
+fn entry_listen_from<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<std::net::SocketAddr>>, D::Error> {
+    listen_from(d).map(Some)
 }
 
 fn default_class() -> DataClass {
@@ -1895,5 +2036,111 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected() {
         assert!(toml::from_str::<Config>("[backup]\njbos = 3\n").is_err());
+    }
+
+    fn checked(text: &str) -> std::result::Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        let raw: toml::Table = toml::from_str(text).expect("parses");
+        config.check(&raw).map(|()| config)
+    }
+
+    #[test]
+    fn a_drill_schedule_chooses_its_backup_and_keeps_none() {
+        let drill = "[[schedules]]\nname = \"monthly\"\ntype = \"drill\"\ncron = \"0 5 1 * *\"\n";
+        let config = checked(&format!("{drill}random_within = \"30d\"\n")).expect("valid");
+        let s = &config.schedules[0];
+        assert_eq!(s.schedule_type, ScheduleType::Drill);
+        assert_eq!(s.schedule_type.to_string(), "drill");
+        assert_eq!(s.random_within, Some(Duration::from_secs(30 * 86400)));
+        assert!(
+            s.backup_type()
+                .expect_err("no backup")
+                .to_string()
+                .contains("run it with `backup-cli recovery drill --schedule monthly`")
+        );
+        for (extra, expected) in [
+            (
+                "retention = \"30d\"\n",
+                "it takes no backup, so it has no `retention`",
+            ),
+            ("targets = [\"local\"]\n", "so it has no `targets`"),
+            (
+                "backup = \"latest\"\nrandom_within = \"30d\"\n",
+                "`backup` and `random_within` both choose the drill's backup",
+            ),
+        ] {
+            let err = checked(&format!("{drill}{extra}")).expect_err(extra);
+            assert!(
+                err.contains("schedule 'monthly'") && err.contains(expected),
+                "{err}"
+            );
+        }
+        let full = "[[schedules]]\nname = \"daily\"\ntype = \"full\"\ncron = \"0 2 * * *\"\nrandom_within = \"30d\"\n";
+        let err = checked(full).expect_err("a backup's random_within");
+        assert!(
+            err.contains("schedule 'daily' takes a full backup: `backup` and `random_within` are for `type = \"drill\"` schedules"),
+            "{err}"
+        );
+        assert_eq!(
+            checked("[[schedules]]\nname = \"d\"\ntype = \"full\"\ncron = \"0 2 * * *\"\n")
+                .expect("valid")
+                .schedules[0]
+                .backup_type()
+                .expect("a backup schedule"),
+            BackupType::Full
+        );
+    }
+
+    #[test]
+    fn two_databases_with_schedules_need_a_listen_port_each() {
+        let two = |a: &str, b: &str| {
+            format!(
+                "[[databases]]\nname = \"a\"\n{a}[[databases]]\nname = \"b\"\n{b}\
+                 [[schedules]]\nname = \"sa\"\ndatabase = \"a\"\ntype = \"full\"\ncron = \"0 2 * * *\"\n\
+                 [[schedules]]\nname = \"sb\"\ndatabase = \"b\"\ntype = \"full\"\ncron = \"0 3 * * *\"\n"
+            )
+        };
+        let shared = checked(&two("", "")).expect("valid");
+        let err = shared
+            .daemon_listen(Some("a"))
+            .expect_err("clash")
+            .to_string();
+        assert!(
+            err.contains("[daemon] listen = \"127.0.0.1:9187\" is also where the daemon of [[databases]] 'b' would listen")
+                && err.contains("its own `listen = \"127.0.0.1:PORT\"`"),
+            "{err}"
+        );
+        let own = checked(&two("listen = \"127.0.0.1:9188\"\n", "")).expect("valid");
+        assert_eq!(
+            own.daemon_listen(Some("a")).expect("own port"),
+            Some("127.0.0.1:9188".parse().expect("address"))
+        );
+        assert_eq!(
+            own.daemon_listen(Some("b")).expect("the default"),
+            Some(DEFAULT_LISTEN)
+        );
+        // All interfaces clash with loopback on the same port; "off" clashes with nothing.
+        let wide = checked(&two("listen = \"0.0.0.0:9187\"\n", "")).expect("valid");
+        let err = wide
+            .daemon_listen(Some("b"))
+            .expect_err("clash")
+            .to_string();
+        assert!(err.contains("'a'"), "{err}");
+        let off = checked(&two("listen = \"off\"\n", "")).expect("valid");
+        assert_eq!(off.daemon_listen(Some("a")).expect("off"), None);
+        assert_eq!(
+            off.daemon_listen(Some("b")).expect("alone"),
+            Some(DEFAULT_LISTEN)
+        );
+        // A database without schedules runs no daemon, so it holds no port.
+        let one = checked(
+            "[[databases]]\nname = \"a\"\n[[databases]]\nname = \"b\"\n\
+             [[schedules]]\nname = \"sa\"\ndatabase = \"a\"\ntype = \"full\"\ncron = \"0 2 * * *\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            one.daemon_listen(Some("a")).expect("alone"),
+            Some(DEFAULT_LISTEN)
+        );
     }
 }

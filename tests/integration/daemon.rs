@@ -3,8 +3,10 @@
 //! backed up, copied, validated and pruned by its policy on every target; health is checked
 //! with alerts delivered; a second daemon is refused; a bad reload is refused; SIGTERM during a
 //! backup leaves nothing half-visible and no lock; chunk validation names a damaged copy; two
-//! databases each get their own daemon running their own schedules; an incremental schedule
-//! runs on the chain of the last full backup.
+//! databases each get their own daemon running their own schedules (and their own listen
+//! port: a shared one is refused at start, naming both); an incremental schedule runs on the
+//! chain of the last full backup; a drill schedule runs the monthly restore test, a failing
+//! one raises "Drill Failed" and the daemon carries on.
 
 use crate::retention::craft;
 use crate::support::{TestEnv, finish, fs_entry, send, wait_for_lock_waiter};
@@ -28,9 +30,12 @@ struct Daemon {
 impl Daemon {
     /// `backup-cli [extra] daemon --log-format json`.
     fn start(env: &TestEnv, extra: &[&str]) -> Daemon {
-        let mut child = env
-            .cli()
-            .args(extra)
+        Daemon::spawn(env.cli().args(extra))
+    }
+
+    /// `command daemon --log-format json`.
+    fn spawn(command: &mut std::process::Command) -> Daemon {
+        let mut child = command
             .args(["daemon", "--log-format", "json"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -486,11 +491,38 @@ health_every = \"1h\"
 #[tokio::test(flavor = "multi_thread")]
 async fn two_databases_each_get_a_daemon_that_runs_only_their_own_schedules() {
     let (env, databases) = crate::retention::two_databases().await;
-    env.write_config(&format!(
-        "{databases}[daemon]\nhealth_every = \"1h\"\n{}{}",
-        yearly("kitchen-yearly", "database = \"kitchen\""),
-        yearly("reports-yearly", "database = \"reports\""),
-    ));
+    let config = |databases: &str, listen: &str| {
+        format!(
+            "{databases}[daemon]\nhealth_every = \"1h\"\nlisten = \"{listen}\"\n{}{}",
+            yearly("kitchen-yearly", "database = \"kitchen\""),
+            yearly("reports-yearly", "database = \"reports\""),
+        )
+    };
+    // One [daemon] listen for both: the second daemon could not have the port, so neither
+    // starts, and the error names the clash and the way out.
+    let shared = format!("127.0.0.1:{}", crate::metrics::free_port());
+    env.write_config(&config(&databases, &shared));
+    let refused = env.run(&["--db", "kitchen", "daemon"]);
+    let said = crate::support::text(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains(&format!(
+            "[daemon] listen = \"{shared}\" is also where the daemon of [[databases]] 'reports' would listen"
+        )) && said.contains("Give each [[databases]] entry its own `listen"),
+        "{said}"
+    );
+    // Each database its own port.
+    let (kitchen_port, reports_port) = (crate::metrics::free_port(), crate::metrics::free_port());
+    let own = databases
+        .replace(
+            "class = \"critical\"\n",
+            &format!("class = \"critical\"\nlisten = \"127.0.0.1:{kitchen_port}\"\n"),
+        )
+        .replace(
+            "class = \"non-critical\"\n",
+            &format!("class = \"non-critical\"\nlisten = \"127.0.0.1:{reports_port}\"\n"),
+        );
+    env.write_config(&config(&own, &shared));
     let repo = Repository::open_or_init(Arc::new(
         FsTarget::open("local", &env.repo_dir()).expect("open target"),
     ))
@@ -513,6 +545,22 @@ async fn two_databases_each_get_a_daemon_that_runs_only_their_own_schedules() {
                 .as_str()
                 .is_some_and(|r| r.starts_with(&format!("{schedule}@"))),
             "{done}"
+        );
+    }
+    // Each daemon serves its own database's health on its own port.
+    for (daemon, port, entry) in [
+        (&kitchen, kitchen_port, "kitchen"),
+        (&reports, reports_port, "reports"),
+    ] {
+        daemon
+            .wait_for("its listener", Duration::from_secs(30), |l| {
+                message(l).starts_with("serving /metrics")
+            })
+            .await;
+        let (_, _, body) = crate::metrics::get(port, "/health");
+        assert!(
+            body.contains(&format!("recovery point {entry}")),
+            "{entry} on {port}: {body}"
         );
     }
     // The reports daemon never ran the kitchen's schedule, whatever its record said.
@@ -617,6 +665,143 @@ async fn an_incremental_schedule_runs_from_the_daemon_through_the_chain_of_the_l
         .find(|t| t.table == "public.entries")
         .unwrap_or_else(|| panic!("no changes of public.entries: {:?}", changes.tables));
     assert_eq!((entries.inserts, entries.deletes), (10, 1), "{entries:?}");
+    send(&daemon.child, "TERM");
+    let out = finish(daemon.child).await;
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// Waits (at most 30 s) until the alert command's file holds an event of `alert` in `state`.
+async fn delivered(file: &Path, alert: &str, state: &str) {
+    let wanted = format!("\"state\":\"{state}\"");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if text
+            .lines()
+            .any(|l| l.contains(alert) && l.contains(&wanted))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {state} {alert} reached the alert command: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drill_schedule_runs_the_restore_test_from_the_daemon_and_a_failed_one_raises_drill_failed()
+ {
+    let env = TestEnv::start("drilled").await;
+    env.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE shelves (id int PRIMARY KEY, label text);
+             INSERT INTO shelves SELECT g, 'shelf ' || g FROM generate_series(1, 50) g;",
+        )
+        .await
+        .expect("seed");
+    let alerts = env.work.path().join("alerts.jsonl");
+    let config = |shelves: u32| {
+        format!(
+            "[repository]\npath = '{}'\n\n[monitor]\nalert_command = \"cat >> '{}'\"\n\n\
+             [daemon]\nhealth_every = \"1h\"\nlisten = \"off\"\n\n\
+             [[drill.checks]]\nname = \"every shelf\"\nsql = \"SELECT count(*) FROM shelves\"\nexpect = {shelves}\n\n\
+             [[schedules]]\nname = \"monthly-drill\"\ntype = \"drill\"\ncron = \"0 0 1 1 *\"\n\
+             timezone = \"Europe/Berlin\"\nmissed = \"run-once\"\nbackup = \"latest\"\n",
+            env.repo_dir().display(),
+            alerts.display()
+        )
+    };
+    // A check that cannot pass: the drill fails.
+    env.write_config(&config(51));
+    let backup = env.backup("nightly").await;
+    // A drill schedule takes no backup, and says what runs it.
+    let refused = env.run(&["backup", "create", "--schedule", "monthly-drill"]);
+    let said = crate::support::text(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("that schedule is a restore drill")
+            && said.contains("backup-cli recovery drill --schedule monthly-drill"),
+        "{said}"
+    );
+    let repo = env.repo().await;
+    last_due_long_ago(&repo, "drilled", "monthly-drill").await;
+    let root = crate::drills::scratch_root();
+
+    let daemon = Daemon::spawn(env.cli().env("TMPDIR", root.path()));
+    let done = daemon
+        .wait_for("the failed drill run", Duration::from_secs(90), |l| {
+            l["outcome"].is_string()
+        })
+        .await;
+    assert_eq!(done["outcome"], "failed", "{}", daemon.log());
+    assert_eq!(done["stage"], "drill", "{done}");
+    assert_eq!(done["backup_id"], backup.id.as_str(), "{done}");
+    assert!(
+        message(&done).contains("check 'every shelf' expected value 51, got 50"),
+        "{done}"
+    );
+    // Drill Failed went out through the alert command.
+    delivered(&alerts, "Drill Failed", "firing").await;
+    assert_eq!(
+        crate::drills::leftovers(root.path()),
+        Vec::<std::path::PathBuf>::new(),
+        "the throwaway PostgreSQL is gone after the failed drill"
+    );
+    // The daemon carries on, and `schedule status` tells the story.
+    let status = env.run_json(&["schedule", "status", "monthly-drill"]);
+    assert_eq!(status["type"], "drill", "{status:#}");
+    assert_eq!(status["status"], "missed", "no drill passed: {status:#}");
+    assert_eq!(status["last_run"]["outcome"], "failed", "{status:#}");
+    assert_eq!(status["last_run"]["stage"], "drill", "{status:#}");
+    assert!(status["last_run"]["drill_id"].is_string(), "{status:#}");
+    assert_eq!(status["daemon"]["running"], true, "{status:#}");
+    let human = crate::support::text(&env.run_ok(&["schedule", "status", "monthly-drill"]));
+    assert!(
+        human.contains("Schedule monthly-drill (drill): missed")
+            && human.contains("last passed drill: none")
+            && human.contains("at drill: "),
+        "{human}"
+    );
+    send(&daemon.child, "TERM");
+    let out = finish(daemon.child).await;
+    assert_eq!(out.status.code(), Some(0));
+
+    // The check fixed: the next run passes, the schedule is kept, the alert resolves.
+    env.write_config(&config(50));
+    last_due_long_ago(&repo, "drilled", "monthly-drill").await;
+    let daemon = Daemon::spawn(env.cli().env("TMPDIR", root.path()));
+    let done = daemon
+        .wait_for("the passing drill run", Duration::from_secs(90), |l| {
+            l["outcome"].is_string()
+        })
+        .await;
+    assert_eq!(done["outcome"], "ok", "{}", daemon.log());
+    let drill_id = done["drill_id"].as_str().expect("drill id").to_string();
+    assert!(
+        message(&done).contains(&format!("drill {drill_id} of backup {} passed", backup.id)),
+        "{done}"
+    );
+    let schedules = env.run_json(&["schedule", "list"]);
+    let row = schedules
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "monthly-drill"))
+        .expect("the drill schedule in schedule list");
+    assert_eq!(row["status"], "ok", "{row:#}");
+    assert_eq!(row["last_drill"]["drill_id"], drill_id.as_str(), "{row:#}");
+    assert_eq!(row["last_drill"]["rto_met"], true, "{row:#}");
+    assert!(row["last_backup_id"].is_null(), "{row:#}");
+    let table = crate::support::text(&env.run_ok(&["schedule", "list"]));
+    assert!(table.contains("drill"), "{table}");
+    let drills = env.run_json(&["recovery", "drills"]);
+    assert_eq!(drills.as_array().map(Vec::len), Some(2), "{drills:#}");
+    delivered(&alerts, "Drill Failed", "resolved").await;
+    assert_eq!(
+        crate::drills::leftovers(root.path()),
+        Vec::<std::path::PathBuf>::new()
+    );
     send(&daemon.child, "TERM");
     let out = finish(daemon.child).await;
     assert_eq!(out.status.code(), Some(0));

@@ -1,8 +1,9 @@
 //! The deployment pieces in examples/ are checked by the tools that will read them: the
 //! Prometheus rules by `promtool check rules` and `promtool test rules` (each alert fires on
-//! its series, absent() included), the systemd units by `systemd-analyze verify`, the
-//! Kubernetes manifests parsed as YAML and checked for what they promise (probes on /health,
-//! the metrics port, non-root), the ConfigMap's configuration read by backup-cli itself, the
+//! its series, absent() included), the systemd units (the daemon's, and timers for backups,
+//! drills and health) by `systemd-analyze verify`, the Kubernetes manifests parsed as YAML and
+//! checked for what they promise (probes on /health, the metrics port, non-root, a CronJob per
+//! schedule of the ConfigMap at its time), the ConfigMap's configuration read by backup-cli itself, the
 //! Grafana dashboard's queries against the metrics backup-cli declares, and the container
 //! image definition for its stages and user.
 
@@ -76,6 +77,8 @@ fn the_systemd_units_verify() {
             "backup-cli-backup.timer",
             "backup-cli-daemon.service",
             "backup-cli-daemon@.service",
+            "backup-cli-drill.service",
+            "backup-cli-drill.timer",
             "backup-cli-health.service",
             "backup-cli-health.timer"
         ]
@@ -156,32 +159,62 @@ fn the_kubernetes_manifests_parse_and_probe_health() {
         "one daemon per repository and database"
     );
 
+    // A CronJob per [[schedules]] entry of the ConfigMap (every kind: full, incremental,
+    // schema-only, drill), at the entry's time in its time zone, running it by name; and
+    // retention and health beside them.
     let cronjobs = yaml_documents(&dir.join("cronjobs.yaml"));
     assert!(
         cronjobs
             .iter()
             .all(|d| d["kind"] == "CronJob" && d["apiVersion"] == "batch/v1")
     );
-    let commands: Vec<String> = cronjobs
-        .iter()
-        .map(|d| {
-            d["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-                .unwrap_or_default()
-        })
-        .collect();
-    for wanted in [
-        "backup create --type full",
-        "backup create --type schema-only",
-        "backup prune",
-        "monitor health --alert-on-failure",
-    ] {
+    let command = |job: &serde_json::Value| -> String {
+        job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    };
+    let commands: Vec<String> = cronjobs.iter().map(command).collect();
+    let configmap = yaml_documents(&dir.join("configmap.yaml"));
+    let config = configmap[0]["data"]["config.toml"]
+        .as_str()
+        .expect("config.toml");
+    let table: toml::Table = toml::from_str(config).expect("the ConfigMap's TOML");
+    let schedules = table["schedules"].as_array().expect("[[schedules]]");
+    let mut types = Vec::new();
+    for schedule in schedules {
+        let name = schedule["name"].as_str().expect("name");
+        let kind = schedule["type"].as_str().expect("type");
+        types.push(kind);
+        let verb = if kind == "drill" {
+            "recovery drill"
+        } else {
+            "backup create"
+        };
+        let wanted = format!("{verb} --schedule {name} ");
+        let job = cronjobs
+            .iter()
+            .find(|job| command(job).starts_with(&wanted))
+            .unwrap_or_else(|| panic!("no CronJob runs `{wanted}`: {commands:?}"));
+        assert_eq!(
+            job["spec"]["schedule"].as_str(),
+            schedule["cron"].as_str(),
+            "{name}: the CronJob runs at the schedule's time"
+        );
+        assert_eq!(
+            job["spec"]["timeZone"].as_str(),
+            schedule.get("timezone").and_then(|z| z.as_str()),
+            "{name}: in the schedule's time zone"
+        );
+    }
+    types.sort();
+    assert_eq!(types, ["drill", "full", "incremental", "schema-only"]);
+    for wanted in ["backup prune", "monitor health --alert-on-failure"] {
         assert!(
             commands.iter().any(|c| c.starts_with(wanted)),
             "a CronJob runs `{wanted}`: {commands:?}"
@@ -189,13 +222,12 @@ fn the_kubernetes_manifests_parse_and_probe_health() {
     }
     for job in &cronjobs {
         assert_eq!(job["spec"]["concurrencyPolicy"], "Forbid");
+        let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(pod["restartPolicy"], "Never");
     }
 
     // The ConfigMap's configuration is one backup-cli reads.
-    let configmap = yaml_documents(&dir.join("configmap.yaml"));
-    let config = configmap[0]["data"]["config.toml"]
-        .as_str()
-        .expect("config.toml");
     let work = tempfile::tempdir().expect("folder");
     let path = work.path().join("config.toml");
     std::fs::write(&path, config).expect("write config");

@@ -1,7 +1,9 @@
 //! Restore drills (`recovery drill`): the runbook's monthly restore test into a throwaway
 //! PostgreSQL the tool starts itself, measured against the RTO and recorded; the throwaway
 //! cluster is gone afterwards whether the drill passed, a check failed or Ctrl-C stopped it;
-//! a drill that misses its RTO raises "Drill Failed" to a real HTTP receiver.
+//! a drill that misses its RTO raises "Drill Failed" to a real HTTP receiver; with `[drill]
+//! target_url` a drill restores into a new database on that server, dropped afterwards (also
+//! when a check fails), kept with `--keep`, and an existing one is never touched.
 
 use crate::support::{HttpReceiver, TestEnv, data, envelope, plugin_path, text};
 use std::io::BufRead;
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// A folder for the drill's throwaway clusters ($TMPDIR of the drill), which the `postgres`
 /// account can reach: it must be empty again after every drill.
-fn scratch_root() -> tempfile::TempDir {
+pub fn scratch_root() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("larder-drill-test-")
         .tempdir()
@@ -24,7 +26,7 @@ fn scratch_root() -> tempfile::TempDir {
     dir
 }
 
-fn leftovers(root: &Path) -> Vec<PathBuf> {
+pub fn leftovers(root: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(root)
         .expect("read the scratch folder")
         .flatten()
@@ -411,4 +413,99 @@ async fn a_drill_that_misses_an_impossible_rto_raises_drill_failed_to_a_real_rec
     assert_eq!(got.len(), 2, "{}", text(&out));
     assert_eq!(got[1].json()["alert"], "Drill Failed");
     assert_eq!(got[1].json()["state"], "resolved");
+}
+
+/// Whether the cluster has a database of that name.
+async fn database_exists(env: &TestEnv, name: &str) -> bool {
+    env.admin()
+        .await
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .expect("pg_database")
+        .is_some()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drill_on_a_target_url_server_restores_into_a_new_database_and_drops_it_afterwards() {
+    let env = TestEnv::start("shop").await;
+    shop(&env).await;
+    // The drill server: this same cluster, through its postgres database.
+    let server = env.url().replace("/shop?", "/postgres?");
+    env.write_config(&config(
+        &env,
+        &format!("[drill]\ntarget_url = \"{server}\"\n"),
+    ));
+    let backup = env.backup("nightly").await;
+    let scratch_db = format!("shop_drill_{}", backup.id.replace('-', "_"));
+
+    let drill = env.run_json(&["recovery", "drill", "latest"]);
+    assert_eq!(drill["outcome"], "passed", "{drill:#}");
+    assert_eq!(drill["scratch"]["kind"], "server");
+    assert_eq!(drill["scratch"]["database"], scratch_db.as_str());
+    assert_eq!(drill["scratch"]["removed"], true, "{drill:#}");
+    assert_eq!(drill["rows"], 400);
+    assert!(
+        drill["checks"]
+            .as_array()
+            .is_some_and(|c| c.len() == 3 && c.iter().all(|c| c["ok"] == true)),
+        "{drill:#}"
+    );
+    let steps = names(&drill["steps"]);
+    assert_eq!(steps.first().map(String::as_str), Some("plan"), "{steps:?}");
+    assert!(
+        !database_exists(&env, &scratch_db).await,
+        "dropped afterwards"
+    );
+    assert!(
+        database_exists(&env, "shop").await,
+        "the source is untouched"
+    );
+
+    // --keep leaves it, and says how to drop it.
+    let kept = env.run_json(&["recovery", "drill", "latest", "--keep"]);
+    assert_eq!(kept["outcome"], "passed", "{kept:#}");
+    assert_eq!(kept["scratch"]["kept"], true);
+    let note = kept["scratch"]["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains(&format!("DROP DATABASE {scratch_db}")),
+        "{note}"
+    );
+    assert!(database_exists(&env, &scratch_db).await);
+    // A drill that finds it there refuses, and never drops what it did not create.
+    let out = env.run(&["--json", "recovery", "drill", "latest"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let refused = data(&envelope(&out));
+    assert_eq!(refused["outcome"], "failed", "{refused:#}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("database {scratch_db} already exists"))),
+        "{refused:#}"
+    );
+    assert!(
+        database_exists(&env, &scratch_db).await,
+        "the kept database is left alone"
+    );
+    env.admin()
+        .await
+        .batch_execute(&format!("DROP DATABASE {scratch_db}"))
+        .await
+        .expect("drop the kept drill database");
+
+    // A failing check: the drill fails and its database is dropped all the same.
+    env.write_config(&config(
+        &env,
+        &format!(
+            "[drill]\ntarget_url = \"{server}\"\n\n[[drill.checks]]\nname = \"one customer too many\"\nsql = \"SELECT count(*) FROM customers\"\nexpect = 101\n"
+        ),
+    ));
+    let out = env.run(&["--json", "recovery", "drill", "latest"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let failed = data(&envelope(&out));
+    assert_eq!(failed["outcome"], "failed", "{failed:#}");
+    assert_eq!(failed["scratch"]["removed"], true, "{failed:#}");
+    assert!(
+        !database_exists(&env, &scratch_db).await,
+        "dropped after the failure"
+    );
 }

@@ -3,7 +3,9 @@
 //! against the repository; the daemon serves the same at `/metrics`, `/health` turns 503 once
 //! the newest backup is older than the RPO, and the status page, opened in headless Chromium,
 //! shows the database, its last backup and an active alert, with markup in names escaped.
-//! A scrape of a repository with 300 backups reads no manifest once the index knows them.
+//! Restore drills feed the drill metrics (through the index: each record read once) and the
+//! page's "Last restore drill", with the recovery time against the RTO. A scrape of a
+//! repository with 300 backups reads no manifest once the index knows them.
 
 use crate::support::{TestEnv, finish, send, text};
 use larder::repository::manifest::Manifest;
@@ -75,7 +77,7 @@ fn seconds(t: chrono::DateTime<chrono::Utc>) -> f64 {
 }
 
 /// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -101,7 +103,7 @@ fn http(port: u16, request: &str) -> (u16, String, String) {
     (status, head.to_string(), body.to_string())
 }
 
-fn get(port: u16, path: &str) -> (u16, String, String) {
+pub fn get(port: u16, path: &str) -> (u16, String, String) {
     http(
         port,
         &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
@@ -133,6 +135,26 @@ fn chromium(profile: &Path, args: &[&str]) -> std::process::Output {
         .expect("chromium (scripts/ensure-prerequisites installs it)");
     assert!(out.status.success(), "chromium failed: {}", text(&out));
     out
+}
+
+/// `backup-cli daemon`, once it listens on `port`.
+async fn serve(env: &TestEnv, port: u16) -> std::process::Child {
+    let daemon = env
+        .cli()
+        .args(["daemon"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the daemon");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never listened on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon
 }
 
 fn config(env: &TestEnv, port: u16, rpo: &str) -> String {
@@ -337,21 +359,7 @@ async fn metrics_health_and_status_page_tell_the_repository_as_it_is() {
     assert_eq!(again["backups"][0]["id"], id.as_str());
 
     // The daemon serves the same on [daemon] listen.
-    let mut daemon = env
-        .cli()
-        .args(["daemon"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the daemon");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the daemon never listened on {port}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut daemon = serve(&env, port).await;
     let (status, head, body) = get(port, "/metrics");
     assert_eq!(status, 200, "{head}");
     assert!(
@@ -547,4 +555,145 @@ async fn a_scrape_of_300_backups_reads_no_manifest_once_indexed() {
         warm300 < warm30 * 4.0 + 0.05,
         "indexed scrape {warm30:.3} s with 30, {warm300:.3} s with 300"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drills_feed_the_drill_metrics_and_the_status_pages_last_restore_drill() {
+    let env = TestEnv::start("metrics_drilled").await;
+    env.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, name text);
+             INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 500) g;",
+        )
+        .await
+        .expect("sample data");
+    let port = free_port();
+    let config = |expect: u32| {
+        format!(
+            "[repository]\npath = \"{}\"\n\n[alerts]\nstate_dir = \"{}/state\"\n\n\
+             [daemon]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [[drill.checks]]\nname = \"all items\"\nsql = \"SELECT count(*) FROM items\"\nexpect = {expect}\n\n\
+             [[schedules]]\nname = \"yearly\"\ntype = \"full\"\ncron = \"0 0 1 1 *\"\n",
+            env.repo_dir().display(),
+            env.work.path().display(),
+        )
+    };
+    env.write_config(&config(500));
+    env.run_ok(&["init"]);
+    env.backup("nightly").await;
+    let root = crate::drills::scratch_root();
+    let drill = |args: &[&str]| {
+        env.cli()
+            .env("TMPDIR", root.path())
+            .args(args)
+            .output()
+            .expect("run backup-cli")
+    };
+    let out = drill(&["recovery", "drill", "latest"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let passed = env.run_json(&["recovery", "drills", "-l", "1"])[0].clone();
+    let db = [("database", "metrics_drilled")];
+    let out = env.run_ok(&["monitor", "metrics"]);
+    let samples = parse_prometheus(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        value(&samples, "larder_drill_last_rto_seconds", &db),
+        passed["recovery_seconds"].as_f64(),
+        "{passed:#}"
+    );
+    let finished = |d: &serde_json::Value| {
+        let at = d["finished_at"].as_str().expect("finished_at");
+        seconds(
+            chrono::DateTime::parse_from_rfc3339(at)
+                .expect("time")
+                .with_timezone(&chrono::Utc),
+        )
+    };
+    assert_eq!(
+        value(&samples, "larder_drill_last_success_timestamp_seconds", &db),
+        Some(finished(&passed))
+    );
+    assert_eq!(value(&samples, "larder_drill_last_status", &db), Some(1.0));
+    let kind = samples
+        .iter()
+        .find(|s| s.family == "larder_drill_last_rto_seconds")
+        .map(|s| s.kind.as_str());
+    assert_eq!(kind, Some("gauge"));
+    // Each drill record is read once; the index answers after that.
+    let again = env.run_json(&["monitor", "metrics"]);
+    assert_eq!(again["drills_read"], 0, "{again}");
+    assert_eq!(
+        again["databases"][0]["last_drill"]["drill_id"], passed["drill_id"],
+        "{again}"
+    );
+
+    // A failed drill: its recovery time and status, the last success stays the passed one.
+    env.write_config(&config(501));
+    let out = drill(&["recovery", "drill", "latest"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let failed = env.run_json(&["recovery", "drills", "-l", "1"])[0].clone();
+    assert_eq!(failed["outcome"], "failed");
+    let data = env.run_json(&["monitor", "metrics"]);
+    assert_eq!(
+        data["drills_read"], 1,
+        "only the new record is read: {data}"
+    );
+    let out = env.run_ok(&["monitor", "metrics"]);
+    let samples = parse_prometheus(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        value(&samples, "larder_drill_last_rto_seconds", &db),
+        failed["recovery_seconds"].as_f64()
+    );
+    assert_eq!(
+        value(&samples, "larder_drill_last_success_timestamp_seconds", &db),
+        Some(finished(&passed))
+    );
+    assert_eq!(value(&samples, "larder_drill_last_status", &db), Some(0.0));
+
+    // The status page: the last drill, failed, its recovery time against the 4 h RTO, and
+    // when a drill last passed.
+    let mut daemon = serve(&env, port).await;
+    let profile = tempfile::tempdir().expect("browser profile");
+    let dom = chromium(
+        profile.path(),
+        &["--dump-dom", &format!("http://127.0.0.1:{port}/")],
+    );
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    let section = dom
+        .split("<section id=\"drills\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</section>").next())
+        .unwrap_or_else(|| panic!("no drills section: {dom}"));
+    let failed_id = failed["drill_id"].as_str().expect("drill id");
+    assert!(section.contains(failed_id), "{section}");
+    assert!(section.contains(">failed<"), "{section}");
+    assert!(section.contains("against 4h"), "{section}");
+    assert!(section.contains(">missed<"), "{section}");
+    let passed_at =
+        chrono::DateTime::parse_from_rfc3339(passed["finished_at"].as_str().expect("time"))
+            .expect("time")
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string();
+    assert!(
+        section.contains(&passed_at),
+        "the last passed drill: {section}"
+    );
+    let shot = artefact("status-page-drill.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(
+        profile.path(),
+        &[
+            "--window-size=1280,1600",
+            &format!("--screenshot={}", shot.display()),
+            &format!("http://127.0.0.1:{port}/#drills"),
+        ],
+    );
+    assert!(std::fs::read(&shot).is_ok_and(|png| png.starts_with(b"\x89PNG")));
+    send(&daemon, "TERM");
+    let stderr = daemon.stderr.take();
+    let out = finish(daemon).await;
+    assert!(out.status.success(), "daemon: {}", text(&out));
+    drop(stderr);
+    assert_eq!(crate::drills::leftovers(root.path()), Vec::<PathBuf>::new());
 }

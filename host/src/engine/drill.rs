@@ -29,9 +29,9 @@ use crate::repository::history::{CheckResult, DrillOutcome, DrillRecord, DrillSt
 use crate::repository::latest::Selection;
 use crate::repository::manifest::{Manifest, ValidatorRun, quote_ident};
 use crate::repository::verify::RowSink;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +49,18 @@ pub enum Choice {
     Named(String),
     /// `--random-within 30d`: any backup `latest` could name, taken within this long.
     RandomWithin(Duration),
+}
+
+impl Choice {
+    /// The backup `recovery drill` (or a drill schedule) names: `random_within`, else `backup`
+    /// (an id or `latest`), else `latest`.
+    pub fn of(backup: Option<&str>, random_within: Option<Duration>) -> Choice {
+        match (backup, random_within) {
+            (_, Some(within)) => Choice::RandomWithin(within),
+            (Some(id), None) => Choice::Named(id.to_string()),
+            (None, None) => Choice::Named(crate::repository::latest::LATEST.into()),
+        }
+    }
 }
 
 /// Where a drill restores to.
@@ -111,6 +123,38 @@ impl DrillRequest {
             jobs,
             validators,
         })
+    }
+}
+
+/// What `schedule list`, the metrics and the status page need of one drill record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillSummary {
+    pub drill_id: String,
+    /// The database drilled (its name in PostgreSQL).
+    pub database: String,
+    pub backup_id: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: DrillOutcome,
+    /// The measured recovery time, and the objective it was held against.
+    pub recovery_seconds: f64,
+    pub rto_seconds: f64,
+    pub rto_met: bool,
+}
+
+impl DrillSummary {
+    pub fn of(record: &DrillRecord) -> DrillSummary {
+        DrillSummary {
+            drill_id: record.drill_id.clone(),
+            database: record.database.clone(),
+            backup_id: record.backup_id.clone(),
+            started_at: record.started_at,
+            finished_at: record.finished_at,
+            outcome: record.outcome,
+            recovery_seconds: record.recovery_seconds,
+            rto_seconds: record.rto_seconds,
+            rto_met: record.rto_met,
+        }
     }
 }
 
@@ -359,16 +403,19 @@ async fn attempt_drill(
         }
         Place::Server(server) => {
             let database = drill_database(&manifest.source.database, &manifest.id);
+            // Not ours until the plan has found that it does not exist yet (an earlier drill
+            // kept with --keep, or anybody's database): what exists is never dropped.
             attempt.scratch = Some(Scratch {
                 kind: kind_of(&req.place).into(),
                 server: format!("{}:{}", server.host, server.port),
                 database: database.clone(),
                 data_dir: None,
                 kept: false,
-                removed: false,
-                note: None,
+                removed: true,
+                note: Some(format!(
+                    "database {database} was not created by this drill, and nothing was dropped"
+                )),
             });
-            attempt.live = Some(Live::Server(server.clone()));
             (server.with_dbname(&database), true)
         }
     };
@@ -404,6 +451,14 @@ async fn attempt_drill(
     let restored_into = plan.destination_settings.clone();
     if let Some(scratch) = attempt.scratch.as_mut() {
         scratch.database = restored_into.dbname.clone();
+    }
+    if let Place::Server(server) = &req.place {
+        // From here on the database is the drill's: removed afterwards, also on failure.
+        attempt.live = Some(Live::Server(server.clone()));
+        if let Some(scratch) = attempt.scratch.as_mut() {
+            scratch.removed = false;
+            scratch.note = None;
+        }
     }
     // The restore handles a signal itself (it drops what it built), so it is not wrapped.
     let started = Instant::now();
@@ -726,12 +781,35 @@ fn signal_name(signal: Signal) -> &'static str {
 }
 
 /// Seconds in words: `3.2 s`, `4m 5s`.
-fn words(seconds: f64) -> String {
+pub fn words(seconds: f64) -> String {
     if seconds < 60.0 {
         format!("{seconds:.1} s")
     } else {
         humantime::format_duration(Duration::from_secs(seconds as u64)).to_string()
     }
+}
+
+/// "Drill Failed" for a drill that could not even start (no backup to drill, a repository
+/// that cannot be read): the daemon's scheduled drill did not happen, which the operator must
+/// hear about as much as a failed one.
+pub async fn raise_not_started(
+    loaded: &Loaded,
+    scope: &Scope,
+    database: &str,
+    error: &Error,
+) -> alerts::Report {
+    let condition = Condition {
+        alert: DRILL_FAILED.into(),
+        check: CHECK.into(),
+        message: format!(
+            "the restore drill of database {database} could not start: {}",
+            error_chain(error)
+        ),
+        action: "Check that the database has a restorable backup (`backup-cli backup list`) and that the repository can be read, then run `backup-cli recovery drill latest`".into(),
+        target: None,
+        backup_id: None,
+    };
+    alerts::observe(loaded, scope, &[condition], &[CHECK.to_string()]).await
 }
 
 /// "Drill Failed" for a failed drill.

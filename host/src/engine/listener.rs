@@ -67,7 +67,7 @@ impl Served {
         }
         let sources = self.sources();
         let snapshot = Arc::new(metrics::scrape(&sources, &mut state.0).await);
-        if snapshot.manifests_read > 0 {
+        if snapshot.index_grew() {
             state.0.save(&sources.index_path());
         }
         state.1 = Some((Instant::now(), snapshot.clone()));

@@ -2,19 +2,21 @@
 //! them once (node_exporter's textfile collector), the daemon serves them at `/metrics`, and
 //! the status page and `/health` read the same [`Snapshot`].
 //!
-//! A scrape must stay cheap however many backups there are: it lists `backups/` and
-//! `events/` once per target and reads only what it has not seen before. What a manifest says
-//! that metrics need is kept in an [`Index`] (a small JSON file in the local state folder,
-//! keyed by backup id and manifest size; manifests are written once), so a scrape of a
-//! repository with hundreds of backups reads no manifest at all.
+//! A scrape must stay cheap however many backups there are: it lists `backups/`, `events/`
+//! and `drills/` once per target and reads only what it has not seen before. What a manifest
+//! (or a drill record) says that metrics need is kept in an [`Index`] (a small JSON file in
+//! the local state folder, keyed by backup id and manifest size, and by drill record; both are
+//! written once), so a scrape of a repository with hundreds of backups reads no manifest at
+//! all.
 
 use crate::config::Loaded;
 use crate::engine::alerts::{self, Scope};
 use crate::engine::daemon::state::DaemonState;
+use crate::engine::drill::DrillSummary;
 use crate::engine::monitor::{self, Health, Monitored, Status};
 use crate::engine::scheduler::Timetable;
 use crate::repository::Repository;
-use crate::repository::history::{Event, ValidationState};
+use crate::repository::history::{DrillOutcome, Event, ValidationState};
 use crate::repository::latest::EMERGENCY_PREFIX;
 use crate::repository::manifest::{BackupType, Chain, Manifest};
 use crate::targets::{ObjectInfo, Target};
@@ -117,12 +119,15 @@ pub struct Failure {
 }
 
 /// What a scrape remembers between runs: one [`Summary`] per manifest seen, one
-/// [`Failure`] per failure event seen (events that are not failures are kept as `None`).
+/// [`Failure`] per failure event seen (events that are not failures are kept as `None`), one
+/// [`DrillSummary`] per drill record seen (`None`: a record that does not parse).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Index {
     format: u32,
     backups: BTreeMap<String, Summary>,
     events: BTreeMap<String, Option<Failure>>,
+    #[serde(default)]
+    drills: BTreeMap<String, Option<DrillSummary>>,
 }
 
 /// The index file for the repository `identity` (its primary location) in `dir`.
@@ -217,6 +222,12 @@ pub struct DatabaseState {
     pub first_point: Option<DateTime<Utc>>,
     /// Replication slots of the database and the WAL each retains.
     pub slots: Vec<Slot>,
+    /// Its newest restore drill whatever the outcome (not an interrupted one), and its
+    /// newest passed one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<DrillSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_passed_drill: Option<DrillSummary>,
 }
 
 impl DatabaseState {
@@ -282,7 +293,7 @@ pub struct ActiveAlert {
 pub struct NextRun {
     pub schedule: String,
     #[serde(rename = "type")]
-    pub backup_type: BackupType,
+    pub schedule_type: crate::config::ScheduleType,
     pub cron: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<DateTime<Utc>>,
@@ -301,6 +312,8 @@ pub struct Snapshot {
     pub scrape_seconds: f64,
     /// Manifests the scrape had to read (0 once the index knows them all).
     pub manifests_read: usize,
+    /// Drill records the scrape had to read (0 once the index knows them all).
+    pub drills_read: usize,
     /// The primary target's repository could be listed.
     pub up: bool,
     pub targets: Vec<TargetState>,
@@ -314,6 +327,13 @@ pub struct Snapshot {
     pub schedules: Vec<NextRun>,
     /// Manifests that could not be read.
     pub damaged: Vec<String>,
+}
+
+impl Snapshot {
+    /// Whether the scrape read something the index did not know (then it is worth saving).
+    pub fn index_grew(&self) -> bool {
+        self.manifests_read > 0 || self.drills_read > 0
+    }
 }
 
 /// What a scrape reads from: the configuration, the targets (the primary first), the
@@ -412,6 +432,7 @@ pub async fn scrape(sources: &Sources<'_>, index: &mut Index) -> Snapshot {
         .backups
         .retain(|id, s| sizes.get(id) == Some(&s.manifest_bytes));
     let mut manifests_read = 0;
+    let mut drills_read = 0;
     let mut damaged = Vec::new();
     if let Some(repo) = &repo {
         for (id, size) in &sizes {
@@ -429,6 +450,7 @@ pub async fn scrape(sources: &Sources<'_>, index: &mut Index) -> Snapshot {
             }
         }
         read_events(repo, index).await;
+        drills_read = read_drills(repo, index).await;
     }
 
     let mut backups: Vec<Held> = index
@@ -443,7 +465,24 @@ pub async fn scrape(sources: &Sources<'_>, index: &mut Index) -> Snapshot {
         (a.summary.created_at, &a.summary.id).cmp(&(b.summary.created_at, &b.summary.id))
     });
 
-    let databases = databases(sources, &backups, repo.as_ref()).await;
+    let mut databases = databases(sources, &backups, repo.as_ref()).await;
+    for db in &mut databases {
+        let own = || {
+            index
+                .drills
+                .values()
+                .flatten()
+                .filter(|d| d.database == db.database)
+        };
+        db.last_drill = own()
+            .filter(|d| d.outcome != DrillOutcome::Interrupted)
+            .max_by_key(|d| d.started_at)
+            .cloned();
+        db.last_passed_drill = own()
+            .filter(|d| d.outcome == DrillOutcome::Passed)
+            .max_by_key(|d| d.started_at)
+            .cloned();
+    }
     let last_backups = last_backups(&backups, index);
     let (alerts, notification_failures) = alert_room(sources);
     let schedules = schedules(sources.loaded, repo.as_ref(), &databases, now).await;
@@ -451,6 +490,7 @@ pub async fn scrape(sources: &Sources<'_>, index: &mut Index) -> Snapshot {
         taken_at: now,
         scrape_seconds: started.elapsed().as_secs_f64(),
         manifests_read,
+        drills_read,
         up,
         targets,
         backups,
@@ -502,6 +542,36 @@ async fn read_events(repo: &Repository, index: &mut Index) {
     }
 }
 
+/// Reads the drill records the index has not seen yet; returns how many it read.
+async fn read_drills(repo: &Repository, index: &mut Index) -> usize {
+    let Ok(objects) = repo.target().list("drills/").await else {
+        return 0;
+    };
+    let keys: BTreeSet<&str> = objects
+        .iter()
+        .map(|o| o.key.as_str())
+        .filter(|k| k.ends_with(".json"))
+        .collect();
+    index.drills.retain(|key, _| keys.contains(key.as_str()));
+    let mut read = 0;
+    for key in keys {
+        if index.drills.contains_key(key) {
+            continue;
+        }
+        read += 1;
+        match repo.drill_record(key).await {
+            Ok(record) => {
+                index
+                    .drills
+                    .insert(key.to_string(), record.as_ref().map(DrillSummary::of));
+            }
+            // Unreadable now: try again next time.
+            Err(_) => continue,
+        }
+    }
+    read
+}
+
 /// Every configured database, and every other one that has backups here.
 async fn databases(
     sources: &Sources<'_>,
@@ -531,6 +601,8 @@ async fn databases(
             newest_point: None,
             first_point: None,
             slots,
+            last_drill: None,
+            last_passed_drill: None,
         });
     }
     for held in backups {
@@ -546,6 +618,8 @@ async fn databases(
                 newest_point: None,
                 first_point: None,
                 slots: Vec::new(),
+                last_drill: None,
+                last_passed_drill: None,
             });
         }
     }
@@ -713,7 +787,7 @@ async fn schedules(
                 .max_by_key(|r| r.finished_at);
             NextRun {
                 schedule: s.name.clone(),
-                backup_type: s.backup_type,
+                schedule_type: s.schedule_type,
                 cron: s.cron.clone(),
                 next: Timetable::new(s).ok().and_then(|t| t.next_after(now)),
                 last_outcome: last.map(|r| {
@@ -928,6 +1002,39 @@ const DATABASE_METRICS: [DatabaseMetric; 5] = [
     ),
 ];
 
+/// A metric of each database's restore drills, where it has been drilled.
+type DrillMetric = (
+    &'static str,
+    &'static str,
+    fn(&DatabaseState) -> Option<f64>,
+);
+
+const DRILL_METRICS: [DrillMetric; 3] = [
+    (
+        "larder_drill_last_rto_seconds",
+        "Measured recovery time of the database's last restore drill, passed or failed (compare with larder_rto_objective_seconds).",
+        |d| d.last_drill.as_ref().map(|l| l.recovery_seconds),
+    ),
+    (
+        "larder_drill_last_success_timestamp_seconds",
+        "When the database's last passed restore drill finished (Unix time).",
+        |d| {
+            d.last_passed_drill
+                .as_ref()
+                .map(|l| seconds_of(l.finished_at))
+        },
+    ),
+    (
+        "larder_drill_last_status",
+        "1 when the database's last restore drill passed (restored, verified, checks and RTO met), 0 when it failed.",
+        |d| {
+            d.last_drill
+                .as_ref()
+                .map(|l| flag(l.outcome == DrillOutcome::Passed))
+        },
+    ),
+];
+
 fn flag(on: bool) -> f64 {
     if on { 1.0 } else { 0.0 }
 }
@@ -1015,20 +1122,16 @@ pub fn render(snapshot: &Snapshot) -> String {
             }
         }
     }
-    // Filled from the drill history once `recovery drill` records drills; until then the
-    // families are declared without samples (absent, never a made-up value).
-    family(
-        &mut out,
-        "larder_drill_last_rto_seconds",
-        "gauge",
-        "Measured recovery time of the database's last restore drill.",
-    );
-    family(
-        &mut out,
-        "larder_drill_last_success_timestamp_seconds",
-        "gauge",
-        "When the database's last successful restore drill finished (Unix time).",
-    );
+    // From the drill records (through the index); a database never drilled has no sample
+    // (absent, never a made-up value).
+    for (name, help, value) in DRILL_METRICS {
+        let mut f = family(&mut out, name, "gauge", help);
+        for d in &snapshot.databases {
+            if let Some(v) = value(d) {
+                f.sample(name, &[("database", &d.database)], v);
+            }
+        }
+    }
 
     let mut f = family(
         &mut out,

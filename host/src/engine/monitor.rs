@@ -5,7 +5,7 @@
 //! Space Low, Schedule Missed) with its action and escalation window, so the alert an operator
 //! receives says what to do.
 
-use crate::config::{Config, IncrementalConfig};
+use crate::config::{Config, IncrementalConfig, ScheduleType};
 use crate::engine::incremental::slot;
 use crate::engine::progress::human_bytes;
 use crate::engine::schedule;
@@ -263,7 +263,8 @@ pub async fn health(databases: &[Monitored], stores: &Targets<'_>, config: &Conf
         .iter()
         .filter_map(|db| Some((db.name.clone()?, db.settings.dbname.clone())))
         .collect();
-    match schedule::status(&config.schedules, &manifests, &dbnames, now) {
+    let drills = schedule::drill_history(&config.schedules, primary).await;
+    match schedule::status(&config.schedules, &manifests, &drills, &dbnames, now) {
         Ok(statuses) => {
             for s in statuses {
                 let name = format!("schedule {}", s.name);
@@ -272,9 +273,15 @@ pub async fn health(databases: &[Monitored], stores: &Targets<'_>, config: &Conf
                     .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
                     .unwrap_or_default();
                 checks.push(match s.status {
+                    schedule::ScheduleState::Missed if s.schedule_type == ScheduleType::Drill => alert(
+                        &name,
+                        format!("due {due} ({}), no passed restore drill since", s.cron),
+                        "Schedule Missed",
+                        &format!("Run the drill by hand (`backup-cli recovery drill --schedule {}`) and check the scheduler (escalate within 2 hours)", s.name),
+                    ),
                     schedule::ScheduleState::Missed => alert(
                         &name,
-                        format!("due {due} ({}), no {} backup since", s.cron, s.backup_type),
+                        format!("due {due} ({}), no {} backup since", s.cron, s.schedule_type),
                         "Schedule Missed",
                         "Run the backup by hand (`backup-cli backup create`) and check the scheduler (escalate within 2 hours)",
                     ),

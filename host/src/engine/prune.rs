@@ -176,7 +176,8 @@ pub async fn prune(
 /// A schedule as the assignment of backups sees it.
 struct Entry {
     name: String,
-    backup_type: BackupType,
+    /// None: a drill schedule, which governs no backup.
+    backup_type: Option<BackupType>,
     /// Its database's name in PostgreSQL, when it names one.
     dbname: Option<String>,
     group: Option<usize>,
@@ -212,7 +213,7 @@ fn groups(
         .zip(of_schedule)
         .map(|(s, group)| Entry {
             name: s.name.clone(),
-            backup_type: s.backup_type,
+            backup_type: s.schedule_type.backup_type(),
             dbname: s
                 .database
                 .as_ref()
@@ -247,7 +248,7 @@ fn groups(
         let schedule = match &m.schedule {
             Some(name) => entries.iter().find(|e| &e.name == name),
             None => entries.iter().find(|e| {
-                e.backup_type == m.backup_type
+                e.backup_type == Some(m.backup_type)
                     && e.dbname.as_ref().is_none_or(|d| *d == m.source.database)
             }),
         };

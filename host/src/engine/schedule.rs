@@ -1,18 +1,25 @@
-//! `schedule list`: the configured backup timetables and whether each one ran on time.
+//! `schedule list` and `schedule status`: the configured timetables (backups and restore
+//! drills) and whether each one ran on time.
 //!
 //! Whoever runs the schedules (`backup-cli daemon`, or cron and systemd timers running
-//! `backup-cli backup create --schedule NAME`), this compares the timetable with the good
-//! backups that exist. Everything here is a function of the configuration, the manifests
-//! and the clock it is given.
+//! `backup-cli backup create --schedule NAME` and `recovery drill --schedule NAME`), this
+//! compares the timetable with the good backups and passed drills that exist. Everything here
+//! is a function of the configuration, the manifests, the drill records and the clock it is
+//! given.
 
-use crate::config::Schedule;
+use crate::config::{Schedule, ScheduleType};
 use crate::engine::daemon::state::{DaemonSummary, DaemonView, RunRecord, Skipped};
+use crate::engine::drill::DrillSummary;
 use crate::engine::scheduler::Timetable;
 use crate::error::Result;
-use crate::repository::manifest::{BackupType, Manifest};
+use crate::repository::Repository;
+use crate::repository::history::{DrillOutcome, DrillRecord};
+use crate::repository::manifest::Manifest;
+use crate::targets::Target;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A backup started this long before the time it was due still counts for that run (a
 /// timer that fires a little early, or a clock slightly ahead of the database server's).
@@ -22,11 +29,12 @@ const EARLY_ALLOWANCE: Duration = Duration::minutes(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScheduleState {
-    /// A backup of the schedule's type was taken since it was last due (or it was never due).
+    /// A backup of the schedule's type was taken (a drill passed) since it was last due, or
+    /// it was never due.
     Ok,
-    /// It was due, no backup yet, and the grace period has not run out.
+    /// It was due, no backup (passed drill) yet, and the grace period has not run out.
     Due,
-    /// It was due longer ago than its grace period and no backup came.
+    /// It was due longer ago than its grace period and no backup (passed drill) came.
     Missed,
 }
 
@@ -46,13 +54,18 @@ pub struct ScheduleStatus {
     /// The `[[databases]]` entry it backs up (None: the one database).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// `full`, `incremental`, `schema-only` or `drill`.
     #[serde(rename = "type")]
-    pub backup_type: BackupType,
+    pub schedule_type: ScheduleType,
     pub cron: String,
     /// The retention policy in the config's words (`keep_within 30days, min_keep 3`).
     pub retention: Option<String>,
+    /// A backup schedule's newest good backup of its type (null for a drill schedule).
     pub last_backup_id: Option<String>,
     pub last_backup_at: Option<DateTime<Utc>>,
+    /// A drill schedule's newest passed drill of its database (absent for backups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<DrillSummary>,
     /// The most recent time the schedule was due.
     pub previous_due: Option<DateTime<Utc>>,
     pub next_due: Option<DateTime<Utc>>,
@@ -92,12 +105,38 @@ impl ScheduleStatus {
     }
 }
 
-/// Every schedule's status at `now`, given the backups in the repository. `databases` maps
-/// each `[[databases]]` name to its name in PostgreSQL: a schedule that names a database
-/// counts only that database's backups.
+/// The drill records `status` needs: every drill in the repository on `primary` when a
+/// drill schedule is configured, none otherwise (nothing is read). An unreadable history is
+/// no drill at all: the drill schedules then show as due or missed.
+pub async fn drill_history(
+    schedules: &[Schedule],
+    primary: Option<&Arc<dyn Target>>,
+) -> Vec<DrillRecord> {
+    if !schedules
+        .iter()
+        .any(|s| s.schedule_type == ScheduleType::Drill)
+    {
+        return Vec::new();
+    }
+    let Some(primary) = primary else {
+        return Vec::new();
+    };
+    match Repository::open(primary.clone()).await {
+        Ok(repo) => repo.drills(None).await.unwrap_or_else(|e| {
+            tracing::warn!("{e}");
+            Vec::new()
+        }),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Every schedule's status at `now`, given the backups and drills in the repository.
+/// `databases` maps each `[[databases]]` name to its name in PostgreSQL: a schedule that
+/// names a database counts only that database's backups and drills.
 pub fn status(
     schedules: &[Schedule],
     manifests: &[Manifest],
+    drills: &[DrillRecord],
     databases: &BTreeMap<String, String>,
     now: DateTime<Utc>,
 ) -> Result<Vec<ScheduleStatus>> {
@@ -113,41 +152,65 @@ pub fn status(
                 .filter(|m| dbname.is_none_or(|d| m.source.database == d))
                 .cloned()
                 .collect();
-            schedule_status(schedule, &own, now)
+            let drilled: Vec<&DrillRecord> = drills
+                .iter()
+                .filter(|d| dbname.is_none_or(|db| d.database == db))
+                .collect();
+            schedule_status(schedule, &own, &drilled, now)
         })
         .collect()
 }
 
 /// One schedule's status at `now`: its last and next due times from the cron expression
-/// (in the schedule's time zone), its newest good (not suspect) backup of the schedule's type,
-/// and [`judge`]'s verdict.
+/// (in the schedule's time zone), its newest good (not suspect) backup of the schedule's
+/// type or, for a drill schedule, its newest passed drill, and [`judge`]'s verdict.
 pub fn schedule_status(
     schedule: &Schedule,
     manifests: &[Manifest],
+    drills: &[&DrillRecord],
     now: DateTime<Utc>,
 ) -> Result<ScheduleStatus> {
     let timetable = Timetable::new(schedule)?;
     let previous_due = timetable.last_at_or_before(now);
     let next_due = timetable.next_after(now);
     // Only a good backup is a run that happened: a suspect one (a validator found an error
-    // in its rows) is evidence, not a recovery point.
-    let last = manifests
-        .iter()
-        .filter(|m| m.backup_type == schedule.backup_type && !m.is_suspect())
-        .max_by_key(|m| m.completed_at);
+    // in its rows) is evidence, not a recovery point. Likewise only a passed drill proves
+    // that the backups restore.
+    let last = schedule
+        .schedule_type
+        .backup_type()
+        .and_then(|backup_type| {
+            manifests
+                .iter()
+                .filter(|m| m.backup_type == backup_type && !m.is_suspect())
+                .max_by_key(|m| m.completed_at)
+        });
+    let last_drill = match schedule.schedule_type {
+        ScheduleType::Drill => drills
+            .iter()
+            .filter(|d| d.outcome == DrillOutcome::Passed)
+            .max_by_key(|d| d.started_at)
+            .map(|d| DrillSummary::of(d)),
+        _ => None,
+    };
+    let last_started = match &last_drill {
+        Some(drill) => Some(drill.started_at),
+        None => last.map(|m| m.created_at),
+    };
     // A grace too long for chrono's range is as good as an hour, the configured default.
     let grace = Duration::from_std(schedule.grace).unwrap_or_else(|_| Duration::hours(1));
     Ok(ScheduleStatus {
         name: schedule.name.clone(),
         database: schedule.database.clone(),
-        backup_type: schedule.backup_type,
+        schedule_type: schedule.schedule_type,
         cron: schedule.cron.clone(),
         retention: schedule.retention.as_ref().map(|r| r.describe()),
         last_backup_id: last.map(|m| m.id.clone()),
         last_backup_at: last.map(|m| m.completed_at),
+        last_drill,
         previous_due,
         next_due,
-        status: judge(previous_due, last.map(|m| m.created_at), grace, now),
+        status: judge(previous_due, last_started, grace, now),
         timezone: timetable.zone_name,
         last_run: None,
         last_skipped: None,
@@ -177,7 +240,7 @@ pub fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repository::manifest::sample_manifest;
+    use crate::repository::manifest::{BackupType, sample_manifest};
     use chrono::TimeZone;
 
     fn at(h: u32, m: u32) -> DateTime<Utc> {
@@ -188,7 +251,11 @@ mod tests {
         Schedule {
             database: None,
             name: "nightly".into(),
-            backup_type,
+            schedule_type: match backup_type {
+                BackupType::Full => ScheduleType::Full,
+                BackupType::SchemaOnly => ScheduleType::SchemaOnly,
+                BackupType::Incremental => ScheduleType::Incremental,
+            },
             cron: "0 7 * * *".into(),
             retention: Some(crate::config::RetentionPolicy::within(
                 std::time::Duration::from_secs(30 * 86400),
@@ -198,6 +265,8 @@ mod tests {
             missed: crate::config::Missed::Skip,
             jitter: None,
             targets: Vec::new(),
+            backup: None,
+            random_within: None,
         }
     }
 
@@ -268,7 +337,7 @@ mod tests {
             ),
             backup("20260310-070100-bbbbbbbb", BackupType::SchemaOnly, at(7, 1)),
         ];
-        let s = schedule_status(&schedule, &manifests, at(9, 0)).unwrap();
+        let s = schedule_status(&schedule, &manifests, &[], at(9, 0)).unwrap();
         assert_eq!(
             s.status,
             ScheduleState::Missed,
@@ -288,6 +357,7 @@ mod tests {
         let schema = schedule_status(
             &daily_at_seven(BackupType::SchemaOnly),
             &manifests,
+            &[],
             at(9, 0),
         )
         .unwrap();
@@ -322,13 +392,56 @@ mod tests {
                 count: 0,
             }],
         }];
-        let s = schedule_status(&schedule, &[good, suspect], at(9, 0)).unwrap();
+        let s = schedule_status(&schedule, &[good, suspect], &[], at(9, 0)).unwrap();
         assert_eq!(s.status, ScheduleState::Missed, "today's run is suspect");
         assert_eq!(
             s.last_backup_id.as_deref(),
             Some("20260309-070000-aaaaaaaa"),
             "the newest good backup"
         );
+    }
+
+    fn drill(id: &str, outcome: &str, started: DateTime<Utc>) -> DrillRecord {
+        serde_json::from_value(serde_json::json!({
+            "drill_id": id, "started_at": started, "finished_at": started + Duration::minutes(4),
+            "outcome": outcome, "backup_id": "20260309-070000-aaaaaaaa", "backup_name": "nightly",
+            "database": "pantry", "point_in_time": started - Duration::hours(2), "chosen": "latest",
+            "scratch": {"kind": "throwaway-cluster", "server": "127.0.0.1:5999", "database": "pantry",
+                        "kept": false, "removed": true},
+            "steps": [], "restore_seconds": 200.0, "recovery_seconds": 240.0, "rto_seconds": 7200.0,
+            "rto_met": true, "point_age_seconds": 7200, "rpo_seconds": 86400.0, "rpo_met": true,
+            "tables": 3, "rows": 10, "bytes": 100, "verification": "checksums", "validators": [],
+            "checks": [], "error": null
+        }))
+        .expect("a drill record")
+    }
+
+    #[test]
+    fn a_drill_schedule_is_kept_by_a_passed_drill_only() {
+        let mut schedule = daily_at_seven(BackupType::Full);
+        schedule.schedule_type = ScheduleType::Drill;
+        schedule.retention = None;
+        let failed = drill("d-failed", "failed", at(7, 0));
+        let passed = drill("d-passed", "passed", at(7, 0) - Duration::days(1));
+        let manifests = [backup(
+            "20260310-070100-bbbbbbbb",
+            BackupType::Full,
+            at(7, 1),
+        )];
+        let s = schedule_status(&schedule, &manifests, &[&failed, &passed], at(9, 0)).unwrap();
+        assert_eq!(s.status, ScheduleState::Missed, "today's drill failed");
+        assert_eq!(s.last_backup_id, None, "a drill schedule takes no backup");
+        let last = s.last_drill.as_ref().expect("the passed drill");
+        assert_eq!(last.drill_id, "d-passed");
+        assert_eq!(serde_json::to_value(&s).unwrap()["type"], "drill");
+        let today = drill("d-today", "passed", at(7, 2));
+        let s = schedule_status(&schedule, &[], &[&failed, &today], at(9, 0)).unwrap();
+        assert_eq!(s.status, ScheduleState::Ok);
+        // Another database's drills do not count.
+        schedule.database = Some("reports".into());
+        let databases = BTreeMap::from([("reports".to_string(), "reports".to_string())]);
+        let s = status(&[schedule], &[], &[today], &databases, at(9, 0)).unwrap();
+        assert_eq!(s[0].status, ScheduleState::Missed);
     }
 
     #[test]
@@ -346,7 +459,7 @@ mod tests {
         let mut schedule = daily_at_seven(BackupType::Full);
         schedule.cron = "0 2 * * *".into();
         schedule.timezone = Some("America/New_York".into());
-        let s = schedule_status(&schedule, &[], at(9, 0)).unwrap();
+        let s = schedule_status(&schedule, &[], &[], at(9, 0)).unwrap();
         assert_eq!(s.previous_due, Some(at(6, 0)));
         assert_eq!(s.next_due, Some(at(6, 0) + Duration::days(1)));
         assert_eq!(s.status, ScheduleState::Missed);
@@ -356,7 +469,7 @@ mod tests {
     fn a_cron_that_does_not_parse_names_its_schedule() {
         let mut schedule = daily_at_seven(BackupType::Full);
         schedule.cron = "every night".into();
-        let err = status(&[schedule], &[], &BTreeMap::new(), at(9, 0))
+        let err = status(&[schedule], &[], &[], &BTreeMap::new(), at(9, 0))
             .unwrap_err()
             .to_string();
         assert!(

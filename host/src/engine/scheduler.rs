@@ -288,13 +288,12 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repository::manifest::BackupType;
 
     fn schedule(cron: &str, zone: &str) -> Schedule {
         Schedule {
             database: None,
             name: "s".into(),
-            backup_type: BackupType::Full,
+            schedule_type: crate::config::ScheduleType::Full,
             cron: cron.into(),
             retention: None,
             grace: Duration::from_secs(3600),
@@ -302,6 +301,8 @@ mod tests {
             missed: Missed::Skip,
             jitter: None,
             targets: Vec::new(),
+            backup: None,
+            random_within: None,
         }
     }
 

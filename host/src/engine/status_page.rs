@@ -8,6 +8,7 @@
 use crate::engine::metrics::{Held, Snapshot};
 use crate::engine::monitor::{Health, Status};
 use crate::engine::progress::human_bytes;
+use crate::repository::history::DrillOutcome;
 use chrono::{DateTime, Utc};
 use std::fmt::Write as _;
 
@@ -274,7 +275,7 @@ pub fn render(snapshot: &Snapshot, health: &Health) -> String {
         .map(|s| {
             vec![
                 escape(&s.schedule),
-                escape(&s.backup_type.to_string()),
+                escape(&s.schedule_type.to_string()),
                 format!("<code>{}</code>", escape(&s.cron)),
                 s.next.map(|n| escape(&when(n))).unwrap_or_default(),
                 match (&s.last_outcome, s.last_finished) {
@@ -297,12 +298,49 @@ pub fn render(snapshot: &Snapshot, health: &Health) -> String {
         "No [[schedules]] configured.",
     );
 
+    let rows: Vec<Vec<String>> = snapshot
+        .databases
+        .iter()
+        .filter_map(|d| Some((d, d.last_drill.as_ref()?)))
+        .map(|(d, last)| {
+            let outcome = last.outcome.as_str();
+            let objective = age(last.rto_seconds);
+            vec![
+                escape(&d.database),
+                escape(&last.drill_id),
+                escape(&last.backup_id),
+                escape(&when(last.finished_at)),
+                badge(last.outcome == DrillOutcome::Passed, outcome, outcome),
+                format!(
+                    "{} against {} {}",
+                    escape(&crate::engine::drill::words(last.recovery_seconds)),
+                    escape(&objective),
+                    badge(last.rto_met, "met", "missed")
+                ),
+                match &d.last_passed_drill {
+                    Some(passed) if passed.drill_id != last.drill_id => {
+                        escape(&when(passed.finished_at))
+                    }
+                    Some(_) => "this one".into(),
+                    None => "<span class=\"bad\">never</span>".into(),
+                },
+            ]
+        })
+        .collect();
     table(
         &mut out,
         "drills",
         "Last restore drill",
-        &["Database", "Backup", "Finished", "RTO"],
-        &[],
+        &[
+            "Database",
+            "Drill",
+            "Backup",
+            "Finished",
+            "Outcome",
+            "Recovery time (RTO)",
+            "Last passed",
+        ],
+        &rows,
         "No restore drill recorded yet (`backup-cli recovery drill`).",
     );
 

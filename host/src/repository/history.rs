@@ -184,6 +184,12 @@ impl Repository {
             .await
     }
 
+    /// The drill recorded at `key` (a key listed under `drills/`); None when it is gone or
+    /// cannot be read.
+    pub async fn drill_record(&self, key: &str) -> Result<Option<DrillRecord>> {
+        self.get_json(key).await
+    }
+
     /// Past drills, oldest first (at most the newest `limit`); unreadable records are skipped.
     pub async fn drills(&self, limit: Option<usize>) -> Result<Vec<DrillRecord>> {
         let mut objects = self

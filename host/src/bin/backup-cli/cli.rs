@@ -265,8 +265,15 @@ pub struct NotifyTestArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
-    /// Configured schedules, their last backup and whether a run was missed
+    /// Configured schedules (backups and restore drills), their last backup or passed drill
+    /// and whether a run was missed
     List,
+    /// One schedule in full: its timetable, last backup or drill, the daemon's last run (with
+    /// its error) and its next start
+    Status {
+        /// The [[schedules]] entry's name
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -292,6 +299,10 @@ pub struct DrillArgs {
     /// long, e.g. 30d
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub random_within: Option<std::time::Duration>,
+    /// Drill as this `type = "drill"` [[schedules]] entry does (its backup or random_within),
+    /// e.g. from a CronJob or a systemd timer instead of the daemon
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["backup_id", "random_within"])]
+    pub schedule: Option<String>,
     /// Leave the scratch database or throwaway PostgreSQL in place (the report says how to
     /// remove it)
     #[arg(long)]

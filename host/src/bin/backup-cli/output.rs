@@ -1244,7 +1244,7 @@ fn schedules(statuses: &[ScheduleStatus]) {
         "CRON",
         "TIME ZONE",
         "RETENTION",
-        "LAST BACKUP",
+        "LAST BACKUP/DRILL",
         "LAST RUN",
         "NEXT DUE",
         "STATUS",
@@ -1266,11 +1266,16 @@ fn schedules(statuses: &[ScheduleStatus]) {
             row.push(Cell::new(s.database.as_deref().unwrap_or("-")));
         }
         row.extend([
-            Cell::new(s.backup_type),
+            Cell::new(s.schedule_type),
             Cell::new(&s.cron),
             Cell::new(&s.timezone),
             Cell::new(s.retention.as_deref().unwrap_or("-")),
-            Cell::new(when(s.last_backup_at)),
+            Cell::new(when(
+                s.last_drill
+                    .as_ref()
+                    .map(|d| d.finished_at)
+                    .or(s.last_backup_at),
+            )),
             Cell::new(last_run),
             Cell::new(when(s.next_start.or(s.next_due))),
             Cell::new(s.status),
@@ -1278,6 +1283,67 @@ fn schedules(statuses: &[ScheduleStatus]) {
         t.add_row(row);
     }
     say!("{t}");
+}
+
+/// `schedule status NAME`: one schedule, a line per fact.
+fn schedule_detail(s: &ScheduleStatus) {
+    let when = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    say!(
+        "Schedule {} ({}{}): {}",
+        s.name,
+        s.schedule_type,
+        s.database
+            .as_deref()
+            .map(|d| format!(", database {d}"))
+            .unwrap_or_default(),
+        s.status
+    );
+    say!("  cron:        {} ({})", s.cron, s.timezone);
+    if let Some(retention) = &s.retention {
+        say!("  retention:   {retention}");
+    }
+    if let Some(due) = s.previous_due {
+        say!("  last due:    {}", when(due));
+    }
+    match (&s.last_drill, &s.last_backup_id, s.last_backup_at) {
+        (Some(d), _, _) => say!(
+            "  last passed drill: {} of backup {}, finished {}, recovery {:.1} s against an RTO of {}",
+            d.drill_id,
+            d.backup_id,
+            when(d.finished_at),
+            d.recovery_seconds,
+            humantime::format_duration(std::time::Duration::from_secs(d.rto_seconds as u64))
+        ),
+        (None, Some(id), Some(at)) => say!("  last backup: {id}, finished {}", when(at)),
+        _ if s.schedule_type.backup_type().is_none() => say!("  last passed drill: none"),
+        _ => say!("  last backup: none"),
+    }
+    if let Some(run) = &s.last_run {
+        let outcome = serde_json::to_value(run.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        say!(
+            "  daemon's last run: {} {outcome} in {:.1} s{}",
+            run.run_id,
+            run.seconds,
+            match (&run.stage, &run.error) {
+                (Some(stage), Some(error)) => format!(" at {stage}: {error}"),
+                _ => String::new(),
+            }
+        );
+    }
+    if let Some(skipped) = &s.last_skipped {
+        say!(
+            "  last skipped: due {} ({}, {} time(s))",
+            when(skipped.due),
+            skipped.reason,
+            skipped.count
+        );
+    }
+    if let Some(next) = s.next_start.or(s.next_due) {
+        say!("  next run:    {}", when(next));
+    }
 }
 
 fn settings(settings: &[Setting]) {
@@ -1584,6 +1650,18 @@ impl Report for Schedules {
     const KEY: &'static str = "schedules";
     fn human(&self) {
         schedules(&self.0);
+    }
+}
+
+/// `schedule status NAME`.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct ScheduleDetail(pub ScheduleStatus);
+
+impl Report for ScheduleDetail {
+    const KEY: &'static str = "schedule";
+    fn human(&self) {
+        schedule_detail(&self.0);
     }
 }
 

@@ -1,19 +1,21 @@
 //! `backup-cli daemon`: runs the `[[schedules]]` of one repository and database by itself.
 //!
 //! One daemon per repository and database (a lock in the repository names its pid, host and
-//! start); it runs the schedules of its database only. Each run backs up, copies to the
+//! start); it runs the schedules of its database only. Each backup run backs up, copies to the
 //! schedule's other targets, validates every copy (`[daemon] validate`: chunks or full) and
-//! applies retention, one run at a time; a failure raises the runbook's alert through a
-//! health check, and health is also checked every `[daemon] health_every`. SIGTERM/SIGINT:
+//! applies retention; a drill run (`type = "drill"`) is `recovery drill` of the schedule's
+//! backup, whose failure raises "Drill Failed". One run at a time; a backup's failure raises
+//! the runbook's alert through a health check, and health is also checked every
+//! `[daemon] health_every`. SIGTERM/SIGINT:
 //! no new runs, a running backup gets `[daemon] stop_grace` to finish and is then stopped
 //! (nothing half-visible, locks released), exit 0. SIGHUP reloads the configuration; a bad one is refused and the old one kept.
 
 pub mod state;
 
-use crate::config::{Loaded, Schedule, ValidateMode};
+use crate::config::{Loaded, Schedule, ScheduleType, ValidateMode};
 use crate::engine::interrupt::{self, CleanupGuard};
 use crate::engine::scheduler::{Event, Scheduler, Timetable};
-use crate::engine::{Progress, backup, monitor, validate};
+use crate::engine::{Progress, backup, drill, monitor, validate};
 use crate::error::{Error, Result};
 use crate::pg::ConnectionSettings;
 use crate::repository::Repository;
@@ -55,6 +57,11 @@ pub struct Setup {
     /// The schedules of this database, each with the targets its backups go to (the first
     /// is written, the others get copies).
     pub schedules: Vec<(Schedule, Vec<Arc<dyn Target>>)>,
+    /// The database's recovery-time and recovery-point objectives (what drills measure).
+    pub objectives: (Duration, Duration),
+    /// Where `/metrics`, `/health` and the status page are served (None: `"off"`), as
+    /// [`crate::config::Config::daemon_listen`] resolved it for this database.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl Setup {
@@ -120,7 +127,7 @@ pub async fn run(load: &Loader) -> Result<()> {
 /// that cannot be had is logged as an error and the schedules run without it: backups
 /// matter more than their metrics (whose absence the alert rules catch).
 async fn serve_http(setup: &Setup) {
-    let Some(addr) = setup.loaded.config.daemon.listen else {
+    let Some(addr) = setup.listen else {
         return;
     };
     let view = crate::engine::listener::View {
@@ -411,8 +418,11 @@ impl<'a> Daemon<'a> {
         tracing::info!(
             run_id = %run_id,
             schedule = %schedule.name,
-            "run {run_id} started: {} backup due {}",
-            schedule.backup_type,
+            "run {run_id} started: {} due {}",
+            match schedule.schedule_type.backup_type() {
+                Some(backup_type) => format!("{backup_type} backup"),
+                None => "restore drill".into(),
+            },
             due.format("%Y-%m-%d %H:%M:%S UTC")
         );
         let name = schedule.name.clone();
@@ -438,9 +448,12 @@ impl<'a> Daemon<'a> {
         let failed = record.outcome != Outcome::Ok;
         // A failed backup records its own event; a run that failed after it (copy, validate,
         // validators, retention) is recorded here, so health raises Backup Failure for it too
-        // until a newer backup succeeds.
+        // until a newer backup succeeds. A failed drill raised Drill Failed itself.
         if record.outcome == Outcome::Failed
-            && let Some(stage) = record.stage.as_deref().filter(|s| *s != "backup")
+            && let Some(stage) = record
+                .stage
+                .as_deref()
+                .filter(|s| *s != "backup" && *s != "drill")
         {
             let event = crate::repository::history::Event {
                 at: Utc::now(),
@@ -458,7 +471,7 @@ impl<'a> Daemon<'a> {
                     .schedules
                     .iter()
                     .find(|s| s.name == running.schedule)
-                    .map(|s| s.backup_type),
+                    .and_then(|s| s.schedule_type.backup_type()),
             };
             if let Err(e) = self.primary.record_event(&event).await {
                 tracing::warn!("could not record the failed run: {e}");
@@ -585,6 +598,17 @@ impl<'a> Daemon<'a> {
 fn log_run(record: &RunRecord) {
     let backup = record.backup_id.as_deref().unwrap_or("none");
     match record.outcome {
+        Outcome::Ok if record.drill_id.is_some() => tracing::info!(
+            run_id = %record.run_id,
+            outcome = "ok",
+            seconds = record.seconds,
+            backup_id = backup,
+            drill_id = record.drill_id.as_deref().unwrap_or_default(),
+            "run {} ok in {:.1}s: drill {} of backup {backup} passed",
+            record.run_id,
+            record.seconds,
+            record.drill_id.as_deref().unwrap_or_default()
+        ),
         Outcome::Ok => tracing::info!(
             run_id = %record.run_id,
             outcome = "ok",
@@ -611,8 +635,9 @@ fn log_run(record: &RunRecord) {
     }
 }
 
-/// One run: back up (validators on its rows), copy to every other target, validate every
-/// copy, the validators' verdict, then retention when the schedule has a policy.
+/// One run: a drill schedule's drill, or back up (validators on its rows), copy to every
+/// other target, validate every copy, the validators' verdict, then retention when the
+/// schedule has a policy.
 async fn run_once(
     setup: Arc<Setup>,
     primary: Repository,
@@ -634,8 +659,13 @@ async fn run_once(
         error: None,
         targets: Vec::new(),
         pruned: Vec::new(),
+        drill_id: None,
     };
-    if let Err((stage, e)) = steps(&setup, &primary, &schedule, &mut record).await {
+    let ran = match schedule.schedule_type {
+        ScheduleType::Drill => drill_run(&setup, &primary, &schedule, &mut record).await,
+        _ => steps(&setup, &primary, &schedule, &mut record).await,
+    };
+    if let Err((stage, e)) = ran {
         record.outcome = if matches!(e, Error::Interrupted { .. }) {
             Outcome::Interrupted
         } else {
@@ -658,7 +688,7 @@ async fn steps(
     let progress = Progress::new(false);
     let opts = backup::BackupOptions {
         name: None,
-        backup_type: schedule.backup_type,
+        backup_type: schedule.backup_type().map_err(|e| ("backup", e))?,
         jobs: setup.jobs,
         compression_level: setup.loaded.config.backup.compression_level,
         pg_dump: setup.loaded.config.backup.pg_dump.clone(),
@@ -771,6 +801,55 @@ async fn steps(
         );
     }
     Ok(())
+}
+
+/// A drill schedule's run: `recovery drill` of its backup (`backup`, `random_within`, else
+/// `latest`) as `[drill]` configures it. The drill raises or resolves "Drill Failed" itself;
+/// one that cannot start raises it here.
+async fn drill_run(
+    setup: &Setup,
+    primary: &Repository,
+    schedule: &Schedule,
+    record: &mut RunRecord,
+) -> std::result::Result<(), (&'static str, Error)> {
+    let choice = drill::Choice::of(schedule.backup.as_deref(), schedule.random_within);
+    let request = drill::DrillRequest::configured(
+        &setup.loaded.config.drill,
+        choice,
+        setup.database.dbname.clone(),
+        setup.objectives,
+        setup.validators.clone(),
+        setup.jobs,
+    )
+    .map_err(|e| ("drill", e))?;
+    let alerting = Some((&setup.loaded, &setup.alert_scope));
+    let report = match drill::run(primary, &request, alerting, &Progress::new(false)).await {
+        Ok(report) => report,
+        Err(e) => {
+            if !matches!(e, Error::Interrupted { .. }) {
+                let raised = drill::raise_not_started(
+                    &setup.loaded,
+                    &setup.alert_scope,
+                    &setup.database.dbname,
+                    &e,
+                )
+                .await;
+                for warning in raised.warnings {
+                    tracing::warn!(run_id = %record.run_id, "{warning}");
+                }
+            }
+            return Err(("drill", e));
+        }
+    };
+    record.backup_id = Some(report.drill.backup_id.clone());
+    record.drill_id = Some(report.drill.drill_id.clone());
+    for warning in &report.warnings {
+        tracing::warn!(run_id = %record.run_id, "{warning}");
+    }
+    match report.failure() {
+        Some(e) => Err(("drill", e)),
+        None => Ok(()),
+    }
 }
 
 /// The runbook alerts health raised, each once (two targets low on space are one "Disk

@@ -1,5 +1,5 @@
 //! What the daemon records in the repository for `schedule list`: per schedule its last run
-//! (id, due and start times, duration, outcome, backup), its last skipped time and its next run,
+//! (id, due and start times, duration, outcome, backup or drill), its last skipped time and its next run,
 //! plus the last health check. One object per database, `daemon/<database, hex>.json`,
 //! rewritten after every change; whether the daemon still runs is its lock's business.
 
@@ -34,7 +34,7 @@ pub struct RunRecord {
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_id: Option<String>,
-    /// The step that failed: `backup`, `copy`, `validate`, `validators`, `retention`.
+    /// The step that failed: `backup`, `copy`, `validate`, `validators`, `retention`, `drill`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,6 +45,10 @@ pub struct RunRecord {
     /// The backups retention deleted after the run.
     #[serde(default)]
     pub pruned: Vec<String>,
+    /// A drill schedule's run: the drill it recorded (`recovery drills` lists it); its
+    /// `backup_id` is the backup drilled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill_id: Option<String>,
 }
 
 /// A due time that did not run.

@@ -45,6 +45,10 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
                 Some(name) => Some(settings.loaded.config.schedule(name)?),
                 None => None,
             };
+            let backup_type = match schedule {
+                Some(schedule) => schedule.backup_type()?,
+                None => args.backup_type,
+            };
             let db = match (schedule.and_then(|s| s.database.as_deref()), &settings.db) {
                 (Some(theirs), Some(given)) if theirs != given => {
                     return Err(Error::Config(format!(
@@ -74,7 +78,7 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
             };
             let opts = engine::backup::BackupOptions {
                 name: args.name,
-                backup_type: schedule.map_or(args.backup_type, |s| s.backup_type),
+                backup_type,
                 jobs: settings.jobs(args.jobs.or(config.jobs)),
                 compression_level: args.compression_level.unwrap_or(config.compression_level),
                 pg_dump: config.pg_dump.clone(),

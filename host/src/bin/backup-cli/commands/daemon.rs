@@ -36,7 +36,10 @@ async fn setup(global: &Global) -> Result<Setup> {
         .filter(|s| s.database.is_none() || s.database == entry)
         .map(|s| Ok((s.clone(), settings.schedule_targets(&targets, s)?)))
         .collect::<Result<Vec<_>>>()?;
+    let config = &settings.loaded.config;
     Ok(Setup {
+        objectives: config.objectives_for(settings.db.as_deref())?,
+        listen: config.daemon_listen(settings.db.as_deref())?,
         schedules,
         validators: larder::plugin::validator::open_configured(&settings.loaded).await?,
         database_names: settings.database_names()?,

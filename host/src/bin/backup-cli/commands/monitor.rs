@@ -69,7 +69,7 @@ async fn metrics(settings: &Settings) -> Result<engine::metrics::Snapshot> {
     let path = sources.index_path();
     let mut index = engine::metrics::Index::load(&path);
     let snapshot = engine::metrics::scrape(&sources, &mut index).await;
-    if snapshot.manifests_read > 0 {
+    if snapshot.index_grew() {
         index.save(&path);
     }
     Ok(snapshot)

@@ -101,10 +101,26 @@ async fn drill_request(
 ) -> Result<engine::drill::DrillRequest> {
     let config = &settings.loaded.config;
     let objectives = config.objectives_for(settings.db.as_deref())?;
-    let choice = match (&args.backup_id, args.random_within) {
-        (_, Some(within)) => engine::drill::Choice::RandomWithin(within),
-        (Some(id), None) => engine::drill::Choice::Named(id.clone()),
-        (None, None) => engine::drill::Choice::Named(larder::repository::latest::LATEST.into()),
+    let choice = match &args.schedule {
+        Some(name) => {
+            let schedule = config.schedule(name)?;
+            if schedule.backup_type().is_ok() {
+                return Err(Error::Config(format!(
+                    "--schedule {name}: that schedule takes {} backups, it is no drill; run it with `backup-cli backup create --schedule {name}`",
+                    schedule.schedule_type
+                )));
+            }
+            if let Some(theirs) = &schedule.database
+                && settings.db.as_deref() != Some(theirs.as_str())
+                && config.databases.len() > 1
+            {
+                return Err(Error::Config(format!(
+                    "--schedule {name}: that schedule drills database '{theirs}'; add --db {theirs}"
+                )));
+            }
+            engine::drill::Choice::of(schedule.backup.as_deref(), schedule.random_within)
+        }
+        None => engine::drill::Choice::of(args.backup_id.as_deref(), args.random_within),
     };
     let mut request = engine::drill::DrillRequest::configured(
         &config.drill,
