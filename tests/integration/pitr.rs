@@ -4,6 +4,9 @@
 //! keeping what was written after it.
 
 use crate::support::{TestEnv, reported, scalar, text};
+use larder::repository::changes::Lsn;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const ACCOUNTS: i64 = 50;
@@ -41,36 +44,159 @@ fn incremental(env: &TestEnv, name: &str) -> String {
         .to_string()
 }
 
-/// `n` transfers, each its own transaction; every fifth also rewrites a memo (a TOASTed
-/// value stays unchanged in the other updates) and every seventh deletes the oldest transfer.
-async fn transfers(client: &tokio_postgres::Client, seed: i64, n: i64) {
-    for i in 0..n {
-        let k = seed * 7919 + i * 104_729;
+/// The bank's rows as text, sorted: `a<id>:<balance>:<memo>` (the memo as `<n>/<length>`, or
+/// `-`) and `t<id>:<from>:<to>:<amount>`.
+type State = Vec<String>;
+
+/// The bank as a restore left it, in [`State`]'s form.
+async fn bank_state(client: &tokio_postgres::Client) -> State {
+    let mut rows: State = client
+        .query(
+            "SELECT 'a' || id || ':' || balance || ':' || coalesce(split_part(memo, 'm', 2) || '/' || length(memo), '-') FROM accounts \
+             UNION ALL SELECT 't' || id || ':' || from_id || ':' || to_id || ':' || amount FROM transfers",
+            &[],
+        )
+        .await
+        .expect("the bank's state")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    rows.sort();
+    rows
+}
+
+async fn insert_lsn(client: &tokio_postgres::Client) -> Lsn {
+    let text: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .expect("the WAL position")
+        .get(0);
+    text.parse().expect("an LSN")
+}
+
+/// A transfer load on one session that keeps its own log: after each transaction, the WAL
+/// positions before and after its commit, and the bank's state then (from what it wrote, not
+/// read back), so a restore can be compared with the source as it was at a backup's end.
+struct Load {
+    client: tokio_postgres::Client,
+    balances: Vec<i64>,
+    memos: Vec<Option<i64>>,
+    transfers: std::collections::BTreeMap<i64, (i64, i64, i64)>,
+    /// (before the commit, after it, the state after it); the first entry is the opening.
+    log: Vec<(Lsn, Lsn, State)>,
+}
+
+impl Load {
+    fn new(client: tokio_postgres::Client) -> Load {
+        let mut load = Load {
+            client,
+            balances: vec![OPENING; ACCOUNTS as usize],
+            memos: vec![None; ACCOUNTS as usize],
+            transfers: Default::default(),
+            log: Vec::new(),
+        };
+        let opening = load.state();
+        load.log.push((Lsn(0), Lsn(0), opening));
+        load
+    }
+
+    fn state(&self) -> State {
+        let mut rows: State = (0..ACCOUNTS as usize)
+            .map(|i| {
+                let memo = self.memos[i].map_or("-".to_string(), |n| {
+                    format!("{n}/{}", 2000 * (1 + n.to_string().len()))
+                });
+                format!("a{}:{}:{memo}", i + 1, self.balances[i])
+            })
+            .chain(
+                self.transfers
+                    .iter()
+                    .map(|(id, (from, to, amount))| format!("t{id}:{from}:{to}:{amount}")),
+            )
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// Transfer `n`, its own transaction: every fifth also rewrites the payer's memo (a
+    /// TOASTed value other updates leave unchanged), every seventh deletes the oldest transfer.
+    async fn transfer(&mut self, n: i64) {
+        let k = n * 104_729 + 7919;
         let (from, to, amount) = (k % ACCOUNTS + 1, (k / 7 + 1) % ACCOUNTS + 1, k % 50 + 1);
         if from == to {
-            continue;
+            return;
         }
-        let memo = if i % 5 == 0 {
-            format!(", memo = repeat('m{i}', 2000)")
+        let c = &self.client;
+        c.batch_execute("BEGIN").await.expect("begin");
+        let before = insert_lsn(c).await;
+        let memo = if n % 5 == 0 {
+            format!(", memo = repeat('m{n}', 2000)")
         } else {
             String::new()
         };
-        let purge = if i % 7 == 0 {
-            "DELETE FROM transfers WHERE id = (SELECT min(id) FROM transfers);"
-        } else {
-            ""
-        };
-        client
-            .batch_execute(&format!(
-                "BEGIN;
-                 UPDATE accounts SET balance = balance - {amount}{memo} WHERE id = {from};
-                 UPDATE accounts SET balance = balance + {amount} WHERE id = {to};
-                 INSERT INTO transfers (from_id, to_id, amount) VALUES ({from}, {to}, {amount});
-                 {purge}
-                 COMMIT;"
-            ))
+        c.batch_execute(&format!(
+            "UPDATE accounts SET balance = balance - {amount}{memo} WHERE id = {from};
+             UPDATE accounts SET balance = balance + {amount} WHERE id = {to}"
+        ))
+        .await
+        .expect("a transfer");
+        let id: i64 = c
+            .query_one(
+                &format!("INSERT INTO transfers (from_id, to_id, amount) VALUES ({from}, {to}, {amount}) RETURNING id"),
+                &[],
+            )
             .await
-            .expect("a transfer");
+            .expect("its record")
+            .get(0);
+        let purged: Option<i64> = if n % 7 == 0 {
+            c.query_opt(
+                "DELETE FROM transfers WHERE id = (SELECT min(id) FROM transfers) RETURNING id",
+                &[],
+            )
+            .await
+            .expect("a purge")
+            .map(|r| r.get(0))
+        } else {
+            None
+        };
+        c.batch_execute("COMMIT").await.expect("commit");
+        let after = insert_lsn(c).await;
+        let (f, t) = ((from - 1) as usize, (to - 1) as usize);
+        self.balances[f] -= amount;
+        self.balances[t] += amount;
+        if n % 5 == 0 {
+            self.memos[f] = Some(n);
+        }
+        self.transfers.insert(id, (from, to, amount));
+        if let Some(old) = purged {
+            self.transfers.remove(&old);
+        }
+        let state = self.state();
+        self.log.push((before, after, state));
+    }
+
+    /// Which logged states a backup ending at `end` may hold: every transaction committed
+    /// before `end` and none begun after it (all of them for a full, whose snapshot has no
+    /// LSN of its own here).
+    fn candidates(&self, end: Option<Lsn>) -> std::ops::RangeInclusive<usize> {
+        match end {
+            None => 0..=self.log.len() - 1,
+            Some(end) => {
+                let sure = self
+                    .log
+                    .iter()
+                    .skip(1)
+                    .filter(|(_, after, _)| *after <= end)
+                    .count();
+                let maybe = self
+                    .log
+                    .iter()
+                    .skip(1)
+                    .filter(|(before, _, _)| *before < end)
+                    .count();
+                sure..=maybe
+            }
+        }
     }
 }
 
@@ -136,34 +262,47 @@ async fn every_incremental_of_a_transfer_load_restores_balanced_and_equal_to_the
     track_changes(&env);
     let db = session(&env).await;
     db.batch_execute(BANK).await.expect("the bank");
-    let full = env.backup("nightly").await;
 
-    // The load runs while the incrementals are taken.
-    let load_env_url = env.url();
-    let load = tokio::spawn(async move {
-        let (client, connection) = tokio_postgres::connect(&load_env_url, tokio_postgres::NoTls)
-            .await
-            .expect("load connection");
-        tokio::spawn(connection);
-        client
-            .batch_execute("SET synchronous_commit = on")
-            .await
-            .expect("synchronous commits");
-        for round in 0..30 {
-            transfers(&client, round, 20).await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    // The load runs while the full and the incrementals are taken.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (client, stop) = (session(&env).await, stop.clone());
+        async move {
+            let mut load = Load::new(client);
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                for _ in 0..20 {
+                    load.transfer(n).await;
+                    n += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            load
         }
     });
+    while scalar(&db, "SELECT count(*) FROM transfers").await < 10 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let full = env.backup("nightly").await;
     let mut chain = Vec::new();
     for i in 0..3 {
         tokio::time::sleep(Duration::from_millis(300)).await;
         chain.push(incremental(&env, &format!("during-{i}")));
     }
-    load.await.expect("the load");
+    stop.store(true, Ordering::SeqCst);
+    let load = load.await.expect("the load");
+    assert!(
+        load.log.len() > 60,
+        "the load ran: {} transfers",
+        load.log.len()
+    );
     db.batch_execute("UPDATE accounts SET memo = NULL WHERE id = 3; TRUNCATE transfers")
         .await
         .expect("the last changes");
-    transfers(&db, 99, 10).await;
+    let mut at_rest = Load::new(session(&env).await);
+    for n in 0..10 {
+        at_rest.transfer(100_000 + n).await;
+    }
     chain.push(incremental(&env, "after"));
 
     let plan = env.run_json(&[
@@ -199,19 +338,38 @@ async fn every_incremental_of_a_transfer_load_restores_balanced_and_equal_to_the
         "{human}"
     );
 
-    for (i, id) in chain.iter().enumerate() {
+    let repo = env.repo().await;
+    for (i, id) in std::iter::once(&full.id).chain(&chain).enumerate() {
         let dest = format!("bank_at_{i}");
         let report = restore_new(&env, id, &dest, &[]);
         assert_eq!(report["ok"], true, "{report}");
         assert_eq!(report["backup_id"], id.as_str());
-        assert!(
-            report["replayed"]["transactions"]
-                .as_u64()
-                .expect("transactions")
-                > 0,
-            "{report}"
-        );
+        let end = repo
+            .read_manifest(id)
+            .await
+            .expect("manifest")
+            .incremental
+            .filter(|_| i > 0)
+            .map(|info| info.end_lsn);
+        if end.is_some() {
+            assert!(
+                report["replayed"]["transactions"]
+                    .as_u64()
+                    .expect("transactions")
+                    > 0,
+                "{report}"
+            );
+        }
         let restored = env.client_for(&dest).await;
+        // Equal to the source as the load's log has it at the backup's end.
+        if i <= 3 {
+            let state = bank_state(&restored).await;
+            let window = load.candidates(end);
+            assert!(
+                window.clone().any(|k| load.log[k].2 == state),
+                "{id} (ending at {end:?}) restores none of the load's states {window:?}"
+            );
+        }
         assert_eq!(
             scalar(&restored, "SELECT sum(balance)::bigint FROM accounts").await,
             ACCOUNTS * OPENING,
@@ -229,7 +387,7 @@ async fn every_incremental_of_a_transfer_load_restores_balanced_and_equal_to_the
         );
     }
     // The last incremental was taken with the source at rest: it is the source, row for row.
-    let last = env.client_for("bank_at_3").await;
+    let last = env.client_for("bank_at_4").await;
     assert_eq!(bank_rows(&last).await, bank_rows(&db).await);
     assert_eq!(
         scalar(
@@ -452,4 +610,202 @@ async fn missing_rows_until_brings_back_a_mistaken_delete_and_keeps_what_came_af
         amounts("SELECT count(*) FROM transfers WHERE amount > 1000 AND amount < 1100").await,
         20
     );
+}
+
+/// The time (RFC 3339, UTC) and WAL position now, for `--until` and `--until-lsn`.
+async fn point_now(db: &tokio_postgres::Client) -> (String, String) {
+    let row = db
+        .query_one(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), pg_current_wal_lsn()::text",
+            &[],
+        )
+        .await
+        .expect("the time and LSN now");
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sequences_are_set_as_recorded_at_the_point_reached_and_replayed_tables_are_counted_not_checksummed()
+ {
+    let env = TestEnv::start("shop").await;
+    track_changes(&env);
+    let db = session(&env).await;
+    db.batch_execute(
+        "CREATE TABLE items (name text PRIMARY KEY);
+         INSERT INTO items VALUES ('tea'), ('jam');
+         CREATE TABLE orders (id bigserial PRIMARY KEY, item text NOT NULL REFERENCES items);
+         INSERT INTO orders (item) SELECT 'tea' FROM generate_series(1, 3);",
+    )
+    .await
+    .expect("the shop");
+    let full = env.backup("nightly").await;
+    db.batch_execute("INSERT INTO orders (item) SELECT 'jam' FROM generate_series(1, 2)")
+        .await
+        .expect("orders 4 and 5");
+    let (time, lsn) = point_now(&db).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    db.batch_execute("INSERT INTO orders (item) SELECT 'tea' FROM generate_series(1, 3)")
+        .await
+        .expect("orders 6 to 8");
+    let first = incremental(&env, "first");
+    db.batch_execute("INSERT INTO orders (item) SELECT 'jam' FROM generate_series(1, 4)")
+        .await
+        .expect("orders 9 to 12");
+    let second = incremental(&env, "second");
+
+    // (destination, backup, point, orders restored, the next order's id)
+    let cases: [(&str, &str, &[&str], i64, i64); 5] = [
+        ("at_first", first.as_str(), &[], 8, 9),
+        ("at_second", second.as_str(), &[], 12, 13),
+        // Inside the first incremental: its recorded end, not the chain's.
+        (
+            "at_time",
+            second.as_str(),
+            &["--until", time.as_str()],
+            5,
+            9,
+        ),
+        (
+            "at_lsn",
+            second.as_str(),
+            &["--until-lsn", lsn.as_str()],
+            5,
+            9,
+        ),
+        (
+            "from_full",
+            full.id.as_str(),
+            &["--until", time.as_str()],
+            5,
+            9,
+        ),
+    ];
+    for (dest, backup, until, orders, next) in cases {
+        let report = restore_new(&env, backup, dest, until);
+        assert_eq!(report["ok"], true, "{report}");
+        let restored = env.client_for(dest).await;
+        assert_eq!(
+            scalar(&restored, "SELECT count(*) FROM orders").await,
+            orders,
+            "{dest}"
+        );
+        assert_eq!(
+            scalar(&restored, "SELECT nextval('orders_id_seq')").await,
+            next,
+            "{dest}: the sequence as recorded at the end of the incremental the point falls in"
+        );
+    }
+
+    // --verify checksums: the table the chain changed is counted, and the report says so; the
+    // one it did not change is compared with its checksum.
+    let report = restore_new(&env, &second, "checked", &["--verify", "checksums"]);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(
+        report["checksums_not_compared"],
+        serde_json::json!(["public.orders"]),
+        "{report}"
+    );
+    let table = |name: &str| {
+        report["tables"]
+            .as_array()
+            .expect("tables")
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+            .expect("the table")
+    };
+    assert_eq!(
+        table("public.orders")["checksum_ok"],
+        serde_json::Value::Null
+    );
+    assert_eq!(table("public.orders")["destination_rows"], 12);
+    assert_eq!(table("public.items")["checksum_ok"], true);
+    let human = text(&env.run_ok(&[
+        "recovery",
+        "execute",
+        &second,
+        "-s",
+        "new-database",
+        "--dest-db",
+        "checked_again",
+        "--verify",
+        "checksums",
+    ]));
+    assert!(
+        human.contains("Checked by row count only (replayed; no checksum exists for a table at the point reached): public.orders."),
+        "{human}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generated_columns_follow_replayed_updates_and_changed_large_objects_are_refused() {
+    let env = TestEnv::start("invoices").await;
+    track_changes(&env);
+    let db = session(&env).await;
+    db.batch_execute(
+        "CREATE TABLE lines (id int PRIMARY KEY, qty int NOT NULL, price int NOT NULL,
+                             total int GENERATED ALWAYS AS (qty * price) STORED, note text);
+         INSERT INTO lines (id, qty, price) SELECT g, g, 10 FROM generate_series(1, 5) g;
+         SELECT lo_from_bytea(424242, 'scanned invoice');",
+    )
+    .await
+    .expect("the invoices");
+    env.backup("nightly").await;
+    db.batch_execute(
+        "UPDATE lines SET qty = qty + 1 WHERE id <= 2;
+         UPDATE lines SET note = 'paid' WHERE id = 3;
+         UPDATE lines SET price = 7, note = 'discount' WHERE id = 4;
+         INSERT INTO lines (id, qty, price) VALUES (6, 2, 7);
+         DELETE FROM lines WHERE id = 5;",
+    )
+    .await
+    .expect("the day's changes");
+    let inc = incremental(&env, "after");
+    let plan = text(&env.run_ok(&["recovery", "plan", &inc, "--dest-db", "lines_at"]));
+    assert!(
+        plan.contains("the 1 large object(s) as the base holds them"),
+        "{plan}"
+    );
+    let report = restore_new(&env, &inc, "lines_at", &[]);
+    assert_eq!(report["ok"], true, "{report}");
+    let rows = |client: tokio_postgres::Client| async move {
+        client
+            .query(
+                "SELECT format('%s %s %s %s %s', id, qty, price, total, note) FROM lines ORDER BY id",
+                &[],
+            )
+            .await
+            .expect("lines")
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
+    let restored = rows(env.client_for("lines_at").await).await;
+    assert_eq!(restored, rows(session(&env).await).await);
+    assert!(
+        restored.contains(&"4 4 7 28 discount".to_string()),
+        "{restored:?}"
+    );
+    assert_eq!(
+        scalar(
+            &env.client_for("lines_at").await,
+            "SELECT length(lo_get(424242))::bigint"
+        )
+        .await,
+        15,
+        "the base's large object"
+    );
+
+    // A large object written after the full: the next incremental is refused, nothing written.
+    db.batch_execute("SELECT lo_put(424242, 0, '\\x5343414e'::bytea)")
+        .await
+        .expect("rewrite the large object");
+    let before = env.repo().await.backup_ids().await.expect("ids");
+    let said = env.run_failing(&["backup", "create", "--type", "incremental"]);
+    assert!(
+        said.contains("the large objects changed since the chain's full backup")
+            && said.contains("take a new full backup"),
+        "{said}"
+    );
+    assert_eq!(env.repo().await.backup_ids().await.expect("ids"), before);
 }

@@ -2,9 +2,11 @@
 //! sequences and large objects.
 
 use crate::error::{Error, Result};
+use crate::repository::chunker::{RowChecksum, RowHasher};
 use crate::repository::manifest::{
     DatabaseLocale, Extension, ForeignKey, LARGE_OBJECT_SLICE, SequenceValue, quote_ident,
 };
+use futures_util::StreamExt;
 use std::collections::HashSet;
 use tokio_postgres::Client;
 
@@ -247,6 +249,32 @@ pub fn large_object_copy(oids: Option<&[u32]>) -> String {
          {filter} {and} z.size > 0 ORDER BY 1, 2) TO STDOUT",
         and = if oids.is_some() { "AND" } else { "WHERE" }
     )
+}
+
+/// The checksum of the large objects `oids` as a backup stores them (the rows of
+/// [`large_object_copy`]): a restore's verification and an incremental's check that they did
+/// not change since its chain's full backup compare it with the backup's.
+pub async fn large_object_checksum(client: &Client, oids: &[u32]) -> Result<RowChecksum> {
+    copy_checksum(
+        client,
+        &large_object_copy(Some(oids)),
+        "checksumming large objects",
+    )
+    .await
+}
+
+/// Order-independent checksum of the lines a `COPY … TO STDOUT` produces.
+pub async fn copy_checksum(client: &Client, sql: &str, context: &str) -> Result<RowChecksum> {
+    let stream = client
+        .copy_out(sql)
+        .await
+        .map_err(Error::db(context.to_string()))?;
+    let mut stream = std::pin::pin!(stream);
+    let mut rows = RowHasher::default();
+    while let Some(piece) = stream.next().await {
+        rows.push(&piece.map_err(Error::db(context.to_string()))?);
+    }
+    Ok(rows.finish())
 }
 
 /// The oids of the large objects (of `oids`, when given) and their total size in bytes.

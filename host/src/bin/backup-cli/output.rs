@@ -907,6 +907,12 @@ fn restored(report: &RestoreReport) {
         ]);
     }
     say!("{t}");
+    if !report.checksums_not_compared.is_empty() {
+        say!(
+            "Checked by row count only (replayed; no checksum exists for a table at the point reached): {}.",
+            report.checksums_not_compared.join(", ")
+        );
+    }
     if let Some(lo) = &report.large_objects {
         say!(
             "Large objects: {} of {} restored ({}){}.",

@@ -2,8 +2,9 @@
 //!
 //! Steps: find the chain's newest backup of this database (a full taken with tracking, or an
 //! incremental) and check its slot (present, not invalidated, confirmed exactly where that
-//! backup ended); check no tracked table changed shape since the chain's base; note the
-//! current WAL position as the end; peek the slot's changes up to it through `pgoutput`,
+//! backup ended); check no tracked table changed shape since the chain's base and the large
+//! objects are as the base holds them (decoding does not see them); note the current WAL
+//! position as the end; peek the slot's changes up to it through `pgoutput`,
 //! decoding and storing each as one JSON line through the chunker (nothing is held but the
 //! current batch); read the sequences; write the manifest; only then advance the slot. A
 //! failure or a kill before the manifest leaves no backup and the slot where it was, so the
@@ -72,6 +73,8 @@ pub(crate) async fn take(
     let start = check_slot(&client, &slot_name, parent, parent_info.end_lsn).await?;
     let current = catalog::data_tables(&client, server.block_size).await?;
     check_schema(&parent.tables, &current)?;
+    let base_manifest = manifests.iter().find(|m| m.id == base).unwrap_or(parent);
+    check_large_objects(&client, base_manifest).await?;
     let end = flushed_lsn(&client).await?;
 
     let lock = RepoLock::shared(repo, &id).await?;
@@ -307,6 +310,36 @@ fn check_schema(chain: &[TableEntry], current: &[DataTable]) -> Result<()> {
         return Err(ddl(name, "was dropped"));
     }
     Ok(())
+}
+
+/// Refuses when the large objects are not as the chain's full backup holds them: logical
+/// decoding does not see them, so a chain restores them as its base full holds them (the
+/// check re-reads their content when their number and size are unchanged).
+async fn check_large_objects(client: &Client, base: &Manifest) -> Result<()> {
+    let (oids, bytes) = catalog::large_objects(client, None).await?;
+    let bytes = bytes.max(0) as u64;
+    let unchanged = match &base.large_objects {
+        None => oids.is_empty(),
+        Some(lo) if lo.oids != oids || lo.content_bytes != bytes => false,
+        Some(lo) => {
+            let sum = catalog::large_object_checksum(client, &oids).await?;
+            sum.encode() == lo.data.checksum && sum.rows == lo.data.rows
+        }
+    };
+    if unchanged {
+        return Ok(());
+    }
+    let then = base
+        .large_objects
+        .as_ref()
+        .map_or((0, 0), |lo| (lo.oids.len(), lo.content_bytes));
+    Err(Error::ChangeTracking(format!(
+        "the large objects changed since the chain's full backup {} ({} with {} byte(s) there, {} with {bytes} byte(s) now):          incremental backups do not carry large objects (logical decoding does not see them), and a chain restores them          as its full backup holds them; {NEW_FULL}",
+        base.id,
+        then.0,
+        then.1,
+        oids.len()
+    )))
 }
 
 fn ddl(table: &str, what: &str) -> Error {

@@ -236,17 +236,34 @@ impl Chain {
 
     /// The backup as restored: the base's schema, data and type (so it checks as the base
     /// does: its digests cover them), the requested backup's identity, and the sequence values
-    /// at the end of the last link replayed (never behind any value the replayed rows used).
+    /// of [`Chain::sequences_from`].
     pub fn restored(&self, requested: &Manifest) -> Manifest {
         let mut restored = self.base.clone();
         restored.id = requested.id.clone();
         restored.name = requested.name.clone();
         restored.created_at = requested.created_at;
         restored.completed_at = requested.completed_at;
-        if let Some(last) = self.links.last() {
-            restored.sequences = last.sequences.clone();
-        }
+        restored.sequences = self.sequences_from().sequences.clone();
         restored
+    }
+
+    /// The backup whose recorded sequence values the restore sets: the incremental the point
+    /// reached falls in (the last link without `--until`, or when the point is past the
+    /// chain's end), else the base. Logical decoding does not carry sequences, so a point
+    /// inside an incremental gets the values recorded at that incremental's end: at or ahead
+    /// of the point (numbers may be skipped), never behind a value a replayed row used.
+    pub fn sequences_from(&self) -> &Manifest {
+        let covered = |link: &Manifest| match (self.until, &link.incremental) {
+            (None, _) | (_, None) => true,
+            (Some(Until::Time(t)), Some(i)) => i.last_commit.is_none_or(|c| c <= t),
+            // Every commit of the link is before its end.
+            (Some(Until::Lsn(l)), Some(i)) => i.end_lsn <= l,
+        };
+        self.links
+            .iter()
+            .find(|link| !covered(link))
+            .or(self.links.last())
+            .unwrap_or(&self.base)
     }
 }
 

@@ -55,7 +55,7 @@ pub(super) async fn run(job: &Job, client: &Client, steps: &Progression) -> Resu
                     .collect();
                 // Scratch tables have no foreign keys: group the changes by table.
                 let replayed =
-                    replay::apply(job, client, &into, replay::Order::ByTable, true).await?;
+                    replay::apply(job, client, &[], &into, replay::Order::ByTable, true).await?;
                 let mut inserted = Vec::new();
                 for scratch in loaded {
                     inserted.push(insert_missing(job, client, scratch).await?);

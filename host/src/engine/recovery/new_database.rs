@@ -163,20 +163,26 @@ async fn build(job: &Job, steps: &Progression, partial: &str) -> Result<Outcome>
         "schema and data loaded in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    // Before post-data: no key, index, foreign key or trigger is there yet to slow or trip it.
+    // Before post-data: no key, index, foreign key or trigger is there yet to slow or trip it,
+    // so tables are replayed in parallel, on `--jobs` sessions.
     let replayed = match &job.plan.replay {
         Some(_) => Some(
             steps
-                .run(
-                    Step::Replay,
+                .run(Step::Replay, async {
+                    let mut workers = Vec::new();
+                    for _ in 1..job.jobs {
+                        workers.push(session::restore(&destination).await?);
+                    }
                     replay::apply(
                         job,
                         &main,
+                        &workers,
                         &replay::themselves(job),
                         replay::Order::ByTable,
                         false,
-                    ),
-                )
+                    )
+                    .await
+                })
                 .await?,
         ),
         None => None,

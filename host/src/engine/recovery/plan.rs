@@ -1022,7 +1022,7 @@ fn plan_steps(input: &StepInputs<'_>) -> Vec<PlanStep> {
                 }
                 Step::Replay if req.strategy == Strategy::MissingRows => format!(
                     "{} into the temporary tables, then insert the rows whose primary key is missing from the destination",
-                    replay.map_or_else(String::new, |r| r.step_detail(false))
+                    replay.map_or_else(String::new, |r| r.step_detail(false, false))
                 ),
                 Step::Load if reload => {
                     format!("reload {table_names} from the backup, referenced tables first")
@@ -1041,7 +1041,9 @@ fn plan_steps(input: &StepInputs<'_>) -> Vec<PlanStep> {
                         human_bytes(lo.content_bytes)
                     ))
                 ),
-                Step::Replay => replay.map_or_else(String::new, |r| r.step_detail(strict_replay)),
+                Step::Replay => replay.map_or_else(String::new, |r| {
+                    r.step_detail(strict_replay, req.strategy == Strategy::NewDatabase)
+                }),
                 Step::PostData => "build indexes and constraints (independent ones in parallel), then foreign keys (validated in parallel), triggers and the rest (pg_dump post-data)".to_string(),
                 Step::CheckForeignKeys => "check the foreign keys touching the restored tables, then switch their user triggers back on as they were".to_string(),
                 Step::Sequences if reload => "set the values of the sequences the restored tables own".to_string(),

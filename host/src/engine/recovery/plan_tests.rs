@@ -935,6 +935,50 @@ mod chains {
     }
 
     #[test]
+    fn a_point_inside_an_incremental_takes_the_sequences_recorded_at_its_end() {
+        let seq = |value: i64| {
+            vec![crate::repository::manifest::SequenceValue {
+                schema: "public".into(),
+                name: "contacts_id_seq".into(),
+                last_value: value,
+                is_called: true,
+            }]
+        };
+        let (mut chain, requested) = chain(None);
+        chain.base.sequences = seq(10);
+        chain.links[0].sequences = seq(50);
+        let value = |c: &Chain| c.restored(&requested).sequences[0].last_value;
+        assert_eq!(value(&chain), 99, "the chain's end");
+        for (until, want) in [
+            (Until::Lsn(Lsn(150)), 50),
+            (Until::Lsn(Lsn(200)), 99),
+            (Until::Lsn(Lsn(5_000)), 99),
+        ] {
+            chain.until = Some(until);
+            assert_eq!(value(&chain), want, "{until}");
+        }
+        let at = |text: &str| text.parse::<chrono::DateTime<chrono::Utc>>().expect("time");
+        for (i, last) in ["2026-03-10T08:00:00Z", "2026-03-10T09:00:00Z"]
+            .iter()
+            .enumerate()
+        {
+            if let Some(info) = chain.links[i].incremental.as_mut() {
+                info.last_commit = Some(at(last));
+            }
+        }
+        for (until, want) in [
+            ("2026-03-10T07:59:00Z", 50),
+            ("2026-03-10T08:00:00Z", 99),
+            ("2026-03-10T10:00:00Z", 99),
+        ] {
+            chain.until = Some(Until::Time(at(until)));
+            assert_eq!(value(&chain), want, "{until}");
+        }
+        chain.links.clear();
+        assert_eq!(value(&chain), 10, "no link: the base's");
+    }
+
+    #[test]
     fn a_replace_of_tables_with_live_foreign_keys_keeps_the_commit_order() {
         let (chain, requested) = chain(Some(Until::Lsn(Lsn(250))));
         let restored = chain.restored(&requested);

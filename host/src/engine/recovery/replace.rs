@@ -78,7 +78,7 @@ async fn replay_step(
     let replayed = steps
         .run(
             Step::Replay,
-            replay::apply(job, client, &into, order, indexed),
+            replay::apply(job, client, &[], &into, order, indexed),
         )
         .await?;
     Ok(Some(replayed))

@@ -7,7 +7,10 @@
 //! or trigger between tables is live (a new database or a whole replace before post-data,
 //! missing-rows' scratch tables, a superuser's `replace -t`), a window of changes is grouped
 //! by table before batching, which leaves every table exactly as the commit order would;
-//! otherwise only consecutive changes of one table are batched. Every update and delete must
+//! otherwise only consecutive changes of one table are batched. In a new database (its own
+//! sessions see every loaded row) a window's tables are applied in parallel on `--jobs`
+//! sessions, each table on one session in its order; foreign keys need no grouping there, as
+//! none is built before the replay ends. Every update and delete must
 //! match exactly the rows it names (else the destination is not the chain's state, and the
 //! restore is undone), and the row count each table should have afterwards is kept for the
 //! verify step.
@@ -329,6 +332,7 @@ pub(super) fn themselves(job: &Job) -> HashMap<usize, String> {
 pub(super) async fn apply(
     job: &Job,
     client: &Client,
+    workers: &[Client],
     into: &HashMap<usize, String>,
     order: Order,
     indexed: bool,
@@ -343,6 +347,7 @@ pub(super) async fn apply(
         &job.manifest,
         Output::Database {
             client,
+            workers,
             into,
             indexed,
         },
@@ -360,6 +365,9 @@ pub enum Output<'a> {
     /// into the relation its rows are in.
     Database {
         client: &'a Client,
+        /// Other sessions to the destination, for a window's tables to be applied in
+        /// parallel (none inside a transaction: they would not see its rows).
+        workers: &'a [Client],
         into: &'a HashMap<usize, String>,
         /// The relations' keys are indexed already. If not (before post-data), a table
         /// updated or deleted from in more than one statement gets a temporary index on its
@@ -604,54 +612,93 @@ impl Replay<'_> {
         )))
     }
 
-    /// Applies the window, table by table, each in its order.
+    /// Applies the window, table by table, each in its order: on the destination's other
+    /// sessions too when there are some ([`Output::Database`]'s `workers`), each table on one
+    /// session, the largest first to the least busy.
     async fn flush(&mut self) -> Result<()> {
         let window = std::mem::take(&mut self.window);
         let mut changes = window.changes;
+        let mut works = Vec::new();
         for t in window.tables {
             let Some(queue) = changes.remove(&t) else {
                 continue;
             };
-            for batch in batches(queue) {
-                self.run(t, &batch).await?;
+            works.push(self.prepare(t, batches(queue)).await?);
+        }
+        let applied = match &mut self.output {
+            Output::Script(out) => {
+                for work in &works {
+                    for (batch, sql) in &work.batches {
+                        // psql runs it: a COPY block, or one statement.
+                        match batch {
+                            Batch::Insert { rows, .. } => {
+                                out(format!("{sql};\n{}\\.\n", copy_text(rows)).as_bytes())?
+                            }
+                            _ => out(format!("{sql};\n").as_bytes())?,
+                        }
+                        self.done.statements += 1;
+                    }
+                }
+                return Ok(());
             }
+            Output::Database {
+                client, workers, ..
+            } => {
+                let sessions: Vec<&Client> =
+                    std::iter::once(*client).chain(workers.iter()).collect();
+                in_parallel(&sessions, works).await?
+            }
+        };
+        for a in applied {
+            *self.done.rows.entry(a.t).or_default() += a.delta;
+            self.done.changed.insert(a.t);
+            self.done.statements += a.statements;
         }
         Ok(())
     }
 
-    /// Before the first update or delete of a heavily changed table without indexes: an
-    /// index on the key it is matched by.
-    async fn index_key(&mut self, t: usize, relation: &str, batch: &Batch) -> Result<()> {
-        let key = match batch {
-            Batch::Update { key, .. } | Batch::Delete { key, .. } => key,
-            Batch::Insert { .. } => return Ok(()),
-        };
-        let Output::Database {
-            client,
-            indexed: false,
-            ..
-        } = &self.output
-        else {
-            return Ok(());
-        };
-        let table = &self.manifest.tables[t];
-        if self.key_indexes.contains_key(&t) || !self.heavy.contains(&table.display_name()) {
-            return Ok(());
+    /// Table `t`'s batches with their statements, and the index on its key to make first if
+    /// it is a heavily changed table without indexes and one of them updates or deletes.
+    async fn prepare(&mut self, t: usize, batches: Vec<Batch>) -> Result<TableWork> {
+        let relation = self.relation(t);
+        if !self.types.contains_key(&t) {
+            let types = match &self.output {
+                Output::Database { client, .. } => column_types(client, &relation).await?,
+                Output::Script(_) => recorded_types(&self.manifest.tables[t]),
+            };
+            self.types.insert(t, types);
         }
-        let name = format!("larder_replay_key_{t}");
-        let columns: Vec<String> = key.iter().map(|c| quote_ident(c)).collect();
-        client
-            .batch_execute(&format!(
-                "CREATE INDEX {name} ON {relation} ({})",
-                columns.join(", ")
-            ))
-            .await
-            .map_err(Error::db(format!(
-                "indexing the key of {relation} for the replay"
-            )))?;
-        self.key_indexes
-            .insert(t, format!("{}.{name}", quote_ident(&table.schema)));
-        Ok(())
+        let batches = batches
+            .into_iter()
+            .map(|b| statement(&relation, &self.types[&t], &b).map(|sql| (b, sql)))
+            .collect::<Result<Vec<_>>>()?;
+        let table = &self.manifest.tables[t];
+        let key = batches.iter().find_map(|(b, _)| match b {
+            Batch::Update { key, .. } | Batch::Delete { key, .. } => Some(key),
+            Batch::Insert { .. } => None,
+        });
+        let index = match (&self.output, key) {
+            (Output::Database { indexed: false, .. }, Some(key))
+                if !self.key_indexes.contains_key(&t)
+                    && self.heavy.contains(&table.display_name()) =>
+            {
+                let name = format!("larder_replay_key_{t}");
+                let columns: Vec<String> = key.iter().map(|c| quote_ident(c)).collect();
+                self.key_indexes
+                    .insert(t, format!("{}.{name}", quote_ident(&table.schema)));
+                Some(format!(
+                    "CREATE INDEX {name} ON {relation} ({})",
+                    columns.join(", ")
+                ))
+            }
+            _ => None,
+        };
+        Ok(TableWork {
+            t,
+            relation,
+            index,
+            batches,
+        })
     }
 
     /// Drops the replay's own indexes (post-data builds the table's).
@@ -675,39 +722,84 @@ impl Replay<'_> {
             Output::Script(_) => self.manifest.tables[t].qualified(),
         }
     }
+}
 
-    async fn run(&mut self, t: usize, batch: &Batch) -> Result<()> {
-        let relation = self.relation(t);
-        if !self.types.contains_key(&t) {
-            let types = match &self.output {
-                Output::Database { client, .. } => column_types(client, &relation).await?,
-                Output::Script(_) => recorded_types(&self.manifest.tables[t]),
-            };
-            self.types.insert(t, types);
+/// One table's batches of a window, ready to run on a session.
+struct TableWork {
+    t: usize,
+    relation: String,
+    /// `CREATE INDEX` on the key, to run first ([`Replay::prepare`]).
+    index: Option<String>,
+    batches: Vec<(Batch, String)>,
+}
+
+impl TableWork {
+    fn rows(&self) -> usize {
+        self.batches.iter().map(|(b, _)| b.len()).sum()
+    }
+}
+
+/// What a session did to one table.
+struct Applied {
+    t: usize,
+    /// Rows added (inserts) less rows deleted.
+    delta: i64,
+    statements: u64,
+}
+
+/// Runs each table's work on one of `sessions`: the largest table first, each to the session
+/// with the fewest rows so far. Tables are independent here (no constraint or trigger between
+/// them is live while the replay groups changes by table), so only each table's own order
+/// matters, and one session keeps it.
+async fn in_parallel(sessions: &[&Client], mut works: Vec<TableWork>) -> Result<Vec<Applied>> {
+    works.sort_by_key(|w| std::cmp::Reverse(w.rows()));
+    let mut queues: Vec<(usize, Vec<TableWork>)> =
+        sessions.iter().map(|_| (0, Vec::new())).collect();
+    for work in works {
+        if let Some(queue) = queues.iter_mut().min_by_key(|(rows, _)| *rows) {
+            queue.0 += work.rows();
+            queue.1.push(work);
         }
-        let sql = statement(&relation, &self.types[&t], batch)?;
-        self.index_key(t, &relation, batch).await?;
+    }
+    let runs = queues
+        .into_iter()
+        .zip(sessions)
+        .filter(|((_, queue), _)| !queue.is_empty())
+        .map(|((_, queue), client)| async move {
+            let mut applied = Vec::new();
+            for work in queue {
+                applied.push(execute(client, work).await?);
+            }
+            Ok::<_, Error>(applied)
+        });
+    Ok(futures_util::future::try_join_all(runs)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// Runs one table's work on `client`; every update and delete must match exactly its rows.
+async fn execute(client: &Client, work: TableWork) -> Result<Applied> {
+    let relation = &work.relation;
+    if let Some(sql) = &work.index {
+        client.batch_execute(sql).await.map_err(Error::db(format!(
+            "indexing the key of {relation} for the replay"
+        )))?;
+    }
+    let mut applied = Applied {
+        t: work.t,
+        delta: 0,
+        statements: 0,
+    };
+    for (batch, sql) in &work.batches {
         let doing = |what: &str| format!("replaying {} {what} of {relation}", batch.len());
         let what = match batch {
             Batch::Insert { .. } => "insert(s)",
             Batch::Update { .. } => "update(s)",
             Batch::Delete { .. } => "delete(s)",
         };
-        let client = match &mut self.output {
-            Output::Script(out) => {
-                // psql runs it: a COPY block, or one statement.
-                match batch {
-                    Batch::Insert { rows, .. } => {
-                        out(format!("{sql};\n{}\\.\n", copy_text(rows)).as_bytes())?
-                    }
-                    _ => out(format!("{sql};\n").as_bytes())?,
-                }
-                self.done.statements += 1;
-                return Ok(());
-            }
-            Output::Database { client, .. } => *client,
-        };
-        let delta = match batch {
+        applied.delta += match batch {
             Batch::Insert { rows, .. } => {
                 let sink = client
                     .copy_in::<_, Bytes>(sql.as_str())
@@ -741,11 +833,9 @@ impl Replay<'_> {
                 }
             }
         };
-        *self.done.rows.entry(t).or_default() += delta;
-        self.done.changed.insert(t);
-        self.done.statements += 1;
-        Ok(())
+        applied.statements += 1;
     }
+    Ok(applied)
 }
 
 /// A table's column types as the backup recorded them (`format_type` under an empty

@@ -180,11 +180,12 @@ impl ReplayPlan {
         risks
     }
 
-    /// What the replay step will do, as the plan's step says it.
-    pub fn step_detail(&self, strict: bool) -> String {
+    /// What the replay step will do, as the plan's step says it: `strict` keeps the commit
+    /// order across tables, `parallel` applies tables on several sessions (a new database).
+    pub fn step_detail(&self, strict: bool, parallel: bool) -> String {
         format!(
             "replay {} change(s) in {} transaction(s) of {} incremental(s) ({}; {}) up to {}, whole transactions in commit order; \
-             inserts batched into COPY, updates and deletes into multi-row statements{}",
+             inserts batched into COPY, updates and deletes into multi-row statements{}{}",
             self.changes,
             self.transactions,
             self.chain.len(),
@@ -193,9 +194,16 @@ impl ReplayPlan {
             self.point,
             if strict {
                 " (consecutive changes of one table at a time: the destination's foreign keys are live)"
+            } else if parallel {
+                ", grouped by table, tables in parallel on --jobs sessions (each table's changes in their order on one)"
             } else {
                 ", grouped by table"
-            }
+            },
+            self.restored.large_objects.as_ref().map_or(String::new(), |lo| format!(
+                "; the {} large object(s) as the base holds them (change sets do not carry large objects: \
+                 each incremental was refused if they had changed since the base)",
+                lo.oids.len()
+            ))
         )
     }
 }

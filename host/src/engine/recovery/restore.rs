@@ -36,6 +36,12 @@ pub struct RestoreReport {
     pub destination_database: String,
     /// What the per-table check compared (`rows`, or `checksums` too).
     pub verification: Verification,
+    /// With `--verify checksums`, the tables checked by row count only: the replay changed
+    /// them, and no checksum of a table at the point reached exists (a change set does not
+    /// hold the whole rows its updates and deletes replace). Their chunks and change sets
+    /// were checked (SHA-256), and every replayed update and delete matched exactly its rows.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checksums_not_compared: Vec<String>,
     /// The measured recovery time (the real RTO of this restore).
     pub duration_seconds: f64,
     pub chunks_verified: usize,
@@ -160,11 +166,21 @@ pub async fn execute(
             .sum(),
         None => selected.iter().map(|t| t.rows).sum(),
     };
+    let checksums_not_compared = match (&replayed, plan.verification) {
+        (Some(r), Verification::Checksums) if plan.strategy != Strategy::MissingRows => plan
+            .selected
+            .iter()
+            .filter(|t| r.changed.contains(*t))
+            .map(|&t| manifest.tables[t].display_name())
+            .collect(),
+        _ => Vec::new(),
+    };
     let report = RestoreReport {
         backup_id: manifest.id.clone(),
         strategy: plan.strategy,
         destination_database: plan.destination_settings.dbname.clone(),
         verification: plan.verification,
+        checksums_not_compared,
         duration_seconds: duration,
         chunks_verified,
         rows,

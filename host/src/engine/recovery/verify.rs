@@ -10,10 +10,9 @@ use crate::error::{Error, Result};
 use crate::pg::catalog;
 use crate::pg::ddl::Script;
 use crate::repository::Repository;
-use crate::repository::chunker::{RowChecksum, RowHasher};
+use crate::repository::chunker::RowChecksum;
 use crate::repository::manifest::{Manifest, TableEntry};
 use crate::repository::verify::Check;
-use futures_util::StreamExt;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use tokio_postgres::Client;
@@ -60,22 +59,20 @@ pub(super) async fn table(
     loaded: Option<u64>,
 ) -> Result<TableResult> {
     let (rows, checksum_ok) = match (verification, loaded) {
-        (Verification::Rows, Some(rows)) => (rows as i64, None),
-        (Verification::Rows, None) => {
+        // A replayed table has no recorded checksum to compare with ([`after_replay`]): it is
+        // counted.
+        (Verification::Checksums, _) if !table.checksum.is_empty() => {
+            let (rows, sum) = table_state(client, table).await?;
+            (rows, Some(sum.encode() == table.checksum))
+        }
+        (_, Some(rows)) => (rows as i64, None),
+        (_, None) => {
             let rows: i64 = client
                 .query_one(&table.count_sql(), &[])
                 .await
                 .map_err(Error::db(format!("counting {}", table.display_name())))?
                 .get(0);
             (rows, None)
-        }
-        (Verification::Checksums, _) => {
-            let (rows, sum) = table_state(client, table).await?;
-            // A replayed table has no recorded checksum to compare with ([`after_replay`]).
-            (
-                rows,
-                (!table.checksum.is_empty()).then(|| sum.encode() == table.checksum),
-            )
         }
     };
     Ok(TableResult {
@@ -90,7 +87,7 @@ pub(super) async fn table(
 
 /// Row count and order-independent checksum of a table as it is now.
 async fn table_state(client: &Client, table: &TableEntry) -> Result<(i64, RowChecksum)> {
-    let sum = copy_checksum(
+    let sum = catalog::copy_checksum(
         client,
         &table.copy_out_sql(),
         &format!("verifying {}", table.display_name()),
@@ -133,24 +130,6 @@ pub(super) fn after_replay<'a>(
     }
 }
 
-/// Order-independent checksum of the lines a `COPY … TO STDOUT` produces.
-pub(super) async fn copy_checksum(
-    client: &Client,
-    sql: &str,
-    context: &str,
-) -> Result<RowChecksum> {
-    let stream = client
-        .copy_out(sql)
-        .await
-        .map_err(Error::db(context.to_string()))?;
-    let mut stream = std::pin::pin!(stream);
-    let mut rows = RowHasher::default();
-    while let Some(piece) = stream.next().await {
-        rows.push(&piece.map_err(Error::db(context.to_string()))?);
-    }
-    Ok(rows.finish())
-}
-
 /// Checks the large objects a restore wrote as tables are checked: their number and size, and
 /// with `--verify checksums` their content, re-read the way the backup read it.
 pub(super) async fn large_objects(job: &Job, client: &Client) -> Result<Option<LargeObjectResult>> {
@@ -161,12 +140,7 @@ pub(super) async fn large_objects(job: &Job, client: &Client) -> Result<Option<L
     let checksum_ok = match job.plan.verification {
         Verification::Rows => None,
         Verification::Checksums => {
-            let sum = copy_checksum(
-                client,
-                &catalog::large_object_copy(Some(&lo.oids)),
-                "verifying large objects",
-            )
-            .await?;
+            let sum = catalog::large_object_checksum(client, &lo.oids).await?;
             Some(sum.encode() == lo.data.checksum && sum.rows == lo.data.rows)
         }
     };
