@@ -104,6 +104,14 @@ impl fmt::Display for OpenError {
     }
 }
 
+/// An empty object buffer for [`Keyring::seal_in_place`]: room for the header, and capacity
+/// for `capacity` bytes of content and the tag.
+pub fn sealing_buffer(capacity: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(SEAL_OVERHEAD + capacity);
+    buf.resize(HEADER_LEN, 0);
+    buf
+}
+
 /// 32 random bytes from the system's generator.
 pub fn random32() -> Result<[u8; 32]> {
     let mut out = [0u8; 32];
@@ -277,39 +285,44 @@ impl Keyring {
         Ok(key)
     }
 
-    /// Seals the object stored under `name`.
+    /// Seals the object stored under `name` (a copy of `plain`; see [`Keyring::seal_in_place`]).
     pub fn seal(&self, name: &str, plain: &[u8]) -> Result<Vec<u8>> {
+        let mut sealed = sealing_buffer(plain.len());
+        sealed.extend_from_slice(plain);
+        self.seal_in_place(name, &mut sealed)?;
+        Ok(sealed)
+    }
+
+    /// Seals what follows the header's room in `buf` (made by [`sealing_buffer`], the object's
+    /// bytes written after it, e.g. compressed straight into it) without copying it: the header
+    /// is written in front and the tag appended.
+    pub fn seal_in_place(&self, name: &str, buf: &mut Vec<u8>) -> Result<()> {
+        if buf.len() < HEADER_LEN {
+            return Err(Error::Internal(format!(
+                "sealing {name}: the buffer has no room for the header"
+            )));
+        }
         let writing = self.writing_key()?;
         let (ephemeral, key) = (&writing.0, &writing.1);
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce)?;
-        let mut out = Vec::with_capacity(plain.len() + SEAL_OVERHEAD);
-        out.extend_from_slice(SEALED_MAGIC);
-        out.extend_from_slice(ephemeral);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plain);
+        buf[..SEALED_MAGIC.len()].copy_from_slice(SEALED_MAGIC);
+        buf[SEALED_MAGIC.len()..HEADER_LEN - NONCE_LEN].copy_from_slice(ephemeral);
+        buf[HEADER_LEN - NONCE_LEN..HEADER_LEN].copy_from_slice(&nonce);
         let tag = key
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(aad(name).as_slice()),
-                &mut out[HEADER_LEN..],
+                &mut buf[HEADER_LEN..],
             )
             .map_err(|_| Error::Internal(format!("sealing {name} failed")))?;
-        out.extend_from_slice(tag.as_ref());
-        Ok(out)
+        buf.extend_from_slice(tag.as_ref());
+        Ok(())
     }
 
-    /// Opens the object stored under `name`.
+    /// Opens the object stored under `name` (into a copy; see [`Keyring::open_in_place`]).
     pub fn open(&self, name: &str, sealed: &[u8]) -> std::result::Result<Vec<u8>, OpenError> {
-        if sealed.len() < SEAL_OVERHEAD || !sealed.starts_with(SEALED_MAGIC) {
-            return Err(OpenError::NotSealed);
-        }
-        let secret = self.secret.as_ref().ok_or(OpenError::WriteOnly)?;
-        let mut ephemeral = [0u8; 32];
-        ephemeral.copy_from_slice(&sealed[SEALED_MAGIC.len()..SEALED_MAGIC.len() + 32]);
-        let key = self.reading_key(secret, ephemeral)?;
-        let nonce = Nonce::try_assume_unique_for_key(&sealed[HEADER_LEN - NONCE_LEN..HEADER_LEN])
-            .map_err(|_| OpenError::NotSealed)?;
+        let (key, nonce) = self.header(sealed)?;
         let mut body = sealed[HEADER_LEN..].to_vec();
         let plain_len = key
             .open_in_place(nonce, Aad::from(aad(name).as_slice()), &mut body)
@@ -317,6 +330,38 @@ impl Keyring {
             .len();
         body.truncate(plain_len);
         Ok(body)
+    }
+
+    /// Opens the object stored under `name` where it lies: returns the part of `sealed`
+    /// that holds its plain bytes (a chunk read from a target is decompressed from there).
+    pub fn open_in_place<'a>(
+        &self,
+        name: &str,
+        sealed: &'a mut [u8],
+    ) -> std::result::Result<&'a [u8], OpenError> {
+        let (key, nonce) = self.header(sealed)?;
+        let plain = key
+            .open_in_place(
+                nonce,
+                Aad::from(aad(name).as_slice()),
+                &mut sealed[HEADER_LEN..],
+            )
+            .map_err(|_| OpenError::Authentication)?;
+        Ok(plain)
+    }
+
+    /// The object key and nonce a sealed object's header names.
+    fn header(&self, sealed: &[u8]) -> std::result::Result<(Arc<LessSafeKey>, Nonce), OpenError> {
+        if sealed.len() < SEAL_OVERHEAD || !sealed.starts_with(SEALED_MAGIC) {
+            return Err(OpenError::NotSealed);
+        }
+        let secret = self.secret.as_ref().ok_or(OpenError::WriteOnly)?;
+        let mut ephemeral = [0u8; 32];
+        ephemeral.copy_from_slice(&sealed[SEALED_MAGIC.len()..HEADER_LEN - NONCE_LEN]);
+        let key = self.reading_key(secret, ephemeral)?;
+        let nonce = Nonce::try_assume_unique_for_key(&sealed[HEADER_LEN - NONCE_LEN..HEADER_LEN])
+            .map_err(|_| OpenError::NotSealed)?;
+        Ok((key, nonce))
     }
 
     fn reading_key(
@@ -395,6 +440,31 @@ mod tests {
             stranger.open("backups/a.json", &sealed),
             Err(OpenError::Authentication)
         );
+    }
+
+    #[test]
+    fn sealing_and_opening_in_place_match_the_copying_ones() {
+        let secret = [3u8; 32];
+        let reader = keyring(Some(secret), x25519::public_key(&secret));
+        let mut buf = sealing_buffer(5);
+        buf.extend_from_slice(b"chunk");
+        reader
+            .seal_in_place("chunks/ab/ab", &mut buf)
+            .expect("seal");
+        assert_eq!(buf.len(), 5 + SEAL_OVERHEAD);
+        assert_eq!(reader.open("chunks/ab/ab", &buf).expect("open"), b"chunk");
+        let mut copied = reader.seal("chunks/ab/ab", b"chunk").expect("seal");
+        assert_eq!(
+            reader
+                .open_in_place("chunks/ab/ab", &mut copied)
+                .expect("open"),
+            b"chunk"
+        );
+        assert_eq!(
+            reader.open_in_place("chunks/ab/cd", &mut buf),
+            Err(OpenError::Authentication)
+        );
+        assert!(reader.seal_in_place("x", &mut Vec::new()).is_err());
     }
 
     #[test]

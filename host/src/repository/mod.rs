@@ -367,13 +367,33 @@ impl Repository {
             .map_err(|e| e.at("(flush)", "making written chunks durable"))
     }
 
-    /// Stores a compressed chunk (sealed in an encrypted repository); returns its stored size.
-    pub async fn put_chunk(&self, id: &str, compressed: Vec<u8>) -> Result<u64> {
-        let key = chunk_key(id);
-        let stored = match &self.keyring {
-            Some(keyring) => keyring.seal(&key, &compressed)?,
-            None => compressed,
+    /// A chunk as it is stored: compressed, and in an encrypted repository sealed in the same
+    /// buffer (compressed straight after the seal's header room, then sealed in place, so
+    /// encryption adds no copy and no second buffer).
+    pub fn encode_chunk(
+        &self,
+        id: &str,
+        compressor: &mut zstd::bulk::Compressor<'_>,
+        data: &[u8],
+    ) -> Result<Vec<u8>> {
+        let failed = |e: std::io::Error| Error::Repository(format!("compressing chunk {id}: {e}"));
+        let Some(keyring) = &self.keyring else {
+            return compressor.compress(data).map_err(failed);
         };
+        let bound = zstd::zstd_safe::compress_bound(data.len());
+        let mut out = std::io::Cursor::new(crypto::sealing_buffer(bound));
+        out.set_position(out.get_ref().len() as u64);
+        compressor
+            .compress_to_buffer(data, &mut out)
+            .map_err(failed)?;
+        let mut sealed = out.into_inner();
+        keyring.seal_in_place(&chunk_key(id), &mut sealed)?;
+        Ok(sealed)
+    }
+
+    /// Stores a chunk as [`Repository::encode_chunk`] made it; returns its stored size.
+    pub async fn put_chunk(&self, id: &str, stored: Vec<u8>) -> Result<u64> {
+        let key = chunk_key(id);
         let size = stored.len() as u64;
         self.target
             .put(&key, Bytes::from(stored))
@@ -397,14 +417,32 @@ impl Repository {
         inspect: impl FnOnce(Vec<u8>) -> T + Send + 'static,
     ) -> Result<T> {
         let key = chunk_key(&chunk.id);
-        let (_, plain) = self
+        let plain = self
             .first_good(&key, |source| {
-                self.fetch_chunk(source, &key, chunk, context)
+                self.fetch_plain(source, &key, chunk, context)
             })
             .await?;
         tokio::task::spawn_blocking(move || inspect(plain))
             .await
             .map_err(|e| Error::Repository(format!("chunk worker failed: {e}")))
+    }
+
+    /// A chunk's verified plain bytes from `target`, opened where it was read (no copy).
+    async fn fetch_plain(
+        &self,
+        target: Arc<dyn Target>,
+        key: &str,
+        chunk: &ChunkRef,
+        context: &str,
+    ) -> Result<Vec<u8>> {
+        let stored = target.get(key).await.map_err(|e| e.at(key, context))?;
+        let (key, chunk, context) = (key.to_string(), chunk.clone(), context.to_string());
+        let check = self.chunk_check();
+        tokio::task::spawn_blocking(move || {
+            check.check_owned(&key, &chunk, Vec::from(stored), &context)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("chunk verification worker failed: {e}")))?
     }
 
     /// A chunk as stored on `target` and its verified plain bytes.
@@ -670,6 +708,7 @@ pub struct ChunkCheck {
 }
 
 impl ChunkCheck {
+    /// The plain bytes of a stored chunk, checked.
     pub fn check(
         &self,
         key: &str,
@@ -677,24 +716,50 @@ impl ChunkCheck {
         stored: &[u8],
         context: &str,
     ) -> Result<Vec<u8>> {
+        match &self.keyring {
+            Some(keyring) => {
+                let opened = keyring
+                    .open(key, stored)
+                    .map_err(|why| open_failed(key, context, why))?;
+                self.verify(key, chunk, &opened, context)
+            }
+            None => self.verify(key, chunk, stored, context),
+        }
+    }
+
+    /// [`ChunkCheck::check`] of a chunk this process owns as read: an encrypted one is opened
+    /// where it lies instead of into a copy.
+    pub fn check_owned(
+        &self,
+        key: &str,
+        chunk: &ChunkRef,
+        mut stored: Vec<u8>,
+        context: &str,
+    ) -> Result<Vec<u8>> {
+        match &self.keyring {
+            Some(keyring) => {
+                let opened = keyring
+                    .open_in_place(key, &mut stored)
+                    .map_err(|why| open_failed(key, context, why))?;
+                self.verify(key, chunk, opened, context)
+            }
+            None => self.verify(key, chunk, &stored, context),
+        }
+    }
+
+    /// Decompresses an opened chunk and compares its content address.
+    fn verify(&self, key: &str, chunk: &ChunkRef, opened: &[u8], context: &str) -> Result<Vec<u8>> {
         let mismatch = |why: String| Error::ChecksumMismatch {
             object: key.to_string(),
             detail: format!("{context}: {why}"),
         };
+        let plain = decompress_checked(opened, chunk, mismatch)?;
         match &self.keyring {
-            Some(keyring) => {
-                let opened = keyring.open(key, stored).map_err(|why| match why {
-                    OpenError::WriteOnly => keys::write_only("read chunks"),
-                    why => mismatch(why.to_string()),
-                })?;
-                let plain = decompress_checked(&opened, chunk, mismatch)?;
-                if keyring.chunk_id(&plain) != chunk.id {
-                    return Err(mismatch("its keyed content address does not match".into()));
-                }
-                Ok(plain)
+            Some(keyring) if keyring.chunk_id(&plain) != chunk.id => {
+                Err(mismatch("its keyed content address does not match".into()))
             }
+            Some(_) => Ok(plain),
             None => {
-                let plain = decompress_checked(stored, chunk, mismatch)?;
                 let actual = sha256_hex(&plain);
                 if actual != chunk.id {
                     return Err(mismatch(format!("SHA-256 is {actual}")));
@@ -702,6 +767,18 @@ impl ChunkCheck {
                 Ok(plain)
             }
         }
+    }
+}
+
+/// Why a sealed chunk did not open, as the error a reader reports: a writer key cannot read,
+/// anything else is a checksum failure.
+fn open_failed(key: &str, context: &str, why: OpenError) -> Error {
+    match why {
+        OpenError::WriteOnly => keys::write_only("read chunks"),
+        why => Error::ChecksumMismatch {
+            object: key.to_string(),
+            detail: format!("{context}: {why}"),
+        },
     }
 }
 

@@ -95,10 +95,8 @@ fn store(
         let stored = match index.stored_size(&id) {
             Some(size) => size,
             None => {
-                let compressed = compressor
-                    .compress(data)
-                    .map_err(|e| Error::Repository(format!("compressing chunk {id}: {e}")))?;
-                let size = handle.block_on(repo.put_chunk(&id, compressed))?;
+                let stored = repo.encode_chunk(&id, &mut compressor, data)?;
+                let size = handle.block_on(repo.put_chunk(&id, stored))?;
                 index.record(&id, size);
                 new_bytes += size;
                 size
