@@ -14,6 +14,7 @@ use chrono::{Duration as Days, Utc};
 use larder::engine::daemon::state::{DaemonState, Skipped};
 use larder::repository::Repository;
 use larder::repository::manifest::Manifest;
+use larder::repository::signing::RetiredBy;
 use larder::targets::fs::FsTarget;
 use std::io::BufRead;
 use std::path::Path;
@@ -207,7 +208,7 @@ targets = [\"offsite\"]
     for dir in [&primary, &offsite] {
         repo_at(dir)
             .await
-            .delete_manifest(&seed_id)
+            .delete_manifest(&seed_id, &RetiredBy::delete("the test's seed".into()))
             .await
             .expect("remove the seed");
     }

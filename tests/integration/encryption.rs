@@ -243,7 +243,26 @@ async fn a_write_only_host_backs_up_and_deduplicates_but_cannot_read_and_slots_a
     .expect("tables");
     let repo = env.work.path().join("repo");
     let targets = fs_entry("local", &repo);
-    env.write_config(&format!("[repository]\nencryption = true\n{targets}"));
+    // Each host signs what it writes; the restore host trusts both.
+    let signing = |name: &str| {
+        let file = env.work.path().join(format!("{name}.signing"));
+        let args = [
+            "--json",
+            "key",
+            "signer",
+            "-o",
+            file.to_str().expect("path"),
+        ];
+        let made = reported(&ok(run_with(&env, None, &args), &args));
+        (file, made["public"].as_str().expect("signer").to_string())
+    };
+    let (admin_key, admin_signer) = signing("admin");
+    let (writer_key, writer_signer) = signing("backup-host");
+    let trusted = format!("trusted_signers = [\"{admin_signer}\", \"{writer_signer}\"]\n");
+    env.write_config(&format!(
+        "[repository]\nencryption = true\nsigning_key_file = \"{}\"\n{trusted}{targets}",
+        admin_key.display()
+    ));
     let args = ["--json", "backup", "create", "-n", "by-the-admin"];
     let first = reported(&ok(run_with(&env, Some(PASSPHRASE), &args), &args));
 
@@ -292,8 +311,9 @@ async fn a_write_only_host_backs_up_and_deduplicates_but_cannot_read_and_slots_a
     // The write-only backup host: only the writer key. It backs up, deduplicating against
     // what is there (the unchanged table is not written again), and reads nothing.
     env.write_config(&format!(
-        "[repository]\nencryption = true\nwriter_key_file = \"{}\"\n{targets}",
-        writer.display()
+        "[repository]\nencryption = true\nwriter_key_file = \"{}\"\nsigning_key_file = \"{}\"\n{trusted}{targets}",
+        writer.display(),
+        writer_key.display()
     ));
     db.batch_execute(&format!(
         "INSERT INTO secret_recipes VALUES (2, '{MARKER} 2')"
@@ -303,6 +323,16 @@ async fn a_write_only_host_backs_up_and_deduplicates_but_cannot_read_and_slots_a
     let args = ["--json", "backup", "create", "-n", "by-the-backup-host"];
     let second = reported(&ok(run_with(&env, None, &args), &args));
     let second_id = second["backup"]["id"].as_str().expect("id").to_string();
+    // Its next backup links to it too (the chain goes on between writer-key backups).
+    let args = [
+        "--json",
+        "backup",
+        "create",
+        "-n",
+        "again-by-the-backup-host",
+    ];
+    let third = reported(&ok(run_with(&env, None, &args), &args));
+    let third_id = third["backup"]["id"].as_str().expect("id").to_string();
     let (first_new, second_new) = (
         first["backup"]["new_bytes"].as_u64().expect("bytes"),
         second["backup"]["new_bytes"].as_u64().expect("bytes"),
@@ -346,8 +376,10 @@ async fn a_write_only_host_backs_up_and_deduplicates_but_cannot_read_and_slots_a
     assert_write_only_refused(&env, &["--json", "key", "add", "--recipient", &recipient]);
 
     // The restore host holds the identity only: it restores the write-only host's backup.
+    // The write-only host's backups carry the chain link (to the admin's backup, which it
+    // cannot open), verified by the restore and by verify-history.
     env.write_config(&format!(
-        "[repository]\nidentity_file = \"{}\"\n{targets}",
+        "[repository]\nidentity_file = \"{}\"\n{trusted}{targets}",
         identity.display()
     ));
     let args = [
@@ -358,7 +390,22 @@ async fn a_write_only_host_backs_up_and_deduplicates_but_cannot_read_and_slots_a
         "--dest-db",
         "pantry_restored",
     ];
-    ok(run_with(&env, None, &args), &args);
+    let report = reported(&ok(run_with(&env, None, &args), &args));
+    let signature = &report["signature"];
+    assert_eq!(signature["signer"], writer_signer.as_str(), "{signature}");
+    let chain = &signature["chain"];
+    assert_eq!(
+        chain["previous"]["backup_id"], first["backup"]["id"],
+        "{signature}"
+    );
+    assert_eq!(chain["previous"]["state"], "verified", "{signature}");
+    assert_eq!(chain["next"]["backup_id"], third_id.as_str(), "{signature}");
+    assert_eq!(chain["next"]["state"], "verified", "{signature}");
+    assert_eq!(signature["chain_verified"], true, "{signature}");
+    let args = ["--json", "backup", "verify-history"];
+    let history = reported(&ok(run_with(&env, None, &args), &args));
+    assert_eq!(history["signed"], 3, "{history}");
+    assert_eq!(history["problems"], serde_json::json!([]), "{history}");
     let restored = env.client_for("pantry_restored").await;
     let notes: Vec<String> = restored
         .query("SELECT note FROM secret_recipes ORDER BY id", &[])

@@ -8,6 +8,7 @@ use larder::repository::Repository;
 use larder::repository::history::ValidationRecord;
 use larder::repository::id::new_backup_id;
 use larder::repository::manifest::Manifest;
+use larder::repository::signing::RetiredBy;
 use std::collections::BTreeMap;
 
 /// A small database and one real backup of it, whose manifest the crafted backups copy.
@@ -112,7 +113,7 @@ async fn backups_failing_for_forty_days_keep_the_last_good_ones_on_every_target(
     }
     env.repo()
         .await
-        .delete_manifest(&seed.id)
+        .delete_manifest(&seed.id, &RetiredBy::delete("the test's seed".into()))
         .await
         .expect("remove the seed");
     env.run_ok(&["backup", "sync"]);
@@ -191,7 +192,7 @@ async fn prune_keeps_daily_buckets_in_the_schedules_zone_pins_and_never_counts_s
     craft(&repo, &seed, "b7", at(3, 13), Some(true)).await;
     env.repo()
         .await
-        .delete_manifest(&seed.id)
+        .delete_manifest(&seed.id, &RetiredBy::delete("the test's seed".into()))
         .await
         .expect("remove the seed");
 

@@ -222,3 +222,132 @@ async fn signed_manifests_refuse_edits_and_untrusted_signers_and_history_names_a
         "{plan}"
     );
 }
+
+/// `backup verify-history` with `--json`: its exit code and report.
+fn history(env: &TestEnv) -> (Option<i32>, serde_json::Value) {
+    let out = env.run(&["--json", "backup", "verify-history"]);
+    (out.status.code(), reported(&out))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removals_by_retention_and_delete_leave_signed_evidence_and_others_stay_gaps() {
+    let env = TestEnv::start("pantry").await;
+    env.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE jars (id int PRIMARY KEY, label text);
+             INSERT INTO jars SELECT g, 'jar ' || g FROM generate_series(1, 50) g;",
+        )
+        .await
+        .expect("table");
+    let host = env.work.path().join("backup-host.signing");
+    let stranger = env.work.path().join("stranger.signing");
+    let trusted = signer(&env, &host);
+    let untrusted = signer(&env, &stranger);
+    configure(&env, &host, &trusted);
+    let ids: Vec<String> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|n| backup(&env, n))
+        .collect();
+    let [a, b, c, d, e] = &ids[..] else {
+        panic!("five backups")
+    };
+
+    // Retention removes the oldest: signed evidence, no gap.
+    env.write_config(&format!(
+        "[repository]\npath = \"{}\"\nsigning_key_file = \"{}\"\ntrusted_signers = [\"{trusted}\"]\n[retention]\nfull = {{ keep_last = 4 }}\n",
+        env.repo_dir().display(),
+        host.display()
+    ));
+    let pruned = env.run_json(&["backup", "prune"]);
+    let deleted: Vec<&str> = pruned["backups"]
+        .as_array()
+        .expect("backups")
+        .iter()
+        .filter(|b| b["decision"] == "delete")
+        .filter_map(|b| b["backup_id"].as_str())
+        .collect();
+    assert_eq!(deleted, [a.as_str()], "{pruned}");
+    // `backup delete` removes one from the middle: signed evidence, no gap.
+    configure(&env, &host, &trusted);
+    env.run_ok(&["backup", "delete", c, "--force"]);
+    let (code, report) = history(&env);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+    let retired = report["retired"].as_array().expect("retired");
+    assert_eq!(retired.len(), 2, "{report}");
+    assert_eq!(retired[0]["backup_id"], a.as_str(), "{report}");
+    assert_eq!(retired[0]["reason"], "retention", "{report}");
+    let statement = retired[0]["statement"].as_str().expect("statement");
+    assert!(
+        statement.starts_with("retired by retention on ")
+            && statement.contains(&format!("by signer {trusted}"))
+            && statement.contains("keep_last"),
+        "{statement}"
+    );
+    assert_eq!(retired[1]["backup_id"], c.as_str(), "{report}");
+    assert_eq!(retired[1]["reason"], "backup delete", "{report}");
+    // A restore of the backup after the removed one says so, and its chain holds.
+    let sql = env.work.path().join("d.sql");
+    let exported = env.run_json(&["backup", "export", d, "-o", sql.to_str().expect("path")]);
+    let signature = &exported["signature"];
+    assert_eq!(
+        signature["chain"]["previous"]["state"], "retired",
+        "{signature}"
+    );
+    assert_eq!(signature["chain_verified"], true, "{signature}");
+    assert!(
+        signature["chain"]["previous"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("retired by backup delete")),
+        "{signature}"
+    );
+
+    // A manifest deleted behind the tool's back before the retired one: the chain is
+    // followed through the retirement record, so the gap is still named.
+    let manifest = |id: &str| env.repo_dir().join("backups").join(format!("{id}.json"));
+    let honest = std::fs::read(manifest(b)).expect("manifest");
+    std::fs::remove_file(manifest(b)).expect("delete manifest");
+    let (code, report) = history(&env);
+    assert_eq!(code, Some(1), "{report}");
+    let problems = report["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), 1, "{report}");
+    assert_eq!(problems[0]["backup_id"], c.as_str(), "{report}");
+    let problem = problems[0]["problem"].as_str().expect("problem");
+    assert!(
+        problem.contains("gap") && problem.contains(b.as_str()) && problem.contains("no record"),
+        "{problem}"
+    );
+    std::fs::write(manifest(b), honest).expect("put it back");
+
+    // A removal signed by a key that is not trusted covers nothing: still a gap.
+    configure(&env, &stranger, &trusted);
+    env.run_ok(&["backup", "delete", d, "--force"]);
+    configure(&env, &host, &trusted);
+    let (code, report) = history(&env);
+    assert_eq!(code, Some(1), "{report}");
+    let problems = report["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), 1, "{report}");
+    assert_eq!(problems[0]["backup_id"], e.as_str(), "{report}");
+    let problem = problems[0]["problem"].as_str().expect("problem");
+    assert!(
+        problem.contains("gap")
+            && problem.contains(d.as_str())
+            && problem.contains(&format!("signed by {untrusted}, not a trusted signer")),
+        "{problem}"
+    );
+    let out = env.run(&[
+        "--json",
+        "backup",
+        "export",
+        e,
+        "-o",
+        sql.to_str().expect("path"),
+    ]);
+    let signature = &reported(&out)["signature"];
+    assert_eq!(
+        signature["chain"]["previous"]["state"], "missing",
+        "{signature}"
+    );
+    assert_eq!(signature["chain_verified"], false, "{signature}");
+}

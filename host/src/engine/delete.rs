@@ -10,6 +10,7 @@ use crate::repository::gc::{GcReport, collect_garbage, plan_garbage};
 use crate::repository::id::is_valid_backup_id;
 use crate::repository::latest::{LATEST, LATEST_SCHEMA};
 use crate::repository::lock::RepoLock;
+use crate::repository::signing::RetiredBy;
 use crate::repository::{Repository, backup_ids_on};
 use crate::targets::Target;
 use serde::Serialize;
@@ -202,7 +203,12 @@ pub async fn execute(plan: &DeletePlan, force: bool) -> Result<DeleteReport> {
         let repo = Repository::open(target.clone()).await?;
         let lock = RepoLock::exclusive(&repo, &format!("delete of backup {id}")).await?;
         let result = async {
-            repo.delete_manifest(id).await?;
+            let why = RetiredBy::delete(if plan.kept_on.is_empty() {
+                "every copy".into()
+            } else {
+                format!("kept on {}", plan.kept_on.join(", "))
+            });
+            repo.delete_manifest(id, &why).await?;
             collect_garbage(&repo, &lock).await
         }
         .await;

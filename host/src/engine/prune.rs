@@ -10,6 +10,7 @@ use crate::repository::gc::{GcReport, collect_garbage};
 use crate::repository::history::ValidationState;
 use crate::repository::lock::RepoLock;
 use crate::repository::manifest::{BackupType, Manifest};
+use crate::repository::signing::RetiredBy;
 use crate::repository::{Repository, backup_ids_on};
 use crate::targets::Target;
 use chrono::{DateTime, Utc};
@@ -139,6 +140,15 @@ pub async fn prune(
         return Ok(report);
     }
     let doomed: Vec<String> = report.to_delete().map(|b| b.backup_id.clone()).collect();
+    // What each removal's retirement record says.
+    let why: BTreeMap<String, RetiredBy> = report
+        .to_delete()
+        .map(|b| {
+            let policy = b.policy.as_deref().unwrap_or("no policy");
+            let detail = format!("{policy}, {}: {}", b.rule.as_str(), b.detail);
+            (b.backup_id.clone(), RetiredBy::retention(detail))
+        })
+        .collect();
     for target in targets {
         let held = backup_ids_on(target).await?;
         let here: Vec<String> = doomed
@@ -150,7 +160,7 @@ pub async fn prune(
         let lock = RepoLock::exclusive(&repo, "backup prune").await?;
         let result = async {
             for id in &here {
-                repo.delete_manifest(id).await?;
+                repo.delete_manifest(id, &why[id]).await?;
                 // An expired pin goes with its backup.
                 repo.remove_pin(id).await?;
             }

@@ -248,6 +248,19 @@ impl Keyring {
         hex::encode(hmac::sign(&self.naming, plain).as_ref())
     }
 
+    /// A keyed tag of `value` for `purpose` (such as a database's name in the plain link
+    /// records a writer-key host reads): equal values give equal tags, and without the naming
+    /// key a tag says nothing of its value. Keyed apart from chunk names.
+    pub fn tag(&self, purpose: &str, value: &str) -> Result<String> {
+        let key = derive32(
+            self.repository.as_bytes(),
+            &self.naming_bytes,
+            &[b"larder tag", purpose.as_bytes()],
+        )?;
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &key);
+        Ok(hex::encode(hmac::sign(&key, value.as_bytes()).as_ref()))
+    }
+
     /// A check value of the naming key (stored in the keys file to tell a writer key of
     /// another repository apart).
     pub fn naming_check(&self) -> String {

@@ -502,11 +502,12 @@ impl Repository {
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<Manifest> {
         let key = manifest_key(&manifest.id);
         let mut manifest = manifest.clone();
+        let signing = signing::SigningKey::configured()?;
         if manifest.signature.is_none()
-            && let Some(path) = keys::source().signing_key_file
+            && let Some(signing) = &signing
         {
-            let signing = signing::SigningKey::read(&path)?;
-            // A write-only host cannot read the previous backup: its manifests start no link.
+            // A write-only host cannot open the previous manifest: it links to the newest
+            // signed link record of its database instead.
             let previous = if self.can_read() {
                 self.manifests()
                     .await?
@@ -516,10 +517,12 @@ impl Repository {
                     })
                     .filter(|m| m.created_at <= manifest.created_at)
                     .max_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)))
+                    .map(|m| signing::link_to(&m))
+                    .transpose()?
             } else {
-                None
+                signing::newest_link(self, &manifest, &keys::source().trusted_signers).await?
             };
-            signing::sign(&mut manifest, previous.as_ref(), &signing)?;
+            signing::sign(&mut manifest, previous, signing)?;
         }
         let body = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| Error::Repository(format!("encoding manifest {}: {e}", manifest.id)))?;
@@ -533,6 +536,11 @@ impl Repository {
             .put(&key, Bytes::from(body))
             .await
             .map_err(|e| e.at(&key, format!("writing manifest of backup {}", manifest.id)))?;
+        if manifest.signature.is_some()
+            && let Some(signing) = &signing
+        {
+            signing::record_link(self, &manifest, signing).await?;
+        }
         self.flush().await?;
         Ok(manifest)
     }
@@ -639,7 +647,11 @@ impl Repository {
         Ok(catalog.manifests)
     }
 
-    pub async fn delete_manifest(&self, backup_id: &str) -> Result<()> {
+    /// Removes a backup's manifest from this target, after recording why and by whom
+    /// ([`signing::record_retirement`]), so that `backup verify-history` tells this removal
+    /// from one behind the tool's back.
+    pub async fn delete_manifest(&self, backup_id: &str, why: &signing::RetiredBy) -> Result<()> {
+        signing::record_retirement(self, backup_id, why).await?;
         let key = manifest_key(backup_id);
         self.target
             .delete(&key)

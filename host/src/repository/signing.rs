@@ -5,18 +5,37 @@
 //! The signature covers the manifest's JSON without its signature, and the link to the
 //! previous backup. Readers check it against `[repository] trusted_signers`
 //! ([`check`]); `backup verify-history` walks the links ([`verify_history`]).
+//!
+//! Two signed records keep the chain whole where a manifest cannot speak for itself:
+//! - A host that removes a backup (retention, `backup delete`) first writes a
+//!   [`Retirement`] (`retired/<id>.json`, sealed like other records in an encrypted
+//!   repository): the removed manifest's hash, its own link, why, when and by whom. A link to
+//!   a backup that is gone is then "retired by retention on DATE by signer X" when a trusted
+//!   retirement names exactly that manifest, and the chain goes on through the retirement's
+//!   link; without one (a manifest deleted behind the tool's back) it is a gap.
+//! - In an encrypted repository every signed manifest gets a [`LinkRecord`] (`links/<id>.json`,
+//!   plain): its id, creation time, hash and a keyed tag of its database, signed. A host
+//!   holding only the writer key cannot open manifests, so it links its backup to the newest
+//!   trusted link record of its database instead.
 
 use super::Repository;
 use super::manifest::{Manifest, ManifestSignature, PreviousLink};
 use crate::error::{Error, Result};
+use crate::targets::TargetError;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
-use serde::Serialize;
-use std::collections::BTreeMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 const SIGNING_PREFIX: &str = "LARDER-SIGNING-";
 const SIGNER_PREFIX: &str = "larder-signer-";
 const CONTEXT: &[u8] = b"larder manifest signature v1\n";
+const LINK_CONTEXT: &[u8] = b"larder link record v1\n";
+const RETIREMENT_CONTEXT: &[u8] = b"larder retirement v1\n";
+const LINKS: &str = "links/";
+const RETIRED: &str = "retired/";
 
 /// A host's signing key.
 pub struct SigningKey {
@@ -61,6 +80,46 @@ impl SigningKey {
     pub fn signer(&self) -> String {
         signer_text(self.pair.public_key().as_ref())
     }
+
+    /// The key this host signs with (`[repository] signing_key_file`), if any.
+    pub fn configured() -> Result<Option<SigningKey>> {
+        super::keys::source()
+            .signing_key_file
+            .map(|path| SigningKey::read(&path))
+            .transpose()
+    }
+
+    /// Ed25519 of `context` then `message`, hex.
+    fn sign_text(&self, context: &[u8], message: &[u8]) -> String {
+        let mut bytes = context.to_vec();
+        bytes.extend_from_slice(message);
+        hex::encode(self.pair.sign(&bytes).as_ref())
+    }
+}
+
+/// Whether `value` (hex) is `signer`'s signature of `context` then `message`.
+fn signature_holds(signer: &str, value: &str, context: &[u8], message: &[u8]) -> bool {
+    let mut bytes = context.to_vec();
+    bytes.extend_from_slice(message);
+    signer
+        .strip_prefix(SIGNER_PREFIX)
+        .and_then(|h| hex::decode(h).ok())
+        .zip(hex::decode(value).ok())
+        .is_some_and(|(public, value)| {
+            UnparsedPublicKey::new(&ED25519, public)
+                .verify(&bytes, &value)
+                .is_ok()
+        })
+}
+
+/// Whether a record signed by `signer` may be relied on: its signature holds (checked by the
+/// caller) and, when `[repository] trusted_signers` is set, its signer is in it.
+fn is_trusted(signer: &str, trusted: &[String]) -> bool {
+    trusted.is_empty() || trusted.iter().any(|t| t.trim() == signer)
+}
+
+fn encode(what: &str, value: &impl Serialize) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| Error::Internal(format!("encoding {what}: {e}")))
 }
 
 fn signer_text(public: &[u8]) -> String {
@@ -87,16 +146,21 @@ fn signed_bytes(manifest: &Manifest, previous: &Option<PreviousLink>) -> Result<
     Ok(out)
 }
 
-/// Signs `manifest`, linking it to `previous` (the newest backup of its database).
-pub fn sign(manifest: &mut Manifest, previous: Option<&Manifest>, key: &SigningKey) -> Result<()> {
-    let previous = previous
-        .map(|p| {
-            Ok::<_, Error>(PreviousLink {
-                id: p.id.clone(),
-                sha256: manifest_hash(p)?,
-            })
-        })
-        .transpose()?;
+/// The link a backup records to `previous`, the newest backup of its database before it.
+pub fn link_to(previous: &Manifest) -> Result<PreviousLink> {
+    Ok(PreviousLink {
+        id: previous.id.clone(),
+        sha256: manifest_hash(previous)?,
+    })
+}
+
+/// Signs `manifest`, linking it to `previous` (see [`link_to`], or for a writer-key host
+/// [`newest_link`]).
+pub fn sign(
+    manifest: &mut Manifest,
+    previous: Option<PreviousLink>,
+    key: &SigningKey,
+) -> Result<()> {
     let value = key.pair.sign(&signed_bytes(manifest, &previous)?);
     manifest.signature = Some(ManifestSignature {
         signer: key.signer(),
@@ -127,17 +191,9 @@ pub fn verify(manifest: &Manifest, trusted: &[String]) -> Verdict {
         return Verdict::Unsigned;
     };
     let signer = signature.signer.clone();
-    let holds = signature
-        .signer
-        .strip_prefix(SIGNER_PREFIX)
-        .and_then(|h| hex::decode(h).ok())
-        .zip(hex::decode(&signature.value).ok())
-        .zip(signed_bytes(manifest, &signature.previous).ok())
-        .is_some_and(|((public, value), message)| {
-            UnparsedPublicKey::new(&ED25519, public)
-                .verify(&message, &value)
-                .is_ok()
-        });
+    // The manifest's signed bytes start with their own context.
+    let holds = signed_bytes(manifest, &signature.previous)
+        .is_ok_and(|message| signature_holds(&signer, &signature.value, &[], &message));
     if !holds {
         return Verdict::Broken { signer };
     }
@@ -291,10 +347,15 @@ pub enum LinkState {
     Verified,
     /// No neighbour on that side: the first (or the newest) backup of its database.
     End,
-    /// The previous backup is no longer in the repository (pruned, or deleted).
+    /// The previous backup was removed by retention or `backup delete`, and a trusted
+    /// retirement record names exactly the manifest linked to.
+    Retired,
+    /// The previous backup is no longer in the repository, and no trusted retirement record
+    /// says it was removed by the tool (deleted behind its back, or by a host that does not
+    /// sign).
     Missing,
-    /// No signed link to check: written by a host that could not read the history (a writer
-    /// key), or concurrently with its neighbour.
+    /// No signed link to check: written concurrently with its neighbour, or by a writer-key
+    /// host that found no trusted link record of it (see [`LinkRecord`]).
     Unlinked,
     /// The hashes differ (refused unless `--allow-unsigned`).
     Altered,
@@ -310,7 +371,10 @@ impl LinkCheck {
     }
 
     fn holds(&self) -> bool {
-        matches!(self.state, LinkState::Verified | LinkState::End)
+        matches!(
+            self.state,
+            LinkState::Verified | LinkState::End | LinkState::Retired
+        )
     }
 }
 
@@ -338,7 +402,7 @@ pub async fn check_restore(
         return Ok(checked);
     }
     let chain = ChainCheck {
-        previous: previous_link(repo, requested).await?,
+        previous: previous_link(repo, requested, trusted).await?,
         next: next_link(repo, requested).await?,
     };
     for link in [&chain.previous, &chain.next] {
@@ -362,7 +426,11 @@ pub async fn check_restore(
 }
 
 /// The link `manifest` signed to the previous backup of its database.
-async fn previous_link(repo: &Repository, manifest: &Manifest) -> Result<LinkCheck> {
+async fn previous_link(
+    repo: &Repository,
+    manifest: &Manifest,
+    trusted: &[String],
+) -> Result<LinkCheck> {
     let link = manifest
         .signature
         .as_ref()
@@ -378,21 +446,39 @@ async fn previous_link(repo: &Repository, manifest: &Manifest) -> Result<LinkChe
                 Some(&older.id),
                 LinkState::Unlinked,
                 format!(
-                    "{} is older but was not linked (written by a host that cannot read the history)",
+                    "{} is older but was not linked (written concurrently with it, or by a writer-key host that found no trusted link record of it)",
                     older.id
                 ),
             ),
         });
     };
     Ok(match repo.read_manifest(&link.id).await {
-        Err(Error::BackupNotFound(_)) => LinkCheck::new(
-            Some(&link.id),
-            LinkState::Missing,
-            format!(
-                "{} is no longer in the repository (pruned, or deleted: `backup verify-history`)",
-                link.id
-            ),
-        ),
+        Err(Error::BackupNotFound(_)) => {
+            let retirement = read_retirement(repo, &link.id).await?;
+            match retirement.map(|r| r.explains(link, trusted)) {
+                Some(Ok(statement)) => LinkCheck::new(
+                    Some(&link.id),
+                    LinkState::Retired,
+                    format!("{} {statement}", link.id),
+                ),
+                Some(Err(why)) => LinkCheck::new(
+                    Some(&link.id),
+                    LinkState::Missing,
+                    format!(
+                        "{} is no longer in the repository, and {why} (`backup verify-history`)",
+                        link.id
+                    ),
+                ),
+                None => LinkCheck::new(
+                    Some(&link.id),
+                    LinkState::Missing,
+                    format!(
+                        "{} is no longer in the repository, and no record says the tool removed it (`backup verify-history`)",
+                        link.id
+                    ),
+                ),
+            }
+        }
         Err(e) => return Err(e),
         Ok(previous) if manifest_hash(&previous)? == link.sha256 => LinkCheck::new(
             Some(&link.id),
@@ -451,7 +537,7 @@ async fn next_link(repo: &Repository, manifest: &Manifest) -> Result<LinkCheck> 
             Some(&next.id),
             LinkState::Unlinked,
             format!(
-                "{} has no link (written by a host that cannot read the history)",
+                "{} has no link (its writer found no trusted link record of this backup)",
                 next.id
             ),
         ),
@@ -514,6 +600,333 @@ async fn neighbour(repo: &Repository, manifest: &Manifest, side: Side) -> Result
     Ok(found)
 }
 
+/// Why a backup was removed, for its [`Retirement`].
+#[derive(Debug, Clone)]
+pub struct RetiredBy {
+    /// `retention` or `backup delete`.
+    pub reason: &'static str,
+    /// The rule that decided it, or which copies went.
+    pub detail: String,
+}
+
+impl RetiredBy {
+    /// Removed by `backup prune` (or the daemon's retention): `detail` is the deciding rule.
+    pub fn retention(detail: String) -> RetiredBy {
+        RetiredBy {
+            reason: "retention",
+            detail,
+        }
+    }
+
+    /// Removed by `backup delete`.
+    pub fn delete(detail: String) -> RetiredBy {
+        RetiredBy {
+            reason: "backup delete",
+            detail,
+        }
+    }
+}
+
+/// The evidence a host leaves when it removes a backup (`retired/<id>.json`): which manifest
+/// went (its hash, so the next backup's link can be matched to it), its own link (so the chain
+/// can be followed past it), why, when and who; signed by the removing host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Retirement {
+    pub backup_id: String,
+    pub database: String,
+    pub created_at: DateTime<Utc>,
+    /// [`manifest_hash`] of the manifest removed; None when it was damaged (removed by id).
+    pub manifest_sha256: Option<String>,
+    /// The removed manifest's link to the backup before it.
+    pub previous: Option<PreviousLink>,
+    /// `retention` or `backup delete`.
+    pub reason: String,
+    pub detail: String,
+    pub retired_at: DateTime<Utc>,
+    /// The removing host's key and its signature of the rest; None when it has no
+    /// `signing_key_file` (such a record proves nothing).
+    pub signer: Option<String>,
+    pub signature: Option<String>,
+}
+
+impl Retirement {
+    fn signed_bytes(&self) -> Result<Vec<u8>> {
+        encode(
+            "retirement record",
+            &Retirement {
+                signer: None,
+                signature: None,
+                ..self.clone()
+            },
+        )
+    }
+
+    /// The trusted signer of this record, or why it cannot be relied on.
+    fn trusted_signer(&self, trusted: &[String]) -> std::result::Result<&str, String> {
+        let (Some(signer), Some(value)) = (&self.signer, &self.signature) else {
+            return Err(format!(
+                "the record of its removal ({} on {}) is not signed: nothing proves who removed it",
+                self.reason,
+                self.retired_at.format("%Y-%m-%d")
+            ));
+        };
+        let holds = self
+            .signed_bytes()
+            .is_ok_and(|m| signature_holds(signer, value, RETIREMENT_CONTEXT, &m));
+        if !holds {
+            return Err(format!(
+                "the record of its removal does not match its signature by {signer}: it was forged or edited"
+            ));
+        }
+        if !is_trusted(signer, trusted) {
+            return Err(format!(
+                "the record of its removal is signed by {signer}, not a trusted signer"
+            ));
+        }
+        Ok(signer)
+    }
+
+    /// "retired by retention on DATE by signer X (detail)" when this trusted record names the
+    /// manifest `link` points at; else why the removal is not accounted for.
+    fn explains(
+        &self,
+        link: &PreviousLink,
+        trusted: &[String],
+    ) -> std::result::Result<String, String> {
+        let signer = self.trusted_signer(trusted)?;
+        if self.backup_id != link.id
+            || self
+                .manifest_sha256
+                .as_ref()
+                .is_some_and(|h| *h != link.sha256)
+        {
+            return Err(format!(
+                "the record of its removal names another manifest than the one linked to (hash {})",
+                self.manifest_sha256.as_deref().unwrap_or("unknown")
+            ));
+        }
+        Ok(self.statement(signer))
+    }
+
+    /// "retired by retention on DATE by signer X (detail)".
+    fn statement(&self, signer: &str) -> String {
+        format!(
+            "retired by {} on {} by signer {signer} ({}){}",
+            self.reason,
+            self.retired_at.format("%Y-%m-%d %H:%M UTC"),
+            self.detail,
+            if self.manifest_sha256.is_none() {
+                "; its manifest was damaged when removed, so its hash was not recorded"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+fn retired_key(backup_id: &str) -> String {
+    format!("{RETIRED}{backup_id}.json")
+}
+
+fn link_key(backup_id: &str) -> String {
+    format!("{LINKS}{backup_id}.json")
+}
+
+/// Records, before `repo`'s copy of backup `backup_id` is removed, why and by whom (see
+/// [`Retirement`]). Written when the manifest is signed (it is part of a chain) or this host
+/// signs; a manifest that is not there needs none.
+pub async fn record_retirement(repo: &Repository, backup_id: &str, why: &RetiredBy) -> Result<()> {
+    let key = SigningKey::configured()?;
+    let manifest = match repo.read_manifest(backup_id).await {
+        Ok(manifest) => Some(manifest),
+        Err(Error::BackupNotFound(_)) => return Ok(()),
+        Err(Error::ChecksumMismatch { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let signed = manifest.as_ref().is_some_and(|m| m.signature.is_some());
+    if !signed && key.is_none() {
+        return Ok(());
+    }
+    let mut record = Retirement {
+        backup_id: backup_id.to_string(),
+        database: manifest
+            .as_ref()
+            .map(|m| m.source.database.clone())
+            .unwrap_or_default(),
+        created_at: manifest.as_ref().map_or_else(Utc::now, |m| m.created_at),
+        manifest_sha256: manifest.as_ref().map(manifest_hash).transpose()?,
+        previous: manifest
+            .as_ref()
+            .and_then(|m| m.signature.as_ref())
+            .and_then(|s| s.previous.clone()),
+        reason: why.reason.to_string(),
+        detail: why.detail.clone(),
+        retired_at: Utc::now(),
+        signer: None,
+        signature: None,
+    };
+    if let Some(key) = &key {
+        let value = key.sign_text(RETIREMENT_CONTEXT, &record.signed_bytes()?);
+        record.signer = Some(key.signer());
+        record.signature = Some(value);
+    }
+    repo.put_json(&retired_key(backup_id), &record).await?;
+    // Its link record (in an encrypted repository) goes with it: a writer-key host must not
+    // link to a backup that is gone.
+    repo.target()
+        .delete(&link_key(backup_id))
+        .await
+        .map_err(|e| e.at(&link_key(backup_id), "removing a link record"))
+}
+
+async fn read_retirement(repo: &Repository, backup_id: &str) -> Result<Option<Retirement>> {
+    repo.get_json(&retired_key(backup_id)).await
+}
+
+/// Every retirement record that can be read, by backup id.
+async fn retirements(repo: &Repository) -> Result<BTreeMap<String, Retirement>> {
+    let objects = repo
+        .target()
+        .list(RETIRED)
+        .await
+        .map_err(|e| e.at(RETIRED, "reading retirement records"))?;
+    let mut out = BTreeMap::new();
+    for object in objects {
+        if let Some(record) = repo.get_json::<Retirement>(&object.key).await? {
+            out.insert(record.backup_id.clone(), record);
+        }
+    }
+    Ok(out)
+}
+
+/// What a host that cannot open manifests needs to link its backup to the newest one of its
+/// database (`links/<id>.json`, plain in an encrypted repository).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkRecord {
+    pub backup_id: String,
+    /// A keyed tag of its database's name ([`crate::repository::crypto::Keyring::tag`]).
+    pub database_tag: String,
+    pub created_at: DateTime<Utc>,
+    /// [`manifest_hash`] of its manifest: what the next backup's link records.
+    pub manifest_sha256: String,
+    /// The host that wrote the record, and its signature of the rest.
+    pub signer: String,
+    pub signature: String,
+}
+
+impl LinkRecord {
+    fn signed_bytes(&self) -> Result<Vec<u8>> {
+        encode(
+            "link record",
+            &LinkRecord {
+                signer: String::new(),
+                signature: String::new(),
+                ..self.clone()
+            },
+        )
+    }
+
+    fn holds(&self, trusted: &[String]) -> bool {
+        self.signed_bytes()
+            .is_ok_and(|m| signature_holds(&self.signer, &self.signature, LINK_CONTEXT, &m))
+            && is_trusted(&self.signer, trusted)
+    }
+}
+
+/// Writes `manifest`'s [`LinkRecord`] signed by `key`, in an encrypted repository (a plain
+/// one's manifests can be read by every host, so it needs none).
+pub async fn record_link(repo: &Repository, manifest: &Manifest, key: &SigningKey) -> Result<()> {
+    let Some(keyring) = repo.keyring() else {
+        return Ok(());
+    };
+    let mut record = LinkRecord {
+        backup_id: manifest.id.clone(),
+        database_tag: keyring.tag("database", &manifest.source.database)?,
+        created_at: manifest.created_at,
+        manifest_sha256: manifest_hash(manifest)?,
+        signer: key.signer(),
+        signature: String::new(),
+    };
+    record.signature = key.sign_text(LINK_CONTEXT, &record.signed_bytes()?);
+    let object = link_key(&manifest.id);
+    let body = encode("link record", &record)?;
+    repo.target()
+        .put(&object, Bytes::from(body))
+        .await
+        .map_err(|e| {
+            e.at(
+                &object,
+                format!("writing the link record of backup {}", manifest.id),
+            )
+        })
+}
+
+/// For a host holding only the writer key: the link to the newest backup of `manifest`'s
+/// database before it, from the link records whose signature holds (by a trusted signer, when
+/// `trusted_signers` is set) and whose manifest is still there. None when there is none.
+pub async fn newest_link(
+    repo: &Repository,
+    manifest: &Manifest,
+    trusted: &[String],
+) -> Result<Option<PreviousLink>> {
+    let Some(keyring) = repo.keyring() else {
+        return Ok(None);
+    };
+    let tag = keyring.tag("database", &manifest.source.database)?;
+    let present: BTreeSet<String> = repo.backup_ids().await?.into_iter().collect();
+    let objects = repo
+        .target()
+        .list(LINKS)
+        .await
+        .map_err(|e| e.at(LINKS, "reading link records"))?;
+    let mut newest: Option<LinkRecord> = None;
+    for object in objects {
+        let Some(id) = object
+            .key
+            .strip_prefix(LINKS)
+            .and_then(|k| k.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        if id == manifest.id || !present.contains(id) {
+            continue;
+        }
+        let bytes = match repo.target().get(&object.key).await {
+            Ok(bytes) => bytes,
+            Err(TargetError::NotFound { .. }) => continue,
+            Err(e) => return Err(e.at(&object.key, "reading a link record")),
+        };
+        let Ok(record) = serde_json::from_slice::<LinkRecord>(&bytes) else {
+            tracing::warn!("{} is not a link record; not linked to", object.key);
+            continue;
+        };
+        if record.backup_id != id || record.database_tag != tag {
+            continue;
+        }
+        if !record.holds(trusted) {
+            tracing::warn!(
+                "{}: its signature by {} does not hold or is not trusted; not linked to",
+                object.key,
+                record.signer
+            );
+            continue;
+        }
+        if record.created_at > manifest.created_at {
+            continue;
+        }
+        let newer = newest
+            .as_ref()
+            .is_none_or(|n| (record.created_at, &record.backup_id) > (n.created_at, &n.backup_id));
+        if newer {
+            newest = Some(record);
+        }
+    }
+    Ok(newest.map(|r| PreviousLink {
+        id: r.backup_id,
+        sha256: r.manifest_sha256,
+    }))
+}
+
 /// One problem `verify-history` found.
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryProblem {
@@ -522,17 +935,34 @@ pub struct HistoryProblem {
     pub problem: String,
 }
 
+/// A backup removed by the tool, as its trusted retirement record tells.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetiredBackup {
+    pub database: String,
+    pub backup_id: String,
+    /// `retention` or `backup delete`.
+    pub reason: String,
+    pub retired_at: DateTime<Utc>,
+    pub signer: String,
+    /// "retired by retention on DATE by signer X (the rule)".
+    pub statement: String,
+}
+
 /// What `backup verify-history` found.
 #[derive(Debug, Clone, Serialize)]
 pub struct History {
     pub backups: usize,
     pub signed: usize,
     pub databases: usize,
+    /// Backups removed by retention or `backup delete`, with trusted evidence, oldest first.
+    pub retired: Vec<RetiredBackup>,
     pub problems: Vec<HistoryProblem>,
 }
 
 /// Checks every manifest's signature and each database's chain of links: a link to a backup
-/// that is gone is a gap, one whose hash differs an altered backup.
+/// that is gone is a gap unless a trusted retirement record names exactly that manifest (then
+/// the chain goes on from the retirement's own link), and one whose hash differs an altered
+/// backup.
 pub async fn verify_history(repo: &Repository, trusted: &[String]) -> Result<History> {
     let catalog = repo.catalog().await?;
     let mut problems = Vec::new();
@@ -548,6 +978,29 @@ pub async fn verify_history(repo: &Repository, trusted: &[String]) -> Result<His
         .iter()
         .map(|m| (m.id.as_str(), m))
         .collect();
+    // A backup still there (on another target, or copied back) is not retired.
+    let mut records = retirements(repo).await?;
+    records.retain(|id, _| !by_id.contains_key(id.as_str()));
+    // What is wrong with `link`, recorded by backup `from` (of `database`), if anything.
+    let broken_link = |database: &str, link: &PreviousLink| -> Result<Option<String>> {
+        Ok(match (by_id.get(link.id.as_str()), records.get(&link.id)) {
+            (Some(previous), _) if manifest_hash(previous)? != link.sha256 => Some(format!(
+                "the previous backup {} was altered after this one was written (its hash differs from the one signed here)",
+                link.id
+            )),
+            (Some(_), _) => None,
+            (None, Some(record)) => record.explains(link, trusted).err().map(|why| {
+                format!(
+                    "gap: the previous backup of database {database} when it was written, {}, is missing, and {why}",
+                    link.id
+                )
+            }),
+            (None, None) => Some(format!(
+                "gap: the previous backup of database {database} when it was written, {}, is missing, and no record says the tool removed it (deleted behind its back, or hidden)",
+                link.id
+            )),
+        })
+    };
     let mut databases = BTreeMap::new();
     let mut signed = 0;
     for manifest in &catalog.manifests {
@@ -581,29 +1034,52 @@ pub async fn verify_history(repo: &Repository, trusted: &[String]) -> Result<His
             Verdict::Signed { .. } => {}
         }
         signed += 1;
-        let Some(link) = manifest
+        let link = manifest
             .signature
             .as_ref()
-            .and_then(|s| s.previous.as_ref())
-        else {
-            continue;
-        };
-        match by_id.get(link.id.as_str()) {
-            None => problems.push(problem(format!(
-                "gap: the previous backup of database {} when it was written, {}, is missing (deleted or hidden)",
-                manifest.source.database, link.id
-            ))),
-            Some(previous) if manifest_hash(previous)? != link.sha256 => problems.push(problem(format!(
-                "the previous backup {} was altered after this one was written (its hash differs from the one signed here)",
-                link.id
-            ))),
-            Some(_) => {}
+            .and_then(|s| s.previous.as_ref());
+        if let Some(why) = link
+            .map(|l| broken_link(&manifest.source.database, l))
+            .transpose()?
+            .flatten()
+        {
+            problems.push(problem(why));
         }
     }
+    // The chain goes on through what was retired: the link each retired manifest had.
+    let mut retired = Vec::new();
+    for record in records.values() {
+        let Ok(signer) = record.trusted_signer(trusted) else {
+            continue;
+        };
+        if let Some(why) = record
+            .previous
+            .as_ref()
+            .map(|l| broken_link(&record.database, l))
+            .transpose()?
+            .flatten()
+        {
+            problems.push(HistoryProblem {
+                database: record.database.clone(),
+                backup_id: record.backup_id.clone(),
+                problem: format!("(retired) {why}"),
+            });
+        }
+        retired.push(RetiredBackup {
+            database: record.database.clone(),
+            backup_id: record.backup_id.clone(),
+            reason: record.reason.clone(),
+            retired_at: record.retired_at,
+            signer: signer.to_string(),
+            statement: record.statement(signer),
+        });
+    }
+    retired.sort_by(|a, b| a.backup_id.cmp(&b.backup_id));
     Ok(History {
         backups: catalog.manifests.len(),
         signed,
         databases: databases.len(),
+        retired,
         problems,
     })
 }
@@ -645,5 +1121,66 @@ mod tests {
         };
         assert!(check(&unsigned, &trusted, false).is_err());
         assert!(check(&unsigned, &[], false).is_ok());
+    }
+
+    #[test]
+    fn retirement_and_link_records_hold_only_as_signed() {
+        let (text, signer) = SigningKey::generate().expect("key");
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("signing");
+        std::fs::write(&path, text).expect("write");
+        let key = SigningKey::read(&path).expect("read");
+        let trusted = vec![signer.clone()];
+        let link = PreviousLink {
+            id: "20261202-000000-0001".into(),
+            sha256: "ab".repeat(32),
+        };
+        let mut record = Retirement {
+            backup_id: link.id.clone(),
+            database: "pantry".into(),
+            created_at: Utc::now(),
+            manifest_sha256: Some(link.sha256.clone()),
+            previous: None,
+            reason: "retention".into(),
+            detail: "keep_last".into(),
+            retired_at: Utc::now(),
+            signer: Some(signer.clone()),
+            signature: None,
+        };
+        assert!(record.explains(&link, &trusted).is_err(), "unsigned");
+        record.signature =
+            Some(key.sign_text(RETIREMENT_CONTEXT, &record.signed_bytes().expect("bytes")));
+        let said = record.explains(&link, &trusted).expect("explained");
+        assert!(said.starts_with("retired by retention on "), "{said}");
+        assert!(
+            record
+                .explains(&link, &["larder-signer-00".into()])
+                .is_err()
+        );
+        let other = PreviousLink {
+            sha256: "cd".repeat(32),
+            ..link.clone()
+        };
+        assert!(
+            record.explains(&other, &trusted).is_err(),
+            "another manifest"
+        );
+        let mut edited = record.clone();
+        edited.reason = "backup delete".into();
+        assert!(edited.explains(&link, &trusted).is_err(), "edited");
+
+        let mut record = LinkRecord {
+            backup_id: link.id.clone(),
+            database_tag: "tag".into(),
+            created_at: Utc::now(),
+            manifest_sha256: link.sha256.clone(),
+            signer: signer.clone(),
+            signature: String::new(),
+        };
+        record.signature = key.sign_text(LINK_CONTEXT, &record.signed_bytes().expect("bytes"));
+        assert!(record.holds(&trusted) && record.holds(&[]));
+        assert!(!record.holds(&["larder-signer-00".into()]));
+        record.manifest_sha256 = "cd".repeat(32);
+        assert!(!record.holds(&trusted), "edited");
     }
 }

@@ -1955,6 +1955,12 @@ impl Report for VerifiedHistory {
         if h.problems.is_empty() {
             say!("History intact: every link to a previous backup holds.");
         }
+        if !h.retired.is_empty() {
+            say!("Removed by the tool, with signed evidence:");
+        }
+        for r in &h.retired {
+            say!("  backup {} ({}): {}", r.backup_id, r.database, r.statement);
+        }
         for p in &h.problems {
             say!("  backup {} ({}): {}", p.backup_id, p.database, p.problem);
         }
