@@ -137,6 +137,11 @@ pub enum Error {
     #[error("{0}")]
     ChangeTracking(String),
 
+    /// A table changed under a backup in a way its snapshot cannot read (dropped, or rewritten
+    /// by TRUNCATE, VACUUM FULL, CLUSTER or ALTER TABLE after the snapshot); run it again.
+    #[error("{0}")]
+    ChangedDuringBackup(String),
+
     /// The database holds something this version cannot back up faithfully.
     #[error("{0}")]
     Unsupported(String),
@@ -217,6 +222,7 @@ impl Error {
             Error::SignatureRefused(_) => "signature_refused",
             Error::Locked(_) => "lock_held",
             Error::Refused(_) => "refused",
+            Error::ChangedDuringBackup(_) => "changed_during_backup",
             Error::Unsupported(_) => "unsupported",
             Error::ChangeTracking(_) => "change_tracking",
             Error::HealthFailed(_) => "health_failed",

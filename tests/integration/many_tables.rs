@@ -1,37 +1,59 @@
-//! Thousands of objects on a server with a small lock table: a restore creates the schema and
-//! the post-data in batches, so no transaction holds a lock per table (pg_restore's own way),
-//! and a failed new-database restore drops what it built.
+//! Thousands of objects on servers with a small lock table. A backup holds about one lock
+//! per table (pg_dump's): the leader releases what its catalog reads took and each worker
+//! reads a table in a short transaction of its own. A restore creates the schema and the
+//! post-data in batches, so no transaction holds a lock per table (pg_restore's own way), and
+//! a failed new-database restore drops what it built.
 
 use crate::support::{TestEnv, reported, scalar, text};
+use larder::error::Error;
 use larder::pg::ephemeral::ClusterSetup;
+use larder::pg::{session, snapshot};
 
 /// Tables in the source database: far more than the destination's lock table holds at once.
 const TABLES: usize = 1500;
 
+/// A server whose shared lock table holds `locks` × (connections and background processes).
+fn small_lock_table(locks: u32) -> ClusterSetup {
+    ClusterSetup {
+        settings: vec![("max_locks_per_transaction".into(), locks.to_string())],
+        ..ClusterSetup::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn fifteen_hundred_tables_restore_into_a_server_with_a_small_lock_table() {
-    let source = TestEnv::start("many").await;
+async fn fifteen_hundred_tables_back_up_and_restore_on_servers_with_a_small_lock_table() {
+    // max_locks_per_transaction = 24: about 2,000 locks for the whole server. pg_dump -Fc
+    // holds one per table and one per sequence for its whole run (3,000 here) and passes
+    // on the spare shared memory; a backup holding a lock per table in each of its leader,
+    // two pg_dump runs and workers (6,000) does not.
+    let source = TestEnv::start_with("many", small_lock_table(24), "disable").await;
+    // A transaction per 100 tables: creating one takes four locks (table, TOAST, its index,
+    // the key's index).
     source
         .client()
         .await
         .batch_execute(&format!(
             "DO $$ BEGIN FOR i IN 1..{TABLES} LOOP
-               EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, note text NOT NULL)', i);
-               EXECUTE format('INSERT INTO t%s SELECT g, repeat(''n'', g) FROM generate_series(1, 3) g', i);
-             END LOOP; END $$;"
+               EXECUTE format('CREATE TABLE t%s (id serial PRIMARY KEY, note text NOT NULL)', i);
+               EXECUTE format('INSERT INTO t%s (note) SELECT repeat(''n'', g) FROM generate_series(1, 3) g', i);
+               IF i % 100 = 0 THEN COMMIT; END IF;
+             END LOOP; END $$"
         ))
         .await
         .expect("create the tables");
+    // The bound is fair: pg_dump's own custom-format dump of the database passes.
+    let archive = source.work.path().join("many.dump");
+    source.pg_dump(
+        "many",
+        &["-Fc", "-f", archive.to_str().expect("utf-8 path")],
+    );
     let manifest = source.backup("many").await;
     assert_eq!(manifest.tables.len(), TABLES);
+    assert_eq!(manifest.sequences.len(), TABLES);
 
-    // max_locks_per_transaction = 10: about 800 locks for the whole server, where creating
-    // the schema in one transaction takes a lock per table and per TOAST table (3,000).
-    let small = ClusterSetup {
-        settings: vec![("max_locks_per_transaction".into(), "10".into())],
-        ..ClusterSetup::default()
-    };
-    let destination = TestEnv::start_with("scratch", small, "disable").await;
+    // max_locks_per_transaction = 10 (about 800 locks), where creating the schema in one
+    // transaction takes a lock per table and per TOAST table (3,000).
+    let destination = TestEnv::start_with("scratch", small_lock_table(10), "disable").await;
     let dest_url = destination.url().replace("/scratch?", "/many?");
     let out = source.run(&[
         "--json",
@@ -55,12 +77,83 @@ async fn fifteen_hundred_tables_restore_into_a_server_with_a_small_lock_table() 
     )
     .await;
     assert_eq!(tables, TABLES as i64);
-    let rows: i64 = scalar(&restored, &format!("SELECT count(*) FROM t{TABLES}")).await;
-    assert_eq!(rows, 3);
+    assert!(
+        source.all_rows("many", &manifest).await == destination.all_rows("many", &manifest).await,
+        "every table's rows are restored as they were"
+    );
     let keys: i64 = scalar(
         &restored,
         "SELECT count(*) FROM pg_constraint WHERE contype = 'p' AND connamespace = 'public'::regnamespace",
     )
     .await;
     assert_eq!(keys, TABLES as i64, "every primary key is back");
+    let next: i64 = scalar(&restored, &format!("SELECT nextval('t{TABLES}_id_seq')")).await;
+    assert_eq!(next, 4, "the sequences carry on where they were");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_dropped_or_rewritten_after_the_snapshot_is_refused_not_read_empty() {
+    let env = TestEnv::start("changed").await;
+    let db = env.client().await;
+    db.batch_execute(
+        "CREATE TABLE truncated (id int); INSERT INTO truncated VALUES (1), (2);
+         CREATE TABLE dropped (id int); INSERT INTO dropped VALUES (1);
+         CREATE TABLE rewritten (id int); INSERT INTO rewritten VALUES (1);
+         CREATE TABLE replaced (id int); INSERT INTO replaced VALUES (1);
+         CREATE TABLE altered (id int); INSERT INTO altered VALUES (1), (2), (3);",
+    )
+    .await
+    .expect("create the tables");
+    let settings = env.settings();
+    let leader = snapshot::SnapshotLeader::begin(&settings)
+        .await
+        .expect("export the snapshot");
+    leader.release_read_locks().await.expect("release");
+    // Nothing holds the tables: other sessions change them after the snapshot.
+    db.batch_execute(
+        "TRUNCATE truncated; DROP TABLE dropped;
+         ALTER TABLE replaced RENAME TO replaced_old; CREATE TABLE replaced (id int);
+         ALTER TABLE altered ADD COLUMN note text; INSERT INTO altered VALUES (4, 'late');",
+    )
+    .await
+    .expect("change the tables");
+    db.batch_execute("VACUUM FULL rewritten")
+        .await
+        .expect("rewrite a table");
+    let worker = session::open(&settings, "", "a test worker")
+        .await
+        .expect("worker");
+    for table in [
+        "public.truncated",
+        "public.dropped",
+        "public.rewritten",
+        "public.replaced",
+    ] {
+        match snapshot::begin_read(&worker, &leader.snapshot_id, table).await {
+            Err(Error::ChangedDuringBackup(message)) => {
+                assert!(message.contains(table), "{message}");
+                assert!(message.contains("run the backup again"), "{message}");
+            }
+            other => panic!("{table} changed after the snapshot, yet: {other:?}"),
+        }
+        // The failed read leaves the session usable for the next.
+        worker.batch_execute("ROLLBACK").await.expect("rollback");
+    }
+    // A change that keeps the table's file (a new column, new rows) reads as of the snapshot.
+    snapshot::begin_read(&worker, &leader.snapshot_id, "public.altered")
+        .await
+        .expect("an altered table is still the snapshot's");
+    let rows: i64 = scalar(&worker, "SELECT count(*) FROM public.altered").await;
+    assert_eq!(rows, 3, "the late row is not in the snapshot");
+    snapshot::end_read(&worker, "public.altered")
+        .await
+        .expect("commit");
+    let held: i64 = scalar(
+        &db,
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+         WHERE c.relname = 'altered' AND l.pid <> pg_backend_pid()",
+    )
+    .await;
+    assert_eq!(held, 0, "the read's lock is released when it ends");
+    leader.finish().await.expect("end the snapshot");
 }

@@ -1,9 +1,11 @@
 //! `backup create`: a consistent full or schema-only backup into the repository.
 //!
 //! Steps, in the order an operator would describe them: export a snapshot; read the catalog
-//! and lock the tables; check the target has room; DDL through pg_dump (pre-data, post-data)
-//! while N workers COPY the tables (largest first, big ones split into block ranges) and one
-//! more the large objects' data; read the sequence values; write the manifest last. Any failure leaves no visible backup.
+//! (and release the locks those reads took); check the target has room; DDL through one
+//! pg_dump run (pre-data and post-data; it holds a lock per table while it runs) while N
+//! workers COPY the tables (largest first, big ones split into block ranges; each read in a
+//! short transaction of its own, see `pg::snapshot`) and one more the large objects' data;
+//! write the manifest last. Any failure leaves no visible backup.
 
 use crate::config::IncrementalConfig;
 use crate::engine::Progress;
@@ -18,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::pg::catalog::{self, DataTable};
 use crate::pg::globals;
 use crate::pg::snapshot::{self, SnapshotLeader};
-use crate::pg::{ConnectionSettings, ddl, pg_dump, pool};
+use crate::pg::{ConnectionSettings, ddl, pg_dump, pool, session};
 use crate::repository::chunker::RowChecksum;
 use crate::repository::history::Event;
 use crate::repository::id::new_backup_id;
@@ -44,6 +46,8 @@ const DEFAULT_RATIO: f64 = 0.5;
 struct PartJob {
     table: usize,
     part: usize,
+    /// The table, quoted and schema-qualified (what the worker locks).
+    relation: String,
     sql: String,
     label: String,
     estimate: u64,
@@ -201,10 +205,7 @@ async fn take(
         let server = catalog::server_info(leader.client()).await?;
         let pg_dump = pg_dump::find(opts.pg_dump.as_deref(), server.major()).await?;
         let tables = if full {
-            let tables = catalog::data_tables(leader.client(), server.block_size).await?;
-            let names: Vec<String> = tables.iter().map(DataTable::qualified).collect();
-            leader.lock_tables(&names).await?;
-            tables
+            catalog::data_tables(leader.client(), server.block_size).await?
         } else {
             Vec::new()
         };
@@ -231,6 +232,7 @@ async fn take(
             }
             None => None,
         };
+        leader.release_read_locks().await?;
         preflight_space(repo, &tables).await?;
         Ok((
             leader,
@@ -477,14 +479,15 @@ impl Run<'_> {
             .filter(|t| !self.reused.contains_key(&t.display_name()))
             .cloned()
             .collect();
-        let ddl = |section: &'static str| async move {
-            let sql = pg_dump
-                .section(self.settings, self.snapshot_id, section)
-                .await?;
+        let store = |sql: Vec<u8>| async move {
             let sha256 = crate::repository::sha256_hex(&sql);
             store_bytes(self.repo, self.index.clone(), level, sql)
                 .await
                 .map(|stored| (stored, sha256))
+        };
+        let schema = async {
+            let (pre, post) = pg_dump.schema(self.settings, self.snapshot_id).await?;
+            Ok::<_, Error>((store(pre).await?, store(post).await?))
         };
         let properties = async {
             if self.database.contains(['\n', '\r']) {
@@ -513,14 +516,12 @@ impl Run<'_> {
             )
         };
         let (
-            (pre, pre_sha256),
-            (post, post_sha256),
+            ((pre, pre_sha256), (post, post_sha256)),
             (parts, validators),
             lo_data,
             database_properties,
         ) = tokio::try_join!(
-            ddl("pre-data"),
-            ddl("post-data"),
+            schema,
             self.copy_tables(&read),
             self.copy_large_objects(lo_oids.len(), lo_bytes),
             properties
@@ -600,6 +601,7 @@ impl Run<'_> {
         let job = PartJob {
             table: 0,
             part: 0,
+            relation: "pg_catalog.pg_largeobject".into(),
             sql: catalog::large_object_copy(None),
             label: format!("{count} large objects"),
             estimate,
@@ -657,8 +659,8 @@ impl Run<'_> {
         let overall = self.progress.overall("backup", total);
         let (settings, snapshot_id) = (self.settings.clone(), self.snapshot_id.to_string());
         let open = move || {
-            let (settings, snapshot_id) = (settings.clone(), snapshot_id.clone());
-            async move { snapshot::worker(&settings, &snapshot_id).await }
+            let settings = settings.clone();
+            async move { session::open(&settings, "", "opening a backup worker").await }
         };
         let (repo, index, progress, bar, row_checks) = (
             self.repo.clone(),
@@ -669,15 +671,17 @@ impl Run<'_> {
         );
         let level = opts.compression_level;
         let copy = move |client: Arc<tokio_postgres::Client>, job: PartJob| {
-            let (repo, index, progress, overall, checks) = (
+            let (repo, index, progress, overall, checks, snapshot_id) = (
                 repo.clone(),
                 index.clone(),
                 progress.clone(),
                 bar.clone(),
                 row_checks.clone(),
+                snapshot_id.clone(),
             );
             async move {
                 let bar = progress.item(&job.label, job.estimate);
+                snapshot::begin_read(&client, &snapshot_id, &job.relation).await?;
                 let stored = copy_part(
                     &client,
                     &repo,
@@ -688,6 +692,7 @@ impl Run<'_> {
                     checks.as_deref(),
                 )
                 .await?;
+                snapshot::end_read(&client, &job.relation).await?;
                 bar.finish_and_clear();
                 Ok((job.table, job.part, stored))
             }
@@ -721,6 +726,7 @@ fn plan_parts(tables: &[DataTable], jobs: usize, split_bytes: Option<u64>) -> Ve
             out.push(PartJob {
                 table: i,
                 part: 0,
+                relation: t.qualified(),
                 sql: format!(
                     "COPY (SELECT {cols} FROM ONLY {} {filter}) TO STDOUT",
                     t.qualified()
@@ -744,6 +750,7 @@ fn plan_parts(tables: &[DataTable], jobs: usize, split_bytes: Option<u64>) -> Ve
             out.push(PartJob {
                 table: i,
                 part: 0,
+                relation: t.qualified(),
                 sql,
                 label: t.qualified(),
                 estimate: bytes,
@@ -764,6 +771,7 @@ fn plan_parts(tables: &[DataTable], jobs: usize, split_bytes: Option<u64>) -> Ve
             out.push(PartJob {
                 table: i,
                 part: part as usize,
+                relation: t.qualified(),
                 sql: format!(
                     "COPY (SELECT {cols} FROM ONLY {} WHERE {filter}) TO STDOUT",
                     t.qualified()

@@ -1,9 +1,11 @@
-//! DDL through pg_dump: `--section=pre-data` and `--section=post-data` inside the backup's
-//! snapshot give full fidelity for every object type without re-implementing pg_dump.
+//! DDL through pg_dump: the `pre-data` and `post-data` sections, dumped inside the backup's
+//! snapshot, give full fidelity for every object type without re-implementing pg_dump.
 
 use super::ConnectionSettings;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 #[derive(Debug, Clone)]
@@ -83,20 +85,68 @@ fn parse_version(text: &str) -> Option<String> {
 }
 
 impl PgDump {
-    /// Runs pg_dump for one section inside the exported snapshot and returns its SQL.
-    pub async fn section(
+    /// The schema's pre-data and post-data SQL, as `--section=pre-data` and
+    /// `--section=post-data` write them, from one schema-only custom-format dump inside the
+    /// exported snapshot: one pg_dump reads the catalog and holds its lock per table once
+    /// (two runs would read it twice, and together hold two locks per table); pg_restore,
+    /// next to pg_dump, turns the archive into each section's text without a connection.
+    pub async fn schema(
         &self,
         settings: &ConnectionSettings,
         snapshot_id: &str,
-        section: &str,
-    ) -> Result<Vec<u8>> {
-        self.run(
-            settings,
-            snapshot_id,
-            &[format!("--section={section}")],
-            &format!("pg_dump --section={section}"),
-        )
-        .await
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
+        let archive = self
+            .run(
+                settings,
+                snapshot_id,
+                &["--schema-only".into(), "--format=custom".into()],
+                "pg_dump --schema-only",
+            )
+            .await?;
+        let pre = self.section(&archive, "pre-data").await?;
+        let post = self.section(&archive, "post-data").await?;
+        Ok((pre, post))
+    }
+
+    /// One section of a custom-format `archive` as SQL text, through pg_restore.
+    async fn section(&self, archive: &[u8], section: &str) -> Result<Vec<u8>> {
+        let path = self.path.with_file_name("pg_restore");
+        let mut child = Command::new(&path)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .arg(format!("--section={section}"))
+            .arg("--file=-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(Error::io(format!(
+                "running {} (installed with pg_dump)",
+                path.display()
+            )))?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| Error::Internal("pg_restore started without its input".into()))?;
+        // Fed while its output is read: pg_restore writes before it has read everything.
+        let feed = async move {
+            let written = stdin.write_all(archive).await;
+            drop(stdin);
+            written
+        };
+        let (written, output) = tokio::join!(feed, child.wait_with_output());
+        let output = output.map_err(Error::io(format!("running {}", path.display())))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(Error::PgDump(format!(
+                "pg_restore --section={section} of pg_dump's schema failed ({}): {}",
+                output.status,
+                stderr.trim()
+            )));
+        }
+        written.map_err(Error::io(format!("feeding {}", path.display())))?;
+        Ok(output.stdout)
     }
 
     /// The database's own properties as `pg_dump --create` writes them (its comment, privileges,
@@ -111,6 +161,7 @@ impl PgDump {
             settings,
             snapshot_id,
             &[
+                "--format=plain".into(),
                 "--create".into(),
                 "--section=pre-data".into(),
                 "--exclude-schema=*".into(),
@@ -134,7 +185,6 @@ impl PgDump {
             .args(args)
             .arg(format!("--snapshot={snapshot_id}"))
             .arg("--no-password")
-            .arg("--format=plain")
             // DDL is held and run as UTF-8 text on UTF-8 sessions, whatever the database's
             // encoding: the server converts, so accented names and bodies survive.
             .arg("--encoding=UTF8")
