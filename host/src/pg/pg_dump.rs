@@ -86,10 +86,11 @@ fn parse_version(text: &str) -> Option<String> {
 
 impl PgDump {
     /// The schema's pre-data and post-data SQL, as `--section=pre-data` and
-    /// `--section=post-data` write them, from one schema-only custom-format dump inside the
-    /// exported snapshot: one pg_dump reads the catalog and holds its lock per table once
+    /// `--section=post-data` write them, from one custom-format dump of both sections inside
+    /// the exported snapshot: one pg_dump reads the catalog and holds its lock per table once
     /// (two runs would read it twice, and together hold two locks per table); pg_restore,
     /// next to pg_dump, turns the archive into each section's text without a connection.
+    /// (Not `--schema-only`: that leaves out post-data's materialized view refreshes.)
     pub async fn schema(
         &self,
         settings: &ConnectionSettings,
@@ -99,8 +100,12 @@ impl PgDump {
             .run(
                 settings,
                 snapshot_id,
-                &["--schema-only".into(), "--format=custom".into()],
-                "pg_dump --schema-only",
+                &[
+                    "--section=pre-data".into(),
+                    "--section=post-data".into(),
+                    "--format=custom".into(),
+                ],
+                "pg_dump --section=pre-data --section=post-data",
             )
             .await?;
         let pre = self.section(&archive, "pre-data").await?;
