@@ -321,6 +321,16 @@ impl TargetConfig {
             TargetConfig::Plugin(t) => &t.name,
         }
     }
+
+    /// `append_only = true`: this host never deletes or overwrites backup data there
+    /// (`targets::append_only`).
+    pub fn append_only(&self) -> bool {
+        match self {
+            TargetConfig::Fs(t) => t.append_only,
+            TargetConfig::S3(t) => t.append_only,
+            TargetConfig::Plugin(t) => t.append_only,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -329,6 +339,9 @@ pub struct FsTargetConfig {
     pub name: String,
     /// Relative paths are relative to the configuration file.
     pub path: PathBuf,
+    /// Never delete or overwrite backup data here (prune from a host with `--allow-delete`).
+    #[serde(default)]
+    pub append_only: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -347,6 +360,53 @@ pub struct S3TargetConfig {
     /// references (`env:VAR` or `file:/path`). Default: the AWS_* environment variables.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Never delete or overwrite backup data here (prune from a host with `--allow-delete`).
+    #[serde(default)]
+    pub append_only: bool,
+    /// S3 Object Lock: `{ mode = "governance" | "compliance", days = N }` writes every backup
+    /// object with that retention; `"bucket-default"` relies on the bucket's default
+    /// retention. Either way writes carry Content-MD5 (Object Lock requires it) and
+    /// deletions check an object's retention first.
+    pub object_lock: Option<ObjectLockConfig>,
+}
+
+/// `object_lock` of an S3 target.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "object_lock is either \"bucket-default\" or { mode = \"governance\" | \"compliance\", days = N }"
+)]
+pub enum ObjectLockConfig {
+    /// `"bucket-default"`: the bucket's default retention locks each object.
+    BucketDefault(BucketDefault),
+    /// Each object is written with this retention.
+    Retain { mode: ObjectLockMode, days: u32 },
+}
+
+/// The word `bucket-default`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum BucketDefault {
+    #[serde(rename = "bucket-default")]
+    BucketDefault,
+}
+
+/// S3 Object Lock's retention modes: governance can be lifted by a principal with
+/// `s3:BypassGovernanceRetention`, compliance by nobody until the date passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectLockMode {
+    Governance,
+    Compliance,
+}
+
+impl ObjectLockMode {
+    /// As S3 spells it in `x-amz-object-lock-mode`.
+    pub fn header_value(self) -> &'static str {
+        match self {
+            ObjectLockMode::Governance => "GOVERNANCE",
+            ObjectLockMode::Compliance => "COMPLIANCE",
+        }
+    }
 }
 
 fn default_region() -> String {
@@ -394,6 +454,9 @@ pub struct PluginTargetConfig {
     pub list_timeout: Option<Duration>,
     /// Largest object `get` may return (default 256MiB).
     pub max_object_size: Option<String>,
+    /// Never delete or overwrite backup data here (prune from a host with `--allow-delete`).
+    #[serde(default)]
+    pub append_only: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

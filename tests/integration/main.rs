@@ -19,6 +19,7 @@ mod drills;
 mod encryption;
 mod fidelity_corpus;
 mod fidelity_data;
+mod immutable_copies;
 mod incremental;
 mod json_envelope;
 mod many_tables;

@@ -116,6 +116,7 @@ async fn manifest_on_s3(s3: &S3Server, root: &str, id: &str) -> Manifest {
             access_key_id: "testing",
             secret_access_key: "testing",
             session_token: None,
+            object_lock: None,
         },
     )
     .expect("s3 settings");

@@ -152,6 +152,7 @@ fn s3_target(s3: &S3Server, root: &str) -> Arc<dyn Target> {
                 access_key_id: "testing",
                 secret_access_key: "testing",
                 session_token: None,
+                object_lock: None,
             },
         )
         .expect("s3 settings"),

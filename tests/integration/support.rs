@@ -645,12 +645,18 @@ impl S3Server {
 
     /// One raw HTTP/1.1 request (moto does not check signatures); returns the whole response.
     pub fn request(&self, method: &str, path: &str, body: &[u8]) -> String {
+        self.request_with(method, path, &[], body)
+    }
+
+    /// [`S3Server::request`] with extra headers (`name: value` lines).
+    pub fn request_with(&self, method: &str, path: &str, headers: &[&str], body: &[u8]) -> String {
         use std::io::{Read, Write};
         let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
             return String::new();
         };
+        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
             self.port,
             body.len()
         );
@@ -668,12 +674,14 @@ impl S3Server {
 
     /// Object keys in the bucket under `prefix`.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
+        self.keys_in(&self.bucket, prefix)
+    }
+
+    /// Object keys in `bucket` under `prefix`.
+    pub fn keys_in(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let listing = self.request(
             "GET",
-            &format!(
-                "/{}?list-type=2&prefix={prefix}&max-keys=100000",
-                self.bucket
-            ),
+            &format!("/{bucket}?list-type=2&prefix={prefix}&max-keys=100000"),
             b"",
         );
         listing

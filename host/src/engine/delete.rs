@@ -1,7 +1,10 @@
 //! `backup delete`: remove a backup's manifest from the targets chosen (every target that
 //! holds it, or `--target` ones), then garbage-collect the chunks no other backup uses there.
 //! Removing the last copies everywhere, with more than one target, takes `--all-targets`; a
-//! pinned backup (`backup pin`) is refused until it is unpinned.
+//! pinned backup (`backup pin`) is refused until it is unpinned. Copies on `append_only`
+//! targets are left where they are and said to be (a maintenance host deletes them with
+//! `--allow-delete`); a copy under S3 Object Lock refuses the deletion until its retention
+//! ends.
 //! First a [`DeletePlan`] (what goes from where, what garbage collection will reclaim; all
 //! that `--dry-run` prints), then its execution under each target's exclusive lock.
 
@@ -11,7 +14,7 @@ use crate::repository::id::is_valid_backup_id;
 use crate::repository::latest::{LATEST, LATEST_SCHEMA};
 use crate::repository::lock::RepoLock;
 use crate::repository::signing::RetiredBy;
-use crate::repository::{Repository, backup_ids_on};
+use crate::repository::{Repository, backup_ids_on, manifest_key};
 use crate::targets::Target;
 use serde::Serialize;
 use std::sync::Arc;
@@ -29,6 +32,9 @@ pub struct DeleteReport {
     /// The targets that still hold a copy.
     #[serde(default)]
     pub kept_on: Vec<String>,
+    /// Of those, the `append_only` ones (this host does not delete there).
+    #[serde(default)]
+    pub append_only_kept: Vec<String>,
 }
 
 /// Which copies a deletion removes.
@@ -53,6 +59,8 @@ pub struct DeletePlan {
     pub reclaim: Vec<TargetReclaim>,
     /// The targets that keep their copy.
     pub kept_on: Vec<String>,
+    /// Of those, the `append_only` ones (this host does not delete there).
+    pub append_only_kept: Vec<String>,
     #[serde(skip)]
     chosen: Vec<Arc<dyn Target>>,
 }
@@ -138,11 +146,46 @@ pub async fn plan(
             )));
         }
     }
-    let chosen: Vec<Arc<dyn Target>> = holders
+    let in_scope: Vec<Arc<dyn Target>> = holders
         .iter()
         .filter(|t| scope.only.is_empty() || scope.only.iter().any(|n| n == t.name()))
         .cloned()
         .collect();
+    let (append_only, chosen): (Vec<_>, Vec<_>) =
+        in_scope.into_iter().partition(|t| t.append_only());
+    if chosen.is_empty() {
+        return Err(Error::Refused(format!(
+            "backup {id} is kept on append_only target{} {}: this host does not delete there; nothing was deleted. \
+             Delete it from a maintenance host that holds delete rights: backup-cli --allow-delete backup delete {id} --force",
+            if append_only.len() == 1 { "" } else { "s" },
+            names(&append_only).join(", ")
+        )));
+    }
+    let now = chrono::Utc::now();
+    for target in &chosen {
+        let key = manifest_key(&id);
+        let retention = target.retention(&key).await.map_err(|e| {
+            e.at(
+                &key,
+                format!("reading the Object Lock retention of backup {id}"),
+            )
+        })?;
+        if let Some(lock) = retention.filter(|r| r.holds_at(now)) {
+            return Err(Error::Refused(format!(
+                "backup {id} is locked on target '{}' by S3 Object Lock ({} mode) until {}: its copy there cannot be deleted before then; nothing was deleted{}",
+                target.name(),
+                lock.mode.to_ascii_lowercase(),
+                lock.until.format("%Y-%m-%d %H:%M:%S UTC"),
+                if targets.len() > 1 {
+                    format!(
+                        ". To delete the other copies: backup-cli backup delete {id} --force --target NAME"
+                    )
+                } else {
+                    String::new()
+                }
+            )));
+        }
+    }
     if targets.len() > 1 && chosen.len() == holders.len() && !scope.all_targets {
         return Err(Error::Refused(format!(
             "backup {id} is kept on {}: deleting {} would leave no copy on any target. \
@@ -174,6 +217,7 @@ pub async fn plan(
             .filter(|h| !chosen.iter().any(|c| c.name() == h.name()))
             .map(|t| t.name().to_string())
             .collect(),
+        append_only_kept: names(&append_only),
         chosen,
     })
 }
@@ -198,6 +242,7 @@ pub async fn execute(plan: &DeletePlan, force: bool) -> Result<DeleteReport> {
         chunks_kept: 0,
         targets: Vec::new(),
         kept_on: plan.kept_on.clone(),
+        append_only_kept: plan.append_only_kept.clone(),
     };
     for target in &plan.chosen {
         let repo = Repository::open(target.clone()).await?;

@@ -1,6 +1,8 @@
 //! `backup prune`: apply the configured retention to the repository. Every backup gets a
 //! verdict (keep or delete, the deciding rule, why); unless it is a dry run the deleted ones
 //! go from every target that holds them, and garbage collection follows on every target.
+//! `append_only` targets keep everything (the report says so), and a copy under S3 Object
+//! Lock is kept there until its retention ends.
 
 use crate::config::Config;
 use crate::engine::retention::{self, Candidate, Group, Health, PinState, Rule};
@@ -11,8 +13,8 @@ use crate::repository::history::ValidationState;
 use crate::repository::lock::RepoLock;
 use crate::repository::manifest::{BackupType, Manifest};
 use crate::repository::signing::RetiredBy;
-use crate::repository::{Repository, backup_ids_on};
-use crate::targets::Target;
+use crate::repository::{Repository, backup_ids_on, manifest_key};
+use crate::targets::{Retention, Target};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -41,8 +43,21 @@ pub struct TargetPrune {
     pub target: String,
     /// The backups removed from this target.
     pub backups_deleted: Vec<String>,
+    /// An `append_only` target: nothing was deleted or collected there.
+    pub append_only: bool,
+    /// Backups retention would delete that this target keeps: all of them on an
+    /// `append_only` target, else those under S3 Object Lock.
+    pub backups_kept: Vec<KeptCopy>,
     #[serde(flatten)]
     pub gc: GcReport,
+}
+
+/// A copy prune leaves on a target, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptCopy {
+    pub backup_id: String,
+    /// Its Object Lock retention; None on an `append_only` target.
+    pub locked: Option<Retention>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -151,11 +166,47 @@ pub async fn prune(
         .collect();
     for target in targets {
         let held = backup_ids_on(target).await?;
-        let here: Vec<String> = doomed
+        let mut here: Vec<String> = doomed
             .iter()
             .filter(|id| held.contains(id))
             .cloned()
             .collect();
+        if target.append_only() {
+            report.targets.push(TargetPrune {
+                target: target.name().to_string(),
+                backups_deleted: Vec::new(),
+                append_only: true,
+                backups_kept: here
+                    .into_iter()
+                    .map(|backup_id| KeptCopy {
+                        backup_id,
+                        locked: None,
+                    })
+                    .collect(),
+                gc: GcReport::default(),
+            });
+            continue;
+        }
+        let mut backups_kept = Vec::new();
+        let store_now = Utc::now();
+        let mut unlocked = Vec::new();
+        for id in here {
+            let key = manifest_key(&id);
+            let retention = target.retention(&key).await.map_err(|e| {
+                e.at(
+                    &key,
+                    format!("reading the Object Lock retention of backup {id}"),
+                )
+            })?;
+            match retention.filter(|r| r.holds_at(store_now)) {
+                Some(lock) => backups_kept.push(KeptCopy {
+                    backup_id: id,
+                    locked: Some(lock),
+                }),
+                None => unlocked.push(id),
+            }
+        }
+        here = unlocked;
         let repo = Repository::open(target.clone()).await?;
         let lock = RepoLock::exclusive(&repo, "backup prune").await?;
         let result = async {
@@ -177,6 +228,8 @@ pub async fn prune(
         report.targets.push(TargetPrune {
             target: target.name().to_string(),
             backups_deleted: here,
+            append_only: false,
+            backups_kept,
             gc,
         });
     }

@@ -115,6 +115,14 @@ async fn copy_locked(
                 Ok::<Outcome, Error>(match sound {
                     Some(true) => Outcome::Present,
                     None => Outcome::Copied(source.copy_chunk(chunk, dest, context).await?),
+                    // An append-only target keeps what it holds: a damaged chunk there is
+                    // said, not silently left as if rewritten.
+                    Some(false) if dest.target().append_only() => {
+                        return Err(Error::Refused(format!(
+                            "chunk {key} on append_only target '{}' is damaged or incomplete and this host does not overwrite there; rewrite it from a maintenance host: backup-cli --allow-delete backup sync",
+                            dest.target().name()
+                        )));
+                    }
                     Some(false) => {
                         Outcome::Rewritten(source.copy_chunk(chunk, dest, context).await?)
                     }

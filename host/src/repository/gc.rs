@@ -4,7 +4,8 @@
 //! interrupted backup (no manifest) are unreferenced and are reclaimed here. As a second line
 //! of defence, the manifests are read after the chunks are listed (a chunk referenced by a
 //! manifest that appeared meanwhile is kept), and the lock is checked to be still ours before
-//! deleting. A damaged manifest keeps every chunk its text still names.
+//! deleting. A damaged manifest keeps every chunk its text still names. An `append_only`
+//! target is skipped: whatever is stored there stays.
 
 use super::lock::RepoLock;
 use super::{Repository, chunk_key};
@@ -69,6 +70,12 @@ pub async fn plan_garbage(repo: &Repository, without: Option<&str>) -> Result<Gc
         .list("chunks/")
         .await
         .map_err(|e| e.at("chunks/", "listing chunks for garbage collection"))?;
+    if repo.target().append_only() {
+        return Ok(GcPlan {
+            doomed: Vec::new(),
+            kept: stored.len() as u64,
+        });
+    }
     let referenced = referenced(repo, without).await?;
     let (kept, doomed): (Vec<ObjectInfo>, Vec<ObjectInfo>) = stored
         .into_iter()
@@ -96,4 +103,33 @@ pub async fn collect_garbage(repo: &Repository, lock: &RepoLock) -> Result<GcRep
             .map_err(|e| e.at(&object.key, "garbage collection"))?;
     }
     Ok(plan.report())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{FORMAT_KEY, keys::KEYS_KEY, manifest_key};
+    use super::*;
+    use crate::targets::is_backup_data;
+
+    /// What append-only targets and Object Lock protect is what a restore needs, by the
+    /// repository's own names; bookkeeping is not.
+    #[test]
+    fn backup_data_is_what_the_repository_restores_from() {
+        let chunk = chunk_key(&"ab".repeat(32));
+        for key in [
+            chunk.as_str(),
+            &manifest_key("20261201-020000-abcd"),
+            KEYS_KEY,
+            FORMAT_KEY,
+        ] {
+            assert!(is_backup_data(key), "{key}");
+        }
+        for key in [
+            "locks/exclusive.json",
+            "pins/20261201-020000-abcd.json",
+            "validations/20261201-020000-abcd.json",
+        ] {
+            assert!(!is_backup_data(key), "{key}");
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! Opens the targets the configuration names (`[[targets]]`, or the single `fs` target at
-//! `[repository] path` / `--repo`), each wrapped in retries and timeouts.
+//! `[repository] path` / `--repo`), each wrapped in retries and timeouts, and an
+//! `append_only = true` one in [`AppendOnly`] unless `--allow-delete` is given.
 
 use super::Target;
+use super::append_only::AppendOnly;
 use super::fs::{FsTarget, Modes};
 use super::retry::Retrying;
 use super::s3::{S3Settings, S3Target};
@@ -88,7 +90,13 @@ impl TargetSet {
 }
 
 /// Opens every configured target. `repo_flag` (`--repo`) replaces them with one `fs` target.
-pub async fn open(loaded: &Loaded, repo_flag: Option<&Path>) -> Result<TargetSet> {
+/// `allow_delete` (`--allow-delete`, for a maintenance host holding delete rights): open
+/// `append_only` targets as ordinary ones.
+pub async fn open(
+    loaded: &Loaded,
+    repo_flag: Option<&Path>,
+    allow_delete: bool,
+) -> Result<TargetSet> {
     let config = &loaded.config;
     let chosen = how_chosen(loaded, repo_flag);
     let (path, origin) = loaded.repository_path(repo_flag);
@@ -157,6 +165,7 @@ pub async fn open(loaded: &Loaded, repo_flag: Option<&Path>) -> Result<TargetSet
                     access_key_id: &access,
                     secret_access_key: &secret_key,
                     session_token: token.as_deref(),
+                    object_lock: s3.object_lock.as_ref(),
                 };
                 Arc::new(
                     S3Target::new(&s3.name, &settings).map_err(|e| Error::Config(e.to_string()))?,
@@ -174,7 +183,12 @@ pub async fn open(loaded: &Loaded, repo_flag: Option<&Path>) -> Result<TargetSet
                 Arc::new(target)
             }
         };
-        targets.push(Retrying::wrap(opened));
+        let opened = Retrying::wrap(opened);
+        targets.push(if target.append_only() && !allow_delete {
+            AppendOnly::wrap(opened)
+        } else {
+            opened
+        });
     }
     Ok(TargetSet {
         targets,

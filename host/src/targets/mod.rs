@@ -4,15 +4,23 @@
 //! stat, list and delete. Objects are bounded in size (chunks of a few MiB, JSON manifests), so
 //! they move as whole buffers. Built-in: [`fs::FsTarget`], the local filesystem confined with
 //! cap-std. Object stores and WebAssembly plugins implement the same trait.
+//!
+//! Copies that cannot be deleted: [`append_only::AppendOnly`] wraps a target configured with
+//! `append_only = true` so this host never deletes or overwrites backup data there, and the
+//! S3 target can write with S3 Object Lock ([`Target::retention`] tells until when an object
+//! is locked).
 
+pub mod append_only;
 pub mod configured;
 pub mod fs;
+pub mod object_lock;
 pub mod retry;
 pub mod s3;
 
 use crate::error::Error;
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 
 /// Why a target operation failed. `NotFound` is "the object is missing"; `Failed` is "the
 /// target itself is in trouble"; `NoSpace` lets callers speak the runbook's words.
@@ -27,6 +35,10 @@ pub enum TargetError {
     Unavailable { target: String, reason: String },
     #[error("target '{target}' failed: {reason}")]
     Failed { target: String, reason: String },
+    /// The target keeps this object whatever we ask: an `append_only` target, or an object
+    /// under S3 Object Lock. Nothing was changed.
+    #[error("target '{target}' refused: {reason}")]
+    Protected { target: String, reason: String },
 }
 
 impl TargetError {
@@ -41,6 +53,9 @@ impl TargetError {
             },
             TargetError::NoSpace { target, reason } => Error::InsufficientSpace(format!(
                 "target '{target}' ran out of space writing {object}: {reason}; free space or add storage, then retry"
+            )),
+            TargetError::Protected { target, reason } => Error::Refused(format!(
+                "target '{target}' keeps {object}: {reason} ({detail}); nothing was changed there"
             )),
             TargetError::Failed { target, reason }
             | TargetError::Unavailable { target, reason } => Error::Storage {
@@ -92,6 +107,33 @@ fn invalid_key(target: &str, key: &str) -> TargetError {
     }
 }
 
+/// Whether `key` is backup data: what a restore needs (chunks, manifests, the repository's
+/// format file and keys), so what `append_only` targets and Object Lock protect. Everything
+/// else (locks, records of runs, pins, the daemon's state) is bookkeeping the host rewrites
+/// and removes as it runs. The names are the repository's (`repository::chunk_key`,
+/// `manifest_key`, `FORMAT_KEY`, `keys::KEYS_KEY`; a test there keeps them in step).
+pub fn is_backup_data(key: &str) -> bool {
+    key.starts_with("chunks/")
+        || key.starts_with("backups/")
+        || key == "keys.json"
+        || key == "larder-repository.json"
+}
+
+/// Until when the store keeps an object whatever anyone asks (S3 Object Lock).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Retention {
+    /// `GOVERNANCE` or `COMPLIANCE`, as the store says it.
+    pub mode: String,
+    pub until: DateTime<Utc>,
+}
+
+impl Retention {
+    /// Whether the object cannot be deleted at `now`.
+    pub fn holds_at(&self, now: DateTime<Utc>) -> bool {
+        self.until > now
+    }
+}
+
 /// One object as listed by a target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -135,6 +177,16 @@ pub trait Target: Send + Sync {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, TargetError>;
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), TargetError>;
+    /// Whether this host may not delete or overwrite backup data here (`append_only = true`
+    /// without `--allow-delete`): deletion and garbage collection leave this target alone.
+    fn append_only(&self) -> bool {
+        false
+    }
+    /// The object's Object Lock retention, when the store keeps one (None: not locked, or a
+    /// target without such a lock).
+    async fn retention(&self, _key: &str) -> Result<Option<Retention>, TargetError> {
+        Ok(None)
+    }
     /// Bytes available for new objects, when the target can tell.
     async fn available_space(&self) -> Result<Option<u64>, TargetError>;
     /// Makes every earlier `put` durable.

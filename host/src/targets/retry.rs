@@ -2,7 +2,7 @@
 //! plugin). Only `Unavailable` is retried: a missing object, a full disk or a refusal will not
 //! change by asking again.
 
-use super::{Created, ObjectInfo, Target, TargetError};
+use super::{Created, ObjectInfo, Retention, Target, TargetError};
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
@@ -98,6 +98,15 @@ impl Target for Retrying {
 
     async fn delete(&self, key: &str) -> Result<(), TargetError> {
         self.run("delete", key, || self.inner.delete(key)).await
+    }
+
+    fn append_only(&self) -> bool {
+        self.inner.append_only()
+    }
+
+    async fn retention(&self, key: &str) -> Result<Option<Retention>, TargetError> {
+        self.run("retention check", key, || self.inner.retention(key))
+            .await
     }
 
     async fn available_space(&self) -> Result<Option<u64>, TargetError> {

@@ -1,6 +1,16 @@
 //! The built-in S3 target (any S3-compatible store), through opendal.
+//!
+//! With `object_lock` set, writes carry Content-MD5 (S3 refuses writes to a bucket with
+//! default retention without it), and with `{ mode, days }` every backup object
+//! ([`is_backup_data`]) is written with that retention through [`LockClient`], which opendal
+//! cannot do. Whatever is configured, [`Target::retention`] reads an object's retention, so
+//! deletions see a bucket's default retention too.
 
-use super::{Created, ObjectInfo, Target, TargetError, check_key, check_prefix};
+use super::object_lock::{LockClient, LockSettings};
+use super::{
+    Created, ObjectInfo, Retention, Target, TargetError, check_key, check_prefix, is_backup_data,
+};
+use crate::config::{ObjectLockConfig, ObjectLockMode};
 use async_trait::async_trait;
 use bytes::Bytes;
 use opendal::{ErrorKind, Operator};
@@ -9,6 +19,9 @@ pub struct S3Target {
     name: String,
     location: String,
     op: Operator,
+    lock: LockClient,
+    /// `object_lock = { mode, days }`: the retention every backup object is written with.
+    retain: Option<(ObjectLockMode, u32)>,
 }
 
 /// Connection settings, secrets already resolved.
@@ -20,6 +33,7 @@ pub struct S3Settings<'a> {
     pub access_key_id: &'a str,
     pub secret_access_key: &'a str,
     pub session_token: Option<&'a str>,
+    pub object_lock: Option<&'a ObjectLockConfig>,
 }
 
 impl S3Target {
@@ -41,12 +55,29 @@ impl S3Target {
         if let Some(token) = s.session_token {
             builder = builder.session_token(token);
         }
+        if s.object_lock.is_some() {
+            builder = builder.checksum_algorithm("md5");
+        }
         let op = Operator::new(builder)
             .map_err(|e| TargetError::Failed {
                 target: name.to_string(),
                 reason: format!("invalid S3 settings: {e}"),
             })?
             .finish();
+        let lock = LockClient::new(&LockSettings {
+            target: name,
+            bucket: s.bucket,
+            endpoint: s.endpoint,
+            region: s.region,
+            root: s.root,
+            access_key_id: s.access_key_id,
+            secret_access_key: s.secret_access_key,
+            session_token: s.session_token,
+        })?;
+        let retain = match s.object_lock {
+            Some(ObjectLockConfig::Retain { mode, days }) => Some((*mode, *days)),
+            Some(ObjectLockConfig::BucketDefault(_)) | None => None,
+        };
         Ok(S3Target {
             name: name.to_string(),
             location: format!(
@@ -56,7 +87,14 @@ impl S3Target {
                 s.endpoint.unwrap_or("AWS")
             ),
             op,
+            lock,
+            retain,
         })
+    }
+
+    /// The retention `key` is written with, when this target sets one.
+    fn retain_for(&self, key: &str) -> Option<(ObjectLockMode, u32)> {
+        self.retain.filter(|_| is_backup_data(key))
     }
 
     fn error(&self, what: &str, key: &str, e: opendal::Error) -> TargetError {
@@ -86,6 +124,13 @@ impl Target for S3Target {
 
     async fn put(&self, key: &str, data: Bytes) -> Result<(), TargetError> {
         self.check(key)?;
+        if let Some((mode, days)) = self.retain_for(key) {
+            return self
+                .lock
+                .put(key, data, mode, days, false)
+                .await
+                .map(|_| ());
+        }
         self.op
             .write(key, data)
             .await
@@ -97,6 +142,9 @@ impl Target for S3Target {
     /// that answers it with "not implemented" makes the locks fall back to unique keys.
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<Created, TargetError> {
         self.check(key)?;
+        if let Some((mode, days)) = self.retain_for(key) {
+            return self.lock.put(key, data, mode, days, true).await;
+        }
         match self.op.write_with(key, data).if_not_exists(true).await {
             Ok(_) => Ok(Created::Written),
             Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(Created::Exists),
@@ -148,6 +196,11 @@ impl Target for S3Target {
             .delete(key)
             .await
             .map_err(|e| self.error("DELETE", key, e))
+    }
+
+    async fn retention(&self, key: &str) -> Result<Option<Retention>, TargetError> {
+        self.check(key)?;
+        self.lock.retention(key).await
     }
 
     async fn available_space(&self) -> Result<Option<u64>, TargetError> {

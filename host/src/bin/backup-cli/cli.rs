@@ -40,6 +40,10 @@ pub struct Global {
     /// the config's [[targets]] or repository.path, else ./backups]
     #[arg(long, global = true, value_name = "PATH")]
     pub repo: Option<PathBuf>,
+    /// Delete on `append_only` targets too (backup delete, prune, garbage collection): for a
+    /// maintenance host that holds delete rights there
+    #[arg(long, global = true)]
+    pub allow_delete: bool,
     /// Machine-readable JSON on stdout (no progress bars)
     #[arg(long, global = true)]
     pub json: bool,

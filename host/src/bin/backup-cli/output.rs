@@ -507,6 +507,7 @@ fn delete_plan(plan: &DeletePlan) {
     if !plan.kept_on.is_empty() {
         say!("  still kept on: {}", plan.kept_on.join(", "));
     }
+    append_only_note(&plan.append_only_kept);
     say!(
         "Nothing was changed. To delete it, run the same command with --force instead of --dry-run."
     );
@@ -524,6 +525,17 @@ fn deleted(report: &DeleteReport) {
     say!("  deleted from: {}", report.targets.join(", "));
     if !report.kept_on.is_empty() {
         say!("  still kept on: {}", report.kept_on.join(", "));
+    }
+    append_only_note(&report.append_only_kept);
+}
+
+/// What `backup delete` says of the copies it leaves on `append_only` targets.
+fn append_only_note(targets: &[String]) {
+    if !targets.is_empty() {
+        say!(
+            "  left on append_only target(s) {}: this host does not delete there (a maintenance host deletes with --allow-delete)",
+            targets.join(", ")
+        );
     }
 }
 
@@ -600,6 +612,22 @@ fn pruned(report: &PruneReport) {
             human_bytes(target.gc.bytes_freed),
             target.gc.chunks_kept
         );
+        if target.append_only && !target.backups_kept.is_empty() {
+            say!(
+                "    append_only: kept {} backups there and collected nothing (prune it from a maintenance host with --allow-delete)",
+                target.backups_kept.len()
+            );
+        }
+        for kept in &target.backups_kept {
+            if let Some(lock) = &kept.locked {
+                say!(
+                    "    kept {}: locked by S3 Object Lock ({} mode) until {}",
+                    kept.backup_id,
+                    lock.mode.to_ascii_lowercase(),
+                    lock.until.format("%Y-%m-%d %H:%M:%S UTC")
+                );
+            }
+        }
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Settings {
     pub db: Option<String>,
     /// Whether `--repo` or `$BACKUP_CLI_REPO` replaces the configured targets.
     pub repo_override: bool,
+    /// `--allow-delete`: `append_only` targets are opened as ordinary ones.
+    pub allow_delete: bool,
     /// How each target was chosen, for errors that need to say so.
     pub chosen: BTreeMap<String, String>,
     pub json: bool,
@@ -50,6 +52,7 @@ impl Settings {
             database_url: loaded.database_url(global.database_url.as_deref()),
             chosen: configured::how_chosen(&loaded, global.repo.as_deref()),
             repo_override,
+            allow_delete: global.allow_delete,
             db: global.db.clone(),
             loaded,
             repo_flag: global.repo.clone(),
@@ -163,7 +166,7 @@ impl Settings {
 
     /// Every configured storage target (plugins are loaded here).
     pub async fn targets(&self) -> Result<TargetSet> {
-        configured::open(&self.loaded, self.repo_flag.as_deref()).await
+        configured::open(&self.loaded, self.repo_flag.as_deref(), self.allow_delete).await
     }
 
     /// The targets every backup should be on: `[backup] targets`, else all of them (names;

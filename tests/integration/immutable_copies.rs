@@ -1,0 +1,366 @@
+//! Copies that cannot be deleted (issue #18): an `append_only` target keeps every object
+//! through `backup prune` and `backup delete` while the primary is pruned, and only
+//! `--allow-delete` deletes there; on a real S3-compatible server (moto) with Object Lock,
+//! locked backups survive `backup delete --force` and `backup prune` with a clear refusal, a
+//! direct delete of a locked object version with the same credentials fails, and a bucket
+//! with default retention takes backups that restore.
+
+use crate::support::{S3Server, TestEnv, fs_entry, s3_builtin_entry, text};
+use larder::targets::Target;
+use larder::targets::s3::{S3Settings, S3Target};
+use std::path::{Path, PathBuf};
+
+/// A database whose every backup differs from the last (new rows), so pruning one leaves
+/// chunks only it used.
+async fn database(name: &str) -> TestEnv {
+    let env = TestEnv::start(name).await;
+    env.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE ledger (id int PRIMARY KEY, entry text);
+             INSERT INTO ledger SELECT g, 'entry ' || g FROM generate_series(1, 500) g;",
+        )
+        .await
+        .expect("seed table");
+    env
+}
+
+async fn add_rows(env: &TestEnv, from: i32) {
+    env.client()
+        .await
+        .execute(
+            "INSERT INTO ledger SELECT g, md5(g::text) FROM generate_series($1::int, $1::int + 300) g",
+            &[&from],
+        )
+        .await
+        .expect("more rows");
+}
+
+fn backup(env: &TestEnv, name: &str) -> String {
+    env.run_json(&["backup", "create", "-n", name])["backup"]["id"]
+        .as_str()
+        .expect("backup id")
+        .to_string()
+}
+
+/// Every object file under `dir` except locks (which come and go with each run).
+fn objects(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read folder").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.retain(|p| !p.starts_with(dir.join("locks")));
+    out.sort();
+    out
+}
+
+fn backups_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("backups"))
+        .map(|d| d.flatten().count())
+        .unwrap_or(0)
+}
+
+/// Runs `backup-cli args`, asserting it is refused (exit code 2); returns what it said.
+fn refused(env: &TestEnv, args: &[&str]) -> String {
+    let out = env.run(args);
+    let said = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "backup-cli {} should be refused:\n{said}",
+        args.join(" ")
+    );
+    said
+}
+
+fn target<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["targets"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["target"] == name))
+        .unwrap_or_else(|| panic!("no target {name} in {report:#}"))
+}
+
+#[tokio::test]
+async fn an_append_only_target_keeps_everything_until_a_maintenance_host_allows_delete() {
+    let env = database("vault").await;
+    let primary = env.work.path().join("primary");
+    let vault = env.work.path().join("vault");
+    env.write_config(&format!(
+        "[retention]\nfull = {{ keep_last = 1 }}\n{}{}append_only = true\n",
+        fs_entry("primary", &primary),
+        fs_entry("vault", &vault)
+    ));
+    let first = backup(&env, "first");
+    add_rows(&env, 1000).await;
+    backup(&env, "second");
+    add_rows(&env, 2000).await;
+    let third = backup(&env, "third");
+    let kept = objects(&vault);
+    assert_eq!(backups_in(&vault), 3, "every backup copied to the vault");
+    let primary_before = objects(&primary).len();
+
+    let pruned = env.run_json(&["backup", "prune"]);
+    let on_primary = target(&pruned, "primary");
+    assert_eq!(
+        on_primary["backups_deleted"].as_array().map(Vec::len),
+        Some(2),
+        "{pruned:#}"
+    );
+    assert!(
+        on_primary["chunks_deleted"].as_u64() > Some(0),
+        "{pruned:#}"
+    );
+    let on_vault = target(&pruned, "vault");
+    assert_eq!(on_vault["append_only"], true, "{pruned:#}");
+    assert_eq!(on_vault["backups_deleted"], serde_json::json!([]));
+    assert_eq!(on_vault["chunks_deleted"], 0, "{pruned:#}");
+    assert_eq!(
+        on_vault["backups_kept"].as_array().map(Vec::len),
+        Some(2),
+        "{pruned:#}"
+    );
+    assert!(
+        objects(&primary).len() < primary_before,
+        "the primary is pruned"
+    );
+    assert_eq!(backups_in(&primary), 1);
+    assert_eq!(objects(&vault), kept, "prune changed nothing in the vault");
+
+    // Deleting by hand: the primary's copy goes, the vault's stays, and the output says so.
+    let out = env.run_ok(&["backup", "delete", &third, "--force"]);
+    let said = text(&out);
+    assert!(
+        said.contains("append_only") && said.contains("vault") && said.contains("--allow-delete"),
+        "{said}"
+    );
+    assert_eq!(backups_in(&primary), 0);
+    assert_eq!(objects(&vault), kept, "delete changed nothing in the vault");
+    // Asked to delete there: refused, naming the way forward; nothing changes.
+    let said = refused(
+        &env,
+        &["backup", "delete", &first, "--force", "--target", "vault"],
+    );
+    assert!(
+        said.contains("append_only") && said.contains("--allow-delete"),
+        "{said}"
+    );
+    assert_eq!(objects(&vault), kept);
+    // The vault's copy of the backup deleted from the primary is whole.
+    env.run_ok(&["backup", "validate", &third, "--target", "vault"]);
+
+    // A maintenance host with delete rights prunes the vault like any target.
+    let maintained = env.run_json(&["--allow-delete", "backup", "prune"]);
+    let on_vault = target(&maintained, "vault");
+    assert_eq!(on_vault["append_only"], false, "{maintained:#}");
+    assert_eq!(
+        on_vault["backups_deleted"].as_array().map(Vec::len),
+        Some(2),
+        "{maintained:#}"
+    );
+    assert!(
+        on_vault["chunks_deleted"].as_u64() > Some(0),
+        "{maintained:#}"
+    );
+    assert_eq!(backups_in(&vault), 1, "the newest backup stays");
+    assert!(objects(&vault).len() < kept.len());
+    env.run_ok(&["backup", "validate", &third, "--target", "vault"]);
+}
+
+/// A bucket on `s3` with Object Lock enabled (and versioning, which Object Lock implies);
+/// with `default_days`, a default retention in governance mode.
+fn locked_bucket(s3: &S3Server, bucket: &str, default_days: Option<u32>) {
+    let made = s3.request_with(
+        "PUT",
+        &format!("/{bucket}"),
+        &["x-amz-bucket-object-lock-enabled: true"],
+        b"",
+    );
+    assert!(made.starts_with("HTTP/1.1 200"), "create {bucket}: {made}");
+    if let Some(days) = default_days {
+        let rule = format!(
+            "<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule>\
+             <DefaultRetention><Mode>GOVERNANCE</Mode><Days>{days}</Days></DefaultRetention>\
+             </Rule></ObjectLockConfiguration>"
+        );
+        let set = s3.request("PUT", &format!("/{bucket}?object-lock"), rule.as_bytes());
+        assert!(set.starts_with("HTTP/1.1 200"), "default retention: {set}");
+    }
+}
+
+/// The built-in S3 target on `bucket` (keys under `builtin/`, as the configured one).
+fn s3_target(s3: &S3Server, bucket: &str) -> S3Target {
+    S3Target::new(
+        "check",
+        &S3Settings {
+            bucket,
+            endpoint: Some(&s3.endpoint()),
+            region: "us-east-1",
+            root: "builtin",
+            access_key_id: "testing",
+            secret_access_key: "testing",
+            session_token: None,
+            object_lock: None,
+        },
+    )
+    .expect("s3 settings")
+}
+
+/// An S3 client of `bucket` with the backup host's credentials (opendal, signed requests).
+fn operator(s3: &S3Server, bucket: &str) -> opendal::Operator {
+    let builder = opendal::services::S3::default()
+        .bucket(bucket)
+        .endpoint(&s3.endpoint())
+        .region("us-east-1")
+        .access_key_id("testing")
+        .secret_access_key("testing")
+        .disable_config_load()
+        .disable_ec2_metadata();
+    opendal::Operator::new(builder).expect("s3 client").finish()
+}
+
+/// The S3 target's entry pointed at `bucket`, with `extra` lines.
+fn s3_entry(s3: &S3Server, bucket: &str, extra: &str) -> String {
+    format!(
+        "{}{extra}\n",
+        s3_builtin_entry("s3", s3).replace(
+            &format!("bucket = \"{}\"", s3.bucket),
+            &format!("bucket = \"{bucket}\"")
+        )
+    )
+}
+
+#[tokio::test]
+async fn object_locked_backups_survive_delete_and_prune_and_a_direct_delete_of_a_version() {
+    let env = database("locked").await;
+    let s3 = S3Server::start("plain");
+    locked_bucket(&s3, "locked", None);
+    env.write_config(&format!(
+        "[retention]\nfull = {{ keep_last = 1 }}\n{}",
+        s3_entry(
+            &s3,
+            "locked",
+            "object_lock = { mode = \"governance\", days = 1 }"
+        )
+    ));
+    let first = backup(&env, "first");
+    let stored = s3.keys_in("locked", "builtin/");
+    let manifest = format!("builtin/backups/{first}.json");
+    assert!(stored.contains(&manifest), "{stored:?}");
+    assert!(stored.iter().any(|k| k.starts_with("builtin/chunks/")));
+    // Every backup object carries the retention, as the store reports it (HEAD).
+    let check = s3_target(&s3, "locked");
+    for key in stored.iter().filter_map(|k| k.strip_prefix("builtin/")) {
+        let retention = check.retention(key).await.expect("HEAD");
+        if key.starts_with("locks/") {
+            continue;
+        }
+        let retention = retention.unwrap_or_else(|| panic!("{key} is not locked"));
+        assert_eq!(retention.mode, "GOVERNANCE", "{key}");
+        assert!(retention.until > chrono::Utc::now() + chrono::Duration::hours(23));
+    }
+
+    let said = refused(&env, &["backup", "delete", &first, "--force"]);
+    assert!(
+        said.contains("S3 Object Lock")
+            && said.contains("governance")
+            && said.contains("until")
+            && said.contains("nothing was deleted"),
+        "{said}"
+    );
+    assert_eq!(s3.keys_in("locked", "builtin/"), stored, "nothing deleted");
+
+    // Retention would delete the first backup; the lock keeps it, and prune says so.
+    add_rows(&env, 1000).await;
+    let second = backup(&env, "second");
+    let pruned = env.run_json(&["backup", "prune"]);
+    let on_s3 = target(&pruned, "s3");
+    assert_eq!(
+        on_s3["backups_deleted"],
+        serde_json::json!([]),
+        "{pruned:#}"
+    );
+    assert_eq!(on_s3["backups_kept"][0]["backup_id"], first, "{pruned:#}");
+    assert_eq!(
+        on_s3["backups_kept"][0]["locked"]["mode"], "GOVERNANCE",
+        "{pruned:#}"
+    );
+    let now = s3.keys_in("locked", "builtin/");
+    assert!(
+        stored.iter().all(|k| now.contains(k)),
+        "the first backup's objects stay"
+    );
+
+    // The same credentials cannot remove the locked version directly either (a signed
+    // DELETE of the version, as any S3 client would send it).
+    let store = operator(&s3, "locked");
+    let version = store
+        .stat(&manifest)
+        .await
+        .expect("HEAD the manifest")
+        .version()
+        .expect("a versioned object")
+        .to_string();
+    let deleted = store.delete_with(&manifest).version(&version).await;
+    let error = deleted.expect_err("a locked version was deleted");
+    assert_eq!(
+        error.kind(),
+        opendal::ErrorKind::PermissionDenied,
+        "{error}"
+    );
+    assert!(error.to_string().contains("AccessDenied"), "{error}");
+    store
+        .stat_with(&manifest)
+        .version(&version)
+        .await
+        .expect("the locked version is still there");
+    for id in [&first, &second] {
+        env.run_ok(&["backup", "validate", id]);
+    }
+}
+
+#[tokio::test]
+async fn a_bucket_with_default_retention_takes_backups_that_restore() {
+    let env = database("retained").await;
+    let s3 = S3Server::start("plain");
+    locked_bucket(&s3, "retained", Some(1));
+    env.write_config(&s3_entry(
+        &s3,
+        "retained",
+        "object_lock = \"bucket-default\"",
+    ));
+    let id = backup(&env, "retained");
+    env.run_ok(&[
+        "recovery",
+        "execute",
+        &id,
+        "-s",
+        "new-database",
+        "--dest-db",
+        "retained_restored",
+    ]);
+    let restored = env.client_for("retained_restored").await;
+    let rows: i64 = restored
+        .query_one("SELECT count(*) FROM ledger", &[])
+        .await
+        .expect("restored rows")
+        .get(0);
+    assert_eq!(rows, 500);
+    // The bucket's default retention locked the backup: delete says so and keeps it.
+    let said = refused(&env, &["backup", "delete", &id, "--force"]);
+    assert!(
+        said.contains("S3 Object Lock") && said.contains("governance"),
+        "{said}"
+    );
+    assert!(
+        s3.keys_in("retained", "builtin/backups/")
+            .contains(&format!("builtin/backups/{id}.json"))
+    );
+}
