@@ -29,9 +29,9 @@ use crate::repository::history::{CheckResult, DrillOutcome, DrillRecord, DrillSt
 use crate::repository::latest::Selection;
 use crate::repository::manifest::{Manifest, ValidatorRun, quote_ident};
 use crate::repository::verify::RowSink;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,38 +123,6 @@ impl DrillRequest {
             jobs,
             validators,
         })
-    }
-}
-
-/// What `schedule list`, the metrics and the status page need of one drill record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DrillSummary {
-    pub drill_id: String,
-    /// The database drilled (its name in PostgreSQL).
-    pub database: String,
-    pub backup_id: String,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
-    pub outcome: DrillOutcome,
-    /// The measured recovery time, and the objective it was held against.
-    pub recovery_seconds: f64,
-    pub rto_seconds: f64,
-    pub rto_met: bool,
-}
-
-impl DrillSummary {
-    pub fn of(record: &DrillRecord) -> DrillSummary {
-        DrillSummary {
-            drill_id: record.drill_id.clone(),
-            database: record.database.clone(),
-            backup_id: record.backup_id.clone(),
-            started_at: record.started_at,
-            finished_at: record.finished_at,
-            outcome: record.outcome,
-            recovery_seconds: record.recovery_seconds,
-            rto_seconds: record.rto_seconds,
-            rto_met: record.rto_met,
-        }
     }
 }
 

@@ -12,11 +12,10 @@
 use crate::config::Loaded;
 use crate::engine::alerts::{self, Scope};
 use crate::engine::daemon::state::DaemonState;
-use crate::engine::drill::DrillSummary;
 use crate::engine::monitor::{self, Health, Monitored, Status};
 use crate::engine::scheduler::Timetable;
 use crate::repository::Repository;
-use crate::repository::history::{DrillOutcome, Event, ValidationState};
+use crate::repository::history::{DrillOutcome, DrillSummary, Event, ValidationState};
 use crate::repository::latest::EMERGENCY_PREFIX;
 use crate::repository::manifest::{BackupType, Chain, Manifest};
 use crate::targets::{ObjectInfo, Target};

@@ -9,11 +9,10 @@
 
 use crate::config::{Schedule, ScheduleType};
 use crate::engine::daemon::state::{DaemonSummary, DaemonView, RunRecord, Skipped};
-use crate::engine::drill::DrillSummary;
 use crate::engine::scheduler::Timetable;
 use crate::error::Result;
 use crate::repository::Repository;
-use crate::repository::history::{DrillOutcome, DrillRecord};
+use crate::repository::history::{DrillOutcome, DrillRecord, DrillSummary};
 use crate::repository::manifest::Manifest;
 use crate::targets::Target;
 use chrono::{DateTime, Duration, Utc};

@@ -136,6 +136,38 @@ impl DrillOutcome {
     }
 }
 
+/// What `schedule list`, the metrics and the status page need of one drill record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillSummary {
+    pub drill_id: String,
+    /// The database drilled (its name in PostgreSQL).
+    pub database: String,
+    pub backup_id: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: DrillOutcome,
+    /// The measured recovery time, and the objective it was held against.
+    pub recovery_seconds: f64,
+    pub rto_seconds: f64,
+    pub rto_met: bool,
+}
+
+impl DrillSummary {
+    pub fn of(record: &DrillRecord) -> DrillSummary {
+        DrillSummary {
+            drill_id: record.drill_id.clone(),
+            database: record.database.clone(),
+            backup_id: record.backup_id.clone(),
+            started_at: record.started_at,
+            finished_at: record.finished_at,
+            outcome: record.outcome,
+            recovery_seconds: record.recovery_seconds,
+            rto_seconds: record.rto_seconds,
+            rto_met: record.rto_met,
+        }
+    }
+}
+
 /// Where a drill restored to, and whether it is gone again.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Scratch {
