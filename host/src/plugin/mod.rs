@@ -51,6 +51,69 @@ pub struct Loaded {
     pub cache: CacheStatus,
 }
 
+impl Loaded {
+    /// The file as `plugin list` shows it; `pinned`: its entry names its hash.
+    pub fn file(&self, pinned: bool) -> PluginFile {
+        PluginFile {
+            path: self.path.clone(),
+            sha256: self.sha256.clone(),
+            pinned,
+            cache: self.cache,
+        }
+    }
+}
+
+/// The file a configured plugin was loaded from: its hash, whether its entry pins it
+/// (`sha256 = …`), and how it was compiled.
+#[derive(Debug, Clone)]
+pub struct PluginFile {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub pinned: bool,
+    pub cache: CacheStatus,
+}
+
+/// A configured plugin (a target, a notifier or a validator), as `plugin list` reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginSummary {
+    /// The entry's name (`[[targets]]`, `[[notifiers]]` or `[[validators]]`).
+    pub target: String,
+    pub path: String,
+    pub sha256: String,
+    pub pinned: bool,
+    pub world: &'static str,
+    pub name: String,
+    pub version: String,
+    pub capabilities: Vec<String>,
+    pub granted: Vec<String>,
+    pub cache: CacheStatus,
+}
+
+impl PluginSummary {
+    /// The plugin of entry `entry`, loaded from `file`, of `world`, as it describes itself
+    /// (`info`), with what its entry grants.
+    pub fn new(
+        entry: &str,
+        file: &PluginFile,
+        world: &'static str,
+        info: &bindings::larder::plugin::types::PluginInfo,
+        grants: &policy::Grants,
+    ) -> PluginSummary {
+        PluginSummary {
+            target: entry.to_string(),
+            path: file.path.display().to_string(),
+            sha256: file.sha256.clone(),
+            pinned: file.pinned,
+            world,
+            name: info.name.clone(),
+            version: info.version.clone(),
+            capabilities: info.capabilities.clone(),
+            granted: grants.describe(),
+            cache: file.cache,
+        }
+    }
+}
+
 /// The engine, the linker with everything a plugin may import, and the compiled-code cache.
 pub struct Runtime {
     engine: Engine,
@@ -122,6 +185,28 @@ impl Runtime {
 
     pub fn linker(&self) -> &Linker<state::PluginState> {
         &self.linker
+    }
+
+    /// `loaded` linked against everything the host provides and taken as a plugin of one world
+    /// by `pre` (the world's `…Pre::new`); `world` names it in the error (`a notifier plugin
+    /// (larder:plugin/notification@1.x)`), `plugin` as [`sandbox::label`] does.
+    pub fn prepare<P>(
+        &self,
+        loaded: &Loaded,
+        plugin: &str,
+        world: &str,
+        pre: impl FnOnce(wasmtime::component::InstancePre<state::PluginState>) -> wasmtime::Result<P>,
+    ) -> Result<P> {
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&loaded.component)
+            .map_err(|e| {
+                Error::Plugin(format!(
+                    "plugin {plugin} asks for something the host does not provide: {e:#}"
+                ))
+            })?;
+        pre(instance_pre)
+            .map_err(|e| Error::Plugin(format!("plugin {plugin} is not {world}: {e:#}")))
     }
 
     /// Reads a plugin, checks its pin, and compiles it or takes it from the cache.

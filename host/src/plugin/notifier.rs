@@ -12,17 +12,14 @@ pub use super::bindings::notifier::exports::larder::plugin::notification::{Alert
 use super::policy::{self, Grants};
 use super::state::PluginState;
 use super::{Loaded, Runtime, sandbox};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use std::sync::Arc;
 
 pub struct PluginNotifier {
     name: String,
     plugin: Arc<str>,
-    /// The file, its hash, whether its entry pins it, and how it was compiled, for `plugin list`.
-    path: std::path::PathBuf,
-    sha256: String,
-    pinned: bool,
-    cache: super::CacheStatus,
+    /// The file, for `plugin list`.
+    file: super::PluginFile,
     pre: NotifierPre<PluginState>,
     grants: Arc<Grants>,
     info: PluginInfo,
@@ -44,26 +41,16 @@ impl PluginNotifier {
         grants: Grants,
     ) -> Result<PluginNotifier> {
         let plugin = sandbox::label(name, loaded);
-        let instance_pre = runtime
-            .linker()
-            .instantiate_pre(&loaded.component)
-            .map_err(|e| {
-                Error::Plugin(format!(
-                    "plugin {plugin} asks for something the host does not provide: {e:#}"
-                ))
-            })?;
-        let pre = NotifierPre::new(instance_pre).map_err(|e| {
-            Error::Plugin(format!(
-                "plugin {plugin} is not a notifier plugin (larder:plugin/notification@1.x): {e:#}"
-            ))
-        })?;
+        let pre = runtime.prepare(
+            loaded,
+            &plugin,
+            "a notifier plugin (larder:plugin/notification@1.x)",
+            NotifierPre::new,
+        )?;
         let mut notifier = PluginNotifier {
             name: name.to_string(),
             plugin,
-            path: loaded.path.clone(),
-            sha256: loaded.sha256.clone(),
-            pinned: false,
-            cache: loaded.cache,
+            file: loaded.file(false),
             pre,
             grants: Arc::new(grants),
             info: PluginInfo {
@@ -99,19 +86,14 @@ impl PluginNotifier {
     }
 
     /// The notifier as `plugin list` shows it.
-    pub fn summary(&self) -> crate::targets::configured::PluginSummary {
-        crate::targets::configured::PluginSummary {
-            target: self.name.clone(),
-            path: self.path.display().to_string(),
-            sha256: self.sha256.clone(),
-            pinned: self.pinned,
-            world: "larder:plugin/notifier@1.1.0",
-            name: self.info.name.clone(),
-            version: self.info.version.clone(),
-            capabilities: self.info.capabilities.clone(),
-            granted: self.grants.describe(),
-            cache: self.cache,
-        }
+    pub fn summary(&self) -> super::PluginSummary {
+        super::PluginSummary::new(
+            &self.name,
+            &self.file,
+            "larder:plugin/notifier@1.1.0",
+            &self.info,
+            &self.grants,
+        )
     }
 
     /// Delivers one event.
@@ -232,7 +214,7 @@ pub async fn open_configured(loaded: &crate::config::Loaded) -> Result<Vec<Plugi
             )?
         };
         let mut notifier = PluginNotifier::new(&runtime, &entry.name, &plugin, grants).await?;
-        notifier.pinned = entry.sha256.is_some();
+        notifier.file.pinned = entry.sha256.is_some();
         out.push(notifier);
     }
     Ok(out)

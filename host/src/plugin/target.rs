@@ -51,19 +51,12 @@ impl PluginTarget {
         grants: Grants,
     ) -> Result<PluginTarget> {
         let plugin = sandbox::label(name, loaded);
-        let instance_pre = runtime
-            .linker()
-            .instantiate_pre(&loaded.component)
-            .map_err(|e| {
-                Error::Plugin(format!(
-                    "plugin {plugin} asks for something the host does not provide: {e:#}"
-                ))
-            })?;
-        let pre = StorageTargetPre::new(instance_pre).map_err(|e| {
-            Error::Plugin(format!(
-                "plugin {plugin} is not a storage-target plugin (larder:plugin/storage@1.x): {e:#}"
-            ))
-        })?;
+        let pre = runtime.prepare(
+            loaded,
+            &plugin,
+            "a storage-target plugin (larder:plugin/storage@1.x)",
+            StorageTargetPre::new,
+        )?;
         let grants = Arc::new(grants);
         let instances = grants.instances.max(1);
         let mut target = PluginTarget {

@@ -35,11 +35,8 @@ struct Instance {
 pub struct PluginValidator {
     name: String,
     plugin: Arc<str>,
-    sha256: String,
-    /// The file, whether its entry pins it, and how it was compiled, for `plugin list`.
-    path: std::path::PathBuf,
-    pinned: bool,
-    cache: super::CacheStatus,
+    /// The file, for `plugin list` and the manifest.
+    file: super::PluginFile,
     pre: ValidatorPre<PluginState>,
     grants: Arc<Grants>,
     info: PluginInfo,
@@ -76,26 +73,16 @@ impl PluginValidator {
         grants: Grants,
     ) -> Result<PluginValidator> {
         let plugin = super::sandbox::label(name, loaded);
-        let instance_pre = runtime
-            .linker()
-            .instantiate_pre(&loaded.component)
-            .map_err(|e| {
-                Error::Plugin(format!(
-                    "plugin {plugin} asks for something the host does not provide: {e:#}"
-                ))
-            })?;
-        let pre = ValidatorPre::new(instance_pre).map_err(|e| {
-            Error::Plugin(format!(
-                "plugin {plugin} is not a validator plugin (larder:plugin/validation@1.x): {e:#}"
-            ))
-        })?;
+        let pre = runtime.prepare(
+            loaded,
+            &plugin,
+            "a validator plugin (larder:plugin/validation@1.x)",
+            ValidatorPre::new,
+        )?;
         let mut validator = PluginValidator {
             name: name.to_string(),
             plugin,
-            sha256: loaded.sha256.clone(),
-            path: loaded.path.clone(),
-            pinned: false,
-            cache: loaded.cache,
+            file: loaded.file(false),
             pre,
             grants: Arc::new(grants),
             info: PluginInfo {
@@ -135,19 +122,14 @@ impl PluginValidator {
     }
 
     /// The validator as `plugin list` shows it.
-    pub fn summary(&self) -> crate::targets::configured::PluginSummary {
-        crate::targets::configured::PluginSummary {
-            target: self.name.clone(),
-            path: self.path.display().to_string(),
-            sha256: self.sha256.clone(),
-            pinned: self.pinned,
-            world: "larder:plugin/validator@1.1.0",
-            name: self.info.name.clone(),
-            version: self.info.version.clone(),
-            capabilities: self.info.capabilities.clone(),
-            granted: self.grants.describe(),
-            cache: self.cache,
-        }
+    pub fn summary(&self) -> super::PluginSummary {
+        super::PluginSummary::new(
+            &self.name,
+            &self.file,
+            "larder:plugin/validator@1.1.0",
+            &self.info,
+            &self.grants,
+        )
     }
 
     /// An empty record of this validator's verdict, for the manifest.
@@ -156,7 +138,7 @@ impl PluginValidator {
             name: self.name.clone(),
             plugin: self.info.name.clone(),
             version: self.info.version.clone(),
-            sha256: self.sha256.clone(),
+            sha256: self.file.sha256.clone(),
             findings: Vec::new(),
         }
     }
@@ -483,7 +465,7 @@ pub async fn open_configured(loaded: &crate::config::Loaded) -> Result<Vec<Arc<P
             ..base
         };
         let mut validator = PluginValidator::new(&runtime, &entry.name, &plugin, grants).await?;
-        validator.pinned = entry.sha256.is_some();
+        validator.file.pinned = entry.sha256.is_some();
         out.push(Arc::new(validator));
     }
     Ok(out)

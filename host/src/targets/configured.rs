@@ -14,28 +14,12 @@ use crate::error::{Error, Result};
 use crate::plugin::entry::{GrantEntry, load_pinned, plugin_grants};
 use crate::plugin::policy::{self, DirGrant, Grants};
 use crate::plugin::target::PluginTarget;
-use crate::plugin::{CacheStatus, Runtime};
+use crate::plugin::{PluginSummary, Runtime};
 use std::path::Path;
 use std::sync::Arc;
 
 /// The name of the target a repository path alone makes.
 pub const DEFAULT_TARGET: &str = "local";
-
-/// A configured plugin (a target, a notifier or a validator), as `plugin list` reports it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PluginSummary {
-    /// The entry's name (`[[targets]]`, `[[notifiers]]` or `[[validators]]`).
-    pub target: String,
-    pub path: String,
-    pub sha256: String,
-    pub pinned: bool,
-    pub world: &'static str,
-    pub name: String,
-    pub version: String,
-    pub capabilities: Vec<String>,
-    pub granted: Vec<String>,
-    pub cache: CacheStatus,
-}
 
 /// All configured targets, in configuration order (the first is the default primary).
 pub struct TargetSet {
@@ -279,7 +263,7 @@ async fn open_plugin(
     entry: &PluginTargetConfig,
 ) -> Result<(PluginTarget, PluginSummary)> {
     let owner = format!("plugin target '{}'", entry.name);
-    let (path, loaded_plugin) = load_pinned(
+    let (_, loaded_plugin) = load_pinned(
         runtime,
         loaded,
         &owner,
@@ -329,18 +313,12 @@ async fn open_plugin(
         ..base
     };
     let target = PluginTarget::new(runtime, &entry.name, &loaded_plugin, grants).await?;
-    let info = target.info().clone();
-    let summary = PluginSummary {
-        target: entry.name.clone(),
-        path: path.display().to_string(),
-        sha256: loaded_plugin.sha256.clone(),
-        pinned: entry.sha256.is_some(),
-        world: "larder:plugin/storage-target@1.0.0",
-        name: info.name,
-        version: info.version,
-        capabilities: info.capabilities,
-        granted: target.grants().describe(),
-        cache: loaded_plugin.cache,
-    };
+    let summary = PluginSummary::new(
+        &entry.name,
+        &loaded_plugin.file(entry.sha256.is_some()),
+        "larder:plugin/storage-target@1.0.0",
+        target.info(),
+        target.grants(),
+    );
     Ok((target, summary))
 }
