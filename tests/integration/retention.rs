@@ -53,6 +53,7 @@ pub async fn craft(
             ok,
             problems: usize::from(!ok),
             first_problem: (!ok).then(|| "Checksum verification failed: crafted".to_string()),
+            rows_suspect: false,
         })
         .await
         .expect("record validation");

@@ -37,6 +37,10 @@ pub struct Check {
     pub alert: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// The `[[databases]]` entry the check is about (None: the repository and its targets,
+    /// or the one `[database]`): whose alert it raises.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +54,18 @@ impl Health {
     /// Checks that raise an alert (status fail).
     pub fn alerts(&self) -> impl Iterator<Item = &Check> {
         self.checks.iter().filter(|c| c.status == Status::Fail)
+    }
+
+    /// The checks that concern `database` (a [`crate::engine::alerts::Scope`]'s): its own and
+    /// those of the repository and its targets, which every database's backups depend on.
+    pub fn concerning(&self, database: &str) -> Health {
+        let checks = self
+            .checks
+            .iter()
+            .filter(|c| c.database.as_deref().is_none_or(|d| d == database))
+            .cloned()
+            .collect();
+        finish(self.checked_at, checks)
     }
 
     /// `HealthFailed` naming the failing checks, when one failed.
@@ -72,6 +88,7 @@ pub fn check(name: &str, status: Status, detail: impl Into<String>) -> Check {
         detail: detail.into(),
         alert: None,
         action: None,
+        database: None,
     }
 }
 
@@ -82,7 +99,25 @@ pub fn alert(name: &str, detail: impl Into<String>, alert: &str, action: &str) -
         detail: detail.into(),
         alert: Some(alert.into()),
         action: Some(action.into()),
+        database: None,
     }
+}
+
+/// "Backup Corruption" for the copy on `target`: what health's check of the target, the
+/// recorded result of a `backup validate` there and a validation run itself raise. They share
+/// the target's check name, so one damaged copy is one alert, whichever finds it first.
+pub fn copy_damaged(target: &str, detail: impl Into<String>) -> Check {
+    alert(
+        &target_check_name(target),
+        detail,
+        "Backup Corruption",
+        "Restore from an intact copy (`--from TARGET`), repair this one with `backup-cli backup sync` and create a new backup (escalate within 30 minutes)",
+    )
+}
+
+/// The name of health's check of one target: `target NAME`.
+pub fn target_check_name(target: &str) -> String {
+    format!("target {target}")
 }
 
 /// Chunks of the newest backup read and hashed per target on every health check: an
@@ -118,14 +153,23 @@ impl Monitored {
             None => check.to_string(),
         }
     }
+
+    /// Marks `checks` as this database's.
+    fn claim(&self, checks: &mut [Check]) {
+        for check in checks {
+            check.database = self.name.clone();
+        }
+    }
 }
 
 pub async fn health(databases: &[Monitored], stores: &Targets<'_>, config: &Config) -> Health {
     let now = Utc::now();
     let mut checks = Vec::new();
     for db in databases {
+        let first = checks.len();
         checks.push(database_check(db).await);
         checks.extend(slot_check(db, &config.incremental).await);
+        db.claim(&mut checks[first..]);
     }
 
     let held = holdings(stores.targets, |_| Scrutiny::Sample(SAMPLE_CHUNKS)).await;
@@ -166,6 +210,7 @@ pub async fn health(databases: &[Monitored], stores: &Targets<'_>, config: &Conf
 
     for db in databases {
         // With several databases each is judged by its own backups and objective.
+        let first = checks.len();
         let own = |m: &&Manifest| db.name.is_none() || m.source.database == db.settings.dbname;
         let latest_full = manifests
             .iter()
@@ -190,12 +235,33 @@ pub async fn health(databases: &[Monitored], stores: &Targets<'_>, config: &Conf
             "Backup Validation Failed",
             "Check the rows the validator named, then take a new backup (`backup-cli backup create`; escalate within 30 minutes)",
         )),
-        None if any_full => checks.push(alert(
-            &latest_label,
-            "no full backup has an intact copy on any target",
-            "Backup Corruption",
-            "Create a new backup immediately (`backup-cli backup create`; escalate within 30 minutes)",
-        )),
+        None if any_full => {
+            let detail = "no full backup has an intact copy on any target";
+            // The newest full's damaged copy is the cause: said as its target's alert, which
+            // the target's own check raises too, so the two are one.
+            let newest_full = manifests
+                .iter()
+                .filter(own)
+                .filter(|m| m.backup_type == BackupType::Full)
+                .max_by_key(|m| (m.completed_at, m.id.clone()));
+            let damaged_on = newest_full.and_then(|m| {
+                let copies = held.copies.get(&m.id)?;
+                let (target, _) = copies.iter().find(|(_, p)| **p != Presence::Complete)?;
+                Some((m, target))
+            });
+            checks.push(match damaged_on {
+                Some((m, target)) => copy_damaged(
+                    target,
+                    format!("{latest_label}: {detail}; the newest, {}, is damaged on '{target}'", m.id),
+                ),
+                None => alert(
+                    &latest_label,
+                    detail,
+                    "Backup Corruption",
+                    "Create a new backup immediately (`backup-cli backup create`; escalate within 30 minutes)",
+                ),
+            })
+        }
         None => checks.push(alert(
             &latest_label,
             "no full backup on any target",
@@ -234,6 +300,7 @@ pub async fn health(databases: &[Monitored], stores: &Targets<'_>, config: &Conf
             checks.push(validation_check(m, stores.targets, &held).await);
         }
     }
+        db.claim(&mut checks[first..]);
     }
 
     let primary = stores
@@ -244,18 +311,28 @@ pub async fn health(databases: &[Monitored], stores: &Targets<'_>, config: &Conf
         && let Ok(repo) = Repository::open(primary.clone()).await
         && let Ok(Some(event)) = repo.last_event().await
     {
-        let newer_success = manifests.iter().any(|m| m.completed_at > event.at);
+        // A failed attempt is its database's, when the event says which.
+        let whose = databases
+            .iter()
+            .find(|db| event.database.as_ref() == Some(&db.settings.dbname));
+        let newer_success = manifests.iter().any(|m| {
+            m.completed_at > event.at
+                && whose.is_none_or(|db| m.source.database == db.settings.dbname)
+        });
         if event.kind == "backup-failed" && !newer_success {
-            checks.push(alert(
-                "last backup attempt",
-                format!(
-                    "failed {}: {}",
-                    event.at.format("%Y-%m-%d %H:%M UTC"),
-                    event.detail.lines().next().unwrap_or_default()
-                ),
-                "Backup Failure",
-                "Immediate investigation (escalate within 15 minutes)",
-            ));
+            checks.push(Check {
+                database: whose.and_then(|db| db.name.clone()),
+                ..alert(
+                    "last backup attempt",
+                    format!(
+                        "failed {}: {}",
+                        event.at.format("%Y-%m-%d %H:%M UTC"),
+                        event.detail.lines().next().unwrap_or_default()
+                    ),
+                    "Backup Failure",
+                    "Immediate investigation (escalate within 15 minutes)",
+                )
+            });
         }
     }
 
@@ -272,7 +349,8 @@ pub async fn health(databases: &[Monitored], stores: &Targets<'_>, config: &Conf
                     .previous_due
                     .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
                     .unwrap_or_default();
-                checks.push(match s.status {
+                let database = s.database.clone();
+                checks.push(Check { database, ..match s.status {
                     schedule::ScheduleState::Missed if s.schedule_type == ScheduleType::Drill => alert(
                         &name,
                         format!("due {due} ({}), no passed restore drill since", s.cron),
@@ -286,7 +364,7 @@ pub async fn health(databases: &[Monitored], stores: &Targets<'_>, config: &Conf
                         "Run the backup by hand (`backup-cli backup create`) and check the scheduler (escalate within 2 hours)",
                     ),
                     status => check(&name, Status::Ok, format!("{status}; last due {due}")),
-                });
+                }});
             }
         }
         Err(e) => checks.push(check("schedules", Status::Warn, e.to_string())),
@@ -306,7 +384,7 @@ fn target_check(
     chosen: &BTreeMap<String, String>,
 ) -> Check {
     let name = target.name();
-    let label = format!("target {name}");
+    let label = target_check_name(name);
     let elsewhere = |what: &str| {
         let intact: Vec<String> = held
             .copies
@@ -399,12 +477,7 @@ fn target_check(
             .find_map(|p| p.get(name))
             .cloned()
             .unwrap_or_default();
-        return alert(
-            &label,
-            elsewhere(&format!("{summary} (first: {first})")),
-            "Backup Corruption",
-            "Restore from an intact copy (`--from TARGET`) and repair this one with `backup-cli backup sync` (escalate within 30 minutes)",
-        );
+        return copy_damaged(name, elsewhere(&format!("{summary} (first: {first})")));
     }
     if let Some(newest) = newest
         && expected
@@ -424,7 +497,9 @@ fn target_check(
     check(&label, Status::Ok, summary)
 }
 
-/// The newest full backup's last `backup validate` on each target holding it.
+/// The newest full backup's last `backup validate` on each target holding it. A copy that
+/// failed is Backup Corruption of that target ([`copy_damaged`]); rows a validator found wrong
+/// (Backup Validation Failed, which the validation raised itself) only warn here.
 async fn validation_check(m: &Manifest, targets: &[Arc<dyn Target>], held: &Holdings) -> Check {
     let mut seen = Vec::new();
     for target in targets {
@@ -439,17 +514,33 @@ async fn validation_check(m: &Manifest, targets: &[Arc<dyn Target>], held: &Hold
             continue;
         };
         match repo.last_validation(&m.id).await {
+            Ok(Some(v)) if !v.ok && v.rows_suspect => {
+                return Check {
+                    action: Some(format!(
+                        "Check the rows the validators named (`backup-cli backup validate {}`), then take a new backup",
+                        m.id
+                    )),
+                    ..check(
+                        "validation",
+                        Status::Warn,
+                        format!(
+                            "{} is intact on target '{}' but its rows are suspect: {}",
+                            m.id,
+                            target.name(),
+                            v.first_problem.unwrap_or_default()
+                        ),
+                    )
+                };
+            }
             Ok(Some(v)) if !v.ok => {
-                return alert(
-                    "validation",
+                return copy_damaged(
+                    target.name(),
                     format!(
                         "{} failed validation on target '{}': {}",
                         m.id,
                         target.name(),
                         v.first_problem.unwrap_or_default()
                     ),
-                    "Backup Corruption",
-                    "Create a new backup immediately (escalate within 30 minutes)",
                 );
             }
             Ok(Some(v)) => seen.push((target.name().to_string(), v.at)),

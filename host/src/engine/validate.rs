@@ -92,6 +92,7 @@ pub async fn validate(
         ok: report.ok && suspect.is_none(),
         problems: report.items.iter().map(|i| i.problems.len()).sum::<usize>()
             + suspect.as_ref().map_or(0, |(_, n)| *n),
+        rows_suspect: report.ok && suspect.is_some(),
         first_problem: report
             .first_error()
             .or_else(|| suspect.map(|(first, _)| format!("Backup Validation Failed: {first}"))),
@@ -202,6 +203,19 @@ pub struct CopyValidation {
     pub first_problem: Option<String>,
 }
 
+impl CopyValidation {
+    /// `the copy on target 'local' is damaged (…)`: a copy that is not intact, in the words of
+    /// the verdict and the alert.
+    pub fn describe(&self) -> String {
+        format!(
+            "the copy on target '{}' is {} ({})",
+            self.target,
+            self.status.as_str(),
+            self.first_problem.as_deref().unwrap_or("no detail")
+        )
+    }
+}
+
 /// Validates the copy of `manifest` on each of `targets` on its own (no fallback between
 /// them), recording each result on its target. Returns the report of the first intact copy
 /// (else of the first copy that could be read, else `None`) and one line per target.
@@ -289,6 +303,7 @@ pub async fn validate_chunks(
             ok: problems.is_empty(),
             problems: problems.len(),
             first_problem: problems.first().cloned(),
+            rows_suspect: false,
         };
         if let Err(e) = repo.record_validation(&record).await {
             tracing::warn!("could not record the validation result: {e}");
@@ -367,14 +382,7 @@ pub fn verdict(
     let bad: Vec<String> = copies
         .iter()
         .filter(|c| c.status != CopyStatus::Intact)
-        .map(|c| {
-            format!(
-                "the copy on target '{}' is {} ({})",
-                c.target,
-                c.status.as_str(),
-                c.first_problem.as_deref().unwrap_or("no detail")
-            )
-        })
+        .map(CopyValidation::describe)
         .collect();
     let Some(first_bad) = bad.first() else {
         // Every copy intact: the validators' findings in the rows decide.

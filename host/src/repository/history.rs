@@ -251,6 +251,9 @@ pub struct ValidationRecord {
     pub ok: bool,
     pub problems: usize,
     pub first_problem: Option<String>,
+    /// Failed only because a validator found errors in the rows: every object is intact.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rows_suspect: bool,
 }
 
 /// Something an operator must hear about, such as a failed backup.

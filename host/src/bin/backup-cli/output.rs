@@ -1090,6 +1090,7 @@ fn alerts(overview: &Overview) {
         say!("No active alerts.");
     } else {
         let mut t = table(&[
+            "DATABASE",
             "ALERT",
             "CHECK",
             "STATUS",
@@ -1124,6 +1125,7 @@ fn alerts(overview: &Overview) {
                 })
                 .collect();
             t.add_row(vec![
+                Cell::new(&a.database),
                 Cell::new(&a.alert),
                 Cell::new(&a.check),
                 Cell::new(a.status),

@@ -4,6 +4,7 @@
 
 use crate::cli::Global;
 use larder::config::{DatabaseEntry, Loaded, Origin, Schedule};
+use larder::engine::alerts::Scope;
 use larder::engine::{self, Progress};
 use larder::pg::ConnectionSettings;
 use larder::repository::Repository;
@@ -135,28 +136,40 @@ impl Settings {
 
     /// Whose alerts a command raises: this database (by its `[[databases]]` name, else its name
     /// in PostgreSQL), this repository's primary target.
-    pub async fn alert_scope(&self) -> Result<larder::engine::alerts::Scope> {
-        let set = self.targets().await?;
-        let repository = set
-            .select(&self.expected_targets())?
-            .first()
-            .map(|t| t.location())
-            .unwrap_or_default();
-        self.alert_scope_at(repository)
+    pub async fn alert_scope(&self) -> Result<Scope> {
+        self.alert_scope_at(self.primary_location().await?)
     }
 
     /// Whose alerts a command raises about the repository at `repository` (a location).
-    pub fn alert_scope_at(&self, repository: String) -> Result<larder::engine::alerts::Scope> {
-        let connection = self.database()?;
-        let database = match self.loaded.config.database_entry(self.db.as_deref())? {
-            Some(entry) => entry.name.clone(),
-            None => connection.dbname.clone(),
-        };
-        Ok(larder::engine::alerts::Scope {
-            database,
-            connection: connection.describe(),
-            repository,
-        })
+    pub fn alert_scope_at(&self, repository: String) -> Result<Scope> {
+        let name = self
+            .loaded
+            .config
+            .database_entry(self.db.as_deref())?
+            .map(|entry| entry.name.clone());
+        Ok(scope_of(name, &self.database()?, repository))
+    }
+
+    /// Whose alerts `monitor health` and `monitor alerts` raise and show: one scope per
+    /// database they check ([`Settings::monitored`]: `--db`'s, else every `[[databases]]`
+    /// entry, else the one database), all on this repository.
+    pub async fn alert_scopes(&self) -> Result<Vec<Scope>> {
+        let repository = self.primary_location().await?;
+        Ok(self
+            .monitored()?
+            .into_iter()
+            .map(|db| scope_of(db.name, &db.settings, repository.clone()))
+            .collect())
+    }
+
+    /// Where the repository is: the primary target's location.
+    async fn primary_location(&self) -> Result<String> {
+        let set = self.targets().await?;
+        Ok(set
+            .select(&self.expected_targets())?
+            .first()
+            .map(|t| t.location())
+            .unwrap_or_default())
     }
 
     /// The configured database's name: whose backups `latest` names.
@@ -213,5 +226,15 @@ impl Settings {
     /// Adds to `err` how the targets it names were chosen.
     pub fn explain(&self, err: Error) -> Error {
         configured::explain(&self.chosen, err)
+    }
+}
+
+/// The alert scope of a database named `name` (its `[[databases]]` name; None: the one
+/// database, named as in PostgreSQL) at `connection`, on the repository at `repository`.
+fn scope_of(name: Option<String>, connection: &ConnectionSettings, repository: String) -> Scope {
+    Scope {
+        database: name.unwrap_or_else(|| connection.dbname.clone()),
+        connection: connection.describe(),
+        repository,
     }
 }

@@ -12,9 +12,10 @@ pub mod lifecycle;
 pub mod store;
 
 use crate::config::Loaded;
-use crate::engine::monitor::{Health, Status};
+use crate::engine::monitor::{self, Health, Status};
+use crate::engine::validate::{CopyStatus, CopyValidation};
 use crate::error::{Error, Result};
-use crate::repository::manifest::Manifest;
+use crate::repository::manifest::{Manifest, ValidatorRun};
 use chrono::{DateTime, Utc};
 pub use lifecycle::{Alert, Condition, DeadLetter, Delivery, Event, EventState, Severity, State};
 use serde::Serialize;
@@ -70,6 +71,18 @@ impl Report {
     pub fn delivered(&self) -> usize {
         self.sent.iter().filter(|s| s.ok).count()
     }
+
+    /// Adds a later run's report on the same repository (another database's alerts).
+    pub fn absorb(&mut self, later: Report) {
+        self.sent.extend(later.sent);
+        self.dead_letters = later.dead_letters;
+        self.channels = self.channels.max(later.channels);
+        for warning in later.warnings {
+            if !self.warnings.contains(&warning) {
+                self.warnings.push(warning);
+            }
+        }
+    }
 }
 
 /// The configured lifecycle (`[alerts]`, checked when the configuration loaded).
@@ -87,21 +100,30 @@ fn policy_of(loaded: &Loaded, levels: usize) -> lifecycle::Policy {
     }
 }
 
-/// Sends a health report's alerts through the alert room: new failures fire, active ones
-/// remind or escalate when due, passing checks resolve theirs. Never fails the health check.
+/// Sends the alerts of a health report's checks that concern `scope`'s database (its own and
+/// the repository's) through the alert room: new failures fire, active ones remind or escalate
+/// when due, passing checks resolve theirs. Never fails the health check.
 pub async fn deliver_health(health: &Health, loaded: &Loaded, scope: &Scope) -> Report {
-    let (conditions, checked) = conditions_of(health);
+    let (conditions, checked) = conditions_of(&health.concerning(&scope.database));
     observe(loaded, scope, &conditions, &checked).await
 }
 
-/// The failing checks of a health report as conditions, and every check it looked at.
+/// The failing checks of a health report as conditions, and every check it looked at. Two
+/// checks that raise one alert (a target's damaged copy found by its listing and by the last
+/// validation there) are one condition, their details joined.
 pub fn conditions_of(health: &Health) -> (Vec<Condition>, Vec<String>) {
-    let conditions = health
-        .checks
-        .iter()
-        .filter(|c| c.status == Status::Fail)
-        .map(|c| Condition {
-            alert: c.alert.clone().unwrap_or_else(|| c.name.clone()),
+    let mut conditions: Vec<Condition> = Vec::new();
+    for c in health.checks.iter().filter(|c| c.status == Status::Fail) {
+        let alert = c.alert.clone().unwrap_or_else(|| c.name.clone());
+        if let Some(same) = conditions
+            .iter_mut()
+            .find(|k| k.alert == alert && k.check == c.name)
+        {
+            same.message = format!("{}; {}", same.message, c.detail);
+            continue;
+        }
+        conditions.push(Condition {
+            alert,
             check: c.name.clone(),
             message: c.detail.clone(),
             action: c.action.clone().unwrap_or_default(),
@@ -111,8 +133,8 @@ pub fn conditions_of(health: &Health) -> (Vec<Condition>, Vec<String>) {
                 .or_else(|| c.name.strip_prefix("disk space "))
                 .map(str::to_string),
             backup_id: None,
-        })
-        .collect();
+        });
+    }
     let checked = health.checks.iter().map(|c| c.name.clone()).collect();
     (conditions, checked)
 }
@@ -120,6 +142,22 @@ pub fn conditions_of(health: &Health) -> (Vec<Condition>, Vec<String>) {
 /// The runbook's alert for a suspect backup, and the check that raises it.
 pub const VALIDATION_ALERT: &str = "Backup Validation Failed";
 pub const VALIDATION_CHECK: &str = "backup validation";
+
+/// "Backup Validation Failed" for backup `backup_id` when one of the validators' `runs` found
+/// an error in its rows.
+fn suspect(backup_id: &str, runs: &[ValidatorRun]) -> Option<Condition> {
+    let suspect = crate::engine::validators::verdict_of(backup_id, runs).err()?;
+    Some(Condition {
+        alert: VALIDATION_ALERT.into(),
+        check: VALIDATION_CHECK.into(),
+        message: suspect.to_string(),
+        action: format!(
+            "Check the data before trusting newer backups (a mass DELETE? a bad load?): the findings are in `backup-cli backup validate {backup_id}`; deleted rows come back from the last good backup with `backup-cli recovery execute <good-backup-id> -s missing-rows -t TABLE`"
+        ),
+        target: None,
+        backup_id: Some(backup_id.to_string()),
+    })
+}
 
 /// A new backup's validators' verdict through the alert room (`backup create` and the daemon
 /// both call this): a suspect backup raises "Backup Validation Failed" for its database (once,
@@ -129,22 +167,65 @@ pub async fn observe_backup(loaded: &Loaded, scope: &Scope, manifest: &Manifest)
     if manifest.validators.is_empty() {
         return None;
     }
-    let conditions: Vec<Condition> = crate::engine::validators::verdict(manifest)
-        .err()
-        .map(|suspect| Condition {
-            alert: VALIDATION_ALERT.into(),
-            check: VALIDATION_CHECK.into(),
-            message: suspect.to_string(),
-            action: format!(
-                "Check the data before trusting newer backups (a mass DELETE? a bad load?): the findings are in `backup-cli backup validate {id}`; deleted rows come back from the last good backup with `backup-cli recovery execute <good-backup-id> -s missing-rows -t TABLE`",
-                id = manifest.id
-            ),
-            target: None,
-            backup_id: Some(manifest.id.clone()),
-        })
+    let conditions: Vec<Condition> = suspect(&manifest.id, &manifest.validators)
         .into_iter()
         .collect();
     Some(observe(loaded, scope, &conditions, &[VALIDATION_CHECK.to_string()]).await)
+}
+
+/// A validation's verdict through the alert room (`backup validate` and the daemon's validate
+/// step both call this). A damaged copy is "Backup Corruption" of its target, the alert
+/// `monitor health` raises for that target ([`monitor::copy_damaged`]): one alert for one
+/// damaged copy, whoever finds it. Only when every copy read is intact do the rows count:
+/// `validators` (the runs of this validation; none: no validator ran) with an error finding raise
+/// "Backup Validation Failed", the alert of a suspect new backup. An intact copy resolves its
+/// target's alert, sound rows the validation alert, unless another backup raised it (a pass
+/// speaks for this backup only). Missing and unreachable copies are health's to report
+/// (Backup Failure, Backup file not found). `None` when no copy could be read.
+pub async fn observe_validation(
+    loaded: &Loaded,
+    scope: &Scope,
+    backup_id: &str,
+    copies: &[CopyValidation],
+    validators: &[ValidatorRun],
+) -> Option<Report> {
+    let checks: Vec<monitor::Check> = copies
+        .iter()
+        .filter_map(|copy| match copy.status {
+            CopyStatus::Intact => Some(monitor::check(
+                &monitor::target_check_name(&copy.target),
+                Status::Ok,
+                format!("backup {backup_id} intact"),
+            )),
+            CopyStatus::Damaged => Some(monitor::copy_damaged(
+                &copy.target,
+                format!("backup {backup_id}: {}", copy.describe()),
+            )),
+            CopyStatus::Missing | CopyStatus::Unreachable => None,
+        })
+        .collect();
+    if checks.is_empty() {
+        return None;
+    }
+    let (mut conditions, mut checked) = conditions_of(&monitor::finish(Utc::now(), checks));
+    if conditions.is_empty() && !validators.is_empty() {
+        conditions.extend(suspect(backup_id, validators));
+        checked.push(VALIDATION_CHECK.to_string());
+    }
+    for condition in &mut conditions {
+        condition.backup_id = Some(backup_id.to_string());
+    }
+    let known = store::peek(&loaded.alert_state_dir(), &scope.identity());
+    checked.retain(|check| {
+        !known.active.values().any(|a| {
+            a.database == scope.database
+                && a.check == *check
+                && a.backup_id
+                    .as_deref()
+                    .is_some_and(|other| other != backup_id)
+        })
+    });
+    Some(observe(loaded, scope, &conditions, &checked).await)
 }
 
 /// Advances every alert of `scope` given the failing `conditions` (out of the `checked` checks)
@@ -364,22 +445,22 @@ pub async fn test(loaded: &Loaded, scope: &Scope, only: Option<&str>) -> Result<
     Ok(sent)
 }
 
-/// The alert state of `scope` (`monitor alerts`), without delivering anything.
-pub async fn status(loaded: &Loaded, scope: &Scope) -> Result<State> {
-    Ok(store::open(&loaded.alert_state_dir(), &scope.identity())
-        .await?
-        .state)
+/// The state file `scopes` share (their repository's, which every scope names alike).
+async fn open_shared(loaded: &Loaded, scopes: &[Scope]) -> Result<store::Stored> {
+    let identity = scopes.first().map(Scope::identity).unwrap_or_default();
+    store::open(&loaded.alert_state_dir(), &identity).await
 }
 
-/// Acknowledges the active alerts of `scope`'s database named `name` (alert name, key or id):
+/// Acknowledges the active alerts of `scopes`' databases named `name` (alert name, key or id):
 /// no more escalation until they resolve. Returns the keys acknowledged.
-pub async fn ack(loaded: &Loaded, scope: &Scope, name: &str) -> Result<Vec<String>> {
-    let mut stored = store::open(&loaded.alert_state_dir(), &scope.identity()).await?;
+pub async fn ack(loaded: &Loaded, scopes: &[Scope], name: &str) -> Result<Vec<String>> {
+    let mut stored = open_shared(loaded, scopes).await?;
+    let ours = |alert: &Alert| scopes.iter().any(|s| s.database == alert.database);
     let now = Utc::now();
     let mut acked = Vec::new();
     for (key, alert) in stored.state.active.iter_mut() {
         let named = alert.alert.eq_ignore_ascii_case(name) || key == name || alert.id == name;
-        if named && alert.database == scope.database {
+        if named && ours(alert) {
             alert.acked_at.get_or_insert(now);
             acked.push(key.clone());
         }
@@ -389,7 +470,7 @@ pub async fn ack(loaded: &Loaded, scope: &Scope, name: &str) -> Result<Vec<Strin
             .state
             .active
             .values()
-            .filter(|a| a.database == scope.database)
+            .filter(|a| ours(a))
             .map(|a| a.alert.as_str())
             .collect();
         return Err(Error::Config(format!(
@@ -408,6 +489,8 @@ pub async fn ack(loaded: &Loaded, scope: &Scope, name: &str) -> Result<Vec<Strin
 /// One alert as `monitor alerts` shows it: a failing check now and/or an alert the room tracks.
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertView {
+    /// The database it is about (its `[[databases]]` name, else its name in PostgreSQL).
+    pub database: String,
     pub alert: String,
     pub check: String,
     pub detail: String,
@@ -439,11 +522,14 @@ pub struct Overview {
 /// Recent resolves `monitor alerts` shows.
 const SHOWN_RESOLVED: usize = 10;
 
-/// The failing checks of `health` joined with what the alert room knows of `scope`.
-pub async fn overview(loaded: &Loaded, scope: &Scope, health: &Health) -> Result<Overview> {
-    let state = status(loaded, scope).await?;
+/// The failing checks of `health` joined with what the alert room knows of each of `scopes`
+/// (the databases of one repository), with the dead letters and recent resolves of theirs.
+pub async fn overview(loaded: &Loaded, scopes: &[Scope], health: &Health) -> Result<Overview> {
+    let state = open_shared(loaded, scopes).await?.state;
+    let ours = |database: &str| scopes.iter().any(|s| s.database == database);
     let now = Utc::now();
     let view = |alert: &Alert, detail: String| AlertView {
+        database: alert.database.clone(),
         alert: alert.alert.clone(),
         check: alert.check.clone(),
         detail,
@@ -460,39 +546,48 @@ pub async fn overview(loaded: &Loaded, scope: &Scope, health: &Health) -> Result
         acked_at: alert.acked_at,
         deliveries: alert.deliveries.clone(),
     };
-    let (conditions, _) = conditions_of(health);
     let mut alerts = Vec::new();
-    for condition in &conditions {
-        alerts.push(match state.active.get(&condition.key(&scope.database)) {
-            Some(known) => view(known, condition.message.clone()),
-            None => AlertView {
-                alert: condition.alert.clone(),
-                check: condition.check.clone(),
-                detail: condition.message.clone(),
-                action: condition.action.clone(),
-                status: "not delivered",
-                id: None,
-                level: None,
-                fired_at: None,
-                age_seconds: None,
-                acked_at: None,
-                deliveries: Vec::new(),
-            },
-        });
-    }
-    for (key, known) in state
-        .active
-        .iter()
-        .filter(|(_, a)| a.database == scope.database)
-    {
-        if !conditions.iter().any(|c| c.key(&scope.database) == *key) {
-            alerts.push(view(known, known.message.clone()));
+    for scope in scopes {
+        let database = &scope.database;
+        let (conditions, _) = conditions_of(&health.concerning(database));
+        for condition in &conditions {
+            alerts.push(match state.active.get(&condition.key(database)) {
+                Some(known) => view(known, condition.message.clone()),
+                None => AlertView {
+                    database: database.clone(),
+                    alert: condition.alert.clone(),
+                    check: condition.check.clone(),
+                    detail: condition.message.clone(),
+                    action: condition.action.clone(),
+                    status: "not delivered",
+                    id: None,
+                    level: None,
+                    fired_at: None,
+                    age_seconds: None,
+                    acked_at: None,
+                    deliveries: Vec::new(),
+                },
+            });
+        }
+        for (key, known) in state.active.iter().filter(|(_, a)| a.database == *database) {
+            if !conditions.iter().any(|c| c.key(database) == *key) {
+                alerts.push(view(known, known.message.clone()));
+            }
         }
     }
-    let skip = state.resolved.len().saturating_sub(SHOWN_RESOLVED);
+    let resolved: Vec<Alert> = state
+        .resolved
+        .into_iter()
+        .filter(|a| ours(&a.database))
+        .collect();
+    let skip = resolved.len().saturating_sub(SHOWN_RESOLVED);
     Ok(Overview {
         alerts,
-        dead_letters: state.dead_letters,
-        resolved: state.resolved.into_iter().skip(skip).collect(),
+        dead_letters: state
+            .dead_letters
+            .into_iter()
+            .filter(|d| ours(&d.event.database))
+            .collect(),
+        resolved: resolved.into_iter().skip(skip).collect(),
     })
 }

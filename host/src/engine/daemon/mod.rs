@@ -446,14 +446,15 @@ impl<'a> Daemon<'a> {
         };
         log_run(&record);
         let failed = record.outcome != Outcome::Ok;
-        // A failed backup records its own event; a run that failed after it (copy, validate,
-        // validators, retention) is recorded here, so health raises Backup Failure for it too
-        // until a newer backup succeeds. A failed drill raised Drill Failed itself.
+        // A failed backup records its own event; a run that failed after it (copy, validators,
+        // retention) is recorded here, so health raises Backup Failure for it too until a
+        // newer backup succeeds. A failed drill raised Drill Failed itself, a damaged copy
+        // (the validate stage) Backup Corruption: one alert for one cause.
         if record.outcome == Outcome::Failed
             && let Some(stage) = record
                 .stage
                 .as_deref()
-                .filter(|s| *s != "backup" && *s != "drill")
+                .filter(|s| !["backup", "drill", "validate"].contains(s))
         {
             let event = crate::repository::history::Event {
                 at: Utc::now(),
@@ -743,17 +744,19 @@ async fn steps(
         }
         ValidateMode::Chunks => validate::validate_chunks(holding, manifest, setup.jobs).await,
     };
+    // Damaged copies raise Backup Corruption now, as `backup validate` raises it.
+    crate::engine::alerts::observe_validation(
+        &setup.loaded,
+        &setup.alert_scope,
+        &manifest.id,
+        &copies,
+        &[],
+    )
+    .await;
     let bad: Vec<String> = copies
         .iter()
         .filter(|c| c.status != validate::CopyStatus::Intact)
-        .map(|c| {
-            format!(
-                "the copy on target '{}' is {} ({})",
-                c.target,
-                c.status.as_str(),
-                c.first_problem.as_deref().unwrap_or("no detail")
-            )
-        })
+        .map(validate::CopyValidation::describe)
         .collect();
     if let Some(incomplete) = created.copies_incomplete() {
         return Err(("copy", incomplete));
@@ -919,6 +922,7 @@ mod tests {
             detail: String::new(),
             alert: alert.map(str::to_string),
             action: None,
+            database: None,
         };
         let health = monitor::Health {
             status: monitor::Status::Fail,

@@ -165,11 +165,31 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
             .await?;
             let failure =
                 engine::validate::verdict(&manifest.id, report.as_ref(), &copies, args.any_copy);
-            Ok(output::report(
-                settings.json,
-                &Validation { report, copies },
-                failure,
-            ))
+            // Through the alert room, as the daemon's validations go: Backup Corruption for a
+            // damaged copy, Backup Validation Failed for suspect rows; a pass resolves them.
+            let alerted = match settings.alert_scope().await {
+                Ok(scope) => {
+                    let runs = report.as_ref().map_or(&[][..], |r| &r.validators);
+                    engine::alerts::observe_validation(
+                        &settings.loaded,
+                        &scope,
+                        &manifest.id,
+                        &copies,
+                        runs,
+                    )
+                    .await
+                }
+                Err(e) => {
+                    output::note!("warning: alerts were not delivered: {e}");
+                    None
+                }
+            };
+            let failing = failure.is_some();
+            let outcome = output::report(settings.json, &Validation { report, copies }, failure);
+            if let Some(report) = alerted {
+                output::alert_report(&report, failing);
+            }
+            Ok(outcome)
         }
         BackupCommand::Delete(args) => {
             let set = settings.targets().await?;

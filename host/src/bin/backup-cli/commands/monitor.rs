@@ -12,9 +12,14 @@ pub async fn run(settings: &Settings, command: MonitorCommand) -> Result<Outcome
             let health = health(settings).await?;
             let alerted = if args.alert_on_failure {
                 // Every run goes through the alert room, passing ones too: that is how an
-                // alert resolves.
-                let scope = settings.alert_scope().await?;
-                Some(engine::alerts::deliver_health(&health, &settings.loaded, &scope).await)
+                // alert resolves. Each database's alerts are its own.
+                let mut report = engine::alerts::Report::default();
+                for scope in settings.alert_scopes().await? {
+                    report.absorb(
+                        engine::alerts::deliver_health(&health, &settings.loaded, &scope).await,
+                    );
+                }
+                Some(report)
             } else {
                 None
             };
@@ -25,16 +30,16 @@ pub async fn run(settings: &Settings, command: MonitorCommand) -> Result<Outcome
             Ok(outcome)
         }
         MonitorCommand::Alerts(args) => {
-            let scope = settings.alert_scope().await?;
+            let scopes = settings.alert_scopes().await?;
             if let Some(name) = &args.ack {
-                let acked = engine::alerts::ack(&settings.loaded, &scope, name).await?;
+                let acked = engine::alerts::ack(&settings.loaded, &scopes, name).await?;
                 output::note!(
                     "acknowledged {}: no escalation until resolved",
                     acked.join(", ")
                 );
             }
             let health = health(settings).await?;
-            let overview = engine::alerts::overview(&settings.loaded, &scope, &health).await?;
+            let overview = engine::alerts::overview(&settings.loaded, &scopes, &health).await?;
             Ok(output::report(settings.json, &overview, None))
         }
         MonitorCommand::Metrics(args) => {
@@ -59,7 +64,13 @@ async fn metrics(settings: &Settings) -> Result<engine::metrics::Snapshot> {
     let expected = set.select(&settings.expected_targets())?;
     let targets = engine::metrics::ordered_targets(&set.targets, &expected);
     let monitored = settings.monitored()?;
-    let scope = settings.alert_scope().await?;
+    // The scrape reads the repository's alert state, which every database's scope names.
+    let scope = settings
+        .alert_scopes()
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| larder::Error::Config("no database is configured".into()))?;
     let sources = engine::metrics::Sources {
         loaded: &settings.loaded,
         targets: &targets,
