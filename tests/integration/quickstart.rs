@@ -53,6 +53,24 @@ fn the_quick_start_backs_up_validates_and_recovers_into_an_identical_database() 
             "the quick start did not run `{step}`:\n{said}"
         );
     }
+    // backup list: a header and one line per backup, the incremental naming its parent.
+    let listed: Vec<&str> = said
+        .lines()
+        .skip_while(|l| !l.starts_with("$ backup-cli backup list"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(listed.len(), 3, "{}", listed.join("\n"));
+    assert!(
+        listed[1].contains("quickstart-changes") && listed[1].contains("incremental <- "),
+        "{}",
+        listed.join("\n")
+    );
+    assert!(
+        listed[2].contains("full (chain base)"),
+        "{}",
+        listed.join("\n")
+    );
     // Its own comparison of the two databases: the sample's seven tables, each identical.
     let identical = said
         .lines()

@@ -368,6 +368,9 @@ fn backup_list(backups: &[BackupSummary], repo: &str) {
     }
     headers.push("TARGETS");
     let mut t = table(&headers);
+    // One line per backup, however long (an incremental's parent, many targets): what people
+    // read down and what `grep` finds whole.
+    t.set_content_arrangement(ContentArrangement::Disabled);
     for b in backups {
         let mut row = vec![Cell::new(&b.id), Cell::new(&b.name)];
         if several {
