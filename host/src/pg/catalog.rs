@@ -225,6 +225,26 @@ pub async fn autovacuum_at_default(client: &Client, tables: &[String]) -> Result
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// Of `tables` (qualified names), those with a foreign key not yet validated whose columns all
+/// belong to one (complete) index of the table: once the table is vacuumed, validating that key
+/// can read the index alone (an index-only scan needs the pages marked all-visible) instead of
+/// the table.
+pub async fn keys_an_index_holds(client: &Client, tables: &[String]) -> Result<HashSet<String>> {
+    let rows = client
+        .query(
+            "SELECT n FROM unnest($1::text[]) n WHERE EXISTS ( \
+               SELECT 1 FROM pg_constraint k JOIN pg_index i ON i.indrelid = k.conrelid \
+               WHERE k.conrelid = n::regclass AND k.contype = 'f' AND NOT k.convalidated \
+                 AND i.indisvalid AND i.indpred IS NULL AND k.conkey <@ i.indkey::int2[])",
+            &[&tables],
+        )
+        .await
+        .map_err(Error::db(
+            "finding the foreign keys an index of their table holds",
+        ))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// `COPY … TO STDOUT` of the large objects' data as `(oid, slice, bytea)` rows, one per
 /// [`LARGE_OBJECT_SLICE`] bytes, read with `lo_get` (which honours large-object privileges
 /// and the transaction's snapshot). `oids`: only these objects (all when `None`). Backup and

@@ -545,6 +545,114 @@ impl Entry {
     }
 }
 
+/// A primary key or unique constraint split in two steps: its index built with `CREATE UNIQUE
+/// INDEX`, which takes a SHARE lock on the table, so the table's other indexes build at the same
+/// time on other sessions (`ADD CONSTRAINT … PRIMARY KEY (…)` locks the table ACCESS EXCLUSIVE
+/// for its whole build, and they wait); then `ADD CONSTRAINT … USING INDEX`, a catalog change.
+/// The constraint and its index end as pg_dump's statement makes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyIndex {
+    pub build: String,
+    pub attach: String,
+}
+
+impl Entry {
+    /// The table an index or a table constraint is built on, as the server names it: (schema,
+    /// table), unquoted. None for other entries and for statements it does not recognise.
+    pub fn builds_on(&self) -> Option<(String, String)> {
+        let sql = self.sql.as_str();
+        let tokens = code(sql);
+        let word = |i: usize, w: &str| tokens.get(i).is_some_and(|t| is_word(sql, t, w));
+        let from = match self.kind.as_str() {
+            "CONSTRAINT" if word(0, "ALTER") && word(1, "TABLE") => {
+                if word(2, "ONLY") {
+                    3
+                } else {
+                    2
+                }
+            }
+            "INDEX" if word(0, "CREATE") => {
+                let on = tokens.iter().position(|t| is_word(sql, t, "ON"))?;
+                if word(on + 1, "ONLY") { on + 2 } else { on + 1 }
+            }
+            _ => return None,
+        };
+        qualified_name(sql, tokens.get(from..from + 3)?).map(|(name, _)| name)
+    }
+
+    /// The two steps of a primary key or unique constraint pg_dump adds as exactly `ALTER TABLE
+    /// ONLY t ADD CONSTRAINT c PRIMARY KEY|UNIQUE (columns);`. None for anything else (options
+    /// such as INCLUDE, WITH, a tablespace, DEFERRABLE or NULLS NOT DISTINCT, and exclusion
+    /// constraints, run as written) and for partitioned tables, which cannot take `USING INDEX`.
+    pub fn unique_index_first(&self, partitioned: &Partitioned) -> Option<KeyIndex> {
+        if self.kind != "CONSTRAINT" {
+            return None;
+        }
+        let sql = self.sql.as_str();
+        let tokens = code(sql);
+        let words = ["ALTER", "TABLE", "ONLY"];
+        if tokens.len() < 10 || !words.iter().zip(&tokens).all(|(w, t)| is_word(sql, t, w)) {
+            return None;
+        }
+        let (table, table_text) = qualified_name(sql, &tokens[3..6])?;
+        if partitioned.contains(&table) {
+            return None;
+        }
+        let name = tokens[8];
+        if !(is_word(sql, &tokens[6], "ADD")
+            && is_word(sql, &tokens[7], "CONSTRAINT")
+            && matches!(name.tok, Tok::Word | Tok::Quoted))
+        {
+            return None;
+        }
+        let (kind, open) = if is_word(sql, &tokens[9], "PRIMARY")
+            && tokens.get(10).is_some_and(|t| is_word(sql, t, "KEY"))
+        {
+            ("PRIMARY KEY", 11)
+        } else if is_word(sql, &tokens[9], "UNIQUE") {
+            ("UNIQUE", 10)
+        } else {
+            return None;
+        };
+        let punct = |i: usize, p: &str| {
+            tokens
+                .get(i)
+                .is_some_and(|t| t.tok == Tok::Punct && &sql[t.start..t.end] == p)
+        };
+        // The column list: names and commas up to `)`, then the statement's end.
+        if !punct(open, "(") {
+            return None;
+        }
+        let close = open
+            + tokens[open..]
+                .iter()
+                .position(|t| t.tok == Tok::Punct && &sql[t.start..t.end] == ")")?;
+        let columns = &tokens[open + 1..close];
+        let listed = !columns.is_empty()
+            && columns.iter().enumerate().all(|(i, t)| {
+                if i % 2 == 0 {
+                    matches!(t.tok, Tok::Word | Tok::Quoted)
+                } else {
+                    t.tok == Tok::Punct && &sql[t.start..t.end] == ","
+                }
+            })
+            && columns.len() % 2 == 1;
+        if !listed || !punct(close + 1, ";") || tokens.len() != close + 2 {
+            return None;
+        }
+        let name = &sql[name.start..name.end];
+        Some(KeyIndex {
+            build: format!(
+                "CREATE UNIQUE INDEX {name} ON {table_text} USING btree {};\n",
+                &sql[tokens[open].start..tokens[close].end]
+            ),
+            attach: format!(
+                "ALTER TABLE ONLY {table_text} ADD CONSTRAINT {name} {kind} USING INDEX {name};\n"
+            ),
+        })
+    }
+}
+
 impl Entry {
     /// For an object that belongs to the database rather than to a schema and is not dropped
     /// with the schemas (a publication, an event trigger whose function lives elsewhere), the
@@ -680,6 +788,113 @@ CREATE TABLE public.\"x\n\\! touch /tmp/p\" (\n    a integer /* a\n-- Name: z; T
             name: "orders orders_contact_fkey".into(),
             sql: sql.into(),
         }
+    }
+
+    fn constraint(sql: &str) -> Entry {
+        Entry {
+            kind: "CONSTRAINT".into(),
+            name: "t t_pkey".into(),
+            sql: sql.into(),
+        }
+    }
+
+    #[test]
+    fn plain_keys_build_their_unique_index_first_and_attach_it() {
+        let none = Partitioned::new();
+        let key = constraint("ALTER TABLE ONLY public.order_items\n    ADD CONSTRAINT order_items_pkey PRIMARY KEY (order_id, line);\n\n")
+            .unique_index_first(&none)
+            .expect("a plain primary key splits");
+        assert_eq!(
+            key.build,
+            "CREATE UNIQUE INDEX order_items_pkey ON public.order_items USING btree (order_id, line);\n"
+        );
+        assert_eq!(
+            key.attach,
+            "ALTER TABLE ONLY public.order_items ADD CONSTRAINT order_items_pkey PRIMARY KEY USING INDEX order_items_pkey;\n"
+        );
+        let odd = constraint(
+            "ALTER TABLE ONLY \"S\".\"t (x)\"\n    ADD CONSTRAINT \"k;\" UNIQUE (\"Col\");\n",
+        )
+        .unique_index_first(&none)
+        .expect("quoted names split");
+        assert_eq!(
+            odd.build,
+            "CREATE UNIQUE INDEX \"k;\" ON \"S\".\"t (x)\" USING btree (\"Col\");\n"
+        );
+        assert_eq!(
+            odd.attach,
+            "ALTER TABLE ONLY \"S\".\"t (x)\" ADD CONSTRAINT \"k;\" UNIQUE USING INDEX \"k;\";\n"
+        );
+        // Anything with options, other constraint kinds and partitioned tables run as written.
+        for sql in [
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT k PRIMARY KEY (id) INCLUDE (v);\n",
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT k PRIMARY KEY (id) WITH (fillfactor='70');\n",
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT k UNIQUE (id) DEFERRABLE INITIALLY DEFERRED;\n",
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT k UNIQUE NULLS NOT DISTINCT (id);\n",
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT k EXCLUDE USING gist (r WITH &&);\n",
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT k CHECK ((a > 0));\n",
+            "ALTER TABLE public.t\n    ADD CONSTRAINT k PRIMARY KEY (id);\n",
+        ] {
+            assert!(constraint(sql).unique_index_first(&none).is_none(), "{sql}");
+        }
+        let parted: Partitioned = [("public".to_string(), "t".to_string())].into();
+        assert!(
+            constraint("ALTER TABLE ONLY public.t\n    ADD CONSTRAINT k PRIMARY KEY (id);\n")
+                .unique_index_first(&parted)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn indexes_and_constraints_name_the_table_they_build_on() {
+        let on = |kind: &str, sql: &str| {
+            Entry {
+                kind: kind.into(),
+                name: String::new(),
+                sql: sql.into(),
+            }
+            .builds_on()
+        };
+        let t = Some(("public".to_string(), "t".to_string()));
+        assert_eq!(
+            on(
+                "CONSTRAINT",
+                "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT k PRIMARY KEY (id);\n"
+            ),
+            t
+        );
+        assert_eq!(
+            on(
+                "CONSTRAINT",
+                "ALTER TABLE public.t\n    ADD CONSTRAINT k UNIQUE (id);\n"
+            ),
+            t
+        );
+        assert_eq!(
+            on("INDEX", "CREATE INDEX i ON public.t USING btree (v);\n"),
+            t
+        );
+        assert_eq!(
+            on(
+                "INDEX",
+                "CREATE UNIQUE INDEX i ON ONLY public.t USING btree (v);\n"
+            ),
+            t
+        );
+        assert_eq!(
+            on(
+                "INDEX",
+                "CREATE INDEX \"ON\" ON \"S\".\"T\" USING btree (v);\n"
+            ),
+            Some(("S".to_string(), "T".to_string()))
+        );
+        assert_eq!(
+            on(
+                "TRIGGER",
+                "CREATE TRIGGER x AFTER INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION f();\n"
+            ),
+            None
+        );
     }
 
     #[test]

@@ -1048,7 +1048,7 @@ fn plan_steps(input: &StepInputs<'_>) -> Vec<PlanStep> {
                 Step::CheckForeignKeys => "check the foreign keys touching the restored tables, then switch their user triggers back on as they were".to_string(),
                 Step::Sequences if reload => "set the values of the sequences the restored tables own".to_string(),
                 Step::Sequences => format!("set the values of the backup's {} sequence(s)", manifest.sequences.len()),
-                Step::VacuumAnalyze => "VACUUM (ANALYZE) each table, then validate the foreign keys on it".to_string(),
+                Step::VacuumAnalyze => "ANALYZE each table (VACUUM (ANALYZE) where an index holds a key's columns), then validate the foreign keys on it".to_string(),
                 Step::EventTriggers => "create event triggers last, as pg_restore does".to_string(),
                 Step::Verify => format!(
                     "{verify}{}, check no constraint is left NOT VALID (those NOT VALID in the backup stay so)",

@@ -33,7 +33,8 @@ pub enum Step {
     CheckForeignKeys,
     /// Sequence values as the backup recorded them.
     Sequences,
-    /// VACUUM (ANALYZE) each new table, then validate the foreign keys on it.
+    /// ANALYZE each new table (VACUUM (ANALYZE) where a key's validation can then read an
+    /// index alone), then validate the foreign keys on it.
     VacuumAnalyze,
     /// pg_dump's event triggers, last, so nothing the restore runs fires them.
     EventTriggers,
