@@ -383,6 +383,19 @@ pub enum ObjectLockConfig {
     Retain { mode: ObjectLockMode, days: u32 },
 }
 
+impl std::fmt::Display for ObjectLockConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectLockConfig::BucketDefault(_) => f.write_str("the bucket's default retention"),
+            ObjectLockConfig::Retain { mode, days } => write!(
+                f,
+                "{} mode, {days} days",
+                mode.header_value().to_ascii_lowercase()
+            ),
+        }
+    }
+}
+
 /// The word `bucket-default`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum BucketDefault {
@@ -1871,6 +1884,28 @@ mod tests {
             "[[drill.checks]]\nsql = \"SELECT 1\"\nexpect = { count = 1 }\n",
         );
         assert!(bad.is_err(), "an unknown expectation is refused");
+    }
+
+    #[test]
+    fn append_only_and_object_lock_parse_and_a_wrong_lock_is_named() {
+        let config: Config = toml::from_str(
+            "[[targets]]\nname = \"vault\"\ntype = \"fs\"\npath = \"/vault\"\nappend_only = true\n\
+             [[targets]]\nname = \"s3\"\ntype = \"s3\"\nbucket = \"b\"\nobject_lock = { mode = \"compliance\", days = 35 }\n\
+             [[targets]]\nname = \"s3b\"\ntype = \"s3\"\nbucket = \"b\"\nobject_lock = \"bucket-default\"\n",
+        )
+        .expect("parses");
+        assert!(config.targets[0].append_only() && !config.targets[1].append_only());
+        let lock = |i: usize| match &config.targets[i] {
+            TargetConfig::S3(s3) => s3.object_lock.as_ref().map(ToString::to_string),
+            _ => None,
+        };
+        assert_eq!(lock(1).as_deref(), Some("compliance mode, 35 days"));
+        assert_eq!(lock(2).as_deref(), Some("the bucket's default retention"));
+        let bad = toml::from_str::<Config>(
+            "[[targets]]\nname = \"s3\"\ntype = \"s3\"\nbucket = \"b\"\nobject_lock = { mode = \"forever\", days = 1 }\n",
+        )
+        .expect_err("an unknown mode is refused");
+        assert!(bad.to_string().contains("bucket-default"), "{bad}");
     }
 
     #[test]

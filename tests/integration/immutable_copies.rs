@@ -105,6 +105,8 @@ async fn an_append_only_target_keeps_everything_until_a_maintenance_host_allows_
     let third = backup(&env, "third");
     let kept = objects(&vault);
     assert_eq!(backups_in(&vault), 3, "every backup copied to the vault");
+    let shown = text(&env.run_ok(&["config", "show"]));
+    assert!(shown.contains("append-only"), "{shown}");
     let primary_before = objects(&primary).len();
 
     let pruned = env.run_json(&["backup", "prune"]);
@@ -331,6 +333,13 @@ async fn a_bucket_with_default_retention_takes_backups_that_restore() {
     let env = database("retained").await;
     let s3 = S3Server::start("plain");
     locked_bucket(&s3, "retained", Some(1));
+    // Without object_lock the bucket refuses the writes; the error says what to set.
+    env.write_config(&s3_entry(&s3, "retained", ""));
+    let failed = env.run_failing(&["backup", "create", "-n", "unsettled"]);
+    assert!(
+        failed.contains("object_lock = \"bucket-default\""),
+        "{failed}"
+    );
     env.write_config(&s3_entry(
         &s3,
         "retained",

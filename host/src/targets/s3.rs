@@ -22,6 +22,8 @@ pub struct S3Target {
     lock: LockClient,
     /// `object_lock = { mode, days }`: the retention every backup object is written with.
     retain: Option<(ObjectLockMode, u32)>,
+    /// Writes carry Content-MD5 (`object_lock` is set).
+    checksummed: bool,
 }
 
 /// Connection settings, secrets already resolved.
@@ -89,6 +91,7 @@ impl S3Target {
             op,
             lock,
             retain,
+            checksummed: s.object_lock.is_some(),
         })
     }
 
@@ -99,7 +102,13 @@ impl S3Target {
 
     fn error(&self, what: &str, key: &str, e: opendal::Error) -> TargetError {
         let target = self.name.clone();
-        let reason = format!("{what} {key}: {e}");
+        let mut reason = format!("{what} {key}: {e}");
+        // A bucket with default retention refuses writes without a checksum.
+        if reason.contains("Content-MD5") && !self.checksummed {
+            reason.push_str(
+                "; the bucket uses S3 Object Lock: set object_lock = \"bucket-default\" (or { mode, days }) on this target",
+            );
+        }
         match e.kind() {
             ErrorKind::NotFound => TargetError::NotFound { target },
             _ if e.is_temporary() => TargetError::Unavailable { target, reason },

@@ -83,17 +83,28 @@ fn effective(settings: &Settings) -> Vec<Setting> {
                 .targets
                 .iter()
                 .find(|t| t.name() == name)
-                .map(|t| match t {
-                    TargetConfig::Fs(fs) => {
-                        format!("fs {}", loaded.config_relative(&fs.path).display())
-                    }
-                    TargetConfig::S3(s3) => format!(
-                        "s3 bucket {} {}",
-                        s3.bucket,
-                        s3.endpoint.as_deref().unwrap_or("")
-                    ),
-                    TargetConfig::Plugin(p) => {
-                        format!("plugin {}", loaded.config_relative(&p.path).display())
+                .map(|t| {
+                    let place = match t {
+                        TargetConfig::Fs(fs) => {
+                            format!("fs {}", loaded.config_relative(&fs.path).display())
+                        }
+                        TargetConfig::S3(s3) => format!(
+                            "s3 bucket {} {}{}",
+                            s3.bucket,
+                            s3.endpoint.as_deref().unwrap_or(""),
+                            s3.object_lock
+                                .as_ref()
+                                .map(|lock| format!(", object lock: {lock}"))
+                                .unwrap_or_default()
+                        ),
+                        TargetConfig::Plugin(p) => {
+                            format!("plugin {}", loaded.config_relative(&p.path).display())
+                        }
+                    };
+                    match (t.append_only(), settings.allow_delete) {
+                        (true, false) => format!("{place}, append-only"),
+                        (true, true) => format!("{place}, append-only (--allow-delete: deletes)"),
+                        (false, _) => place,
                     }
                 })
                 .unwrap_or_default()
