@@ -50,7 +50,8 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct IncrementalConfig {
     pub enabled: bool,
-    /// The replication slot's name; default `larder_<database>`.
+    /// The start of the chains' slot names (each full's slot is this, `_` and its backup
+    /// id); default `larder_<database>`.
     pub slot: Option<String>,
     /// The publication pgoutput reads; default the slot's name.
     pub publication: Option<String>,
@@ -71,8 +72,9 @@ impl Default for IncrementalConfig {
 }
 
 impl IncrementalConfig {
-    /// The slot of `database`'s chain: `slot`, else `larder_` and the database's name in the
-    /// letters slot names allow (lower-case, digits, `_`; at most 63).
+    /// The start of `database`'s chain slots (`slot::chain_slot`): `slot`, else `larder_` and
+    /// the database's name in the letters slot names allow (lower-case, digits, `_`; at most
+    /// 63). Also the publication's default name.
     pub fn slot_for(&self, database: &str) -> String {
         match &self.slot {
             Some(slot) => slot.clone(),

@@ -172,7 +172,11 @@ async fn an_incremental_holds_exactly_the_changes_since_the_full_even_across_a_k
     writer.await.expect("writer");
     assert_eq!(full.backup_type, BackupType::Full);
     let base = info(&full).clone();
-    assert_eq!(base.slot, "larder_incr_exact");
+    assert_eq!(
+        base.slot,
+        format!("larder_incr_exact_{}", full.id.replace('-', "_")),
+        "each chain has its own slot, named after its full"
+    );
     assert_eq!(base.start_lsn, base.end_lsn, "a full starts its chain");
     assert!(base.snapshot.is_some());
     let log_fix = base
@@ -509,8 +513,14 @@ async fn ddl_an_invalidated_slot_and_retained_wal_are_reported_and_a_retired_slo
     );
     assert_eq!(slot_confirmed(&env, &slot).await, Some(info(&full).end_lsn));
 
-    // A new full starts a new chain, which goes on.
+    // A new full starts a new chain, which goes on; the previous chain's slot is dropped.
     let full2 = create(&env, &[]).await;
+    assert_eq!(
+        slot_confirmed(&env, &slot).await,
+        None,
+        "the retired chain's slot"
+    );
+    let slot = info(&full2).slot.clone();
     db.batch_execute("UPDATE t SET w = 1 WHERE id = 1")
         .await
         .unwrap();
@@ -587,16 +597,25 @@ async fn ddl_an_invalidated_slot_and_retained_wal_are_reported_and_a_retired_slo
         scalar(&db, "SELECT count(*) FROM pg_replication_slots").await,
         0
     );
-    // Tracking on, and deleting backups leaves none that records the slot: it goes too.
+    // Tracking on, and deleting backups leaves none of the current chain: its slot goes too.
     env.write_config(&config(&env, "enabled = true"));
-    create(&env, &[]).await;
+    let last = create(&env, &[]).await;
+    let slot = info(&last).slot.clone();
     let mut ids = env.repo().await.backup_ids().await.unwrap();
     ids.reverse(); // newest first: an incremental before the full it is built on
-    for (n, id) in ids.iter().enumerate() {
+    for id in ids.iter().skip(1) {
         env.run_ok(&["backup", "delete", id, "--force"]);
-        let left = slot_confirmed(&env, &slot).await.is_some();
-        assert_eq!(left, n + 1 < ids.len(), "after deleting {id}");
+        assert!(
+            slot_confirmed(&env, &slot).await.is_some(),
+            "after deleting {id}"
+        );
     }
+    env.run_ok(&["backup", "delete", &last.id, "--force"]);
+    assert_eq!(
+        slot_confirmed(&env, &slot).await,
+        None,
+        "no backup of its chain is left"
+    );
 }
 
 /// `schema.name` of each table a full reused, and from which backup.
@@ -773,16 +792,21 @@ async fn a_change_committed_while_the_chain_is_re_created_is_seen_by_the_bridge_
         enabled: true,
         ..Default::default()
     };
-    let preparing = slot::prepare_chain(&settings, &config, "incr_bridge")
-        .await
-        .expect("prepare the chain");
-    let watch = reuse::watch(&settings, &preparing, &repo)
+    let manifests = repo.manifests().await.expect("the manifests");
+    let preparing =
+        slot::prepare_chain(&settings, &config, "20261202-000000-0001", Some(&manifests))
+            .await
+            .expect("prepare the chain");
+    let watch = reuse::watch(&settings, &preparing, &manifests)
         .await
         .expect("the old slot is readable");
     db.batch_execute("INSERT INTO busy VALUES (11)")
         .await
         .expect("a late change");
-    preparing.start().await.expect("re-create the slot");
+    let started = preparing
+        .start()
+        .await
+        .expect("create the new chain's slot");
     let leader = larder::pg::snapshot::SnapshotLeader::begin(&settings)
         .await
         .expect("the snapshot");
@@ -813,4 +837,326 @@ async fn a_change_committed_while_the_chain_is_re_created_is_seen_by_the_bridge_
         0,
         "the bridge slot is dropped"
     );
+    drop(leader);
+    started.finished(&config, "incr_bridge", false).await;
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM pg_replication_slots").await,
+        1,
+        "the failed chain's slot is dropped, the previous one's kept"
+    );
+}
+
+/// The chain slots on the test server (bridge slots left out), by name.
+async fn chain_slots(env: &TestEnv) -> Vec<String> {
+    env.client()
+        .await
+        .query(
+            "SELECT slot_name::text FROM pg_replication_slots \
+             WHERE slot_name NOT LIKE 'larder\\_reuse\\_%' ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("the slots")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Starts a full backup and returns once it has created its chain's slot (one more than
+/// `before`).
+async fn full_with_its_slot(env: &TestEnv, before: &[String]) -> (std::process::Child, String) {
+    let mut child = env
+        .cli()
+        .args(["backup", "create", "--jobs", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the full backup");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let new = loop {
+        if let Some(new) = chain_slots(env)
+            .await
+            .into_iter()
+            .find(|s| !before.contains(s))
+        {
+            break new;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the full backup never created its slot");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    (child, new)
+}
+
+fn health_checks(env: &TestEnv) -> Vec<serde_json::Value> {
+    let out = env.run(&["--json", "monitor", "health"]);
+    reported(&out)["checks"].as_array().expect("checks").clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_backup_that_fails_leaves_the_previous_chain_usable() {
+    let env = TestEnv::start("incr_failed_full").await;
+    env.write_config(&config(&env, "enabled = true"));
+    let db = env.client().await;
+    db.batch_execute(
+        "CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL);
+         INSERT INTO accounts SELECT g, 100 FROM generate_series(1, 100) g;
+         CREATE TABLE big (id int PRIMARY KEY, payload text);
+         INSERT INTO big SELECT g, md5(g::text) || repeat(md5(random()::text), 8) FROM generate_series(1, 120000) g;",
+    )
+    .await
+    .expect("the tables");
+    let full = create(&env, &["-n", "base"]).await;
+    let slot = info(&full).slot.clone();
+    db.batch_execute(
+        "BEGIN; UPDATE accounts SET balance = balance - 5 WHERE id = 1;
+                UPDATE accounts SET balance = balance + 5 WHERE id = 2; COMMIT;",
+    )
+    .await
+    .expect("a transfer");
+    let inc1 = create(&env, &["--type", "incremental", "-n", "inc1"]).await;
+
+    // A full stopped once its slot exists fails, and drops its slot: only the chain's is left.
+    let (stopped, new) = full_with_its_slot(&env, std::slice::from_ref(&slot)).await;
+    assert_ne!(new, slot);
+    send(&stopped, "TERM");
+    let out = finish(stopped).await;
+    assert!(
+        !out.status.success(),
+        "the full was stopped: {}",
+        text(&out)
+    );
+    assert_eq!(
+        chain_slots(&env).await,
+        vec![slot.clone()],
+        "{}",
+        text(&out)
+    );
+
+    // A full killed outright cannot: its slot stays, and health reports it as an orphan.
+    let (mut killed, orphan) = full_with_its_slot(&env, std::slice::from_ref(&slot)).await;
+    killed.kill().expect("kill");
+    let _ = killed.wait();
+    let checks = health_checks(&env);
+    let reported_orphan = checks
+        .iter()
+        .find(|c| c["name"] == "orphan replication slot")
+        .unwrap_or_else(|| panic!("{checks:?}"));
+    assert!(
+        reported_orphan["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&orphan),
+        "{reported_orphan}"
+    );
+    let current = checks
+        .iter()
+        .find(|c| c["name"] == "replication slot")
+        .unwrap();
+    assert!(
+        current["detail"].as_str().unwrap().contains(&slot),
+        "{current}"
+    );
+    assert_eq!(
+        env.repo().await.backup_ids().await.unwrap(),
+        vec![full.id.clone(), inc1.id.clone()],
+        "neither failed full left a backup"
+    );
+
+    // The previous chain goes on: the next incremental follows inc1 and restores to the source.
+    db.batch_execute(
+        "DELETE FROM accounts WHERE id = 100;
+         INSERT INTO accounts VALUES (101, 7);
+         UPDATE big SET payload = 'changed' WHERE id = 3;",
+    )
+    .await
+    .expect("more changes");
+    let inc2 = create(&env, &["--type", "incremental", "-n", "inc2"]).await;
+    let chain = inc2.chain.clone().expect("a chain");
+    assert_eq!(
+        (chain.parent, chain.base),
+        (inc1.id.clone(), full.id.clone())
+    );
+    assert_eq!(counts(&inc2, "public.accounts"), (1, 0, 1, 0));
+    assert_eq!(counts(&inc2, "public.big"), (0, 1, 0, 0));
+    env.run_ok(&[
+        "recovery",
+        "execute",
+        &inc2.id,
+        "-s",
+        "new-database",
+        "--dest-db",
+        "failed_full_restored",
+    ]);
+    assert_eq!(
+        env.all_rows("failed_full_restored", &inc2).await,
+        env.all_rows("incr_failed_full", &inc2).await,
+        "the chain restores to the source"
+    );
+
+    // The next full drops the killed one's slot (its session is gone) and, once its manifest
+    // is durable, the previous chain's: only its own is left, and health shows no orphan.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while scalar(
+        &db,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+    )
+    .await
+        > 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the killed backup's session stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let next = create(&env, &["-n", "next"]).await;
+    assert_eq!(chain_slots(&env).await, vec![info(&next).slot.clone()]);
+    let checks = health_checks(&env);
+    assert!(
+        checks
+            .iter()
+            .all(|c| c["name"] != "orphan replication slot"),
+        "{checks:?}"
+    );
+    let current = checks
+        .iter()
+        .find(|c| c["name"] == "replication slot")
+        .unwrap();
+    assert!(
+        current["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&info(&next).slot),
+        "{current}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_ddl_since_the_chains_full_makes_the_next_incremental_fail_clearly() {
+    let env = TestEnv::start("incr_ddl").await;
+    env.write_config(&config(&env, "enabled = true"));
+    let db = env.client().await;
+    let schema = "DROP TABLE IF EXISTS t, t2, u, c CASCADE;
+         CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL, n int);
+         INSERT INTO t SELECT g, 'v' || g, g FROM generate_series(1, 20) g;
+         CREATE TABLE u (id int PRIMARY KEY);
+         INSERT INTO u SELECT generate_series(1, 5);";
+    // What happened, the statements (after a row change), the table the message names.
+    let cases = [
+        (
+            "a column added",
+            "ALTER TABLE t ADD COLUMN w int",
+            "public.t",
+        ),
+        (
+            "a column dropped",
+            "ALTER TABLE t DROP COLUMN n",
+            "public.t",
+        ),
+        (
+            "a column retyped",
+            "ALTER TABLE t ALTER COLUMN n TYPE bigint",
+            "public.t",
+        ),
+        (
+            "a column rewritten in place (same type, USING)",
+            "ALTER TABLE t ALTER COLUMN v TYPE text USING upper(v)",
+            "public.t",
+        ),
+        (
+            "a column dropped and added again under its name",
+            "ALTER TABLE t DROP COLUMN n; ALTER TABLE t ADD COLUMN n int DEFAULT 5",
+            "public.t",
+        ),
+        (
+            "a column renamed",
+            "ALTER TABLE t RENAME COLUMN v TO label",
+            "public.t",
+        ),
+        (
+            "a column added, rows changed, the column dropped again",
+            "ALTER TABLE t ADD COLUMN w int; UPDATE t SET w = 1 WHERE id = 1; ALTER TABLE t DROP COLUMN w",
+            "public.t",
+        ),
+        (
+            "the table renamed",
+            "ALTER TABLE t RENAME TO t2",
+            "public.t2",
+        ),
+        (
+            "a table created",
+            "CREATE TABLE c (id int PRIMARY KEY); INSERT INTO c VALUES (1)",
+            "public.c",
+        ),
+        ("a table dropped", "DROP TABLE u", "public.u"),
+        (
+            "a table dropped and created again",
+            "DROP TABLE u; CREATE TABLE u (id int PRIMARY KEY)",
+            "public.u",
+        ),
+        (
+            "the replica identity set",
+            "ALTER TABLE t REPLICA IDENTITY FULL",
+            "public.t",
+        ),
+        (
+            "the table taken out of the publication",
+            "ALTER PUBLICATION larder_incr_ddl DROP TABLE t; UPDATE t SET n = 0",
+            "public.t",
+        ),
+        (
+            "the table taken out of the publication and put back",
+            "ALTER PUBLICATION larder_incr_ddl DROP TABLE t; UPDATE t SET n = 0;
+             ALTER PUBLICATION larder_incr_ddl ADD TABLE t",
+            "public.t",
+        ),
+    ];
+    for (what, ddl, table) in cases {
+        db.batch_execute(schema).await.expect("the schema");
+        let full = create(&env, &[]).await;
+        let backups = env.repo().await.backup_ids().await.unwrap();
+        db.batch_execute(&format!("UPDATE t SET n = n + 1 WHERE id = 2; {ddl}"))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let out = env.run(&["--json", "backup", "create", "--type", "incremental"]);
+        let e = envelope(&out);
+        assert_eq!(e["kind"], "change_tracking", "{what}: {e}");
+        let message = e["error"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("table {table} "))
+                && message.contains("take a new full backup"),
+            "{what}: {message}"
+        );
+        assert_eq!(
+            env.repo().await.backup_ids().await.unwrap(),
+            backups,
+            "{what}: nothing written"
+        );
+        assert_eq!(
+            slot_confirmed(&env, &info(&full).slot).await,
+            Some(info(&full).end_lsn),
+            "{what}: the slot did not move"
+        );
+    }
+
+    // What is not DDL on the chain's tables goes on: TRUNCATE, a rewrite that keeps the rows
+    // (VACUUM FULL), statistics.
+    db.batch_execute(schema).await.expect("the schema");
+    let full = create(&env, &[]).await;
+    for sql in [
+        "TRUNCATE u",
+        "UPDATE t SET v = 'x' WHERE id = 1",
+        "VACUUM FULL t",
+        "ANALYZE t",
+    ] {
+        db.batch_execute(sql).await.expect(sql);
+    }
+    let inc = create(&env, &["--type", "incremental"]).await;
+    assert_eq!(inc.chain.as_ref().unwrap().base, full.id);
+    assert_eq!(counts(&inc, "public.t"), (0, 1, 0, 0));
+    assert_eq!(counts(&inc, "public.u"), (0, 0, 0, 1));
 }

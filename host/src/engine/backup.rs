@@ -11,6 +11,7 @@ use crate::config::IncrementalConfig;
 use crate::engine::Progress;
 pub use crate::engine::backup_run::BackupOptions;
 use crate::engine::backup_run::{reclaim_after_failure, stopped};
+use crate::engine::incremental::slot::ChainStart;
 use crate::engine::incremental::{self, reuse};
 use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::engine::progress::human_bytes;
@@ -27,7 +28,7 @@ use crate::repository::id::new_backup_id;
 use crate::repository::lock::RepoLock;
 use crate::repository::manifest::{
     BackupType, DatabaseProperty, Digests, IncrementalInfo, LargeObjects, Manifest, SourceInfo,
-    Stream, TableEntry, Tracked,
+    Stream, TableEntry,
 };
 use crate::repository::stream::{BATCH_BYTES, Stored, StreamWriter, store_bytes};
 use crate::repository::{ChunkIndex, Repository};
@@ -159,6 +160,27 @@ async fn take(
     if opts.backup_type == BackupType::Incremental {
         return incremental::capture::take(settings, repo, opts).await;
     }
+    // With tracking on, the new chain's slot is dropped again if the full fails, and the
+    // previous chain's only once the full's manifest is durable.
+    let mut started = None;
+    let taken = take_dump(settings, repo, opts, progress, &mut started).await;
+    if let Some(chain) = started {
+        chain
+            .finished(&opts.incremental, &settings.dbname, taken.is_ok())
+            .await;
+    }
+    taken
+}
+
+/// A full or schema-only backup; a full with tracking on puts the chain it starts in
+/// `started` as soon as its slot exists.
+async fn take_dump(
+    settings: &ConnectionSettings,
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &Progress,
+    started: &mut Option<ChainStart>,
+) -> Result<Manifest> {
     let created_at = Utc::now();
     let id = new_backup_id(created_at);
     // On a signal the CLI waits for this to stop cleanly (waiting for table locks, or
@@ -178,28 +200,45 @@ async fn take(
         foreign_keys,
         large_objects,
         globals,
-        chain,
         tracking,
     ) = interruptible(async {
         // The chain's slot is created just before the snapshot (see IncrementalInfo::snapshot);
-        // what the old one still holds is read first, to prove which tables are unchanged.
-        let (chain, watch) = match (full, opts.incremental.enabled) {
+        // what the previous chain's slot still holds is read first, to prove which tables
+        // are unchanged.
+        let watch = match (full, opts.incremental.enabled) {
             (true, true) => {
-                let preparing =
-                    incremental::slot::prepare_chain(settings, &opts.incremental, &settings.dbname)
-                        .await?;
-                // Validators check the rows a backup reads: with them, every table is read.
-                let watch = match opts.validators.is_empty() {
-                    true => reuse::watch(settings, &preparing, repo).await,
+                let manifests = match repo.can_read() {
+                    true => match repo.manifests().await {
+                        Ok(manifests) => Some(manifests),
+                        Err(e) => {
+                            tracing::warn!(
+                                "the previous chain is not known ({e}): every table is read, and no old slot is dropped"
+                            );
+                            None
+                        }
+                    },
                     false => None,
                 };
-                (Some(preparing.start().await?), watch)
+                let preparing = incremental::slot::prepare_chain(
+                    settings,
+                    &opts.incremental,
+                    &id,
+                    manifests.as_deref(),
+                )
+                .await?;
+                // Validators check the rows a backup reads: with them, every table is read.
+                let watch = match (opts.validators.is_empty(), &manifests) {
+                    (true, Some(manifests)) => reuse::watch(settings, &preparing, manifests).await,
+                    _ => None,
+                };
+                *started = Some(preparing.start().await?);
+                watch
             }
             (true, false) => {
                 retire_slot(settings, &opts.incremental).await;
-                (None, None)
+                None
             }
-            (false, _) => (None, None),
+            (false, _) => None,
         };
         let leader = SnapshotLeader::begin(settings).await?;
         let server = catalog::server_info(leader.client()).await?;
@@ -220,7 +259,7 @@ async fn take(
             (Vec::new(), 0)
         };
         let globals = globals::read(leader.client(), &roles).await?;
-        let tracking = match &chain {
+        let tracking = match started {
             Some(_) => {
                 let publication = opts.incremental.publication_for(&settings.dbname);
                 let relations = reuse::relations(leader.client(), &publication).await?;
@@ -246,7 +285,6 @@ async fn take(
             foreign_keys,
             large_objects,
             globals,
-            chain,
             tracking,
         ))
     })
@@ -344,8 +382,8 @@ async fn take(
                 validators: streams.validators,
                 schedule: opts.schedule.clone(),
                 chain: None,
-                incremental: chain.map(|start| IncrementalInfo {
-                    slot: start.slot,
+                incremental: started.as_ref().map(|start| IncrementalInfo {
+                    slot: start.slot.clone(),
                     start_lsn: start.consistent,
                     end_lsn: start.consistent,
                     first_commit: None,
@@ -353,7 +391,7 @@ async fn take(
                     transactions: 0,
                     changes: Stream::default(),
                     tables: Vec::new(),
-                    not_exact: start.not_exact,
+                    not_exact: start.not_exact.clone(),
                     snapshot: Some(leader.snapshot.clone()),
                 }),
                 signature: None,
@@ -382,15 +420,17 @@ async fn take(
     }
 }
 
-/// With tracking off, drops the database's slot if an earlier chain left one (it would keep
-/// WAL on the server for nobody); a failure is only logged.
+/// With tracking off, drops the slots earlier chains left (they would keep WAL on the server
+/// for nobody); a failure is only logged.
 async fn retire_slot(settings: &ConnectionSettings, config: &IncrementalConfig) {
-    match incremental::slot::retire(settings, config, &settings.dbname).await {
-        Ok(true) => tracing::warn!(
-            "[incremental] is not enabled: dropped replication slot {} of the earlier chain",
-            config.slot_for(&settings.dbname)
-        ),
-        Ok(false) => {}
+    match incremental::slot::retire(settings, config).await {
+        Ok(slots) => {
+            for slot in slots {
+                tracing::warn!(
+                    "[incremental] is not enabled: dropped replication slot {slot} of an earlier chain"
+                );
+            }
+        }
         Err(e) => tracing::warn!("could not check for a replication slot to drop: {e}"),
     }
 }
@@ -540,11 +580,10 @@ impl Run<'_> {
                 logical_bytes: 0,
                 checksum: String::new(),
                 parts: Vec::new(),
-                tracked: self.relations.get(&t.display_name()).map(|r| Tracked {
-                    relation: r.stamp.clone(),
-                    published: r.published.clone(),
-                    reused_from: None,
-                }),
+                tracked: self
+                    .relations
+                    .get(&t.display_name())
+                    .map(|r| r.tracked(None)),
             })
             .collect();
         let mut checksums = vec![RowChecksum::default(); read.len()];

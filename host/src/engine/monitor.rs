@@ -168,12 +168,16 @@ pub async fn health(databases: &[Monitored], stores: &Targets<'_>, config: &Conf
     for db in databases {
         let first = checks.len();
         checks.push(database_check(db).await);
-        checks.extend(slot_check(db, &config.incremental).await);
         db.claim(&mut checks[first..]);
     }
 
     let held = holdings(stores.targets, |_| Scrutiny::Sample(SAMPLE_CHUNKS)).await;
     let manifests: Vec<Manifest> = held.manifests.values().cloned().collect();
+    for db in databases {
+        let first = checks.len();
+        checks.extend(slot_checks(db, &config.incremental, &manifests).await);
+        db.claim(&mut checks[first..]);
+    }
     let intact_on = |id: &str| held.complete_on(id, stores.targets);
     // The newest backup with an intact copy somewhere, and the newest of all.
     let newest = manifests
@@ -581,30 +585,68 @@ pub fn finish(checked_at: DateTime<Utc>, checks: Vec<Check>) -> Health {
     }
 }
 
-/// The database's replication slot for incremental backups: the WAL it keeps on the server
-/// ("Replication Slot Lagging" above `[incremental] max_retained_wal`), and whether
-/// PostgreSQL invalidated it. None when there is no slot and tracking is off.
-async fn slot_check(db: &Monitored, config: &IncrementalConfig) -> Option<Check> {
-    let slot_name = config.slot_for(&db.settings.dbname);
+/// The database's replication slots for incremental backups. The current chain's (the one
+/// the newest backup in `manifests` continues): the WAL it keeps on the server ("Replication
+/// Slot Lagging" above `[incremental] max_retained_wal`), and whether PostgreSQL invalidated
+/// it; none when there is no slot and tracking is off. Any other chain slot is an orphan (a
+/// full stopped before its end, a retired chain) and is reported with the WAL it keeps.
+async fn slot_checks(
+    db: &Monitored,
+    config: &IncrementalConfig,
+    manifests: &[Manifest],
+) -> Vec<Check> {
     let name = db.label("replication slot");
-    let client = db.settings.connect().await.ok()?;
-    let state = match slot::state(&client, &slot_name).await {
-        Ok(state) => state,
-        Err(e) => return Some(check(&name, Status::Warn, e.to_string())),
+    let Ok(client) = db.settings.connect().await else {
+        return Vec::new();
     };
-    let Some(state) = state else {
-        return config.enabled.then(|| {
-            check(
-                &name,
+    let slots = match slot::chain_slots(&client, config, &db.settings.dbname).await {
+        Ok(slots) => slots,
+        Err(e) => return vec![check(&name, Status::Warn, e.to_string())],
+    };
+    let live = slot::live_slot(manifests, &db.settings.dbname);
+    let mut checks = Vec::new();
+    match slots.iter().find(|(slot, _)| Some(slot.as_str()) == live) {
+        Some((slot, state)) => checks.push(live_slot_check(&name, slot, state, config)),
+        None if config.enabled => checks.push(check(
+            &name,
+            Status::Warn,
+            match live {
+                Some(slot) => format!(
+                    "change tracking is on but the current chain's slot {slot} does not exist: the next full backup starts a new chain"
+                ),
+                None => "change tracking is on and no chain exists yet: the next full backup starts one".into(),
+            },
+        )),
+        None => {}
+    }
+    for (slot, state) in slots.iter().filter(|(slot, _)| Some(slot.as_str()) != live) {
+        checks.push(Check {
+            action: Some(format!(
+                "The next full backup drops it; or run `SELECT pg_drop_replication_slot('{slot}')`"
+            )),
+            ..check(
+                &db.label("orphan replication slot"),
                 Status::Warn,
-                format!("change tracking is on but slot {slot_name} does not exist yet: the next full backup creates it"),
+                format!(
+                    "slot {slot} belongs to no chain a backup continues (a full backup stopped before its end, or a retired chain) and retains {} of WAL",
+                    human_bytes(state.retained.unwrap_or(0))
+                ),
             )
         });
-    };
+    }
+    checks
+}
+
+fn live_slot_check(
+    name: &str,
+    slot_name: &str,
+    state: &slot::SlotState,
+    config: &IncrementalConfig,
+) -> Check {
     let retained = state.retained.unwrap_or(0);
-    Some(if state.wal_status.as_deref() == Some("lost") {
+    if state.wal_status.as_deref() == Some("lost") {
         alert(
-            &name,
+            name,
             format!(
                 "slot {slot_name} was invalidated by PostgreSQL (wal_status = lost): its chain of incremental backups is broken"
             ),
@@ -613,7 +655,7 @@ async fn slot_check(db: &Monitored, config: &IncrementalConfig) -> Option<Check>
         )
     } else if retained > config.max_retained_wal {
         alert(
-            &name,
+            name,
             format!(
                 "slot {slot_name} retains {} of WAL on the server, above [incremental] max_retained_wal {}",
                 human_bytes(retained),
@@ -624,11 +666,11 @@ async fn slot_check(db: &Monitored, config: &IncrementalConfig) -> Option<Check>
         )
     } else {
         check(
-            &name,
+            name,
             Status::Ok,
             format!("slot {slot_name} retains {} of WAL", human_bytes(retained)),
         )
-    })
+    }
 }
 
 /// Whether the database answers, and what it is.

@@ -126,6 +126,13 @@ pub struct Tracked {
     /// removed from the publication and added again gets another one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published: Option<String>,
+    /// The table's replica identity (and the index it uses) and its live columns (number,
+    /// name, type, and the `xmin` of each `pg_attribute` row) at the snapshot: any DDL on a
+    /// column or on the replica identity changes it, a TRUNCATE or VACUUM does not.
+    /// Incrementals check it against their chain's full (absent in fulls taken before it was
+    /// recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<String>,
     /// When this full did not read the table because the change stream proved it unchanged:
     /// the backup that read these rows (their chunks are shared, referenced from here too).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -11,7 +11,8 @@
 //! next incremental reads the same changes again: exactly once.
 
 use super::pgoutput::{self, Decoder, Message, Relation};
-use super::{Visibility, slot};
+use super::slot::{self, chain_head};
+use super::{Visibility, reuse};
 use crate::engine::backup_run::{BackupOptions, reclaim_after_failure, stopped};
 use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::error::{Error, Result};
@@ -36,14 +37,6 @@ use tokio_postgres::Client;
 
 /// What to do about a broken chain.
 const NEW_FULL: &str = "take a new full backup (`backup-cli backup create`) to start a new chain";
-
-/// The chain's newest backup of `database`: the parent of the next incremental.
-pub fn chain_head<'a>(manifests: &'a [Manifest], database: &str) -> Option<&'a Manifest> {
-    manifests
-        .iter()
-        .filter(|m| m.source.database == database && m.incremental.is_some())
-        .max_by_key(|m| m.created_at)
-}
 
 /// Takes an incremental backup of the database `settings` names into `repo`.
 pub(crate) async fn take(
@@ -74,8 +67,10 @@ pub(crate) async fn take(
     let current = catalog::data_tables(&client, server.block_size).await?;
     check_schema(&parent.tables, &current)?;
     let base_manifest = manifests.iter().find(|m| m.id == base).unwrap_or(parent);
+    let publication = opts.incremental.publication_for(&server.database);
+    check_tracked(&client, base_manifest, &publication).await?;
     check_large_objects(&client, base_manifest).await?;
-    let end = flushed_lsn(&client).await?;
+    let end = slot::flushed_lsn(&client).await?;
 
     let lock = RepoLock::shared(repo, &id).await?;
     let outcome = async {
@@ -83,7 +78,7 @@ pub(crate) async fn take(
         let reading = Reading {
             client: &client,
             slot: &slot_name,
-            publication: &opts.incremental.publication_for(&server.database),
+            publication: &publication,
             end,
             schema: &parent.tables,
             // The chain's first incremental leaves out what the full's snapshot saw.
@@ -205,27 +200,6 @@ fn schema_only(table: &TableEntry) -> TableEntry {
     }
 }
 
-/// Where the capture ends: the WAL flushed after every transaction committed so far.
-/// Decoding reads no further than the flushed WAL, so a commit not yet flushed
-/// (`synchronous_commit = off`) would wait for the next incremental; a small logical message
-/// committed with `synchronous_commit = on` flushes everything before it first.
-pub(super) async fn flushed_lsn(client: &Client) -> Result<Lsn> {
-    client
-        .batch_execute(
-            "SET synchronous_commit = on; \
-             SELECT pg_logical_emit_message(true, 'larder', 'incremental backup')",
-        )
-        .await
-        .map_err(Error::db("flushing the WAL up to now"))?;
-    let row = client
-        .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
-        .await
-        .map_err(Error::db("reading the flushed WAL position"))?;
-    row.get::<_, String>(0)
-        .parse()
-        .map_err(|e| Error::Internal(format!("the server returned {e}")))
-}
-
 /// Checks the slot can continue the chain from `parent`, which ended at `parent_end`, and
 /// returns where this incremental starts.
 async fn check_slot(
@@ -308,6 +282,51 @@ fn check_schema(chain: &[TableEntry], current: &[DataTable]) -> Result<()> {
     }
     if let Some(name) = before.keys().find(|name| !now.contains_key(*name)) {
         return Err(ddl(name, "was dropped"));
+    }
+    Ok(())
+}
+
+/// Refuses when DDL the comparison of columns cannot see touched a table the chain's full
+/// tracked: its columns or replica identity were altered (a column dropped and added again
+/// under its name, retyped in place with `USING`, a replica identity set), it was dropped and
+/// created again, or the publication no longer publishes it as at the full (`ALTER
+/// PUBLICATION`: changes since may be missing).
+async fn check_tracked(client: &Client, base: &Manifest, publication: &str) -> Result<()> {
+    let now = reuse::relations(client, publication).await?;
+    let inexact: HashSet<&str> = base
+        .incremental
+        .iter()
+        .flat_map(|i| &i.not_exact)
+        .map(|n| n.table.as_str())
+        .collect();
+    for entry in &base.tables {
+        let name = entry.display_name();
+        let Some(then) = &entry.tracked else {
+            continue;
+        };
+        if inexact.contains(name.as_str()) {
+            continue;
+        }
+        let Some(rel) = now.get(&name) else {
+            return Err(ddl(&name, "was dropped"));
+        };
+        if then.relation.split(':').next() != Some(rel.oid.to_string().as_str()) {
+            return Err(ddl(&name, "was dropped and created again"));
+        }
+        if then.shape.as_ref().is_some_and(|shape| *shape != rel.shape) {
+            return Err(ddl(
+                &name,
+                "had its columns or replica identity altered (ALTER TABLE … ADD/DROP/ALTER/RENAME COLUMN, REPLICA IDENTITY, …)",
+            ));
+        }
+        if then.published.is_some() && then.published != rel.published {
+            return Err(ddl(
+                &name,
+                &format!(
+                    "is no longer published by publication {publication} as it was (ALTER PUBLICATION, or the publication re-created: changes to it may be missing)"
+                ),
+            ));
+        }
     }
     Ok(())
 }

@@ -5,8 +5,9 @@
 //! The proof covers the whole interval, with no gap, from the chain's base full (whose
 //! snapshot the entries hold) to the new full's snapshot:
 //! - the chain's incrementals recorded no change to the table;
-//! - the old slot's pending changes (after the chain's last backup) hold none: read before the
-//!   slot is re-created;
+//! - the previous chain's slot's pending changes (after the chain's last backup) hold none:
+//!   read before the new chain's slot is created (the previous slot is dropped only once
+//!   the new full is durable);
 //! - a temporary "bridge" slot, created before that read, covers what commits from then on:
 //!   of its transactions, those the new snapshot sees hold none;
 //! - the table is the same relation with no DDL since ([`Tracked::relation`]), with the same
@@ -21,13 +22,11 @@
 //! missing, the slot not where the chain left it, an error while reading it) reads the table.
 
 use super::Visibility;
-use super::capture::{chain_head, flushed_lsn};
 use super::pgoutput::{self, Message};
-use super::slot::{self, Preparing};
+use super::slot::{self, Preparing, chain_head};
 use crate::error::{Error, Result};
 use crate::pg::catalog::DataTable;
 use crate::pg::{ConnectionSettings, session};
-use crate::repository::Repository;
 use crate::repository::changes::Lsn;
 use crate::repository::manifest::{BackupType, Manifest, TableEntry, Tracked};
 use futures_util::StreamExt;
@@ -42,42 +41,36 @@ pub struct Relation {
     pub stamp: String,
     /// See [`Tracked::published`]; None when the chain's publication does not publish it.
     pub published: Option<String>,
+    /// See [`Tracked::shape`].
+    pub shape: String,
+}
+
+impl Relation {
+    /// What a full records of the table for the next backups of its chain.
+    pub fn tracked(&self, reused_from: Option<String>) -> Tracked {
+        Tracked {
+            relation: self.stamp.clone(),
+            published: self.published.clone(),
+            shape: Some(self.shape.clone()),
+            reused_from,
+        }
+    }
 }
 
 /// The tables of the snapshot by `schema.name`.
 pub type Relations = HashMap<String, Relation>;
 
-/// The tables `publication` publishes every kind of change of (inserts, updates, deletes,
-/// truncates), by `schema.name`, each with its [`Tracked::published`] stamp.
-pub async fn published(client: &Client, publication: &str) -> Result<HashMap<String, String>> {
-    let rows = client
-        .query(
-            "SELECT t.schemaname::text || '.' || t.tablename::text, \
-               p.oid::text || ':' || p.xmin::text || ':' || \
-               CASE WHEN p.puballtables THEN 'all' ELSE r.xmin::text END \
-             FROM pg_publication p \
-             JOIN pg_publication_tables t ON t.pubname = p.pubname \
-             JOIN pg_namespace n ON n.nspname = t.schemaname \
-             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename \
-             LEFT JOIN pg_publication_rel r ON r.prpubid = p.oid AND r.prrelid = c.oid \
-             WHERE p.pubname = $1 AND p.pubinsert AND p.pubupdate AND p.pubdelete AND p.pubtruncate",
-            &[&publication],
-        )
-        .await
-        .map_err(Error::db(format!("reading publication {publication}")))?;
-    Ok(rows
-        .iter()
-        // A table published some other way (a schema in the publication) has no stamp.
-        .filter_map(|row| Some((row.get(0), row.get::<_, Option<String>>(1)?)))
-        .collect())
-}
-
 /// Reads every table's identity and whether its changes are published, inside the snapshot.
 pub async fn relations(client: &Client, publication: &str) -> Result<Relations> {
-    let mut published = published(client, publication).await?;
+    let mut published = slot::published(client, publication).await?;
     let rows = client
         .query(
-            "SELECT n.nspname::text || '.' || c.relname::text, c.oid::int8, c.xmin::text \
+            "SELECT n.nspname::text || '.' || c.relname::text, c.oid::int8, c.xmin::text, \
+               c.relreplident::text || ':' || coalesce((SELECT min(i.indexrelid::int8)::text FROM pg_index i \
+                 WHERE i.indrelid = c.oid AND (i.indisreplident OR (c.relreplident = 'd' AND i.indisprimary))), '') \
+               || '|' || coalesce((SELECT string_agg(a.attnum || ':' || a.attname || ':' || a.atttypid::int8 || ':' \
+                 || a.atttypmod || ':' || a.xmin::text, ',' ORDER BY a.attnum) FROM pg_attribute a \
+                 WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '') \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r'",
             &[],
         )
@@ -88,18 +81,20 @@ pub async fn relations(client: &Client, publication: &str) -> Result<Relations> 
     Ok(rows
         .iter()
         .map(|row| {
-            let (name, oid, xmin): (String, i64, String) = (row.get(0), row.get(1), row.get(2));
+            let (name, oid, xmin, shape): (String, i64, String, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
             let relation = Relation {
                 oid: oid as u32,
                 stamp: format!("{oid}:{xmin}"),
                 published: published.remove(&name),
+                shape,
             };
             (name, relation)
         })
         .collect())
 }
 
-/// The evidence gathered before the chain is re-created; the bridge slot goes on watching
+/// The evidence gathered before the new chain starts; the bridge slot goes on watching
 /// until [`Watch::finish`].
 pub struct Watch {
     /// The session that owns the bridge slot (a temporary slot dies with it).
@@ -121,15 +116,15 @@ pub struct Evidence {
     published: HashMap<String, String>,
 }
 
-/// Starts the proof for the full about to re-create the chain `preparing` describes. None
+/// Starts the proof for the full about to start the chain `preparing` describes. None
 /// (every table is read) when there is no chain yet or the evidence is incomplete; why is
 /// logged.
 pub async fn watch(
     settings: &ConnectionSettings,
     preparing: &Preparing,
-    repo: &Repository,
+    manifests: &[Manifest],
 ) -> Option<Watch> {
-    match gather(settings, preparing, repo).await {
+    match gather(settings, preparing, manifests).await {
         Ok(watch) => watch,
         Err(why) => {
             tracing::warn!("every table is read, none reused from the previous backup: {why}");
@@ -141,32 +136,22 @@ pub async fn watch(
 async fn gather(
     settings: &ConnectionSettings,
     preparing: &Preparing,
-    repo: &Repository,
+    manifests: &[Manifest],
 ) -> Result<Option<Watch>> {
-    if !repo.can_read() {
-        return Ok(None);
-    }
-    let manifests = repo.manifests().await?;
-    let Some(head) = chain_head(&manifests, &settings.dbname) else {
+    let Some(head) = chain_head(manifests, &settings.dbname) else {
         return Ok(None);
     };
-    let (base, changed) = chain_since_base(&manifests, head).map_err(uncertain)?;
+    let (base, changed) = chain_since_base(manifests, head).map_err(uncertain)?;
     let Some(info) = &head.incremental else {
         return Ok(None);
     };
-    if info.slot != preparing.slot {
-        return Err(uncertain(format!(
-            "the chain of backup {} reads slot {}, and the configured slot is {}",
-            head.id, info.slot, preparing.slot
-        )));
-    }
     let client = session::open(settings, "", "reading what changed since the last backup").await?;
     let state = slot::state(&client, &info.slot).await?;
     match state.as_ref().and_then(|s| s.confirmed) {
         Some(confirmed) if confirmed <= info.end_lsn => {}
         _ => {
             return Err(uncertain(format!(
-                "replication slot {} is not where backup {} left it (missing, or re-created since)",
+                "replication slot {} is not where backup {} left it (missing, or advanced outside the chain)",
                 info.slot, head.id
             )));
         }
@@ -184,7 +169,7 @@ async fn gather(
         .get(0);
     let bridge = format!("larder_reuse_{pid}");
     let from = slot::create(&client, &bridge, true).await?;
-    let upto = flushed_lsn(&client).await?;
+    let upto = slot::flushed_lsn(&client).await?;
     if from > upto {
         return Err(uncertain(format!(
             "the bridge slot starts at {from}, after the WAL flushed ({upto})"
@@ -233,7 +218,7 @@ impl Watch {
         let done = async {
             let sees = Visibility::parse(snapshot).map_err(uncertain)?;
             // Every transaction the snapshot sees committed before this flush.
-            let upto = flushed_lsn(&client).await?;
+            let upto = slot::flushed_lsn(&client).await?;
             touched(
                 &client,
                 &bridge,
@@ -313,16 +298,14 @@ impl Evidence {
                     .all(|c| stored(&c.id));
             if unchanged && same_shape && present {
                 let reused = TableEntry {
-                    tracked: Some(Tracked {
-                        relation: now.stamp.clone(),
-                        published: now.published.clone(),
-                        reused_from: Some(
+                    tracked: Some(
+                        now.tracked(Some(
                             tracked
                                 .reused_from
                                 .clone()
                                 .unwrap_or_else(|| self.base.id.clone()),
-                        ),
-                    }),
+                        )),
+                    ),
                     ..(*entry).clone()
                 };
                 out.insert(name, reused);
@@ -486,6 +469,7 @@ mod tests {
             tracked: Some(Tracked {
                 relation: format!("{oid}:700"),
                 published: Some(PUBLISHED.into()),
+                shape: Some("d:1|1:id:23:-1:700".into()),
                 reused_from: None,
             }),
         }
@@ -568,6 +552,7 @@ mod tests {
                     oid,
                     stamp,
                     published: (name != "f").then(|| "16600:990:990".to_string()),
+                    shape: "d:1|1:id:23:-1:700".into(),
                 };
                 (format!("public.{name}"), relation)
             })
@@ -614,6 +599,7 @@ mod tests {
                 oid: 1,
                 stamp: "1:700".into(),
                 published: Some("16600:990:990".into()),
+                shape: "d:1|1:id:23:-1:700".into(),
             },
         )]
         .into();

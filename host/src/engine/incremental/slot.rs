@@ -1,11 +1,14 @@
-//! The logical replication slot and publication a chain of incremental backups reads from.
+//! The logical replication slots and publication chains of incremental backups read from.
 //!
 //! A full backup taken with `[incremental] enabled` checks the server can track changes
 //! (`wal_level = logical`, the REPLICATION attribute, a UTF8 database), sets up the
 //! publication (every table whose changes can be captured exactly, unless an existing one
-//! publishes `FOR ALL TABLES`), then drops and creates the slot just before its own snapshot
-//! (in between, `reuse` reads what the old slot still holds). Incrementals read the slot and
-//! advance it; health reports the WAL it retains.
+//! publishes `FOR ALL TABLES`), then creates its own chain's slot ([`chain_slot`]: named
+//! after the full) just before its snapshot (in between, `reuse` reads what the previous
+//! chain's slot still holds). The previous chain's slot is dropped only once the new full's
+//! manifest is durable; a full that fails drops its new slot, and one killed leaves it to the
+//! next full, which drops every slot no backup continues. Incrementals read their chain's
+//! slot and advance it; health reports the WAL it retains.
 
 use crate::config::IncrementalConfig;
 use crate::error::{Error, Result};
@@ -25,14 +28,6 @@ pub struct SlotState {
     /// Bytes of WAL the slot keeps on the server (`pg_current_wal_lsn() - restart_lsn`).
     pub retained: Option<u64>,
     pub active: bool,
-}
-
-/// Where a new chain starts: the slot's consistent point, and the tables it cannot follow.
-#[derive(Debug, Clone)]
-pub struct ChainStart {
-    pub slot: String,
-    pub consistent: Lsn,
-    pub not_exact: Vec<NotExact>,
 }
 
 fn parse_lsn(text: &str) -> Result<Lsn> {
@@ -77,8 +72,9 @@ pub async fn open_checked(settings: &ConnectionSettings) -> Result<Client> {
     Ok(client)
 }
 
-/// The tables whose changes logical decoding cannot give exactly, and what fixes each.
-async fn not_exact(client: &Client) -> Result<(Vec<String>, Vec<NotExact>)> {
+/// The tables logical decoding can follow (quoted `schema.name`, and as people type it), and
+/// those whose changes it cannot give exactly, with what fixes each.
+async fn not_exact(client: &Client) -> Result<(Vec<(String, String)>, Vec<NotExact>)> {
     let sql = format!(
         "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), n.nspname::text || '.' || c.relname::text, \
            c.relpersistence = 'u', \
@@ -109,15 +105,21 @@ async fn not_exact(client: &Client) -> Result<(Vec<String>, Vec<NotExact>)> {
                 fix: format!("ALTER TABLE {qualified} REPLICA IDENTITY FULL"),
             });
         } else {
-            tracked.push(qualified);
+            tracked.push((qualified, table));
         }
     }
     Ok((tracked, inexact))
 }
 
 /// The publication `pgoutput` reads: created or re-created for the tables it can follow,
-/// unless one of that name publishes `FOR ALL TABLES` (kept as it is).
-async fn publish(client: &Client, publication: &str, tables: &[String]) -> Result<()> {
+/// unless one of that name publishes `FOR ALL TABLES` or already publishes exactly those
+/// (`published`; kept as it is, so the previous chain sees it unchanged).
+async fn publish(
+    client: &Client,
+    publication: &str,
+    tables: &[(String, String)],
+    published: &HashMap<String, String>,
+) -> Result<()> {
     let all = client
         .query_opt(
             "SELECT puballtables FROM pg_publication WHERE pubname = $1",
@@ -126,14 +128,19 @@ async fn publish(client: &Client, publication: &str, tables: &[String]) -> Resul
         .await
         .map_err(Error::db("reading the publication"))?
         .map(|r| r.get::<_, bool>(0));
-    if all == Some(true) {
+    let same = tables.len() == published.len()
+        && tables
+            .iter()
+            .all(|(_, table)| published.contains_key(table));
+    if all == Some(true) || (all == Some(false) && same) {
         return Ok(());
     }
     let name = quote_ident(publication);
     let create = if tables.is_empty() {
         format!("CREATE PUBLICATION {name}")
     } else {
-        format!("CREATE PUBLICATION {name} FOR TABLE {}", tables.join(", "))
+        let list: Vec<&str> = tables.iter().map(|(q, _)| q.as_str()).collect();
+        format!("CREATE PUBLICATION {name} FOR TABLE {}", list.join(", "))
     };
     let sql = format!("BEGIN; DROP PUBLICATION IF EXISTS {name}; {create}; COMMIT");
     if let Err(e) = client.batch_execute(&sql).await {
@@ -147,37 +154,126 @@ async fn publish(client: &Client, publication: &str, tables: &[String]) -> Resul
     Ok(())
 }
 
-/// A chain about to start: the server checked, the publication set up, the old slot (if
-/// any) not yet dropped, so what it still holds can be read first (see `reuse::watch`).
+/// The advisory lock (first key; the second is `hashtext(slot)`) a full backup holds on the
+/// slot of the chain it is starting, from creating it until its manifest is written or it
+/// failed: clean-ups leave a slot alone while its full runs.
+const STARTING: i32 = 0x4c44_5253; // "LDRS"
+
+/// Letters a slot name allows: lower-case, digits, `_`.
+fn slot_letter(c: char) -> char {
+    match c.to_ascii_lowercase() {
+        c @ ('a'..='z' | '0'..='9' | '_') => c,
+        _ => '_',
+    }
+}
+
+/// What a chain's slot adds to `[incremental] slot`: `_` and the full's backup id
+/// (`20261202-133500-ab12`), so 21 letters.
+const ID_SUFFIX: usize = 21;
+
+/// The slot of the chain whose full backup is `backup_id`: `[incremental] slot` (default
+/// `larder_<database>`), `_`, the backup id, in the letters slot names allow, at most 63
+/// (the prefix is cut). Each full starts its own slot, so one that fails leaves the previous
+/// chain, and its incrementals, as they were.
+pub fn chain_slot(config: &IncrementalConfig, database: &str, backup_id: &str) -> String {
+    let suffix: String = std::iter::once('_')
+        .chain(backup_id.chars().map(slot_letter))
+        .collect();
+    let prefix: String = config
+        .slot_for(database)
+        .chars()
+        .take(63usize.saturating_sub(suffix.len()))
+        .collect();
+    format!("{prefix}{suffix}")
+}
+
+/// Whether `name` is the slot of one of `database`'s chains: [`chain_slot`]'s form, or the
+/// one slot named `[incremental] slot` that every chain shared before.
+pub fn is_chain_slot(config: &IncrementalConfig, database: &str, name: &str) -> bool {
+    let prefix = config.slot_for(database);
+    if name == prefix {
+        return true;
+    }
+    let short: String = prefix.chars().take(63 - ID_SUFFIX).collect();
+    let Some(id) = name
+        .strip_prefix(&short)
+        .and_then(|rest| rest.strip_prefix('_'))
+    else {
+        return false;
+    };
+    let shape = id.char_indices().all(|(i, c)| match i {
+        8 | 15 => c == '_',
+        0..=14 => c.is_ascii_digit(),
+        _ => c.is_ascii_hexdigit() && !c.is_ascii_uppercase(),
+    });
+    id.len() == ID_SUFFIX - 1 && shape
+}
+
+/// The tables `publication` publishes every kind of change of (inserts, updates, deletes,
+/// truncates), by `schema.name`, each with its [`Tracked::published`] stamp.
+///
+/// [`Tracked::published`]: crate::repository::manifest::Tracked::published
+pub async fn published(client: &Client, publication: &str) -> Result<HashMap<String, String>> {
+    let rows = client
+        .query(
+            "SELECT t.schemaname::text || '.' || t.tablename::text, \
+               p.oid::text || ':' || p.xmin::text || ':' || \
+               CASE WHEN p.puballtables THEN 'all' ELSE r.xmin::text END \
+             FROM pg_publication p \
+             JOIN pg_publication_tables t ON t.pubname = p.pubname \
+             JOIN pg_namespace n ON n.nspname = t.schemaname \
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename \
+             LEFT JOIN pg_publication_rel r ON r.prpubid = p.oid AND r.prrelid = c.oid \
+             WHERE p.pubname = $1 AND p.pubinsert AND p.pubupdate AND p.pubdelete AND p.pubtruncate",
+            &[&publication],
+        )
+        .await
+        .map_err(Error::db(format!("reading publication {publication}")))?;
+    Ok(rows
+        .iter()
+        // A table published some other way (a schema in the publication) has no stamp.
+        .filter_map(|row| Some((row.get(0), row.get::<_, Option<String>>(1)?)))
+        .collect())
+}
+
+/// A chain about to start: the server checked, the publication set up, the previous chain's
+/// slot left as it is (its pending changes are read first, see `reuse::watch`).
 pub struct Preparing {
     client: Client,
+    /// The new chain's slot, created by [`Preparing::start`].
     pub slot: String,
     pub publication: String,
     pub not_exact: Vec<NotExact>,
-    /// What the publication published before it was re-created (`reuse::published`).
+    /// What the publication published before it was re-created ([`published`]).
     pub published: HashMap<String, String>,
 }
 
-/// Prepares a chain: checks the server, sets up the publication, and checks no session uses
-/// the slot. [`Preparing::start`] then re-creates the slot.
+/// Prepares the chain the full backup `backup_id` starts: checks the server, drops the slots
+/// of chains that never got a manifest (a full killed before its end) or were retired (all
+/// but [`live_slot`] of `manifests`; None when the repository cannot be read: nothing is
+/// dropped), and sets up the publication. [`Preparing::start`] then
+/// creates the new chain's slot.
 pub async fn prepare_chain(
     settings: &ConnectionSettings,
     config: &IncrementalConfig,
-    database: &str,
+    backup_id: &str,
+    manifests: Option<&[Manifest]>,
 ) -> Result<Preparing> {
+    let database = settings.dbname.as_str();
     let client = open_checked(settings).await?;
-    let slot = config.slot_for(database);
+    if let Some(manifests) = manifests {
+        let live = live_slot(manifests, database);
+        for slot in drop_chain_slots(&client, config, database, live).await? {
+            tracing::warn!(
+                "dropped replication slot {slot}: no backup continues its chain (a full backup stopped before its end, or a retired chain)"
+            );
+        }
+    }
+    let slot = chain_slot(config, database, backup_id);
     let publication = config.publication_for(database);
     let (tracked, not_exact) = not_exact(&client).await?;
-    let published = super::reuse::published(&client, &publication).await?;
-    publish(&client, &publication, &tracked).await?;
-    if let Some(state) = state(&client, &slot).await?
-        && state.active
-    {
-        return Err(Error::ChangeTracking(format!(
-            "replication slot {slot} is in use (an incremental backup running?); try again when it is done"
-        )));
-    }
+    let published = published(&client, &publication).await?;
+    publish(&client, &publication, &tracked, &published).await?;
     Ok(Preparing {
         client,
         slot,
@@ -188,9 +284,11 @@ pub async fn prepare_chain(
 }
 
 impl Preparing {
-    /// Starts the chain: drops the slot if it exists and creates it. Call just before the
-    /// full backup's snapshot: every transaction committed after the returned consistent
-    /// point is decoded, and the first incremental leaves out those the snapshot sees.
+    /// Starts the chain: creates its slot (and holds [`STARTING`] on it until the full
+    /// finishes). Call just before the full backup's snapshot: every transaction committed
+    /// after the returned consistent point is decoded, and the first incremental leaves out
+    /// those the snapshot sees. The previous chain's slot stays until
+    /// [`ChainStart::finished`].
     pub async fn start(self) -> Result<ChainStart> {
         let Preparing {
             client,
@@ -200,18 +298,146 @@ impl Preparing {
         } = self;
         client
             .execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
+                "SELECT pg_advisory_lock($1, hashtext($2))",
+                &[&STARTING, &slot],
             )
             .await
-            .map_err(Error::db(format!("dropping the old replication slot {slot}")))?;
+            .map_err(Error::db("marking the new chain's slot as starting"))?;
         let consistent = create(&client, &slot, false).await?;
         Ok(ChainStart {
+            client,
             slot,
             consistent,
             not_exact,
         })
     }
+}
+
+/// Where a new chain starts: its slot's consistent point, and the tables it cannot follow.
+/// The session that created the slot is kept until [`ChainStart::finished`].
+pub struct ChainStart {
+    client: Client,
+    pub slot: String,
+    pub consistent: Lsn,
+    pub not_exact: Vec<NotExact>,
+}
+
+impl ChainStart {
+    /// After the full backup: with its manifest durable (`succeeded`), the previous chains'
+    /// slots are dropped (they hold WAL for nobody now); when it failed, its own slot is,
+    /// and the previous chain goes on as it was. A failure here is only logged.
+    pub async fn finished(self, config: &IncrementalConfig, database: &str, succeeded: bool) {
+        let ChainStart { client, slot, .. } = self;
+        let dropped = match succeeded {
+            true => drop_chain_slots(&client, config, database, Some(&slot)).await,
+            false => drop_slot(&client, &slot).await.map(|_| vec![slot.clone()]),
+        };
+        match (dropped, succeeded) {
+            (Ok(slots), true) => {
+                for old in slots {
+                    tracing::info!("dropped replication slot {old}: its chain is retired");
+                }
+            }
+            (Ok(_), false) => tracing::info!(
+                "dropped replication slot {slot} of the failed full backup: the previous chain goes on"
+            ),
+            (Err(e), true) => tracing::warn!(
+                "could not drop the previous chain's replication slot ({e}); the next full backup does"
+            ),
+            (Err(e), false) => tracing::warn!(
+                "could not drop replication slot {slot} of the failed full backup ({e}); the next full backup does"
+            ),
+        }
+    }
+}
+
+async fn drop_slot(client: &Client, slot: &str) -> Result<u64> {
+    client
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(Error::db(format!("dropping replication slot {slot}")))
+}
+
+/// Drops `database`'s chain slots (see [`is_chain_slot`]) other than `keep`, except one a
+/// full backup is starting (it holds [`STARTING`]) or a session reads (an incremental
+/// running: left for the next clean-up). Returns the slots dropped.
+async fn drop_chain_slots(
+    client: &Client,
+    config: &IncrementalConfig,
+    database: &str,
+    keep: Option<&str>,
+) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT slot_name::text FROM pg_replication_slots \
+             WHERE database = current_database() AND slot_type = 'logical' AND NOT active",
+            &[],
+        )
+        .await
+        .map_err(Error::db("listing the replication slots"))?;
+    let mut dropped = Vec::new();
+    for row in rows {
+        let slot: String = row.get(0);
+        if Some(slot.as_str()) == keep || !is_chain_slot(config, database, &slot) {
+            continue;
+        }
+        let free: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                &[&STARTING, &slot],
+            )
+            .await
+            .map_err(Error::db(
+                "checking whether a full backup is starting a chain",
+            ))?
+            .get(0);
+        if !free {
+            continue;
+        }
+        let outcome = drop_slot(client, &slot).await;
+        let _ = client
+            .execute(
+                "SELECT pg_advisory_unlock($1, hashtext($2))",
+                &[&STARTING, &slot],
+            )
+            .await;
+        match outcome {
+            Ok(n) if n > 0 => dropped.push(slot),
+            Ok(_) => {}
+            // Taken by an incremental meanwhile: the next clean-up drops it.
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    Ok(dropped)
+}
+
+/// `database`'s chain slots on the server with their state (see [`is_chain_slot`]).
+pub async fn chain_slots(
+    client: &Client,
+    config: &IncrementalConfig,
+    database: &str,
+) -> Result<Vec<(String, SlotState)>> {
+    let rows = client
+        .query(
+            "SELECT slot_name::text FROM pg_replication_slots \
+             WHERE database = current_database() ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(Error::db("listing the replication slots"))?;
+    let mut slots = Vec::new();
+    for row in rows {
+        let name: String = row.get(0);
+        if is_chain_slot(config, database, &name)
+            && let Some(state) = state(client, &name).await?
+        {
+            slots.push((name, state));
+        }
+    }
+    Ok(slots)
 }
 
 /// Creates a logical slot decoding through `pgoutput` (a temporary one lives as long as the
@@ -277,6 +503,25 @@ pub async fn state(client: &Client, slot: &str) -> Result<Option<SlotState>> {
     .transpose()
 }
 
+/// Where the capture ends: the WAL flushed after every transaction committed so far.
+/// Decoding reads no further than the flushed WAL, so a commit not yet flushed
+/// (`synchronous_commit = off`) would wait for the next incremental; a small logical message
+/// committed with `synchronous_commit = on` flushes everything before it first.
+pub async fn flushed_lsn(client: &Client) -> Result<Lsn> {
+    client
+        .batch_execute(
+            "SET synchronous_commit = on; \
+             SELECT pg_logical_emit_message(true, 'larder', 'incremental backup')",
+        )
+        .await
+        .map_err(Error::db("flushing the WAL up to now"))?;
+    let row = client
+        .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+        .await
+        .map_err(Error::db("reading the flushed WAL position"))?;
+    parse_lsn(row.get(0))
+}
+
 /// Moves the slot's confirmed position to `lsn`: the changes before it are in the chain.
 pub async fn advance(client: &Client, slot: &str, lsn: Lsn) -> Result<()> {
     client
@@ -291,29 +536,34 @@ pub async fn advance(client: &Client, slot: &str, lsn: Lsn) -> Result<()> {
     Ok(())
 }
 
-/// Drops `database`'s slot, so a retired chain no longer holds WAL on the server. Returns
-/// whether there was one.
+/// The chain's newest backup of `database`: the parent of the next incremental.
+pub fn chain_head<'a>(manifests: &'a [Manifest], database: &str) -> Option<&'a Manifest> {
+    manifests
+        .iter()
+        .filter(|m| m.source.database == database && m.incremental.is_some())
+        .max_by_key(|m| m.created_at)
+}
+
+/// The slot of `database`'s current chain (the one the next incremental reads), if any.
+pub fn live_slot<'a>(manifests: &'a [Manifest], database: &str) -> Option<&'a str> {
+    chain_head(manifests, database)
+        .and_then(|m| m.incremental.as_ref())
+        .map(|i| i.slot.as_str())
+}
+
+/// Drops every chain slot of `database` (tracking turned off), so no retired chain holds WAL
+/// on the server. Returns the slots dropped.
 pub async fn retire(
     settings: &ConnectionSettings,
     config: &IncrementalConfig,
-    database: &str,
-) -> Result<bool> {
+) -> Result<Vec<String>> {
     let client = session::open(settings, "", "retiring change tracking").await?;
-    let slot = config.slot_for(database);
-    let dropped = client
-        .execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
-             WHERE slot_name = $1 AND database = current_database()",
-            &[&slot],
-        )
-        .await
-        .map_err(Error::db(format!("dropping replication slot {slot}")))?;
-    Ok(dropped > 0)
+    drop_chain_slots(&client, config, &settings.dbname, None).await
 }
 
 /// After backups were deleted (`backup delete`, `backup prune`, the daemon's retention): with
-/// change tracking on, drops the database's slot once no backup of its chain is left (it would
-/// keep WAL on the server for nobody). A failure is only logged: the deletion stands.
+/// change tracking on, drops the database's chain slots that no backup left continues (it
+/// would keep WAL on the server for nobody). A failure is only logged: the deletion stands.
 pub async fn retire_after_deleting(
     database: &ConnectionSettings,
     config: &IncrementalConfig,
@@ -331,32 +581,67 @@ pub async fn retire_after_deleting(
     }
     .await;
     match retired {
-        Ok(Some(slot)) => tracing::warn!(
-            "no backup of its chain is left: dropped replication slot {slot}; the next full backup starts a new chain"
-        ),
-        Ok(None) => {}
+        Ok(slots) => {
+            for slot in slots {
+                tracing::warn!(
+                    "no backup continues its chain: dropped replication slot {slot}; the next full backup starts a new chain"
+                );
+            }
+        }
         Err(e) => {
-            tracing::warn!("could not check the replication slot of incremental backups: {e}")
+            tracing::warn!("could not check the replication slots of incremental backups: {e}")
         }
     }
 }
 
-/// After backups were deleted (`backup prune`, `backup delete`): drops the database's slot
-/// when no backup left in `manifests` belongs to its chain. Returns the slot dropped.
-pub async fn retire_orphaned(
+/// After backups were deleted: drops the database's chain slots other than the one of the
+/// chain the newest backup left in `manifests` belongs to. Returns the slots dropped.
+async fn retire_orphaned(
     settings: &ConnectionSettings,
     config: &IncrementalConfig,
     manifests: &[Manifest],
-) -> Result<Option<String>> {
-    let slot = config.slot_for(&settings.dbname);
-    let needed = manifests.iter().any(|m| {
-        m.source.database == settings.dbname
-            && m.incremental.as_ref().is_some_and(|i| i.slot == slot)
-    });
-    if needed {
-        return Ok(None);
+) -> Result<Vec<String>> {
+    let client = session::open(settings, "", "retiring change tracking").await?;
+    let live = live_slot(manifests, &settings.dbname);
+    drop_chain_slots(&client, config, &settings.dbname, live).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_chain_has_its_own_slot_named_after_its_full() {
+        let config = IncrementalConfig::default();
+        let slot = chain_slot(&config, "Shop-DB", "20261202-133500-ab12");
+        assert_eq!(slot, "larder_shop_db_20261202_133500_ab12");
+        assert!(is_chain_slot(&config, "Shop-DB", &slot));
+        assert!(
+            is_chain_slot(&config, "Shop-DB", "larder_shop_db"),
+            "the shared slot of before"
+        );
+        for other in [
+            "larder_shop_db_x",
+            "larder_shop_db_20261202_133500_ab12_x",
+            "larder_shop_db_2026120a_133500_ab12",
+            "larder_reuse_4242",
+            "larder_shop",
+        ] {
+            assert!(!is_chain_slot(&config, "Shop-DB", other), "{other}");
+        }
+        // A long name is cut so the id fits in 63 letters.
+        let long = "d".repeat(80);
+        let slot = chain_slot(&config, &long, "20261202-133500-ab12");
+        assert_eq!(slot.len(), 63);
+        assert!(slot.ends_with("_20261202_133500_ab12"), "{slot}");
+        assert!(is_chain_slot(&config, &long, &slot));
+        let named = IncrementalConfig {
+            slot: Some("ops".into()),
+            ..IncrementalConfig::default()
+        };
+        assert_eq!(
+            chain_slot(&named, "x", "20261202-133500-0001"),
+            "ops_20261202_133500_0001"
+        );
     }
-    Ok(retire(settings, config, &settings.dbname)
-        .await?
-        .then_some(slot))
 }
