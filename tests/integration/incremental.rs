@@ -601,13 +601,16 @@ async fn ddl_an_invalidated_slot_and_retained_wal_are_reported_and_a_retired_slo
     env.write_config(&config(&env, "enabled = true"));
     let last = create(&env, &[]).await;
     let slot = info(&last).slot.clone();
-    let mut ids = env.repo().await.backup_ids().await.unwrap();
-    ids.reverse(); // newest first: an incremental before the full it is built on
-    for id in ids.iter().skip(1) {
-        env.run_ok(&["backup", "delete", id, "--force"]);
+    let mut older = env.repo().await.manifests().await.unwrap();
+    older.retain(|m| m.id != last.id);
+    // Newest first: an incremental before the full it is built on.
+    older.sort_by_key(|m| std::cmp::Reverse(m.created_at));
+    for m in &older {
+        env.run_ok(&["backup", "delete", &m.id, "--force"]);
         assert!(
             slot_confirmed(&env, &slot).await.is_some(),
-            "after deleting {id}"
+            "after deleting {}",
+            m.id
         );
     }
     env.run_ok(&["backup", "delete", &last.id, "--force"]);
@@ -803,8 +806,9 @@ async fn a_change_committed_while_the_chain_is_re_created_is_seen_by_the_bridge_
     db.batch_execute("INSERT INTO busy VALUES (11)")
         .await
         .expect("a late change");
-    let started = preparing
-        .start()
+    let mut started = None;
+    preparing
+        .start(&mut started)
         .await
         .expect("create the new chain's slot");
     let leader = larder::pg::snapshot::SnapshotLeader::begin(&settings)
@@ -838,7 +842,10 @@ async fn a_change_committed_while_the_chain_is_re_created_is_seen_by_the_bridge_
         "the bridge slot is dropped"
     );
     drop(leader);
-    started.finished(&config, "incr_bridge", false).await;
+    started
+        .expect("the new chain")
+        .finished(&config, "incr_bridge", false)
+        .await;
     assert_eq!(
         scalar(&db, "SELECT count(*) FROM pg_replication_slots").await,
         1,
@@ -911,9 +918,11 @@ async fn a_full_backup_that_fails_leaves_the_previous_chain_usable() {
     .expect("the tables");
     let full = create(&env, &["-n", "base"]).await;
     let slot = info(&full).slot.clone();
+    // A change to `big` in the chain: the next fulls cannot reuse it, so they take a while.
     db.batch_execute(
         "BEGIN; UPDATE accounts SET balance = balance - 5 WHERE id = 1;
-                UPDATE accounts SET balance = balance + 5 WHERE id = 2; COMMIT;",
+                UPDATE accounts SET balance = balance + 5 WHERE id = 2; COMMIT;
+         UPDATE big SET payload = 'first' WHERE id = 1;",
     )
     .await
     .expect("a transfer");

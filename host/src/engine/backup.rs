@@ -27,8 +27,7 @@ use crate::repository::history::Event;
 use crate::repository::id::new_backup_id;
 use crate::repository::lock::RepoLock;
 use crate::repository::manifest::{
-    BackupType, DatabaseProperty, Digests, IncrementalInfo, LargeObjects, Manifest, SourceInfo,
-    Stream, TableEntry,
+    BackupType, DatabaseProperty, Digests, LargeObjects, Manifest, SourceInfo, Stream, TableEntry,
 };
 use crate::repository::stream::{BATCH_BYTES, Stored, StreamWriter, store_bytes};
 use crate::repository::{ChunkIndex, Repository};
@@ -161,7 +160,10 @@ async fn take(
         return incremental::capture::take(settings, repo, opts).await;
     }
     // With tracking on, the new chain's slot is dropped again if the full fails, and the
-    // previous chain's only once the full's manifest is durable.
+    // previous chain's only once the full's manifest is durable. On a signal the CLI waits for
+    // this to stop cleanly (waiting for table locks, or streaming, then the slots), so no lock
+    // or slot is left behind.
+    let _undo = CleanupGuard::new();
     let mut started = None;
     let taken = take_dump(settings, repo, opts, progress, &mut started).await;
     if let Some(chain) = started {
@@ -183,9 +185,6 @@ async fn take_dump(
 ) -> Result<Manifest> {
     let created_at = Utc::now();
     let id = new_backup_id(created_at);
-    // On a signal the CLI waits for this to stop cleanly (waiting for table locks, or
-    // streaming), so no lock is left behind.
-    let _undo = CleanupGuard::new();
     let full = opts.backup_type == BackupType::Full;
     // Reading the catalog waits for any table another session holds exclusively.
     let (
@@ -231,7 +230,7 @@ async fn take_dump(
                     (true, Some(manifests)) => reuse::watch(settings, &preparing, manifests).await,
                     _ => None,
                 };
-                *started = Some(preparing.start().await?);
+                preparing.start(started).await?;
                 watch
             }
             (true, false) => {
@@ -290,6 +289,10 @@ async fn take_dump(
     })
     .await
     .map_err(stopped(&id))?;
+    let chain = started
+        .as_ref()
+        .map(|start| start.info(&leader.snapshot))
+        .transpose()?;
 
     // What validators compare with: the previous full backup of this database.
     let previous = if opts.validators.is_empty() {
@@ -382,18 +385,7 @@ async fn take_dump(
                 validators: streams.validators,
                 schedule: opts.schedule.clone(),
                 chain: None,
-                incremental: started.as_ref().map(|start| IncrementalInfo {
-                    slot: start.slot.clone(),
-                    start_lsn: start.consistent,
-                    end_lsn: start.consistent,
-                    first_commit: None,
-                    last_commit: None,
-                    transactions: 0,
-                    changes: Stream::default(),
-                    tables: Vec::new(),
-                    not_exact: start.not_exact.clone(),
-                    snapshot: Some(leader.snapshot.clone()),
-                }),
+                incremental: chain,
                 signature: None,
             };
             let manifest = Manifest {

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::pg::catalog::USER_RELATION;
 use crate::pg::{ConnectionSettings, session};
 use crate::repository::changes::Lsn;
-use crate::repository::manifest::{Manifest, NotExact, quote_ident};
+use crate::repository::manifest::{IncrementalInfo, Manifest, NotExact, Stream, quote_ident};
 use std::collections::HashMap;
 use tokio_postgres::Client;
 
@@ -285,11 +285,12 @@ pub async fn prepare_chain(
 
 impl Preparing {
     /// Starts the chain: creates its slot (and holds [`STARTING`] on it until the full
-    /// finishes). Call just before the full backup's snapshot: every transaction committed
-    /// after the returned consistent point is decoded, and the first incremental leaves out
-    /// those the snapshot sees. The previous chain's slot stays until
-    /// [`ChainStart::finished`].
-    pub async fn start(self) -> Result<ChainStart> {
+    /// finishes), into `started` before the slot is created, so a full stopped while the
+    /// server creates it (waiting for running transactions) still drops it. Call just before
+    /// the full backup's snapshot: every transaction committed after the slot's consistent
+    /// point is decoded, and the first incremental leaves out those the snapshot sees. The
+    /// previous chain's slot stays until [`ChainStart::finished`].
+    pub async fn start(self, started: &mut Option<ChainStart>) -> Result<()> {
         let Preparing {
             client,
             slot,
@@ -303,29 +304,53 @@ impl Preparing {
             )
             .await
             .map_err(Error::db("marking the new chain's slot as starting"))?;
-        let consistent = create(&client, &slot, false).await?;
-        Ok(ChainStart {
+        let chain = started.insert(ChainStart {
             client,
             slot,
-            consistent,
+            consistent: None,
             not_exact,
-        })
+        });
+        chain.consistent = Some(create(&chain.client, &chain.slot, false).await?);
+        Ok(())
     }
 }
 
-/// Where a new chain starts: its slot's consistent point, and the tables it cannot follow.
-/// The session that created the slot is kept until [`ChainStart::finished`].
+/// A new chain: its slot (once created, its consistent point) and the tables it cannot
+/// follow. The session that creates the slot is kept until [`ChainStart::finished`].
 pub struct ChainStart {
     client: Client,
     pub slot: String,
-    pub consistent: Lsn,
-    pub not_exact: Vec<NotExact>,
+    consistent: Option<Lsn>,
+    not_exact: Vec<NotExact>,
 }
 
 impl ChainStart {
+    /// What the full records of the chain it starts, with its snapshot
+    /// (`pg_current_snapshot()` text): the chain begins and, for now, ends at the slot's
+    /// consistent point.
+    pub fn info(&self, snapshot: &str) -> Result<IncrementalInfo> {
+        let consistent = self.consistent.ok_or_else(|| {
+            Error::Internal(format!("replication slot {} is not created yet", self.slot))
+        })?;
+        Ok(IncrementalInfo {
+            slot: self.slot.clone(),
+            start_lsn: consistent,
+            end_lsn: consistent,
+            first_commit: None,
+            last_commit: None,
+            transactions: 0,
+            changes: Stream::default(),
+            tables: Vec::new(),
+            not_exact: self.not_exact.clone(),
+            snapshot: Some(snapshot.to_string()),
+        })
+    }
+
     /// After the full backup: with its manifest durable (`succeeded`), the previous chains'
     /// slots are dropped (they hold WAL for nobody now); when it failed, its own slot is,
-    /// and the previous chain goes on as it was. A failure here is only logged.
+    /// and the previous chain goes on as it was (if the full stopped while the server was
+    /// creating it, once the creation is done: the drop waits behind it on the same session).
+    /// A failure here is only logged.
     pub async fn finished(self, config: &IncrementalConfig, database: &str, succeeded: bool) {
         let ChainStart { client, slot, .. } = self;
         let dropped = match succeeded {
