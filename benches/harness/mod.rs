@@ -432,6 +432,17 @@ pub fn cpu_vs(results: &Results, ours: &str, peer: &str) -> Ratio {
     }
 }
 
+/// Median peak RSS of `ours` over `peer`'s (memory does not depend on what else the machine
+/// runs, so rounds are not paired).
+pub fn rss_vs(results: &Results, ours: &str, peer: &str) -> Ratio {
+    let rss = |name: &str| median(samples(results, name), |x| x.rss_kib as f64).0;
+    let ratio = rss(ours) / rss(peer);
+    Ratio {
+        of_rounds: (ratio, ratio, ratio),
+        cpu_bound: f64::NAN,
+    }
+}
+
 /// Median bytes written by `ours` over `peer`'s.
 pub fn bytes_vs(results: &Results, ours: &str, peer: &str) -> Ratio {
     let bytes = |name: &str| median(samples(results, name), |x| x.bytes as f64).0;
