@@ -303,6 +303,30 @@ async fn removals_by_retention_and_delete_leave_signed_evidence_and_others_stay_
         "{signature}"
     );
 
+    // And the one before it: the next backup links to it through the retired one.
+    let exported = env.run_json(&["backup", "export", b, "-o", sql.to_str().expect("path")]);
+    let signature = &exported["signature"];
+    assert_eq!(
+        signature["chain"]["next"]["backup_id"],
+        d.as_str(),
+        "{signature}"
+    );
+    assert_eq!(
+        signature["chain"]["next"]["state"], "verified",
+        "{signature}"
+    );
+    assert!(
+        signature["chain"]["next"]["detail"]
+            .as_str()
+            .is_some_and(|t| t.contains(&format!("through retired {c}"))),
+        "{signature}"
+    );
+    assert_eq!(
+        signature["chain"]["previous"]["state"], "retired",
+        "{signature}"
+    );
+    assert_eq!(signature["chain_verified"], true, "{signature}");
+
     // A manifest deleted behind the tool's back before the retired one: the chain is
     // followed through the retirement record, so the gap is still named.
     let manifest = |id: &str| env.repo_dir().join("backups").join(format!("{id}.json"));

@@ -403,7 +403,7 @@ pub async fn check_restore(
     }
     let chain = ChainCheck {
         previous: previous_link(repo, requested, trusted).await?,
-        next: next_link(repo, requested).await?,
+        next: next_link(repo, requested, trusted).await?,
     };
     for link in [&chain.previous, &chain.next] {
         if link.state != LinkState::Altered {
@@ -497,7 +497,11 @@ async fn previous_link(
 }
 
 /// The link the next backup of `manifest`'s database signed to it.
-async fn next_link(repo: &Repository, manifest: &Manifest) -> Result<LinkCheck> {
+async fn next_link(
+    repo: &Repository,
+    manifest: &Manifest,
+    trusted: &[String],
+) -> Result<LinkCheck> {
     let Some(next) = neighbour(repo, manifest, Side::After).await? else {
         return Ok(LinkCheck::new(
             None,
@@ -505,14 +509,33 @@ async fn next_link(repo: &Repository, manifest: &Manifest) -> Result<LinkCheck> 
             "none, the newest backup of its database".into(),
         ));
     };
-    let link = next.signature.as_ref().and_then(|s| s.previous.as_ref());
-    Ok(match link {
+    let mut link = next.signature.as_ref().and_then(|s| s.previous.clone());
+    // The backups between them that were removed by the tool: the chain goes on through each
+    // one's trusted retirement record.
+    let mut through = Vec::new();
+    while let Some(current) = link.as_ref().filter(|l| l.id != manifest.id) {
+        if through.contains(&current.id) {
+            break;
+        }
+        let record = match read_retirement(repo, &current.id).await? {
+            Some(record) if record.explains(current, trusted).is_ok() => record,
+            _ => break,
+        };
+        through.push(current.id.clone());
+        link = record.previous;
+    }
+    let via = if through.is_empty() {
+        String::new()
+    } else {
+        format!(" through retired {}", through.join(", "))
+    };
+    Ok(match &link {
         Some(link) if link.id == manifest.id => {
             if manifest_hash(manifest)? == link.sha256 {
                 LinkCheck::new(
                     Some(&next.id),
                     LinkState::Verified,
-                    format!("{} links to it unchanged", next.id),
+                    format!("{} links to it unchanged{via}", next.id),
                 )
             } else {
                 LinkCheck::new(
@@ -529,7 +552,7 @@ async fn next_link(repo: &Repository, manifest: &Manifest) -> Result<LinkCheck> 
             Some(&next.id),
             LinkState::Unlinked,
             format!(
-                "{} links to {} instead (this backup was written concurrently, or added later)",
+                "{} links{via} to {} instead (this backup was written concurrently, or added later)",
                 next.id, link.id
             ),
         ),
@@ -537,7 +560,7 @@ async fn next_link(repo: &Repository, manifest: &Manifest) -> Result<LinkCheck> 
             Some(&next.id),
             LinkState::Unlinked,
             format!(
-                "{} has no link (its writer found no trusted link record of this backup)",
+                "{} has no link{via} (its writer found no trusted link record of this backup)",
                 next.id
             ),
         ),
