@@ -591,3 +591,60 @@ pub async fn overview(loaded: &Loaded, scopes: &[Scope], health: &Health) -> Res
         resolved: resolved.into_iter().skip(skip).collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::monitor::{check, copy_damaged, finish};
+
+    #[test]
+    fn each_database_gets_its_own_checks_and_the_repositorys_and_one_damaged_copy_is_one_condition()
+    {
+        let own = |database: &str, c: monitor::Check| monitor::Check {
+            database: Some(database.into()),
+            ..c
+        };
+        let health = finish(
+            Utc::now(),
+            vec![
+                copy_damaged("local", "2 of 3 backup(s) intact, 1 damaged"),
+                check("disk space local", Status::Ok, "plenty"),
+                own(
+                    "kitchen",
+                    check("latest backup kitchen", Status::Ok, "recent"),
+                ),
+                own(
+                    "kitchen",
+                    copy_damaged("local", "failed validation on target 'local'"),
+                ),
+                own(
+                    "reports",
+                    monitor::alert("latest backup reports", "none", "Backup Failure", "back up"),
+                ),
+            ],
+        );
+        let kitchen = health.concerning("kitchen");
+        let names: Vec<&str> = kitchen.checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "target local",
+                "disk space local",
+                "latest backup kitchen",
+                "target local"
+            ]
+        );
+        let (conditions, checked) = conditions_of(&kitchen);
+        assert_eq!(conditions.len(), 1, "{conditions:?}");
+        assert_eq!(conditions[0].alert, "Backup Corruption");
+        assert_eq!(conditions[0].target.as_deref(), Some("local"));
+        assert_eq!(
+            conditions[0].message,
+            "2 of 3 backup(s) intact, 1 damaged; failed validation on target 'local'"
+        );
+        assert!(!checked.contains(&"latest backup reports".to_string()));
+        let (reports, _) = conditions_of(&health.concerning("reports"));
+        let alerts: Vec<&str> = reports.iter().map(|c| c.alert.as_str()).collect();
+        assert_eq!(alerts, ["Backup Corruption", "Backup Failure"]);
+    }
+}
