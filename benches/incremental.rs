@@ -330,10 +330,9 @@ fn run() -> Result<(), Failure> {
             "UPDATE pantry_items SET quantity = quantity + 1 WHERE id % 50 = 0",
         )?;
         record(ONE_TABLE, server.measure(&backup, &env, "true", None)?);
-        server.execute(
-            "postgres",
-            "DROP DATABASE IF EXISTS chain_restored; DROP DATABASE IF EXISTS full_restored",
-        )?;
+        for dest in ["chain_restored", "full_restored"] {
+            server.execute("postgres", &format!("DROP DATABASE IF EXISTS {dest}"))?;
+        }
         println!(
             "    1 % incremental: {stored} bytes stored for {text} bytes of COPY text ({} rows); replay {:.0} changes in {:.2} s",
             big.rows(),
