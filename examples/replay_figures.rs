@@ -16,7 +16,7 @@ use std::time::Instant;
 
 fn main() {
     if let Err(e) = run() {
-        eprintln!("replay_figures failed: {e}");
+        eprintln!("replay_figures failed: {e:?}");
         std::process::exit(1);
     }
 }
@@ -118,7 +118,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             for start in (0..per_table).step_by(1000) {
                 let end = (start + 1000).min(per_table);
                 db.batch_execute(&format!(
-                    "INSERT INTO t{t} SELECT {} + g, g % 7, 'new ' || g FROM generate_series({start}, {end} - 1) g;
+                    "INSERT INTO t{t} SELECT {} + 1 + g, g % 7, 'new ' || g FROM generate_series({start}, {end} - 1) g;
                      UPDATE t{t} SET qty = qty + 1, note = note || '+' WHERE id > {start} * 2 AND id <= {end} * 2 AND id % 2 = 0;
                      DELETE FROM t{t} WHERE id > {start} * 2 AND id <= {end} * 2 AND id % 2 = 1",
                     o.rows
