@@ -109,13 +109,15 @@ impl BackupSummary {
     }
 
     /// Its type as `backup list` shows it, with its place in a chain: `full (chain base)`,
-    /// `incremental <- PARENT`.
-    pub fn type_and_chain(&self) -> String {
+    /// `incremental`, or with `parent` `incremental <- PARENT` (the wide list, where no width
+    /// limit applies).
+    pub fn type_and_chain(&self, parent: bool) -> String {
         let Some(backup_type) = self.backup_type else {
             return String::new();
         };
         match (&self.chain, self.changes) {
-            (Some(chain), _) => format!("{backup_type} <- {}", chain.parent),
+            (Some(chain), _) if parent => format!("{backup_type} <- {}", chain.parent),
+            (Some(_), _) => backup_type.to_string(),
             (None, Some(_)) => format!("{backup_type} (chain base)"),
             (None, None) => backup_type.to_string(),
         }

@@ -368,16 +368,13 @@ fn backup_list(backups: &[BackupSummary], repo: &str) {
     }
     headers.push("TARGETS");
     let mut t = table(&headers);
-    // One line per backup, however long (an incremental's parent, many targets): what people
-    // read down and what `grep` finds whole.
-    t.set_content_arrangement(ContentArrangement::Disabled);
     for b in backups {
         let mut row = vec![Cell::new(&b.id), Cell::new(&b.name)];
         if several {
             row.push(Cell::new(&b.database));
         }
         row.extend([
-            Cell::new(b.type_and_chain()),
+            Cell::new(b.type_and_chain(all)),
             Cell::new(
                 b.created_at
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
