@@ -127,6 +127,10 @@ pub async fn plan(
             holders.push(target.clone());
         }
     }
+    // Another delete (a concurrent run) removed it since its manifest was read above.
+    if holders.is_empty() {
+        return Err(Error::BackupNotFound(id));
+    }
     let names = |list: &[Arc<dyn Target>]| {
         list.iter()
             .map(|t| t.name().to_string())

@@ -113,9 +113,13 @@ impl FsTarget {
         let opened = match Dir::open_ambient_dir(&self.root, ambient_authority()) {
             Ok(dir) => dir,
             Err(e) if e.kind() == ErrorKind::NotFound && create => {
-                std::fs::create_dir(&self.root)
-                    .and_then(|()| std::fs::set_permissions(&self.root, mode(self.modes.folder)))
-                    .map_err(|e| TargetError::Failed {
+                match std::fs::create_dir(&self.root) {
+                    Ok(()) => std::fs::set_permissions(&self.root, mode(self.modes.folder)),
+                    // Another process (a concurrent first backup) created it just now.
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| TargetError::Failed {
                     target: self.name.clone(),
                     reason: if e.kind() == ErrorKind::NotFound {
                         format!(
@@ -273,7 +277,13 @@ fn list_recursive(dir: &Dir, prefix: &str, out: &mut Vec<ObjectInfo>) -> std::io
         } else {
             format!("{folder}/{name}")
         };
-        let meta = entry.metadata()?;
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            // Removed or renamed into place by another process since the folder was read
+            // (locks come and go all the time): not there any more.
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         if meta.is_dir() {
             list_recursive(dir, &format!("{key}/"), out)?;
         } else {
