@@ -283,7 +283,8 @@ async fn sigterm_mid_backup_releases_the_lock_and_leaves_no_visible_backup() {
     assert!(locks.is_empty(), "locks left behind: {locks:?}");
     assert!(
         chunk_files(&env.repo_dir()).is_empty(),
-        "the stopped backup's chunks were reclaimed"
+        "the stopped backup's chunks were reclaimed: {:?}\n{said}",
+        chunk_files(&env.repo_dir())
     );
 }
 

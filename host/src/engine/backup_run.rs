@@ -62,6 +62,9 @@ pub(crate) fn stopped(id: &str) -> impl FnOnce(Error) -> Error + '_ {
 
 /// After a failed backup, removes the chunks it wrote if no other backup is running.
 pub(crate) async fn reclaim_after_failure(repo: &Repository, id: &str) {
+    // Writes under way when the backup stopped finish first, so that none lands after the
+    // collection has listed the chunks.
+    crate::targets::settle(std::time::Duration::from_secs(5)).await;
     let Ok(lock) = RepoLock::exclusive(repo, &format!("clean-up after failed backup {id}")).await
     else {
         tracing::info!(

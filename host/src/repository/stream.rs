@@ -8,8 +8,10 @@ use super::chunker::{RowChecksum, RowChunker, RowHasher};
 use super::manifest::{ChunkRef, Stream};
 use super::{ChunkIndex, Repository};
 use crate::error::{Error, Result};
+use crate::targets::InFlight;
 use bytes::Bytes;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -32,6 +34,9 @@ pub struct Stored {
 pub struct StreamWriter {
     tx: mpsc::Sender<Vec<Bytes>>,
     worker: JoinHandle<Result<Stored>>,
+    /// Set by `finish`: the channel closing then means the stream's end. Closed without it,
+    /// the writer was dropped (a stopped backup) and the thread stores nothing more.
+    finished: Arc<AtomicBool>,
 }
 
 impl StreamWriter {
@@ -43,9 +48,18 @@ impl StreamWriter {
     ) -> StreamWriter {
         let (tx, rx) = mpsc::channel::<Vec<Bytes>>(2);
         let handle = tokio::runtime::Handle::current();
-        let worker =
-            tokio::task::spawn_blocking(move || store(repo, index, level, observer, rx, handle));
-        StreamWriter { tx, worker }
+        let finished = Arc::new(AtomicBool::new(false));
+        let ended = finished.clone();
+        let running = InFlight::start();
+        let worker = tokio::task::spawn_blocking(move || {
+            let _running = running;
+            store(repo, index, level, observer, rx, ended, handle)
+        });
+        StreamWriter {
+            tx,
+            worker,
+            finished,
+        }
     }
 
     /// Queues a batch of pieces (shared, not copied); waits when the chunking thread is
@@ -60,6 +74,7 @@ impl StreamWriter {
 
     /// Closes the stream and returns what was stored.
     pub async fn finish(self) -> Result<Stored> {
+        self.finished.store(true, Ordering::SeqCst);
         drop(self.tx);
         self.worker
             .await
@@ -81,8 +96,11 @@ fn store(
     level: i32,
     observer: ChunkObserver,
     mut rx: mpsc::Receiver<Vec<Bytes>>,
+    finished: Arc<AtomicBool>,
     handle: tokio::runtime::Handle,
 ) -> Result<Stored> {
+    let abandoned =
+        |rx: &mpsc::Receiver<Vec<Bytes>>| rx.is_closed() && !finished.load(Ordering::SeqCst);
     let mut chunker = RowChunker::default();
     let mut summary = Stream::default();
     let mut rows = RowHasher::default();
@@ -112,11 +130,17 @@ fn store(
         Ok(())
     };
     while let Some(batch) = rx.blocking_recv() {
+        if abandoned(&rx) {
+            return Err(Error::Repository("stream abandoned".into()));
+        }
         // A single COPY row can be one huge piece: fed in batch-sized slices, the chunker
         // holds no more than its span.
         for slice in batch.iter().flat_map(|piece| piece.chunks(BATCH_BYTES)) {
             chunker.push(slice, &mut emit)?;
         }
+    }
+    if abandoned(&rx) {
+        return Err(Error::Repository("stream abandoned".into()));
     }
     chunker.finish(&mut emit)?;
     let checksum = rows.finish();

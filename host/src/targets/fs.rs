@@ -161,14 +161,18 @@ impl FsTarget {
         };
         let name = self.name.clone();
         let key_owned = key.to_string();
-        tokio::task::spawn_blocking(move || f(&dir))
-            .await
-            .map_err(|e| TargetError::Failed {
-                target: name,
-                reason: format!("worker failed: {e}"),
-            })?
-            .map(Some)
-            .map_err(|e| self.err(&key_owned, e))
+        let running = super::InFlight::start();
+        tokio::task::spawn_blocking(move || {
+            let _running = running;
+            f(&dir)
+        })
+        .await
+        .map_err(|e| TargetError::Failed {
+            target: name,
+            reason: format!("worker failed: {e}"),
+        })?
+        .map(Some)
+        .map_err(|e| self.err(&key_owned, e))
     }
 
     fn not_found(&self) -> TargetError {

@@ -10,6 +10,8 @@
 //! S3 target can write with S3 Object Lock ([`Target::retention`] tells until when an object
 //! is locked).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 pub mod append_only;
 pub mod configured;
 pub mod fs;
@@ -21,6 +23,37 @@ use crate::error::Error;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+
+/// Storage work of this process started and not yet finished: a blocking filesystem call, or
+/// a stream's chunking thread. A future dropped while it waits (a stopped backup's worker)
+/// leaves that work running to its end, so a chunk can still land after the caller gave up.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one piece of such work while it lives (it moves into the blocking closure).
+pub(crate) struct InFlight;
+
+impl InFlight {
+    pub(crate) fn start() -> InFlight {
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits, at most `limit`, until no storage work of this process is running: the clean-up
+/// after a stopped backup calls it so that a chunk whose write was under way is on disk (and
+/// collected) rather than renamed into place after the collection listed the chunks.
+pub async fn settle(limit: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while IN_FLIGHT.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
 
 /// Why a target operation failed. `NotFound` is "the object is missing"; `Failed` is "the
 /// target itself is in trouble"; `NoSpace` lets callers speak the runbook's words.
