@@ -365,9 +365,12 @@ pub struct S3TargetConfig {
     /// Never delete or overwrite backup data here (prune from a host with `--allow-delete`).
     #[serde(default)]
     pub append_only: bool,
-    /// S3 Object Lock: `{ mode = "governance" | "compliance", days = N }` writes every backup
-    /// object with that retention; `"bucket-default"` relies on the bucket's default
-    /// retention. Either way writes carry Content-MD5 (Object Lock requires it) and
+    /// S3 Object Lock: `{ mode = "governance" | "compliance" }` writes every backup object
+    /// locked until the backup's retention ends (its creation plus the `keep_within` of the
+    /// policy that governs it), extending the lock of chunks it shares with older backups;
+    /// `days = N` is the floor (at least N days from the write) and the fallback for a
+    /// backup whose retention keeps by count only. `"bucket-default"` relies on the bucket's
+    /// default retention. Either way writes carry Content-MD5 (Object Lock requires it) and
     /// deletions check an object's retention first.
     pub object_lock: Option<ObjectLockConfig>,
 }
@@ -376,24 +379,34 @@ pub struct S3TargetConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(
     untagged,
-    expecting = "object_lock is either \"bucket-default\" or { mode = \"governance\" | \"compliance\", days = N }"
+    expecting = "object_lock is either \"bucket-default\" or { mode = \"governance\" | \"compliance\" } (optionally with days = N, the floor)"
 )]
 pub enum ObjectLockConfig {
     /// `"bucket-default"`: the bucket's default retention locks each object.
     BucketDefault(BucketDefault),
-    /// Each object is written with this retention.
-    Retain { mode: ObjectLockMode, days: u32 },
+    /// Each object is locked in `mode` until its backup's retention ends, at least `days`.
+    Retain {
+        mode: ObjectLockMode,
+        #[serde(default)]
+        days: Option<u32>,
+    },
 }
 
 impl std::fmt::Display for ObjectLockConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ObjectLockConfig::BucketDefault(_) => f.write_str("the bucket's default retention"),
-            ObjectLockConfig::Retain { mode, days } => write!(
-                f,
-                "{} mode, {days} days",
-                mode.header_value().to_ascii_lowercase()
-            ),
+            ObjectLockConfig::Retain { mode, days } => {
+                write!(
+                    f,
+                    "{} mode, until each backup's retention ends",
+                    mode.header_value().to_ascii_lowercase()
+                )?;
+                match days {
+                    Some(days) => write!(f, " (at least {days} days)"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -1893,7 +1906,8 @@ mod tests {
         let config: Config = toml::from_str(
             "[[targets]]\nname = \"vault\"\ntype = \"fs\"\npath = \"/vault\"\nappend_only = true\n\
              [[targets]]\nname = \"s3\"\ntype = \"s3\"\nbucket = \"b\"\nobject_lock = { mode = \"compliance\", days = 35 }\n\
-             [[targets]]\nname = \"s3b\"\ntype = \"s3\"\nbucket = \"b\"\nobject_lock = \"bucket-default\"\n",
+             [[targets]]\nname = \"s3b\"\ntype = \"s3\"\nbucket = \"b\"\nobject_lock = \"bucket-default\"\n\
+             [[targets]]\nname = \"s3c\"\ntype = \"s3\"\nbucket = \"b\"\nobject_lock = { mode = \"governance\" }\n",
         )
         .expect("parses");
         assert!(config.targets[0].append_only() && !config.targets[1].append_only());
@@ -1901,8 +1915,15 @@ mod tests {
             TargetConfig::S3(s3) => s3.object_lock.as_ref().map(ToString::to_string),
             _ => None,
         };
-        assert_eq!(lock(1).as_deref(), Some("compliance mode, 35 days"));
+        assert_eq!(
+            lock(1).as_deref(),
+            Some("compliance mode, until each backup's retention ends (at least 35 days)")
+        );
         assert_eq!(lock(2).as_deref(), Some("the bucket's default retention"));
+        assert_eq!(
+            lock(3).as_deref(),
+            Some("governance mode, until each backup's retention ends")
+        );
         let bad = toml::from_str::<Config>(
             "[[targets]]\nname = \"s3\"\ntype = \"s3\"\nbucket = \"b\"\nobject_lock = { mode = \"forever\", days = 1 }\n",
         )

@@ -3,11 +3,15 @@
 //! `--allow-delete` deletes there; on a real S3-compatible server (moto) with Object Lock,
 //! locked backups survive `backup delete --force` and `backup prune` with a clear refusal, a
 //! direct delete of a locked object version with the same credentials fails, and a bucket
-//! with default retention takes backups that restore.
+//! with default retention takes backups that restore. With `object_lock = { mode }` each
+//! backup's objects are locked until its own retention ends (creation + the `keep_within`
+//! of its type's policy), a chunk a newer backup shares is locked for the newer one, and
+//! prune deletes a backup once that date has passed.
 
 use crate::support::{S3Server, TestEnv, fs_entry, s3_builtin_entry, text};
 use larder::targets::Target;
 use larder::targets::s3::{S3Settings, S3Target};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// A database whose every backup differs from the last (new rows), so pruning one leaves
@@ -371,5 +375,194 @@ async fn a_bucket_with_default_retention_takes_backups_that_restore() {
     assert!(
         s3.keys_in("retained", "builtin/backups/")
             .contains(&format!("builtin/backups/{id}.json"))
+    );
+}
+
+/// A backup's manifest as stored on `target` (a plain repository: JSON).
+async fn manifest_of(target: &S3Target, id: &str) -> serde_json::Value {
+    let body = target
+        .get(&format!("backups/{id}.json"))
+        .await
+        .expect("GET the manifest");
+    serde_json::from_slice(&body).expect("manifest JSON")
+}
+
+/// The chunk ids a manifest refers to (every `chunks` list in it).
+fn chunk_ids(manifest: &serde_json::Value) -> BTreeSet<String> {
+    fn walk(value: &serde_json::Value, out: &mut BTreeSet<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, inner) in map {
+                    if key == "chunks"
+                        && let Some(list) = inner.as_array()
+                    {
+                        out.extend(
+                            list.iter()
+                                .filter_map(|c| c["id"].as_str().map(String::from)),
+                        );
+                    } else {
+                        walk(inner, out);
+                    }
+                }
+            }
+            serde_json::Value::Array(list) => list.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(manifest, &mut out);
+    out
+}
+
+fn date(value: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
+    value
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .unwrap_or_else(|| panic!("not a date: {value}"))
+        .with_timezone(&chrono::Utc)
+}
+
+/// The retain-until date S3 reports for `key` (HEAD).
+async fn locked_until(target: &S3Target, key: &str) -> chrono::DateTime<chrono::Utc> {
+    target
+        .retention(key)
+        .await
+        .expect("HEAD")
+        .unwrap_or_else(|| panic!("{key} is not locked"))
+        .until
+}
+
+/// `until` as S3 keeps it: whole seconds, a fraction rounded up.
+fn whole_seconds(until: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::{SubsecRound, Timelike};
+    let floor = until.trunc_subsecs(0);
+    if until.nanosecond() > 0 {
+        floor + chrono::Duration::seconds(1)
+    } else {
+        floor
+    }
+}
+
+#[tokio::test]
+async fn object_lock_dates_follow_each_backups_retention_and_prune_deletes_once_they_pass() {
+    let env = database("dated").await;
+    let s3 = S3Server::start("plain");
+    locked_bucket(&s3, "dated", None);
+    // No `days`: the lock is each backup's own retention, by its type's policy.
+    let keep = chrono::Duration::seconds(8);
+    env.write_config(&format!(
+        "[retention]\nfull = \"8s\"\nschema-only = \"90d\"\n{}",
+        s3_entry(&s3, "dated", "object_lock = { mode = \"compliance\" }")
+    ));
+    let shown = text(&env.run_ok(&["config", "show"]));
+    let words: Vec<&str> = shown.split_whitespace().collect();
+    assert!(
+        words
+            .join(" ")
+            .contains("compliance mode, until each backup's"),
+        "{shown}"
+    );
+    let check = s3_target(&s3, "dated");
+
+    let first = backup(&env, "first");
+    let first_manifest = manifest_of(&check, &first).await;
+    let first_until = date(&first_manifest["retain_until"]);
+    assert_eq!(
+        first_until,
+        date(&first_manifest["created_at"]) + keep,
+        "the manifest records the backup's retention date"
+    );
+    let first_chunks = chunk_ids(&first_manifest);
+    assert!(!first_chunks.is_empty());
+    for key in first_chunks
+        .iter()
+        .map(|id| format!("chunks/{}/{id}", &id[..2]))
+        .chain([format!("backups/{first}.json")])
+    {
+        let retention = check.retention(&key).await.expect("HEAD").expect("locked");
+        assert_eq!(retention.mode, "COMPLIANCE", "{key}");
+        assert_eq!(retention.until, whole_seconds(first_until), "{key}");
+    }
+    assert!(locked_until(&check, "larder-repository.json").await >= whole_seconds(first_until));
+    // Delete names the date it is locked until.
+    let said = refused(&env, &["backup", "delete", &first, "--force"]);
+    let named = whole_seconds(first_until)
+        .format("%Y-%m-%d %H:%M:%S UTC")
+        .to_string();
+    assert!(
+        said.contains("compliance") && said.contains(&named),
+        "{said}\n(expected {named})"
+    );
+
+    // A newer backup shares the ledger's chunks: their lock now covers it.
+    env.client()
+        .await
+        .batch_execute("CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes VALUES (1, 'new');")
+        .await
+        .expect("new table");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let second = backup(&env, "second");
+    let second_manifest = manifest_of(&check, &second).await;
+    let second_until = date(&second_manifest["retain_until"]);
+    assert!(second_until > first_until);
+    let second_chunks = chunk_ids(&second_manifest);
+    let shared: Vec<&String> = first_chunks.intersection(&second_chunks).collect();
+    let only_first: Vec<&String> = first_chunks.difference(&second_chunks).collect();
+    assert!(!shared.is_empty(), "the ledger's rows are deduplicated");
+    assert!(!only_first.is_empty(), "the first backup's DDL is its own");
+    for id in &shared {
+        let key = format!("chunks/{}/{id}", &id[..2]);
+        assert_eq!(
+            locked_until(&check, &key).await,
+            whole_seconds(second_until),
+            "shared {key} extended to the newer backup's retention"
+        );
+    }
+    for id in &only_first {
+        let key = format!("chunks/{}/{id}", &id[..2]);
+        assert_eq!(
+            locked_until(&check, &key).await,
+            whole_seconds(first_until),
+            "{key}"
+        );
+    }
+
+    // Once the first backup's retention (and so its lock) has passed, prune deletes it;
+    // the chunks the second one shares stay, and it still validates.
+    let passed = whole_seconds(first_until) + chrono::Duration::milliseconds(500);
+    if let Ok(wait) = (passed - chrono::Utc::now()).to_std() {
+        tokio::time::sleep(wait).await;
+    }
+    let pruned = env.run_json(&["backup", "prune"]);
+    let on_s3 = target(&pruned, "s3");
+    assert_eq!(
+        on_s3["backups_deleted"],
+        serde_json::json!([first]),
+        "{pruned:#}"
+    );
+    assert_eq!(on_s3["backups_kept"], serde_json::json!([]), "{pruned:#}");
+    let listed = s3.keys_in("dated", "builtin/backups/");
+    assert_eq!(
+        listed,
+        vec![format!("builtin/backups/{second}.json")],
+        "{listed:?}"
+    );
+    env.run_ok(&["backup", "validate", &second]);
+
+    // A schema-only backup is locked by its own type's retention (90 days).
+    let schema = env.run_json(&["backup", "create", "-n", "schema", "--type", "schema-only"])
+        ["backup"]["id"]
+        .as_str()
+        .expect("backup id")
+        .to_string();
+    let schema_manifest = manifest_of(&check, &schema).await;
+    let schema_until = date(&schema_manifest["retain_until"]);
+    assert_eq!(
+        schema_until,
+        date(&schema_manifest["created_at"]) + chrono::Duration::days(90)
+    );
+    assert_eq!(
+        locked_until(&check, &format!("backups/{schema}.json")).await,
+        whole_seconds(schema_until)
     );
 }

@@ -185,6 +185,8 @@ async fn take_dump(
 ) -> Result<Manifest> {
     let created_at = Utc::now();
     let id = new_backup_id(created_at);
+    let retain_until = opts.retain_until(created_at);
+    let repo = &repo.clone().retaining(retain_until);
     let full = opts.backup_type == BackupType::Full;
     // Reading the catalog waits for any table another session holds exclusively.
     let (
@@ -384,6 +386,7 @@ async fn take_dump(
                 digests: None,
                 validators: streams.validators,
                 schedule: opts.schedule.clone(),
+                retain_until,
                 chain: None,
                 incremental: chain,
                 signature: None,

@@ -9,6 +9,7 @@ use crate::repository::Repository;
 use crate::repository::gc::collect_garbage;
 use crate::repository::lock::RepoLock;
 use crate::repository::manifest::BackupType;
+use chrono::{DateTime, Utc};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -24,6 +25,9 @@ pub struct BackupOptions {
     pub split_bytes: Option<u64>,
     /// The `[[schedules]]` entry this backup is taken for (recorded in the manifest).
     pub schedule: Option<String>,
+    /// How long the retention that governs this backup keeps it at least (its policy's
+    /// `keep_within`, [`crate::engine::prune::retention_period`]); None: no such date.
+    pub retain_for: Option<std::time::Duration>,
     /// The `[[validators]]` plugins that check the rows as they are copied.
     pub validators: Vec<Arc<PluginValidator>>,
     /// Change tracking (`[incremental]`): with it on, a full backup starts a chain; an
@@ -41,9 +45,19 @@ impl Default for BackupOptions {
             pg_dump: None,
             split_bytes: None,
             schedule: None,
+            retain_for: None,
             validators: Vec::new(),
             incremental: IncrementalConfig::default(),
         }
+    }
+}
+
+impl BackupOptions {
+    /// When the backup created at `created_at` may go at the earliest (recorded in its
+    /// manifest; S3 Object Lock locks its objects until then).
+    pub fn retain_until(&self, created_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let period = chrono::Duration::from_std(self.retain_for?).ok()?;
+        created_at.checked_add_signed(period)
     }
 }
 

@@ -121,7 +121,11 @@ pub async fn prune(
             chain: manifest.chain.clone(),
             health,
             pin,
-            group: governing(manifest),
+            group: governing.of(
+                manifest.backup_type,
+                manifest.schedule.as_deref(),
+                &manifest.source.database,
+            ),
         });
     }
     let verdicts = retention::decide(&groups, &candidates, now);
@@ -236,6 +240,24 @@ pub async fn prune(
     Ok(report)
 }
 
+/// How long the retention that governs a new backup of `backup_type` for `schedule` (if
+/// any) of the database named `database` in PostgreSQL keeps it at least: its policy's
+/// `keep_within`, chosen as `backup prune` chooses the policy. None when no policy governs
+/// it or the policy keeps by count only (`keep_last`, the buckets, `min_keep`): such a
+/// backup's date is not known when it is taken.
+pub fn retention_period(
+    config: &Config,
+    databases: &BTreeMap<String, String>,
+    backup_type: BackupType,
+    schedule: Option<&str>,
+    database: &str,
+) -> Result<Option<std::time::Duration>> {
+    let (groups, governing) = groups(config, databases)?;
+    Ok(governing
+        .of(backup_type, schedule, database)
+        .and_then(|g| groups[g].policy.keep_within))
+}
+
 /// A schedule as the assignment of backups sees it.
 struct Entry {
     name: String,
@@ -254,7 +276,7 @@ struct Entry {
 fn groups(
     config: &Config,
     databases: &BTreeMap<String, String>,
-) -> Result<(Vec<Group>, impl Fn(&Manifest) -> Option<usize>)> {
+) -> Result<(Vec<Group>, Governing)> {
     let schedules = &config.schedules;
     let mut groups = Vec::new();
     let mut of_schedule: Vec<Option<usize>> = Vec::new();
@@ -307,22 +329,32 @@ fn groups(
             });
         }
     }
-    let governing = move |m: &Manifest| {
-        let schedule = match &m.schedule {
-            Some(name) => entries.iter().find(|e| &e.name == name),
-            None => entries.iter().find(|e| {
-                e.backup_type == Some(m.backup_type)
-                    && e.dbname.as_ref().is_none_or(|d| *d == m.source.database)
+    Ok((groups, Governing { entries, of_type }))
+}
+
+/// Which group governs a backup (see [`groups`]).
+struct Governing {
+    entries: Vec<Entry>,
+    of_type: Vec<(BackupType, usize)>,
+}
+
+impl Governing {
+    /// The group of a backup of `backup_type`, taken for `schedule`, of `database`.
+    fn of(&self, backup_type: BackupType, schedule: Option<&str>, database: &str) -> Option<usize> {
+        let schedule = match schedule {
+            Some(name) => self.entries.iter().find(|e| e.name == name),
+            None => self.entries.iter().find(|e| {
+                e.backup_type == Some(backup_type)
+                    && e.dbname.as_ref().is_none_or(|d| d == database)
             }),
         };
         schedule.and_then(|e| e.group).or_else(|| {
-            of_type
+            self.of_type
                 .iter()
-                .find(|(t, _)| *t == m.backup_type)
+                .find(|(t, _)| *t == backup_type)
                 .map(|(_, g)| *g)
         })
-    };
-    Ok((groups, governing))
+    }
 }
 
 #[cfg(test)]
@@ -340,11 +372,11 @@ mod tests {
         .expect("config");
         let databases = BTreeMap::new();
         let (groups, governing) = groups(&config, &databases).expect("groups");
+        let database = sample_manifest("20261201-020000-abcd").source.database;
         let label = |backup_type, schedule: Option<&str>| {
-            let mut m = sample_manifest("20261201-020000-abcd");
-            m.backup_type = backup_type;
-            m.schedule = schedule.map(str::to_string);
-            governing(&m).map(|g| groups[g].label.clone())
+            governing
+                .of(backup_type, schedule, &database)
+                .map(|g| groups[g].label.clone())
         };
         assert_eq!(
             label(BackupType::Full, None).as_deref(),
@@ -358,6 +390,26 @@ mod tests {
         assert_eq!(
             label(BackupType::SchemaOnly, None).as_deref(),
             Some("type schema-only")
+        );
+        // Object Lock's date comes from the same policy: its keep_within.
+        let period = |backup_type, schedule| {
+            retention_period(&config, &databases, backup_type, schedule, &database)
+                .expect("period")
+                .map(|d| d.as_secs() / 86400)
+        };
+        assert_eq!(period(BackupType::Full, None), Some(30));
+        assert_eq!(
+            period(BackupType::Incremental, Some("four-hourly")),
+            Some(7)
+        );
+        assert_eq!(period(BackupType::SchemaOnly, None), Some(90));
+        let counted: Config =
+            toml::from_str("[retention]\nfull = { keep_last = 3 }\n").expect("config");
+        assert_eq!(
+            retention_period(&counted, &databases, BackupType::Full, None, &database)
+                .expect("period"),
+            None,
+            "a count keeps no date"
         );
     }
 }

@@ -68,6 +68,8 @@ async fn copy_locked(
     verify: bool,
     progress: &Progress,
 ) -> Result<CopyReport> {
+    // The copy's chunks are stored (and locked, on S3 Object Lock) until the backup's date.
+    let dest = &dest.clone().retaining(manifest.retain_until);
     let to = dest.target().name().to_string();
     let sizes: HashMap<String, u64> = dest
         .target()

@@ -382,6 +382,12 @@ pub struct Manifest {
     /// retention policy governs the backup. None: taken by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// When the retention that governs the backup lets it go at the earliest: its creation
+    /// plus its policy's `keep_within`, as decided when it was taken (None: no policy, or
+    /// one that keeps by count only). S3 Object Lock targets lock its objects until then
+    /// (at least their `days`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_until: Option<DateTime<Utc>>,
     /// For an incremental backup: what it is built on (None for full and schema-only ones).
     /// Retention keeps every link a kept incremental needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -938,6 +944,7 @@ pub(crate) fn sample_manifest(id: &str) -> Manifest {
         digests: None,
         validators: Vec::new(),
         schedule: None,
+        retain_until: None,
         chain: None,
         incremental: None,
         signature: None,

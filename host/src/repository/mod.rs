@@ -90,6 +90,9 @@ pub struct Repository {
     notices: Arc<Mutex<Vec<String>>>,
     /// An encrypted repository's keys as this host holds them.
     keyring: Option<Arc<Keyring>>,
+    /// The retention date of the backup being written through this handle
+    /// ([`Repository::retaining`]): its chunks and manifest are stored with it.
+    retain_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The object key of a chunk. Ids come from checked manifests (hex); anything else still
@@ -266,7 +269,16 @@ impl Repository {
             fallbacks: Vec::new(),
             notices: Arc::new(Mutex::new(Vec::new())),
             keyring: None,
+            retain_until: None,
         }
+    }
+
+    /// This repository for writing one backup whose retention ends at `until`: its objects
+    /// are stored with that date ([`Target::put_until`]), which S3 Object Lock targets lock
+    /// them until.
+    pub fn retaining(mut self, until: Option<chrono::DateTime<chrono::Utc>>) -> Repository {
+        self.retain_until = until;
+        self
     }
 
     /// Whether chunks and manifests are sealed.
@@ -396,7 +408,7 @@ impl Repository {
         let key = chunk_key(id);
         let size = stored.len() as u64;
         self.target
-            .put(&key, Bytes::from(stored))
+            .put_until(&key, Bytes::from(stored), self.retain_until)
             .await
             .map_err(|e| e.at(&key, "writing chunk"))?;
         Ok(size)
@@ -481,7 +493,7 @@ impl Repository {
             .await?;
         let size = stored.len() as u64;
         dest.target
-            .put(&key, stored)
+            .put_until(&key, stored, dest.retain_until)
             .await
             .map_err(|e| e.at(&key, format!("copying to target '{}'", dest.target.name())))?;
         Ok(size)
@@ -495,6 +507,33 @@ impl Repository {
             out.extend_from_slice(&self.read_chunk(chunk, context).await?);
         }
         Ok(out)
+    }
+
+    /// Keeps every object `manifest` needs here (its chunks, the format file and key slots)
+    /// stored until its retention date: a chunk an older backup wrote, locked for that
+    /// backup's shorter time, has its S3 Object Lock extended ([`Target::hold_until`]; one
+    /// HEAD per chunk on such a target, nothing on others). Before the manifest is written,
+    /// so a visible backup never needs an object that is unlocked sooner than it is.
+    async fn hold_for(&self, manifest: &Manifest) -> Result<()> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let mut keys: Vec<String> = manifest.chunks().map(|c| chunk_key(&c.id)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.push(FORMAT_KEY.to_string());
+        if self.keyring.is_some() {
+            keys.push(keys::KEYS_KEY.to_string());
+        }
+        let until = manifest.retain_until;
+        futures_util::stream::iter(keys.iter())
+            .map(|key| async move {
+                self.target
+                    .hold_until(key, until)
+                    .await
+                    .map_err(|e| e.at(key, format!("keeping it locked for backup {}", manifest.id)))
+            })
+            .buffer_unordered(16)
+            .try_collect::<()>()
+            .await
     }
 
     /// Writes a manifest, signed first when this host has a signing key and it is not yet
@@ -532,8 +571,9 @@ impl Repository {
         };
         // Chunks first, then the manifest: a visible manifest never refers to a lost chunk.
         self.flush().await?;
+        self.hold_for(&manifest).await?;
         self.target
-            .put(&key, Bytes::from(body))
+            .put_until(&key, Bytes::from(body), manifest.retain_until)
             .await
             .map_err(|e| e.at(&key, format!("writing manifest of backup {}", manifest.id)))?;
         if manifest.signature.is_some()

@@ -14,6 +14,7 @@
 use super::{Created, ObjectInfo, Retention, Target, TargetError, is_backup_data};
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 pub struct AppendOnly {
@@ -94,6 +95,33 @@ impl Target for AppendOnly {
 
     async fn retention(&self, key: &str) -> Result<Option<Retention>, TargetError> {
         self.inner.retention(key).await
+    }
+
+    /// As `put` does, with the backup's retention passed on to the store. Without a date the
+    /// atomic create of `put` is used; with one (S3 Object Lock) the write must carry the
+    /// lock, so an existing object is looked for first (a locked, versioned bucket keeps the
+    /// locked version whatever a racing writer does).
+    async fn put_until(
+        &self,
+        key: &str,
+        data: Bytes,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<(), TargetError> {
+        if !is_backup_data(key) {
+            return self.inner.put_until(key, data, until).await;
+        }
+        if until.is_none() {
+            return self.put(key, data).await;
+        }
+        match self.inner.stat(key).await? {
+            Some(_) if key.starts_with("chunks/") => self.inner.hold_until(key, until).await,
+            Some(_) => Err(self.refuse("overwrite", key)),
+            None => self.inner.put_until(key, data, until).await,
+        }
+    }
+
+    async fn hold_until(&self, key: &str, until: Option<DateTime<Utc>>) -> Result<(), TargetError> {
+        self.inner.hold_until(key, until).await
     }
 
     async fn available_space(&self) -> Result<Option<u64>, TargetError> {

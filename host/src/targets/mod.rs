@@ -220,6 +220,27 @@ pub trait Target: Send + Sync {
     async fn retention(&self, _key: &str) -> Result<Option<Retention>, TargetError> {
         Ok(None)
     }
+    /// Like `put`, for an object of a backup whose retention ends at `until` (None: its
+    /// policy sets no date): a target with S3 Object Lock locks it until then (at least its
+    /// configured `days`). Targets without locks write it as `put` does.
+    async fn put_until(
+        &self,
+        key: &str,
+        data: Bytes,
+        _until: Option<DateTime<Utc>>,
+    ) -> Result<(), TargetError> {
+        self.put(key, data).await
+    }
+    /// Keeps an object already stored (a chunk a new backup shares with older ones) locked
+    /// until at least `until`, extending its Object Lock retention when it ends sooner (a
+    /// lock is never shortened). Targets without locks have nothing to do.
+    async fn hold_until(
+        &self,
+        _key: &str,
+        _until: Option<DateTime<Utc>>,
+    ) -> Result<(), TargetError> {
+        Ok(())
+    }
     /// Bytes available for new objects, when the target can tell.
     async fn available_space(&self) -> Result<Option<u64>, TargetError>;
     /// Makes every earlier `put` durable.

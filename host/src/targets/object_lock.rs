@@ -1,12 +1,12 @@
 //! The S3 requests of Object Lock that opendal does not make: a PUT carrying a retention
 //! (`x-amz-object-lock-mode`, `x-amz-object-lock-retain-until-date`, with the Content-MD5
-//! Object Lock requires) and a HEAD that reads an object's retention. They are signed with
+//! Object Lock requires), a HEAD that reads an object's retention, and PutObjectRetention
+//! (`PUT ?retention`), which extends the lock of an object already stored. They are signed with
 //! reqsign's AWS SigV4 signer (the one opendal signs its own requests with) and sent through
 //! opendal's HTTP client, so no second S3 stack or HTTP client is built.
 //! Everything else the S3 target does goes through opendal ([`super::s3`]).
 
 use super::{Created, Retention, TargetError};
-use crate::config::ObjectLockMode;
 use base64::Engine;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -42,12 +42,15 @@ pub fn content_md5(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(Md5::digest(data))
 }
 
-/// The retain-until date of an object written at `now` with a retention of `days`, as S3
-/// reads it (whole seconds, UTC).
-pub fn retain_until(now: DateTime<Utc>, days: u32) -> String {
-    (now + chrono::Duration::days(i64::from(days)))
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+/// A retain-until date as S3 reads it (whole seconds, UTC; a fraction is rounded up, so the
+/// lock never ends before the date asked for).
+pub fn retain_until(until: DateTime<Utc>) -> String {
+    let whole = if until.timestamp_subsec_nanos() > 0 {
+        until + chrono::Duration::seconds(1)
+    } else {
+        until
+    };
+    whole.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// The retention in a HEAD answer's headers; None without one (or one S3 could not mean).
@@ -152,24 +155,21 @@ impl LockClient {
         }
     }
 
-    /// Writes `data` under `key` locked in `mode` for `days` from now; with `if_absent`, only
+    /// Writes `data` under `key` locked in `mode` until `until`; with `if_absent`, only
     /// when no object has the key (`If-None-Match: *`).
     pub async fn put(
         &self,
         key: &str,
         data: Bytes,
-        mode: ObjectLockMode,
-        days: u32,
+        mode: &str,
+        until: DateTime<Utc>,
         if_absent: bool,
     ) -> Result<Created, TargetError> {
         let mut request = http::Request::put(self.url(key))
             .header(http::header::CONTENT_LENGTH, data.len())
             .header("content-md5", content_md5(&data))
-            .header("x-amz-object-lock-mode", mode.header_value())
-            .header(
-                "x-amz-object-lock-retain-until-date",
-                retain_until(Utc::now(), days),
-            );
+            .header("x-amz-object-lock-mode", mode)
+            .header("x-amz-object-lock-retain-until-date", retain_until(until));
         if if_absent {
             request = request.header(http::header::IF_NONE_MATCH, "*");
         }
@@ -179,6 +179,30 @@ impl LockClient {
             http::StatusCode::PRECONDITION_FAILED if if_absent => Ok(Created::Exists),
             http::StatusCode::NOT_IMPLEMENTED if if_absent => Ok(Created::Unsupported),
             _ => Err(self.answer_error("PUT (locked)", key, &response)),
+        }
+    }
+
+    /// Locks the stored object `key` in `mode` until `until` (PutObjectRetention on its
+    /// current version). S3 lets anyone with `s3:PutObjectRetention` extend a lock in either
+    /// mode; shortening one is refused, so callers ask only for a later date.
+    pub async fn extend(
+        &self,
+        key: &str,
+        mode: &str,
+        until: DateTime<Utc>,
+    ) -> Result<(), TargetError> {
+        let body = Bytes::from(format!(
+            "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>{mode}</Mode><RetainUntilDate>{}</RetainUntilDate></Retention>",
+            retain_until(until)
+        ));
+        let request = http::Request::put(format!("{}?retention", self.url(key)))
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .header("content-md5", content_md5(&body));
+        let response = self.send("PUT (retention)", key, request, body).await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.answer_error("PUT (retention)", key, &response))
         }
     }
 
@@ -222,7 +246,13 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-12-02T13:35:36.250Z")
             .expect("date")
             .with_timezone(&Utc);
-        assert_eq!(retain_until(now, 30), "2027-01-01T13:35:36Z");
+        assert_eq!(
+            retain_until(now + chrono::Duration::days(30)),
+            "2027-01-01T13:35:37Z",
+            "a fraction of a second rounds up"
+        );
+        let whole = now - chrono::Duration::milliseconds(250);
+        assert_eq!(retain_until(whole), "2026-12-02T13:35:36Z");
         let read = parse_retention(Some("compliance"), Some("2027-01-01T13:35:36.000Z"))
             .expect("retention");
         assert_eq!(read.mode, "COMPLIANCE");

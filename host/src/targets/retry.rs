@@ -6,6 +6,7 @@ use super::{Created, ObjectInfo, Retention, Target, TargetError};
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,6 +108,25 @@ impl Target for Retrying {
     async fn retention(&self, key: &str) -> Result<Option<Retention>, TargetError> {
         self.run("retention check", key, || self.inner.retention(key))
             .await
+    }
+
+    async fn put_until(
+        &self,
+        key: &str,
+        data: Bytes,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<(), TargetError> {
+        self.run("put", key, || {
+            self.inner.put_until(key, data.clone(), until)
+        })
+        .await
+    }
+
+    async fn hold_until(&self, key: &str, until: Option<DateTime<Utc>>) -> Result<(), TargetError> {
+        self.run("retention extension", key, || {
+            self.inner.hold_until(key, until)
+        })
+        .await
     }
 
     async fn available_space(&self) -> Result<Option<u64>, TargetError> {

@@ -1,10 +1,13 @@
 //! The built-in S3 target (any S3-compatible store), through opendal.
 //!
 //! With `object_lock` set, writes carry Content-MD5 (S3 refuses writes to a bucket with
-//! default retention without it), and with `{ mode, days }` every backup object
-//! ([`is_backup_data`]) is written with that retention through [`LockClient`], which opendal
-//! cannot do. Whatever is configured, [`Target::retention`] reads an object's retention, so
-//! deletions see a bucket's default retention too.
+//! default retention without it), and with `{ mode }` (and optionally `days`) every backup object
+//! ([`is_backup_data`]) is written locked through [`LockClient`], which opendal cannot do:
+//! until its backup's retention ends ([`Target::put_until`]), at least `days` from the write.
+//! A chunk a new backup shares with older ones has its lock extended to the new backup's
+//! date ([`Target::hold_until`]), so no chunk is unlocked while a locked backup needs it.
+//! Whatever is configured, [`Target::retention`] reads an object's retention, so deletions
+//! see a bucket's default retention too.
 
 use super::object_lock::{LockClient, LockSettings};
 use super::{
@@ -13,6 +16,7 @@ use super::{
 use crate::config::{ObjectLockConfig, ObjectLockMode};
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use opendal::{ErrorKind, Operator};
 
 pub struct S3Target {
@@ -20,10 +24,8 @@ pub struct S3Target {
     location: String,
     op: Operator,
     lock: LockClient,
-    /// `object_lock = { mode, days }`: the retention every backup object is written with.
-    retain: Option<(ObjectLockMode, u32)>,
-    /// Writes carry Content-MD5 (`object_lock` is set).
-    checksummed: bool,
+    /// `object_lock` as configured.
+    object_lock: Option<ObjectLockConfig>,
 }
 
 /// Connection settings, secrets already resolved.
@@ -76,10 +78,6 @@ impl S3Target {
             secret_access_key: s.secret_access_key,
             session_token: s.session_token,
         })?;
-        let retain = match s.object_lock {
-            Some(ObjectLockConfig::Retain { mode, days }) => Some((*mode, *days)),
-            Some(ObjectLockConfig::BucketDefault(_)) | None => None,
-        };
         Ok(S3Target {
             name: name.to_string(),
             location: format!(
@@ -90,23 +88,52 @@ impl S3Target {
             ),
             op,
             lock,
-            retain,
-            checksummed: s.object_lock.is_some(),
+            object_lock: s.object_lock.cloned(),
         })
     }
 
-    /// The retention `key` is written with, when this target sets one.
-    fn retain_for(&self, key: &str) -> Option<(ObjectLockMode, u32)> {
-        self.retain.filter(|_| is_backup_data(key))
+    /// The mode and date `key` is locked with when written now for a backup whose
+    /// retention ends at `until`: the later of that and `days` from now. None: the object
+    /// is not locked by this host (not backup data, no `{ mode }` configured, or a date
+    /// already past). A chunk or manifest with no date at all is refused: the lock would
+    /// be missing, not merely short.
+    fn lock_for(
+        &self,
+        key: &str,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<Option<(ObjectLockMode, DateTime<Utc>)>, TargetError> {
+        let Some(ObjectLockConfig::Retain { mode, days }) = &self.object_lock else {
+            return Ok(None);
+        };
+        if !is_backup_data(key) {
+            return Ok(None);
+        }
+        let now = Utc::now();
+        let floor = days.map(|d| now + chrono::Duration::days(i64::from(d)));
+        match until.max(floor) {
+            Some(date) if date > now => Ok(Some((*mode, date))),
+            Some(_) => Ok(None),
+            None if key.starts_with("chunks/") || key.starts_with("backups/") => {
+                Err(TargetError::Failed {
+                    target: self.name.clone(),
+                    reason: format!(
+                        "cannot lock {key}: object_lock on this target has no `days` and the backup's retention sets no date (no policy governs it, or its policy keeps by count only); set object_lock = {{ mode = \"{}\", days = N }} as the fallback, or give the backup's retention a keep_within",
+                        mode.header_value().to_ascii_lowercase()
+                    ),
+                })
+            }
+            // The repository's format file and key slots: locked by the next backup's hold.
+            None => Ok(None),
+        }
     }
 
     fn error(&self, what: &str, key: &str, e: opendal::Error) -> TargetError {
         let target = self.name.clone();
         let mut reason = format!("{what} {key}: {e}");
         // A bucket with default retention refuses writes without a checksum.
-        if reason.contains("Content-MD5") && !self.checksummed {
+        if reason.contains("Content-MD5") && self.object_lock.is_none() {
             reason.push_str(
-                "; the bucket uses S3 Object Lock: set object_lock = \"bucket-default\" (or { mode, days }) on this target",
+                "; the bucket uses S3 Object Lock: set object_lock = \"bucket-default\" (or { mode }) on this target",
             );
         }
         match e.kind() {
@@ -132,11 +159,20 @@ impl Target for S3Target {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<(), TargetError> {
+        self.put_until(key, data, None).await
+    }
+
+    async fn put_until(
+        &self,
+        key: &str,
+        data: Bytes,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<(), TargetError> {
         self.check(key)?;
-        if let Some((mode, days)) = self.retain_for(key) {
+        if let Some((mode, date)) = self.lock_for(key, until)? {
             return self
                 .lock
-                .put(key, data, mode, days, false)
+                .put(key, data, mode.header_value(), date, false)
                 .await
                 .map(|_| ());
         }
@@ -151,8 +187,11 @@ impl Target for S3Target {
     /// that answers it with "not implemented" makes the locks fall back to unique keys.
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<Created, TargetError> {
         self.check(key)?;
-        if let Some((mode, days)) = self.retain_for(key) {
-            return self.lock.put(key, data, mode, days, true).await;
+        if let Some((mode, date)) = self.lock_for(key, None)? {
+            return self
+                .lock
+                .put(key, data, mode.header_value(), date, true)
+                .await;
         }
         match self.op.write_with(key, data).if_not_exists(true).await {
             Ok(_) => Ok(Created::Written),
@@ -210,6 +249,36 @@ impl Target for S3Target {
     async fn retention(&self, key: &str) -> Result<Option<Retention>, TargetError> {
         self.check(key)?;
         self.lock.retention(key).await
+    }
+
+    /// HEAD, then PutObjectRetention when the lock ends before the date this target would
+    /// lock the object with now (`{ mode }`), or before the backup's date (`bucket-default`,
+    /// keeping the mode the bucket gave the object).
+    async fn hold_until(&self, key: &str, until: Option<DateTime<Utc>>) -> Result<(), TargetError> {
+        self.check(key)?;
+        let (mode, date) = match &self.object_lock {
+            None => return Ok(()),
+            Some(ObjectLockConfig::Retain { .. }) => match self.lock_for(key, until)? {
+                Some((mode, date)) => (Some(mode.header_value()), date),
+                None => return Ok(()),
+            },
+            Some(ObjectLockConfig::BucketDefault(_)) => match until {
+                Some(date) if date > Utc::now() => (None, date),
+                _ => return Ok(()),
+            },
+        };
+        let held = self.lock.retention(key).await?;
+        if held.as_ref().is_some_and(|r| r.until >= date) {
+            return Ok(());
+        }
+        // A lock keeps its mode (compliance cannot become governance); an object the bucket
+        // locked by default is extended in the bucket's mode.
+        let mode = match (&held, mode) {
+            (Some(r), _) => r.mode.clone(),
+            (None, Some(mode)) => mode.to_string(),
+            (None, None) => return Ok(()),
+        };
+        self.lock.extend(key, &mode, date).await
     }
 
     async fn available_space(&self) -> Result<Option<u64>, TargetError> {

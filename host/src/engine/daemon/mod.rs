@@ -687,13 +687,22 @@ async fn steps(
     record: &mut RunRecord,
 ) -> std::result::Result<(), (&'static str, Error)> {
     let progress = Progress::new(false);
+    let backup_type = schedule.backup_type().map_err(|e| ("backup", e))?;
     let opts = backup::BackupOptions {
         name: None,
-        backup_type: schedule.backup_type().map_err(|e| ("backup", e))?,
+        backup_type,
         jobs: setup.jobs,
         compression_level: setup.loaded.config.backup.compression_level,
         pg_dump: setup.loaded.config.backup.pg_dump.clone(),
         split_bytes: None,
+        retain_for: crate::engine::prune::retention_period(
+            &setup.loaded.config,
+            &setup.database_names,
+            backup_type,
+            Some(&schedule.name),
+            &setup.database.dbname,
+        )
+        .map_err(|e| ("backup", e))?,
         schedule: Some(schedule.name.clone()),
         validators: setup.validators.clone(),
         incremental: setup.loaded.config.incremental.clone(),

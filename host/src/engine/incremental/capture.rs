@@ -46,6 +46,8 @@ pub(crate) async fn take(
 ) -> Result<Manifest> {
     let created_at = Utc::now();
     let id = new_backup_id(created_at);
+    let retain_until = opts.retain_until(created_at);
+    let repo = &repo.clone().retaining(retain_until);
     let _undo = CleanupGuard::new();
     let client = slot::open_checked(settings).await?;
     let server = catalog::server_info(&client).await?;
@@ -131,6 +133,7 @@ pub(crate) async fn take(
             digests: None,
             validators: Vec::new(),
             schedule: opts.schedule.clone(),
+            retain_until,
             chain: Some(Chain {
                 parent: parent.id.clone(),
                 base: base.clone(),

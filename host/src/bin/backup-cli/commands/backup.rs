@@ -83,6 +83,13 @@ pub async fn run(settings: &Settings, command: BackupCommand) -> Result<Outcome>
                 compression_level: args.compression_level.unwrap_or(config.compression_level),
                 pg_dump: config.pg_dump.clone(),
                 split_bytes: None,
+                retain_for: engine::prune::retention_period(
+                    &settings.loaded.config,
+                    &settings.database_names()?,
+                    backup_type,
+                    args.schedule.as_deref(),
+                    &database.dbname,
+                )?,
                 schedule: args.schedule,
                 validators: larder::plugin::validator::open_configured(&settings.loaded).await?,
                 incremental: settings.loaded.config.incremental.clone(),
