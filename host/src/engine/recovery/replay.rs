@@ -683,12 +683,19 @@ impl Replay<'_> {
                     && self.heavy.contains(&table.display_name()) =>
             {
                 let name = format!("larder_replay_key_{t}");
-                let columns: Vec<String> = key.iter().map(|c| quote_ident(c)).collect();
+                let columns = key
+                    .iter()
+                    .map(|c| quote_ident(c))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 self.key_indexes
                     .insert(t, format!("{}.{name}", quote_ident(&table.schema)));
+                // The loaded table has no statistics yet: the planner would take the key as
+                // far from unique and join each batch against the whole table (a hash join
+                // over a sequential scan, JIT-compiled on a big table) rather than look its
+                // rows up in the index. The key columns' statistics say they are unique.
                 Some(format!(
-                    "CREATE INDEX {name} ON {relation} ({})",
-                    columns.join(", ")
+                    "CREATE INDEX {name} ON {relation} ({columns}); ANALYZE {relation} ({columns})"
                 ))
             }
             _ => None,
@@ -728,7 +735,8 @@ impl Replay<'_> {
 struct TableWork {
     t: usize,
     relation: String,
-    /// `CREATE INDEX` on the key, to run first ([`Replay::prepare`]).
+    /// `CREATE INDEX` on the key and `ANALYZE` of the key columns, to run first
+    /// ([`Replay::prepare`]).
     index: Option<String>,
     batches: Vec<(Batch, String)>,
 }
