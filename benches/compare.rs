@@ -5,8 +5,10 @@
 //! [--scale S] [--rounds N] [--jobs N] [--out FILE | --no-out] [--only TEXT]`. The datasets
 //! (`harness/dataset.rs`): Kitchen Pantry (the default), the same with one dominant table,
 //! and `--tables` small tables (5,000 unless told). `--only` runs just the contenders whose
-//! name contains TEXT, for quick comparisons while optimising; such runs are never written to
-//! the report file.
+//! name contains TEXT (or one of its `|`-separated parts), for quick comparisons while
+//! optimising; such runs are never written to the report file. With `LARDER_BASELINE_CLI` set
+//! to another build of backup-cli (main's, say), its new-database restore runs beside ours in
+//! every round, for an A/B of a restore change on one cluster.
 //!
 //! Every round runs each contender once, in the same order, so machine noise spreads evenly;
 //! the report gives medians with min–max and ratios against the peers, and is written with
@@ -233,7 +235,7 @@ config = {{ rules = [
             "{psql} -d postgres -c 'DROP DATABASE IF EXISTS {dest}' && {how} recovery execute latest -s new-database --dest-db {dest} --jobs {jobs} --yes"
         )
     };
-    let contenders = [
+    let mut contenders = vec![
         contender(
             "copy floor (2 connections)",
             format!(
@@ -316,6 +318,12 @@ config = {{ rules = [
         )
         .pantry_only(),
     ];
+    if let Ok(baseline) = std::env::var("LARDER_BASELINE_CLI") {
+        contenders.push(contender(
+            "baseline build: recovery execute -s new-database",
+            restore_into("r2", &format!("{baseline} -q")),
+        ));
+    }
     // Untimed after every contender: no contender's aftermath may run into the next one's
     // time. A restored database would be vacuumed and analyzed by autovacuum while the next
     // contender runs (a restore's cost charged to whatever follows it), so it is dropped, and

@@ -102,9 +102,12 @@ impl Options {
         Ok(o)
     }
 
-    /// Whether `--only` lets this contender run.
+    /// Whether `--only` lets this contender run: its name contains the text, or one of its
+    /// `|`-separated parts.
     pub fn wants(&self, name: &str) -> bool {
-        self.only.as_deref().is_none_or(|only| name.contains(only))
+        self.only
+            .as_deref()
+            .is_none_or(|only| only.split('|').any(|part| name.contains(part)))
     }
 }
 
@@ -203,8 +206,20 @@ impl Server {
         println!("==> throwaway PostgreSQL");
         // PostgreSQL's default max_connections (the throwaway cluster's is 60), so that the
         // shared lock table is a default server's: max_locks_per_transaction (64) × 100.
+        // `LARDER_BENCH_SETTINGS` adds server settings, `;`-separated `name=value` pairs (to
+        // profile from the server's log: `logging_collector=on;log_directory=/tmp/…;
+        // log_min_duration_statement=0;log_line_prefix=%m [%p] `).
+        let mut settings = vec![("max_connections".to_string(), "100".to_string())];
+        if let Ok(extra) = std::env::var("LARDER_BENCH_SETTINGS") {
+            for pair in extra.split(';').filter(|p| !p.trim().is_empty()) {
+                let (name, value) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("LARDER_BENCH_SETTINGS: {pair} is not name=value"))?;
+                settings.push((name.trim().to_string(), value.to_string()));
+            }
+        }
         let cluster = EphemeralCluster::start_with(ClusterSetup {
-            settings: vec![("max_connections".into(), "100".into())],
+            settings,
             ..Default::default()
         })?;
         let postmaster = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid"))?

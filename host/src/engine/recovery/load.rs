@@ -40,23 +40,7 @@ pub(super) async fn in_parallel(
     let loaded = job
         .in_parallel(destination, parts, move |client, (t, p, _)| {
             let (job, overall) = (worker.clone(), bar.clone());
-            async move {
-                let table = &job.manifest.tables[t];
-                let item = job.progress.item(&table.qualified(), table.parts[p].bytes);
-                let rows = load_part(
-                    &client,
-                    &job.repo,
-                    &job.manifest.id,
-                    table,
-                    &table.parts[p],
-                    &table.qualified(),
-                    &item,
-                )
-                .await?;
-                Progress::advance(&overall, table.parts[p].bytes);
-                item.finish_and_clear();
-                Ok((t, rows))
-            }
+            async move { Ok((t, range(&job, &client, t, p, &overall).await?)) }
         })
         .await?;
     let mut rows_loaded: HashMap<usize, u64> = HashMap::new();
@@ -65,6 +49,32 @@ pub(super) async fn in_parallel(
     }
     overall.finish_and_clear();
     Ok(rows_loaded)
+}
+
+/// Loads stored range `p` of table `t` into the table itself; the rows it sent.
+pub(super) async fn range(
+    job: &Job,
+    client: &Client,
+    t: usize,
+    p: usize,
+    overall: &ProgressBar,
+) -> Result<u64> {
+    let table = &job.manifest.tables[t];
+    let part = &table.parts[p];
+    let item = job.progress.item(&table.qualified(), part.bytes);
+    let rows = load_part(
+        client,
+        &job.repo,
+        &job.manifest.id,
+        table,
+        part,
+        &table.qualified(),
+        &item,
+    )
+    .await?;
+    Progress::advance(overall, part.bytes);
+    item.finish_and_clear();
+    Ok(rows)
 }
 
 /// Loads every stored range of table `t` into `into` on one connection.

@@ -22,6 +22,7 @@ mod missing_rows;
 mod new_database;
 mod post_data;
 mod replace;
+mod schedule;
 mod schema;
 mod sequences;
 mod vacuum;

@@ -5,7 +5,7 @@
 use super::job::{Job, Outcome};
 use super::plan::{Verification, admin_connection};
 use super::step::{Progression, Step};
-use super::{load, post_data, replay, schema, sequences, vacuum, verify};
+use super::{load, post_data, replay, schedule, schema, sequences, vacuum, verify};
 use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::error::{Error, Result};
 use crate::pg::{catalog, ddl, session};
@@ -152,9 +152,18 @@ async fn build(job: &Job, steps: &Progression, partial: &str) -> Result<Outcome>
         })
         .await?;
     let event_triggers = post.take_event_triggers();
+    let mut builds = post_data::builds(job, &main, &post).await?;
     let rows_loaded = steps
         .run(Step::Load, async {
-            let rows = load::in_parallel(job, &destination).await?;
+            // Without a replay, which must find no index yet, each table's indexes and keys
+            // are built as soon as its last range is in, beside the other tables' loads.
+            let rows = match job.plan.replay {
+                None => {
+                    let parallel = std::mem::take(&mut builds.parallel);
+                    schedule::load_and_build(job, &destination, &post.preamble, parallel).await?
+                }
+                Some(_) => load::in_parallel(job, &destination).await?,
+            };
             load::large_objects(job, &main).await?;
             Ok(rows)
         })
@@ -195,7 +204,7 @@ async fn build(job: &Job, steps: &Progression, partial: &str) -> Result<Outcome>
     let work = steps
         .run(
             Step::PostData,
-            post_data::build(job, &main, &destination, &post),
+            post_data::build(job, &main, &destination, &post, builds),
         )
         .await?;
     steps

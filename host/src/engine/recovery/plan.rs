@@ -1031,7 +1031,14 @@ fn plan_steps(input: &StepInputs<'_>) -> Vec<PlanStep> {
                     "load {} table(s) in parallel with COPY{}{}",
                     selected.len(),
                     if req.strategy == Strategy::NewDatabase {
-                        format!(", checking each of the {chunks} chunks (SHA-256, decompression) before its rows are sent")
+                        format!(
+                            ", checking each of the {chunks} chunks (SHA-256, decompression) before its rows are sent{}",
+                            if replay.is_none() {
+                                "; each table's indexes and keys built as soon as its rows are in, beside the other tables' loads"
+                            } else {
+                                ""
+                            }
+                        )
                     } else {
                         String::new()
                     },

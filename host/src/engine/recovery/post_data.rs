@@ -7,7 +7,7 @@ use super::job::Job;
 use crate::error::{Error, Result};
 use crate::pg::ConnectionSettings;
 use crate::pg::catalog;
-use crate::pg::ddl::{Entry, Script, builds_in_parallel};
+use crate::pg::ddl::{Entry, Partitioned, Script, builds_in_parallel};
 use std::collections::HashMap;
 use tokio_postgres::Client;
 
@@ -23,18 +23,19 @@ pub(super) struct TableWork {
     pub vacuum: bool,
 }
 
-/// Builds a new database's post-data (event triggers aside: `post` no longer holds them) in
-/// pg_dump's dependency order but with the expensive parts in parallel: indexes and plain
-/// constraints (biggest table first, see [`in_build_order`]); index attachments; foreign keys added NOT VALID; then triggers, rules and the
-/// rest. Returns per table the foreign keys still to validate and whether to vacuum it first,
-/// biggest table first.
-pub(super) async fn build(
-    job: &Job,
-    main: &Client,
-    destination: &ConnectionSettings,
-    post: &Script,
-) -> Result<Vec<TableWork>> {
-    let started = std::time::Instant::now();
+/// A new database's post-data split for building: the index and key builds that run in
+/// parallel (biggest table first, see [`in_build_order`]), the constraints to add on their
+/// indexes once they are built, and the entries to run in pg_dump's order after them.
+pub(super) struct Builds {
+    /// Taken by [`super::schedule`] when the load step builds them.
+    pub parallel: Vec<Entry>,
+    keys: Vec<Entry>,
+    ordered: Vec<Entry>,
+    partitioned: Partitioned,
+}
+
+/// Splits `post` (event triggers aside: `post` no longer holds them) into [`Builds`].
+pub(super) async fn builds(job: &Job, main: &Client, post: &Script) -> Result<Builds> {
     let partitioned = catalog::partitioned_tables(main).await?;
     let (parallel, ordered): (Vec<_>, Vec<_>) = post
         .entries
@@ -42,14 +43,43 @@ pub(super) async fn build(
         .cloned()
         .partition(|e| builds_in_parallel(&e.kind));
     let (parallel, keys) = in_build_order(job, parallel, &partitioned);
-    job.in_parallel(destination, parallel, {
-        let preamble = post.preamble.clone();
-        move |client, entry| {
-            let preamble = preamble.clone();
-            async move { run_entry(&client, &preamble, &entry).await }
-        }
+    Ok(Builds {
+        parallel,
+        keys,
+        ordered,
+        partitioned,
     })
-    .await?;
+}
+
+/// Builds a new database's post-data in pg_dump's dependency order but with the expensive
+/// parts in parallel: the indexes and plain constraints `builds` still holds (none when the
+/// load step built them); the keys on their indexes; index attachments; foreign keys added
+/// NOT VALID; then triggers, rules and the rest. Returns per table the foreign keys still to
+/// validate and whether to vacuum it first, biggest table first.
+pub(super) async fn build(
+    job: &Job,
+    main: &Client,
+    destination: &ConnectionSettings,
+    post: &Script,
+    builds: Builds,
+) -> Result<Vec<TableWork>> {
+    let started = std::time::Instant::now();
+    let Builds {
+        parallel,
+        keys,
+        ordered,
+        partitioned,
+    } = builds;
+    if !parallel.is_empty() {
+        job.in_parallel(destination, parallel, {
+            let preamble = post.preamble.clone();
+            move |client, entry| {
+                let preamble = preamble.clone();
+                async move { run_entry(&client, &preamble, &entry).await }
+            }
+        })
+        .await?;
+    }
     let keys = Script {
         preamble: post.preamble.clone(),
         entries: keys,
@@ -150,7 +180,7 @@ pub(super) async fn build(
 fn in_build_order(
     job: &Job,
     parallel: Vec<Entry>,
-    partitioned: &crate::pg::ddl::Partitioned,
+    partitioned: &Partitioned,
 ) -> (Vec<Entry>, Vec<Entry>) {
     let bytes: HashMap<(String, String), u64> = job
         .manifest
