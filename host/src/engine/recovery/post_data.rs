@@ -28,11 +28,15 @@ pub(super) struct TableWork {
 /// indexes once they are built, and the entries to run in pg_dump's order after them.
 pub(super) struct Builds {
     /// Taken by [`super::schedule`] when the load step builds them.
-    pub parallel: Vec<Entry>,
+    pub parallel: Vec<Build>,
     keys: Vec<Entry>,
     ordered: Vec<Entry>,
     partitioned: Partitioned,
 }
+
+/// A parallel build and the table it is on (schema, name; None: not recognised), as
+/// [`Entry::builds_on`] reads pg_dump's statement before a key becomes a unique index.
+pub(super) type Build = (Option<(String, String)>, Entry);
 
 /// Splits `post` (event triggers aside: `post` no longer holds them) into [`Builds`].
 pub(super) async fn builds(job: &Job, main: &Client, post: &Script) -> Result<Builds> {
@@ -71,7 +75,8 @@ pub(super) async fn build(
         partitioned,
     } = builds;
     if !parallel.is_empty() {
-        job.in_parallel(destination, parallel, {
+        let entries: Vec<Entry> = parallel.into_iter().map(|(_, e)| e).collect();
+        job.in_parallel(destination, entries, {
             let preamble = post.preamble.clone();
             move |client, entry| {
                 let preamble = preamble.clone();
@@ -181,7 +186,7 @@ fn in_build_order(
     job: &Job,
     parallel: Vec<Entry>,
     partitioned: &Partitioned,
-) -> (Vec<Entry>, Vec<Entry>) {
+) -> (Vec<Build>, Vec<Entry>) {
     let bytes: HashMap<(String, String), u64> = job
         .manifest
         .tables
@@ -193,12 +198,14 @@ fn in_build_order(
         *builds.entry(table).or_default() += 1;
     }
     let mut keys = Vec::new();
-    let mut order: Vec<(u64, Entry)> = parallel
+    let mut order: Vec<(u64, Build)> = parallel
         .into_iter()
         .map(|entry| {
             let table = entry.builds_on();
             let size = table.as_ref().and_then(|t| bytes.get(t)).copied();
-            let shared = table.is_some_and(|t| builds.get(&t).copied().unwrap_or(0) > 1);
+            let shared = table
+                .as_ref()
+                .is_some_and(|t| builds.get(t).copied().unwrap_or(0) > 1);
             let entry = match entry.unique_index_first(partitioned).filter(|_| shared) {
                 Some(key) => {
                     keys.push(Entry {
@@ -212,12 +219,12 @@ fn in_build_order(
                 }
                 None => entry,
             };
-            (size.unwrap_or(0), entry)
+            (size.unwrap_or(0), (table, entry))
         })
         .collect();
     // Stable: pg_dump's order within a table and among tables of the same size.
     order.sort_by_key(|(size, _)| std::cmp::Reverse(*size));
-    (order.into_iter().map(|(_, e)| e).collect(), keys)
+    (order.into_iter().map(|(_, build)| build).collect(), keys)
 }
 
 /// Runs a whole post-data script (event triggers aside) in order, as a replace does (inside

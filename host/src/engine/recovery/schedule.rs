@@ -8,7 +8,7 @@
 
 use super::job::Job;
 use super::load;
-use super::post_data::run_entry;
+use super::post_data::{Build, run_entry};
 use crate::error::{Error, Result};
 use crate::pg::{ConnectionSettings, ddl::Entry, session};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -57,7 +57,7 @@ impl Queue {
             let after = table.filter(|t| queue.unloaded.contains_key(t));
             queue.waiting.entry(after).or_default().push(b);
         }
-        for (&t, &parts) in tables {
+        for &(t, parts) in tables {
             if parts == 0 {
                 queue.release(Some(t));
             }
@@ -105,14 +105,14 @@ impl Queue {
     }
 }
 
-/// Loads every stored range of the selected tables and runs `builds` (indexes and keys, in
-/// build order: see `post_data::builds`) over `--jobs` sessions, each build as soon as its
-/// table is loaded; the rows each table received.
+/// Loads every stored range of the selected tables and runs `builds` (indexes and keys with
+/// the table each is on, in build order: see `post_data::builds`) over `--jobs` sessions,
+/// each build as soon as its table is loaded; the rows each table received.
 pub(super) async fn load_and_build(
     job: &Job,
     destination: &ConnectionSettings,
     preamble: &str,
-    builds: Vec<Entry>,
+    builds: Vec<Build>,
 ) -> Result<HashMap<usize, u64>> {
     let mut tables: Vec<(usize, usize)> = job
         .plan
@@ -133,11 +133,13 @@ pub(super) async fn load_and_build(
         .collect();
     let on: Vec<Option<usize>> = builds
         .iter()
-        .map(|e| {
-            e.builds_on()
+        .map(|(table, _)| {
+            table
+                .as_ref()
                 .and_then(|(schema, name)| by_name.get(&(schema.as_str(), name.as_str())).copied())
         })
         .collect();
+    let builds: Vec<Entry> = builds.into_iter().map(|(_, e)| e).collect();
     let queue = Arc::new(Mutex::new(Queue::new(&tables, &on)));
     let tasks = builds.len() + tables.iter().map(|&(_, parts)| parts).sum::<usize>();
     let builds = Arc::new(builds);
@@ -157,18 +159,18 @@ pub(super) async fn load_and_build(
                 let woken = wake.notified();
                 tokio::pin!(woken);
                 woken.as_mut().enable();
-                let next = {
+                let (next, drained) = {
                     // Nothing below can panic while holding the lock: a poisoned one is sound.
                     let mut q = queue.lock().unwrap_or_else(PoisonError::into_inner);
-                    match q.next() {
-                        Some(task) => task,
-                        None if q.drained() => break,
-                        None => {
-                            drop(q);
-                            woken.await;
-                            continue;
-                        }
+                    let next = q.next();
+                    (next, q.drained())
+                };
+                let Some(next) = next else {
+                    if drained {
+                        break;
                     }
+                    woken.await;
+                    continue;
                 };
                 match next {
                     Task::Load { table, part } => {
