@@ -646,12 +646,11 @@ impl Run<'_> {
         let level = self.opts.compression_level;
         let stored = copy_part(
             &client,
-            self.repo,
-            &self.index,
-            level,
+            (self.repo, &self.index, level),
             &job,
             (&bar, &overall),
             None,
+            async { Ok(()) },
         )
         .await?;
         bar.finish_and_clear();
@@ -694,7 +693,9 @@ impl Run<'_> {
         let (settings, snapshot_id) = (self.settings.clone(), self.snapshot_id.to_string());
         let open = move || {
             let settings = settings.clone();
-            async move { session::open(&settings, "", "opening a backup worker").await }
+            async move {
+                session::open(&settings, snapshot::READER_START, "opening a backup worker").await
+            }
         };
         let (repo, index, progress, bar, row_checks) = (
             self.repo.clone(),
@@ -715,18 +716,16 @@ impl Run<'_> {
             );
             async move {
                 let bar = progress.item(&job.label, job.estimate);
-                snapshot::begin_read(&client, &snapshot_id, &job.relation).await?;
+                let read = snapshot::next_read(&client, &snapshot_id, &job.relation);
                 let stored = copy_part(
                     &client,
-                    &repo,
-                    &index,
-                    level,
+                    (&repo, &index, level),
                     &job,
                     (&bar, &overall),
                     checks.as_deref(),
+                    read,
                 )
                 .await?;
-                snapshot::end_read(&client, &job.relation).await?;
                 bar.finish_and_clear();
                 Ok((job.table, job.part, stored))
             }
@@ -819,14 +818,17 @@ fn plan_parts(tables: &[DataTable], jobs: usize, split_bytes: Option<u64>) -> Ve
     out
 }
 
+/// Copies one part into a stream of the repository. `read` (the read's transaction and lock,
+/// see `pg::snapshot`) is sent in the same round trip as the COPY's preparation, the COPY
+/// right behind them: the server runs them in order, so the rows are read under the lock,
+/// and nothing is stored when `read` fails.
 async fn copy_part(
     client: &tokio_postgres::Client,
-    repo: &Repository,
-    index: &Arc<ChunkIndex>,
-    level: i32,
+    (repo, index, level): (&Repository, &Arc<ChunkIndex>, i32),
     job: &PartJob,
     (bar, overall): (&ProgressBar, &ProgressBar),
     checks: Option<&RowChecks>,
+    read: impl std::future::Future<Output = Result<()>>,
 ) -> Result<Stored> {
     let context = || format!("copying {}", job.label);
     let rows = Arc::new(AtomicU64::new(0));
@@ -839,10 +841,9 @@ async fn copy_part(
             Progress::advance(&overall, bytes);
         })
     };
-    let stream = client
-        .copy_out(job.sql.as_str())
-        .await
-        .map_err(Error::db(context()))?;
+    let (read, stream) = tokio::join!(read, client.copy_out(job.sql.as_str()));
+    read?;
+    let stream = stream.map_err(Error::db(context()))?;
     let mut stream = std::pin::pin!(stream);
     let writer = StreamWriter::start(repo.clone(), index.clone(), level, observer);
     // COPY rows arrive as shared slices of the connection's read buffer: batch them without

@@ -216,7 +216,9 @@ fn create_parents(dir: &Dir, key: &str, modes: Modes) -> std::io::Result<()> {
 }
 
 /// Writes `data` to a new temporary file beside `key` (the object mode set before any byte
-/// is written) and hands it to `place`, removing it if that fails.
+/// is written) and hands it to `place`, removing it if that fails. The key's folders are made
+/// only when the temporary file cannot be created for want of them: a backup writing
+/// thousands of chunks into folders that exist spends no `mkdir` on each.
 fn with_temporary(
     dir: &Dir,
     key: &str,
@@ -224,12 +226,17 @@ fn with_temporary(
     modes: Modes,
     place: impl FnOnce(&str) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    create_parents(dir, key, modes)?;
     let tmp = format!("{key}.tmp-{}-{:08x}", std::process::id(), fastrand::u32(..));
+    let mut options = cap_std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    let mut file = match dir.open_with(&tmp, &options) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            create_parents(dir, key, modes)?;
+            dir.open_with(&tmp, &options)?
+        }
+        opened => opened?,
+    };
     let result = (|| {
-        let mut options = cap_std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        let mut file = dir.open_with(&tmp, &options)?;
         file.set_permissions(Permissions::from_std(mode(modes.object)))?;
         file.write_all(data)?;
         drop(file);
@@ -469,6 +476,45 @@ mod tests {
             1,
             "no temporary left"
         );
+    }
+
+    #[tokio::test]
+    async fn put_makes_the_missing_folders_with_the_folder_mode() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let target = FsTarget::open_with("local", tmp.path(), Modes::new(true)).expect("open");
+        // A new folder two levels deep, then a second object in it (no folder made), then a
+        // folder removed behind the target's back (made again).
+        for key in ["chunks/ab/one", "chunks/ab/two", "chunks/cd/three"] {
+            target
+                .put(key, Bytes::from_static(b"x"))
+                .await
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+        }
+        std::fs::remove_dir_all(tmp.path().join("chunks/cd")).expect("remove a folder");
+        target
+            .put("chunks/cd/four", Bytes::from_static(b"y"))
+            .await
+            .expect("a folder removed is made again");
+        let mode = |path: &str| {
+            std::fs::metadata(tmp.path().join(path))
+                .expect("metadata")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(
+            (mode("chunks"), mode("chunks/ab"), mode("chunks/cd")),
+            (0o750, 0o750, 0o750)
+        );
+        assert_eq!(mode("chunks/ab/two"), 0o640);
+        let keys: Vec<String> = target
+            .list("chunks/")
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, ["chunks/ab/one", "chunks/ab/two", "chunks/cd/four"]);
     }
 
     #[tokio::test]

@@ -136,7 +136,7 @@ pub async fn execute(
     let job = Job {
         repo: repo.clone(),
         manifest: manifest.clone(),
-        plan: plan.clone(),
+        plan: Arc::new(plan.clone()),
         jobs: jobs.max(1),
         progress: progress.clone(),
     };
