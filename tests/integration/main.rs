@@ -21,6 +21,7 @@ mod fidelity_corpus;
 mod fidelity_data;
 mod immutable_copies;
 mod incremental;
+mod incremental_ddl;
 mod json_envelope;
 mod many_tables;
 mod metrics;

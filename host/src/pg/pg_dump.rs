@@ -188,7 +188,8 @@ impl PgDump {
             .envs(settings.libpq_env())
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .args(args)
-            .arg(format!("--snapshot={snapshot_id}"))
+            // None given: the database as it is when pg_dump starts.
+            .args((!snapshot_id.is_empty()).then(|| format!("--snapshot={snapshot_id}")))
             .arg("--no-password")
             // DDL is held and run as UTF-8 text on UTF-8 sessions, whatever the database's
             // encoding: the server converts, so accented names and bodies survive.

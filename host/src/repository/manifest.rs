@@ -429,6 +429,10 @@ pub struct IncrementalInfo {
     /// transactions this snapshot already sees (no gap, no overlap). None for incrementals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
+    /// Schema changes since the parent backup that this incremental carries (its pre-data
+    /// and post-data are the schema at its end), one per object: `INDEX t_v_idx: created`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schema_changes: Vec<String>,
 }
 
 /// Counts of row changes to one table in an incremental.
@@ -1081,6 +1085,7 @@ mod incremental_tests {
                 fix: "ALTER TABLE public.log REPLICA IDENTITY FULL".into(),
             }],
             snapshot: None,
+            schema_changes: Vec::new(),
         });
         manifest
     }

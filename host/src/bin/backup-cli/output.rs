@@ -884,6 +884,7 @@ fn replay_plan(replay: &ReplayPlan) {
         );
     }
     say!("Point in time reached: {}", replay.point);
+    say!("Schema: {}", replay.schema);
     if !replay.tables.is_empty() {
         let mut t = table(&[
             "TABLE",

@@ -12,11 +12,11 @@
 
 use super::pgoutput::{self, Decoder, Message, Relation};
 use super::slot::{self, chain_head};
-use super::{Visibility, reuse};
+use super::{Visibility, reuse, schema};
 use crate::engine::backup_run::{BackupOptions, reclaim_after_failure, stopped};
 use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::error::{Error, Result};
-use crate::pg::ConnectionSettings;
+use crate::pg::{ConnectionSettings, pg_dump};
 use crate::pg::catalog::{self, DataTable};
 use crate::repository::changes::{Change, Lsn};
 use crate::repository::chunker::RowChecksum;
@@ -72,6 +72,9 @@ pub(crate) async fn take(
     let publication = opts.incremental.publication_for(&server.database);
     check_tracked(&client, base_manifest, &publication).await?;
     check_large_objects(&client, base_manifest).await?;
+    // Before the end: DDL committed after the schema is read is the next incremental's.
+    let pg_dump = pg_dump::find(opts.pg_dump.as_deref(), server.major()).await?;
+    let current_schema = schema::read(settings, &pg_dump, repo, parent).await?;
     let end = slot::flushed_lsn(&client).await?;
 
     let lock = RepoLock::shared(repo, &id).await?;
@@ -94,6 +97,10 @@ pub(crate) async fn take(
             .map_err(stopped(&id))?;
         let sequences = catalog::sequences(&client).await?;
         let tables = parent.tables.iter().map(schema_only).collect();
+        let schema_changes = current_schema.changes.clone();
+        let sections = current_schema
+            .store(repo, index.clone(), opts.compression_level, parent)
+            .await?;
         let manifest = Manifest {
             format: crate::repository::FORMAT_VERSION,
             id: id.clone(),
@@ -117,8 +124,8 @@ pub(crate) async fn take(
                 locale: server.locale.clone(),
                 qualified_data: true,
             },
-            pre_data: parent.pre_data.clone(),
-            post_data: parent.post_data.clone(),
+            pre_data: sections.pre_data,
+            post_data: sections.post_data,
             sequences,
             tables,
             schemas: parent.schemas.clone(),
@@ -128,7 +135,7 @@ pub(crate) async fn take(
             large_objects: None,
             database_properties: parent.database_properties.clone(),
             globals: parent.globals.clone(),
-            new_bytes: captured.stored.new_bytes,
+            new_bytes: captured.stored.new_bytes + sections.new_bytes,
             compression_level: opts.compression_level,
             digests: None,
             validators: Vec::new(),
@@ -149,13 +156,20 @@ pub(crate) async fn take(
                 tables: captured.tables.into_values().collect(),
                 not_exact: parent_info.not_exact.clone(),
                 snapshot: None,
+                schema_changes,
             }),
             signature: None,
         };
-        let digests = parent.digests.as_ref().map(|d| Digests {
-            pre_data: d.pre_data.clone(),
-            post_data: d.post_data.clone(),
-            tables: manifest.tables_digest(),
+        let digests = parent.digests.as_ref().map(|d| {
+            let (pre_data, post_data) = sections
+                .digests
+                .clone()
+                .unwrap_or_else(|| (d.pre_data.clone(), d.post_data.clone()));
+            Digests {
+                pre_data,
+                post_data,
+                tables: manifest.tables_digest(),
+            }
         });
         let manifest = Manifest {
             digests,

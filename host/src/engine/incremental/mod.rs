@@ -5,10 +5,12 @@
 //! - [`pgoutput`]: decoding the server's built-in `pgoutput` messages into change records.
 //! - [`capture`]: `backup create --type incremental`.
 //! - [`reuse`]: a full backup that reads only the tables the change stream says changed.
+//! - [`schema`]: the DDL since the chain's previous backup, carried or refused.
 
 pub mod capture;
 pub mod pgoutput;
 pub mod reuse;
+pub mod schema;
 pub mod slot;
 
 use std::collections::HashSet;

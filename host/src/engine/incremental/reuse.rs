@@ -442,6 +442,7 @@ mod tests {
             tables: Vec::new(),
             not_exact: Vec::new(),
             snapshot: Some("10:10:".into()),
+            schema_changes: Vec::new(),
         }
     }
 
@@ -517,6 +518,7 @@ mod tests {
                 })
                 .collect(),
             snapshot: None,
+            schema_changes: Vec::new(),
             ..tracking()
         });
         m

@@ -343,6 +343,7 @@ impl ChainStart {
             tables: Vec::new(),
             not_exact: self.not_exact.clone(),
             snapshot: Some(snapshot.to_string()),
+            schema_changes: Vec::new(),
         })
     }
 

@@ -234,9 +234,9 @@ impl Chain {
         }
     }
 
-    /// The backup as restored: the base's schema, data and type (so it checks as the base
-    /// does: its digests cover them), the requested backup's identity, and the sequence values
-    /// of [`Chain::sequences_from`].
+    /// The backup as restored: the base's data and type, the schema (pre-data, post-data and
+    /// their digests) of [`Chain::schema_from`], the requested backup's identity, and the
+    /// sequence values of [`Chain::sequences_from`].
     pub fn restored(&self, requested: &Manifest) -> Manifest {
         let mut restored = self.base.clone();
         restored.id = requested.id.clone();
@@ -244,7 +244,87 @@ impl Chain {
         restored.created_at = requested.created_at;
         restored.completed_at = requested.completed_at;
         restored.sequences = self.sequences_from().sequences.clone();
+        let schema = self.schema_from();
+        restored.pre_data = schema.pre_data.clone();
+        restored.post_data = schema.post_data.clone();
+        if let (Some(digests), Some(from)) = (restored.digests.as_mut(), &schema.digests) {
+            digests.pre_data = from.pre_data.clone();
+            digests.post_data = from.post_data.clone();
+        }
         restored
+    }
+
+    /// The backup whose schema the restore creates. Each incremental records the schema as it
+    /// was when it ran (read before its end), so schema changes are known at incremental
+    /// boundaries only: the last link the point reached covers whole (without `--until`, the
+    /// last link; with `--until TIME`, the last that completed at or before TIME; with
+    /// `--until-lsn`, the last that ended at or before it), else the base. A point inside an
+    /// incremental that carries schema changes gets the schema before them ([`Chain::schema`]
+    /// says which changes are left out).
+    pub fn schema_from(&self) -> &Manifest {
+        let covered = |link: &Manifest| match (self.until, &link.incremental) {
+            (None, _) => true,
+            (Some(Until::Time(t)), _) => link.completed_at <= t,
+            (Some(Until::Lsn(l)), Some(i)) => i.end_lsn <= l,
+            (Some(Until::Lsn(_)), None) => false,
+        };
+        self.links
+            .iter()
+            .take_while(|link| covered(link))
+            .last()
+            .unwrap_or(&self.base)
+    }
+
+    /// What schema the restore has, in words: whose, the schema changes it carries since the
+    /// base, and those of a link the point falls inside (left out).
+    pub fn schema(&self) -> String {
+        let from = self.schema_from();
+        let changes = |link: &Manifest| {
+            link.incremental
+                .as_ref()
+                .map_or(&[][..], |i| i.schema_changes.as_slice())
+                .to_vec()
+        };
+        let mut carried = Vec::new();
+        let mut left_out = Vec::new();
+        let mut past = from.id == self.base.id;
+        for link in &self.links {
+            match past {
+                false => carried.extend(changes(link)),
+                true => left_out.push((link, changes(link))),
+            }
+            past = past || link.id == from.id;
+        }
+        let mut text = match from.id == self.base.id {
+            true => format!("the schema of full backup {}", self.base.id),
+            false => format!(
+                "the schema recorded by incremental {} (completed {})",
+                from.id,
+                from.completed_at.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+        };
+        match carried.len() {
+            0 => text.push_str(", with no schema change since the base"),
+            n => text.push_str(&format!(
+                ", with {n} schema change(s) since the base: {}",
+                carried.join("; ")
+            )),
+        }
+        let reached = match self.until {
+            Some(_) => left_out.first().filter(|(_, c)| !c.is_empty()),
+            None => None,
+        };
+        if let Some((link, changes)) = reached {
+            text.push_str(&format!(
+                ". Not applied: the {} schema change(s) incremental {} recorded ({}), made at a time between {} and {} that is not known                  (schema changes are recorded at incremental boundaries); the point falls inside that interval, so the restore has the schema before them",
+                changes.len(),
+                link.id,
+                changes.join("; "),
+                from.completed_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                link.completed_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            ));
+        }
+        text
     }
 
     /// The backup whose recorded sequence values the restore sets: the incremental the point

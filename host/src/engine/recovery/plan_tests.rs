@@ -806,6 +806,7 @@ mod chains {
             tables,
             not_exact: Vec::new(),
             snapshot: None,
+            schema_changes: Vec::new(),
         }
     }
 

@@ -50,6 +50,8 @@ pub struct ReplayPlan {
     pub until: Option<Until>,
     /// The point in time the restore reaches, in words.
     pub point: String,
+    /// The schema the restore creates, in words ([`Chain::schema`]).
+    pub schema: String,
     /// Change records in the replayed incrementals (all are replayed without `--until`).
     pub changes: u64,
     pub transactions: u64,
@@ -128,6 +130,7 @@ impl ReplayPlan {
             chain: chain_links,
             until: chain.until,
             point: point(chain),
+            schema: chain.schema(),
             changes,
             transactions,
             tables: tables.into_values().collect(),
