@@ -26,6 +26,10 @@ const BASE: &str = "
     CREATE INDEX t_n_idx ON t (n);
     ALTER TABLE p ADD CONSTRAINT p_id_key UNIQUE (id);
     CREATE SEQUENCE s0;
+    CREATE DOMAIN small AS int;
+    CREATE TYPE mood AS ENUM ('sad', 'ok');
+    CREATE TABLE d (id int PRIMARY KEY, s small, m mood);
+    INSERT INTO d VALUES (1, 5, 'ok'), (2, 50, 'sad');
     GRANT SELECT ON p TO ddl_reader;
     CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.n := NEW.n; RETURN NEW; END$$;";
 
@@ -83,6 +87,10 @@ const CARRIED: &[(&str, &str)] = &[
     ),
     ("DROP SEQUENCE", "DROP SEQUENCE s0"),
     ("CREATE SCHEMA", "CREATE SCHEMA extra"),
+    (
+        "CREATE TYPE and CREATE DOMAIN",
+        "CREATE TYPE size AS ENUM ('s', 'm'); CREATE DOMAIN tiny AS int CHECK (VALUE < 3)",
+    ),
 ];
 
 /// Refused: the incremental fails, naming the object (the message holds the text given).
@@ -93,9 +101,14 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "TABLE t was changed",
     ),
     (
-        "CREATE DOMAIN",
-        "CREATE DOMAIN small AS int CHECK (VALUE < 10)",
-        "DOMAIN small was created",
+        "ALTER DOMAIN ADD CONSTRAINT",
+        "DELETE FROM d WHERE id = 2; ALTER DOMAIN small ADD CONSTRAINT small_lt CHECK (VALUE < 10)",
+        "DOMAIN small was changed",
+    ),
+    (
+        "ALTER TYPE RENAME VALUE",
+        "ALTER TYPE mood RENAME VALUE 'ok' TO 'fine'",
+        "TYPE mood was changed",
     ),
     (
         "SET NOT NULL",

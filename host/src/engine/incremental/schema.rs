@@ -9,8 +9,9 @@
 //! covers every post-data object (indexes, constraints, foreign keys, triggers, rules,
 //! policies: built after the data is loaded and replayed), and in pre-data the objects that do
 //! not constrain the rows loaded before the replay (comments, privileges, ownership, column
-//! defaults, views, sequences, functions, types, schemas, extensions). Any other pre-data
-//! change (a CHECK or NOT NULL constraint written into the table, a domain, …) could make the
+//! defaults, views, sequences, functions, schemas, extensions; types and domains created or
+//! dropped). Any other pre-data change (a CHECK or NOT NULL constraint written into the table,
+//! a type or domain altered, …) could make the
 //! base's rows fail to load or load differently, so the incremental is refused, naming the
 //! object, and a new full backup is needed. Column and table changes are refused earlier
 //! (`capture::check_schema`, `capture::check_tracked`).
@@ -43,9 +44,13 @@ const CARRIED_PRE_DATA: &[&str] = &[
     "SCHEMA",
     "SEQUENCE",
     "SEQUENCE OWNED BY",
-    "TYPE",
     "VIEW",
 ];
+
+/// Pre-data object types carried when created or dropped, refused when changed: a type or
+/// domain altered in place (an enum value renamed, a domain constraint added) applies to the
+/// rows stored before it; a new one is not used by them (a new column is refused anyway).
+const CARRIED_NEW_OR_GONE: &[&str] = &["DOMAIN", "TYPE"];
 
 /// The database's schema now, compared with the chain's parent backup.
 pub struct Current {
@@ -168,6 +173,7 @@ fn compare(
             };
             let carried = post
                 || CARRIED_PRE_DATA.contains(&kind.as_str())
+                || (CARRIED_NEW_OR_GONE.contains(&kind.as_str()) && what != "changed")
                 || (kind == "TABLE"
                     && before
                         .zip(after)
@@ -266,26 +272,32 @@ mod tests {
 
     #[test]
     fn a_change_to_what_the_rows_must_satisfy_is_refused_by_name() {
-        let pre = script(&[("TABLE", "t", TABLE)]);
+        let pre = script(&[
+            ("TABLE", "t", TABLE),
+            ("DOMAIN", "d", "CREATE DOMAIN public.d AS integer;\n"),
+        ]);
         let empty = Script::default();
         for (now, named) in [
             (
-                script(&[(
-                    "TABLE",
-                    "t",
-                    &TABLE.replace(
-                        "    v text\n",
-                        "    v text,\n    CONSTRAINT t_v_check CHECK ((v <> ''::text))\n",
+                script(&[
+                    (
+                        "TABLE",
+                        "t",
+                        &TABLE.replace(
+                            "    v text\n",
+                            "    v text,\n    CONSTRAINT t_v_check CHECK ((v <> ''::text))\n",
+                        ),
                     ),
-                )]),
+                    ("DOMAIN", "d", "CREATE DOMAIN public.d AS integer;\n"),
+                ]),
                 "TABLE t was changed since backup p",
             ),
             (
                 script(&[
                     ("TABLE", "t", TABLE),
-                    ("DOMAIN", "d", "CREATE DOMAIN public.d AS integer;\n"),
+                    ("DOMAIN", "d", "CREATE DOMAIN public.d AS integer CHECK (VALUE < 9);\n"),
                 ]),
-                "DOMAIN d was created since backup p",
+                "DOMAIN d was changed since backup p",
             ),
         ] {
             let e = compare("p", (&pre, &now), (&empty, &empty))
