@@ -433,6 +433,10 @@ pub struct IncrementalInfo {
     /// and post-data are the schema at its end), one per object: `INDEX t_v_idx: created`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schema_changes: Vec<String>,
+    /// The catalog's fingerprint when the schema was read (`incremental::schema::fingerprint`):
+    /// the next incremental reads the schema again only when it differs. None for a full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_fingerprint: Option<String>,
 }
 
 /// Counts of row changes to one table in an incremental.
@@ -1086,6 +1090,7 @@ mod incremental_tests {
             }],
             snapshot: None,
             schema_changes: Vec::new(),
+            schema_fingerprint: None,
         });
         manifest
     }

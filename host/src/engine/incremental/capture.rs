@@ -74,7 +74,7 @@ pub(crate) async fn take(
     check_large_objects(&client, base_manifest).await?;
     // Before the end: DDL committed after the schema is read is the next incremental's.
     let pg_dump = pg_dump::find(opts.pg_dump.as_deref(), server.major()).await?;
-    let current_schema = schema::read(settings, &pg_dump, repo, parent).await?;
+    let current_schema = schema::read(&client, settings, &pg_dump, repo, parent).await?;
     let end = slot::flushed_lsn(&client).await?;
 
     let lock = RepoLock::shared(repo, &id).await?;
@@ -97,7 +97,10 @@ pub(crate) async fn take(
             .map_err(stopped(&id))?;
         let sequences = catalog::sequences(&client).await?;
         let tables = parent.tables.iter().map(schema_only).collect();
-        let schema_changes = current_schema.changes.clone();
+        let (schema_changes, schema_fingerprint) = (
+            current_schema.changes.clone(),
+            Some(current_schema.fingerprint.clone()),
+        );
         let sections = current_schema
             .store(repo, index.clone(), opts.compression_level, parent)
             .await?;
@@ -157,6 +160,7 @@ pub(crate) async fn take(
                 not_exact: parent_info.not_exact.clone(),
                 snapshot: None,
                 schema_changes,
+                schema_fingerprint,
             }),
             signature: None,
         };

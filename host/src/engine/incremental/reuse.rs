@@ -443,6 +443,7 @@ mod tests {
             not_exact: Vec::new(),
             snapshot: Some("10:10:".into()),
             schema_changes: Vec::new(),
+            schema_fingerprint: None,
         }
     }
 
@@ -519,6 +520,7 @@ mod tests {
                 .collect(),
             snapshot: None,
             schema_changes: Vec::new(),
+            schema_fingerprint: None,
             ..tracking()
         });
         m

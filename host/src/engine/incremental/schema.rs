@@ -25,6 +25,7 @@ use crate::repository::stream::store_bytes;
 use crate::repository::{ChunkIndex, Repository};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tokio_postgres::Client;
 
 /// Pre-data object types (pg_dump's `Type:`) whose creation, change or removal is carried.
 /// A TABLE whose only difference is a column default or its owner is carried too
@@ -59,6 +60,8 @@ pub struct Current {
     /// What changed since the parent, one line each ("INDEX t_v_idx: created"); empty when
     /// the sections are as the parent holds them.
     pub changes: Vec<String>,
+    /// The catalog's [`fingerprint`] just before the sections were read.
+    pub fingerprint: String,
 }
 
 /// The sections an incremental records, stored.
@@ -71,13 +74,28 @@ pub struct Stored {
 }
 
 /// Reads the schema now (pg_dump, outside any snapshot: DDL committed before it runs) and
-/// compares it with `parent`'s; refuses a change that cannot be carried.
+/// compares it with `parent`'s; refuses a change that cannot be carried. When the catalog's
+/// [`fingerprint`] is the one the parent recorded, nothing changed and pg_dump is not run.
 pub async fn read(
+    client: &Client,
     settings: &ConnectionSettings,
     pg_dump: &PgDump,
     repo: &Repository,
     parent: &Manifest,
 ) -> Result<Current> {
+    let fingerprint = fingerprint(client).await?;
+    let recorded = parent
+        .incremental
+        .as_ref()
+        .and_then(|i| i.schema_fingerprint.as_ref());
+    if recorded == Some(&fingerprint) {
+        return Ok(Current {
+            pre: Vec::new(),
+            post: Vec::new(),
+            changes: Vec::new(),
+            fingerprint,
+        });
+    }
     let (pre, post) = pg_dump.schema(settings, "").await?;
     let context = |name: &str| format!("the {name} section of backup {}", parent.id);
     let (then_pre, then_post) = tokio::try_join!(
@@ -93,7 +111,49 @@ pub async fn read(
             (&text(&then_post, "post-data")?, &text(&post, "post-data")?),
         )?
     };
-    Ok(Current { pre, post, changes })
+    Ok(Current {
+        pre,
+        post,
+        changes,
+        fingerprint,
+    })
+}
+
+/// Which transactions wrote the catalog's rows (of every catalog the role may read, but the
+/// statistics and the large objects' data), and the role names, as one digest. DDL writes
+/// catalog rows in a transaction of its own, so the same fingerprint means no DDL since;
+/// VACUUM and ANALYZE update `pg_class` in place, and `pg_statistic` is left out. Anything
+/// else that writes the catalog (TRUNCATE, temporary tables) only makes the next incremental
+/// read the schema again.
+pub async fn fingerprint(client: &Client) -> Result<String> {
+    let catalogs = client
+        .query(
+            "SELECT format('pg_catalog.%I', c.relname) FROM pg_class c \
+             WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relkind = 'r' \
+               AND c.relname NOT IN ('pg_statistic', 'pg_statistic_ext_data', 'pg_largeobject') \
+               AND has_table_privilege(c.oid, 'SELECT') ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(Error::db("listing the catalogs"))?;
+    let rows: Vec<String> = catalogs
+        .iter()
+        .map(|r| {
+            let table: String = r.get(0);
+            format!("SELECT '{table}' AS c, xmin::text AS x FROM {table}")
+        })
+        .collect();
+    let sql = format!(
+        "SELECT md5(coalesce(string_agg(c || ':' || x, ',' ORDER BY c, x), '')) || ':' || \
+           (SELECT md5(string_agg(rolname, ',' ORDER BY oid)) FROM pg_roles) \
+         FROM ({}) catalog",
+        rows.join(" UNION ALL ")
+    );
+    let row = client
+        .query_one(&sql, &[])
+        .await
+        .map_err(Error::db("reading the catalog's fingerprint"))?;
+    Ok(row.get(0))
 }
 
 impl Current {

@@ -344,6 +344,7 @@ impl ChainStart {
             not_exact: self.not_exact.clone(),
             snapshot: Some(snapshot.to_string()),
             schema_changes: Vec::new(),
+            schema_fingerprint: None,
         })
     }
 

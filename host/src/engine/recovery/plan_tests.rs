@@ -807,6 +807,7 @@ mod chains {
             not_exact: Vec::new(),
             snapshot: None,
             schema_changes: Vec::new(),
+            schema_fingerprint: None,
         }
     }
 
