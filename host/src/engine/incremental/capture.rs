@@ -16,8 +16,8 @@ use super::{Visibility, reuse, schema};
 use crate::engine::backup_run::{BackupOptions, reclaim_after_failure, stopped};
 use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::error::{Error, Result};
-use crate::pg::{ConnectionSettings, pg_dump};
 use crate::pg::catalog::{self, DataTable};
+use crate::pg::{ConnectionSettings, pg_dump};
 use crate::repository::changes::{Change, Lsn};
 use crate::repository::chunker::RowChecksum;
 use crate::repository::id::new_backup_id;
@@ -92,7 +92,7 @@ pub(crate) async fn take(
                 None => None,
             },
         };
-        let captured = interruptible(reading.capture(repo, index, opts.compression_level))
+        let captured = interruptible(reading.capture(repo, index.clone(), opts.compression_level))
             .await
             .map_err(stopped(&id))?;
         let sequences = catalog::sequences(&client).await?;
@@ -102,7 +102,7 @@ pub(crate) async fn take(
             Some(current_schema.fingerprint.clone()),
         );
         let sections = current_schema
-            .store(repo, index.clone(), opts.compression_level, parent)
+            .store(repo, index, opts.compression_level, parent)
             .await?;
         let manifest = Manifest {
             format: crate::repository::FORMAT_VERSION,
@@ -337,7 +337,8 @@ async fn check_tracked(client: &Client, base: &Manifest, publication: &str) -> R
         if then.shape.as_ref().is_some_and(|shape| *shape != rel.shape) {
             return Err(ddl(
                 &name,
-                "had its columns or replica identity altered (ALTER TABLE … ADD/DROP/ALTER/RENAME COLUMN, REPLICA IDENTITY, …)",
+                "had its columns or replica identity altered (ALTER TABLE … ADD/DROP/ALTER/RENAME COLUMN, a column's default added or dropped, \
+                 its privileges or NOT NULL changed, REPLICA IDENTITY, …)",
             ));
         }
         if then.published.is_some() && then.published != rel.published {

@@ -8,10 +8,10 @@
 //! restore of the chain creates the schema of the last incremental it replays in full. That
 //! covers every post-data object (indexes, constraints, foreign keys, triggers, rules,
 //! policies: built after the data is loaded and replayed), and in pre-data the objects that do
-//! not constrain the rows loaded before the replay (comments, privileges, ownership, column
-//! defaults, views, sequences, functions, schemas, extensions; types and domains created or
-//! dropped). Any other pre-data change (a CHECK or NOT NULL constraint written into the table,
-//! a type or domain altered, …) could make the
+//! not constrain the rows loaded before the replay (comments, table privileges, ownership,
+//! views, sequences, functions, schemas, extensions; types and domains created or dropped).
+//! Any other pre-data change (a CHECK constraint written into the table, a type or domain
+//! altered, …) could make the
 //! base's rows fail to load or load differently, so the incremental is refused, naming the
 //! object, and a new full backup is needed. Column and table changes are refused earlier
 //! (`capture::check_schema`, `capture::check_tracked`).
@@ -28,13 +28,11 @@ use std::sync::Arc;
 use tokio_postgres::Client;
 
 /// Pre-data object types (pg_dump's `Type:`) whose creation, change or removal is carried.
-/// A TABLE whose only difference is a column default or its owner is carried too
-/// ([`same_table`]).
+/// A TABLE whose only difference is its owner is carried too ([`same_table`]).
 const CARRIED_PRE_DATA: &[&str] = &[
     "ACL",
     "AGGREGATE",
     "COMMENT",
-    "DEFAULT",
     "DEFAULT ACL",
     "EXTENSION",
     "FUNCTION",
@@ -98,9 +96,10 @@ pub async fn read(
     }
     let (pre, post) = pg_dump.schema(settings, "").await?;
     let context = |name: &str| format!("the {name} section of backup {}", parent.id);
+    let (pre_context, post_context) = (context("pre-data"), context("post-data"));
     let (then_pre, then_post) = tokio::try_join!(
-        repo.read_stream(&parent.pre_data, &context("pre-data")),
-        repo.read_stream(&parent.post_data, &context("post-data")),
+        repo.read_stream(&parent.pre_data, &pre_context),
+        repo.read_stream(&parent.post_data, &post_context),
     )?;
     let changes = if then_pre == pre && then_post == post {
         Vec::new()
@@ -227,7 +226,7 @@ fn compare(
             let what = match (before, after) {
                 (None, Some(_)) => "created",
                 (Some(_), None) => "dropped",
-                (Some(b), Some(a)) if b.sql.trim() == a.sql.trim() => continue,
+                (Some(b), Some(a)) if statements(&b.sql) == statements(&a.sql) => continue,
                 (Some(_), Some(_)) => "changed",
                 (None, None) => continue,
             };
@@ -239,8 +238,12 @@ fn compare(
                         .zip(after)
                         .is_some_and(|(b, a)| same_table(&b.sql, &a.sql)));
             if !carried {
+                let detail = before
+                    .zip(after)
+                    .and_then(|(b, a)| first_difference(&b.sql, &a.sql))
+                    .map_or_else(String::new, |d| format!(" ({d})"));
                 return Err(Error::ChangeTracking(format!(
-                    "{kind} {name} was {what} since backup {parent}: that schema change is not carried by incremental backups \
+                    "{kind} {name} was {what}{detail} since backup {parent}: that schema change is not carried by incremental backups \
                      (it could change how the rows stored before it load: a CHECK or NOT NULL constraint, a domain, a table option, …); \
                      take a new full backup (`backup-cli backup create`) to start a new chain"
                 )));
@@ -251,29 +254,39 @@ fn compare(
     Ok(changes)
 }
 
-/// Whether two `CREATE TABLE` entries differ at most in column defaults and ownership (what
-/// a restore may take from the chain's end: the base's rows load the same either way).
-fn same_table(then: &str, now: &str) -> bool {
-    let lines = |sql: &str| -> Vec<String> {
-        sql.lines()
-            .filter(|l| !(l.starts_with("ALTER ") && l.contains(" OWNER TO ")))
-            .map(without_default)
-            .filter(|l| !l.trim().is_empty())
-            .collect()
-    };
-    lines(then) == lines(now)
+/// An entry's statement lines: without blank lines and pg_dump's `--` comment lines (the
+/// section's last entry also holds the dump's closing comment).
+fn statements(sql: &str) -> Vec<&str> {
+    sql.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("--"))
+        .collect()
 }
 
-/// A column line of `CREATE TABLE` without its `DEFAULT …` clause (which pg_dump writes after
-/// the type and before `NOT NULL`), keeping a trailing comma.
-fn without_default(line: &str) -> String {
-    let Some(at) = line.find(" DEFAULT ") else {
-        return line.to_string();
+/// The first statement line one entry has and the other has not, in words.
+fn first_difference(then: &str, now: &str) -> Option<String> {
+    let (then, now) = (statements(then), statements(now));
+    let added = now
+        .iter()
+        .find(|l| !then.contains(l))
+        .map(|l| format!("now: `{}`", l.trim()));
+    added.or_else(|| {
+        then.iter()
+            .find(|l| !now.contains(l))
+            .map(|l| format!("gone: `{}`", l.trim()))
+    })
+}
+
+/// Whether two `CREATE TABLE` entries differ at most in ownership (`ALTER TABLE … OWNER TO`).
+/// A column default or privilege cannot get here: it rewrites the column's `pg_attribute`
+/// row, which `capture::check_tracked` refuses first.
+fn same_table(then: &str, now: &str) -> bool {
+    let owned = |sql| -> Vec<&str> {
+        statements(sql)
+            .into_iter()
+            .filter(|l| !(l.starts_with("ALTER ") && l.contains(" OWNER TO ")))
+            .collect()
     };
-    let rest = &line[at..];
-    let comma = if line.ends_with(',') { "," } else { "" };
-    let tail = rest.find(" NOT NULL").map_or(comma, |n| &rest[n..]);
-    format!("{}{tail}", &line[..at])
+    owned(then) == owned(now)
 }
 
 #[cfg(test)]
@@ -297,22 +310,20 @@ mod tests {
     const TABLE: &str = "CREATE TABLE public.t (\n    id integer NOT NULL,\n    v text\n);\n\n\nALTER TABLE public.t OWNER TO a;\n";
 
     #[test]
-    fn post_data_comments_privileges_and_defaults_are_carried() {
+    fn post_data_comments_privileges_and_ownership_are_carried() {
         let pre = script(&[("TABLE", "t", TABLE)]);
         let pre_now = script(&[
-            (
-                "TABLE",
-                "t",
-                &TABLE
-                    .replace("v text", "v text DEFAULT 'x'::text")
-                    .replace("OWNER TO a", "OWNER TO b"),
-            ),
+            ("TABLE", "t", &TABLE.replace("OWNER TO a", "OWNER TO b")),
             ("COMMENT", "TABLE t", "COMMENT ON TABLE public.t IS 'x';\n"),
             ("ACL", "TABLE t", "GRANT SELECT ON TABLE public.t TO r;\n"),
         ]);
         let post = script(&[("CONSTRAINT", "t t_pkey", "ALTER TABLE …;\n")]);
         let post_now = script(&[
-            ("INDEX", "t_v_idx", "CREATE INDEX t_v_idx ON public.t (v);\n"),
+            (
+                "INDEX",
+                "t_v_idx",
+                "CREATE INDEX t_v_idx ON public.t (v);\n",
+            ),
             ("TRIGGER", "t trg", "CREATE TRIGGER …;\n"),
         ]);
         let changes = compare("p", (&pre, &pre_now), (&post, &post_now)).unwrap();
@@ -327,7 +338,11 @@ mod tests {
                 "TRIGGER t trg: created",
             ]
         );
-        assert!(compare("p", (&pre, &pre), (&post, &post)).unwrap().is_empty());
+        assert!(
+            compare("p", (&pre, &pre), (&post, &post))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -355,7 +370,11 @@ mod tests {
             (
                 script(&[
                     ("TABLE", "t", TABLE),
-                    ("DOMAIN", "d", "CREATE DOMAIN public.d AS integer CHECK (VALUE < 9);\n"),
+                    (
+                        "DOMAIN",
+                        "d",
+                        "CREATE DOMAIN public.d AS integer CHECK (VALUE < 9);\n",
+                    ),
                 ]),
                 "DOMAIN d was changed since backup p",
             ),
@@ -363,18 +382,26 @@ mod tests {
             let e = compare("p", (&pre, &now), (&empty, &empty))
                 .unwrap_err()
                 .to_string();
-            assert!(e.contains(named) && e.contains("take a new full backup"), "{e}");
+            assert!(
+                e.contains(named) && e.contains("take a new full backup"),
+                "{e}"
+            );
         }
     }
 
     #[test]
-    fn defaults_are_cut_from_column_lines_only() {
-        assert_eq!(without_default("    v text DEFAULT 'a'::text,"), "    v text,");
-        assert_eq!(
-            without_default("    n integer DEFAULT 5 NOT NULL,"),
-            "    n integer NOT NULL,"
-        );
-        assert_eq!(without_default("    v text"), "    v text");
-        assert!(!same_table(TABLE, &TABLE.replace("v text", "v text NOT NULL")));
+    fn a_table_whose_owner_changed_is_the_same_table() {
+        assert!(same_table(
+            TABLE,
+            &TABLE.replace("OWNER TO a", "OWNER TO b")
+        ));
+        assert!(!same_table(
+            TABLE,
+            &TABLE.replace("v text", "v text NOT NULL")
+        ));
+        assert!(!same_table(
+            TABLE,
+            &TABLE.replace("v text", "v text DEFAULT 'x'::text")
+        ));
     }
 }
