@@ -244,7 +244,7 @@ fn compare(
                     .map_or_else(String::new, |d| format!(" ({d})"));
                 return Err(Error::ChangeTracking(format!(
                     "{kind} {name} was {what}{detail} since backup {parent}: that schema change is not carried by incremental backups \
-                     (it could change how the rows stored before it load: a CHECK or NOT NULL constraint, a domain, a table option, …); \
+                     (it could change how the rows stored before it load: a CHECK constraint, a type or domain altered, a table option, …); \
                      take a new full backup (`backup-cli backup create`) to start a new chain"
                 )));
             }
@@ -365,7 +365,7 @@ mod tests {
                     ),
                     ("DOMAIN", "d", "CREATE DOMAIN public.d AS integer;\n"),
                 ]),
-                "TABLE t was changed since backup p",
+                "TABLE t was changed (now: `v text,`) since backup p",
             ),
             (
                 script(&[
@@ -376,7 +376,7 @@ mod tests {
                         "CREATE DOMAIN public.d AS integer CHECK (VALUE < 9);\n",
                     ),
                 ]),
-                "DOMAIN d was changed since backup p",
+                "DOMAIN d was changed (now: `CREATE DOMAIN public.d AS integer CHECK (VALUE < 9);`) since backup p",
             ),
         ] {
             let e = compare("p", (&pre, &now), (&empty, &empty))
