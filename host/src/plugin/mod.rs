@@ -16,6 +16,7 @@ pub mod bindings;
 pub mod calls;
 pub mod conformance;
 pub mod entry;
+pub mod guest_bytes;
 pub mod http;
 pub mod inspect;
 pub mod notifier;

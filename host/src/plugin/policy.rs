@@ -40,6 +40,8 @@ pub const MAX_TABLES: usize = 64;
 pub const MAX_MEMORIES: usize = 16;
 /// Instances of one plugin that may run calls at the same time.
 pub const DEFAULT_INSTANCES: usize = 4;
+/// Linear memory past which a validator instance is dropped after its table instead of pooled.
+pub const POOLED_MEMORY: usize = 16 * 1024 * 1024;
 /// Keys one listing may return (a repository of ~2 TB in 1 MiB chunks) unless the entry says otherwise.
 pub const DEFAULT_MAX_LIST_KEYS: usize = 2_000_000;
 /// Pages one listing may take unless the entry says otherwise.

@@ -5,7 +5,7 @@
 use super::Loaded;
 use super::bindings::larder::plugin::types::PluginInfo;
 use super::policy::{self, Grants};
-use super::state::PluginState;
+use super::state::{Limits, PluginState};
 use crate::error::{Error, Result};
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -62,13 +62,15 @@ pub fn new_store(
     let state = PluginState {
         plugin: plugin.clone(),
         grants: grants.clone(),
-        limits: StoreLimitsBuilder::new()
-            .memory_size(grants.memory as usize)
-            .instances(policy::MAX_CORE_INSTANCES)
-            .tables(policy::MAX_TABLES)
-            .memories(policy::MAX_MEMORIES)
-            .trap_on_grow_failure(true)
-            .build(),
+        limits: Limits::new(
+            StoreLimitsBuilder::new()
+                .memory_size(grants.memory as usize)
+                .instances(policy::MAX_CORE_INSTANCES)
+                .tables(policy::MAX_TABLES)
+                .memories(policy::MAX_MEMORIES)
+                .trap_on_grow_failure(true)
+                .build(),
+        ),
         wasi: wasi.build(),
         http: wasmtime_wasi_http::WasiHttpCtx::new(),
         table,

@@ -10,6 +10,7 @@
 use super::bindings::StorageTargetPre;
 use super::bindings::exports::larder::plugin::storage::ListPage;
 use super::bindings::larder::plugin::types::{Error as PluginError, PluginInfo};
+use super::guest_bytes::GuestBytes;
 use super::policy::{self, Grants};
 use super::state::PluginState;
 use super::{Loaded, Runtime, calls, sandbox};
@@ -357,10 +358,19 @@ impl Target for PluginTarget {
         let key = key.to_string();
         self.call("put", true, move |i| {
             Box::pin(async move {
-                i.bindings
+                // The chunk goes into the guest with one copy (see `guest_bytes`).
+                let put = i
+                    .bindings
                     .larder_plugin_storage()
-                    .call_put(&mut i.store, &key, &data)
-                    .await
+                    .func_put()
+                    .func()
+                    .typed::<(&str, GuestBytes<'_>), (std::result::Result<(), PluginError>,)>(
+                        &i.store,
+                    )?;
+                let (answer,) = put
+                    .call_async(&mut i.store, (key.as_str(), GuestBytes(&data)))
+                    .await?;
+                Ok(answer)
             })
         })
         .await

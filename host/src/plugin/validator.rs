@@ -12,6 +12,7 @@ use super::bindings::validator::exports::larder::plugin::validation::{
     Column, Finding as PluginFinding, PreviousTable, Table,
 };
 use super::bindings::validator::{Validator, ValidatorPre};
+use super::guest_bytes::GuestBytes;
 use super::policy::{self, Grants};
 use super::state::PluginState;
 use super::{Loaded, Runtime};
@@ -151,7 +152,14 @@ impl PluginValidator {
         Ok(Instance { store, bindings })
     }
 
+    /// Pools an instance for the next table, unless its memory grew past
+    /// [`policy::POOLED_MEMORY`]: wasm memory never shrinks, so an instance that checked a big
+    /// table (a `unique` set of millions of values) would keep that memory resident for as long
+    /// as the backup runs; a fresh instance costs a millisecond.
     fn put_back(&self, instance: Instance) {
+        if instance.store.data().limits.memory_bytes > policy::POOLED_MEMORY {
+            return;
+        }
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < self.grants.instances.max(1)
         {
@@ -335,10 +343,17 @@ impl TableSession {
         let sent = validator
             .call(&mut instance, "rows", |i| {
                 Box::pin(async move {
-                    i.bindings
+                    // The batch goes into the guest with one copy (see `guest_bytes`).
+                    let rows = i
+                        .bindings
                         .larder_plugin_validation()
-                        .call_rows(&mut i.store, &batch)
-                        .await
+                        .func_rows()
+                        .func()
+                        .typed::<(GuestBytes<'_>,), (std::result::Result<(), PluginError>,)>(
+                            &i.store,
+                        )?;
+                    let (answer,) = rows.call_async(&mut i.store, (GuestBytes(&batch),)).await?;
+                    Ok(answer)
                 })
             })
             .await;

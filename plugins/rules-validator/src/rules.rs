@@ -113,7 +113,31 @@ struct ColumnCheck {
     duplicates: u64,
     /// 128-bit hashes of the values seen (as COPY text, whose escaping is one-to-one), for
     /// `unique`: bounded memory per row whatever the values' size.
-    seen: HashSet<u128, BuildHasherDefault<Fingerprint>>,
+    seen: SeenSet,
+}
+
+/// Fingerprints in [`SHARDS`] sets chosen by their top byte. One set of millions would double
+/// into a new allocation every time it fills, holding the old and the new table at once, and the
+/// freed tables could not serve the next, bigger one: the instance's memory (which never shrinks)
+/// reached about twice the final set. Shards grow one at a time, each by 1/256 of the whole, and
+/// reuse what the others freed.
+struct SeenSet {
+    shards: Vec<HashSet<u128, BuildHasherDefault<Fingerprint>>>,
+}
+
+const SHARDS: usize = 256;
+
+impl SeenSet {
+    fn new() -> SeenSet {
+        SeenSet {
+            shards: (0..SHARDS).map(|_| HashSet::default()).collect(),
+        }
+    }
+
+    /// Whether `fingerprint` is new.
+    fn insert(&mut self, fingerprint: u128) -> bool {
+        self.shards[(fingerprint >> 120) as usize].insert(fingerprint)
+    }
 }
 
 /// The set's hasher for values that are hashes already: their low 64 bits, hashed no further.
@@ -179,7 +203,7 @@ impl TableCheck {
                     nulls: 0,
                     mismatches: 0,
                     duplicates: 0,
-                    seen: HashSet::default(),
+                    seen: SeenSet::new(),
                 }),
                 // A `*` rule checks the column where it exists; a named table must have it.
                 None if rule.table != "*" => check.early.push(Found {
