@@ -566,3 +566,58 @@ async fn object_lock_dates_follow_each_backups_retention_and_prune_deletes_once_
         whole_seconds(schema_until)
     );
 }
+
+#[tokio::test]
+async fn an_incrementals_lock_covers_the_full_and_the_links_it_is_built_on() {
+    let env = database("chained").await;
+    let s3 = S3Server::start("plain");
+    locked_bucket(&s3, "chained", None);
+    // Incrementals kept longer than their base full (a finer schedule's policy): the
+    // full's objects must stay locked as long as an incremental needs them.
+    env.write_config(&format!(
+        "[incremental]\nenabled = true\n\n[retention]\nfull = \"30s\"\nincremental = \"2h\"\n{}",
+        s3_entry(&s3, "chained", "object_lock = { mode = \"governance\" }")
+    ));
+    let check = s3_target(&s3, "chained");
+    let full = backup(&env, "base");
+    let full_manifest = manifest_of(&check, &full).await;
+    let full_until = whole_seconds(date(&full_manifest["retain_until"]));
+    add_rows(&env, 1000).await;
+    let first = env.run_json(&["backup", "create", "-n", "one", "--type", "incremental"])["backup"]
+        ["id"]
+        .as_str()
+        .expect("backup id")
+        .to_string();
+    add_rows(&env, 2000).await;
+    let second =
+        env.run_json(&["backup", "create", "-n", "two", "--type", "incremental"])["backup"]["id"]
+            .as_str()
+            .expect("backup id")
+            .to_string();
+    let second_manifest = manifest_of(&check, &second).await;
+    assert_eq!(second_manifest["chain"]["parent"], first.as_str());
+    assert_eq!(second_manifest["chain"]["base"], full.as_str());
+    let second_until = whole_seconds(date(&second_manifest["retain_until"]));
+    assert!(
+        second_until > full_until + chrono::Duration::minutes(100),
+        "{second_until} vs {full_until}"
+    );
+
+    // The base's manifest, the parent's manifest and every chunk of the base full are
+    // locked at least as long as the newest incremental.
+    let mut keys: Vec<String> = chunk_ids(&full_manifest)
+        .iter()
+        .map(|id| format!("chunks/{}/{id}", &id[..2]))
+        .collect();
+    keys.push(format!("backups/{full}.json"));
+    keys.push(format!("backups/{first}.json"));
+    assert!(keys.len() > 2, "the full has chunks");
+    for key in &keys {
+        let until = locked_until(&check, key).await;
+        assert!(until >= second_until, "{key}: {until} < {second_until}");
+    }
+    // So delete cannot take the base away while the chain is locked, and names the date.
+    let said = refused(&env, &["backup", "delete", &full, "--force"]);
+    assert!(said.contains("governance"), "{said}");
+    env.run_ok(&["backup", "validate", &second]);
+}

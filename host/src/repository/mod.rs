@@ -524,6 +524,7 @@ impl Repository {
             keys.push(keys::KEYS_KEY.to_string());
         }
         let until = manifest.retain_until;
+        keys.extend(self.chain_keys(manifest).await?);
         futures_util::stream::iter(keys.iter())
             .map(|key| async move {
                 self.target
@@ -534,6 +535,48 @@ impl Repository {
             .buffer_unordered(16)
             .try_collect::<()>()
             .await
+    }
+
+    /// What an incremental's restore needs besides its own objects, on a target that locks
+    /// them: the manifests of the backups it is built on (parent to base) and their chunks,
+    /// so that none is unlocked sooner than the incremental (an incremental is often kept
+    /// longer than its base by a finer schedule, or the base's lock is shorter). Nothing for
+    /// a full or schema-only backup, for a backup without a retention date, or where the
+    /// format file carries no lock (targets without Object Lock: no reads at all). A host
+    /// that cannot read the repository (public key only) holds the parent's and base's
+    /// manifests, whose ids the incremental names, but cannot list their chunks.
+    async fn chain_keys(&self, manifest: &Manifest) -> Result<Vec<String>> {
+        let Some(chain) = &manifest.chain else {
+            return Ok(Vec::new());
+        };
+        if manifest.retain_until.is_none()
+            || self
+                .target
+                .retention(FORMAT_KEY)
+                .await
+                .map_err(|e| e.at(FORMAT_KEY, "reading its Object Lock"))?
+                .is_none()
+        {
+            return Ok(Vec::new());
+        }
+        let mut keys = vec![manifest_key(&chain.parent), manifest_key(&chain.base)];
+        if !self.can_read() {
+            return Ok(keys);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut next = Some(chain.parent.clone());
+        while let Some(id) = next.take() {
+            if !seen.insert(id.clone()) {
+                break;
+            }
+            let ancestor = self.read_manifest(&id).await?;
+            keys.push(manifest_key(&ancestor.id));
+            keys.extend(ancestor.chunks().map(|c| chunk_key(&c.id)));
+            next = ancestor.chain.map(|c| c.parent);
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
     }
 
     /// Writes a manifest, signed first when this host has a signing key and it is not yet
