@@ -344,12 +344,26 @@ async fn a_bucket_with_default_retention_takes_backups_that_restore() {
         failed.contains("object_lock = \"bucket-default\""),
         "{failed}"
     );
-    env.write_config(&s3_entry(
-        &s3,
-        "retained",
-        "object_lock = \"bucket-default\"",
+    // The bucket locks for a day; full backups are kept (and so locked) for 30.
+    env.write_config(&format!(
+        "[retention]\nfull = \"30d\"\n{}",
+        s3_entry(&s3, "retained", "object_lock = \"bucket-default\"")
     ));
     let id = backup(&env, "retained");
+    let check = s3_target(&s3, "retained");
+    let manifest = manifest_of(&check, &id).await;
+    let until = whole_seconds(date(&manifest["retain_until"]));
+    assert!(until > chrono::Utc::now() + chrono::Duration::days(29));
+    for key in chunk_ids(&manifest)
+        .iter()
+        .map(|c| format!("chunks/{}/{c}", &c[..2]))
+        .chain([format!("backups/{id}.json")])
+    {
+        assert!(
+            locked_until(&check, &key).await >= until,
+            "{key} is locked for the backup's 30 days, not the bucket's one"
+        );
+    }
     env.run_ok(&[
         "recovery",
         "execute",

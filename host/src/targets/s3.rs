@@ -179,8 +179,16 @@ impl Target for S3Target {
         self.op
             .write(key, data)
             .await
-            .map(|_| ())
-            .map_err(|e| self.error("PUT", key, e))
+            .map_err(|e| self.error("PUT", key, e))?;
+        // On a bucket with default retention the object got the bucket's period; a backup
+        // kept longer (its manifest, above all, which no later hold revisits) is extended to
+        // its own date, in the mode the bucket gave it.
+        if matches!(self.object_lock, Some(ObjectLockConfig::BucketDefault(_)))
+            && is_backup_data(key)
+        {
+            self.hold_until(key, until).await?;
+        }
+        Ok(())
     }
 
     /// A conditional PUT (`If-None-Match: *`), which AWS S3, MinIO and moto honour; a server
