@@ -179,7 +179,7 @@ async fn a_new_database_restore_that_fails_midway_is_dropped() {
     // The restore builds under a temporary name until it is complete.
     let building = larder::engine::recovery::restore::partial_name("halfway");
     loop {
-        let killed: i64 = scalar(&admin, &format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{building}' AND query LIKE 'COPY%FROM STDIN'")).await;
+        let killed: i64 = scalar(&admin, &format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{building}' AND query LIKE 'COPY%FROM STDIN%'")).await;
         if killed > 0 {
             break;
         }

@@ -225,6 +225,24 @@ pub async fn autovacuum_at_default(client: &Client, tables: &[String]) -> Result
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// Of `tables` (qualified names), those a new-database restore may empty and load with `COPY
+/// … FREEZE` in one transaction: plain tables (FREEZE refuses partitioned parents), none an
+/// extension's configuration table (its rows may be the extension's own, inserted when it
+/// was created).
+pub async fn freezable(client: &Client, tables: &[String]) -> Result<HashSet<String>> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n FROM unnest($1::text[]) n JOIN pg_class c ON c.oid = n::regclass \
+                 WHERE c.relkind = 'r' AND NOT {EXTENSION_CONFIG}"
+            ),
+            &[&tables],
+        )
+        .await
+        .map_err(Error::db("finding the new tables to load frozen"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Of `tables` (qualified names), those with a foreign key not yet validated whose columns all
 /// belong to one (complete) index of the table: once the table is vacuumed, validating that key
 /// can read the index alone (an index-only scan needs the pages marked all-visible) instead of

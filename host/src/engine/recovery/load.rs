@@ -16,10 +16,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use tokio_postgres::Client;
 
 /// Loads every stored range of the selected tables into a new database over `--jobs`
-/// sessions, largest first and interleaved by table; the rows each table received.
+/// sessions, largest first and interleaved by table; the rows each table received. The tables
+/// in `freeze` are loaded frozen (see [`range`]).
 pub(super) async fn in_parallel(
     job: &Job,
     destination: &ConnectionSettings,
+    freeze: &HashSet<usize>,
 ) -> Result<HashMap<usize, u64>> {
     let parts: Vec<(usize, usize, u64)> = job
         .plan
@@ -37,10 +39,14 @@ pub(super) async fn in_parallel(
     let overall = job.overall();
     let worker = job.clone();
     let bar = overall.clone();
+    let freeze = std::sync::Arc::new(freeze.clone());
     let loaded = job
         .in_parallel(destination, parts, move |client, (t, p, _)| {
-            let (job, overall) = (worker.clone(), bar.clone());
-            async move { Ok((t, range(&job, &client, t, p, &overall).await?)) }
+            let (job, overall, freeze) = (worker.clone(), bar.clone(), freeze.clone());
+            async move {
+                let rows = range(&job, &client, t, p, freeze.contains(&t), &overall).await?;
+                Ok((t, rows))
+            }
         })
         .await?;
     let mut rows_loaded: HashMap<usize, u64> = HashMap::new();
@@ -52,29 +58,64 @@ pub(super) async fn in_parallel(
 }
 
 /// Loads stored range `p` of table `t` into the table itself; the rows it sent.
+///
+/// `freeze` (a table the new-database restore created and stores in this one range): the
+/// table is emptied with `TRUNCATE ONLY` and loaded with `COPY … FREEZE` in one transaction,
+/// which FREEZE requires, so its rows are frozen and its pages all-visible as they are
+/// written: no vacuum is needed for index-only scans, and no later pass sets hint bits. A
+/// role that may load the table but not truncate it (the source revoked TRUNCATE from the
+/// owner) loads it as any other.
 pub(super) async fn range(
     job: &Job,
     client: &Client,
     t: usize,
     p: usize,
+    freeze: bool,
     overall: &ProgressBar,
 ) -> Result<u64> {
     let table = &job.manifest.tables[t];
     let part = &table.parts[p];
-    let item = job.progress.item(&table.qualified(), part.bytes);
+    let into = table.qualified();
+    let item = job.progress.item(&into, part.bytes);
+    let freeze = freeze && emptied_for_freeze(client, &into).await?;
     let rows = load_part(
         client,
         &job.repo,
         &job.manifest.id,
         table,
         part,
-        &table.qualified(),
+        &copy_in_sql(&into, &table.columns, freeze),
         &item,
     )
     .await?;
+    if freeze {
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(Error::db(format!("loading {}", table.display_name())))?;
+    }
     Progress::advance(overall, part.bytes);
     item.finish_and_clear();
     Ok(rows)
+}
+
+/// Opens the transaction a frozen load of `into` runs in and empties the table in it; false
+/// (and no transaction) when the role may not truncate it.
+async fn emptied_for_freeze(client: &Client, into: &str) -> Result<bool> {
+    match client
+        .batch_execute(&format!("BEGIN; TRUNCATE ONLY {into}"))
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            tracing::debug!("{into} is loaded without FREEZE: {e}");
+            client
+                .batch_execute("ROLLBACK")
+                .await
+                .map_err(Error::db(format!("loading {into}")))?;
+            Ok(false)
+        }
+    }
 }
 
 /// Loads every stored range of table `t` into `into` on one connection.
@@ -94,7 +135,7 @@ pub(super) async fn table(
             &job.manifest.id,
             table,
             part,
-            into,
+            &copy_in_sql(into, &table.columns, false),
             &item,
         )
         .await?;
@@ -149,28 +190,32 @@ pub(super) async fn large_objects(job: &Job, client: &Client) -> Result<()> {
         .map_err(Error::db("writing large objects"))
 }
 
-fn copy_in_sql(into: &str, columns: &[String]) -> String {
-    if columns.is_empty() {
-        format!("COPY {into} FROM STDIN")
+/// `COPY into (columns) FROM STDIN`, `WITH (FREEZE)` when `freeze`.
+fn copy_in_sql(into: &str, columns: &[String], freeze: bool) -> String {
+    let columns = if columns.is_empty() {
+        String::new()
     } else {
-        format!("COPY {into} ({}) FROM STDIN", columns.join(", "))
-    }
+        format!(" ({})", columns.join(", "))
+    };
+    let options = if freeze { " WITH (FREEZE)" } else { "" };
+    format!("COPY {into}{columns} FROM STDIN{options}")
 }
 
-/// Streams one stored range of a table into `into` with COPY, reading a chunk ahead.
+/// Streams one stored range of a table to `copy_in` (its [`copy_in_sql`]), reading a chunk
+/// ahead.
 async fn load_part(
     client: &Client,
     repo: &Repository,
     backup_id: &str,
     table: &TableEntry,
     part: &Stream,
-    into: &str,
+    copy_in: &str,
     bar: &ProgressBar,
 ) -> Result<u64> {
     copy_stream(
         client,
         repo,
-        &copy_in_sql(into, &table.columns),
+        copy_in,
         part,
         &format!("table {}, backup {backup_id}", table.display_name()),
         &format!("loading {}", table.display_name()),

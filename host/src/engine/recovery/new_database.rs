@@ -10,7 +10,7 @@ use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::error::{Error, Result};
 use crate::pg::{catalog, ddl, session};
 use crate::repository::manifest::{quote_ident, quote_literal};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio_postgres::Client;
@@ -151,6 +151,19 @@ async fn build(job: &Job, steps: &Progression, partial: &str) -> Result<Outcome>
             Ok((main, pre, post, paused))
         })
         .await?;
+    // A table stored in one range is loaded in one transaction, so it can be loaded frozen
+    // (`load::range`); a table whose ranges load on several sessions cannot.
+    let freezable = catalog::freezable(&main, &names).await?;
+    let frozen: HashSet<usize> = job
+        .plan
+        .selected
+        .iter()
+        .copied()
+        .filter(|&t| {
+            let table = &job.manifest.tables[t];
+            table.parts.len() == 1 && freezable.contains(&table.qualified())
+        })
+        .collect();
     let event_triggers = post.take_event_triggers();
     let mut builds = post_data::builds(job, &main, &post).await?;
     let rows_loaded = steps
@@ -160,9 +173,10 @@ async fn build(job: &Job, steps: &Progression, partial: &str) -> Result<Outcome>
             let rows = match job.plan.replay {
                 None => {
                     let parallel = std::mem::take(&mut builds.parallel);
-                    schedule::load_and_build(job, &destination, &post.preamble, parallel).await?
+                    schedule::load_and_build(job, &destination, &post.preamble, parallel, &frozen)
+                        .await?
                 }
-                Some(_) => load::in_parallel(job, &destination).await?,
+                Some(_) => load::in_parallel(job, &destination, &frozen).await?,
             };
             load::large_objects(job, &main).await?;
             Ok(rows)
@@ -201,12 +215,21 @@ async fn build(job: &Job, steps: &Progression, partial: &str) -> Result<Outcome>
         .into_iter()
         .filter(|(t, _)| !replayed.as_ref().is_some_and(|r| r.changed.contains(t)))
         .collect();
-    let work = steps
+    let mut work = steps
         .run(
             Step::PostData,
             post_data::build(job, &main, &destination, &post, builds),
         )
         .await?;
+    // A table loaded frozen is all-visible already, so its keys are validated from the index
+    // after ANALYZE alone; one a replay changed has rows and pages to vacuum again.
+    for w in &mut work {
+        if w.table.is_some_and(|t| {
+            frozen.contains(&t) && !replayed.as_ref().is_some_and(|r| r.changed.contains(&t))
+        }) {
+            w.vacuum = false;
+        }
+    }
     steps
         .run(Step::Sequences, sequences::all(job, &main))
         .await?;

@@ -11,7 +11,7 @@ use super::load;
 use super::post_data::{Build, run_entry};
 use crate::error::{Error, Result};
 use crate::pg::{ConnectionSettings, ddl::Entry, session};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// One unit of work on one session.
@@ -107,12 +107,14 @@ impl Queue {
 
 /// Loads every stored range of the selected tables and runs `builds` (indexes and keys with
 /// the table each is on, in build order: see `post_data::builds`) over `--jobs` sessions,
-/// each build as soon as its table is loaded; the rows each table received.
+/// each build as soon as its table is loaded; the rows each table received. The tables in
+/// `freeze` are loaded frozen (see [`load::range`]).
 pub(super) async fn load_and_build(
     job: &Job,
     destination: &ConnectionSettings,
     preamble: &str,
     builds: Vec<Build>,
+    freeze: &HashSet<usize>,
 ) -> Result<HashMap<usize, u64>> {
     let mut tables: Vec<(usize, usize)> = job
         .plan
@@ -143,13 +145,19 @@ pub(super) async fn load_and_build(
     let queue = Arc::new(Mutex::new(Queue::new(&tables, &on)));
     let tasks = builds.len() + tables.iter().map(|&(_, parts)| parts).sum::<usize>();
     let builds = Arc::new(builds);
+    let freeze = Arc::new(freeze.clone());
     let wake = Arc::new(tokio::sync::Notify::new());
     let overall = job.overall();
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..job.jobs.clamp(1, tasks.max(1)) {
         let (job, destination, preamble) = (job.clone(), destination.clone(), preamble.to_string());
-        let (queue, builds, wake, overall) =
-            (queue.clone(), builds.clone(), wake.clone(), overall.clone());
+        let (queue, builds, wake, overall, freeze) = (
+            queue.clone(),
+            builds.clone(),
+            wake.clone(),
+            overall.clone(),
+            freeze.clone(),
+        );
         set.spawn(async move {
             let client = session::restore(&destination).await?;
             let mut rows: Vec<(usize, u64)> = Vec::new();
@@ -174,7 +182,9 @@ pub(super) async fn load_and_build(
                 };
                 match next {
                     Task::Load { table, part } => {
-                        let sent = load::range(&job, &client, table, part, &overall).await?;
+                        let frozen = freeze.contains(&table);
+                        let sent =
+                            load::range(&job, &client, table, part, frozen, &overall).await?;
                         rows.push((table, sent));
                         queue
                             .lock()
