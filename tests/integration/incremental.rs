@@ -1175,3 +1175,44 @@ async fn every_kind_of_ddl_since_the_chains_full_makes_the_next_incremental_fail
     assert_eq!(counts(&inc, "public.t"), (0, 1, 0, 0));
     assert_eq!(counts(&inc, "public.u"), (0, 0, 0, 1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incremental_without_ddl_needs_no_pg_dump_and_one_with_ddl_names_the_missing_one() {
+    let env = TestEnv::start("incr_nodump").await;
+    env.write_config(&config(&env, "enabled = true"));
+    let db = env.client().await;
+    db.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a')")
+        .await
+        .expect("schema");
+    create(&env, &[]).await;
+    // pg_dump is looked for only when the catalog's fingerprint says the schema moved.
+    let missing = env.repo_dir().with_file_name("no-such-pg_dump");
+    env.write_config(&format!(
+        "{}\n[backup]\npg_dump = '{}'\n",
+        config(&env, "enabled = true"),
+        missing.display()
+    ));
+    db.batch_execute("INSERT INTO t VALUES (2, 'b')")
+        .await
+        .expect("row");
+    let incremental = create(&env, &["--type", "incremental"]).await;
+    let counts = &incremental
+        .incremental
+        .as_ref()
+        .expect("incremental")
+        .tables;
+    assert!(
+        counts
+            .iter()
+            .any(|c| c.table == "public.t" && c.inserts == 1),
+        "the row change is recorded: {counts:?}"
+    );
+    db.batch_execute("CREATE INDEX t_v_idx ON t (v); INSERT INTO t VALUES (3, 'c')")
+        .await
+        .expect("ddl");
+    let refused = env.run_failing(&["backup", "create", "--type", "incremental"]);
+    assert!(
+        refused.contains(&missing.display().to_string()) && refused.contains("does not run"),
+        "{refused}"
+    );
+}

@@ -268,7 +268,10 @@ async fn take_dump(
                     Some(watch) => watch.finish(&leader.snapshot).await,
                     None => None,
                 };
-                Some((relations, evidence))
+                // The catalog as the snapshot sees it: the chain's first incremental runs
+                // pg_dump only if DDL came after it.
+                let fingerprint = incremental::schema::fingerprint(leader.client()).await?;
+                Some((relations, evidence, fingerprint))
             }
             None => None,
         };
@@ -293,7 +296,8 @@ async fn take_dump(
     .map_err(stopped(&id))?;
     let chain = started
         .as_ref()
-        .map(|start| start.info(&leader.snapshot))
+        .zip(tracking.as_ref())
+        .map(|(start, (_, _, fingerprint))| start.info(&leader.snapshot, fingerprint))
         .transpose()?;
 
     // What validators compare with: the previous full backup of this database.
@@ -307,12 +311,12 @@ async fn take_dump(
         Ok(index) => {
             // Read under the shared lock: the chunks it lists stay until this manifest is written.
             let (relations, reused) = match tracking {
-                Some((relations, Some(evidence))) => {
+                Some((relations, Some(evidence), _)) => {
                     let reused =
                         evidence.entries(&tables, &relations, |id| index.stored_size(id).is_some());
                     (relations, reused)
                 }
-                Some((relations, None)) => (relations, HashMap::new()),
+                Some((relations, None, _)) => (relations, HashMap::new()),
                 None => (HashMap::new(), HashMap::new()),
             };
             if !reused.is_empty() {

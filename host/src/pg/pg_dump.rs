@@ -19,34 +19,37 @@ pub struct PgDump {
 /// Finds a pg_dump at least as new as the server: the configured path, else the one installed
 /// for the server's major version, else `pg_config --bindir`, else `$PATH`.
 pub async fn find(configured: Option<&Path>, server_major: u32) -> Result<PgDump> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(path) = configured {
-        candidates.push(path.to_path_buf());
-    } else {
-        candidates.push(PathBuf::from(format!(
-            "/usr/lib/postgresql/{server_major}/bin/pg_dump"
-        )));
+    let installed = match configured {
+        Some(path) => path.to_path_buf(),
+        None => PathBuf::from(format!("/usr/lib/postgresql/{server_major}/bin/pg_dump")),
+    };
+    let mut found = version_of(&installed).await.map(|text| (installed, text));
+    if found.is_none() && configured.is_none() {
+        // Asked only when the usual place has none: each is a process start.
+        let mut others = Vec::new();
         if let Ok(out) = Command::new("pg_config").arg("--bindir").output().await {
             let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
             if !dir.is_empty() {
-                candidates.push(Path::new(&dir).join("pg_dump"));
+                others.push(Path::new(&dir).join("pg_dump"));
             }
         }
-        candidates.push(PathBuf::from("pg_dump"));
-    }
-    let mut found = None;
-    for path in candidates {
-        if let Ok(out) = Command::new(&path).arg("--version").output().await
-            && out.status.success()
-        {
-            found = Some((path, String::from_utf8_lossy(&out.stdout).into_owned()));
-            break;
+        others.push(PathBuf::from("pg_dump"));
+        for path in others {
+            if let Some(text) = version_of(&path).await {
+                found = Some((path, text));
+                break;
+            }
         }
     }
-    let (path, text) = found.ok_or_else(|| {
-        Error::PgDump(format!(
+    let (path, text) = found.ok_or_else(|| match configured {
+        Some(path) => Error::PgDump(format!(
+            "{} (`pg_dump` under [backup] in the config) does not run: point it at the \
+             PostgreSQL {server_major} client's pg_dump, or remove it to use the installed one",
+            path.display()
+        )),
+        None => Error::PgDump(format!(
             "pg_dump not found: install the PostgreSQL {server_major} client (e.g. postgresql-client-{server_major}) or set `pg_dump` under [backup] in the config"
-        ))
+        )),
     })?;
     let version = parse_version(&text).ok_or_else(|| {
         Error::PgDump(format!(
@@ -72,6 +75,14 @@ pub async fn find(configured: Option<&Path>, server_major: u32) -> Result<PgDump
         version,
         major,
     })
+}
+
+/// What `path --version` printed, when it ran and succeeded.
+async fn version_of(path: &Path) -> Option<String> {
+    let out = Command::new(path).arg("--version").output().await.ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" → "15.18"

@@ -16,8 +16,8 @@ use super::{Visibility, reuse, schema};
 use crate::engine::backup_run::{BackupOptions, reclaim_after_failure, stopped};
 use crate::engine::interrupt::{CleanupGuard, interruptible};
 use crate::error::{Error, Result};
+use crate::pg::ConnectionSettings;
 use crate::pg::catalog::{self, DataTable};
-use crate::pg::{ConnectionSettings, pg_dump};
 use crate::repository::changes::{Change, Lsn};
 use crate::repository::chunker::RowChecksum;
 use crate::repository::id::new_backup_id;
@@ -73,8 +73,8 @@ pub(crate) async fn take(
     check_tracked(&client, base_manifest, &publication).await?;
     check_large_objects(&client, base_manifest).await?;
     // Before the end: DDL committed after the schema is read is the next incremental's.
-    let pg_dump = pg_dump::find(opts.pg_dump.as_deref(), server.major()).await?;
-    let current_schema = schema::read(&client, settings, &pg_dump, repo, parent).await?;
+    let pg_dump = (opts.pg_dump.as_deref(), server.major());
+    let current_schema = schema::read(&client, settings, pg_dump, repo, parent).await?;
     let end = slot::flushed_lsn(&client).await?;
 
     let lock = RepoLock::shared(repo, &id).await?;

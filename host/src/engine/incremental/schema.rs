@@ -19,7 +19,7 @@
 use crate::error::{Error, Result};
 use crate::pg::ConnectionSettings;
 use crate::pg::ddl::{Entry, Script};
-use crate::pg::pg_dump::PgDump;
+use crate::pg::pg_dump;
 use crate::repository::manifest::{Manifest, Stream};
 use crate::repository::stream::store_bytes;
 use crate::repository::{ChunkIndex, Repository};
@@ -73,11 +73,13 @@ pub struct Stored {
 
 /// Reads the schema now (pg_dump, outside any snapshot: DDL committed before it runs) and
 /// compares it with `parent`'s; refuses a change that cannot be carried. When the catalog's
-/// [`fingerprint`] is the one the parent recorded, nothing changed and pg_dump is not run.
+/// [`fingerprint`] is the one the parent recorded, nothing changed and pg_dump is not looked
+/// for nor run (`pg_dump`: its configured path and the server's major version, for
+/// [`pg_dump::find`]).
 pub async fn read(
     client: &Client,
     settings: &ConnectionSettings,
-    pg_dump: &PgDump,
+    (configured, server_major): (Option<&std::path::Path>, u32),
     repo: &Repository,
     parent: &Manifest,
 ) -> Result<Current> {
@@ -94,7 +96,10 @@ pub async fn read(
             fingerprint,
         });
     }
-    let (pre, post) = pg_dump.schema(settings, "").await?;
+    let (pre, post) = pg_dump::find(configured, server_major)
+        .await?
+        .schema(settings, "")
+        .await?;
     let context = |name: &str| format!("the {name} section of backup {}", parent.id);
     let (pre_context, post_context) = (context("pre-data"), context("post-data"));
     let (then_pre, then_post) = tokio::try_join!(

@@ -326,9 +326,10 @@ pub struct ChainStart {
 
 impl ChainStart {
     /// What the full records of the chain it starts, with its snapshot
-    /// (`pg_current_snapshot()` text): the chain begins and, for now, ends at the slot's
-    /// consistent point.
-    pub fn info(&self, snapshot: &str) -> Result<IncrementalInfo> {
+    /// (`pg_current_snapshot()` text) and the catalog's fingerprint in it
+    /// (`schema::fingerprint`): the chain begins and, for now, ends at the slot's consistent
+    /// point.
+    pub fn info(&self, snapshot: &str, fingerprint: &str) -> Result<IncrementalInfo> {
         let consistent = self.consistent.ok_or_else(|| {
             Error::Internal(format!("replication slot {} is not created yet", self.slot))
         })?;
@@ -344,7 +345,7 @@ impl ChainStart {
             not_exact: self.not_exact.clone(),
             snapshot: Some(snapshot.to_string()),
             schema_changes: Vec::new(),
-            schema_fingerprint: None,
+            schema_fingerprint: Some(fingerprint.to_string()),
         })
     }
 
