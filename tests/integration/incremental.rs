@@ -353,14 +353,16 @@ async fn an_incremental_holds_exactly_the_changes_since_the_full_even_across_a_k
         .spawn()
         .expect("start backup-cli");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while scalar(
-        &db,
-        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%peek_binary_changes%' AND pid <> pg_backend_pid()",
-    )
-    .await
-        == 0
-    {
-        assert!(Instant::now() < deadline, "the incremental never read the slot");
+    // The slot is active once the incremental's replication stream holds it.
+    let streaming = format!(
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND active",
+        base.slot
+    );
+    while scalar(&db, &streaming).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the incremental never read the slot"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     send(&child, "KILL");
@@ -458,6 +460,27 @@ async fn tracking_refuses_a_server_without_logical_wal_level_and_says_how() {
     env.write_config(&config(&env, "enabled = false"));
     let said = env.run_failing(&["backup", "create", "--type", "incremental"]);
     assert!(said.contains("wal_level = logical"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_refuses_a_server_without_wal_senders_and_says_how() {
+    let setup = ClusterSetup {
+        settings: vec![("max_wal_senders".into(), "0".into())],
+        ..ClusterSetup::default()
+    };
+    let env = TestEnv::start_with("incr_senders", setup, "disable").await;
+    env.write_config(&config(&env, "enabled = true"));
+    let out = env.run(&["--json", "backup", "create"]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = envelope(&out);
+    assert_eq!(e["kind"], "change_tracking", "{e}");
+    let message = e["error"].as_str().expect("an error message");
+    assert!(message.contains("max_wal_senders = 0"), "{message}");
+    assert!(
+        message.contains("ALTER SYSTEM SET max_wal_senders"),
+        "{message}"
+    );
+    assert!(env.repo().await.backup_ids().await.expect("ids").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,10 @@
 //! Connecting securely: TLS as the sslmode asks (`require` encrypts, `verify-full` also checks
 //! the server's certificate against the CA, a TLS-only server refuses `disable`), and
-//! passwords from the libpq password file for both backup-cli and pg_dump.
+//! passwords from the libpq password file for both backup-cli and pg_dump. Incremental
+//! backups stream their changes over a replication connection of their own: it keeps the
+//! sslmode (a TLS-only server) and authenticates with SCRAM.
 
-use crate::support::{TestEnv, text};
+use crate::support::{TestEnv, data, envelope, text};
 use larder::config::DatabaseConfig;
 use larder::pg::ConnectionSettings;
 use larder::pg::ephemeral::ClusterSetup;
@@ -115,8 +117,30 @@ async fn tls_modes_encrypt_and_verify_the_server() {
         .expect("pg_stat_ssl")
         .get(0);
     assert!(ssl, "sslmode=require must encrypt the connection");
+    env.write_config(&format!(
+        "[repository]\npath = '{}'\n\n[incremental]\nenabled = true\n",
+        env.repo_dir().display()
+    ));
     env.run_ok(&["backup", "create", "-n", "over-tls"]);
     env.run_ok(&["backup", "validate", "latest"]);
+    // pg_hba.conf admits only TLS from 127.0.0.1: the replication stream is encrypted too.
+    env.client()
+        .await
+        .batch_execute(
+            "UPDATE contacts SET notes = 'over tls' WHERE id = (SELECT min(id) FROM contacts)",
+        )
+        .await
+        .expect("change rows");
+    let incremental = env.run_json(&["backup", "create", "--type", "incremental"]);
+    let id = incremental["backup"]["id"].as_str().expect("backup id");
+    let manifest = env.repo().await.read_manifest(id).await.expect("manifest");
+    let info = manifest.incremental.expect("an incremental");
+    let contacts = info
+        .tables
+        .iter()
+        .find(|t| t.table == "public.contacts")
+        .expect("contacts changed");
+    assert_eq!(contacts.updates, 1, "{contacts:?}");
 
     let base = format!("postgres://postgres@127.0.0.1:{}/tlsdb", env.cluster.port());
     let disabled = env
@@ -185,7 +209,7 @@ async fn a_password_from_pgpass_serves_backup_cli_and_pg_dump_alike() {
     env.client()
         .await
         .batch_execute(
-            "CREATE ROLE app LOGIN PASSWORD 'pantry-secret'; ALTER DATABASE secured OWNER TO app;
+            "CREATE ROLE app LOGIN REPLICATION PASSWORD 'pantry-secret'; ALTER DATABASE secured OWNER TO app;
              SET ROLE app; CREATE TABLE pantry (id int PRIMARY KEY, item text);
              INSERT INTO pantry SELECT g, 'item ' || g FROM generate_series(1, 100) g;",
         )
@@ -237,4 +261,47 @@ async fn a_password_from_pgpass_serves_backup_cli_and_pg_dump_alike() {
         !text(&out).contains("pantry-secret"),
         "the password is never printed"
     );
+
+    // With change tracking, an incremental's replication connection takes the same password
+    // through SCRAM.
+    std::fs::write(
+        env.work.path().join("larder-test.toml"),
+        format!(
+            "[repository]\npath = '{}'\n\n[incremental]\nenabled = true\n",
+            env.repo_dir().display()
+        ),
+    )
+    .expect("configuration");
+    let tracked = |args: &[&str]| {
+        env.cli()
+            .env("DATABASE_URL", &url)
+            .env("PGPASSFILE", &pgpass)
+            .args(args)
+            .output()
+            .expect("run")
+    };
+    let full = tracked(&["backup", "create", "-n", "chain"]);
+    assert!(full.status.success(), "full with tracking: {}", text(&full));
+    env.client()
+        .await
+        .batch_execute("SET ROLE app; INSERT INTO pantry VALUES (101, 'scram')")
+        .await
+        .expect("insert");
+    let out = tracked(&["--json", "backup", "create", "--type", "incremental"]);
+    assert!(
+        out.status.success(),
+        "incremental over SCRAM: {}",
+        text(&out)
+    );
+    let said = data(&envelope(&out));
+    let id = said["backup"]["id"].as_str().expect("backup id");
+    let manifest = env.repo().await.read_manifest(id).await.expect("manifest");
+    let pantry = manifest
+        .incremental
+        .expect("an incremental")
+        .tables
+        .into_iter()
+        .find(|t| t.table == "public.pantry")
+        .expect("pantry changed");
+    assert_eq!((pantry.inserts, pantry.updates), (1, 0), "{pantry:?}");
 }

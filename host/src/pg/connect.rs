@@ -317,7 +317,7 @@ impl ConnectionSettings {
 
     /// What to do about a connection failure, by its kind: wrong password, password missing,
     /// role or database does not exist, server not running.
-    fn hint_for(&self, reason: &str) -> String {
+    pub(crate) fn hint_for(&self, reason: &str) -> String {
         let (user, db) = (&self.user, &self.dbname);
         if reason.contains("password authentication failed") {
             format!(
@@ -495,7 +495,7 @@ fn pgpass_match(line: &str, wanted: &[String; 4]) -> Option<String> {
     matches.then(|| fields[4].clone())
 }
 
-mod tls {
+pub(super) mod tls {
     //! rustls set-up for the sslmodes: verify-full checks the chain and name; prefer/require
     //! encrypt without checking the certificate, exactly as libpq does.
     use super::SslMode;

@@ -4,13 +4,14 @@
 //! incremental) and check its slot (present, not invalidated, confirmed exactly where that
 //! backup ended); check no tracked table changed shape since the chain's base and the large
 //! objects are as the base holds them (decoding does not see them); note the current WAL
-//! position as the end; peek the slot's changes up to it through `pgoutput`,
-//! decoding and storing each as one JSON line through the chunker (nothing is held but the
-//! current batch); read the sequences; write the manifest; only then advance the slot. A
-//! failure or a kill before the manifest leaves no backup and the slot where it was, so the
-//! next incremental reads the same changes again: exactly once.
+//! position as the end; stream the slot's changes up to it through `pgoutput` over a
+//! replication connection, decoding and storing each as one JSON line through the chunker
+//! while the server decodes the next (nothing is held but the current batch); read the
+//! sequences; write the manifest; only then confirm the end to the slot. A failure or a kill
+//! before the manifest leaves no backup and the slot where it was, so the next incremental
+//! reads the same changes again: exactly once.
 
-use super::pgoutput::{self, Decoder, Message, Relation};
+use super::pgoutput::{Decoder, Message, Relation};
 use super::slot::{self, chain_head};
 use super::{Visibility, reuse, schema};
 use crate::engine::backup_run::{BackupOptions, reclaim_after_failure, stopped};
@@ -30,7 +31,6 @@ use crate::repository::stream::{BATCH_BYTES, Stored, StreamWriter};
 use crate::repository::{ChunkIndex, Repository};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use tokio_postgres::Client;
@@ -81,7 +81,7 @@ pub(crate) async fn take(
     let outcome = async {
         let index = Arc::new(repo.chunk_index().await?);
         let reading = Reading {
-            client: &client,
+            settings,
             slot: &slot_name,
             publication: &publication,
             end,
@@ -92,9 +92,10 @@ pub(crate) async fn take(
                 None => None,
             },
         };
-        let captured = interruptible(reading.capture(repo, index.clone(), opts.compression_level))
-            .await
-            .map_err(stopped(&id))?;
+        let (captured, changes) =
+            interruptible(reading.capture(repo, index.clone(), opts.compression_level))
+                .await
+                .map_err(stopped(&id))?;
         let sequences = catalog::sequences(&client).await?;
         let tables = parent.tables.iter().map(schema_only).collect();
         let (schema_changes, schema_fingerprint) = (
@@ -187,14 +188,14 @@ pub(crate) async fn take(
                 parent.id
             )));
         }
-        repo.write_manifest(&manifest).await
+        Ok((repo.write_manifest(&manifest).await?, changes))
     }
     .await;
     match lock.release_with(outcome).await {
-        Ok(manifest) => {
+        Ok((manifest, changes)) => {
             // The manifest is durable: now, and only now, the slot may forget these changes.
             // If this fails, the next incremental advances it to this one's end first.
-            if let Err(e) = slot::advance(&client, &slot_name, end).await {
+            if let Err(e) = changes.confirm(&client).await {
                 tracing::warn!(
                     "backup {} is complete, but replication slot {slot_name} could not be advanced yet ({e}); the next incremental does it",
                     manifest.id
@@ -242,6 +243,11 @@ async fn check_slot(
             parent.id
         )));
     }
+    if state.active {
+        // A stream just closed (an incremental killed a moment ago) releases it within moments.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let state = slot::state(client, slot_name).await?.unwrap_or(state);
     if state.active {
         return Err(Error::ChangeTracking(format!(
             "replication slot {slot_name} is in use by another session (another incremental backup running?); try again when it is done"
@@ -375,7 +381,9 @@ async fn check_large_objects(client: &Client, base: &Manifest) -> Result<()> {
         .as_ref()
         .map_or((0, 0), |lo| (lo.oids.len(), lo.content_bytes));
     Err(Error::ChangeTracking(format!(
-        "the large objects changed since the chain's full backup {} ({} with {} byte(s) there, {} with {bytes} byte(s) now):          incremental backups do not carry large objects (logical decoding does not see them), and a chain restores them          as its full backup holds them; {NEW_FULL}",
+        "the large objects changed since the chain's full backup {} ({} with {} byte(s) there, {} with {bytes} byte(s) now): \
+         incremental backups do not carry large objects (logical decoding does not see them), and a chain restores them \
+         as its full backup holds them; {NEW_FULL}",
         base.id,
         then.0,
         then.1,
@@ -391,7 +399,7 @@ fn ddl(table: &str, what: &str) -> Error {
 
 /// One capture's inputs.
 struct Reading<'a> {
-    client: &'a Client,
+    settings: &'a ConnectionSettings,
     slot: &'a str,
     publication: &'a str,
     end: Lsn,
@@ -416,19 +424,13 @@ impl Reading<'_> {
         repo: &Repository,
         index: Arc<ChunkIndex>,
         level: i32,
-    ) -> Result<Captured> {
-        let context = || format!("reading the changes of replication slot {}", self.slot);
-        let rows = slot::peek(self.client, self.slot, self.end, self.publication).await?;
-        let mut rows = std::pin::pin!(rows);
+    ) -> Result<(Captured, slot::ChangeStream)> {
+        let mut changes =
+            slot::changes(self.settings, self.slot, self.end, self.publication).await?;
         let writer = StreamWriter::start(repo.clone(), index, level, Box::new(|_, _| {}));
         let mut state = Capture::new(self);
         let mut batch = Vec::with_capacity(BATCH_BYTES + 4096);
-        while let Some(row) = rows.next().await {
-            let row = row.map_err(Error::db(context()))?;
-            let data: &[u8] = row.get(0);
-            let message = pgoutput::parse(data).map_err(|e| {
-                Error::ChangeTracking(format!("undecodable change from slot {}: {e}", self.slot))
-            })?;
+        while let Some(message) = changes.next().await? {
             if let Some(change) = state.take(message)? {
                 batch.extend_from_slice(&change.to_line());
                 if batch.len() >= BATCH_BYTES {
@@ -444,13 +446,14 @@ impl Reading<'_> {
             return Err(writer.abort().await);
         }
         let stored = writer.finish().await?;
-        Ok(Captured {
+        let captured = Captured {
             stored,
             transactions: state.transactions,
             first_commit: state.first_commit,
             last_commit: state.last_commit,
             tables: state.tables,
-        })
+        };
+        Ok((captured, changes))
     }
 }
 

@@ -7,12 +7,15 @@
 //! after the full) just before its snapshot (in between, `reuse` reads what the previous
 //! chain's slot still holds). The previous chain's slot is dropped only once the new full's
 //! manifest is durable; a full that fails drops its new slot, and one killed leaves it to the
-//! next full, which drops every slot no backup continues. Incrementals read their chain's
-//! slot and advance it; health reports the WAL it retains.
+//! next full, which drops every slot no backup continues. Incrementals stream their chain's
+//! slot over a replication connection and confirm what they stored; health reports the WAL
+//! it retains.
 
+use super::pgoutput::{self, Message};
 use crate::config::IncrementalConfig;
 use crate::error::{Error, Result};
 use crate::pg::catalog::USER_RELATION;
+use crate::pg::replication::{Event, LogicalStream};
 use crate::pg::{ConnectionSettings, session};
 use crate::repository::changes::Lsn;
 use crate::repository::manifest::{IncrementalInfo, Manifest, NotExact, Stream, quote_ident};
@@ -36,26 +39,39 @@ fn parse_lsn(text: &str) -> Result<Lsn> {
 }
 
 /// Opens a session for change tracking and checks the server allows it: `wal_level =
-/// logical`, a role with REPLICATION, a UTF8 database.
+/// logical`, WAL senders for the replication connection, a role with REPLICATION, a UTF8
+/// database.
 pub async fn open_checked(settings: &ConnectionSettings) -> Result<Client> {
     let client = session::open(settings, "", "preparing change tracking").await?;
     let row = client
         .query_one(
             "SELECT current_setting('wal_level'), current_user::text, \
                (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), \
-               pg_encoding_to_char(d.encoding)::text \
+               pg_encoding_to_char(d.encoding)::text, current_setting('max_wal_senders')::int \
              FROM pg_database d WHERE d.datname = current_database()",
             &[],
         )
         .await
         .map_err(Error::db("checking change tracking's prerequisites"))?;
-    let (wal_level, user, replication, encoding): (String, String, Option<bool>, String) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (wal_level, user, replication, encoding, senders): (
+        String,
+        String,
+        Option<bool>,
+        String,
+        i32,
+    ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
     if wal_level != "logical" {
         return Err(Error::ChangeTracking(format!(
             "change tracking ([incremental] enabled) needs wal_level = logical, and the server has wal_level = {wal_level}; \
              as a superuser run `ALTER SYSTEM SET wal_level = logical` and restart PostgreSQL, or set [incremental] enabled = false"
         )));
+    }
+    if senders == 0 {
+        return Err(Error::ChangeTracking(
+            "change tracking streams the changes over a replication connection, and the server has max_wal_senders = 0; \
+             as a superuser run `ALTER SYSTEM SET max_wal_senders = 10` and restart PostgreSQL, or set [incremental] enabled = false"
+                .into(),
+        ));
     }
     if replication != Some(true) {
         return Err(Error::ChangeTracking(format!(
@@ -484,7 +500,9 @@ pub async fn create(client: &Client, slot: &str, temporary: bool) -> Result<Lsn>
 }
 
 /// The changes a slot holds up to `end`, one `pgoutput` message per row, without consuming
-/// them (the slot stays where it is).
+/// them (the slot stays where it is). The server decodes them all before the first row leaves
+/// it, so an incremental streams instead ([`changes`]); the reuse proof peeks, as its bridge is
+/// a temporary slot that only the session that made it can read.
 pub async fn peek(
     client: &Client,
     slot: &str,
@@ -504,6 +522,123 @@ pub async fn peek(
         .map_err(Error::db(format!(
             "reading the changes of replication slot {slot}"
         )))
+}
+
+/// A slot's changes before `end`, streamed over a replication connection as the server decodes
+/// them (decoding and storing overlap). Nothing is consumed: the slot's confirmed position
+/// moves only through [`ChangeStream::confirm`], once what was read is safe.
+pub struct ChangeStream {
+    stream: LogicalStream,
+    slot: String,
+    end: Lsn,
+    done: bool,
+}
+
+/// Starts streaming `slot`'s changes from its confirmed position up to `end` through
+/// `pgoutput` and `publication`, under the settings every Larder session uses (the values'
+/// text depends on them).
+pub async fn changes(
+    settings: &ConnectionSettings,
+    slot: &str,
+    end: Lsn,
+    publication: &str,
+) -> Result<ChangeStream> {
+    let connection = settings
+        .connect_replication(session::SESSION_SETTINGS)
+        .await?;
+    let names = quote_ident(publication);
+    let options = [
+        ("proto_version", "1"),
+        ("publication_names", names.as_str()),
+    ];
+    // 0/0: from where the slot is confirmed.
+    let stream = connection
+        .start_logical(slot, Lsn(0), &options)
+        .await
+        .map_err(|e| reading(slot, e))?;
+    Ok(ChangeStream {
+        stream,
+        slot: slot.to_string(),
+        end,
+        done: false,
+    })
+}
+
+fn reading(slot: &str, e: String) -> Error {
+    Error::ChangeTracking(format!(
+        "reading the changes of replication slot {slot}: {e}"
+    ))
+}
+
+impl ChangeStream {
+    /// The next `pgoutput` message of a transaction committed before the end; None once all
+    /// are read. Transactions arrive in commit order, so the first one committed at or after
+    /// the end, or a keepalive saying everything up to the end was decoded, ends the read.
+    pub async fn next(&mut self) -> Result<Option<Message>> {
+        while !self.done {
+            match self
+                .stream
+                .next()
+                .await
+                .map_err(|e| reading(&self.slot, e))?
+            {
+                Event::Keepalive { wal_end, .. } if wal_end >= self.end => self.done = true,
+                // Answering lets the server ping again the next time it has caught up.
+                Event::Keepalive { .. } => self
+                    .stream
+                    .status(Lsn(0), None)
+                    .await
+                    .map_err(|e| reading(&self.slot, e))?,
+                Event::Data { data, .. } => {
+                    let message = pgoutput::parse(&data).map_err(|e| {
+                        Error::ChangeTracking(format!(
+                            "undecodable change from slot {}: {e}",
+                            self.slot
+                        ))
+                    })?;
+                    match message {
+                        Message::Begin { final_lsn, .. } if final_lsn >= self.end => {
+                            self.done = true
+                        }
+                        message => return Ok(Some(message)),
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Moves the slot's confirmed position to the end (the changes before it are in a durable
+    /// backup) with a status update on the stream, which costs the server nothing, where
+    /// `pg_replication_slot_advance` would decode the WAL again; then closes the stream and
+    /// waits until the server has released the slot. Falls back to the advance when the update
+    /// did not take.
+    pub async fn confirm(mut self, client: &Client) -> Result<()> {
+        let (slot, end) = (self.slot.clone(), self.end);
+        let sent = self.stream.status(end, Some(end)).await;
+        self.stream.close().await;
+        let state = released(client, &slot).await?;
+        if sent.is_ok() && state.as_ref().and_then(|s| s.confirmed) == Some(end) {
+            return Ok(());
+        }
+        tracing::debug!("the status update did not confirm {end} to slot {slot}: advancing it");
+        advance(client, &slot, end).await
+    }
+}
+
+/// The slot's state once no session holds it (a closed stream's server process exits within
+/// moments), or after 10 seconds whatever it is.
+async fn released(client: &Client, slot: &str) -> Result<Option<SlotState>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let state = state(client, slot).await?;
+        match &state {
+            Some(s) if s.active && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await
+            }
+            _ => return Ok(state),
+        }
+    }
 }
 
 /// The slot's state; None when it does not exist.
