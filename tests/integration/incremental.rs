@@ -336,8 +336,9 @@ async fn an_incremental_holds_exactly_the_changes_since_the_full_even_across_a_k
         );
     }
 
-    // A large transaction, and an incremental killed while it reads it: no backup is left
-    // and the slot has not moved, so the next incremental carries every change.
+    // A large transaction, and an incremental whose replication stream the server ends (its
+    // process terminated, as a server going away does), then one killed while it reads: no
+    // backup is left and the slot has not moved, so the next incremental carries every change.
     db.batch_execute(
         "INSERT INTO accounts VALUES (101, 1), (102, 2), (103, 3);
          INSERT INTO ticks (pad) SELECT repeat('x', 200) FROM generate_series(1, 300000);",
@@ -345,40 +346,63 @@ async fn an_incremental_holds_exactly_the_changes_since_the_full_even_across_a_k
     .await
     .expect("a large transaction");
     let before = env.repo().await.backup_ids().await.unwrap();
-    let child = env
-        .cli()
-        .args(["backup", "create", "--type", "incremental", "-n", "killed"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start backup-cli");
-    let deadline = Instant::now() + Duration::from_secs(30);
     // The slot is active once the incremental's replication stream holds it.
     let streaming = format!(
         "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND active",
         base.slot
     );
-    while scalar(&db, &streaming).await == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the incremental never read the slot"
+    for server_ends_it in [true, false] {
+        let child = env
+            .cli()
+            .args(["backup", "create", "--type", "incremental", "-n", "interrupted"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start backup-cli");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while scalar(&db, &streaming).await == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the incremental never read the slot"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if server_ends_it {
+            db.execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&base.slot],
+            )
+            .await
+            .expect("terminate the stream's server process");
+        } else {
+            send(&child, "KILL");
+        }
+        let out = finish(child).await;
+        if server_ends_it {
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+            let said = text(&out);
+            assert!(
+                said.contains(&format!(
+                    "reading the changes of replication slot {}",
+                    base.slot
+                )) && said.contains("terminating connection"),
+                "the failure names the slot and the server's reason:\n{said}"
+            );
+        } else {
+            assert!(!out.status.success());
+        }
+        assert_eq!(
+            env.repo().await.backup_ids().await.unwrap(),
+            before,
+            "no visible backup"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        wait_slot_free(&env, &base.slot).await;
+        assert_eq!(
+            slot_confirmed(&env, &base.slot).await,
+            Some(i1.end_lsn),
+            "the slot did not move"
+        );
     }
-    send(&child, "KILL");
-    let killed = finish(child).await;
-    assert!(!killed.status.success());
-    assert_eq!(
-        env.repo().await.backup_ids().await.unwrap(),
-        before,
-        "no visible backup"
-    );
-    wait_slot_free(&env, &base.slot).await;
-    assert_eq!(
-        slot_confirmed(&env, &base.slot).await,
-        Some(i1.end_lsn),
-        "the slot did not move"
-    );
 
     let child = env
         .cli()
