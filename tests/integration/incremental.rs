@@ -354,7 +354,14 @@ async fn an_incremental_holds_exactly_the_changes_since_the_full_even_across_a_k
     for server_ends_it in [true, false] {
         let child = env
             .cli()
-            .args(["backup", "create", "--type", "incremental", "-n", "interrupted"])
+            .args([
+                "backup",
+                "create",
+                "--type",
+                "incremental",
+                "-n",
+                "interrupted",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -141,13 +141,32 @@ async fn the_database_owner_replaces_its_database_whole_and_by_table_without_sup
 async fn the_owner_restores_missing_rows_and_with_createdb_a_new_database() {
     let (env, _) = owned_kitchen("kitchen_pantry").await;
     let db = env.client().await;
-    // The owner may not truncate organizations: a new-database restore cannot load it frozen
-    // (that empties it first, in the loading transaction) and loads it as before.
-    db.batch_execute("REVOKE TRUNCATE ON organizations FROM kitchen_pantry_user")
-        .await
-        .expect("revoke");
+    // organizations and contacts made big enough to load frozen (a table under 1 MiB is not
+    // worth the TRUNCATE), and the owner may not truncate organizations: a new-database
+    // restore cannot load it frozen (FREEZE empties it first, in the loading transaction) and
+    // loads it as before.
+    db.batch_execute(
+        "SET ROLE kitchen_pantry_user;
+         INSERT INTO organizations (name, industry, city)
+           SELECT 'organization ' || g || ' ' || md5(g::text), 'wholesale', 'Lyon' FROM generate_series(1, 20000) g;
+         INSERT INTO contacts (organization_id, first_name, last_name, notes)
+           SELECT (SELECT min(id) FROM organizations), 'first ' || g, 'last ' || g, md5(g::text)
+           FROM generate_series(1, 20000) g;
+         RESET ROLE;
+         REVOKE TRUNCATE ON organizations FROM kitchen_pantry_user",
+    )
+    .await
+    .expect("big tables, one the owner may not truncate");
     let out = env.run_json_as(OWNER, &["backup", "create", "-n", "no-truncate"]);
     let id = out["backup"]["id"].as_str().expect("id");
+    let stored = env.repo().await.read_manifest(id).await.expect("manifest");
+    for table in ["organizations", "contacts"] {
+        let bytes = stored.find_table(table).expect("table").logical_bytes;
+        assert!(
+            bytes >= 1 << 20,
+            "{table} is big enough to load frozen: {bytes} bytes"
+        );
+    }
     let manifest = env.repo().await.read_manifest(id).await.expect("manifest");
     db.batch_execute("DELETE FROM order_items WHERE order_id % 4 = 0")
         .await

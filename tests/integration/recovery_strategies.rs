@@ -167,7 +167,18 @@ async fn missing_rows_restores_exactly_the_deleted_rows_and_keeps_newer_work() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_database_is_loaded_frozen_and_analyzed_with_every_row_restored() {
-    let (env, manifest) = kitchen("frozenload").await;
+    let env = TestEnv::start("frozenload").await;
+    env.load_kitchen_pantry(0.002).await;
+    // One table big enough to load frozen; the sample's are smaller than that at this scale.
+    env.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE ledger (id int PRIMARY KEY, entry text);
+             INSERT INTO ledger SELECT g, repeat(md5(g::text), 2) FROM generate_series(1, 25000) g",
+        )
+        .await
+        .expect("a big table");
+    let manifest = env.backup("baseline").await;
     let before = env.all_rows("frozenload", &manifest).await;
     env.run_ok(&[
         "recovery",
@@ -189,7 +200,32 @@ async fn a_new_database_is_loaded_frozen_and_analyzed_with_every_row_restored() 
         .expect("pg_visibility");
     let loaded: Vec<_> = manifest.tables.iter().filter(|t| t.rows > 0).collect();
     assert!(loaded.len() >= 4, "the sample has data in several tables");
-    for table in loaded {
+    // A table of less than 1 MiB is loaded as it is (its new files would cost more than its
+    // vacuum and hint bits), analyzed all the same.
+    let (big, small): (Vec<_>, Vec<_>) =
+        loaded.into_iter().partition(|t| t.logical_bytes >= 1 << 20);
+    assert!(big.iter().any(|t| t.name == "ledger"), "ledger is big");
+    assert!(!small.is_empty());
+    for table in &small {
+        let regclass = format!("'{}'::regclass", table.qualified().replace('\'', "''"));
+        let analyzed = scalar(
+            &restored,
+            &format!(
+                "SELECT count(*) FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
+                 WHERE s.relid = {regclass} AND s.last_analyze IS NOT NULL AND c.reltuples = {}",
+                table.rows
+            ),
+        )
+        .await;
+        assert_eq!(analyzed, 1, "{}: analyzed", table.name);
+        let frozen = scalar(
+            &restored,
+            &format!("SELECT all_frozen FROM pg_visibility_map_summary({regclass})"),
+        )
+        .await;
+        assert_eq!(frozen, 0, "{}: small, not loaded frozen", table.name);
+    }
+    for table in big {
         assert_eq!(table.parts.len(), 1, "{}: one stored range", table.name);
         let regclass = format!("'{}'::regclass", table.qualified().replace('\'', "''"));
         // COPY … FREEZE wrote every page all-visible and all-frozen (a vacuum of freshly

@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio_postgres::Client;
 
+/// The smallest table (COPY text bytes) loaded with `COPY … FREEZE`.
+const FREEZE_MIN_BYTES: u64 = 1 << 20;
+
 /// Restores into a database created for it under a temporary name, renamed to the destination's
 /// name once built and verified; dropped again if anything fails or a signal stops it.
 pub(super) async fn run(job: &Job, steps: &Progression) -> Result<Outcome> {
@@ -152,7 +155,9 @@ async fn build(job: &Job, steps: &Progression, partial: &str) -> Result<Outcome>
         })
         .await?;
     // A table stored in one range is loaded in one transaction, so it can be loaded frozen
-    // (`load::range`); a table whose ranges load on several sessions cannot.
+    // (`load::range`); a table whose ranges load on several sessions cannot, and a small one
+    // is not worth it: the TRUNCATE FREEZE needs gives the table new files, which costs more
+    // than its vacuum and hint bits would (BENCHMARKS, "COPY … FREEZE").
     let freezable = catalog::freezable(&main, &names).await?;
     let frozen: HashSet<usize> = job
         .plan
@@ -161,7 +166,9 @@ async fn build(job: &Job, steps: &Progression, partial: &str) -> Result<Outcome>
         .copied()
         .filter(|&t| {
             let table = &job.manifest.tables[t];
-            table.parts.len() == 1 && freezable.contains(&table.qualified())
+            table.parts.len() == 1
+                && table.logical_bytes >= FREEZE_MIN_BYTES
+                && freezable.contains(&table.qualified())
         })
         .collect();
     let event_triggers = post.take_event_triggers();
