@@ -235,24 +235,24 @@ async fn copy_stream(
     loading: &str,
     bar: &ProgressBar,
 ) -> Result<u64> {
-    let sink = client
-        .copy_in::<_, Bytes>(copy_in)
-        .await
-        .map_err(Error::db(loading.to_string()))?;
-    let mut sink = std::pin::pin!(sink);
     let mut chunks = futures_util::stream::iter(stream.chunks.clone())
         .map(|chunk| {
             let (repo, context) = (repo.clone(), context.to_string());
             async move { repo.read_chunk(&chunk, &context).await }
         })
         .buffered(2);
-    while let Some(data) = chunks.next().await {
+    // The first chunks are read while the server opens the COPY.
+    let (sink, mut next) = futures_util::join!(client.copy_in::<_, Bytes>(copy_in), chunks.next());
+    let sink = sink.map_err(Error::db(loading.to_string()))?;
+    let mut sink = std::pin::pin!(sink);
+    while let Some(data) = next {
         let data = data?;
         let len = data.len() as u64;
         sink.send(Bytes::from(data))
             .await
             .map_err(Error::db(loading.to_string()))?;
         Progress::advance(bar, len);
+        next = chunks.next().await;
     }
     sink.as_mut()
         .finish()
