@@ -468,25 +468,39 @@ async fn an_incremental_holds_exactly_the_changes_since_the_full_even_across_a_k
     assert!(table.contains("full (chain base)"), "{table}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tracking_refuses_a_server_without_logical_wal_level_and_says_how() {
+/// Starts a cluster with `setting = value`, checks a full backup with tracking is refused
+/// (`change_tracking`) with a message holding each of `said`, and that nothing was stored.
+async fn refused_with(dbname: &str, setting: &str, value: &str, said: &[&str]) -> TestEnv {
     let setup = ClusterSetup {
-        settings: vec![("wal_level".into(), "replica".into())],
+        settings: vec![(setting.into(), value.into())],
         ..ClusterSetup::default()
     };
-    let env = TestEnv::start_with("incr_wal", setup, "disable").await;
+    let env = TestEnv::start_with(dbname, setup, "disable").await;
     env.write_config(&config(&env, "enabled = true"));
     let out = env.run(&["--json", "backup", "create"]);
     assert_eq!(out.status.code(), Some(1));
     let e = envelope(&out);
     assert_eq!(e["kind"], "change_tracking", "{e}");
-    let message = e["error"].as_str().unwrap();
-    assert!(message.contains("wal_level = logical"), "{message}");
-    assert!(
-        message.contains("ALTER SYSTEM SET wal_level = logical"),
-        "{message}"
-    );
-    assert!(env.repo().await.backup_ids().await.unwrap().is_empty());
+    let message = e["error"].as_str().expect("an error message");
+    for part in said {
+        assert!(message.contains(part), "{message}");
+    }
+    assert!(env.repo().await.backup_ids().await.expect("ids").is_empty());
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_refuses_a_server_without_logical_wal_level_and_says_how() {
+    let env = refused_with(
+        "incr_wal",
+        "wal_level",
+        "replica",
+        &[
+            "wal_level = logical",
+            "ALTER SYSTEM SET wal_level = logical",
+        ],
+    )
+    .await;
     // An incremental is refused the same way.
     env.write_config(&config(&env, "enabled = false"));
     let said = env.run_failing(&["backup", "create", "--type", "incremental"]);
@@ -495,23 +509,13 @@ async fn tracking_refuses_a_server_without_logical_wal_level_and_says_how() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracking_refuses_a_server_without_wal_senders_and_says_how() {
-    let setup = ClusterSetup {
-        settings: vec![("max_wal_senders".into(), "0".into())],
-        ..ClusterSetup::default()
-    };
-    let env = TestEnv::start_with("incr_senders", setup, "disable").await;
-    env.write_config(&config(&env, "enabled = true"));
-    let out = env.run(&["--json", "backup", "create"]);
-    assert_eq!(out.status.code(), Some(1));
-    let e = envelope(&out);
-    assert_eq!(e["kind"], "change_tracking", "{e}");
-    let message = e["error"].as_str().expect("an error message");
-    assert!(message.contains("max_wal_senders = 0"), "{message}");
-    assert!(
-        message.contains("ALTER SYSTEM SET max_wal_senders"),
-        "{message}"
-    );
-    assert!(env.repo().await.backup_ids().await.expect("ids").is_empty());
+    refused_with(
+        "incr_senders",
+        "max_wal_senders",
+        "0",
+        &["max_wal_senders = 0", "ALTER SYSTEM SET max_wal_senders"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -448,17 +448,11 @@ impl Repository {
     ) -> Result<Vec<u8>> {
         let stored = target.get(key).await.map_err(|e| e.at(key, context))?;
         let check = self.chunk_check();
-        // A small chunk is checked here: handing it to a blocking thread and back costs more
-        // than hashing and decompressing it (a restore of thousands of small tables).
-        if stored.len() <= INLINE_CHECK_BYTES {
-            return check.check_owned(key, chunk, Vec::from(stored), context);
-        }
         let (key, chunk, context) = (key.to_string(), chunk.clone(), context.to_string());
-        tokio::task::spawn_blocking(move || {
+        verify(stored.len(), move || {
             check.check_owned(&key, &chunk, Vec::from(stored), &context)
         })
         .await
-        .map_err(|e| Error::Internal(format!("chunk verification worker failed: {e}")))?
     }
 
     /// A chunk as stored on `target` and its verified plain bytes.
@@ -471,19 +465,13 @@ impl Repository {
     ) -> Result<(Bytes, Vec<u8>)> {
         let stored = target.get(key).await.map_err(|e| e.at(key, context))?;
         let check = self.chunk_check();
-        if stored.len() <= INLINE_CHECK_BYTES {
-            return check
-                .check(key, chunk, &stored, context)
-                .map(|plain| (stored, plain));
-        }
         let (key, chunk, context) = (key.to_string(), chunk.clone(), context.to_string());
-        tokio::task::spawn_blocking(move || {
+        verify(stored.len(), move || {
             check
                 .check(&key, &chunk, &stored, &context)
                 .map(|plain| (stored, plain))
         })
         .await
-        .map_err(|e| Error::Internal(format!("chunk verification worker failed: {e}")))?
     }
 
     /// Copies a stored chunk to `dest` as it is, after checking it (nothing corrupt is
@@ -888,6 +876,21 @@ fn open_failed(key: &str, context: &str, why: OpenError) -> Error {
 
 /// Stored chunks up to this size are verified on the calling thread, not a blocking one.
 const INLINE_CHECK_BYTES: usize = 64 << 10;
+
+/// Runs a chunk's verification (hash, decompression) of `stored` bytes: on a blocking thread,
+/// or here for a small chunk, where handing it to a blocking thread and back costs more than
+/// the work (a restore of thousands of small tables).
+async fn verify<T: Send + 'static>(
+    stored: usize,
+    check: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    if stored <= INLINE_CHECK_BYTES {
+        return check();
+    }
+    tokio::task::spawn_blocking(check)
+        .await
+        .map_err(|e| Error::Internal(format!("chunk verification worker failed: {e}")))?
+}
 
 thread_local! {
     /// This thread's decompression context, kept for its next chunk: creating one per chunk

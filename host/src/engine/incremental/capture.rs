@@ -243,11 +243,14 @@ async fn check_slot(
             parent.id
         )));
     }
-    if state.active {
-        // A stream just closed (an incremental killed a moment ago) releases it within moments.
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
-    let state = slot::state(client, slot_name).await?.unwrap_or(state);
+    // A stream just closed (an incremental killed a moment ago) releases it within moments.
+    let state = if state.active {
+        slot::released(client, slot_name, std::time::Duration::from_secs(2))
+            .await?
+            .unwrap_or(state)
+    } else {
+        state
+    };
     if state.active {
         return Err(Error::ChangeTracking(format!(
             "replication slot {slot_name} is in use by another session (another incremental backup running?); try again when it is done"

@@ -617,7 +617,7 @@ impl ChangeStream {
         let (slot, end) = (self.slot.clone(), self.end);
         let sent = self.stream.status(end, Some(end)).await;
         self.stream.close().await;
-        let state = released(client, &slot).await?;
+        let state = released(client, &slot, std::time::Duration::from_secs(10)).await?;
         if sent.is_ok() && state.as_ref().and_then(|s| s.confirmed) == Some(end) {
             return Ok(());
         }
@@ -627,9 +627,13 @@ impl ChangeStream {
 }
 
 /// The slot's state once no session holds it (a closed stream's server process exits within
-/// moments), or after 10 seconds whatever it is.
-async fn released(client: &Client, slot: &str) -> Result<Option<SlotState>> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+/// moments), or after `within` whatever it is.
+pub async fn released(
+    client: &Client,
+    slot: &str,
+    within: std::time::Duration,
+) -> Result<Option<SlotState>> {
+    let deadline = std::time::Instant::now() + within;
     loop {
         let state = state(client, slot).await?;
         match &state {
