@@ -50,6 +50,30 @@ async fn fifteen_hundred_tables_back_up_and_restore_on_servers_with_a_small_lock
     let manifest = source.backup("many").await;
     assert_eq!(manifest.tables.len(), TABLES);
     assert_eq!(manifest.sequences.len(), TABLES);
+    // Small tables are stored together: windows on a few shared chunks, not a file each.
+    assert_eq!(manifest.format, 2);
+    assert!(
+        manifest
+            .tables
+            .iter()
+            .all(|t| t.parts.iter().all(|p| p.skip.is_some())),
+        "every table is a window"
+    );
+    let chunks: std::collections::HashSet<&str> = manifest
+        .tables
+        .iter()
+        .flat_map(|t| &t.parts)
+        .flat_map(|p| &p.chunks)
+        .map(|c| c.id.as_str())
+        .collect();
+    assert!(
+        chunks.len() < 10,
+        "{} chunks for {TABLES} tables",
+        chunks.len()
+    );
+    // Validation reads each window from its shared chunk and checks every table's rows.
+    let report = reported(&source.run(&["--json", "backup", "validate", &manifest.id]));
+    assert_eq!(report["ok"], true, "{report:#}");
 
     // max_locks_per_transaction = 10 (about 800 locks), where creating the schema in one
     // transaction takes a lock per table and per TOAST table (3,000).

@@ -29,7 +29,7 @@ use crate::repository::lock::RepoLock;
 use crate::repository::manifest::{
     BackupType, DatabaseProperty, Digests, LargeObjects, Manifest, SourceInfo, Stream, TableEntry,
 };
-use crate::repository::stream::{BATCH_BYTES, Stored, StreamWriter, store_bytes};
+use crate::repository::stream::{BATCH_BYTES, ChunkObserver, Stored, StreamWriter, store_bytes};
 use crate::repository::{ChunkIndex, Repository};
 use crate::targets::Target;
 use chrono::Utc;
@@ -51,6 +51,8 @@ struct PartJob {
     sql: String,
     label: String,
     estimate: u64,
+    /// The part is the whole table (not one of its block ranges).
+    whole: bool,
 }
 
 /// Takes a backup; a failure is also recorded as an event for `monitor health` and alerts.
@@ -349,7 +351,7 @@ async fn take_dump(
     let outcome = match written {
         Ok(streams) => {
             let manifest = Manifest {
-                format: crate::repository::FORMAT_VERSION,
+                format: Manifest::format_for(&streams.tables),
                 id: id.clone(),
                 name: opts.name.clone().unwrap_or_else(|| {
                     format!(
@@ -643,6 +645,7 @@ impl Run<'_> {
             sql: catalog::large_object_copy(None),
             label: format!("{count} large objects"),
             estimate,
+            whole: true,
         };
         let overall = ProgressBar::hidden(); // the tables' overall bar does not count these
         let bar = self.progress.item(&job.label, estimate);
@@ -709,7 +712,7 @@ impl Run<'_> {
             checks.clone(),
         );
         let level = opts.compression_level;
-        let copy = move |client: Arc<tokio_postgres::Client>, job: PartJob| {
+        let copy = move |client: Arc<tokio_postgres::Client>, unit: Vec<PartJob>| {
             let (repo, index, progress, overall, checks, snapshot_id) = (
                 repo.clone(),
                 index.clone(),
@@ -719,29 +722,45 @@ impl Run<'_> {
                 snapshot_id.clone(),
             );
             async move {
-                let bar = progress.item(&job.label, job.estimate);
-                let read = snapshot::next_read(&client, &snapshot_id, &job.relation);
-                let stored = copy_part(
-                    &client,
-                    (&repo, &index, level),
-                    &job,
-                    (&bar, &overall),
-                    checks.as_deref(),
-                    read,
-                )
-                .await?;
+                let sink = (&repo, &index, level);
+                let checks = checks.as_deref();
+                let (label, estimate) = match unit.as_slice() {
+                    [job] => (job.label.clone(), job.estimate),
+                    jobs => (
+                        format!("{} small tables", jobs.len()),
+                        jobs.iter().map(|j| j.estimate).sum(),
+                    ),
+                };
+                let bar = progress.item(&label, estimate);
+                let bars = (&bar, &overall);
+                let stored = match unit.as_slice() {
+                    [job] => {
+                        let read = snapshot::next_read(&client, &snapshot_id, &job.relation);
+                        vec![copy_part(&client, sink, job, bars, checks, read).await?]
+                    }
+                    jobs => {
+                        copy_small_tables((&client, &snapshot_id), sink, jobs, bars, checks).await?
+                    }
+                };
                 bar.finish_and_clear();
-                Ok((job.table, job.part, stored))
+                Ok(unit
+                    .iter()
+                    .zip(stored)
+                    .map(|(job, stored)| (job.table, job.part, stored))
+                    .collect::<Vec<_>>())
             }
         };
         let results = pool::run(
             opts.jobs,
-            jobs,
+            group_small_tables(jobs),
             open,
             copy,
             ("backup worker", Error::Internal),
         )
-        .await?;
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
         overall.finish_and_clear();
         let runs = checks.map(|c| c.runs()).unwrap_or_default();
         Ok((results, runs))
@@ -770,6 +789,7 @@ fn plan_parts(tables: &[DataTable], jobs: usize, split_bytes: Option<u64>) -> Ve
                 ),
                 label: t.qualified(),
                 estimate: bytes,
+                whole: true,
             });
             continue;
         }
@@ -791,6 +811,7 @@ fn plan_parts(tables: &[DataTable], jobs: usize, split_bytes: Option<u64>) -> Ve
                 sql,
                 label: t.qualified(),
                 estimate: bytes,
+                whole: true,
             });
             continue;
         }
@@ -815,11 +836,57 @@ fn plan_parts(tables: &[DataTable], jobs: usize, split_bytes: Option<u64>) -> Ve
                 ),
                 label: format!("{} [{}/{ranges}]", t.qualified(), part + 1),
                 estimate: bytes / ranges,
+                whole: false,
             });
         }
     }
     out.sort_by_key(|job| std::cmp::Reverse(job.estimate));
     out
+}
+
+/// Tables whose whole data (by their relation size) is below this are stored together, as
+/// windows on shared chunks: a chunk file each would make a backup of thousands of small
+/// tables wait on the file system's inode allocation, and compress each alone, poorly.
+const SMALL_TABLE_BYTES: u64 = 256 << 10;
+
+/// Relation bytes of small tables stored by one worker in one go (several chunks).
+const SMALL_TABLES_BATCH_BYTES: u64 = 4 << 20;
+
+/// Groups the whole small tables' jobs into batches, in the catalog's order (so a restore
+/// that loads them in that order reads each shared chunk once); every other job is a unit
+/// of its own. Big jobs first, as `plan_parts` ordered them.
+fn group_small_tables(jobs: Vec<PartJob>) -> Vec<Vec<PartJob>> {
+    let (mut small, big): (Vec<PartJob>, Vec<PartJob>) = jobs
+        .into_iter()
+        .partition(|j| j.whole && j.estimate < SMALL_TABLE_BYTES);
+    small.sort_by_key(|j| j.table);
+    let mut units: Vec<Vec<PartJob>> = big.into_iter().map(|j| vec![j]).collect();
+    let mut batch: Vec<PartJob> = Vec::new();
+    let mut batched = 0;
+    for job in small {
+        batched += job.estimate.max(1);
+        batch.push(job);
+        if batched >= SMALL_TABLES_BATCH_BYTES {
+            units.push(std::mem::take(&mut batch));
+            batched = 0;
+        }
+    }
+    if !batch.is_empty() {
+        units.push(batch);
+    }
+    units
+}
+
+/// The progress observer of one stream writer: rows on the item's bar, bytes on both.
+fn observe((bar, overall): (&ProgressBar, &ProgressBar)) -> ChunkObserver {
+    let rows = Arc::new(AtomicU64::new(0));
+    let (bar, overall) = (bar.clone(), overall.clone());
+    Box::new(move |chunk_rows: u64, bytes: u64| {
+        let total = rows.fetch_add(chunk_rows, Ordering::Relaxed) + chunk_rows;
+        bar.set_message(format!("{total} rows"));
+        Progress::advance(&bar, bytes);
+        Progress::advance(&overall, bytes);
+    })
 }
 
 /// Copies one part into a stream of the repository. `read` (the read's transaction and lock,
@@ -830,26 +897,63 @@ async fn copy_part(
     client: &tokio_postgres::Client,
     (repo, index, level): (&Repository, &Arc<ChunkIndex>, i32),
     job: &PartJob,
-    (bar, overall): (&ProgressBar, &ProgressBar),
+    bars: (&ProgressBar, &ProgressBar),
     checks: Option<&RowChecks>,
     read: impl std::future::Future<Output = Result<()>>,
 ) -> Result<Stored> {
+    let writer = StreamWriter::start(repo.clone(), index.clone(), level, observe(bars));
+    if let Err(e) = copy_into(client, &writer, job, checks, read).await {
+        return Err(writer.failed(e).await);
+    }
+    let stored = writer.finish().await?;
+    if let Some(checks) = checks {
+        checks.part_done(job.table, stored.stream.rows).await;
+    }
+    Ok(stored)
+}
+
+/// Copies small whole tables one after another into one stream, each table a window on it
+/// (see [`SMALL_TABLE_BYTES`]); each table is read under its own lock, as `copy_part` reads.
+async fn copy_small_tables(
+    (client, snapshot_id): (&tokio_postgres::Client, &str),
+    (repo, index, level): (&Repository, &Arc<ChunkIndex>, i32),
+    jobs: &[PartJob],
+    bars: (&ProgressBar, &ProgressBar),
+    checks: Option<&RowChecks>,
+) -> Result<Vec<Stored>> {
+    let writer = StreamWriter::start_windows(repo.clone(), index.clone(), level, observe(bars));
+    for job in jobs {
+        let read = snapshot::next_read(client, snapshot_id, &job.relation);
+        let copied = match copy_into(client, &writer, job, checks, read).await {
+            Ok(()) => writer.mark().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = copied {
+            return Err(writer.failed(e).await);
+        }
+    }
+    let stored = writer.finish_windows().await?;
+    if let Some(checks) = checks {
+        for (job, stored) in jobs.iter().zip(&stored) {
+            checks.part_done(job.table, stored.stream.rows).await;
+        }
+    }
+    Ok(stored)
+}
+
+/// Runs one part's COPY (after `read`, see `copy_part`) and hands its rows to `writer`.
+async fn copy_into(
+    client: &tokio_postgres::Client,
+    writer: &StreamWriter,
+    job: &PartJob,
+    checks: Option<&RowChecks>,
+    read: impl std::future::Future<Output = Result<()>>,
+) -> Result<()> {
     let context = || format!("copying {}", job.label);
-    let rows = Arc::new(AtomicU64::new(0));
-    let observer = {
-        let (bar, overall, rows) = (bar.clone(), overall.clone(), rows.clone());
-        Box::new(move |chunk_rows: u64, bytes: u64| {
-            let total = rows.fetch_add(chunk_rows, Ordering::Relaxed) + chunk_rows;
-            bar.set_message(format!("{total} rows"));
-            Progress::advance(&bar, bytes);
-            Progress::advance(&overall, bytes);
-        })
-    };
     let (read, stream) = tokio::join!(read, client.copy_out(job.sql.as_str()));
     read?;
     let stream = stream.map_err(Error::db(context()))?;
     let mut stream = std::pin::pin!(stream);
-    let writer = StreamWriter::start(repo.clone(), index.clone(), level, observer);
     // COPY rows arrive as shared slices of the connection's read buffer: batch them without
     // copying; the chunking thread copies each byte once, into its window.
     let mut batch = Vec::new();
@@ -860,22 +964,13 @@ async fn copy_part(
         batch.push(piece);
         if batched >= BATCH_BYTES {
             batched = 0;
-            if send(&writer, std::mem::take(&mut batch), job, checks)
-                .await
-                .is_err()
-            {
-                return Err(writer.abort().await);
-            }
+            send(writer, std::mem::take(&mut batch), job, checks).await?;
         }
     }
-    if !batch.is_empty() && send(&writer, batch, job, checks).await.is_err() {
-        return Err(writer.abort().await);
+    if !batch.is_empty() {
+        send(writer, batch, job, checks).await?;
     }
-    let stored = writer.finish().await?;
-    if let Some(checks) = checks {
-        checks.part_done(job.table, stored.stream.rows).await;
-    }
-    Ok(stored)
+    Ok(())
 }
 
 /// Hands a batch of rows to the chunking thread and, at the same time, to the validators

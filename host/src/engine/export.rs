@@ -168,8 +168,8 @@ pub async fn export(
             .as_bytes(),
         )?;
         for part in &table.parts {
-            for chunk in &part.chunks {
-                w.put(&repo.read_chunk(chunk, &context).await?)?;
+            for piece in part.pieces() {
+                w.put(&repo.read_piece(piece, part.is_window(), &context).await?)?;
             }
         }
         w.put(b"\\.\n")?;

@@ -82,6 +82,43 @@ pub struct Stream {
     /// Order-independent checksum of the lines (see [`crate::repository::chunker::RowChecksum`]).
     pub checksum: String,
     pub chunks: Vec<ChunkRef>,
+    /// Set when the stream is a window on chunks it shares with other streams (small tables
+    /// stored together, see `engine::backup`): its bytes start this far into its first chunk
+    /// and end `bytes` later, possibly before its last chunk ends. Unset, the chunks hold
+    /// exactly the stream. Manifests with windows have format [`WINDOWS_FORMAT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip: Option<u64>,
+}
+
+/// The manifest format that may hold windowed streams ([`Stream::skip`]); manifests without
+/// them are still written as format 1, which older backup-cli versions read.
+pub const WINDOWS_FORMAT: u32 = 2;
+
+/// Of one chunk, the plain bytes that belong to a stream.
+pub type Piece<'a> = (&'a ChunkRef, std::ops::Range<usize>);
+
+impl Stream {
+    /// Each chunk with the range of its plain bytes that belong to this stream (a window's
+    /// first and last chunks are shared with its neighbours).
+    pub fn pieces(&self) -> impl Iterator<Item = Piece<'_>> {
+        let mut skip = self.skip.unwrap_or(0);
+        let mut left = self.bytes;
+        self.chunks.iter().map(move |chunk| {
+            let start = skip.min(chunk.len);
+            let end = match self.skip {
+                Some(_) => chunk.len.min(start.saturating_add(left)),
+                None => chunk.len,
+            };
+            left = left.saturating_sub(end - start);
+            skip = 0;
+            (chunk, start as usize..end as usize)
+        })
+    }
+
+    /// Whether this stream shares its chunks with others.
+    pub fn is_window(&self) -> bool {
+        self.skip.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -570,11 +607,17 @@ impl Manifest {
                 self.id
             ));
         }
-        if self.format != super::FORMAT_VERSION {
+        if self.format != super::FORMAT_VERSION && self.format != WINDOWS_FORMAT {
             return Err(format!(
-                "it has format {}, this backup-cli reads format {}",
+                "it has format {}, this backup-cli reads formats {} and {WINDOWS_FORMAT}",
                 self.format,
                 super::FORMAT_VERSION
+            ));
+        }
+        if self.format < WINDOWS_FORMAT && self.streams().any(Stream::is_window) {
+            return Err(format!(
+                "it has format {} but windowed streams, which need format {WINDOWS_FORMAT}",
+                self.format
             ));
         }
         check_stream("the pre-data section", &self.pre_data)?;
@@ -604,6 +647,9 @@ impl Manifest {
                 "part {} {} {}\n",
                 part.rows, part.bytes, part.checksum
             ));
+            if let Some(skip) = part.skip {
+                hash.update(format!("window {skip}\n"));
+            }
             for chunk in &part.chunks {
                 hash.update(format!("chunk {} {}\n", chunk.id, chunk.len));
             }
@@ -653,13 +699,26 @@ impl Manifest {
 
     /// Every chunk the backup references, data and DDL alike.
     pub fn chunks(&self) -> impl Iterator<Item = &ChunkRef> {
+        self.streams().flat_map(|s| s.chunks.iter())
+    }
+
+    /// Every stream the backup holds: table parts, sections, large objects, changes.
+    pub fn streams(&self) -> impl Iterator<Item = &Stream> {
         self.tables
             .iter()
             .flat_map(|t| t.parts.iter())
             .chain([&self.pre_data, &self.post_data])
             .chain(self.large_objects.as_ref().map(|lo| &lo.data))
             .chain(self.incremental.as_ref().map(|i| &i.changes))
-            .flat_map(|s| s.chunks.iter())
+    }
+
+    /// The format a manifest with these streams is written in: the oldest that reads them.
+    pub fn format_for(tables: &[TableEntry]) -> u32 {
+        if tables.iter().flat_map(|t| &t.parts).any(Stream::is_window) {
+            WINDOWS_FORMAT
+        } else {
+            super::FORMAT_VERSION
+        }
     }
 
     /// Compressed bytes of the distinct chunks the backup references: what it costs on its own.
@@ -711,6 +770,28 @@ fn check_stream(what: &str, stream: &Stream) -> Result<(), String> {
             return Err(format!(
                 "{what} gives chunk {} a size of {} bytes ({} stored), beyond the format's limit of {MAX_CHUNK_LEN}",
                 chunk.id, chunk.len, chunk.stored
+            ));
+        }
+    }
+    if let Some(skip) = stream.skip {
+        // A window starts in its first chunk and ends in its last one.
+        let total = stream
+            .chunks
+            .iter()
+            .fold(0u64, |sum, c| sum.saturating_add(c.len));
+        let last = stream.chunks.last().map_or(0, |c| c.len);
+        let fits = match stream.chunks.first() {
+            None => skip == 0 && stream.bytes == 0,
+            Some(first) => {
+                skip < first.len
+                    && skip.saturating_add(stream.bytes) <= total
+                    && skip.saturating_add(stream.bytes) > total - last
+            }
+        };
+        if !fits {
+            return Err(format!(
+                "{what} is a window of {} bytes from byte {skip} of chunks holding {total}, which does not fit them",
+                stream.bytes
             ));
         }
     }
@@ -1050,6 +1131,7 @@ mod suspect_tests {
 mod incremental_tests {
     use super::{
         BackupType, Chain, ChunkRef, IncrementalInfo, Manifest, NotExact, Stream, TableChanges,
+        TableEntry, WINDOWS_FORMAT, check_stream,
     };
     use crate::repository::changes::Lsn;
 
@@ -1076,6 +1158,7 @@ mod incremental_tests {
                     len: 300,
                     stored: 120,
                 }],
+                skip: None,
             },
             tables: vec![TableChanges {
                 table: "public.t".into(),
@@ -1134,6 +1217,89 @@ mod incremental_tests {
         let json = serde_json::to_string(&manifest).unwrap();
         let e = Manifest::parse(&manifest.id, json.as_bytes()).unwrap_err();
         assert!(e.contains("the change set"), "{e}");
+    }
+
+    /// A stream of `bytes` from byte `skip` of chunks of these lengths.
+    fn window(skip: u64, bytes: u64, lens: &[u64]) -> Stream {
+        Stream {
+            rows: 1,
+            bytes,
+            checksum: "c".into(),
+            chunks: lens
+                .iter()
+                .map(|&len| ChunkRef {
+                    id: "b".repeat(64),
+                    len,
+                    stored: len,
+                })
+                .collect(),
+            skip: Some(skip),
+        }
+    }
+
+    #[test]
+    fn a_window_gives_each_chunk_its_bytes_and_must_fit_its_chunks() {
+        let pieces = |s: &Stream| s.pieces().map(|(_, r)| r).collect::<Vec<_>>();
+        assert_eq!(pieces(&window(3, 4, &[10])), [3..7]);
+        assert_eq!(pieces(&window(8, 7, &[10, 10])), [8..10, 0..5]);
+        assert_eq!(pieces(&window(0, 25, &[10, 10, 10])), [0..10, 0..10, 0..5]);
+        let whole = Stream {
+            skip: None,
+            bytes: 20,
+            ..window(0, 20, &[10, 10])
+        };
+        assert_eq!(pieces(&whole), [0..10, 0..10]);
+        for fits in [
+            window(3, 4, &[10]),
+            window(9, 2, &[10, 5]),
+            window(0, 0, &[]),
+        ] {
+            assert_eq!(check_stream("t", &fits), Ok(()), "{fits:?}");
+        }
+        // Starting past the first chunk, running past the last, or not reaching it.
+        for bad in [
+            window(10, 1, &[10, 10]),
+            window(5, 16, &[10, 10]),
+            window(2, 5, &[10, 10]),
+            window(0, 3, &[]),
+        ] {
+            let e = check_stream("table t", &bad).unwrap_err();
+            assert!(e.contains("table t is a window"), "{e}");
+        }
+    }
+
+    #[test]
+    fn windows_need_format_2_and_older_manifests_stay_format_1() {
+        let mut manifest = super::sample_manifest("20261202-040000-dddd");
+        assert_eq!(Manifest::format_for(&manifest.tables), 1);
+        manifest.tables.push(TableEntry {
+            schema: "public".into(),
+            name: "t".into(),
+            columns: vec!["id".into()],
+            column_types: Vec::new(),
+            partition_of: None,
+            filter: None,
+            rows: 1,
+            logical_bytes: 4,
+            checksum: "c".into(),
+            parts: vec![window(0, 4, &[10])],
+            tracked: None,
+        });
+        assert_eq!(Manifest::format_for(&manifest.tables), WINDOWS_FORMAT);
+        let json = serde_json::to_string(&manifest).unwrap();
+        let e = Manifest::parse(&manifest.id, json.as_bytes()).unwrap_err();
+        assert!(e.contains("need format 2"), "{e}");
+        manifest.format = WINDOWS_FORMAT;
+        let json = serde_json::to_string(&manifest).unwrap();
+        let back = Manifest::parse(&manifest.id, json.as_bytes()).unwrap();
+        assert_eq!(back.tables[0].parts[0].skip, Some(0));
+        let digest = back.tables_digest();
+        manifest.tables[0].parts[0].skip = Some(1);
+        assert_ne!(manifest.tables_digest(), digest);
+        manifest.format = 3;
+        let json = serde_json::to_string(&manifest).unwrap();
+        let e = Manifest::parse(&manifest.id, json.as_bytes()).unwrap_err();
+        assert!(e.contains("has format 3"), "{e}");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! keys.json                     an encrypted repository's key slots (see keys.rs)
 //! chunks/<2 hex>/<sha256>       zstd-compressed content, addressed by the SHA-256 of the plain bytes
 //!                               (encrypted: by its keyed HMAC, and sealed; see crypto.rs)
-//! backups/<backup-id>.json      one manifest per backup, written last and atomically
+//! backups/<backup-id>.json      one manifest per backup, written last and atomically (format 1;
+//!                               format 2 when it holds windows: small tables stored one after
+//!                               another in shared chunks, each table a window on them)
 //! locks/<name>.json             running backups (shared) and garbage collection (exclusive)
 //! restores/<timestamp>.json     measured restore durations, for estimates (recovery)
 //! ```
@@ -93,6 +95,42 @@ pub struct Repository {
     /// The retention date of the backup being written through this handle
     /// ([`Repository::retaining`]): its chunks and manifest are stored with it.
     retain_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// The chunks windowed streams shared most recently, read once for all their windows.
+    shared: Arc<Mutex<SharedChunks>>,
+}
+
+/// Plain bytes of chunks that hold several streams' windows, the oldest evicted first.
+#[derive(Default)]
+struct SharedChunks {
+    chunks: std::collections::VecDeque<(String, Bytes)>,
+    bytes: usize,
+}
+
+/// Plain bytes [`SharedChunks`] keeps: the chunks of many small tables' windows, which a
+/// restore or validation reads one table after another.
+const SHARED_CHUNK_BYTES: usize = 48 << 20;
+
+impl SharedChunks {
+    fn get(&self, id: &str) -> Option<Bytes> {
+        self.chunks
+            .iter()
+            .find(|(held, _)| held == id)
+            .map(|(_, data)| data.clone())
+    }
+
+    fn keep(&mut self, id: &str, data: Bytes) {
+        if self.get(id).is_some() {
+            return;
+        }
+        self.bytes += data.len();
+        self.chunks.push_back((id.to_string(), data));
+        while self.bytes > SHARED_CHUNK_BYTES {
+            match self.chunks.pop_front() {
+                Some((_, old)) => self.bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
 }
 
 /// The object key of a chunk. Ids come from checked manifests (hex); anything else still
@@ -270,6 +308,7 @@ impl Repository {
             notices: Arc::new(Mutex::new(Vec::new())),
             keyring: None,
             retain_until: None,
+            shared: Arc::default(),
         }
     }
 
@@ -424,6 +463,40 @@ impl Repository {
         .await
     }
 
+    /// The plain bytes of one piece of a stream (see [`manifest::Stream::pieces`]). A window's
+    /// chunks are shared with other streams and kept for them; other chunks are read afresh.
+    pub async fn read_piece(
+        &self,
+        (chunk, range): manifest::Piece<'_>,
+        window: bool,
+        context: &str,
+    ) -> Result<Bytes> {
+        if !window {
+            return Ok(Bytes::from(self.read_chunk(chunk, context).await?));
+        }
+        let held = self.shared.lock().ok().and_then(|s| s.get(&chunk.id));
+        let plain = match held {
+            Some(plain) => plain,
+            None => {
+                let plain = Bytes::from(self.read_chunk(chunk, context).await?);
+                if let Ok(mut shared) = self.shared.lock() {
+                    shared.keep(&chunk.id, plain.clone());
+                }
+                plain
+            }
+        };
+        // The range was checked against the manifest's length, which the read verified.
+        plain
+            .get(range.clone())
+            .map(|_| plain.slice(range))
+            .ok_or_else(|| {
+                Error::Repository(format!(
+                    "{context}: chunk {} is shorter than its window",
+                    chunk.id
+                ))
+            })
+    }
+
     /// Like [`Repository::read_chunk`], then runs `inspect` on the verified bytes off the
     /// async threads (for row counting and checksums).
     pub async fn read_chunk_with<T: Send + 'static>(
@@ -500,8 +573,8 @@ impl Repository {
     pub async fn read_stream(&self, stream: &manifest::Stream, context: &str) -> Result<Vec<u8>> {
         // Sized by the chunks actually read, not by a size the manifest claims.
         let mut out = Vec::new();
-        for chunk in &stream.chunks {
-            out.extend_from_slice(&self.read_chunk(chunk, context).await?);
+        for piece in stream.pieces() {
+            out.extend_from_slice(&self.read_piece(piece, stream.is_window(), context).await?);
         }
         Ok(out)
     }

@@ -30,10 +30,26 @@ pub struct Stored {
     pub new_bytes: u64,
 }
 
-/// A stream being written: send batches, then `finish`.
+/// What the async side hands to the chunking thread.
+enum Item {
+    Batch(Vec<Bytes>),
+    /// The end of a window: the bytes since the previous mark are one stream of their own.
+    Mark,
+}
+
+/// A window's span in the whole stream and the checksum of its rows.
+struct Window {
+    start: u64,
+    end: u64,
+    checksum: RowChecksum,
+}
+
+/// A stream being written: send batches, then `finish`. Streams too small for chunks of
+/// their own are written one after another into one writer, each ended by `mark`, and come
+/// back from `finish_windows` as windows on the chunks they share.
 pub struct StreamWriter {
-    tx: mpsc::Sender<Vec<Bytes>>,
-    worker: JoinHandle<Result<Stored>>,
+    tx: mpsc::Sender<Item>,
+    worker: JoinHandle<Result<(Stored, Vec<Window>)>>,
     /// Set by `finish`: the channel closing then means the stream's end. Closed without it,
     /// the writer was dropped (a stopped backup) and the thread stores nothing more.
     finished: Arc<AtomicBool>,
@@ -46,14 +62,34 @@ impl StreamWriter {
         level: i32,
         observer: ChunkObserver,
     ) -> StreamWriter {
-        let (tx, rx) = mpsc::channel::<Vec<Bytes>>(2);
+        StreamWriter::open(repo, index, level, observer, false)
+    }
+
+    /// A writer of windows: `mark` ends each, `finish_windows` returns them.
+    pub fn start_windows(
+        repo: Repository,
+        index: Arc<ChunkIndex>,
+        level: i32,
+        observer: ChunkObserver,
+    ) -> StreamWriter {
+        StreamWriter::open(repo, index, level, observer, true)
+    }
+
+    fn open(
+        repo: Repository,
+        index: Arc<ChunkIndex>,
+        level: i32,
+        observer: ChunkObserver,
+        windowed: bool,
+    ) -> StreamWriter {
+        let (tx, rx) = mpsc::channel::<Item>(2);
         let handle = tokio::runtime::Handle::current();
         let finished = Arc::new(AtomicBool::new(false));
         let ended = finished.clone();
         let running = InFlight::start();
         let worker = tokio::task::spawn_blocking(move || {
             let _running = running;
-            store(repo, index, level, observer, rx, ended, handle)
+            store(repo, index, level, observer, rx, windowed, ended, handle)
         });
         StreamWriter {
             tx,
@@ -65,7 +101,16 @@ impl StreamWriter {
     /// Queues a batch of pieces (shared, not copied); waits when the chunking thread is
     /// behind (back-pressure).
     pub async fn send(&self, batch: Vec<Bytes>) -> Result<()> {
-        if self.tx.send(batch).await.is_err() {
+        self.hand(Item::Batch(batch)).await
+    }
+
+    /// Ends a window: what was sent since the previous mark is one stream.
+    pub async fn mark(&self) -> Result<()> {
+        self.hand(Item::Mark).await
+    }
+
+    async fn hand(&self, item: Item) -> Result<()> {
+        if self.tx.send(item).await.is_err() {
             // The worker stopped early; its error is reported by `finish`.
             return Err(Error::Repository("stream writer stopped".into()));
         }
@@ -74,11 +119,41 @@ impl StreamWriter {
 
     /// Closes the stream and returns what was stored.
     pub async fn finish(self) -> Result<Stored> {
+        Ok(self.close().await?.0)
+    }
+
+    /// Closes the stream and returns each marked window as a stream of its own (the new
+    /// chunks' bytes are counted in the first window).
+    pub async fn finish_windows(self) -> Result<Vec<Stored>> {
+        let (whole, windows) = self.close().await?;
+        let mut new_bytes = whole.new_bytes;
+        Ok(windows
+            .into_iter()
+            .map(|w| Stored {
+                stream: window(&whole.stream.chunks, &w),
+                checksum: w.checksum,
+                new_bytes: std::mem::take(&mut new_bytes),
+            })
+            .collect())
+    }
+
+    async fn close(self) -> Result<(Stored, Vec<Window>)> {
         self.finished.store(true, Ordering::SeqCst);
         drop(self.tx);
         self.worker
             .await
             .map_err(|e| Error::Repository(format!("chunking worker failed: {e}")))?
+    }
+
+    /// The error to report for a stream that stopped with `e`: the worker's own when it
+    /// stopped first (`e` is then only the closed channel's), else `e`, the writer dropped
+    /// (its thread stores nothing more).
+    pub async fn failed(self, e: Error) -> Error {
+        if self.tx.is_closed() {
+            self.abort().await
+        } else {
+            e
+        }
     }
 
     /// Waits for the worker after a failed `send`, to surface its real error.
@@ -95,12 +170,12 @@ fn store(
     index: Arc<ChunkIndex>,
     level: i32,
     observer: ChunkObserver,
-    mut rx: mpsc::Receiver<Vec<Bytes>>,
+    mut rx: mpsc::Receiver<Item>,
+    windowed: bool,
     finished: Arc<AtomicBool>,
     handle: tokio::runtime::Handle,
-) -> Result<Stored> {
-    let abandoned =
-        |rx: &mpsc::Receiver<Vec<Bytes>>| rx.is_closed() && !finished.load(Ordering::SeqCst);
+) -> Result<(Stored, Vec<Window>)> {
+    let abandoned = |rx: &mpsc::Receiver<Item>| rx.is_closed() && !finished.load(Ordering::SeqCst);
     let mut chunker = RowChunker::default();
     let mut summary = Stream::default();
     let mut rows = RowHasher::default();
@@ -128,13 +203,30 @@ fn store(
         observer(ended, data.len() as u64);
         Ok(())
     };
-    while let Some(batch) = rx.blocking_recv() {
+    let (mut windows, mut window, mut start, mut pos) = (Vec::new(), RowHasher::default(), 0, 0);
+    while let Some(item) = rx.blocking_recv() {
         if abandoned(&rx) {
             return Err(Error::Repository("stream abandoned".into()));
         }
+        let batch = match item {
+            Item::Batch(batch) => batch,
+            Item::Mark => {
+                windows.push(Window {
+                    start,
+                    end: pos,
+                    checksum: std::mem::take(&mut window).finish(),
+                });
+                start = pos;
+                continue;
+            }
+        };
         // A single COPY row can be one huge piece: fed in batch-sized slices, the chunker
         // holds no more than its span.
         for slice in batch.iter().flat_map(|piece| piece.chunks(BATCH_BYTES)) {
+            if windowed {
+                window.push(slice);
+            }
+            pos += slice.len() as u64;
             chunker.push(slice, &mut emit)?;
         }
     }
@@ -146,11 +238,39 @@ fn store(
     let checksum = rows.finish();
     summary.rows = checksum.rows;
     summary.checksum = checksum.encode();
-    Ok(Stored {
-        stream: summary,
-        checksum,
-        new_bytes,
-    })
+    Ok((
+        Stored {
+            stream: summary,
+            checksum,
+            new_bytes,
+        },
+        windows,
+    ))
+}
+
+/// The stream of one window: the chunks that hold any of its bytes, and where in the first
+/// one it starts. An empty window holds no chunks.
+fn window(chunks: &[ChunkRef], w: &Window) -> Stream {
+    let mut at = 0u64;
+    let mut skip = 0;
+    let mut held = Vec::new();
+    for chunk in chunks {
+        let end = at + chunk.len;
+        if w.start < w.end && at < w.end && end > w.start {
+            if held.is_empty() {
+                skip = w.start - at;
+            }
+            held.push(chunk.clone());
+        }
+        at = end;
+    }
+    Stream {
+        rows: w.checksum.rows,
+        bytes: w.end - w.start,
+        checksum: w.checksum.encode(),
+        chunks: held,
+        skip: Some(skip),
+    }
 }
 
 thread_local! {
@@ -195,4 +315,63 @@ pub async fn store_bytes(
         }
     }
     writer.finish().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::fs::FsTarget;
+
+    /// Rows `from..to` as COPY text, each `width` bytes wide or so.
+    fn rows(from: u32, to: u32, width: usize) -> Vec<u8> {
+        (from..to)
+            .flat_map(|i| format!("{i}\t{}\n", "x".repeat(width)).into_bytes())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn windows_read_back_as_the_streams_written_and_share_their_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Arc::new(FsTarget::open("local", dir.path()).unwrap());
+        let repo = Repository::open_or_init(target).await.unwrap();
+        let index = Arc::new(repo.chunk_index().await.unwrap());
+        // Small tables, an empty one, and one that spans several chunks.
+        let tables = [
+            rows(0, 3, 10),
+            Vec::new(),
+            rows(3, 40_000, 100),
+            rows(40_000, 40_001, 5),
+        ];
+        let writer = StreamWriter::start_windows(repo.clone(), index, 3, Box::new(|_, _| {}));
+        for table in &tables {
+            for piece in table.chunks(1000) {
+                writer
+                    .send(vec![Bytes::copy_from_slice(piece)])
+                    .await
+                    .unwrap();
+            }
+            writer.mark().await.unwrap();
+        }
+        let stored = writer.finish_windows().await.unwrap();
+        assert_eq!(stored.len(), tables.len());
+        for (table, stored) in tables.iter().zip(&stored) {
+            let stream = &stored.stream;
+            assert_eq!(stream.bytes, table.len() as u64);
+            assert_eq!(stored.checksum, RowChecksum::of_lines(table));
+            assert_eq!(stream.rows, stored.checksum.rows);
+            let back = repo.read_stream(stream, "test").await.unwrap();
+            assert!(back == *table, "a window read back other bytes");
+        }
+        assert!(stored[1].stream.chunks.is_empty(), "{:?}", stored[1].stream);
+        assert!(stored[2].stream.chunks.len() > 1, "{:?}", stored[2].stream);
+        // The first small table shares the big one's first chunk; the last its last chunk.
+        assert_eq!(stored[0].stream.chunks[0], stored[2].stream.chunks[0]);
+        assert_eq!(
+            stored[3].stream.chunks.last(),
+            stored[2].stream.chunks.last()
+        );
+        assert!(stored[3].stream.skip.is_some_and(|s| s > 0));
+        assert!(stored[0].new_bytes > 0);
+        assert!(stored[1..].iter().all(|s| s.new_bytes == 0));
+    }
 }

@@ -5,7 +5,7 @@
 
 use super::Repository;
 use super::chunker::{RowChecksum, RowHasher};
-use super::manifest::{BackupType, ChunkRef, Manifest, Stream, TableEntry};
+use super::manifest::{BackupType, Manifest, Piece, Stream, TableEntry};
 use futures_util::StreamExt;
 use serde::Serialize;
 
@@ -53,7 +53,7 @@ pub fn first_problem(items: &[StreamReport]) -> Option<String> {
 pub struct Check<'a> {
     manifest: &'a Manifest,
     items: Vec<Item<'a>>,
-    work: Vec<(usize, usize, &'a ChunkRef)>,
+    work: Vec<(usize, usize, &'a Stream, Piece<'a>)>,
 }
 
 /// Hears the plain bytes of every table part as a verification reads them, in order (the
@@ -151,14 +151,14 @@ impl<'a> Check<'a> {
         }
 
         // (item, part, chunk) for every chunk, verified in parallel.
-        let work: Vec<(usize, usize, &ChunkRef)> = items
+        let work: Vec<(usize, usize, &Stream, Piece)> = items
             .iter()
             .enumerate()
             .flat_map(|(i, item)| {
                 item.streams
                     .iter()
                     .enumerate()
-                    .flat_map(move |(p, s)| s.chunks.iter().map(move |c| (i, p, c)))
+                    .flat_map(move |(p, s)| s.pieces().map(move |piece| (i, p, *s, piece)))
             })
             .collect();
         Check {
@@ -175,7 +175,10 @@ impl<'a> Check<'a> {
 
     /// The plain bytes the check reads (for a progress bar).
     pub fn bytes(&self) -> u64 {
-        self.work.iter().map(|(_, _, c)| c.len).sum()
+        self.work
+            .iter()
+            .map(|(_, _, _, (_, r))| r.len() as u64)
+            .sum()
     }
 }
 
@@ -219,13 +222,17 @@ impl Repository {
             .collect();
         let mut bytes_checked = 0;
         let mut chunks = futures_util::stream::iter(work.iter())
-            .map(|&(i, p, chunk)| {
+            .map(|(i, p, stream, piece)| {
+                let (i, p) = (*i, *p);
                 let context = format!("{}, backup {}", items[i].what, manifest.id);
                 let advance = &advance;
+                let len = piece.1.len() as u64;
                 async move {
-                    let result = repo.read_chunk(chunk, &context).await;
-                    advance(chunk.len);
-                    (i, p, chunk.len, result)
+                    let result = repo
+                        .read_piece(piece.clone(), stream.is_window(), &context)
+                        .await;
+                    advance(len);
+                    (i, p, len, result)
                 }
             })
             .buffered(jobs.max(1) * 2);
@@ -288,9 +295,8 @@ impl Repository {
             let mut listed_bytes = 0u64;
             for stream in &item.streams {
                 let chunk_bytes = stream
-                    .chunks
-                    .iter()
-                    .fold(0u64, |sum, c| sum.saturating_add(c.len));
+                    .pieces()
+                    .fold(0u64, |sum, (_, r)| sum.saturating_add(r.len() as u64));
                 if chunk_bytes != stream.bytes {
                     report.problems.push(failed(&format!(
                         "the chunks of a {} part hold {chunk_bytes} bytes, the manifest says {}",

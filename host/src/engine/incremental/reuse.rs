@@ -467,6 +467,7 @@ mod tests {
                     len: 6,
                     stored: 5,
                 }],
+                skip: None,
             }],
             tracked: Some(Tracked {
                 relation: format!("{oid}:700"),

@@ -32,7 +32,9 @@ pub(super) async fn in_parallel(
                 .parts
                 .iter()
                 .enumerate()
-                .map(move |(p, s)| (t, p, s.bytes))
+                // Windows on shared chunks (small tables) go last, in the order they were
+                // stored, so each shared chunk is read once for all of its windows.
+                .map(move |(p, s)| (t, p, if s.is_window() { 0 } else { s.bytes }))
         })
         .collect();
     let parts = interleave_by_table(parts);
@@ -235,10 +237,14 @@ async fn copy_stream(
     loading: &str,
     bar: &ProgressBar,
 ) -> Result<u64> {
-    let mut chunks = futures_util::stream::iter(stream.chunks.clone())
-        .map(|chunk| {
+    let (pieces, window): (Vec<_>, _) = (
+        stream.pieces().map(|(c, r)| (c.clone(), r)).collect(),
+        stream.is_window(),
+    );
+    let mut chunks = futures_util::stream::iter(pieces)
+        .map(|(chunk, range)| {
             let (repo, context) = (repo.clone(), context.to_string());
-            async move { repo.read_chunk(&chunk, &context).await }
+            async move { repo.read_piece((&chunk, range), window, &context).await }
         })
         .buffered(2);
     // The first chunks are read while the server opens the COPY.
@@ -248,7 +254,7 @@ async fn copy_stream(
     while let Some(data) = next {
         let data = data?;
         let len = data.len() as u64;
-        sink.send(Bytes::from(data))
+        sink.send(data)
             .await
             .map_err(Error::db(loading.to_string()))?;
         Progress::advance(bar, len);

@@ -122,8 +122,14 @@ pub(super) async fn load_and_build(
         .iter()
         .map(|&t| (t, job.manifest.tables[t].parts.len()))
         .collect();
-    // Stable: the selection's order among tables of one size.
-    tables.sort_by_key(|&(t, _)| std::cmp::Reverse(job.manifest.tables[t].logical_bytes));
+    // Stable: the selection's order among tables of one size. Small tables stored as windows
+    // on shared chunks go last, in the order they were stored, so each shared chunk is read
+    // once for all of its windows.
+    tables.sort_by_key(|&(t, _)| {
+        let table = &job.manifest.tables[t];
+        let windows = table.parts.iter().any(|p| p.is_window());
+        std::cmp::Reverse(if windows { 0 } else { table.logical_bytes })
+    });
     let by_name: HashMap<(&str, &str), usize> = job
         .plan
         .selected
