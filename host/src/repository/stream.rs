@@ -89,7 +89,7 @@ impl StreamWriter {
         let running = InFlight::start();
         let worker = tokio::task::spawn_blocking(move || {
             let _running = running;
-            store(repo, index, level, observer, rx, windowed, ended, handle)
+            store(repo, index, level, observer, (rx, windowed), ended, handle)
         });
         StreamWriter {
             tx,
@@ -170,8 +170,7 @@ fn store(
     index: Arc<ChunkIndex>,
     level: i32,
     observer: ChunkObserver,
-    mut rx: mpsc::Receiver<Item>,
-    windowed: bool,
+    (mut rx, windowed): (mpsc::Receiver<Item>, bool),
     finished: Arc<AtomicBool>,
     handle: tokio::runtime::Handle,
 ) -> Result<(Stored, Vec<Window>)> {
