@@ -8,6 +8,7 @@ use crate::support::{TestEnv, reported, scalar, text};
 use larder::error::Error;
 use larder::pg::ephemeral::ClusterSetup;
 use larder::pg::{session, snapshot};
+use larder::repository::manifest::{ChunkRef, Manifest, OBJECT_LIST_FORMAT};
 
 /// Tables in the source database: far more than the destination's lock table holds at once.
 const TABLES: usize = 1500;
@@ -50,8 +51,9 @@ async fn fifteen_hundred_tables_back_up_and_restore_on_servers_with_a_small_lock
     let manifest = source.backup("many").await;
     assert_eq!(manifest.tables.len(), TABLES);
     assert_eq!(manifest.sequences.len(), TABLES);
-    // Small tables are stored together: windows on a few shared chunks, not a file each.
-    assert_eq!(manifest.format, 2);
+    // Small tables are stored together: windows on a few shared chunks, not a file each;
+    // the tables and sequences, too many for the manifest, are kept apart in chunks of their own.
+    assert_eq!(manifest.format, OBJECT_LIST_FORMAT);
     assert!(
         manifest
             .tables
@@ -113,6 +115,94 @@ async fn fifteen_hundred_tables_back_up_and_restore_on_servers_with_a_small_lock
     assert_eq!(keys, TABLES as i64, "every primary key is back");
     let next: i64 = scalar(&restored, &format!("SELECT nextval('t{TABLES}_id_seq')")).await;
     assert_eq!(next, 4, "the sequences carry on where they were");
+    object_list_kept_apart(&source, &manifest, chunks.len()).await;
+}
+
+/// The tables and sequences of `first` (a backup of `TABLES` tables on `holding` shared
+/// chunks) are kept apart: the manifest stays small, an unchanged second backup stores
+/// nothing new but its DDL's first and last chunks, and a lost list makes a damaged backup
+/// whose chunks garbage collection still keeps, which comes back whole when the list's chunk
+/// is put back.
+async fn object_list_kept_apart(env: &TestEnv, first: &Manifest, holding: usize) {
+    let list = first
+        .object_list
+        .as_ref()
+        .expect("the object list is kept apart");
+    assert_eq!(first.table_chunks.len(), holding);
+    let stored = |id: &str| std::fs::metadata(env.repo_dir().join(format!("backups/{id}.json")));
+    let size = stored(&first.id).expect("the manifest").len();
+    assert!(
+        size < 16 << 10,
+        "a manifest of {size} bytes for {TABLES} tables"
+    );
+    assert!(list.bytes > 256 << 10, "a list of {} bytes", list.bytes);
+
+    let second = env.backup("unchanged").await;
+    assert_eq!(
+        second.object_list, first.object_list,
+        "the same list, stored once"
+    );
+    // New: only the DDL sections' first and last chunks, which hold pg_dump's `\restrict`
+    // key (random in every dump); the tables' chunks and the list are the first's.
+    let before: std::collections::HashSet<&str> = first.chunks().map(|c| c.id.as_str()).collect();
+    let ddl: Vec<&ChunkRef> = second
+        .pre_data
+        .chunks
+        .iter()
+        .chain(&second.post_data.chunks)
+        .collect();
+    for chunk in second.chunks().filter(|c| !before.contains(c.id.as_str())) {
+        assert!(
+            ddl.contains(&chunk),
+            "chunk {} of the unchanged second backup is new",
+            chunk.id
+        );
+    }
+
+    env.client()
+        .await
+        .batch_execute("UPDATE t700 SET note = 'changed'")
+        .await
+        .expect("change a table");
+    let third = env.backup("changed").await;
+    let third_list = third.object_list.clone().expect("the third's list");
+    assert_ne!(Some(&third_list), first.object_list.as_ref());
+    let chunk_path = |id: &str| env.repo_dir().join("chunks").join(&id[..2]).join(id);
+    // A chunk of the list only the third backup has (its entry of t700 changed).
+    let own = third_list
+        .chunks
+        .iter()
+        .find(|c| !list.chunks.contains(c))
+        .expect("a chunk of its own");
+    let list_chunk = chunk_path(&own.id);
+    let saved = std::fs::read(&list_chunk).expect("the list's chunk");
+    std::fs::remove_file(&list_chunk).expect("lose the list's chunk");
+    let listed = env.run_json(&["backup", "list"]);
+    let damaged: Vec<&serde_json::Value> = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|b| b["status"] == "damaged")
+        .collect();
+    assert_eq!(damaged.len(), 1, "{listed:#}");
+    assert_eq!(damaged[0]["id"], third.id.as_str(), "{listed:#}");
+    let error = damaged[0]["error"].as_str().expect("error");
+    assert!(error.contains("object list"), "{error}");
+
+    // Deleting the other two collects garbage: the damaged manifest's text still names the
+    // chunks of its tables, so none of them goes.
+    for gone in [&first.id, &second.id] {
+        env.run_ok(&["backup", "delete", gone, "--force"]);
+    }
+    for id in &third.table_chunks {
+        assert!(
+            chunk_path(id).exists(),
+            "chunk {id} of the damaged backup was deleted"
+        );
+    }
+    std::fs::write(&list_chunk, saved).expect("put the list's chunk back");
+    let report = reported(&env.run(&["--json", "backup", "validate", &third.id]));
+    assert_eq!(report["ok"], true, "{report:#}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

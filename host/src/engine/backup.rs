@@ -27,9 +27,12 @@ use crate::repository::history::Event;
 use crate::repository::id::new_backup_id;
 use crate::repository::lock::RepoLock;
 use crate::repository::manifest::{
-    BackupType, DatabaseProperty, Digests, LargeObjects, Manifest, SourceInfo, Stream, TableEntry,
+    BackupType, DatabaseProperty, Digests, LargeObjects, Manifest, SequenceValue, SourceInfo,
+    Stream, TableEntry,
 };
-use crate::repository::stream::{BATCH_BYTES, ChunkObserver, Stored, StreamWriter, store_bytes};
+use crate::repository::stream::{
+    BATCH_BYTES, ChunkObserver, Stored, StreamWriter, store_bytes, store_object_list,
+};
 use crate::repository::{ChunkIndex, Repository};
 use crate::targets::Target;
 use chrono::Utc;
@@ -339,6 +342,7 @@ async fn take_dump(
                 previous: &previous,
                 relations: &relations,
                 reused: &reused,
+                sequences: &sequences,
             };
             // A stop while streaming leaves no manifest, so nothing is visible; the lock is
             // released below and the chunks written are reclaimed by garbage collection.
@@ -381,6 +385,8 @@ async fn take_dump(
                 post_data: streams.post_data,
                 sequences,
                 tables: streams.tables,
+                object_list: None,
+                table_chunks: Vec::new(),
                 schemas,
                 extensions,
                 roles,
@@ -404,6 +410,10 @@ async fn take_dump(
                     tables: manifest.tables_digest(),
                 }),
                 ..manifest
+            };
+            let manifest = match streams.object_list {
+                Some(list) => manifest.with_object_list(list),
+                None => manifest,
             };
             match leader.finish().await {
                 Ok(()) => repo.write_manifest(&manifest).await,
@@ -484,6 +494,8 @@ struct Streams {
     /// SHA-256 of the pre-data and post-data text.
     section_digests: (String, String),
     tables: Vec<TableEntry>,
+    /// The tables and sequences kept apart, when they are many.
+    object_list: Option<Stream>,
     large_objects: Option<LargeObjects>,
     new_bytes: u64,
     validators: Vec<crate::repository::manifest::ValidatorRun>,
@@ -505,6 +517,8 @@ struct Run<'a> {
     relations: &'a reuse::Relations,
     /// The entries reused instead of read (tables proven unchanged), by `schema.name`.
     reused: &'a HashMap<String, TableEntry>,
+    /// The sequences' values at the snapshot (kept apart with the tables when they are many).
+    sequences: &'a [SequenceValue],
 }
 
 impl Run<'_> {
@@ -619,12 +633,24 @@ impl Run<'_> {
                 data: stored.stream,
             }
         });
+        let object_list = store_object_list(
+            self.repo,
+            self.index.clone(),
+            level,
+            (&entries, self.sequences),
+        )
+        .await?
+        .map(|stored| {
+            new_bytes += stored.new_bytes;
+            stored.stream
+        });
         Ok(Streams {
             database_properties,
             pre_data: pre.stream,
             post_data: post.stream,
             section_digests: (pre_sha256, post_sha256),
             tables: entries,
+            object_list,
             large_objects,
             new_bytes,
             validators,
@@ -921,7 +947,7 @@ async fn copy_small_tables(
     bars: (&ProgressBar, &ProgressBar),
     checks: Option<&RowChecks>,
 ) -> Result<Vec<Stored>> {
-    let writer = StreamWriter::start_windows(repo.clone(), index.clone(), level, observe(bars));
+    let writer = StreamWriter::start(repo.clone(), index.clone(), level, observe(bars));
     for job in jobs {
         let read = snapshot::next_read(client, snapshot_id, &job.relation);
         let copied = match copy_into(client, &writer, job, checks, read).await {

@@ -94,6 +94,49 @@ pub struct Stream {
 /// them are still written as format 1, which older backup-cli versions read.
 pub const WINDOWS_FORMAT: u32 = 2;
 
+/// The manifest format that may keep its tables and sequences apart
+/// ([`Manifest::object_list`]).
+pub const OBJECT_LIST_FORMAT: u32 = 3;
+
+/// Bytes of JSON (the tables and sequences) above which a backup keeps them apart, in chunks
+/// of their own: thousands of tables made a manifest of megabytes, written whole by every
+/// backup (a fifth of a 5,000-table backup's bytes, all of an unchanged second full's).
+/// Below it, they stay in the manifest, readable as they are.
+pub const OBJECT_LIST_APART_BYTES: usize = 256 << 10;
+
+/// What [`Manifest::object_list`] holds, as JSON.
+#[derive(Serialize)]
+struct ObjectList<'a> {
+    tables: &'a [TableEntry],
+    sequences: &'a [SequenceValue],
+}
+
+/// [`ObjectList`] as read back.
+#[derive(Deserialize)]
+struct ObjectListRead {
+    tables: Vec<TableEntry>,
+    sequences: Vec<SequenceValue>,
+}
+
+/// The JSON a backup's tables and sequences are kept apart as.
+pub fn object_list_json(
+    tables: &[TableEntry],
+    sequences: &[SequenceValue],
+) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(&ObjectList { tables, sequences })
+}
+
+/// The distinct chunk ids of `tables`' streams, sorted.
+fn chunk_ids(tables: &[TableEntry]) -> Vec<String> {
+    let ids: std::collections::BTreeSet<&str> = tables
+        .iter()
+        .flat_map(|t| &t.parts)
+        .flat_map(|p| &p.chunks)
+        .map(|c| c.id.as_str())
+        .collect();
+    ids.into_iter().map(str::to_string).collect()
+}
+
 /// Of one chunk, the plain bytes that belong to a stream.
 pub type Piece<'a> = (&'a ChunkRef, std::ops::Range<usize>);
 
@@ -380,7 +423,19 @@ pub struct Manifest {
     /// `pg_dump --section=post-data` output.
     pub post_data: Stream,
     pub sequences: Vec<SequenceValue>,
+    /// Empty in the stored manifest, as `sequences` is, when they are kept apart
+    /// ([`Manifest::object_list`]); reading the manifest puts them back.
     pub tables: Vec<TableEntry>,
+    /// Thousands of tables and sequences kept apart: `tables` and `sequences` as JSON, a
+    /// stream of chunks like the data's, so an unchanged list is stored once however many
+    /// backups hold it (format [`OBJECT_LIST_FORMAT`], see [`OBJECT_LIST_APART_BYTES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_list: Option<Stream>,
+    /// With the list kept apart, every chunk its tables' streams hold, in the manifest's own
+    /// text: garbage collection keeps the chunks a damaged (or, to an older backup-cli,
+    /// unreadable) manifest names, and these are the ones the list itself would name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub table_chunks: Vec<String>,
     /// Schemas holding the backed-up objects (the scope of a whole-database `replace`).
     #[serde(default)]
     pub schemas: Vec<String>,
@@ -591,11 +646,53 @@ impl Manifest {
     /// Reads the manifest stored under `backups/<key_id>.json`, checking every field that is
     /// used as an object key, a size or an allocation, so nothing crafted gets further.
     /// The error says what is wrong, for "damaged manifest" messages.
+    /// A manifest whose object list is kept apart comes back without its tables and
+    /// sequences: read the list's stream and hand it to [`Manifest::attach_objects`].
     pub fn parse(key_id: &str, bytes: &[u8]) -> Result<Manifest, String> {
         let manifest: Manifest = serde_json::from_slice(bytes)
             .map_err(|e| format!("it is not a valid manifest: {e}"))?;
+        if manifest.object_list.is_some()
+            && !(manifest.tables.is_empty() && manifest.sequences.is_empty())
+        {
+            return Err("it holds its tables and sequences both in itself and apart".into());
+        }
         manifest.check(key_id)?;
         Ok(manifest)
+    }
+
+    /// Puts back the tables and sequences kept apart, from their stream's bytes: checked as
+    /// a whole manifest is, and the tables' chunks must be the ones the manifest names.
+    pub fn attach_objects(&mut self, key_id: &str, list: &[u8]) -> Result<(), String> {
+        let list: ObjectListRead = serde_json::from_slice(list)
+            .map_err(|e| format!("its object list is not valid: {e}"))?;
+        (self.tables, self.sequences) = (list.tables, list.sequences);
+        if self.table_chunks != chunk_ids(&self.tables) {
+            return Err("its object list holds other chunks than the manifest names".into());
+        }
+        self.check(key_id)
+    }
+
+    /// Keeps the tables and sequences apart in `list` (their [`object_list_json`] stored as a
+    /// stream, see [`OBJECT_LIST_APART_BYTES`]).
+    pub fn with_object_list(self, list: Stream) -> Manifest {
+        Manifest {
+            format: OBJECT_LIST_FORMAT,
+            table_chunks: chunk_ids(&self.tables),
+            object_list: Some(list),
+            ..self
+        }
+    }
+
+    /// The manifest as stored: without its tables and sequences when they are kept apart.
+    pub fn stored_json(&self) -> serde_json::Result<Vec<u8>> {
+        match self.object_list {
+            Some(_) => serde_json::to_vec_pretty(&Manifest {
+                tables: Vec::new(),
+                sequences: Vec::new(),
+                ..self.clone()
+            }),
+            None => serde_json::to_vec_pretty(self),
+        }
     }
 
     fn check(&self, key_id: &str) -> Result<(), String> {
@@ -607,11 +704,17 @@ impl Manifest {
                 self.id
             ));
         }
-        if self.format != super::FORMAT_VERSION && self.format != WINDOWS_FORMAT {
+        if !(super::FORMAT_VERSION..=OBJECT_LIST_FORMAT).contains(&self.format) {
             return Err(format!(
-                "it has format {}, this backup-cli reads formats {} and {WINDOWS_FORMAT}",
+                "it has format {}, this backup-cli reads formats {} to {OBJECT_LIST_FORMAT}",
                 self.format,
                 super::FORMAT_VERSION
+            ));
+        }
+        if self.format < OBJECT_LIST_FORMAT && self.object_list.is_some() {
+            return Err(format!(
+                "it has format {} but keeps its tables and sequences apart, which needs format {OBJECT_LIST_FORMAT}",
+                self.format
             ));
         }
         if self.format < WINDOWS_FORMAT && self.streams().any(Stream::is_window) {
@@ -632,6 +735,9 @@ impl Manifest {
         }
         if let Some(incremental) = &self.incremental {
             check_stream("the change set", &incremental.changes)?;
+        }
+        if let Some(list) = &self.object_list {
+            check_stream("the object list", list)?;
         }
         Ok(())
     }
@@ -702,7 +808,8 @@ impl Manifest {
         self.streams().flat_map(|s| s.chunks.iter())
     }
 
-    /// Every stream the backup holds: table parts, sections, large objects, changes.
+    /// Every stream the backup holds: table parts, sections, large objects, changes, the
+    /// object list kept apart.
     pub fn streams(&self) -> impl Iterator<Item = &Stream> {
         self.tables
             .iter()
@@ -710,6 +817,7 @@ impl Manifest {
             .chain([&self.pre_data, &self.post_data])
             .chain(self.large_objects.as_ref().map(|lo| &lo.data))
             .chain(self.incremental.as_ref().map(|i| &i.changes))
+            .chain(&self.object_list)
     }
 
     /// The format a manifest with these streams is written in: the oldest that reads them.
@@ -1021,6 +1129,8 @@ pub(crate) fn sample_manifest(id: &str) -> Manifest {
         post_data: Stream::default(),
         sequences: Vec::new(),
         tables: Vec::new(),
+        object_list: None,
+        table_chunks: Vec::new(),
         schemas: vec!["public".into()],
         extensions: Vec::new(),
         roles: Vec::new(),
@@ -1130,8 +1240,9 @@ mod suspect_tests {
 #[cfg(test)]
 mod incremental_tests {
     use super::{
-        BackupType, Chain, ChunkRef, IncrementalInfo, Manifest, NotExact, Stream, TableChanges,
-        TableEntry, WINDOWS_FORMAT, check_stream,
+        BackupType, Chain, ChunkRef, IncrementalInfo, Manifest, NotExact, OBJECT_LIST_FORMAT,
+        SequenceValue, Stream, TableChanges, TableEntry, WINDOWS_FORMAT, check_stream,
+        object_list_json,
     };
     use crate::repository::changes::Lsn;
 
@@ -1303,10 +1414,93 @@ mod incremental_tests {
         let digest = back.tables_digest();
         manifest.tables[0].parts[0].skip = Some(1);
         assert_ne!(manifest.tables_digest(), digest);
-        manifest.format = 3;
+        manifest.format = OBJECT_LIST_FORMAT + 1;
         let json = serde_json::to_string(&manifest).unwrap();
         let e = Manifest::parse(&manifest.id, json.as_bytes()).unwrap_err();
-        assert!(e.contains("has format 3"), "{e}");
+        assert!(e.contains("has format 4"), "{e}");
+    }
+
+    #[test]
+    fn an_object_list_kept_apart_is_stored_without_its_tables_and_must_name_their_chunks() {
+        let mut manifest = super::sample_manifest("20261202-040000-eeee");
+        manifest.format = WINDOWS_FORMAT;
+        for (i, chunk) in [10u64, 20, 10].iter().enumerate() {
+            let mut part = window(0, 4, &[*chunk]);
+            part.chunks[0].id = format!("{i:x}").repeat(64);
+            manifest.tables.push(TableEntry {
+                schema: "public".into(),
+                name: format!("t{i}"),
+                columns: vec!["id".into()],
+                column_types: Vec::new(),
+                partition_of: None,
+                filter: None,
+                rows: 1,
+                logical_bytes: 4,
+                checksum: "c".into(),
+                parts: vec![part],
+                tracked: None,
+            });
+        }
+        manifest.sequences.push(SequenceValue {
+            schema: "public".into(),
+            name: "t0_id_seq".into(),
+            last_value: 41,
+            is_called: true,
+        });
+        let list_json = object_list_json(&manifest.tables, &manifest.sequences).unwrap();
+        let list = Stream {
+            rows: 1,
+            bytes: list_json.len() as u64,
+            checksum: "l".into(),
+            chunks: vec![ChunkRef {
+                id: "f".repeat(64),
+                len: list_json.len() as u64,
+                stored: 99,
+            }],
+            skip: None,
+        };
+        let whole = manifest.clone().with_object_list(list);
+        assert_eq!(whole.format, OBJECT_LIST_FORMAT);
+        assert_eq!(whole.tables, manifest.tables);
+        assert!(whole.chunks().any(|c| c.id == "f".repeat(64)));
+        // Stored: no tables, but every chunk id they hold is in the text (for garbage
+        // collection of a manifest it cannot read).
+        let stored = whole.stored_json().unwrap();
+        let text = String::from_utf8(stored.clone()).unwrap();
+        assert!(
+            !text.contains("\"t1\"") && !text.contains("t0_id_seq"),
+            "{text}"
+        );
+        for id in ["0", "1", "2", "f"].map(|d| d.repeat(64)) {
+            assert!(text.contains(&id), "{id} not in {text}");
+        }
+        let mut back = Manifest::parse(&whole.id, &stored).unwrap();
+        assert!(back.tables.is_empty() && back.sequences.is_empty());
+        back.attach_objects(&whole.id, &list_json).unwrap();
+        assert_eq!(back, whole);
+        // A list holding other chunks than the manifest names, or not a list at all.
+        let mut other = manifest.tables.clone();
+        other[1].parts[0].chunks[0].id = "e".repeat(64);
+        let mut wrong = Manifest::parse(&whole.id, &stored).unwrap();
+        let e = wrong
+            .attach_objects(&whole.id, &object_list_json(&other, &[]).unwrap())
+            .unwrap_err();
+        assert!(e.contains("other chunks"), "{e}");
+        let e = wrong.attach_objects(&whole.id, b"[]").unwrap_err();
+        assert!(e.contains("object list is not valid"), "{e}");
+        // Older formats cannot keep the list apart; a list both inline and apart is refused.
+        let mut older = whole.clone();
+        older.format = WINDOWS_FORMAT;
+        let e = Manifest::parse(&older.id, &older.stored_json().unwrap()).unwrap_err();
+        assert!(e.contains("needs format 3"), "{e}");
+        let both = serde_json::to_vec(&whole).unwrap();
+        let e = Manifest::parse(&whole.id, &both).unwrap_err();
+        assert!(e.contains("both in itself and apart"), "{e}");
+        let mut sequences_too = whole.clone();
+        sequences_too.tables.clear();
+        let e =
+            Manifest::parse(&whole.id, &serde_json::to_vec(&sequences_too).unwrap()).unwrap_err();
+        assert!(e.contains("both in itself and apart"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //!                               (encrypted: by its keyed HMAC, and sealed; see crypto.rs)
 //! backups/<backup-id>.json      one manifest per backup, written last and atomically (format 1;
 //!                               format 2 when it holds windows: small tables stored one after
-//!                               another in shared chunks, each table a window on them)
+//!                               another in shared chunks, each table a window on them; format
+//!                               3 when its tables and sequences, thousands of them, are a
+//!                               stream of chunks apart, the manifest naming them and the
+//!                               tables' chunks)
 //! locks/<name>.json             running backups (shared) and garbage collection (exclusive)
 //! restores/<timestamp>.json     measured restore durations, for estimates (recovery)
 //! ```
@@ -676,7 +679,8 @@ impl Repository {
             };
             signing::sign(&mut manifest, previous, signing)?;
         }
-        let body = serde_json::to_vec_pretty(&manifest)
+        let body = manifest
+            .stored_json()
             .map_err(|e| Error::Repository(format!("encoding manifest {}: {e}", manifest.id)))?;
         let body = match &self.keyring {
             Some(keyring) => keyring.seal(&key, &body)?,
@@ -734,13 +738,33 @@ impl Repository {
             },
             None => bytes,
         };
-        Manifest::parse(backup_id, &bytes).map_err(|why| Error::ChecksumMismatch {
+        let damaged = |why: String| Error::ChecksumMismatch {
             object: key.clone(),
             detail: format!(
                 "the manifest of backup {backup_id} on target '{}' is damaged: {why}",
                 target.name()
             ),
-        })
+        };
+        let mut manifest = Manifest::parse(backup_id, &bytes).map_err(damaged)?;
+        if let Some(list) = &manifest.object_list {
+            // A list lost or damaged is a damaged manifest (garbage collection keeps the
+            // chunks its text names); a target that fails is that target's error.
+            let json = match self
+                .read_stream(
+                    list,
+                    &format!("the object list (tables and sequences) of backup {backup_id}"),
+                )
+                .await
+            {
+                Ok(json) => json,
+                Err(e @ (Error::ObjectNotFound { .. } | Error::ChecksumMismatch { .. })) => {
+                    return Err(damaged(e.to_string()));
+                }
+                Err(e) => return Err(e),
+            };
+            manifest.attach_objects(backup_id, &json).map_err(damaged)?;
+        }
+        Ok(manifest)
     }
 
     /// Every visible backup, read one by one: a damaged manifest is reported as such and does

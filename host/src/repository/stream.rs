@@ -5,7 +5,9 @@
 //! is bounded by the channel (two batches) plus one chunk in flight, whatever the table size.
 
 use super::chunker::{RowChecksum, RowChunker, RowHasher};
-use super::manifest::{ChunkRef, Stream};
+use super::manifest::{
+    ChunkRef, OBJECT_LIST_APART_BYTES, SequenceValue, Stream, TableEntry, object_list_json,
+};
 use super::{ChunkIndex, Repository};
 use crate::error::{Error, Result};
 use crate::targets::InFlight;
@@ -18,7 +20,8 @@ use tokio::task::JoinHandle;
 /// Bytes per batch handed from the COPY reader to the chunking thread.
 pub const BATCH_BYTES: usize = 1024 * 1024;
 
-/// Called after each chunk with (rows, bytes) it held.
+/// Called after each chunk with (rows, bytes): the rows read since the previous call and
+/// the chunk's bytes.
 pub type ChunkObserver = Box<dyn Fn(u64, u64) + Send>;
 
 /// What writing a stream produced.
@@ -46,7 +49,8 @@ struct Window {
 
 /// A stream being written: send batches, then `finish`. Streams too small for chunks of
 /// their own are written one after another into one writer, each ended by `mark`, and come
-/// back from `finish_windows` as windows on the chunks they share.
+/// back from `finish_windows` as windows on the chunks they share (each window's rows hashed
+/// on their own, the whole stream's not at all).
 pub struct StreamWriter {
     tx: mpsc::Sender<Item>,
     worker: JoinHandle<Result<(Stored, Vec<Window>)>>,
@@ -62,26 +66,6 @@ impl StreamWriter {
         level: i32,
         observer: ChunkObserver,
     ) -> StreamWriter {
-        StreamWriter::open(repo, index, level, observer, false)
-    }
-
-    /// A writer of windows: `mark` ends each, `finish_windows` returns them.
-    pub fn start_windows(
-        repo: Repository,
-        index: Arc<ChunkIndex>,
-        level: i32,
-        observer: ChunkObserver,
-    ) -> StreamWriter {
-        StreamWriter::open(repo, index, level, observer, true)
-    }
-
-    fn open(
-        repo: Repository,
-        index: Arc<ChunkIndex>,
-        level: i32,
-        observer: ChunkObserver,
-        windowed: bool,
-    ) -> StreamWriter {
         let (tx, rx) = mpsc::channel::<Item>(2);
         let handle = tokio::runtime::Handle::current();
         let finished = Arc::new(AtomicBool::new(false));
@@ -89,7 +73,7 @@ impl StreamWriter {
         let running = InFlight::start();
         let worker = tokio::task::spawn_blocking(move || {
             let _running = running;
-            store(repo, index, level, observer, (rx, windowed), ended, handle)
+            store(repo, index, level, observer, rx, ended, handle)
         });
         StreamWriter {
             tx,
@@ -170,18 +154,20 @@ fn store(
     index: Arc<ChunkIndex>,
     level: i32,
     observer: ChunkObserver,
-    (mut rx, windowed): (mpsc::Receiver<Item>, bool),
+    mut rx: mpsc::Receiver<Item>,
     finished: Arc<AtomicBool>,
     handle: tokio::runtime::Handle,
 ) -> Result<(Stored, Vec<Window>)> {
     let abandoned = |rx: &mpsc::Receiver<Item>| rx.is_closed() && !finished.load(Ordering::SeqCst);
     let mut chunker = RowChunker::default();
     let mut summary = Stream::default();
+    // The rows' checksum: of the whole stream, or of the window being written (then the
+    // whole stream's is not needed and its bytes are hashed once, not twice).
     let mut rows = RowHasher::default();
+    let read = std::cell::Cell::new(0u64);
     let mut new_bytes = 0u64;
     let mut compressor = spare_compressor(level)?;
     let mut emit = |data: &[u8]| -> Result<()> {
-        let ended = rows.push(data);
         let id = repo.chunk_id(data);
         let stored = match index.stored_size(&id) {
             Some(size) => size,
@@ -199,10 +185,10 @@ fn store(
             len: data.len() as u64,
             stored,
         });
-        observer(ended, data.len() as u64);
+        observer(read.take(), data.len() as u64);
         Ok(())
     };
-    let (mut windows, mut window, mut start, mut pos) = (Vec::new(), RowHasher::default(), 0, 0);
+    let (mut windows, mut start, mut pos) = (Vec::new(), 0, 0);
     while let Some(item) = rx.blocking_recv() {
         if abandoned(&rx) {
             return Err(Error::Repository("stream abandoned".into()));
@@ -213,7 +199,7 @@ fn store(
                 windows.push(Window {
                     start,
                     end: pos,
-                    checksum: std::mem::take(&mut window).finish(),
+                    checksum: std::mem::take(&mut rows).finish(),
                 });
                 start = pos;
                 continue;
@@ -222,9 +208,7 @@ fn store(
         // A single COPY row can be one huge piece: fed in batch-sized slices, the chunker
         // holds no more than its span.
         for slice in batch.iter().flat_map(|piece| piece.chunks(BATCH_BYTES)) {
-            if windowed {
-                window.push(slice);
-            }
+            read.set(read.get() + rows.push(slice));
             pos += slice.len() as u64;
             chunker.push(slice, &mut emit)?;
         }
@@ -316,6 +300,23 @@ pub async fn store_bytes(
     writer.finish().await
 }
 
+/// Stores a backup's tables and sequences as a stream of their own when their JSON is larger
+/// than [`OBJECT_LIST_APART_BYTES`] (see [`super::manifest::Manifest::object_list`]); None
+/// when they stay in the manifest.
+pub async fn store_object_list(
+    repo: &Repository,
+    index: Arc<ChunkIndex>,
+    level: i32,
+    (tables, sequences): (&[TableEntry], &[SequenceValue]),
+) -> Result<Option<Stored>> {
+    let json = object_list_json(tables, sequences)
+        .map_err(|e| Error::Internal(format!("encoding the object list: {e}")))?;
+    if json.len() <= OBJECT_LIST_APART_BYTES {
+        return Ok(None);
+    }
+    store_bytes(repo, index, level, json).await.map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,7 +342,7 @@ mod tests {
             rows(3, 40_000, 100),
             rows(40_000, 40_001, 5),
         ];
-        let writer = StreamWriter::start_windows(repo.clone(), index, 3, Box::new(|_, _| {}));
+        let writer = StreamWriter::start(repo.clone(), index, 3, Box::new(|_, _| {}));
         for table in &tables {
             for piece in table.chunks(1000) {
                 writer

@@ -27,7 +27,7 @@ use crate::repository::manifest::{
     BackupType, Chain, Digests, IncrementalInfo, Manifest, SourceInfo, TableChanges, TableEntry,
     quote_ident,
 };
-use crate::repository::stream::{BATCH_BYTES, Stored, StreamWriter};
+use crate::repository::stream::{BATCH_BYTES, Stored, StreamWriter, store_object_list};
 use crate::repository::{ChunkIndex, Repository};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -103,7 +103,7 @@ pub(crate) async fn take(
             Some(current_schema.fingerprint.clone()),
         );
         let sections = current_schema
-            .store(repo, index, opts.compression_level, parent)
+            .store(repo, index.clone(), opts.compression_level, parent)
             .await?;
         let manifest = Manifest {
             format: crate::repository::FORMAT_VERSION,
@@ -132,6 +132,8 @@ pub(crate) async fn take(
             post_data: sections.post_data,
             sequences,
             tables,
+            object_list: None,
+            table_chunks: Vec::new(),
             schemas: parent.schemas.clone(),
             extensions: parent.extensions.clone(),
             roles: parent.roles.clone(),
@@ -179,6 +181,19 @@ pub(crate) async fn take(
         let manifest = Manifest {
             digests,
             ..manifest
+        };
+        let manifest = match store_object_list(
+            repo,
+            index,
+            opts.compression_level,
+            (&manifest.tables, &manifest.sequences),
+        )
+        .await? {
+            Some(list) => Manifest {
+                new_bytes: manifest.new_bytes + list.new_bytes,
+                ..manifest.with_object_list(list.stream)
+            },
+            None => manifest,
         };
         // Another incremental of this chain finished meanwhile: two with one parent would
         // hold the same changes twice.
