@@ -541,45 +541,23 @@ impl Run<'_> {
                 .map(|stored| (stored, sha256))
         };
         let schema = async {
-            let (pre, post) = pg_dump.schema(self.settings, self.snapshot_id).await?;
-            Ok::<_, Error>((store(pre).await?, store(post).await?))
-        };
-        let properties = async {
-            if self.database.contains(['\n', '\r']) {
-                // pg_dump --create refuses such names (15.14+), as psql could not \connect them.
-                tracing::warn!(
-                    "the database's own settings, comment and privileges are not backed up: pg_dump --create refuses a database name with a line break"
-                );
-                return Ok(Vec::new());
-            }
-            let sql = pg_dump
-                .database_properties(self.settings, self.snapshot_id)
-                .await?;
-            let sql = String::from_utf8(sql).map_err(|_| {
-                Error::PgDump(
-                    "pg_dump --create wrote text that is not UTF-8 despite -E UTF8".into(),
-                )
-            })?;
-            Ok::<_, Error>(
-                ddl::database_properties(&sql)?
-                    .into_iter()
-                    .map(|e| DatabaseProperty {
-                        kind: e.kind,
-                        sql: e.sql,
-                    })
-                    .collect(),
-            )
+            let archive = pg_dump.schema(self.settings, self.snapshot_id).await?;
+            let sections = async {
+                let (pre, post) = archive.sections().await?;
+                Ok::<_, Error>((store(pre).await?, store(post).await?))
+            };
+            let (sections, properties) =
+                tokio::try_join!(sections, self.database_properties(&archive))?;
+            Ok::<_, Error>((sections, properties))
         };
         let (
-            ((pre, pre_sha256), (post, post_sha256)),
+            (((pre, pre_sha256), (post, post_sha256)), database_properties),
             (parts, validators),
             lo_data,
-            database_properties,
         ) = tokio::try_join!(
             schema,
             self.copy_tables(&read),
             self.copy_large_objects(lo_oids.len(), lo_bytes),
-            properties
         )?;
 
         let mut entries: Vec<TableEntry> = read
@@ -655,6 +633,32 @@ impl Run<'_> {
             new_bytes,
             validators,
         })
+    }
+
+    /// The database's own settings, comment and privileges, from the schema's archive.
+    async fn database_properties(
+        &self,
+        archive: &pg_dump::SchemaArchive,
+    ) -> Result<Vec<DatabaseProperty>> {
+        if self.database.contains(['\n', '\r']) {
+            // pg_dump --create refuses such names (15.14+), as psql could not \connect them.
+            tracing::warn!(
+                "the database's own settings, comment and privileges are not backed up: pg_dump --create refuses a database name with a line break"
+            );
+            return Ok(Vec::new());
+        }
+        let sql = String::from_utf8(archive.database_properties().await?).map_err(|_| {
+            Error::PgDump(
+                "pg_restore --create wrote text that is not UTF-8 despite pg_dump -E UTF8".into(),
+            )
+        })?;
+        Ok(ddl::database_properties(&sql)?
+            .into_iter()
+            .map(|e| DatabaseProperty {
+                kind: e.kind,
+                sql: e.sql,
+            })
+            .collect())
     }
 
     /// The large objects' data on a connection of its own, alongside the tables; their

@@ -96,8 +96,7 @@ fn parse_version(text: &str) -> Option<String> {
 }
 
 impl PgDump {
-    /// The schema's pre-data and post-data SQL, as `--section=pre-data` and
-    /// `--section=post-data` write them, from one custom-format dump of both sections inside
+    /// The schema as one custom-format dump of the pre-data and post-data sections inside
     /// the exported snapshot: one pg_dump reads the catalog and holds its lock per table once
     /// (two runs would read it twice, and together hold two locks per table); pg_restore,
     /// next to pg_dump, turns the archive into each section's text without a connection.
@@ -106,7 +105,7 @@ impl PgDump {
         &self,
         settings: &ConnectionSettings,
         snapshot_id: &str,
-    ) -> Result<(Vec<u8>, Vec<u8>)> {
+    ) -> Result<SchemaArchive> {
         let archive = self
             .run(
                 settings,
@@ -119,72 +118,10 @@ impl PgDump {
                 "pg_dump --section=pre-data --section=post-data",
             )
             .await?;
-        let pre = self.section(&archive, "pre-data").await?;
-        let post = self.section(&archive, "post-data").await?;
-        Ok((pre, post))
-    }
-
-    /// One section of a custom-format `archive` as SQL text, through pg_restore.
-    async fn section(&self, archive: &[u8], section: &str) -> Result<Vec<u8>> {
-        let path = self.path.with_file_name("pg_restore");
-        let mut child = Command::new(&path)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .arg(format!("--section={section}"))
-            .arg("--file=-")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(Error::io(format!(
-                "running {} (installed with pg_dump)",
-                path.display()
-            )))?;
-        let mut stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| Error::Internal("pg_restore started without its input".into()))?;
-        // Fed while its output is read: pg_restore writes before it has read everything.
-        let feed = async move {
-            let written = stdin.write_all(archive).await;
-            drop(stdin);
-            written
-        };
-        let (written, output) = tokio::join!(feed, child.wait_with_output());
-        let output = output.map_err(Error::io(format!("running {}", path.display())))?;
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            return Err(Error::PgDump(format!(
-                "pg_restore --section={section} of pg_dump's schema failed ({}): {}",
-                output.status,
-                stderr.trim()
-            )));
-        }
-        written.map_err(Error::io(format!("feeding {}", path.display())))?;
-        Ok(output.stdout)
-    }
-
-    /// The database's own properties as `pg_dump --create` writes them (its comment, privileges,
-    /// `ALTER DATABASE … SET` and `ALTER ROLE … IN DATABASE … SET`), with every schema left
-    /// out so that pg_dump reads nothing else of substance.
-    pub async fn database_properties(
-        &self,
-        settings: &ConnectionSettings,
-        snapshot_id: &str,
-    ) -> Result<Vec<u8>> {
-        self.run(
-            settings,
-            snapshot_id,
-            &[
-                "--format=plain".into(),
-                "--create".into(),
-                "--section=pre-data".into(),
-                "--exclude-schema=*".into(),
-            ],
-            "pg_dump --create (database properties)",
-        )
-        .await
+        Ok(SchemaArchive {
+            pg_restore: self.path.with_file_name("pg_restore"),
+            archive,
+        })
     }
 
     async fn run(
@@ -217,6 +154,75 @@ impl PgDump {
                 stderr.trim()
             )));
         }
+        Ok(output.stdout)
+    }
+}
+
+/// pg_dump's custom-format dump of a database's schema ([`PgDump::schema`]), turned into SQL
+/// text by pg_restore without a connection.
+pub struct SchemaArchive {
+    pg_restore: PathBuf,
+    archive: Vec<u8>,
+}
+
+impl SchemaArchive {
+    /// The pre-data and post-data sections' SQL, as `pg_dump --section=pre-data` and
+    /// `--section=post-data` write them.
+    pub async fn sections(&self) -> Result<(Vec<u8>, Vec<u8>)> {
+        tokio::try_join!(
+            self.restore(&["--section=pre-data"]),
+            self.restore(&["--section=post-data"])
+        )
+    }
+
+    /// Pre-data as `pg_dump --create` writes it, which holds what it says about the database
+    /// itself (comment, privileges, `ALTER DATABASE … SET`, `ALTER ROLE … IN DATABASE …
+    /// SET`; `ddl::database_properties` picks them out): an archive always holds those
+    /// entries, and pg_restore writes them with `--create`. No second pg_dump reads the
+    /// catalog for them.
+    pub async fn database_properties(&self) -> Result<Vec<u8>> {
+        self.restore(&["--create", "--section=pre-data"]).await
+    }
+
+    /// The archive through `pg_restore ARGS --file=-`.
+    async fn restore(&self, args: &[&str]) -> Result<Vec<u8>> {
+        let path = &self.pg_restore;
+        let mut child = Command::new(path)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .args(args)
+            .arg("--file=-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(Error::io(format!(
+                "running {} (installed with pg_dump)",
+                path.display()
+            )))?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| Error::Internal("pg_restore started without its input".into()))?;
+        // Fed while its output is read: pg_restore writes before it has read everything.
+        let feed = async move {
+            let written = stdin.write_all(&self.archive).await;
+            drop(stdin);
+            written
+        };
+        let (written, output) = tokio::join!(feed, child.wait_with_output());
+        let output = output.map_err(Error::io(format!("running {}", path.display())))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(Error::PgDump(format!(
+                "pg_restore {} of pg_dump's schema failed ({}): {}",
+                args.join(" "),
+                output.status,
+                stderr.trim()
+            )));
+        }
+        written.map_err(Error::io(format!("feeding {}", path.display())))?;
         Ok(output.stdout)
     }
 }

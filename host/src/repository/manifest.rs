@@ -1386,13 +1386,11 @@ mod incremental_tests {
         }
     }
 
-    #[test]
-    fn windows_need_format_2_and_older_manifests_stay_format_1() {
-        let mut manifest = super::sample_manifest("20261202-040000-dddd");
-        assert_eq!(Manifest::format_for(&manifest.tables), 1);
-        manifest.tables.push(TableEntry {
+    /// A table `public.NAME` of one 4-byte row, stored in `part`.
+    fn one_row_table(name: &str, part: Stream) -> TableEntry {
+        TableEntry {
             schema: "public".into(),
-            name: "t".into(),
+            name: name.into(),
             columns: vec!["id".into()],
             column_types: Vec::new(),
             partition_of: None,
@@ -1400,9 +1398,18 @@ mod incremental_tests {
             rows: 1,
             logical_bytes: 4,
             checksum: "c".into(),
-            parts: vec![window(0, 4, &[10])],
+            parts: vec![part],
             tracked: None,
-        });
+        }
+    }
+
+    #[test]
+    fn windows_need_format_2_and_older_manifests_stay_format_1() {
+        let mut manifest = super::sample_manifest("20261202-040000-dddd");
+        assert_eq!(Manifest::format_for(&manifest.tables), 1);
+        manifest
+            .tables
+            .push(one_row_table("t", window(0, 4, &[10])));
         assert_eq!(Manifest::format_for(&manifest.tables), WINDOWS_FORMAT);
         let json = serde_json::to_string(&manifest).unwrap();
         let e = Manifest::parse(&manifest.id, json.as_bytes()).unwrap_err();
@@ -1427,19 +1434,7 @@ mod incremental_tests {
         for (i, chunk) in [10u64, 20, 10].iter().enumerate() {
             let mut part = window(0, 4, &[*chunk]);
             part.chunks[0].id = format!("{i:x}").repeat(64);
-            manifest.tables.push(TableEntry {
-                schema: "public".into(),
-                name: format!("t{i}"),
-                columns: vec!["id".into()],
-                column_types: Vec::new(),
-                partition_of: None,
-                filter: None,
-                rows: 1,
-                logical_bytes: 4,
-                checksum: "c".into(),
-                parts: vec![part],
-                tracked: None,
-            });
+            manifest.tables.push(one_row_table(&format!("t{i}"), part));
         }
         manifest.sequences.push(SequenceValue {
             schema: "public".into(),

@@ -99,6 +99,8 @@ pub async fn read(
     let (pre, post) = pg_dump::find(configured, server_major)
         .await?
         .schema(settings, "")
+        .await?
+        .sections()
         .await?;
     let context = |name: &str| format!("the {name} section of backup {}", parent.id);
     let (pre_context, post_context) = (context("pre-data"), context("post-data"));
