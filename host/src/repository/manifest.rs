@@ -1100,6 +1100,25 @@ pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// A table `public.NAME (id)` of `rows` rows and `bytes` bytes, stored in `part`, with no
+/// checksum: unit tests set what they judge.
+#[cfg(test)]
+pub(crate) fn sample_table(name: &str, (rows, bytes): (u64, u64), part: Stream) -> TableEntry {
+    TableEntry {
+        schema: "public".into(),
+        name: name.into(),
+        columns: vec!["id".into()],
+        column_types: Vec::new(),
+        partition_of: None,
+        filter: None,
+        rows,
+        logical_bytes: bytes,
+        checksum: String::new(),
+        parts: vec![part],
+        tracked: None,
+    }
+}
+
 /// A manifest with nothing in it yet (no tables, no DDL), taken now of database `app` on
 /// PostgreSQL 16: unit tests fill in what they judge.
 #[cfg(test)]
@@ -1389,17 +1408,8 @@ mod incremental_tests {
     /// A table `public.NAME` of one 4-byte row, stored in `part`.
     fn one_row_table(name: &str, part: Stream) -> TableEntry {
         TableEntry {
-            schema: "public".into(),
-            name: name.into(),
-            columns: vec!["id".into()],
-            column_types: Vec::new(),
-            partition_of: None,
-            filter: None,
-            rows: 1,
-            logical_bytes: 4,
             checksum: "c".into(),
-            parts: vec![part],
-            tracked: None,
+            ..super::sample_table(name, (1, 4), part)
         }
     }
 

@@ -9,24 +9,13 @@ use crate::pg::ConnectionSettings;
 use crate::pg::connect::SslMode;
 use crate::repository::manifest::{
     Extension, ForeignKey, Manifest, RoleDefinition, Stream, TableEntry, sample_manifest,
+    sample_table,
 };
 
 const ID: &str = "20260310-070000-abcd";
 
 fn table(name: &str, rows: u64, bytes: u64) -> TableEntry {
-    TableEntry {
-        schema: "public".into(),
-        name: name.into(),
-        columns: vec!["id".into()],
-        column_types: Vec::new(),
-        partition_of: None,
-        filter: None,
-        rows,
-        logical_bytes: bytes,
-        checksum: String::new(),
-        parts: vec![Stream::default()],
-        tracked: None,
-    }
+    sample_table(name, (rows, bytes), Stream::default())
 }
 
 fn fk(name: &str, table: &str, references: &str) -> ForeignKey {
