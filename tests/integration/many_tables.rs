@@ -244,7 +244,7 @@ async fn a_table_dropped_or_rewritten_after_the_snapshot_is_refused_not_read_emp
         "public.rewritten",
         "public.replaced",
     ] {
-        match snapshot::begin_read(&worker, &leader.snapshot_id, table).await {
+        match snapshot::begin_read(&worker, &leader.snapshot_id, &[table]).await {
             Err(Error::ChangedDuringBackup(message)) => {
                 assert!(message.contains(table), "{message}");
                 assert!(message.contains("run the backup again"), "{message}");
@@ -255,7 +255,7 @@ async fn a_table_dropped_or_rewritten_after_the_snapshot_is_refused_not_read_emp
         worker.batch_execute("ROLLBACK").await.expect("rollback");
     }
     // A change that keeps the table's file (a new column, new rows) reads as of the snapshot.
-    snapshot::begin_read(&worker, &leader.snapshot_id, "public.altered")
+    snapshot::begin_read(&worker, &leader.snapshot_id, &["public.altered"])
         .await
         .expect("an altered table is still the snapshot's");
     let rows: i64 = scalar(&worker, "SELECT count(*) FROM public.altered").await;
@@ -272,10 +272,8 @@ async fn a_table_dropped_or_rewritten_after_the_snapshot_is_refused_not_read_emp
     assert_eq!(held, 0, "the read's lock is released when it ends");
 
     // A backup worker's reads: each commits the one before it in its own round trip, so the
-    // worker holds one table's lock at a time, and the check still refuses a changed table.
-    let reader = session::open(&settings, snapshot::READER_START, "a backup worker")
-        .await
-        .expect("reader");
+    // worker holds one group's locks at a time, and the check still refuses a changed table.
+    let reader = snapshot::reader(&settings).await.expect("reader");
     let locked = |table: &'static str| {
         let db = &db;
         async move {
@@ -289,13 +287,13 @@ async fn a_table_dropped_or_rewritten_after_the_snapshot_is_refused_not_read_emp
             .await
         }
     };
-    snapshot::next_read(&reader, &leader.snapshot_id, "public.altered")
+    snapshot::next_read(&reader, &leader.snapshot_id, &["public.altered"])
         .await
         .expect("the first read commits the session's empty transaction");
     assert_eq!(locked("altered").await, 1, "the table is locked while read");
     let rows: i64 = scalar(&reader, "SELECT count(*) FROM public.altered").await;
     assert_eq!(rows, 3, "the next read is in the snapshot too");
-    snapshot::next_read(&reader, &leader.snapshot_id, "public.kept")
+    snapshot::next_read(&reader, &leader.snapshot_id, &["public.kept"])
         .await
         .expect("a table unchanged since the snapshot");
     assert_eq!(
@@ -303,9 +301,53 @@ async fn a_table_dropped_or_rewritten_after_the_snapshot_is_refused_not_read_emp
         (0, 1),
         "the next read released the previous table's lock"
     );
-    match snapshot::next_read(&reader, &leader.snapshot_id, "public.rewritten").await {
-        Err(Error::ChangedDuringBackup(message)) => assert!(message.contains("rewritten")),
-        other => panic!("a rewritten table read by a worker: {other:?}"),
+    // A group of small tables: one transaction locks them all, and its check names the one
+    // that changed, whichever way.
+    snapshot::next_read(
+        &reader,
+        &leader.snapshot_id,
+        &["public.altered", "public.kept"],
+    )
+    .await
+    .expect("a group of unchanged tables");
+    assert_eq!(
+        (locked("altered").await, locked("kept").await),
+        (1, 1),
+        "a group's tables are locked together"
+    );
+    for (group, culprit) in [
+        (
+            ["public.kept", "public.rewritten", "public.altered"],
+            "public.rewritten",
+        ),
+        (
+            ["public.kept", "public.altered", "public.dropped"],
+            "public.dropped",
+        ),
+        (
+            ["public.replaced", "public.kept", "public.altered"],
+            "public.replaced",
+        ),
+    ] {
+        match snapshot::next_read(&reader, &leader.snapshot_id, &group).await {
+            Err(Error::ChangedDuringBackup(message)) => {
+                assert!(
+                    message.contains(&format!("table {culprit} was")),
+                    "{message}"
+                );
+                for other in group.iter().filter(|t| **t != culprit) {
+                    assert!(
+                        !message.contains(other),
+                        "{other} is not to blame: {message}"
+                    );
+                }
+            }
+            other => panic!("a group holding {culprit}, changed, read by a worker: {other:?}"),
+        }
     }
+    // The session survives a refused group: the next read starts afresh.
+    snapshot::next_read(&reader, &leader.snapshot_id, &["public.kept"])
+        .await
+        .expect("a read after a refused group");
     leader.finish().await.expect("end the snapshot");
 }

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::pg::catalog::{self, DataTable};
 use crate::pg::globals;
 use crate::pg::snapshot::{self, SnapshotLeader};
-use crate::pg::{ConnectionSettings, ddl, pg_dump, pool, session};
+use crate::pg::{ConnectionSettings, ddl, pg_dump, pool};
 use crate::repository::chunker::RowChecksum;
 use crate::repository::history::Event;
 use crate::repository::id::new_backup_id;
@@ -730,9 +730,7 @@ impl Run<'_> {
         let (settings, snapshot_id) = (self.settings.clone(), self.snapshot_id.to_string());
         let open = move || {
             let settings = settings.clone();
-            async move {
-                session::open(&settings, snapshot::READER_START, "opening a backup worker").await
-            }
+            async move { snapshot::reader(&settings).await }
         };
         let (repo, index, progress, bar, row_checks) = (
             self.repo.clone(),
@@ -765,7 +763,8 @@ impl Run<'_> {
                 let bars = (&bar, &overall);
                 let stored = match unit.as_slice() {
                     [job] => {
-                        let read = snapshot::next_read(&client, &snapshot_id, &job.relation);
+                        let table = [job.relation.as_str()];
+                        let read = snapshot::next_read(&client, &snapshot_id, &table);
                         vec![copy_part(&client, sink, job, bars, checks, read).await?]
                     }
                     jobs => {
@@ -932,7 +931,11 @@ async fn copy_part(
     read: impl std::future::Future<Output = Result<()>>,
 ) -> Result<Stored> {
     let writer = StreamWriter::start(repo.clone(), index.clone(), level, observe(bars));
-    if let Err(e) = copy_into(client, &writer, job, checks, read).await {
+    let copied = match prepare(client, read, std::slice::from_ref(job)).await {
+        Ok(statements) => copy_into(client, &writer, job, checks, &statements[0]).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = copied {
         return Err(writer.failed(e).await);
     }
     let stored = writer.finish().await?;
@@ -943,7 +946,8 @@ async fn copy_part(
 }
 
 /// Copies small whole tables one after another into one stream, each table a window on it
-/// (see [`SMALL_TABLE_BYTES`]); each table is read under its own lock, as `copy_part` reads.
+/// (see [`SMALL_TABLE_BYTES`]); they are read in groups (see `snapshot::READ_GROUP_TABLES`),
+/// each group under its own locks, as `copy_part` reads.
 async fn copy_small_tables(
     (client, snapshot_id): (&tokio_postgres::Client, &str),
     (repo, index, level): (&Repository, &Arc<ChunkIndex>, i32),
@@ -952,14 +956,21 @@ async fn copy_small_tables(
     checks: Option<&RowChecks>,
 ) -> Result<Vec<Stored>> {
     let writer = StreamWriter::start(repo.clone(), index.clone(), level, observe(bars));
-    for job in jobs {
-        let read = snapshot::next_read(client, snapshot_id, &job.relation);
-        let copied = match copy_into(client, &writer, job, checks, read).await {
-            Ok(()) => writer.mark().await,
-            Err(e) => Err(e),
+    for group in jobs.chunks(snapshot::READ_GROUP_TABLES) {
+        let tables: Vec<&str> = group.iter().map(|j| j.relation.as_str()).collect();
+        let read = snapshot::next_read(client, snapshot_id, &tables);
+        let statements = match prepare(client, read, group).await {
+            Ok(statements) => statements,
+            Err(e) => return Err(writer.failed(e).await),
         };
-        if let Err(e) = copied {
-            return Err(writer.failed(e).await);
+        for (job, statement) in group.iter().zip(&statements) {
+            let copied = match copy_into(client, &writer, job, checks, statement).await {
+                Ok(()) => writer.mark().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = copied {
+                return Err(writer.failed(e).await);
+            }
         }
     }
     let stored = writer.finish_windows().await?;
@@ -971,18 +982,35 @@ async fn copy_small_tables(
     Ok(stored)
 }
 
-/// Runs one part's COPY (after `read`, see `copy_part`) and hands its rows to `writer`.
+/// Runs `read` and prepares the jobs' COPY statements, all in one round trip (the server runs
+/// them in order, so the statements are prepared under the read's locks).
+async fn prepare(
+    client: &tokio_postgres::Client,
+    read: impl std::future::Future<Output = Result<()>>,
+    jobs: &[PartJob],
+) -> Result<Vec<tokio_postgres::Statement>> {
+    let statements = futures_util::future::join_all(jobs.iter().map(|j| client.prepare(&j.sql)));
+    let (read, statements) = tokio::join!(read, statements);
+    read?;
+    jobs.iter()
+        .zip(statements)
+        .map(|(job, statement)| statement.map_err(Error::db(format!("copying {}", job.label))))
+        .collect()
+}
+
+/// Runs one part's COPY (prepared by [`prepare`]) and hands its rows to `writer`.
 async fn copy_into(
     client: &tokio_postgres::Client,
     writer: &StreamWriter,
     job: &PartJob,
     checks: Option<&RowChecks>,
-    read: impl std::future::Future<Output = Result<()>>,
+    statement: &tokio_postgres::Statement,
 ) -> Result<()> {
     let context = || format!("copying {}", job.label);
-    let (read, stream) = tokio::join!(read, client.copy_out(job.sql.as_str()));
-    read?;
-    let stream = stream.map_err(Error::db(context()))?;
+    let stream = client
+        .copy_out(statement)
+        .await
+        .map_err(Error::db(context()))?;
     let mut stream = std::pin::pin!(stream);
     // COPY rows arrive as shared slices of the connection's read buffer: batch them without
     // copying; the chunking thread copies each byte once, into its window.

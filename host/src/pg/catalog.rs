@@ -50,7 +50,10 @@ pub struct DataTable {
     /// The columns' types (`format_type`), in the same order.
     pub column_types: Vec<String>,
     pub partition_of: Option<String>,
-    /// On-disk size including TOAST: the basis of space and time estimates.
+    /// On-disk size of the rows (the main fork and the TOAST table's): the basis of space and
+    /// time estimates. Not `pg_table_size`: its free-space and visibility maps and TOAST index
+    /// add nothing a COPY reads, and opening and sizing them was two thirds of the catalog
+    /// read on thousands of tables (0.35 s of 0.55 s on 5,000).
     pub bytes: i64,
     /// Blocks of the main fork: the unit of block-range splitting.
     pub pages: i64,
@@ -136,7 +139,8 @@ pub async fn data_tables(client: &Client, block_size: i64) -> Result<Vec<DataTab
            (SELECT quote_ident(pn.nspname) || '.' || quote_ident(pc.relname) FROM pg_inherits i \
               JOIN pg_class pc ON pc.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
              WHERE i.inhrelid = c.oid AND c.relispartition), \
-           pg_table_size(c.oid)::int8, pg_relation_size(c.oid)::int8, \
+           pg_relation_size(c.oid)::int8, \
+           CASE WHEN c.reltoastrelid <> 0 THEN pg_relation_size(c.reltoastrelid)::int8 ELSE 0 END, \
            (SELECT x.cond FROM pg_extension e CROSS JOIN LATERAL unnest(e.extconfig, e.extcondition) x(rel, cond) \
              WHERE x.rel = c.oid) \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -149,7 +153,7 @@ pub async fn data_tables(client: &Client, block_size: i64) -> Result<Vec<DataTab
     Ok(rows
         .iter()
         .map(|r| {
-            let main_fork: i64 = r.get(6);
+            let (main_fork, toast): (i64, i64) = (r.get(5), r.get(6));
             let filter: Option<String> = r.get(7);
             DataTable {
                 schema: r.get(0),
@@ -158,7 +162,7 @@ pub async fn data_tables(client: &Client, block_size: i64) -> Result<Vec<DataTab
                 columns: r.get(2),
                 column_types: r.get(3),
                 partition_of: r.get(4),
-                bytes: r.get(5),
+                bytes: main_fork + toast,
                 pages: main_fork / block_size.max(1),
             }
         })
