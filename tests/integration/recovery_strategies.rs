@@ -349,9 +349,9 @@ async fn the_runbooks_partial_recovery_restores_three_tables_beside_the_live_dat
         let n: i64 = scalar(&restored, &format!("SELECT count(*) FROM {table}")).await;
         assert_eq!(n, expected, "{table}");
     }
-    // Each restored table was analyzed by the restore (autovacuum was paused on it until the
-    // end), and the planner has statistics for it. At this size none is big enough to load
-    // frozen (under 1 MiB), so contacts, whose key on organization_id an index holds, was
+    // Each restored table was analyzed by the restore, and the planner has statistics for
+    // it. At this size none is big enough to load frozen or to pause autovacuum on (under
+    // 1 MiB), so contacts, whose key on organization_id an index holds, was
     // vacuumed as well, for that key's index-only validation; the others were not.
     for (table, vacuumed) in [
         ("organizations", false),

@@ -1,4 +1,4 @@
-//! The vacuum and analyze steps: autovacuum paused on a new database's tables while they are
+//! The vacuum and analyze steps: autovacuum paused on a new database's big tables while they are
 //! built, then ANALYZE (VACUUM (ANALYZE) where it speeds up a key's validation) of each and the
 //! validation of its foreign keys; ANALYZE of the tables a restore into an existing database
 //! wrote, after its commit.
